@@ -1,0 +1,63 @@
+"""The ``scidl`` command: a thin layer over the config objects and the Python API.
+
+Each subcommand lives in its own module (``scidl.commands.<name>`` or a package's
+``cli`` module) exposing ``NAME``, ``HELP``, ``add_arguments(parser)`` and
+``run(args) -> int``. User errors print one line and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# One line per subcommand module; imported only when the CLI runs.
+_COMMANDS: list[str] = [
+    "scidl.commands.train",
+    "scidl.commands.config",
+    "scidl.commands.workloads",
+]
+
+
+class UserError(Exception):
+    """An error caused by the user's input; printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scidl",
+        description="Scalable deep learning for science: train, scale, predict and search.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for modname in _COMMANDS:
+        mod = importlib.import_module(modname)
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from scidl.config import ConfigError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except (ConfigError, UserError, FileNotFoundError) as e:
+        print(f"scidl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyError as e:  # registries raise KeyError with a readable message
+        print(f"scidl: error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("scidl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Run configuration: pydantic models, YAML load/dump, ``key=value`` overrides.
+
+Resolution order (later wins): built-in defaults → the workload's ``defaults`` → a YAML
+file → command-line overrides with dotted paths (``train.batch_size=64``). Every error
+names the offending key and the valid choices; :class:`ConfigError` carries a one-line,
+traceback-free message for the CLI.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from scidl.comm.config import CommConfig
+from scidl.optim.config import OptimConfig
+from scidl.parallel.config import ParallelConfig
+
+
+class ConfigError(ValueError):
+    """A user error in a config file or override; the message is meant for humans."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TrainConfig(_Section):
+    """The training budget and loop behaviour."""
+
+    epochs: int = Field(10, ge=0, description="passes over the training data")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    batch_size: int = Field(32, ge=1, description="per-rank batch size (samples per micro-step)")
+    grad_accum: int = Field(1, ge=1, description="micro-steps per optimizer step")
+    eval_every: int = Field(0, ge=0, description="evaluate every N steps (0: each epoch end)")
+    log_every: int = Field(10, ge=1, description="write metrics every N steps")
+    clip_grad_norm: float | None = Field(None, gt=0, description="max global grad norm")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = autocast forward")
+    skip_nonfinite: bool = Field(True, description="skip steps whose gradients are NaN/Inf")
+    seed: int = Field(0, description="seed for model init, data generation and data order")
+    deterministic: bool = Field(False, description="torch.use_deterministic_algorithms")
+    drop_last: bool = Field(True, description="drop the last incomplete batch of each epoch")
+
+
+class DistConfig(_Section):
+    """Processes and backend."""
+
+    nproc: int = Field(1, ge=1, description="local processes started by `scidl train`")
+    backend: Literal["auto", "gloo", "nccl"] = Field("auto", description="auto: nccl on CUDA")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="compute device")
+    max_restarts: int = Field(0, ge=0, description="elastic agent restarts on failure")
+    timeout_s: float = Field(600.0, gt=0, description="collective timeout in seconds")
+    threads_per_proc: int | None = Field(None, ge=1, description="torch threads per process")
+
+
+class CheckpointConfig(_Section):
+    """Checkpoints: atomic, hashed, resumable."""
+
+    every_steps: int = Field(0, ge=0, description="checkpoint every N steps (0: epoch ends)")
+    keep: int = Field(3, ge=1, description="checkpoints kept on disk")
+    final: bool = Field(True, description="write a checkpoint at the end")
+
+
+class LogConfig(_Section):
+    """Where results go and how progress is shown."""
+
+    root: str = Field("runs", description="parent of run folders")
+    run_dir: str | None = Field(None, description="explicit run folder (default: timestamped)")
+    tensorboard: bool = Field(True, description="write TensorBoard event files")
+    progress: bool = Field(True, description="progress bar on rank 0 (TTY only)")
+
+
+class RunConfig(_Section):
+    """Everything that defines a run. ``task`` holds the workload's own settings."""
+
+    workload: str = Field("burgers", description="registered workload name")
+    task: dict[str, Any] = Field(default_factory=dict, description="workload settings")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    comm: CommConfig = Field(default_factory=CommConfig)
+    parallel: ParallelConfig = Field(default_factory=ParallelConfig)
+    dist: DistConfig = Field(default_factory=DistConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    def task_config(self) -> Any:
+        """The validated workload config object for ``self.task``."""
+        from scidl.workloads import get_workload
+
+        wl = get_workload(self.workload)
+        return _validate(wl.Config, self.task, prefix="task")
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _deep_merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _valid_keys(model: type[BaseModel], prefix: str) -> list[str]:
+    keys = []
+    for name, f in model.model_fields.items():
+        path = f"{prefix}.{name}" if prefix else name
+        keys.append(path)
+        ann = f.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys.extend(_valid_keys(ann, path))
+    return keys
+
+
+def _format_error(err: ValidationError, prefix: str, model: type[BaseModel]) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"])
+    path = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+    if e["type"] == "extra_forbidden":
+        valid = _valid_keys(model, prefix)
+        close = difflib.get_close_matches(path, valid, n=3, cutoff=0.5)
+        if not close:  # suggest siblings of the unknown key
+            parent = path.rpartition(".")[0]
+            close = [k for k in valid if k.rpartition(".")[0] == parent][:8]
+        return f"unknown config key '{path}'; valid keys near it: {', '.join(close)}"
+    return f"invalid value for '{path}': {e['msg']} (got {e.get('input')!r})"
+
+
+def _validate(model: type[BaseModel], data: dict[str, Any], prefix: str = "") -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, prefix, model)) from None
+
+
+def parse_value(text: str) -> Any:
+    """Parse an override value with YAML rules (``1e-3`` → float, ``[1,2]`` → list)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str) and text.strip().lower() in ("none", "null"):
+        return None
+    return value
+
+
+def overrides_to_dict(overrides: list[str]) -> dict[str, Any]:
+    """Turn ``["a.b=1", "c=x"]`` into a nested dict; malformed items raise ConfigError."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with an earlier override")
+        node[parts[-1]] = parse_value(raw)
+    return out
+
+
+def load_config(
+    workload: str | None = None,
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Resolve a run config from defaults, workload defaults, YAML and overrides.
+
+    Args:
+        workload: workload name (overrides the file's ``workload`` key if given).
+        path: optional YAML file.
+        overrides: ``dotted.key=value`` strings.
+        extra: a nested dict applied last (CLI flags such as ``--nproc``).
+    """
+    from scidl.workloads import get_workload
+
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top level")
+        data = loaded
+    user = _deep_merge(data, overrides_to_dict(overrides or []))
+    user = _deep_merge(user, extra or {})
+    name = workload or user.get("workload") or RunConfig.model_fields["workload"].default
+    try:
+        wl = get_workload(name)
+    except KeyError as e:
+        raise ConfigError(str(e)) from None
+    merged = _deep_merge(copy.deepcopy(wl.defaults), user)
+    merged["workload"] = name
+    # Fill the task section with the workload's full defaults so config.yaml is complete.
+    task = _validate(wl.Config, merged.get("task", {}) or {}, prefix="task")
+    merged["task"] = task.model_dump(mode="json")
+    return _validate(RunConfig, merged)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    from scidl.train.checkpoint import atomic_write_text
+
+    atomic_write_text(Path(path), cfg.to_yaml())
