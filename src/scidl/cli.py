@@ -17,6 +17,11 @@ _COMMANDS: list[str] = [
     "scidl.commands.train",
     "scidl.commands.config",
     "scidl.commands.workloads",
+    "scidl.commands.search",
+    "scidl.commands.scale",
+    "scidl.commands.bench_collectives",
+    "scidl.commands.predict",
+    "scidl.commands.report",
 ]
 
 
@@ -42,7 +47,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from scidl.config import ConfigError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # key=value overrides may come after options (`scidl train digits --nproc 2 a.b=1`).
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if hasattr(args, "overrides") and all("=" in u and not u.startswith("-") for u in unknown):
+            args.overrides = [*args.overrides, *unknown]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -33,8 +33,11 @@ class TrainConfig(_Section):
     """The training budget and loop behaviour."""
 
     epochs: int = Field(10, ge=0, description="passes over the training data")
-    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps to train (overrides epochs)")
     batch_size: int = Field(32, ge=1, description="per-rank batch size (samples per micro-step)")
+    global_batch_size: int | None = Field(
+        None, ge=1, description="if set: batch_size = global_batch_size / (world * grad_accum)"
+    )
     grad_accum: int = Field(1, ge=1, description="micro-steps per optimizer step")
     eval_every: int = Field(0, ge=0, description="evaluate every N steps (0: each epoch end)")
     log_every: int = Field(10, ge=1, description="write metrics every N steps")
@@ -152,8 +155,13 @@ def parse_value(text: str) -> Any:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
-    if isinstance(value, str) and text.strip().lower() in ("none", "null"):
-        return None
+    if isinstance(value, str):
+        if text.strip().lower() in ("none", "null"):
+            return None
+        try:  # YAML 1.1 reads "1e-3" as a string
+            return float(value) if any(c in value for c in ".eE") else value
+        except ValueError:
+            return value
     return value
 
 

@@ -1,16 +1,39 @@
-"""The communication-strategy contract and its registry."""
+"""The communication-strategy contract, the DDP hook adapter, and the registry.
+
+Every strategy issues its collectives only from the thread that calls the DDP
+communication hook, in bucket order; completion callbacks do local work only. DDP calls
+the hooks in bucket-index order on every rank, so every rank issues the same collectives
+in the same order on every backend — the property ``torch``'s own PowerSGD hook lacks on
+gloo when it chains collectives inside callbacks.
+"""
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import time
 from typing import Any, ClassVar
 
+import torch
 import torch.distributed as dist
+from torch.futures import Future
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from scidl.comm.accounting import CommCounters
+from scidl.comm.accounting import (
+    CommCounters,
+    allgather_bytes,
+    reduce_scatter_bytes,
+    ring_allreduce_bytes,
+)
+from scidl.comm.buckets import Bucket, layout_of
 from scidl.comm.config import CommConfig
+
+
+def completed(value: torch.Tensor) -> Future[torch.Tensor]:
+    """A future that already holds ``value``."""
+    fut: Future[torch.Tensor] = Future()
+    fut.set_result(value)
+    return fut
 
 
 class CommStrategy:
@@ -18,8 +41,9 @@ class CommStrategy:
 
     Lifecycle: the trainer builds the strategy from the ``comm`` config, asks it for
     ``ddp_kwargs()`` when wrapping the model in DDP, calls ``install(ddp_model, group)``
-    once (call on all ranks), and ``end_step()`` after each optimizer step. Strategies
-    must issue their collectives in the same order on every rank and backend.
+    once (call on all ranks), and ``end_step()`` after each optimizer step (all ranks).
+    Subclasses implement ``reduce(bucket) -> Future[Tensor]``: the averaged gradient
+    of one flat bucket, (1/p)·Σ_r g_r or its compressed estimate.
     """
 
     name: ClassVar[str] = ""
@@ -28,29 +52,158 @@ class CommStrategy:
     def __init__(self, cfg: CommConfig) -> None:
         self.cfg = cfg
         self.counters = CommCounters()
+        self.group: dist.ProcessGroup | None = None
+        self.world = 1
+        self.rank = 0
+        self.step = 0
+        self.param_ids: list[int] = []
 
+    # ------------------------------------------------------------------ contract
     def ddp_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``DistributedDataParallel``."""
         return {"bucket_cap_mb": self.cfg.bucket_cap_mb}
 
     def install(self, ddp_model: DDP, group: dist.ProcessGroup | None = None) -> None:
-        """Attach to the DDP model (register a communication hook, or nothing)."""
+        """Register this strategy as the model's communication hook (call on all ranks)."""
+        self.setup(ddp_model, group)
+
+        def hook(state, bucket):  # type: ignore[no-untyped-def]  # DDP rejects string annotations
+            return self._ddp_hook(state, bucket)
+
+        ddp_model.register_comm_hook(None, hook)
+
+    def setup(self, ddp_model: DDP | None, group: dist.ProcessGroup | None) -> None:
+        """Learn the process group (subclasses create sub-groups here; all ranks)."""
+        self.group = group
+        self.world = dist.get_world_size(group)
+        self.rank = dist.get_rank(group)
+        if ddp_model is not None:  # stable names of parameters, for checkpoints
+            self.param_ids = [id(p) for p in ddp_model.module.parameters()]
+
+    def reduce(self, bucket: Bucket) -> Future[torch.Tensor]:
+        """Return a future of the averaged flat gradient of ``bucket`` (all ranks)."""
+        raise NotImplementedError
 
     def end_step(self) -> dict[str, float]:
         """Close the step's accounting and return its counters (bytes, seconds)."""
+        self.step += 1
         return self.counters.end_step()
 
     def report(self) -> dict[str, Any]:
         """Totals for ``comm.json``."""
-        return {"strategy": self.name, **self.counters.summary()}
+        return {"strategy": self.name, "world": self.world, **self.counters.summary()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Per-rank state for checkpoints (tensors keyed by parameter position)."""
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()`` output (after ``install``)."""
+        self.step = int(state.get("step", 0))
+
+    def _by_position(self, by_id: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        pos = {pid: i for i, pid in enumerate(self.param_ids)}
+        return {pos[k]: v.clone() for k, v in by_id.items() if k in pos}
+
+    def _by_id(self, by_pos: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        return {self.param_ids[i]: v for i, v in by_pos.items() if i < len(self.param_ids)}
+
+    # ------------------------------------------------------------------ DDP adapter
+    def _ddp_hook(self, state: Any, bucket: dist.GradBucket) -> Future[torch.Tensor]:
+        raw = bucket.buffer()
+        params = list(bucket.parameters())
+        if raw.is_sparse:  # sparse-as-dense: reduce the densified gradient
+            dense = raw.to_dense()
+            shape, sparse_dim = dense.shape, raw.sparse_dim()
+            flat = dense.reshape(-1)
+            view = Bucket(flat, bucket.index(), bucket.is_last(), params,
+                          layout_of(params, flat.numel()))
+            fut = self.reduce(view).then(
+                lambda f: f.value().reshape(shape).to_sparse(sparse_dim)
+            )
+        else:
+            view = Bucket(raw, bucket.index(), bucket.is_last(), params,
+                          layout_of(params, raw.numel()))
+            fut = self.reduce(view)
+        self.counters.mark_hook_returned()
+        return fut
+
+    # ------------------------------------------------------------------ collectives
+    def _timed(self, work: Any, op: str, value: Any) -> Future[Any]:
+        start = time.perf_counter()
+
+        def done(f: Future[Any]) -> Any:
+            f.value()  # re-raise a failed collective
+            self.counters.add_seconds(op, time.perf_counter() - start)
+            return value
+
+        try:
+            fut = work.get_future()
+        except RuntimeError:  # some gloo collectives have no future: complete it here
+            work.wait()
+            fut = completed(value)
+        return fut.then(done)  # type: ignore[no-any-return]
+
+    def wait(self, fut: Future[Any]) -> Any:
+        """Block the hook thread on ``fut``; the time counts as exposed communication."""
+        start = time.perf_counter()
+        out = fut.wait()
+        self.counters.add_blocked(time.perf_counter() - start)
+        return out
+
+    def allreduce(
+        self, t: torch.Tensor, group: dist.ProcessGroup | None = None, op: str = "allreduce",
+        world: int | None = None,
+    ) -> Future[torch.Tensor]:
+        """Sum ``t`` in place over ``group`` (default: the strategy's group); async."""
+        g = self.group if group is None else group
+        p = self.world if world is None else world
+        nbytes = ring_allreduce_bytes(t.numel() * t.element_size(), p)
+        self.counters.record(op, nbytes, nbytes)
+        return self._timed(dist.all_reduce(t, group=g, async_op=True), op, t)
+
+    def allgather(
+        self, out: torch.Tensor, inp: torch.Tensor, group: dist.ProcessGroup | None = None,
+        op: str = "allgather", world: int | None = None,
+    ) -> Future[torch.Tensor]:
+        """Concatenate every rank's ``inp`` into ``out`` (rank order); async."""
+        g = self.group if group is None else group
+        p = self.world if world is None else world
+        nbytes = allgather_bytes(inp.numel() * inp.element_size(), p)
+        self.counters.record(op, nbytes, nbytes)
+        gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+        return self._timed(gather(out, inp, group=g, async_op=True), op, out)
+
+    def reduce_scatter(
+        self, out: torch.Tensor, inp: torch.Tensor, group: dist.ProcessGroup | None = None,
+        op: str = "reduce_scatter", world: int | None = None,
+    ) -> Future[torch.Tensor]:
+        """Sum ``inp`` over ranks and keep this rank's 1/p chunk in ``out``; async."""
+        g = self.group if group is None else group
+        p = self.world if world is None else world
+        nbytes = reduce_scatter_bytes(inp.numel() * inp.element_size(), p)
+        self.counters.record(op, nbytes, nbytes)
+        scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+        return self._timed(scatter(out, inp, group=g, async_op=True), op, out)
 
 
 _BUILTIN: dict[str, str] = {
     "dense": "scidl.comm.dense:DenseAllreduce",
+    "grouped": "scidl.comm.grouped:GroupedAllreduce",
+    "hierarchical": "scidl.comm.hierarchical:HierarchicalAllreduce",
+    "fp16": "scidl.comm.fp16:FP16Allreduce",
+    "bf16": "scidl.comm.bf16:BF16Allreduce",
+    "powersgd": "scidl.comm.powersgd:PowerSGD",
+    "topk": "scidl.comm.topk:TopK",
+    "lag": "scidl.comm.lag:Lag",
 }
 _EXTRA: dict[str, type[CommStrategy]] = {}
 
 
 def register_strategy(cls: type[CommStrategy]) -> type[CommStrategy]:
+    """Register a user-defined strategy class (usable as a decorator)."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} must set a non-empty `name`")
     _EXTRA[cls.name] = cls
     return cls
 

@@ -1,8 +1,15 @@
-"""Settings of the gradient-communication section (``comm.*``) of a run config."""
+"""Settings of the gradient-communication section (``comm.*``) of a run config.
+
+One flat model for every strategy: each strategy reads the fields it needs and ignores
+the rest, so ``comm.strategy=topk comm.density=0.01`` is the whole change on the command
+line. Fields that only matter to one strategy say so in their description.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class CommConfig(BaseModel):
@@ -10,10 +17,75 @@ class CommConfig(BaseModel):
 
     Attributes:
         strategy: registered strategy name (``scidl.comm.strategy_names()`` lists them).
-        bucket_cap_mb: DDP gradient bucket size in MiB (first bucket is DDP's 1 MiB).
+        bucket_cap_mb: DDP gradient bucket size in MiB (also the first bucket's cap).
+        density: ``topk``: fraction k/n of each bucket's entries sent per rank.
+        error_feedback: ``topk``/``powersgd``: keep what was not sent and add it next step.
+        value_dtype: ``topk``: wire type of the sent values (indices are always int32).
+        selection: ``topk``: ``exact`` (``torch.topk``), ``threshold`` (sampled quantile,
+            one pass over the bucket) or ``auto`` (exact up to ``exact_max_numel``).
+        exact_max_numel: ``topk``/``auto``: largest bucket selected with exact top-k.
+        sample_fraction: ``topk``/``threshold``: fraction of entries sampled to estimate
+            the magnitude threshold.
+        warmup_steps: ``topk``/``powersgd``: optimizer steps reduced densely first.
+        rank: ``powersgd``: rank r of the low-rank approximation P·Qᵀ.
+        ranks_per_node: ``hierarchical``: processes per (possibly virtual) node;
+            ``None`` = ``LOCAL_WORLD_SIZE`` of the launcher.
+        group_mb: ``grouped``: target size of one fused group in MiB.
+        group_gap_ms: ``grouped``: close a group early when the next gradient became ready
+            more than this many milliseconds later in the observed backward pass.
+        lag_inner: ``lag``: the strategy whose result is applied one step late.
+        seed: seed of the strategies' random draws (PowerSGD's Q, threshold samples).
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     strategy: str = Field("dense", description="gradient reduction strategy (registry name)")
     bucket_cap_mb: float = Field(25.0, gt=0, description="DDP bucket size in MiB")
+    density: float = Field(
+        0.01, gt=0, le=1, description="topk: fraction of each bucket's entries sent per rank"
+    )
+    error_feedback: bool = Field(
+        True, description="topk/powersgd: carry the unsent remainder into the next step"
+    )
+    value_dtype: Literal["fp32", "fp16"] = Field(
+        "fp32", description="topk: wire dtype of the sent values (indices are int32)"
+    )
+    selection: Literal["auto", "exact", "threshold"] = Field(
+        "auto", description="topk: exact torch.topk, sampled-threshold, or auto by size"
+    )
+    exact_max_numel: int = Field(
+        262_144, ge=1, description="topk auto: buckets up to this size use exact top-k"
+    )
+    sample_fraction: float = Field(
+        0.01, gt=0, le=1, description="topk threshold: fraction of entries sampled"
+    )
+    warmup_steps: int = Field(
+        0, ge=0, description="topk/powersgd: dense steps before compressing"
+    )
+    rank: int = Field(4, ge=1, description="powersgd: rank of the low-rank approximation")
+    ranks_per_node: int | None = Field(
+        None, ge=1, description="hierarchical: processes per (virtual) node"
+    )
+    group_mb: float = Field(4.0, gt=0, description="grouped: target fused-group size in MiB")
+    group_gap_ms: float = Field(
+        5.0, ge=0, description="grouped: split a group at backward gaps longer than this"
+    )
+    lag_inner: str = Field("dense", description="lag: strategy applied one step late")
+    seed: int = Field(0, description="seed of the strategies' random draws")
+
+    @field_validator("strategy", "lag_inner")
+    @classmethod
+    def _known_strategy(cls, name: str) -> str:
+        from scidl.comm.base import get_strategy_class
+
+        try:
+            get_strategy_class(name)
+        except KeyError as e:
+            raise ValueError(str(e.args[0])) from None
+        return name
+
+    @model_validator(mode="after")
+    def _lag_not_nested(self) -> CommConfig:
+        if self.lag_inner == "lag":
+            raise ValueError("comm.lag_inner cannot be 'lag'")
+        return self

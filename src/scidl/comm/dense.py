@@ -1,38 +1,25 @@
-"""``dense``: DDP's bucketed allreduce, overlapped with the backward pass, with accounting."""
+"""``dense``: one allreduce per DDP bucket, overlapped with the backward pass."""
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
 import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.futures import Future
 
-from scidl.comm.accounting import ring_allreduce_bytes
 from scidl.comm.base import CommStrategy
+from scidl.comm.buckets import Bucket
 
 
 class DenseAllreduce(CommStrategy):
-    """Average gradients with one allreduce per DDP bucket (``bucket_cap_mb``)."""
+    """Average gradients with one ring allreduce per DDP bucket (``bucket_cap_mb``).
+
+    ḡ = (1/p)·Σ_r g_r; each rank sends and receives 2(p-1)/p·n·4 bytes per bucket of n
+    fp32 entries. The division happens before the sum (same as DDP's default hook).
+    """
 
     name = "dense"
     description = "bucketed dense allreduce (DDP), bucket size configurable"
 
-    def install(self, ddp_model: DDP, group: dist.ProcessGroup | None = None) -> None:
-        world = dist.get_world_size(group)
-
-        def hook(state: Any, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
-            buf = bucket.buffer()
-            nbytes = ring_allreduce_bytes(buf.numel() * buf.element_size(), world)
-            start = time.perf_counter()
-            buf.div_(world)
-            fut = dist.all_reduce(buf, group=group, async_op=True).get_future()
-
-            def done(f: torch.futures.Future[Any]) -> torch.Tensor:
-                self.counters.record("allreduce", nbytes, nbytes, time.perf_counter() - start)
-                return f.value()[0]
-
-            return fut.then(done)
-
-        ddp_model.register_comm_hook(None, hook)
+    def reduce(self, bucket: Bucket) -> Future[torch.Tensor]:
+        buf = bucket.buffer
+        buf.div_(self.world)
+        return self.allreduce(buf)

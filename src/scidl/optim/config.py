@@ -1,4 +1,10 @@
-"""Settings of the optimizer section (``optim.*``) of a run config."""
+"""Settings of the optimizer section (``optim.*``) of a run config.
+
+Flat fields grouped by prefix: the base optimizer (``lr``, ``momentum``, ...), the layer-wise
+trust ratio of LARS/LARC/LAMB (``trust_coefficient``, ``clip``, ``exclude_1d``), the schedule
+(``schedule``, ``warmup_*``, ``poly_power``, ``cycles``, ``reference_batch``) and Anderson
+acceleration (``aa_*``, used when ``name=anderson``).
+"""
 
 from __future__ import annotations
 
@@ -12,15 +18,40 @@ class OptimConfig(BaseModel):
 
     Attributes:
         name: registered optimizer name (``scidl.optim.optimizer_names()``).
-        lr: base learning rate (peak rate after warm-up).
+        lr: base learning rate (peak rate after warm-up, before the linear scaling rule).
         weight_decay: L2 penalty / decoupled decay, depending on the optimizer.
-        momentum: SGD-style momentum.
-        betas: Adam-style moment decay rates.
-        eps: Adam-style denominator epsilon.
+        momentum: SGD-style momentum (SGD, LARS, LARC).
+        betas: Adam-style moment decay rates (Adam, AdamW, LAMB).
+        eps: Adam-style denominator epsilon; also the LARS/LARC denominator guard.
+        trust_coefficient: LARS/LARC trust coefficient eta in eta*||w||/(||g||+wd*||w||).
+        clip: LARC clipping: the layer rate is min(trust ratio, lr) instead of lr*ratio.
+        exclude_1d: 1-D parameters (biases, norm scales) get no weight decay and no trust
+            ratio (LARS/LARC/LAMB).
         schedule: learning-rate schedule after warm-up.
         warmup_steps: linear warm-up from ``warmup_start_factor * lr`` to ``lr``.
         warmup_start_factor: fraction of ``lr`` at step 0 of the warm-up.
         min_lr_factor: floor of decaying schedules, as a fraction of ``lr``.
+        poly_power: exponent p of the polynomial decay (1 - t/T)^p.
+        cycles: number of cosine cycles of the ``cyclic`` schedule (snapshot ensembles).
+        reference_batch: linear scaling rule: the rate is multiplied by
+            global_batch / reference_batch (None: no scaling).
+        aa_base: base optimizer wrapped by ``anderson``.
+        aa_history: Anderson history depth m (stored iterates, >= 3 to extrapolate).
+        aa_every: extrapolate every k optimizer steps.
+        aa_store_every: store an iterate every s optimizer steps.
+        aa_wait: plain base-optimizer steps before the first extrapolation.
+        aa_reg: Tikhonov regularisation, relative to the mean squared column norm.
+        aa_relaxation: relaxation (mixing) parameter beta in (0, 1].
+        aa_safeguard: keep the extrapolated point only if the loss decreased (needs a
+            closure; the trainer then calls ``step(closure)``).
+        aa_ma: moving average of iterates: off, on, or auto (on while the relative
+            deviation exceeds ``aa_ma_tol``).
+        aa_ma_window: iterates in the moving-average window.
+        aa_ma_tol: tolerance on the relative deviation for ``aa_ma=auto``.
+        aa_history_dtype: storage dtype of the history on the parameters' device.
+        aa_state_policy: what happens to the base optimizer's state after an
+            extrapolation: keep it, reset first moments (momentum / Adam exp_avg), or
+            reset all state.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -30,8 +61,35 @@ class OptimConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0, description="weight decay")
     momentum: float = Field(0.9, ge=0, lt=1, description="momentum (SGD-style optimizers)")
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam-style betas")
-    eps: float = Field(1e-8, gt=0, description="Adam-style epsilon")
-    schedule: Literal["constant", "cosine"] = Field("constant", description="LR schedule")
+    eps: float = Field(1e-8, gt=0, description="Adam-style epsilon / LARS denominator guard")
+    trust_coefficient: float = Field(1e-3, gt=0, description="LARS/LARC trust coefficient")
+    clip: bool = Field(False, description="LARC: clip the layer rate at lr")
+    exclude_1d: bool = Field(True, description="no decay / trust ratio for 1-D params")
+    schedule: Literal["constant", "cosine", "poly", "cyclic"] = Field(
+        "constant", description="LR schedule after warm-up"
+    )
     warmup_steps: int = Field(0, ge=0, description="linear warm-up steps")
     warmup_start_factor: float = Field(0.01, gt=0, le=1, description="LR factor at step 0")
     min_lr_factor: float = Field(0.0, ge=0, le=1, description="floor of decaying schedules")
+    poly_power: float = Field(2.0, gt=0, description="polynomial decay exponent")
+    cycles: int = Field(1, ge=1, description="cosine cycles of the cyclic schedule")
+    reference_batch: int | None = Field(
+        None, ge=1, description="linear scaling rule: lr *= global_batch / reference_batch"
+    )
+    aa_base: str = Field("sgd", description="base optimizer wrapped by anderson")
+    aa_history: int = Field(5, ge=1, description="Anderson history depth m")
+    aa_every: int = Field(4, ge=1, description="extrapolate every k steps")
+    aa_store_every: int = Field(1, ge=1, description="store an iterate every s steps")
+    aa_wait: int = Field(0, ge=0, description="base steps before the first extrapolation")
+    aa_reg: float = Field(1e-8, ge=0, description="relative Tikhonov regularisation")
+    aa_relaxation: float = Field(1.0, gt=0, le=1, description="relaxation beta")
+    aa_safeguard: bool = Field(False, description="keep x_AA only if the loss decreased")
+    aa_ma: Literal["off", "on", "auto"] = Field("off", description="moving average of iterates")
+    aa_ma_window: int = Field(5, ge=2, description="moving-average window (iterates)")
+    aa_ma_tol: float = Field(1e-2, gt=0, description="relative-deviation tolerance (auto)")
+    aa_history_dtype: Literal["float32", "float64", "bfloat16", "float16"] = Field(
+        "float32", description="history storage dtype"
+    )
+    aa_state_policy: Literal["keep", "reset_momentum", "reset"] = Field(
+        "keep", description="base optimizer state after an extrapolation"
+    )

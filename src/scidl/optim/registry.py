@@ -53,7 +53,7 @@ def _load_extras() -> None:
 
 
 # Modules whose import registers more optimizers (one line per file).
-_EXTRA_MODULES: list[str] = []
+_EXTRA_MODULES: list[str] = ["scidl.optim.lars", "scidl.optim.lamb", "scidl.optim.anderson"]
 
 
 def optimizer_names() -> list[str]:

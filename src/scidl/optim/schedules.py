@@ -1,4 +1,15 @@
-"""Learning-rate schedules as multiplicative factors of the peak rate (LambdaLR)."""
+"""Learning-rate schedules as multiplicative factors of the peak rate (LambdaLR).
+
+The factor at optimizer step t is ``scale * warmup(t) * decay(t - warmup_steps)``:
+
+- linear scaling rule (Goyal et al. 2017): ``scale = global_batch / reference_batch``
+  when ``optim.reference_batch`` is set and the caller passes the global batch;
+- gradual warm-up: linear from ``warmup_start_factor`` to 1 over ``warmup_steps``;
+- decay over the remaining T steps: ``constant``; ``cosine`` 0.5*(1+cos(pi*t/T));
+  ``poly`` (1 - t/T)^p (LARS paper, p = 2); ``cyclic``: ``cycles`` cosine cycles of
+  length ceil(T/cycles), restarting at 1 (snapshot ensembles, Huang et al. 2017).
+  Decaying schedules never go below ``min_lr_factor``.
+"""
 
 from __future__ import annotations
 
@@ -25,24 +36,87 @@ def cosine_factor(step: int, total: int, floor: float) -> float:
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
-def lr_factor_fn(cfg: OptimConfig, total_steps: int) -> Callable[[int], float]:
-    """The schedule as a function ``step -> factor`` (warm-up, then the decay)."""
+def poly_factor(step: int, total: int, power: float, floor: float) -> float:
+    """Polynomial decay (1 - t/T)^p from 1 to ``floor``."""
+    if total <= 0:
+        return 1.0
+    t = min(max(step, 0), total) / total
+    return floor + (1.0 - floor) * (1.0 - t) ** power
+
+
+def cycle_length(total: int, cycles: int) -> int:
+    """Steps per cycle of the cyclic schedule: ceil(total / cycles)."""
+    return max(math.ceil(total / max(cycles, 1)), 1)
+
+
+def cyclic_factor(step: int, total: int, cycles: int, floor: float) -> float:
+    """Cosine annealing restarted ``cycles`` times: 1 → floor within each cycle."""
+    length = cycle_length(total, cycles)
+    s = max(step, 0) % length
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * s / length))
+
+
+def cycle_end_steps(cfg: OptimConfig, total_steps: int) -> list[int]:
+    """Optimizer-step counts after which a cycle of the cyclic schedule ends (snapshot points).
+
+    With ``schedule != "cyclic"`` the only cycle ends at ``total_steps``.
+    """
+    decay = max(total_steps - cfg.warmup_steps, 1)
+    if cfg.schedule != "cyclic":
+        return [total_steps]
+    length = cycle_length(decay, cfg.cycles)
+    ends = [min(cfg.warmup_steps + length * (c + 1), total_steps) for c in range(cfg.cycles)]
+    return sorted(set(ends))
+
+
+def batch_scale(cfg: OptimConfig, global_batch: int | None) -> float:
+    """Linear scaling rule factor global_batch / reference_batch (1 if either is unset)."""
+    if cfg.reference_batch is None or global_batch is None:
+        return 1.0
+    return global_batch / cfg.reference_batch
+
+
+def lr_factor_fn(
+    cfg: OptimConfig, total_steps: int, global_batch: int | None = None
+) -> Callable[[int], float]:
+    """The schedule as a function ``step -> factor`` (scaling rule × warm-up × decay)."""
     decay_steps = max(total_steps - cfg.warmup_steps, 1)
+    scale = batch_scale(cfg, global_batch)
+    floor = cfg.min_lr_factor
+
+    def decay(s: int) -> float:
+        if cfg.schedule == "cosine":
+            return cosine_factor(s, decay_steps, floor)
+        if cfg.schedule == "poly":
+            return poly_factor(s, decay_steps, cfg.poly_power, floor)
+        if cfg.schedule == "cyclic":
+            return cyclic_factor(s, decay_steps, cfg.cycles, floor)
+        return 1.0
 
     def factor(step: int) -> float:
-        w = warmup_factor(step, cfg.warmup_steps, cfg.warmup_start_factor)
         if step < cfg.warmup_steps:
-            return w
-        s = step - cfg.warmup_steps
-        if cfg.schedule == "cosine":
-            return cosine_factor(s, decay_steps, cfg.min_lr_factor)
-        return 1.0
+            return scale * warmup_factor(step, cfg.warmup_steps, cfg.warmup_start_factor)
+        return scale * decay(step - cfg.warmup_steps)
 
     return factor
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int
+    optimizer: torch.optim.Optimizer,
+    cfg: OptimConfig,
+    total_steps: int,
+    global_batch: int | None = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A LambdaLR stepping once per optimizer step."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor_fn(cfg, total_steps))
+    """A LambdaLR stepping once per optimizer step.
+
+    Args:
+        optimizer: the optimizer whose groups' ``lr`` is scheduled.
+        cfg: the optimizer section (schedule, warm-up, scaling rule).
+        total_steps: optimizer steps in the run.
+        global_batch: samples per optimizer step over all ranks
+            (batch_size × grad_accum × world); enables the linear scaling rule when
+            ``cfg.reference_batch`` is set.
+    """
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_factor_fn(cfg, total_steps, global_batch)
+    )

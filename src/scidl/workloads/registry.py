@@ -12,6 +12,12 @@ _BUILTIN: dict[str, str] = {
     "admissions": "scidl.workloads.admissions:Admissions",
     "digits": "scidl.workloads.digits:Digits",
     "burgers": "scidl.workloads.burgers:Burgers",
+    "ising_vae": "scidl.workloads.ising_vae:IsingVAEWorkload",
+    "alloy_epi": "scidl.workloads.alloy_epi:AlloyEPI",
+    "geneexpr_ans": "scidl.workloads.geneexpr_ans:GeneExprANS",
+    "emulator": "scidl.workloads.emulator:Emulator",
+    "inverse": "scidl.workloads.inverse:Inverse",
+    "weather_seg": "scidl.workloads.weather_seg:WeatherSeg",
 }
 
 _EXTRA: dict[str, type[Workload]] = {}

@@ -1,0 +1,105 @@
+"""``lag``: apply step t's reduced gradient at step t+1 (Kurth et al. SC18).
+
+The hook copies the local gradient of a bucket, hands the copy to the inner strategy
+(``comm.lag_inner``: any other strategy) and returns the result the inner strategy
+produced for the same bucket one step earlier. The reduction therefore overlaps the
+whole next forward/backward pass instead of only the rest of the backward pass:
+
+    update at step t+1 uses ḡ_t = reduce(g_t)     (step 0 applies a zero gradient)
+
+Exposed communication is only the wait for step t's result at step t+1, if any.
+The lagged result is re-mapped per parameter if DDP rebuilds its buckets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.futures import Future
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from scidl.comm.base import CommStrategy, build_strategy, completed
+from scidl.comm.buckets import Bucket, Layout
+
+
+class Lag(CommStrategy):
+    """One-step gradient lag around an inner strategy."""
+
+    name = "lag"
+    description = "one-step gradient lag wrapping any other strategy (comm.lag_inner)"
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        self.inner = build_strategy(cfg.model_copy(update={"strategy": cfg.lag_inner}))
+        self.inner.counters = self.counters  # one set of books
+        self._pending: dict[int, tuple[Future[torch.Tensor], Layout]] = {}
+        self._prev: dict[int, tuple[Future[torch.Tensor], Layout]] = {}
+        self._pieces: dict[int, torch.Tensor] = {}
+        self._snap_step = -1
+
+    def ddp_kwargs(self) -> dict[str, Any]:
+        return self.inner.ddp_kwargs()
+
+    def setup(self, ddp_model: DDP | None, group: dist.ProcessGroup | None) -> None:
+        super().setup(ddp_model, group)
+        self.inner.setup(ddp_model, group)
+
+    def reduce(self, bucket: Bucket) -> Future[torch.Tensor]:
+        if self._snap_step != self.step:  # first bucket of a new step
+            self._snap_step = self.step
+            self._prev, self._pending = self._pending, {}
+        buf = bucket.buffer
+        fresh = self.inner.reduce(bucket.with_buffer(buf.clone()))
+        self._pending[bucket.index] = (fresh, bucket.layout)
+        prev = self._prev.pop(bucket.index, None)
+        if prev is not None and prev[1] == bucket.layout:
+            old = self.wait(prev[0])
+            if old.numel() == buf.numel():
+                return completed(buf.copy_(old))
+        if prev is None and not self._prev and not self._pieces:
+            return completed(buf.zero_())  # step 0: nothing reduced yet
+        # DDP rebuilt its buckets: split every lagged result into per-parameter pieces.
+        for fut, lay in [*([prev] if prev else []), *self._prev.values()]:
+            flat, start = self.wait(fut), 0
+            for pid, n in lay:
+                self._pieces[pid] = flat[start : start + n]
+                start += n
+        self._prev.clear()
+        start = 0
+        buf.zero_()
+        for pid, n in bucket.layout:
+            piece = self._pieces.pop(pid, None)
+            if piece is not None and piece.numel() == n:
+                buf[start : start + n] = piece
+            start += n
+        return completed(buf)
+
+    def end_step(self) -> dict[str, float]:
+        self.inner.step += 1
+        return super().end_step()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The lagged result still to be applied, per parameter, and the inner state."""
+        pieces = dict(self._pieces)
+        for fut, lay in [*self._prev.values(), *self._pending.values()]:
+            flat, start = fut.wait(), 0
+            for pid, n in lay:
+                pieces[pid] = flat[start : start + n]
+                start += n
+        return {"step": self.step, "lagged": self._by_position(pieces),
+                "inner": self.inner.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.inner.load_state_dict(state.get("inner", {}))
+        self._pending, self._prev = {}, {}
+        self._pieces = self._by_id(state.get("lagged", {}))
+
+    def report(self) -> dict[str, Any]:
+        inner = self.inner.report()
+        out = super().report()
+        out["inner"] = inner.get("strategy")
+        out.update({k: v for k, v in inner.items() if k not in out})
+        return out

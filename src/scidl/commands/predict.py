@@ -1,0 +1,86 @@
+"""``scidl predict``: step time and efficiency curves from a step profile and a machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+NAME = "predict"
+HELP = "predict step time and scaling efficiency on a hardware profile (cost model)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", required=True,
+                   help="run folder of a 1-process run, or a YAML/JSON step profile")
+    p.add_argument("--hardware", required=True,
+                   help="preset name (summit, horovod_p100_roce, bigbasin, stampede2_skx, "
+                   "stampede2_knl) or a YAML written by `scidl bench-collectives`")
+    p.add_argument("--ranks", default="1,2,4,...,1024",
+                   help="process counts: '1,2,4' or 'A,B,...,Z' (doubling up to Z)")
+    p.add_argument("--comm", default="dense",
+                   help="comma-separated: dense, hierarchical, fp16, topk:DENSITY (one curve each)")
+    p.add_argument("--algorithm", help="ring | tree | rabenseifner | two-level[:tree|:rabenseifner]"
+                   " (default: the hardware profile's)")
+    p.add_argument("--mode", choices=["weak", "strong"], default="weak")
+    p.add_argument("--compute-s", type=float,
+                   help="override the per-step compute time on the target (seconds)")
+    p.add_argument("--out", help="output folder (default runs/predict/<time>)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from scidl.cli import UserError
+    from scidl.scaling.costmodel import ALGORITHMS, parse_comm
+    from scidl.scaling.hardware import load_hardware
+    from scidl.scaling.predict import parse_ranks, predict_curve
+    from scidl.scaling.profile import load_profile
+    from scidl.scaling.report import render_predict
+
+    try:
+        ranks = parse_ranks(args.ranks)
+    except ValueError as e:
+        raise UserError(f"--ranks: {e}") from None
+    if args.algorithm and args.algorithm.partition(":")[0] not in ALGORITHMS:
+        raise UserError(f"--algorithm {args.algorithm!r}; choices: {', '.join(ALGORITHMS)}, "
+                        "two-level:tree, two-level:rabenseifner")
+    hw = load_hardware(args.hardware)
+    prof = load_profile(args.profile)
+    notes = []
+    if args.compute_s:
+        prof = prof.model_copy(update={"compute_s": args.compute_s, "flops_per_step": None})
+        hw = hw.model_copy(update={"measured_here": True})
+        notes.append(f"compute time set to {args.compute_s} s per step by --compute-s")
+    elif not hw.measured_here and not prof.flops_per_step and not prof.device_flops:
+        from scidl.scaling.collectives import measure_matmul_flops
+
+        prof = prof.model_copy(update={"device_flops": measure_matmul_flops()})
+        notes.append(f"profile measured here; compute moved to {hw.name} by the ratio of "
+                     f"one-thread matmul FLOP/s ({prof.device_flops / 1e9:.1f} GFLOP/s) to "
+                     f"its sustained FLOP/s")
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for spec in [s.strip() for s in args.comm.split(",") if s.strip()]:
+        comp, forced = parse_comm(spec)
+        alg = forced or args.algorithm or hw.algorithm
+        curves[f"{spec} ({alg})"] = predict_curve(prof, hw, ranks, algorithm=alg, comp=comp,
+                                                  mode=args.mode)
+    out = Path(args.out or Path("runs") / "predict" / time.strftime("%Y%m%d-%H%M%S"))
+    out.mkdir(parents=True, exist_ok=True)
+    data = {"hardware": hw.name, "hardware_profile": hw.model_dump(mode="json"),
+            "profile": prof.model_dump(mode="json"), "mode": args.mode, "ranks": ranks,
+            "notes": notes, "curves": curves}
+    (out / "prediction.json").write_text(json.dumps(data, indent=2))
+    report = render_predict(out)
+    for name, pts in curves.items():
+        print(f"\n{name} on {hw.name}, {args.mode} scaling")
+        print(f"{'ranks':>7s} {'compute_s':>10s} {'comm_s':>10s} {'exposed_s':>10s} "
+              f"{'step_s':>10s} {'samples/s':>12s} {'E(p)':>6s}")
+        for p in pts:
+            print(f"{p['ranks']:7d} {p['compute_s']:10.4g} {p['comm_s']:10.4g} "
+                  f"{p['exposed_comm_s']:10.4g} {p['step_s']:10.4g} {p['samples_per_s']:12.4g} "
+                  f"{p['efficiency']:6.3f}")
+    for n in notes:
+        print(f"note: {n}")
+    print(f"\nreport: {report}")
+    return 0

@@ -1,0 +1,80 @@
+"""``scidl train``: train a workload (locally on N processes, or as one rank under a launcher)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+NAME = "train"
+HELP = "train a workload; overrides as key=value (e.g. train.batch_size=64)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("workload", nargs="?", help="workload name (see `scidl workloads`)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--config", "-c", help="YAML run config (e.g. a search's best.yaml)")
+    p.add_argument("--nproc", type=int, help="local processes (dist.nproc)")
+    p.add_argument("--max-restarts", type=int, help="elastic restarts after a failure")
+    p.add_argument("--seed", type=int, help="train.seed")
+    p.add_argument("--comm", help="gradient communication strategy (comm.strategy)")
+    p.add_argument("--optim", help="optimizer (optim.name)")
+    p.add_argument("--epochs", type=int, help="train.epochs")
+    p.add_argument("--max-steps", type=int, help="train.max_steps")
+    p.add_argument("--run-dir", help="explicit run folder (log.run_dir)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest good checkpoint")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+
+    def put(section: str, key: str, value: Any) -> None:
+        if value is not None:
+            extra.setdefault(section, {})[key] = value
+
+    put("dist", "nproc", args.nproc)
+    put("dist", "max_restarts", args.max_restarts)
+    put("train", "seed", args.seed)
+    put("train", "epochs", args.epochs)
+    put("train", "max_steps", args.max_steps)
+    put("comm", "strategy", args.comm)
+    put("optim", "name", args.optim)
+    put("log", "run_dir", args.run_dir)
+    if args.quiet:
+        put("log", "progress", False)
+    return extra
+
+
+def run(args: argparse.Namespace) -> int:
+    from scidl.cli import UserError
+    from scidl.config import ConfigError, load_config
+    from scidl.train.api import run as run_training
+
+    overrides = list(args.overrides)
+    workload = args.workload
+    if workload and "=" in workload:  # `scidl train --config f.yaml key=value`
+        overrides.insert(0, workload)
+        workload = None
+    config_path = args.config
+    extra = _flags(args)
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise UserError(f"--resume {run_dir}: no config.yaml there (not a run folder?)")
+        config_path = str(run_dir / "config.yaml")
+        extra.setdefault("log", {})["run_dir"] = str(run_dir)
+    if not workload and not config_path:
+        raise ConfigError("name a workload (see `scidl workloads`) or pass --config FILE")
+    cfg = load_config(workload, config_path, overrides, extra)
+    result = run_training(cfg, resume=bool(args.resume))
+    name, value = result.headline
+    s = result.summary
+    print(f"run folder: {result.run_dir}")
+    shown = f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
+    print(
+        f"{cfg.workload}: {name} = {shown} after {s['steps']} steps on {s['world_size']} "
+        f"process(es) [{s['backend']}], {s['wall_s']:.1f} s, "
+        f"{(s.get('samples_per_s') or 0):.0f} samples/s"
+    )
+    return 0

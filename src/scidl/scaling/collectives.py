@@ -1,0 +1,208 @@
+"""Collective benchmark (allreduce / allgather / reduce-scatter) and α-β-γ calibration.
+
+Sizes follow nccl-tests: ``n`` is the allreduce buffer, the allgather *output* and the
+reduce-scatter *input*. algbw = n / t; busbw = algbw·2(p−1)/p (allreduce) or
+algbw·(p−1)/p (allgather, reduce-scatter), the bandwidth one link sustains.
+
+The fit solves, by non-negative weighted least squares over every measured (op, p, n),
+
+    allreduce:      t = 2(p−1)·α + 2(p−1)/p·n·β + (p−1)/p·n·γ
+    allgather:      t =  (p−1)·α +  (p−1)/p·n·β
+    reduce-scatter: t =  (p−1)·α +  (p−1)/p·n·(β + γ)
+
+with weights 1/t, so small (latency-bound) and large (bandwidth-bound) messages count
+alike in relative terms.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+OPS = ("allreduce", "allgather", "reduce_scatter")
+
+
+def busbw_factor(op: str, p: int) -> float:
+    """busbw / algbw for ``op`` on ``p`` ranks."""
+    if p <= 1:
+        return 0.0
+    return 2 * (p - 1) / p if op == "allreduce" else (p - 1) / p
+
+
+def model_coefficients(op: str, p: int, n: float) -> tuple[float, float, float]:
+    """(coefficient of α, of β, of γ) of the ring model of ``op``."""
+    f = (p - 1) / p
+    if op == "allreduce":
+        return 2 * (p - 1), 2 * f * n, f * n
+    if op == "allgather":
+        return p - 1, f * n, 0.0
+    if op == "reduce_scatter":
+        return p - 1, f * n, f * n
+    raise KeyError(f"unknown collective {op!r}; choices: {', '.join(OPS)}")
+
+
+def fit_alpha_beta_gamma(samples: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Fit α, β, γ ≥ 0 to rows ``{"op", "ranks", "bytes", "time_s"}``.
+
+    Returns ``alpha``, ``beta``, ``gamma``, ``bandwidth`` (1/β), ``rel_rms`` (root mean
+    square relative error of the fit) and ``n`` (rows used). γ is only identifiable
+    when the rows mix reducing and non-reducing collectives; otherwise it is 0.
+    """
+    from scipy.optimize import nnls
+
+    rows = [s for s in samples if s["ranks"] > 1 and s["time_s"] > 0]
+    if len(rows) < 2:
+        raise ValueError("need at least two timings with more than one rank to fit α, β")
+    a = np.array([model_coefficients(s["op"], s["ranks"], s["bytes"]) for s in rows], float)
+    t = np.array([s["time_s"] for s in rows], float)
+    # β and γ appear in a fixed ratio within one op: γ needs two different ops
+    has_gamma = len({s["op"] for s in rows}) >= 2
+    if not has_gamma:
+        a = a[:, :2]
+    w = 1.0 / t
+    scale = np.abs(a).max(axis=0)
+    scale[scale == 0] = 1.0
+    x, _ = nnls((a / scale) * w[:, None], t * w)
+    x = x / scale
+    alpha, beta = float(x[0]), float(x[1])
+    gamma = float(x[2]) if has_gamma else 0.0
+    pred = a @ x
+    rel = float(np.sqrt(np.mean(((pred - t) / t) ** 2)))
+    return {
+        "alpha": alpha,
+        "beta": beta,
+        "gamma": gamma,
+        "bandwidth": 1.0 / beta if beta > 0 else float("inf"),
+        "rel_rms": rel,
+        "n": len(rows),
+    }
+
+
+def size_sweep(min_bytes: int, max_bytes: int, factor: int = 4) -> list[int]:
+    """Message sizes from ``min_bytes`` to ``max_bytes`` multiplying by ``factor``."""
+    sizes, n = [], max(4, min_bytes)
+    while n <= max_bytes:
+        sizes.append(n)
+        n *= factor
+    return sizes
+
+
+def _time_op(op: str, n: int, p: int, iters: int) -> float:
+    import torch
+    import torch.distributed as dist
+
+    numel = max(p, n // 4 // p * p)
+    if op == "allreduce":
+        buf = torch.ones(numel)
+
+        def call() -> None:
+            dist.all_reduce(buf)
+    elif op == "allgather":
+        inp, out = torch.ones(numel // p), torch.empty(numel)
+
+        gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
+        def call() -> None:
+            gather(out, inp)
+    else:
+        inp, out = torch.ones(numel), torch.empty(numel // p)
+
+        scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
+        def call() -> None:
+            scatter(out, inp)
+
+    call()  # warm-up
+    times = []
+    for _ in range(iters):
+        dist.barrier()
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    med = torch.tensor([statistics.median(times)], dtype=torch.float64)
+    dist.all_reduce(med, op=dist.ReduceOp.MAX)  # the collective ends with its slowest rank
+    return float(med.item())
+
+
+def bench_worker(rank: int, world: int, sizes: list[int], ops: list[str], iters: int) -> list:
+    """Run on every rank (inside an initialised process group): timings per (op, size).
+
+    Ops are interleaved at each size so drifts in machine load hit them alike.
+    """
+    rows = []
+    for n in sizes:
+        for op in ops:
+            t = _time_op(op, n, world, iters)
+            rows.append({"op": op, "ranks": world, "bytes": n, "time_s": t})
+    return rows
+
+
+def run_bench(
+    nprocs: Sequence[int], sizes: Sequence[int], ops: Sequence[str] = OPS, iters: int = 10,
+    timeout: float = 300.0,
+) -> list[dict[str, Any]]:
+    """Launch gloo process groups of each size in ``nprocs`` and time the collectives."""
+    from scidl.testing import run_distributed
+
+    rows: list[dict[str, Any]] = []
+    for p in nprocs:
+        if p < 2:
+            raise ValueError("bench-collectives needs at least 2 processes")
+        res = run_distributed(bench_worker, p, list(sizes), list(ops), iters, timeout=timeout)
+        for r in res[0]:
+            alg = r["bytes"] / r["time_s"]
+            r["algbw_Bps"] = alg
+            r["busbw_Bps"] = alg * busbw_factor(r["op"], p)
+            rows.append(r)
+    return rows
+
+
+def measure_matmul_flops(n: int = 384, repeats: int = 5) -> float:
+    """Sustained FLOP/s of one thread on a float32 matmul (2n³ FLOPs), median of repeats."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times)
+
+
+def local_hardware(fit: dict[str, float], device_flops: float, max_p: int) -> dict[str, Any]:
+    """A hardware-profile dict for this machine from a fit (see :class:`Hardware`)."""
+    cores = os.cpu_count() or 1
+    return {
+        "name": f"local-{platform.node() or 'host'}",
+        "description": f"this machine, gloo on CPU, calibrated with up to {max_p} processes",
+        "device": f"{platform.processor() or platform.machine()} CPU core (1 thread per rank)",
+        "devices_per_node": max(cores, max_p),
+        "peak_flops": None,
+        "sustained_flops": device_flops,
+        "concurrent_devices": cores,
+        "overlap": 0.0,
+        "algorithm": "ring",
+        "fusion_bytes": 25 * 2**20,
+        "intra": {
+            "alpha": fit["alpha"],
+            "beta": fit["beta"],
+            "gamma": fit["gamma"],
+            "note": f"least-squares fit of {fit['n']} timings, rel. rms error {fit['rel_rms']:.2f}",
+        },
+        "inter": None,
+        "measured_here": True,
+        "sources": ["scidl bench-collectives (this machine)"],
+        "assumptions": [
+            "all ranks on one node; ranks beyond the core count time-share the cores",
+            "gloo runs its collectives on the same cores as compute: overlap 0",
+            "sustained_flops: one-thread float32 matmul, used only to move profiles elsewhere",
+        ],
+    }

@@ -1,0 +1,100 @@
+"""Hardware profiles: per-level α/β/γ, devices per node, sustained device throughput.
+
+Presets live as YAML files in ``scidl/hardware/`` (figures from public specifications,
+cited in each file); ``scidl bench-collectives`` writes one for the machine it runs on.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from scidl.scaling.costmodel import LinkCost, Topology
+
+
+class Level(BaseModel):
+    """Cost of one level of the machine (seconds and bytes)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    alpha: float = Field(..., ge=0, description="latency per message (s)")
+    beta: float = Field(..., ge=0, description="s/byte: 1/bandwidth (inter: the node's NIC)")
+    gamma: float = Field(0.0, ge=0, description="s/byte to reduce (sum) received data")
+    note: str = Field("", description="where the figures come from")
+
+    def cost(self) -> LinkCost:
+        return LinkCost(self.alpha, self.beta, self.gamma)
+
+
+class Hardware(BaseModel):
+    """A machine as the cost model sees it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., description="preset name")
+    description: str = Field("", description="one line")
+    device: str = Field("", description="device model")
+    devices_per_node: int = Field(1, ge=1, description="ranks per node (g)")
+    peak_flops: float | None = Field(None, gt=0, description="device peak FLOP/s (precision used)")
+    sustained_flops: float | None = Field(
+        None, gt=0, description="device FLOP/s sustained in training (assumption or measured)"
+    )
+    concurrent_devices: int | None = Field(
+        None, ge=1, description="ranks that can compute at once (CPU cores); more time-share"
+    )
+    overlap: float = Field(
+        1.0, ge=0, le=1, description="fraction of the bucket-overlap model achieved (0: none)"
+    )
+    algorithm: str = Field("ring", description="default allreduce algorithm of the stack")
+    fusion_bytes: float = Field(
+        25 * 2**20, gt=0, description="gradient bucket / fusion buffer of the software stack"
+    )
+    intra: Level
+    inter: Level | None = Field(None, description="network level (None: single node)")
+    measured_here: bool = Field(False, description="calibrated on the machine that runs it")
+    sources: list[str] = Field(default_factory=list)
+    assumptions: list[str] = Field(default_factory=list)
+
+    def topology(self) -> Topology:
+        inter = self.inter or self.intra
+        return Topology(self.devices_per_node, self.intra.cost(), inter.cost())
+
+
+def preset_names() -> list[str]:
+    """Names of the bundled hardware presets."""
+    pkg = resources.files("scidl") / "hardware"
+    return sorted(p.name[:-5] for p in pkg.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_hardware(name_or_path: str | Path) -> Hardware:
+    """Load a preset by name or a hardware YAML file by path."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.is_file():
+        if not p.is_file():
+            raise FileNotFoundError(f"hardware file not found: {p}")
+        text = p.read_text()
+    else:
+        res = resources.files("scidl") / "hardware" / f"{name_or_path}.yaml"
+        if not res.is_file():
+            raise KeyError(
+                f"unknown hardware {str(name_or_path)!r}; presets: {', '.join(preset_names())}"
+                " (or a YAML file written by `scidl bench-collectives`)"
+            )
+        text = res.read_text()
+    try:
+        return Hardware.model_validate(yaml.safe_load(text))
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        raise KeyError(f"hardware {name_or_path}: invalid '{loc}': {err['msg']}") from None
+
+
+def save_hardware(hw: Hardware, path: str | Path) -> Path:
+    """Write a hardware profile as YAML."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(yaml.safe_dump(hw.model_dump(mode="json"), sort_keys=False))
+    return p

@@ -1,0 +1,171 @@
+"""Predict step time and scaling efficiency from a step profile and a hardware profile.
+
+Step model (per rank, data parallel):
+
+    T(p) = T_compute(p) + T_exposed(p)
+
+Gradient buckets b₁…b_K (backward order) become ready during the backward pass at
+``t_i = T_fwd + T_bwd·(bytes of b₁…b_i)/(all bytes)``; one communication channel reduces
+them in order, ``f_i = max(t_i, f_{i−1}) + c_i`` with ``c_i`` the collective's cost from
+:mod:`scidl.scaling.costmodel`. The exposed communication is
+``ψ·max(0, f_K − T_compute) + (1−ψ)·Σc_i`` where ψ (``Hardware.overlap``) is how much of
+the ideal overlap the stack achieves. Efficiency: weak E = T(1)/T(p); strong
+E = T(1)/(p·T(p)) with the per-rank compute divided by p.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from scidl.scaling.costmodel import Compression, gradient_comm_time
+from scidl.scaling.hardware import Hardware
+
+DDP_FIRST_BUCKET = 2**20
+
+
+class StepProfile(BaseModel):
+    """What one training step costs on one device."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    compute_s: float = Field(..., gt=0, description="forward+backward+update per step (s), 1 rank")
+    grad_bytes: float = Field(..., ge=0, description="fp32 gradient bytes reduced per step")
+    bucket_bytes: list[float] | None = Field(
+        None, description="gradient buckets in backward order (None: split by fusion size)"
+    )
+    backward_fraction: float = Field(2 / 3, gt=0, le=1, description="share of compute in backward")
+    samples_per_step: int = Field(1, ge=1, description="per-rank batch at p = 1")
+    flops_per_step: float | None = Field(None, gt=0, description="model FLOPs per step if known")
+    device_flops: float | None = Field(
+        None, gt=0, description="sustained FLOP/s of the device the profile was measured on"
+    )
+    overlap_measured: float | None = Field(None, description="hidden share of comm, if measured")
+    source: str = Field("", description="run folder or assumption set it came from")
+
+
+def split_buckets(grad_bytes: float, cap: float, first: float = DDP_FIRST_BUCKET) -> list[float]:
+    """Split ``grad_bytes`` into buckets: a first small one (DDP: 1 MiB), then ``cap``-sized."""
+    if grad_bytes <= 0:
+        return []
+    out = [min(first, grad_bytes)]
+    rest = grad_bytes - out[0]
+    while rest > 0:
+        out.append(min(cap, rest))
+        rest -= out[-1]
+    return out
+
+
+def compute_time(profile: StepProfile, hw: Hardware, p: int, mode: str) -> float:
+    """Per-rank compute seconds per step on ``hw`` at ``p`` ranks.
+
+    The measured time is moved to another device by the ratio of sustained FLOP/s
+    (or from ``flops_per_step`` directly); strong scaling divides it by p; ranks beyond
+    ``hw.concurrent_devices`` time-share the cores.
+    """
+    t = profile.compute_s
+    if not hw.measured_here and hw.sustained_flops:
+        if profile.flops_per_step:
+            t = profile.flops_per_step / hw.sustained_flops
+        elif profile.device_flops:
+            t = profile.compute_s * profile.device_flops / hw.sustained_flops
+    if mode == "strong":
+        t /= p
+    if hw.concurrent_devices and p > hw.concurrent_devices:
+        t *= p / hw.concurrent_devices
+    return t
+
+
+def exposed_comm(
+    t_fwd: float, t_bwd: float, costs: Sequence[float], sizes: Sequence[float], overlap: float
+) -> float:
+    """Exposed seconds of bucketed communication overlapped with the backward pass."""
+    total = sum(costs)
+    if total <= 0:
+        return 0.0
+    all_bytes = sum(sizes) or 1.0
+    done, finish = 0.0, 0.0
+    for c, s in zip(costs, sizes, strict=True):
+        done += s
+        ready = t_fwd + t_bwd * done / all_bytes
+        finish = max(ready, finish) + c
+    ideal = max(0.0, finish - (t_fwd + t_bwd))
+    return overlap * ideal + (1 - overlap) * total
+
+
+def predict_point(
+    profile: StepProfile,
+    hw: Hardware,
+    p: int,
+    *,
+    algorithm: str | None = None,
+    comp: Compression | None = None,
+    mode: str = "weak",
+) -> dict[str, Any]:
+    """Predicted step breakdown at ``p`` ranks."""
+    comp = comp or Compression()
+    alg = algorithm or hw.algorithm
+    topo = hw.topology()
+    compute = compute_time(profile, hw, p, mode)
+    sizes = profile.bucket_bytes or split_buckets(profile.grad_bytes, hw.fusion_bytes)
+    costs = [gradient_comm_time(b, p, topo, alg, comp) for b in sizes]
+    t_bwd = compute * profile.backward_fraction
+    exposed = exposed_comm(compute - t_bwd, t_bwd, costs, sizes, hw.overlap)
+    step = compute + exposed
+    batch = profile.samples_per_step
+    samples = batch * p if mode == "weak" else batch
+    return {
+        "ranks": p,
+        "compute_s": compute,
+        "comm_s": sum(costs),
+        "exposed_comm_s": exposed,
+        "step_s": step,
+        "samples_per_s": samples / step,
+        "buckets": len(sizes),
+    }
+
+
+def predict_curve(
+    profile: StepProfile,
+    hw: Hardware,
+    ranks: Sequence[int],
+    *,
+    algorithm: str | None = None,
+    comp: Compression | None = None,
+    mode: str = "weak",
+) -> list[dict[str, Any]]:
+    """Predicted points for every p in ``ranks`` with efficiency relative to p = 1."""
+    base = predict_point(profile, hw, 1, algorithm=algorithm, comp=comp, mode=mode)["step_s"]
+    out = []
+    for p in ranks:
+        pt = predict_point(profile, hw, p, algorithm=algorithm, comp=comp, mode=mode)
+        denom = pt["step_s"] if mode == "weak" else p * pt["step_s"]
+        pt["efficiency"] = base / denom if denom > 0 else math.nan
+        out.append(pt)
+    return out
+
+
+def parse_ranks(text: str) -> list[int]:
+    """``"1,6,...,27600"`` → [1, 6, 12, 24, ... , 27600] (doubling between the ends);
+    ``"1,2,4"`` → [1, 2, 4]."""
+    parts = [s.strip() for s in text.split(",") if s.strip()]
+    if "..." in parts:
+        i = parts.index("...")
+        if i < 2 or i != len(parts) - 2:
+            raise ValueError(f"ranks {text!r}: use A,B,...,Z (doubling from B up to Z)")
+        head = [int(x) for x in parts[:i]]
+        last = int(parts[-1])
+        vals = list(head)
+        v = head[-1]
+        while v * 2 < last:
+            v *= 2
+            vals.append(v)
+        vals.append(last)
+    else:
+        vals = [int(x) for x in parts]
+    if not vals or any(v < 1 for v in vals):
+        raise ValueError(f"ranks {text!r}: need positive integers")
+    return sorted(set(vals))

@@ -1,0 +1,44 @@
+"""``evolution``: multi-objective evolutionary search with NSGA-II.
+
+Two objectives: the validation metric and the measured inference latency per sample
+(minimised). NSGA-II (Deb et al. 2002) keeps a population ranked by non-domination and
+crowding distance and breeds children by crossover and mutation; the result is the Pareto
+front — every trial that no other trial beats on both objectives. This follows MENNDL's
+asynchronous genetic search over CNN topologies with accuracy and inference cost as
+objectives: with a shared storage, workers breed from whatever generation is complete.
+"""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from scidl.search.base import Strategy
+from scidl.search.objective import Outcome
+from scidl.search.settings import SearchSettings
+from scidl.search.space import SearchSpace
+
+
+class Evolution(Strategy):
+    """NSGA-II over (metric, latency ms/sample)."""
+
+    name = "evolution"
+    multi_objective = True
+
+    def directions(self, settings: SearchSettings) -> list[str]:
+        return [settings.direction, "minimize"]
+
+    def sampler(
+        self, settings: SearchSettings, space: SearchSpace, seed: int
+    ) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.NSGAIISampler(population_size=settings.population, seed=seed)
+
+    def values(self, outcome: Outcome, settings: SearchSettings) -> list[float]:
+        if outcome.latency_ms is None:
+            raise RuntimeError("evolution needs the inference latency; the objective gave none")
+        return [outcome.value, outcome.latency_ms]
+
+    def best_trials(self, study: optuna.Study) -> list[FrozenTrial]:
+        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            return []
+        return sorted(study.best_trials, key=lambda t: t.values[1])

@@ -1,0 +1,209 @@
+"""Search outputs: progress line, ``trials.csv``, ``best.yaml``, plots, ``summary.json``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+
+from scidl.search.base import get_strategy
+from scidl.search.heartbeat import RETRY_OF
+from scidl.search.settings import SearchSettings
+
+
+def _atomic_write(path: Path, text: str | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as f:
+        f.write(text.encode() if isinstance(text, str) else text)
+    os.replace(tmp, path)
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def _metric_of(t: FrozenTrial, settings: SearchSettings) -> float | None:
+    v = t.user_attrs.get("value")
+    return None if v is None else float(v)
+
+
+def best_metric(trials: list[FrozenTrial], settings: SearchSettings) -> tuple[float | None, int | None]:
+    """Best raw metric among complete trials and its trial number."""
+    best, num = None, None
+    sign = 1 if settings.direction == "maximize" else -1
+    for t in trials:
+        v = _metric_of(t, settings) if t.state == TrialState.COMPLETE else None
+        if v is not None and math.isfinite(v) and (best is None or sign * v > sign * best):
+            best, num = v, t.number
+    return best, num
+
+
+def progress_line(trials: list[FrozenTrial], settings: SearchSettings, elapsed: float) -> str:
+    """``search greedy admissions: 7/20 done, 2 running, 1 failed, 0 pruned | best r2 0.81 (#5)``."""
+    count = {s: 0 for s in TrialState}
+    for t in trials:
+        count[t.state] += 1
+    best, num = best_metric(trials, settings)
+    done = count[TrialState.COMPLETE] + count[TrialState.PRUNED]
+    rate = done / elapsed * 60 if elapsed > 0 else 0.0
+    best_s = f"best {settings.metric} {_fmt(best)} (#{num})" if best is not None else "best -"
+    return (f"search {settings.strategy} {settings.workload}: {done}/{settings.trials} done, "
+            f"{count[TrialState.RUNNING]} running, {count[TrialState.FAIL]} failed, "
+            f"{count[TrialState.PRUNED]} pruned | {best_s} | {rate:.1f} trials/min "
+            f"| {elapsed:.0f}s")
+
+
+def trial_rows(study: optuna.Study, settings: SearchSettings) -> list[dict[str, Any]]:
+    """One flat dict per trial (the rows of ``trials.csv``)."""
+    rows = []
+    names = ["value"] if len(study.directions) == 1 else ["value_metric", "value_latency_ms"]
+    for t in study.get_trials(deepcopy=False):
+        row: dict[str, Any] = {"number": t.number, "state": t.state.name}
+        for i, n in enumerate(names):
+            row[n] = t.values[i] if t.values and i < len(t.values) else None
+        row[settings.metric] = t.user_attrs.get("value")
+        row.update({f"param_{k}": v for k, v in t.params.items()})
+        for key in ("n_params", "latency_ms", "wall_s", "worker", "run_dir", "error"):
+            row[key] = t.user_attrs.get(key)
+        row["retry_of"] = t.user_attrs.get(RETRY_OF)
+        row["start"] = t.datetime_start.isoformat() if t.datetime_start else None
+        row["complete"] = t.datetime_complete.isoformat() if t.datetime_complete else None
+        rows.append(row)
+    return rows
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    _atomic_write(path, buf.getvalue())
+
+
+def utilisation(trials: list[FrozenTrial], workers: int, window: tuple[float, float] | None) -> float | None:
+    """Busy time / (workers × wall time) over the finished trials in ``window``."""
+    spans = []
+    for t in trials:
+        if t.datetime_start is None or t.datetime_complete is None:
+            continue
+        a, b = t.datetime_start.timestamp(), t.datetime_complete.timestamp()
+        if window is None or (a >= window[0] - 1 and b <= window[1] + 1):
+            spans.append((a, b))
+    if not spans:
+        return None
+    start, end = (window if window else (min(a for a, _ in spans), max(b for _, b in spans)))
+    wall = end - start
+    return sum(b - a for a, b in spans) / (workers * wall) if wall > 0 else None
+
+
+def plot_history(study: optuna.Study, settings: SearchSettings, path: Path) -> None:
+    """Metric per trial (and best so far) against trial number."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("value") is not None]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    xs = [t.number for t in done]
+    ys = [float(t.user_attrs["value"]) for t in done]
+    depth = next((k for k in ("depth", "n_conv") if done and k in done[0].params), None)
+    if depth:
+        sc = ax.scatter(xs, ys, c=[t.params.get(depth, 0) for t in done], cmap="viridis", s=18)
+        fig.colorbar(sc, ax=ax, label=depth)
+    else:
+        ax.scatter(xs, ys, s=18)
+    best, run = [], None
+    for y in ys:
+        run = y if run is None else (max(run, y) if settings.direction == "maximize" else min(run, y))
+        best.append(run)
+    ax.step(xs, best, where="post", color="C3", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(settings.metric)
+    ax.set_title(f"{settings.strategy} on {settings.workload}")
+    ax.legend(loc="best")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    _atomic_write(path, buf.getvalue())
+
+
+def plot_pareto(study: optuna.Study, settings: SearchSettings, front: list[FrozenTrial], path: Path) -> None:
+    """All trials in (latency, metric) with the Pareto front highlighted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.scatter([t.values[1] for t in done], [t.values[0] for t in done], s=14, c="0.6", label="trials")
+    f = sorted(front, key=lambda t: t.values[1])
+    ax.plot([t.values[1] for t in f], [t.values[0] for t in f], "o-", c="C3", label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel("inference latency per sample (ms)")
+    ax.set_ylabel(settings.metric)
+    ax.set_title(f"NSGA-II on {settings.workload}")
+    ax.legend(loc="best")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    _atomic_write(path, buf.getvalue())
+
+
+def _trial_brief(t: FrozenTrial) -> dict[str, Any]:
+    return {"number": t.number, "values": t.values, "params": t.params,
+            "metric": t.user_attrs.get("value"), "n_params": t.user_attrs.get("n_params"),
+            "latency_ms": t.user_attrs.get("latency_ms"), "run_dir": t.user_attrs.get("run_dir")}
+
+
+def write_report(
+    study: optuna.Study, settings: SearchSettings, out: Path, workers: int = 1,
+    window: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """Write trials.csv, best.yaml, pareto.csv, history/pareto PNGs and summary.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(trial_rows(study, settings), out / "trials.csv")
+    strategy = get_strategy(settings.strategy)
+    best = strategy.best_trials(study)
+    summary: dict[str, Any] = {"study": study.study_name, "strategy": settings.strategy,
+                               "workload": settings.workload, "metric": settings.metric}
+    trials = study.get_trials(deepcopy=False)
+    summary["utilisation"] = utilisation(trials, workers, window)
+    if best:
+        # Multi-objective: best.yaml is the most accurate network on the front.
+        sign = 1 if settings.direction == "maximize" else -1
+        top = max(best, key=lambda t: sign * float(t.user_attrs.get("value", t.values[0])))
+        summary["best"] = _trial_brief(top)
+        cfg = top.user_attrs.get("config")
+        if cfg is not None:
+            _atomic_write(out / "best.yaml", yaml.safe_dump(cfg, sort_keys=False))
+        if strategy.multi_objective:
+            summary["pareto"] = [_trial_brief(t) for t in best]
+            write_csv([{"number": t.number, settings.metric: t.values[0], "latency_ms": t.values[1],
+                        "n_params": t.user_attrs.get("n_params"),
+                        **{f"param_{k}": v for k, v in t.params.items()}} for t in best],
+                      out / "pareto.csv")
+            plot_pareto(study, settings, best, out / "pareto.png")
+        plot_history(study, settings, out / "history.png")
+    _atomic_write(out / "summary.json", json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+__all__ = ["progress_line", "trial_rows", "write_report", "utilisation", "optuna"]

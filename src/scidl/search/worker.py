@@ -1,0 +1,136 @@
+"""One search worker: ask a trial, run it with a heartbeat, tell the result; repeat.
+
+Any number of workers, on any number of nodes, run :func:`work` on the same study. The
+budget (``settings.trials``) is global: a worker stops when the study holds that many
+trials (re-queued failures excepted). Each finished trial stores as user attributes its
+run config, final metrics, run folder, parameter count, latency, worker and wall time.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import BaseStorage
+from optuna.trial import TrialState
+
+from scidl.search.base import Strategy, get_strategy
+from scidl.search.heartbeat import Heartbeat, budget_used, fail_stale_trials
+from scidl.search.objective import Objective, Outcome, load_objective
+from scidl.search.settings import SETTINGS_ATTR, SearchSettings
+from scidl.search.space import SearchSpace, build_space
+
+
+@dataclass
+class WorkerStats:
+    """What one worker did: trials by final state and busy seconds."""
+
+    worker: str
+    done: dict[str, int] = field(default_factory=dict)
+    busy_s: float = 0.0
+    wall_s: float = 0.0
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def load_settings(study: optuna.Study) -> SearchSettings:
+    text = study.user_attrs.get(SETTINGS_ATTR)
+    if text is None:
+        raise KeyError(f"study {study.study_name!r} was not created by `scidl search` (no settings)")
+    return SearchSettings.from_json(text)
+
+
+def open_worker_study(
+    storage: BaseStorage, name: str, strategy: Strategy, settings: SearchSettings,
+    space: SearchSpace, seed: int,
+) -> optuna.Study:
+    return optuna.load_study(
+        study_name=name, storage=storage,
+        sampler=strategy.sampler(settings, space, seed), pruner=strategy.pruner(settings),
+    )
+
+
+def _outcome_attrs(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "metrics": outcome.metrics, "n_params": int(outcome.n_params),
+        "n_train": outcome.n_train, "latency_ms": outcome.latency_ms,
+        "run_dir": outcome.run_dir, "config": outcome.config, "value": outcome.value,
+    }
+
+
+def run_trial(
+    study: optuna.Study, storage: BaseStorage, settings: SearchSettings, strategy: Strategy,
+    objective: Objective, space: SearchSpace, name: str,
+) -> TrialState:
+    """Ask, run under a heartbeat, tell; returns the trial's final state."""
+    trial = study.ask()
+    trial.set_user_attr("worker", name)
+    t0 = time.time()
+    values: list[float] | None = None
+    state = TrialState.FAIL
+    with Heartbeat(storage, trial._trial_id, settings.heartbeat_s):
+        try:
+            outcome = objective(trial, space)
+            values = strategy.values(outcome, settings)
+            for key, val in _outcome_attrs(outcome).items():
+                trial.set_user_attr(key, val)
+            state = TrialState.COMPLETE
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except Exception as e:  # noqa: BLE001 - a failing config must not stop the search
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
+            trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
+    trial.set_user_attr("wall_s", time.time() - t0)
+    try:
+        study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
+    except UpdateFinishedTrialError:
+        # Declared stale by another worker while we were still running (e.g. a long
+        # stall): keep the result anyway as a new finished trial, so nothing is lost.
+        if state == TrialState.COMPLETE:
+            frozen = study._storage.get_trial(trial._trial_id)
+            study.add_trial(optuna.trial.create_trial(
+                params=frozen.params, distributions=frozen.distributions, values=values,
+                user_attrs={**frozen.user_attrs, "recovered_from": trial.number},
+            ))
+    return state
+
+
+def work(storage: BaseStorage, study_name: str, index: int | None = None) -> WorkerStats:
+    """Run trials of ``study_name`` until the study's budget is used; return stats.
+
+    Args:
+        storage: an opened Optuna storage.
+        study_name: a study created by :func:`scidl.search.runner.create_study`.
+        index: this worker's index (sampler seed = settings.seed + index); ``None`` picks
+            ``SLURM_PROCID`` or a random one, so joining workers never share a stream.
+    """
+    probe = optuna.load_study(study_name=study_name, storage=storage)
+    settings = load_settings(probe)
+    strategy = get_strategy(settings.strategy)
+    space = build_space(settings.space)
+    if index is None:
+        index = int(os.environ.get("SLURM_PROCID", int.from_bytes(os.urandom(3), "little")))
+    study = open_worker_study(storage, study_name, strategy, settings, space, settings.seed + index)
+    objective = load_objective(settings)
+    stats = WorkerStats(worker_name())
+    t_start = time.time()
+    while True:
+        fail_stale_trials(study, storage, settings.grace, settings.max_retries)
+        trials = study.get_trials(deepcopy=False)
+        waiting = any(t.state == TrialState.WAITING for t in trials)  # re-queued: run them
+        if not waiting and budget_used(trials) >= settings.trials:
+            break
+        t0 = time.time()
+        state = run_trial(study, storage, settings, strategy, objective, space, stats.worker)
+        stats.busy_s += time.time() - t0
+        stats.done[state.name] = stats.done.get(state.name, 0) + 1
+    stats.wall_s = time.time() - t_start
+    return stats

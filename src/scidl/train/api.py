@@ -1,0 +1,139 @@
+"""The Python entry point: ``scidl.run(cfg)`` trains a run config on 1..N processes.
+
+With ``cfg.dist.nproc > 1`` (and no outer launcher such as torchrun, srun or mpirun),
+:func:`run` starts the processes through the torch elastic agent, which restarts the
+whole group up to ``cfg.dist.max_restarts`` times after a failure (each restart resumes
+from the newest good checkpoint). Under an outer launcher, every process calls
+:func:`run` itself and trains as one rank.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from scidl.config import RunConfig, save_config
+from scidl.runtime.dist import DistContext, distributed_context
+from scidl.runtime.env import detect_launch
+from scidl.runtime.ports import free_port
+from scidl.runtime.seed import seed_everything
+from scidl.train.checkpoint import atomic_write_text
+from scidl.workloads.base import BuildContext, Task
+
+TaskFactory = Callable[[BuildContext], Task]
+
+
+@dataclass
+class RunResult:
+    """Where a run's results are and what they were."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+
+    @property
+    def headline(self) -> tuple[str, float | None]:
+        return self.summary["headline"], self.summary.get("headline_value")
+
+
+def new_run_dir(cfg: RunConfig) -> Path:
+    """``<log.root>/<workload>/<UTC timestamp>-<4 hex>``, created now."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    path = Path(cfg.log.root) / cfg.workload / f"{stamp}-{uuid.uuid4().hex[:4]}"
+    path.mkdir(parents=True, exist_ok=False)
+    return path
+
+
+def build_task(cfg: RunConfig, ctx: BuildContext, task_factory: TaskFactory | None) -> Task:
+    """Seed, then build the workload's task (identical on every rank)."""
+    seed_everything(cfg.train.seed)
+    if task_factory is not None:
+        return task_factory(ctx)
+    from scidl.workloads import get_workload
+
+    return get_workload(cfg.workload).build(cfg.task_config(), ctx)
+
+
+def _agree_run_dir(cfg: RunConfig, dctx: DistContext) -> Path:
+    box: list[Any] = [cfg.log.run_dir]
+    if box[0] is None:
+        if dctx.is_main:
+            box[0] = str(new_run_dir(cfg))
+        dist.broadcast_object_list(box, src=0)
+    path = Path(box[0])
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def train_process(
+    cfg_dict: dict[str, Any], resume: bool = False, task_factory: TaskFactory | None = None
+) -> dict[str, Any]:
+    """Train as one rank of the job described by the environment (all ranks call this)."""
+    from scidl.train.trainer import Trainer
+
+    cfg = RunConfig.model_validate(cfg_dict)
+    if cfg.dist.threads_per_proc:
+        torch.set_num_threads(cfg.dist.threads_per_proc)
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True)
+    with distributed_context(cfg.dist.device, cfg.dist.backend, cfg.dist.timeout_s) as dctx:
+        run_dir = _agree_run_dir(cfg, dctx)
+        if dctx.is_main and not (run_dir / "config.yaml").exists():
+            save_config(cfg.model_copy(update={"log": cfg.log.model_copy(update={"run_dir": str(run_dir)})}), run_dir / "config.yaml")
+        ctx = BuildContext(seed=cfg.train.seed, device=dctx.device, run_dir=run_dir,
+                           data_dir=Path(cfg.log.root) / ".data")
+        task = build_task(cfg, ctx, task_factory)
+        seed_everything(cfg.train.seed + 1 + dctx.rank)  # per-rank stream (dropout, noise)
+        trainer = Trainer(cfg, task, dctx, run_dir)
+        # An elastic restart re-enters here: continue from the newest good checkpoint.
+        restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+        if resume or restarted:
+            trainer.resume()
+        summary = trainer.fit()
+        summary["run_dir"] = str(run_dir)
+        if dctx.is_main:
+            atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
+            atomic_write_text(run_dir / "comm.json", json.dumps(trainer.strategy.report(), indent=2, default=str))
+        return summary
+
+
+def _launch_local(cfg: RunConfig, resume: bool, task_factory: TaskFactory | None) -> dict[str, Any]:
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    lc = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=cfg.dist.nproc,
+        run_id=f"scidl-{uuid.uuid4().hex[:8]}", rdzv_backend="c10d",
+        rdzv_endpoint=f"127.0.0.1:{free_port()}", max_restarts=cfg.dist.max_restarts,
+        monitor_interval=0.1, start_method="spawn",
+    )
+    results = elastic_launch(lc, train_process)(cfg.to_dict(), resume, task_factory)
+    return results[0]
+
+
+def run(cfg: RunConfig, task_factory: TaskFactory | None = None, resume: bool = False) -> RunResult:
+    """Train ``cfg`` and return where the results are.
+
+    Args:
+        cfg: a resolved :class:`RunConfig` (see :func:`scidl.config.load_config`).
+        task_factory: optional ``factory(ctx) -> Task`` for a user's own model and data
+            (top-level function, so it can be sent to spawned processes).
+        resume: continue ``cfg.log.run_dir`` from its newest good checkpoint.
+    """
+    if resume and not cfg.log.run_dir:
+        raise ValueError("resume=True needs cfg.log.run_dir (the run folder to continue)")
+    launch = detect_launch()
+    if cfg.dist.nproc > 1 and launch.launcher == "single":
+        if cfg.log.run_dir is None:
+            cfg = cfg.model_copy(update={"log": cfg.log.model_copy(update={"run_dir": str(new_run_dir(cfg))})})
+        summary = _launch_local(cfg, resume, task_factory)
+    else:
+        summary = train_process(cfg.to_dict(), resume, task_factory)
+    return RunResult(Path(summary["run_dir"]), summary)

@@ -1,0 +1,167 @@
+"""Anderson acceleration: formula, linear fixed-point convergence, base equivalence, options."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from scidl.optim import OptimConfig, build_optimizer
+from scidl.optim.anderson import (
+    AndersonAcceleration,
+    _DiffHistory,
+    anderson_coefficients,
+    relative_deviation,
+)
+
+
+def _naive_aa(X: torch.Tensor, beta: float, reg: float) -> torch.Tensor:
+    """The published formula on a matrix of iterates (columns), for reference."""
+    DX = X[:, 1:] - X[:, :-1]
+    DR = DX[:, 1:] - DX[:, :-1]
+    f = DX[:, -1]
+    G = DR.T @ DR
+    lam = reg * torch.trace(G) / G.shape[0]
+    gam = torch.linalg.solve(G + lam * torch.eye(G.shape[0], dtype=G.dtype), DR.T @ f)
+    return X[:, -2] + beta * f - (DX[:, :-1] + beta * DR) @ gam
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-9), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("beta", [1.0, 0.4])
+def test_extrapolation_matches_published_formula(dtype, tol, beta):
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(30, 6, generator=gen, dtype=torch.float64).cumsum(1)
+    h = _DiffHistory(6, 30, dtype, torch.device("cpu"), torch.float64)
+    for i in range(6):
+        h.push(X[:, i])
+    got = h.combine(anderson_coefficients(h.gram(), beta, 1e-6))
+    assert torch.allclose(got, _naive_aa(X, beta, 1e-6), atol=tol * X.abs().max())
+
+
+def _quadratic(n=40, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+    A = Q @ torch.diag(torch.linspace(0.01, 1.0, n, dtype=torch.float64)) @ Q.T
+    b = torch.randn(n, generator=gen, dtype=torch.float64)
+    return A, b, torch.linalg.solve(A, b)
+
+
+def _iterations_to(opt_factory, A, b, xs, tol=1e-8, max_iter=3000):
+    x = nn.Parameter(torch.zeros(len(b), dtype=torch.float64))
+    opt = opt_factory([x])
+    for it in range(1, max_iter + 1):
+        opt.zero_grad()
+        (0.5 * x @ A @ x - b @ x).backward()
+        opt.step()
+        if (x.detach() - xs).norm() / xs.norm() < tol:
+            return it
+    return max_iter + 1
+
+
+def test_linear_fixed_point_converges_far_faster():
+    """Gradient descent x <- x - (Ax - b) is a linear fixed-point map (kappa = 100)."""
+    A, b, xs = _quadratic()
+    plain = _iterations_to(lambda p: torch.optim.SGD(p, lr=1.0), A, b, xs)
+    aa = _iterations_to(
+        lambda p: AndersonAcceleration(torch.optim.SGD(p, lr=1.0), history=10, every=9,
+                                       reg=0.0), A, b, xs)
+    assert plain > 1500
+    assert aa * 5 < plain, (aa, plain)
+
+
+def test_fewer_than_three_iterates_equals_base():
+    torch.manual_seed(0)
+    m1 = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    m2 = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    m2.load_state_dict(m1.state_dict())
+    base = torch.optim.SGD(m1.parameters(), lr=0.05, momentum=0.9)
+    aa = AndersonAcceleration(torch.optim.SGD(m2.parameters(), lr=0.05, momentum=0.9),
+                              history=2, every=1)
+    x, y = torch.randn(32, 4), torch.randn(32, 1)
+    for _ in range(10):
+        for m, o in ((m1, base), (m2, aa)):
+            o.zero_grad()
+            nn.functional.mse_loss(m(x), y).backward()
+            o.step()
+    for p, q in zip(m1.parameters(), m2.parameters()):
+        assert torch.equal(p, q)
+    assert aa.counters["extrapolations"] == 0
+    # with history 3 the same run does extrapolate (the comparison above is not vacuous)
+    aa3 = AndersonAcceleration(torch.optim.SGD(m2.parameters(), lr=0.05), history=3, every=1)
+    for _ in range(3):
+        aa3.zero_grad()
+        nn.functional.mse_loss(m2(x), y).backward()
+        aa3.step()
+    assert aa3.counters["extrapolations"] == 1
+
+
+def test_low_precision_history_still_accelerates():
+    A, b, xs = _quadratic()
+    plain = _iterations_to(lambda p: torch.optim.SGD(p, lr=1.0), A, b, xs, tol=1e-4)
+    aa = _iterations_to(
+        lambda p: AndersonAcceleration(torch.optim.SGD(p, lr=1.0), history=10, every=9,
+                                       history_dtype=torch.bfloat16), A, b, xs, tol=1e-4)
+    assert aa * 3 < plain, (aa, plain)
+
+
+def test_safeguard_rejects_a_worse_point():
+    w = nn.Parameter(torch.tensor([1.0, 1.0], dtype=torch.float64))
+    opt = AndersonAcceleration(torch.optim.SGD([w], lr=0.1), history=3, every=1,
+                               safeguard=True)
+    assert opt.requires_closure
+    losses = iter([1.0, 2.0])  # loss at x_k, then (worse) loss at x_AA
+
+    def closure():
+        return torch.tensor(next(losses))
+
+    for k in range(3):
+        w.grad = torch.tensor([1.0, 2.0 * k], dtype=torch.float64)
+        before = w.detach().clone()
+        opt.step(closure if k == 2 else None)
+    assert opt.counters["rejected"] == 1 and opt.counters["extrapolations"] == 0
+    # rejected: the parameters are the plain base step from `before`
+    assert torch.allclose(w.detach(), before - 0.1 * torch.tensor([1.0, 4.0], dtype=torch.float64))
+
+
+def test_relative_deviation_is_bounded_and_scale_free():
+    drift = torch.ones(5, 3) * torch.tensor([1.0, 2.0, 3.0])  # identical steps
+    noise = torch.tensor([[1.0, 0, 0], [-1.0, 0, 0]] * 2)  # steps cancel
+    assert relative_deviation((drift @ drift.T).double()) == pytest.approx(0.0, abs=1e-7)
+    assert relative_deviation((noise @ noise.T).double()) == pytest.approx(1.0)
+    d = torch.randn(6, 10)
+    assert relative_deviation((d @ d.T).double()) == pytest.approx(
+        relative_deviation((1e-6 * d @ (1e-6 * d).T).double()), rel=1e-5)
+    assert relative_deviation(torch.zeros(3, 3, dtype=torch.float64)) == 0.0
+
+
+def test_auto_moving_average_switches_on_under_noise_only():
+    def run(noise):
+        gen = torch.Generator().manual_seed(1)
+        w = nn.Parameter(torch.zeros(20))
+        opt = build_optimizer(nn.ParameterList([w]), OptimConfig(
+            name="anderson", aa_base="sgd", lr=0.1, momentum=0.0, aa_ma="auto", aa_ma_tol=0.5,
+            aa_ma_window=6, aa_history=4, aa_every=50))
+        for _ in range(12):
+            w.grad = (w.detach() - 1.0) + noise * torch.randn(20, generator=gen)
+            opt.step()
+        return opt.counters["ma_active"], opt.last_deviation
+
+    assert run(0.0) == (False, pytest.approx(0.0, abs=0.3))
+    on, dev = run(5.0)
+    assert on and dev > 0.5
+
+
+@pytest.mark.parametrize("policy", ["keep", "reset_momentum", "reset"])
+def test_state_policy_after_extrapolation(policy):
+    w = nn.Parameter(torch.randn(5, dtype=torch.float64))
+    opt = AndersonAcceleration(torch.optim.SGD([w], lr=0.1, momentum=0.9), history=3, every=3,
+                               state_policy=policy)
+    for _ in range(3):
+        w.grad = w.detach().clone()
+        opt.step()
+    assert opt.counters["extrapolations"] == 1
+    st = opt.base.state.get(w, {})
+    if policy == "keep":
+        assert st["momentum_buffer"] is not None
+    else:
+        assert st.get("momentum_buffer") is None
