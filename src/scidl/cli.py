@@ -22,6 +22,7 @@ _COMMANDS: list[str] = [
     "scidl.commands.bench_collectives",
     "scidl.commands.predict",
     "scidl.commands.report",
+    "scidl.commands.topology",
 ]
 
 

@@ -74,7 +74,7 @@ def _four_bumps(seed: int, n: int = 1500) -> tuple[np.ndarray, np.ndarray, np.nd
     X = rng.uniform(0, 1, (n, 2))
     centres = np.array([[0.25, 0.25], [0.75, 0.25], [0.25, 0.75], [0.75, 0.75]])
     heights = np.array([1.0, 0.8, 0.9, 0.7])
-    f = sum(h * np.exp(-np.sum((X - c) ** 2, 1) / (2 * 0.08**2)) for h, c in zip(heights, centres))
+    f = sum(h * np.exp(-np.sum((X - c) ** 2, 1) / (2 * 0.08**2)) for h, c in zip(heights, centres, strict=True))
     return X, f + 0.05 * rng.standard_normal(n), centres
 
 

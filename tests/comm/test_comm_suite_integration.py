@@ -79,12 +79,13 @@ def _run(cfg: CommConfig, rank: int, world: int, steps: int = 3, bs: int = 1, lr
     kw = {**strat.ddp_kwargs()}
     ddp = DDP(net, **kw)
     strat.install(ddp, None)
-    seen: list[list[tuple[int, int]]] = [[]]
+    seen: list[list[tuple[int, int, tuple[int, ...]]]] = [[]]
     target = strat.inner if cfg.strategy == "lag" else strat
     inner_reduce = target.reduce
 
     def spy(bucket):  # record the buckets the strategy reduces
-        seen[-1].append((bucket.index, bucket.buffer.numel()))
+        segs = tuple(n for _, n in bucket.layout) or (bucket.buffer.numel(),)
+        seen[-1].append((bucket.index, bucket.buffer.numel(), segs))
         return inner_reduce(bucket)
 
     target.reduce = spy
@@ -138,6 +139,11 @@ def _res_flat(state, like: list[torch.Tensor]) -> torch.Tensor:
                                                                                     strict=True)])
 
 
+def _k(segs: tuple[int, ...], density: float) -> int:
+    """Planned entries of a bucket: top-k is taken per parameter, k_i = ⌈density·n_i⌉."""
+    return sum(k_for(n, density) for n in segs)
+
+
 # ----------------------------------------------------------------------------- checks
 
 def _check_exact(rank, world, name, tol, **kw):
@@ -153,7 +159,7 @@ def _check_exact(rank, world, name, tol, **kw):
 
 
 def _dense_bytes(buckets, world, elem=4):
-    return sum(ring_allreduce_bytes(n * elem, world) for _, n in buckets)
+    return sum(ring_allreduce_bytes(n * elem, world) for _, n, _ in buckets)
 
 
 def check_dense_family(rank, world):
@@ -169,7 +175,7 @@ def check_dense_family(rank, world):
             assert _rel(r["got"], r["mean"]) > 0, f"{name} cannot be exact"
     recs, rep = _check_exact(rank, world, "grouped", 1e-6, group_mb=0.0005, group_gap_ms=1e9)
     sizes = rep["group_bytes"]
-    assert len(sizes) >= 2 and sum(sizes) == sum(n for _, n in recs[-1]["buckets"]) * 4
+    assert len(sizes) >= 2 and sum(sizes) == sum(n for _, n, _ in recs[-1]["buckets"]) * 4
     # after planning, one allreduce per group: bytes = Σ_groups ring(group bytes)
     assert recs[-1]["bytes"] == sum(ring_allreduce_bytes(b, world) for b in sizes)
     for per_node in sorted({1, 2, world}):
@@ -177,7 +183,7 @@ def check_dense_family(rank, world):
         nodes = world // per_node
         for r in recs:
             exp = 0
-            for _, n in r["buckets"]:
+            for _, n, _ in r["buckets"]:
                 if per_node == 1:
                     exp += ring_allreduce_bytes(n * 4, nodes)
                     continue
@@ -227,14 +233,14 @@ def check_topk(rank, world):
             if sel == "exact":
                 vb = 2 if vdt == "fp16" else 4
                 nnz = int((sent != 0).sum())
-                assert nnz <= sum(n if prefer_dense(world, k_for(n, 0.1), n, vb)
-                                  else k_for(n, 0.1) for _, n in r["buckets"])
+                assert nnz <= sum(n if prefer_dense(world, _k(segs, 0.1), n, vb)
+                                  else _k(segs, 0.1) for _, n, segs in r["buckets"])
         # bytes: counts gather + padded payload for sparse buckets, ring for dense ones
         vb = 2 if vdt == "fp16" else 4
         for r in recs:
             exp = 0
-            for i, n in r["buckets"]:
-                k = k_for(n, 0.1)
+            for i, n, segs in r["buckets"]:
+                k = _k(segs, 0.1)
                 if prefer_dense(world, k, n, vb):
                     exp += ring_allreduce_bytes(n * vb, world)
                     assert r["modes"][i] == "dense"
@@ -260,8 +266,8 @@ def check_switch(rank, world):
                                selection="exact"), rank, world, steps=1, bs=4)
         recs.pop()
         r = recs[0]
-        for i, n in r["buckets"]:
-            want = "dense" if prefer_dense(world, k_for(n, d), n, 4) else "sparse"
+        for i, n, segs in r["buckets"]:
+            want = "dense" if prefer_dense(world, _k(segs, d), n, 4) else "sparse"
             assert r["modes"][i] == want, (d, i, n, r["modes"][i])
         modes[d] = sorted(set(r["modes"].values()))
     assert "sparse" in modes[0.9 / world] and modes[1.1 / world] == ["dense"]
@@ -296,6 +302,46 @@ def check_powersgd(rank, world):
     return True
 
 
+def _train_steps(net, ddp, strat, steps, start=0):
+    for t in range(start, start + steps):
+        net.zero_grad(set_to_none=True)
+        _loss(ddp, _batch(dist.get_rank(), t, 4)).backward()
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(p.grad.to_dense(), alpha=-0.05)
+        strat.end_step()
+    return _grads(net)
+
+
+def check_resume(rank, world):
+    """state_dict → torch.save/load(weights_only) → load_state_dict continues identically."""
+    import io
+
+    for cfg in (CommConfig(strategy="topk", density=0.1, bucket_cap_mb=BUCKET_MB),
+                CommConfig(strategy="powersgd", rank=1, bucket_cap_mb=BUCKET_MB),
+                CommConfig(strategy="lag", lag_inner="topk", density=0.1,
+                           bucket_cap_mb=BUCKET_MB)):
+        torch.manual_seed(0)
+        net = Net()
+        strat = build_strategy(cfg)
+        ddp = DDP(net, **strat.ddp_kwargs())
+        strat.install(ddp, None)
+        _train_steps(net, ddp, strat, 2)
+        buf = io.BytesIO()
+        torch.save(strat.state_dict(), buf)
+        state = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+        net2 = copy.deepcopy(net)
+        strat2 = build_strategy(cfg)
+        ddp2 = DDP(net2, **strat2.ddp_kwargs())
+        strat2.install(ddp2, None)
+        strat2.load_state_dict(state)
+        a = _flat(_train_steps(net, ddp, strat, 2, start=2))
+        b = _flat(_train_steps(net2, ddp2, strat2, 2, start=2))
+        assert torch.equal(a, b), (cfg.strategy, _rel(b, a))
+        assert a.abs().sum() > 0
+    return True
+
+
 def _shapes() -> list[int]:
     return [p.numel() for p in Net().parameters()]
 
@@ -306,6 +352,8 @@ def suite(rank: int, world: int) -> dict:
     check_switch(rank, world)
     check_powersgd(rank, world)
     check_lag(rank, world)
+    if world == 2:
+        check_resume(rank, world)
     return out
 
 

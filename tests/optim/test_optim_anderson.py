@@ -83,7 +83,7 @@ def test_fewer_than_three_iterates_equals_base():
             o.zero_grad()
             nn.functional.mse_loss(m(x), y).backward()
             o.step()
-    for p, q in zip(m1.parameters(), m2.parameters()):
+    for p, q in zip(m1.parameters(), m2.parameters(), strict=True):
         assert torch.equal(p, q)
     assert aa.counters["extrapolations"] == 0
     # with history 3 the same run does extrapolate (the comparison above is not vacuous)

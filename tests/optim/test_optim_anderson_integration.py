@@ -23,7 +23,7 @@ def _worker(rank: int, world: int, cfg_kw: dict) -> dict:
     for _ in range(12):
         x, y = torch.randn(8, 5, generator=gen), torch.randn(8, 1, generator=gen)
 
-        def closure():
+        def closure(x=x, y=y):
             opt.zero_grad()
             loss = nn.functional.mse_loss(ddp(x), y)  # local loss: AA all-reduces it
             loss.backward()

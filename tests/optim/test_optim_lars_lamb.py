@@ -83,7 +83,7 @@ def test_lamb_step_hand_computed():
     w.grad = torch.tensor([g], dtype=torch.float64)
     opt.step()
     # t=1: m_hat = g, v_hat = g^2 -> r = g / (|g| + eps)
-    r = [gi / (abs(gi) + eps) + wd * wi for gi, wi in zip(g, [3.0, 4.0])]
+    r = [gi / (abs(gi) + eps) + wd * wi for gi, wi in zip(g, [3.0, 4.0], strict=True)]
     ratio = 5.0 / math.hypot(*r)
     expect = [3.0 - lr * ratio * r[0], 4.0 - lr * ratio * r[1]]
     assert torch.allclose(w.detach(), torch.tensor([expect], dtype=torch.float64), atol=1e-12)
@@ -92,11 +92,11 @@ def test_lamb_step_hand_computed():
     w.grad = torch.tensor([g2], dtype=torch.float64)
     opt.step()
     b1, b2 = 0.9, 0.999
-    m = [(b1 * (1 - b1) * a + (1 - b1) * c) / (1 - b1**2) for a, c in zip(g, g2)]
-    v = [(b2 * (1 - b2) * a * a + (1 - b2) * c * c) / (1 - b2**2) for a, c in zip(g, g2)]
-    r2 = [mi / (math.sqrt(vi) + eps) + wd * xi for mi, vi, xi in zip(m, v, expect)]
+    m = [(b1 * (1 - b1) * a + (1 - b1) * c) / (1 - b1**2) for a, c in zip(g, g2, strict=True)]
+    v = [(b2 * (1 - b2) * a * a + (1 - b2) * c * c) / (1 - b2**2) for a, c in zip(g, g2, strict=True)]
+    r2 = [mi / (math.sqrt(vi) + eps) + wd * xi for mi, vi, xi in zip(m, v, expect, strict=True)]
     ratio2 = math.hypot(*expect) / math.hypot(*r2)
-    expect2 = [xi - lr * ratio2 * ri for xi, ri in zip(expect, r2)]
+    expect2 = [xi - lr * ratio2 * ri for xi, ri in zip(expect, r2, strict=True)]
     assert torch.allclose(w.detach(), torch.tensor([expect2], dtype=torch.float64), atol=1e-12)
 
 

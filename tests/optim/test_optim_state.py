@@ -43,7 +43,7 @@ def _train(model, opt, sched, steps, start):
         gen = torch.Generator().manual_seed(s)
         x, y = torch.randn(16, 3, generator=gen), torch.randn(16, 1, generator=gen)
 
-        def closure():
+        def closure(x=x, y=y):
             opt.zero_grad()
             loss = nn.functional.mse_loss(model(x), y)
             loss.backward()
@@ -69,7 +69,7 @@ def test_round_trip_and_identical_resume(case):
     opt2.load_state_dict(ck["o"])
     sched2.load_state_dict(ck["s"])
     _train(model2, opt2, sched2, 6, 7)
-    for p, q in zip(model.parameters(), model2.parameters()):
+    for p, q in zip(model.parameters(), model2.parameters(), strict=True):
         assert torch.equal(p, q), case
     assert opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
     if hasattr(opt, "counters"):

@@ -115,7 +115,7 @@ def test_greedy_plan_goes_deeper_while_it_improves():
 def test_width_strata_cover_the_range():
     bins = [width_stratum(4, 65, True, i, 4) for i in range(4)]
     assert bins[0][0] == pytest.approx(4) and bins[-1][1] == pytest.approx(65)
-    assert all(a[1] == pytest.approx(b[0]) for a, b in zip(bins, bins[1:]))
+    assert all(a[1] == pytest.approx(b[0]) for a, b in zip(bins[:-1], bins[1:], strict=True))
 
 
 def test_stale_trial_is_failed_and_requeued_once(tmp_path):
@@ -136,3 +136,16 @@ def test_stale_trial_is_failed_and_requeued_once(tmp_path):
     assert again.suggest_int("depth", 1, 4) == trials[t.number].params["depth"]
     assert fail_stale_trials(study, storage, grace=1.0, max_retries=1, now=1e12) == [again.number]
     assert not [x for x in study.get_trials() if x.state.name == "WAITING"]  # retries used up
+
+
+def test_trials_of_a_worker_started_by_srun_train_as_single_jobs(monkeypatch):
+    """`srun -n 4 scidl search --join` starts 4 independent workers, not one 4-rank job."""
+    from scidl.runtime.env import detect_launch
+    from scidl.search.worker import isolated_launch_env, launcher_index
+
+    for k, v in {"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_JOB_ID": "7"}.items():
+        monkeypatch.setenv(k, v)
+    assert launcher_index() == 3 and detect_launch().world_size == 4
+    with isolated_launch_env():
+        assert detect_launch().launcher == "single"
+    assert detect_launch().world_size == 4  # restored

@@ -35,7 +35,9 @@ def test_reference_odd_symmetry_and_quadrature_convergence(grid):
     np.testing.assert_allclose(u[:, ::-1], -u, atol=1e-12)  # u(t, -x) = -u(t, x)
     xs = np.array([-0.003, 0.002, 0.05, 0.4])
     for tt in (0.25, 0.5, 1.0):
-        np.testing.assert_allclose(cole_hopf(xs, tt, NU, 801), cole_hopf(xs, tt, NU, 8001), atol=1e-12)
+        np.testing.assert_allclose(
+            cole_hopf(xs, tt, NU, 801), cole_hopf(xs, tt, NU, 8001), atol=1e-12
+        )
 
 
 def test_reference_shock_steepens(grid):
@@ -77,8 +79,15 @@ def test_residual_matches_closed_form():
 
 def _tiny_task(**kw):
     cfg = BurgersConfig(
-        n_collocation=600, n_initial=64, n_boundary=64, hidden=16, depth=3,
-        ref_nx=64, ref_nt=21, ref_nodes=801, **kw,
+        n_collocation=600,
+        n_initial=64,
+        n_boundary=64,
+        hidden=16,
+        depth=3,
+        ref_nx=64,
+        ref_nt=21,
+        ref_nodes=801,
+        **kw,
     )
     torch.manual_seed(0)
     return cfg, Burgers().build(cfg, BuildContext(seed=0))
@@ -103,13 +112,14 @@ def test_training_reduces_error():
     before = task.evaluate(model, task.val_data)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
-    for _ in range(300):
+    for _ in range(200):
         opt.zero_grad()
         loss = task.loss(model, pts)
         loss.backward()
         opt.step()
         losses.append(loss.item())
     after = task.evaluate(model, task.val_data)
-    assert np.mean(losses[-20:]) < 0.2 * np.mean(losses[:5])
-    assert after["rel_l2"] < 0.75 * before["rel_l2"]
-    assert after["rel_l2"] < 0.7 and after["rel_l2_away"] < 0.7
+    # measured (seed 0): loss 0.75 -> 0.34, rel_l2 0.58 -> 0.30, rel_l2_away 0.53 -> 0.18
+    assert np.mean(losses[-20:]) < 0.6 * np.mean(losses[:5])
+    assert after["rel_l2"] < 0.7 * before["rel_l2"]
+    assert after["rel_l2"] < 0.45 and after["rel_l2_away"] < 0.35

@@ -19,8 +19,18 @@ def _worker(rank: int, world: int) -> dict:
     from scidl.workloads.burgers import Burgers, BurgersConfig
 
     cfg = BurgersConfig(
-        n_collocation=400, n_initial=32, n_boundary=32, hidden=8, depth=2,
-        ref_nx=32, ref_nt=11, ref_nodes=401, rar_every=1, rar_points=10, rar_candidates=200,
+        n_collocation=400,
+        n_initial=32,
+        n_boundary=32,
+        hidden=8,
+        depth=2,
+        ref_nx=32,
+        ref_nt=11,
+        ref_nodes=401,
+        rar_every=1,
+        rar_points=10,
+        rar_candidates=200,
+        hard_constraints=False,
     )
     torch.manual_seed(0)
     task = Burgers().build(cfg, BuildContext(seed=0))
@@ -39,7 +49,8 @@ def _worker(rank: int, world: int) -> dict:
     return {
         "grads": [g.numpy() for g in grads],
         "params": [p.detach().numpy().copy() for p in ddp.parameters()],
-        "idx": list(iter(sampler)), "rar": task.extras["rar"].points.numpy().copy(),
+        "idx": list(iter(sampler)),
+        "rar": task.extras["rar"].points.numpy().copy(),
     }
 
 
@@ -51,8 +62,18 @@ def test_ddp_gradient_equals_global_loss_gradient():
 
     assert sorted(out[0]["idx"] + out[1]["idx"]) == list(range(400))  # disjoint shards
     cfg = BurgersConfig(
-        n_collocation=400, n_initial=32, n_boundary=32, hidden=8, depth=2,
-        ref_nx=32, ref_nt=11, ref_nodes=401, rar_every=1, rar_points=10, rar_candidates=200,
+        n_collocation=400,
+        n_initial=32,
+        n_boundary=32,
+        hidden=8,
+        depth=2,
+        ref_nx=32,
+        ref_nt=11,
+        ref_nodes=401,
+        rar_every=1,
+        rar_points=10,
+        rar_candidates=200,
+        hard_constraints=False,
     )
     torch.manual_seed(0)
     task = Burgers().build(cfg, BuildContext(seed=0))
@@ -66,9 +87,9 @@ def test_ddp_gradient_equals_global_loss_gradient():
     task.extras["rar"].points = rar_pts
     loss = 0.5 * (task.loss(model, pts[out[0]["idx"]]) + task.loss(model, pts[out[1]["idx"]]))
     loss.backward()
-    for g0, g1, p in zip(out[0]["grads"], out[1]["grads"], model.parameters()):
+    for g0, g1, p in zip(out[0]["grads"], out[1]["grads"], model.parameters(), strict=True):
         np.testing.assert_array_equal(g0, g1)
         np.testing.assert_allclose(g0, p.grad.numpy(), rtol=1e-4, atol=1e-6)
-    for a, b in zip(out[0]["params"], out[1]["params"]):
+    for a, b in zip(out[0]["params"], out[1]["params"], strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(out[0]["rar"], out[1]["rar"])

@@ -54,9 +54,9 @@ def _direct_band_tau(x: torch.Tensor, spec) -> torch.Tensor:
 
 def test_lbl_matches_direct_line_sum():
     spec = make_spectroscopy(3, n_lines=12, n_nu=96, n_bands=3)
-    x = sample_columns(1, 4, seed=5)
+    x = sample_columns(1, 2, seed=5)
     fast = lbl_optical_depth(x, spec)
-    for row, ref in zip(x, fast):
+    for row, ref in zip(x, fast, strict=True):
         direct = _direct_band_tau(row.double(), spec)
         torch.testing.assert_close(ref.double(), direct, rtol=2e-4, atol=1e-9)
 
@@ -75,7 +75,7 @@ def test_lbl_is_deterministic_and_saturates():
 def test_lookup_table_is_exact_on_nodes_and_close_inside():
     spec = make_spectroscopy(0, n_lines=16, n_nu=128, n_bands=4)
     lut = LookupTable(spec, (5, 4, 4, 3))
-    axes = [torch.linspace(lo, hi, n) for lo, hi, n in zip(INPUT_LOW, INPUT_HIGH, lut.shape)]
+    axes = [torch.linspace(lo, hi, n) for lo, hi, n in zip(INPUT_LOW, INPUT_HIGH, lut.shape, strict=True)]
     nodes = torch.stack([axes[0][[1, 3]], axes[1][[0, 2]], axes[2][[3, 1]], axes[3][[2, 0]]], 1)
     torch.testing.assert_close(lut(nodes), lbl_optical_depth(nodes, spec), rtol=1e-4, atol=0)
     x = sample_columns(4, 20, seed=1)
@@ -105,12 +105,12 @@ def test_emulator_tiny_config_trains():
     x, y = task.train_data.tensors
     assert x.shape == (80, 4) and y.shape == (80, 4)
     opt = torch.optim.Adam(task.model.parameters(), 1e-2)
-    first = float(task.loss(task.model, (x, y)))
+    first = float(task.loss(task.model, (x, y)).detach())
     for _ in range(60):
         opt.zero_grad()
         task.loss(task.model, (x, y)).backward()
         opt.step()
-    assert float(task.loss(task.model, (x, y))) < 0.3 * first
+    assert float(task.loss(task.model, (x, y)).detach()) < 0.3 * first
     ev = task.evaluate(task.model.eval(), task.val_data)
     assert task.headline in ev
     assert all(math.isfinite(v) for v in ev.values())

@@ -203,6 +203,9 @@ class CellSummary:
     """One Morse–Smale cell: the samples flowing to ``maximum`` and ``minimum``.
 
     ``lo``/``hi`` are the input-space ranges of its samples; ``mean``/``max`` of the scalar.
+    ``hot`` counts its samples above the global ``hot_quantile`` of the scalar, ``hot_lo``/
+    ``hot_hi`` bound them (the failing sub-region; equal to lo/hi when none), and
+    ``excess`` = Σ max(f − f_q, 0) over the cell weighs how much badness it holds.
     """
 
     cell: int
@@ -214,6 +217,10 @@ class CellSummary:
     mean: float
     max: float
     centroid: list[float]
+    hot: int = 0
+    hot_lo: list[float] = field(default_factory=list)
+    hot_hi: list[float] = field(default_factory=list)
+    excess: float = 0.0
 
 
 @dataclass
@@ -232,9 +239,11 @@ class MorseSmale:
     threshold_min: float
     cells: list[CellSummary] = field(default_factory=list)
 
-    def worst(self) -> CellSummary:
-        """The cell with the largest mean scalar (e.g. the surrogate's failing region)."""
-        return max(self.cells, key=lambda c: c.mean)
+    def worst(self, by: Literal["excess", "mean"] = "excess") -> CellSummary:
+        """The cell holding the most excess over the hot quantile (or the largest mean)."""
+        if by == "mean":
+            return max(self.cells, key=lambda c: c.mean)
+        return max(self.cells, key=lambda c: (c.excess, c.mean))
 
 
 def morse_smale(
@@ -245,6 +254,7 @@ def morse_smale(
     persistence: float | None = 0.1,
     relative: bool = True,
     scale: bool = True,
+    hot_quantile: float = 0.95,
 ) -> MorseSmale:
     """Morse–Smale segmentation of ``f`` over samples ``X`` with persistence simplification.
 
@@ -257,6 +267,7 @@ def morse_smale(
             persistence diagram (separately for maxima and minima).
         relative: the threshold is a fraction of ``max(f) − min(f)``.
         scale: map every input dimension to [0, 1] before building the graph.
+        hot_quantile: samples above this quantile of ``f`` are "hot" (see CellSummary).
     """
     X = np.asarray(X, dtype=float)
     X2 = X[:, None] if X.ndim == 1 else X
@@ -291,15 +302,17 @@ def morse_smale(
         threshold_max=thr_max,
         threshold_min=thr_min,
     )
-    ms.cells = _summaries(X2, f, ms)
+    ms.cells = _summaries(X2, f, ms, float(np.quantile(f, hot_quantile)))
     return ms
 
 
-def _summaries(X: np.ndarray, f: np.ndarray, ms: MorseSmale) -> list[CellSummary]:
+def _summaries(X: np.ndarray, f: np.ndarray, ms: MorseSmale, fq: float) -> list[CellSummary]:
     out = []
     for c in range(int(ms.cell.max()) + 1):
         idx = np.flatnonzero(ms.cell == c)
         xs = X[idx]
+        hot = xs[f[idx] > fq]
+        hx = hot if len(hot) else xs
         out.append(
             CellSummary(
                 cell=c,
@@ -311,16 +324,27 @@ def _summaries(X: np.ndarray, f: np.ndarray, ms: MorseSmale) -> list[CellSummary
                 mean=float(f[idx].mean()),
                 max=float(f[idx].max()),
                 centroid=xs.mean(0).tolist(),
+                hot=len(hot),
+                hot_lo=hx.min(0).tolist(),
+                hot_hi=hx.max(0).tolist(),
+                excess=float(np.maximum(f[idx] - fq, 0.0).sum()),
             )
         )
     return out
 
 
 def describe_cell(c: CellSummary, names: Sequence[str] | None = None) -> str:
-    """Human-readable region, e.g. ``x ∈ [-0.21, 0.18], t ∈ [0.62, 1.00] (n=143, mean=0.31)``."""
+    """Human-readable region, e.g. ``x ∈ [-0.21, 0.18], t ∈ [0.62, 1.00] (n=143, mean=0.31,
+    hot: x ∈ [...], t ∈ [...])``: the cell's ranges, then those of its hot samples."""
     names = list(names) if names else [f"x{i}" for i in range(len(c.lo))]
-    ranges = ", ".join(f"{n} ∈ [{a:.2f}, {b:.2f}]" for n, a, b in zip(names, c.lo, c.hi))
-    return f"{ranges} (n={c.size}, mean={c.mean:.4g}, max={c.max:.4g})"
+
+    def box(lo: list[float], hi: list[float]) -> str:
+        return ", ".join(f"{n} ∈ [{a:.2f}, {b:.2f}]" for n, a, b in zip(names, lo, hi, strict=False))
+
+    text = f"{box(c.lo, c.hi)} (n={c.size}, mean={c.mean:.4g}, max={c.max:.4g}"
+    if c.hot:
+        text += f"; {c.hot} hot samples in {box(c.hot_lo, c.hot_hi)}"
+    return text + ")"
 
 
 def plot_morse_smale(
@@ -353,8 +377,8 @@ def plot_morse_smale(
     if X.shape[1] > 1:
         ax[1].add_patch(
             plt.Rectangle(
-                (w.lo[0], w.lo[1]), w.hi[0] - w.lo[0], w.hi[1] - w.lo[1],
-                fill=False, ec="red", lw=2, label="worst cell",
+                (w.hot_lo[0], w.hot_lo[1]), w.hot_hi[0] - w.hot_lo[0], w.hot_hi[1] - w.hot_lo[1],
+                fill=False, ec="red", lw=2, label="hot samples of the worst cell",
             )
         )
     ax[0].set_title(title or "scalar over samples")

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
 # (id(param), numel) for each parameter of the bucket, in buffer order.
 Layout = tuple[tuple[int, int], ...]
@@ -34,10 +33,10 @@ class Bucket:
     buffer: torch.Tensor
     index: int
     is_last: bool
-    params: list[nn.Parameter] = field(default_factory=list)
+    params: list[torch.Tensor] = field(default_factory=list)
     layout: Layout = ()
 
-    def offsets(self) -> list[tuple[nn.Parameter, int, int]]:
+    def offsets(self) -> list[tuple[torch.Tensor, int, int]]:
         """``(param, start, numel)`` for each parameter slice of the buffer."""
         out, start = [], 0
         for p, (_, n) in zip(self.params, self.layout, strict=False):
@@ -50,7 +49,7 @@ class Bucket:
         return Bucket(buffer, self.index, self.is_last, self.params, self.layout)
 
 
-def layout_of(params: list[nn.Parameter], numel: int) -> Layout:
+def layout_of(params: list[torch.Tensor], numel: int) -> Layout:
     """The layout of a bucket; empty if the parameters do not tile the buffer exactly."""
     lay = tuple((id(p), p.numel()) for p in params)
     return lay if sum(n for _, n in lay) == numel else ()

@@ -55,6 +55,7 @@ class GroupedAllreduce(CommStrategy):
         self.groups: list[int] | None = None
         self._pending: list[tuple[Bucket, Future[torch.Tensor]]] = []
         self.group_bytes: list[int] = []
+        self._device = torch.device("cpu")
 
     def ddp_kwargs(self) -> dict[str, Any]:
         # A cap below any tensor's size gives one DDP bucket per parameter tensor.
@@ -62,6 +63,7 @@ class GroupedAllreduce(CommStrategy):
 
     def reduce(self, bucket: Bucket) -> Future[torch.Tensor]:
         now = time.perf_counter()
+        self._device = bucket.buffer.device
         if self._t0 is None or bucket.index == 0:
             self._t0 = now
         if self.groups is None or bucket.index >= len(self.groups):
@@ -99,14 +101,14 @@ class GroupedAllreduce(CommStrategy):
     def _plan(self) -> None:
         """Agree on rank 0's observation (one broadcast, all ranks) and plan the groups."""
         n = len(self._ready)
-        obs = torch.zeros(2, n, dtype=torch.float64)
+        obs = torch.zeros(2, n, dtype=torch.float64, device=self._device)
         for i, (t, b) in self._ready.items():
             obs[0, i], obs[1, i] = t, b
         nbytes = obs.numel() * 8
         self.counters.record("broadcast", nbytes * (self.world - 1) if self.rank == 0 else 0,
                              0 if self.rank == 0 else nbytes)
-        dist.broadcast(obs, src=dist.get_global_rank(self.group or dist.group.WORLD, 0),
-                       group=self.group)
+        root = 0 if self.group is None else dist.get_global_rank(self.group, 0)
+        dist.broadcast(obs, src=root, group=self.group)
         sizes = [int(b) for b in obs[1].tolist()]
         self.groups = plan_groups(sizes, obs[0].tolist(), self.cfg.group_mb * 2**20,
                                   self.cfg.group_gap_ms / 1000.0)

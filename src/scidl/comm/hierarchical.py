@@ -69,9 +69,9 @@ class HierarchicalAllreduce(CommStrategy):
         if self.g == 1:  # one rank per node: a flat allreduce across nodes
             return self.allreduce(buf, group=self.inter, op="allreduce_inter", world=self.nodes)
         shard_n = math.ceil(n / self.g)
-        padded = torch.zeros(shard_n * self.g, dtype=buf.dtype)
+        padded = torch.zeros(shard_n * self.g, dtype=buf.dtype, device=buf.device)
         padded[:n] = buf
-        shard = torch.empty(shard_n, dtype=buf.dtype)
+        shard = torch.empty(shard_n, dtype=buf.dtype, device=buf.device)
         self.wait(self.reduce_scatter(shard, padded, group=self.intra,
                                       op="reduce_scatter_intra", world=self.g))
         if self.nodes > 1:

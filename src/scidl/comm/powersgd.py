@@ -20,14 +20,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 from torch.futures import Future
 
 from scidl.comm.base import CommStrategy
 from scidl.comm.buckets import Bucket
 
 
-def matrix_shape(p: nn.Parameter, rank: int) -> tuple[int, int] | None:
+def matrix_shape(p: torch.Tensor, rank: int) -> tuple[int, int] | None:
     """(rows, cols) when compressing ``p`` at ``rank`` saves bytes, else None."""
     if p.dim() < 2:
         return None
@@ -56,11 +55,11 @@ class PowerSGD(CommStrategy):
         self.dense_values = 0
         self.compressed_values = 0
 
-    def _q_for(self, p: nn.Parameter, cols: int, key: int) -> torch.Tensor:
+    def _q_for(self, p: torch.Tensor, cols: int, key: int, device: torch.device) -> torch.Tensor:
         q = self.q.get(id(p))
         if q is None:  # same seed on every rank: identical initial Q
             gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + key)
-            q = torch.randn(cols, self.cfg.rank, generator=gen)
+            q = torch.randn(cols, self.cfg.rank, generator=gen).to(device)
             self.q[id(p)] = q
         return q
 
@@ -81,7 +80,7 @@ class PowerSGD(CommStrategy):
                 e = self.err.get(id(p))
                 if e is not None:
                     m.add_(e)
-            mats.append((p, m, self._q_for(p, shape[1], bucket.index * 4096 + j)))
+            mats.append((p, m, self._q_for(p, shape[1], bucket.index * 4096 + j, buf.device)))
         # Allreduce 1: exact values of the small tensors + every P = M·Q.
         ps = [m @ q for _, m, q in mats]
         first = torch.cat([v.reshape(-1) for v in plain] + [x.reshape(-1) for x in ps])
@@ -97,7 +96,7 @@ class PowerSGD(CommStrategy):
             start += x.numel()
         # Allreduce 2: every Q = Mᵀ·P; decompression happens in the callback (no collectives).
         qs = [m.t() @ pb for (_, m, _), pb in zip(mats, pbases, strict=True)]
-        second = torch.cat([x.reshape(-1) for x in qs]) if qs else torch.zeros(0)
+        second = torch.cat([x.reshape(-1) for x in qs]) if qs else buf.new_zeros(0)
         self.dense_values += sum(v.numel() for v in plain) + sum(m.numel() for _, m, _ in mats)
         self.compressed_values += first.numel() + second.numel()
 

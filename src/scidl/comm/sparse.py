@@ -33,7 +33,7 @@ def prefer_dense(p: int, nnz: int, n: int, value_bytes: int) -> bool:
 def exact_topk(x: torch.Tensor, k: int) -> torch.Tensor:
     """Indices (int64) of the k largest |x| (exact, unsorted)."""
     if k >= x.numel():
-        return torch.arange(x.numel())
+        return torch.arange(x.numel(), device=x.device)
     return torch.topk(x.abs(), k, sorted=False).indices
 
 
@@ -49,12 +49,12 @@ def threshold_topk(
     """
     n = x.numel()
     if k >= n:
-        return torch.arange(n)
+        return torch.arange(n, device=x.device)
     density = k / n
     m = min(n, max(int(sample_fraction * n), math.ceil(min_sample_hits / density)))
-    sample = x[torch.randint(0, n, (m,), generator=gen)].abs()
+    sample = x[torch.randint(0, n, (m,), generator=gen).to(x.device)].abs()
     ks = max(1, min(m, round(density * m)))
-    t = torch.topk(sample, ks, sorted=False).values.min()
+    t = float(torch.topk(sample, ks, sorted=False).values.min())
     if t <= 0:  # more than (1 − density) of the sample is zero
         t = torch.finfo(x.dtype).tiny
     idx = torch.nonzero(x.abs() >= t, as_tuple=True)[0]
@@ -76,10 +76,33 @@ def select(
     return threshold_topk(x, k, sample_fraction, gen)
 
 
+def segments_k(segments: list[tuple[int, int]], density: float) -> int:
+    """Planned entries for a bucket made of ``(start, n)`` segments: Σ ⌈density·n_i⌉."""
+    return sum(k_for(n, density) for _, n in segments)
+
+
+def select_segments(
+    x: torch.Tensor, segments: list[tuple[int, int]], density: float, method: str,
+    exact_max_numel: int, sample_fraction: float, gen: torch.Generator,
+) -> torch.Tensor:
+    """Top-k of every segment (one parameter each), k_i = ⌈density·n_i⌉, as bucket indices.
+
+    Selecting per parameter makes the result independent of how DDP groups parameters
+    into buckets (which changes once after the first step, and again after a restart),
+    and gives every layer its share of the traffic (layer-wise top-k, as in DGC).
+    """
+    parts = []
+    for start, n in segments:
+        seg = x[start : start + n]
+        idx = select(seg, k_for(n, density), method, exact_max_numel, sample_fraction, gen)
+        parts.append(idx + start if start else idx)
+    return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+
 def pack(idx: torch.Tensor, vals: torch.Tensor, cap: int) -> torch.Tensor:
     """One rank's wire buffer: ``cap`` int32 indices then ``cap`` values, as bytes."""
     vb = vals.element_size()
-    out = torch.empty(cap * (INDEX_BYTES + vb), dtype=torch.uint8)
+    out = torch.empty(cap * (INDEX_BYTES + vb), dtype=torch.uint8, device=idx.device)
     c = idx.numel()
     out[: cap * INDEX_BYTES].view(torch.int32)[:c] = idx
     out[cap * INDEX_BYTES :].view(vals.dtype)[:c] = vals
@@ -93,8 +116,8 @@ def unpack_sum(
     """Zero ``out`` and add every rank's (index, value) pairs into it: Σ_r sparse_r."""
     p = len(counts)
     rows = gathered.view(p, -1)
-    idx = rows[:, : cap * INDEX_BYTES].contiguous().view(torch.int32)
-    vals = rows[:, cap * INDEX_BYTES :].contiguous().view(value_dtype)
+    idx = rows[:, : cap * INDEX_BYTES].reshape(-1).view(torch.int32).view(p, cap)
+    vals = rows[:, cap * INDEX_BYTES :].reshape(-1).view(value_dtype).view(p, cap)
     out.zero_()
     if all(c == cap for c in counts):
         return out.index_add_(0, idx.reshape(-1), vals.reshape(-1).to(out.dtype))

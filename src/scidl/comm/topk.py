@@ -4,13 +4,16 @@ Per bucket of n entries on each of p ranks (SparCML, Renggli et al. SC'19; Deep
 Gradient Compression, Lin et al. ICLR'18):
 
     a = g + e                              (error feedback: e is this rank's residual)
-    S = top-k(|a|), k = ⌈density·n⌉        (exact, or sampled threshold for big buckets)
+    S = ∪_i top-k_i(|a_i|)                 (per parameter i, k_i = ⌈density·n_i⌉; exact,
+                                            or a sampled threshold for big tensors)
     e ← a − a_S                            (what was not sent waits for the next step)
     ḡ = (1/p)·Σ_r a_S^(r)                  (all-gather of (int32 index, value) pairs)
 
 Mass is conserved exactly: sent + new residual = gradient + old residual (with fp16
 values the rounding error of each sent value stays in the residual too).
 
+Selection is per parameter inside the bucket, so the result does not depend on how DDP
+buckets the parameters (it re-buckets after step 1 and after every restart).
 Protocol, identical on every rank: (1) if the rule p·k·(1+s_idx/s_val) > 2n already
 holds for the planned k, allreduce a densely (nothing is selected); (2) otherwise select,
 all-gather the p counts (8 bytes each), and if the largest count c_max makes the rule
@@ -31,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from scidl.comm.base import CommStrategy
 from scidl.comm.buckets import Bucket, FlatStore
-from scidl.comm.sparse import k_for, pack, prefer_dense, select, unpack_sum
+from scidl.comm.sparse import pack, prefer_dense, segments_k, select_segments, unpack_sum
 
 
 class TopK(CommStrategy):
@@ -67,13 +70,15 @@ class TopK(CommStrategy):
             return self._dense(bucket, buf, residual=None, mode="nonfinite")
         acc = self.residuals.get(bucket).add_(buf) if ef else buf
         vb = self.wire_dtype.itemsize
-        k = k_for(n, self.cfg.density)
+        segments = [(s, m) for _, s, m in bucket.offsets()] or [(0, n)]
+        k = segments_k(segments, self.cfg.density)
         if prefer_dense(self.world, k, n, vb):
             return self._dense(bucket, acc, residual=acc if ef else None, mode="dense")
-        idx = select(acc, k, self.cfg.selection, self.cfg.exact_max_numel,
-                     self.cfg.sample_fraction, self.gen)
-        counts_t = torch.zeros(self.world, dtype=torch.int64)
-        self.wait(self.allgather(counts_t, torch.tensor([idx.numel()]), op="allgather_counts"))
+        idx = select_segments(acc, segments, self.cfg.density, self.cfg.selection,
+                              self.cfg.exact_max_numel, self.cfg.sample_fraction, self.gen)
+        counts_t = torch.zeros(self.world, dtype=torch.int64, device=buf.device)
+        mine = torch.tensor([idx.numel()], device=buf.device)
+        self.wait(self.allgather(counts_t, mine, op="allgather_counts"))
         counts = counts_t.tolist()
         cap = max(counts)
         if prefer_dense(self.world, cap, n, vb):
@@ -82,7 +87,7 @@ class TopK(CommStrategy):
         if ef:  # e ← a − sent (exactly zero at the sent entries for fp32 values)
             acc.index_put_((idx,), acc[idx] - vals.to(acc.dtype))
         payload = pack(idx, vals, cap)
-        gathered = torch.empty(payload.numel() * self.world, dtype=torch.uint8)
+        gathered = torch.empty(payload.numel() * self.world, dtype=torch.uint8, device=buf.device)
         self.modes[bucket.index] = "sparse"
         self.sparse_calls += 1
         self.sent_values += idx.numel()

@@ -20,6 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ops", default="allreduce,allgather,reduce_scatter",
                    help="collectives to time (comma-separated)")
     p.add_argument("--out", help="output folder (default runs/bench-collectives/<time>)")
+    p.add_argument("--no-compute-probe", action="store_true",
+                   help="skip measuring the compute slowdown with p busy ranks")
     p.add_argument("--hardware-out", help="where to write the hardware YAML "
                    "(default OUT/hardware.yaml)")
 
@@ -38,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
     from scidl.scaling.collectives import (
         OPS,
         fit_alpha_beta_gamma,
+        fit_by_ranks,
         local_hardware,
+        measure_compute_slowdown,
         measure_matmul_flops,
         run_bench,
         size_sweep,
@@ -62,18 +66,27 @@ def run(args: argparse.Namespace) -> int:
     sizes = size_sweep(args.min_bytes, args.max_bytes, args.factor)
     rows = run_bench(nprocs, sizes, ops, iters=args.iters)
     fit = fit_alpha_beta_gamma(rows)
+    per_p = fit_by_ranks(rows)
     flops = measure_matmul_flops()
-    hw = Hardware.model_validate(local_hardware(fit, flops, max(nprocs)))
+    slowdown = {} if args.no_compute_probe else measure_compute_slowdown(nprocs)
+    hw = Hardware.model_validate(local_hardware(fit, flops, max(nprocs), per_p, slowdown))
     hw_path = save_hardware(hw, args.hardware_out or out / "hardware.yaml")
     (out / "bench.json").write_text(json.dumps(
-        {"rows": rows, "fit": fit, "device_flops": flops, "nproc": nprocs, "sizes": sizes},
+        {"rows": rows, "fit": fit, "fit_by_ranks": per_p, "device_flops": flops,
+         "compute_slowdown": slowdown,
+         "nproc": nprocs, "sizes": sizes},
         indent=2))
     _plot(rows, fit, out / "collectives_busbw.png")
     print(_table(rows))
     print(f"\nfit: alpha = {fit['alpha'] * 1e6:.1f} us, beta = {fit['beta']:.3g} s/B "
           f"({fit['bandwidth'] / 1e9:.3f} GB/s), gamma = {fit['gamma']:.3g} s/B, "
           f"relative rms error {fit['rel_rms']:.2f} over {fit['n']} timings")
+    for p, f in per_p.items():
+        print(f"  p = {p}: alpha = {f['alpha'] * 1e6:.1f} us, {f['bandwidth'] / 1e9:.3f} GB/s, "
+              f"gamma = {f['gamma']:.3g} s/B, rel. rms error {f['rel_rms']:.2f}")
     print(f"one-thread matmul: {flops / 1e9:.1f} GFLOP/s")
+    for p, f in slowdown.items():
+        print(f"  compute slowdown of the slowest of {p} busy ranks: x{f:.2f}")
     print(f"hardware profile: {hw_path}\nresults: {out / 'bench.json'}")
     return 0
 

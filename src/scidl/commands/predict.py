@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         prof = prof.model_copy(update={"compute_s": args.compute_s, "flops_per_step": None})
         hw = hw.model_copy(update={"measured_here": True})
         notes.append(f"compute time set to {args.compute_s} s per step by --compute-s")
-    elif not hw.measured_here and not prof.flops_per_step and not prof.device_flops:
+    elif (prof.measured_here and not hw.measured_here and not prof.flops_per_step
+          and not prof.device_flops):
         from scidl.scaling.collectives import measure_matmul_flops
 
         prof = prof.model_copy(update={"device_flops": measure_matmul_flops()})

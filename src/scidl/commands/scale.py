@@ -19,6 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="weak: fixed per-rank batch; strong: fixed global batch")
     p.add_argument("--comm", help="gradient communication strategy (comm.strategy)")
     p.add_argument("--steps", type=int, default=30, help="optimizer steps per point")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="interleaved rounds over the process counts; each point is the median")
     p.add_argument("--hardware", help="hardware YAML from `scidl bench-collectives`: adds the "
                    "cost model's prediction next to each measurement")
     p.add_argument("--out", help="output folder (default runs/scale/<workload>-<mode>-<time>)")
@@ -45,13 +47,17 @@ def run(args: argparse.Namespace) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(args.out or Path(cfg.log.root) / "scale" / f"{cfg.workload}-{args.mode}-{stamp}")
     try:
-        data = run_scaling(cfg, nprocs, args.mode, out, hardware=args.hardware)
+        data = run_scaling(cfg, nprocs, args.mode, out, hardware=args.hardware,
+                           repeats=max(1, args.repeats))
     except ValueError as e:
         raise UserError(str(e)) from None
     report = render_scale(out)
     pred = "predicted_step_s" in data["points"][0]
     head = (f"{'p':>3s} {'batch':>6s} {'samples/s':>10s} {'step_ms':>8s} {'compute':>8s} "
             f"{'comm':>8s} {'exposed':>8s} {'E(p)':>6s}")
+    spread = data.get("repeats", 1) > 1
+    if spread:
+        head += f" {'min-max ms':>15s}"
     if pred:
         head += f" {'pred_ms':>8s} {'pred_E':>6s} {'err':>6s}"
     print(f"{cfg.workload}: {args.mode} scaling, comm={cfg.comm.strategy} (times in ms/step)")
@@ -60,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         line = (f"{q['ranks']:3d} {q['global_batch']:6d} {q['samples_per_s']:10.1f} "
                 f"{q['step_s'] * 1e3:8.2f} {q['compute_s'] * 1e3:8.2f} {q['comm_s'] * 1e3:8.2f} "
                 f"{q['exposed_comm_s'] * 1e3:8.2f} {q['efficiency']:6.3f}")
+        if spread:
+            line += f" {q['step_s_min'] * 1e3:7.1f}-{q['step_s_max'] * 1e3:7.1f}"
         if pred:
             line += (f" {q['predicted_step_s'] * 1e3:8.2f} {q['predicted_efficiency']:6.3f} "
                      f"{q['step_error']:+6.1%}")

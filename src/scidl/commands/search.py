@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--population", type=int, default=8, help="evolution: NSGA-II population")
     p.add_argument("--per-depth", type=int, default=4, help="greedy: trials per depth")
     p.add_argument("--tol", type=float, default=0.01, help="greedy: relative gain to go deeper")
-    p.add_argument("--penalty", type=float, default=1.0, help="greedy: size-penalty weight")
+    p.add_argument("--penalty", type=float, default=0.1, help="greedy: size-penalty weight λ")
     p.add_argument("--heartbeat", type=float, default=10.0, help="trial heartbeat interval (s)")
     p.add_argument("--grace", type=float, help="a trial silent this long is failed (default 3x heartbeat)")
     p.add_argument("--max-retries", type=int, default=1, help="re-queues of a crashed trial")
@@ -90,8 +90,12 @@ def _settings(args: argparse.Namespace, study: str, out: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    import optuna
+
     from scidl.cli import UserError
     from scidl.search.runner import SearchError, run_search
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress line says enough
     from scidl.search.space import SpaceError
     from scidl.search.storage import StorageError
 

@@ -17,17 +17,19 @@ problem where the restarted window converges. With ``every >= history - 1`` both
 
 Differences from the reference code:
 
-- history on the parameters' device, stored as differences to the newest iterate (an
-  fp32 anchor), so ``history_dtype=bfloat16`` keeps the *small* differences accurately;
-  the extrapolation needs only the small Gram matrix and one pass over the history;
+- history on the parameters' device, stored as differences to a recent iterate (a wide
+  ``base``, re-set every ``history`` stores), so ``history_dtype=bfloat16`` keeps the
+  *small* differences accurately; the extrapolation needs only the small Gram matrix
+  (solved in float64) and one pass over the history;
 - moving average (``ma``): iterates are replaced by the mean of the last ``ma_window`` raw
   iterates before entering the history; ``auto`` switches it on when the relative
   deviation of consecutive steps d_i = x_{i+1} - x_i,
   delta = sqrt(mean ||d_i - mean d||^2) / sqrt(mean ||d_i||^2) in [0, 1]
   (0: every step identical, deterministic drift; 1: steps average to zero, pure noise),
   exceeds ``ma_tol`` and off when it falls below ``ma_tol / 2``; the history restarts at
-  each switch. delta is a ratio of norms, never of near-zero components. After an
-  extrapolation the averaging window is translated with the jump (its steps are kept);
+  each switch. delta is a ratio of norms, never of near-zero components. Only averages
+  of a full window enter the history (for a linear map, sliding averages of its iterates
+  are again iterates of the same map); after an extrapolation the window restarts at x_AA;
 - base optimizer state policy after an accepted extrapolation (``state_policy``): ``keep``
   (momentum / Adam moments continue from x_AA), ``reset_momentum`` (momentum buffers and
   Adam first moments cleared; second moments and step counts kept) or ``reset`` (all
@@ -47,6 +49,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -64,96 +67,115 @@ def anderson_coefficients(gram_y: torch.Tensor, beta: float, reg: float) -> torc
         beta: relaxation.
         reg: Tikhonov regularisation relative to the mean squared column norm of dR.
     """
-    c = gram_y.shape[0] + 1
-    dt = torch.float64
-    gz = torch.zeros(c, c, dtype=dt, device=gram_y.device)
-    gz[: c - 1, : c - 1] = gram_y.to(dt)
-    dx = torch.zeros(c - 1, c, dtype=dt, device=gram_y.device)  # dX = dx @ Z
-    idx = torch.arange(c - 1, device=gram_y.device)
-    dx[idx, idx] = -1.0
-    dx[idx, idx + 1] = 1.0
+    # (c-1)^2 numbers: NumPy float64 is far cheaper than dispatching small torch kernels.
+    gy = gram_y.detach().to("cpu", torch.float64).numpy()
+    c = gy.shape[0] + 1
+    gz = np.zeros((c, c))
+    gz[: c - 1, : c - 1] = gy
+    dx = np.zeros((c - 1, c))  # dX = dx @ Z, with Z_i = x_i - x_last (Z_last = 0)
+    idx = np.arange(c - 1)
+    dx[idx, idx], dx[idx, idx + 1] = -1.0, 1.0
     dr = dx[1:] - dx[:-1]  # dR = dr @ Z
     ef = dx[-1]  # f = dX[-1]
     g_rr = dr @ gz @ dr.T
     rhs = dr @ gz @ ef
-    lam = reg * torch.trace(g_rr) / g_rr.shape[0]
-    eye = torch.eye(g_rr.shape[0], dtype=dt, device=g_rr.device)
-    gamma = torch.linalg.pinv(g_rr + lam * eye, hermitian=True) @ rhs
+    lam = reg * np.trace(g_rr) / g_rr.shape[0]
+    gamma = np.linalg.lstsq(g_rr + lam * np.eye(g_rr.shape[0]), rhs, rcond=None)[0]
     alpha = beta * ef - (dx[:-1] + beta * dr).T @ gamma
     alpha[c - 2] += 1.0  # X[-2]
-    return alpha[: c - 1]
+    return torch.from_numpy(alpha[: c - 1].copy())
 
 
 def relative_deviation(gram_d: torch.Tensor) -> float:
     """delta = sqrt(mean||d_i - mean d||^2) / sqrt(mean||d_i||^2) from the Gram of the d_i."""
-    n = gram_d.shape[0]
-    ms = torch.trace(gram_d) / n
+    g = gram_d.detach().to("cpu", torch.float64).numpy()
+    n = g.shape[0]
+    ms = float(np.trace(g)) / n
     if ms <= 0:
         return 0.0
-    mean_sq = gram_d.sum() / n**2
-    return float(torch.sqrt(torch.clamp(ms - mean_sq, min=0.0) / ms))
+    mean_sq = float(g.sum()) / n**2
+    return float(np.sqrt(max(ms - mean_sq, 0.0) / ms))
 
 
 class _DiffHistory:
-    """Up to ``depth`` vectors stored as a wide ``anchor`` (the newest) + low-precision rows
-    ``x_i - anchor`` (ring buffer, oldest first via :meth:`order`)."""
+    """Ring buffer of up to ``depth`` vectors, stored as ``base`` (wide dtype) plus rows
+    ``x_i - base`` in the (possibly low-precision) history dtype.
+
+    ``base`` is re-set to the newest vector every ``depth`` pushes, so the rows stay small
+    differences (accurate in bf16) at an amortised O(n) cost per push.
+    """
 
     def __init__(
         self, depth: int, n: int, dtype: torch.dtype, device: torch.device, work: torch.dtype
     ) -> None:
-        self.rows = torch.zeros(max(depth - 1, 1), n, dtype=dtype, device=device)
-        self.anchor = torch.zeros(n, dtype=work, device=device)
-        self.depth, self.count, self.pos = depth, 0, 0
+        self.rows = torch.zeros(depth, n, dtype=dtype, device=device)
+        self.base = torch.zeros(n, dtype=work, device=device)
+        self.depth, self.count, self.pos, self.since = depth, 0, 0, 0
 
     def push(self, x: torch.Tensor) -> None:
-        if self.count == 0 or self.depth == 1:
-            self.anchor.copy_(x)
-            self.count = 1
-            return
-        delta = self.anchor - x  # every older row: (x_i - old) + (old - new)
-        self.rows.add_(delta.to(self.rows.dtype))
-        self.rows[self.pos].copy_(delta)
-        self.pos = (self.pos + 1) % self.rows.shape[0]
+        if self.count == 0:
+            self.base.copy_(x)
+            self.since = 0
+        self.rows[self.pos].copy_(x - self.base)
+        newest = self.pos
+        self.pos = (self.pos + 1) % self.depth
         self.count = min(self.count + 1, self.depth)
-        self.anchor.copy_(x)
-
-    def rebase(self, x: torch.Tensor) -> None:
-        """Replace the newest vector by ``x``."""
-        self.rows.add_((self.anchor - x).to(self.rows.dtype))
-        self.anchor.copy_(x)
+        self.since += 1
+        if self.since >= self.depth:  # rebase on the newest: rows_i = x_i - x_newest
+            shift = self.rows[newest].to(self.base.dtype, copy=True)
+            self.rows.sub_(shift.to(self.rows.dtype))
+            self.rows[newest].zero_()
+            self.base.add_(shift)
+            self.since = 0
 
     def order(self) -> list[int]:
-        k, r = self.count - 1, self.rows.shape[0]
-        return [(self.pos - k + i) % r for i in range(k)]
+        return [(self.pos - self.count + i) % self.depth for i in range(self.count)]
 
-    def gram(self) -> torch.Tensor:
-        idx = self.order()
-        g = torch.zeros(len(idx), len(idx), dtype=torch.float64, device=self.rows.device)
+    def _gram_rows(self) -> torch.Tensor:
+        """Gram matrix of all ``depth`` rows (float64)."""
+        if self.rows.dtype in (torch.float32, torch.float64):
+            return (self.rows @ self.rows.T).double()
+        g = torch.zeros(self.depth, self.depth, dtype=torch.float64, device=self.rows.device)
         for s in range(0, self.rows.shape[1], _CHUNK):
-            y = self.rows[idx, s : s + _CHUNK].to(self.anchor.dtype)
+            y = self.rows[:, s : s + _CHUNK].float()
             g += (y @ y.T).double()
         return g
 
-    def combine(self, coef: torch.Tensor) -> torch.Tensor:
-        """anchor + sum_i coef_i * row_i (rows oldest first)."""
+    def gram(self) -> torch.Tensor:
+        """Gram matrix of Y_i = x_i - x_newest over the older vectors, oldest first."""
         idx = self.order()
-        out = self.anchor.clone()
-        c = coef.to(out.dtype)
+        gr = self._gram_rows()[idx][:, idx]
+        c = len(idx)
+        t = torch.eye(c - 1, c, dtype=torch.float64, device=gr.device)
+        t[:, -1] = -1.0
+        return t @ gr @ t.T
+
+    def combine(self, coef: torch.Tensor) -> torch.Tensor:
+        """x_newest + sum_i coef_i (x_i - x_newest) (older vectors oldest first)."""
+        idx = self.order()
+        w = torch.zeros(self.depth, dtype=torch.float64)
+        w[idx[:-1]] = coef.to(torch.float64).cpu()
+        w[idx[-1]] += 1.0 - float(coef.sum())
+        out = self.base.clone()
+        low = self.rows.dtype not in (torch.float32, torch.float64)
+        cdt = torch.float32 if low else self.rows.dtype
+        wd = w.to(device=self.rows.device, dtype=cdt)
         for s in range(0, self.rows.shape[1], _CHUNK):
-            out[s : s + _CHUNK] += c @ self.rows[idx, s : s + _CHUNK].to(out.dtype)
+            out[s : s + _CHUNK] += (wd @ self.rows[:, s : s + _CHUNK].to(cdt)).to(out.dtype)
         return out
 
     def clear(self) -> None:
-        self.count, self.pos = 0, 0
+        self.count, self.pos, self.since = 0, 0, 0
+        self.rows.zero_()
 
     def state(self) -> dict[str, Any]:
-        return {"rows": self.rows.clone(), "anchor": self.anchor.clone(), "count": self.count,
-                "pos": self.pos}
+        return {"rows": self.rows.clone(), "base": self.base.clone(), "count": self.count,
+                "pos": self.pos, "since": self.since}
 
     def load(self, s: dict[str, Any]) -> None:
         self.rows.copy_(s["rows"])
-        self.anchor.copy_(s["anchor"])
-        self.count, self.pos = int(s["count"]), int(s["pos"])
+        self.base.copy_(s["base"])
+        self.count, self.pos, self.since = int(s["count"]), int(s["pos"]), int(s["since"])
 
 
 class AndersonAcceleration(torch.optim.Optimizer):
@@ -190,7 +212,7 @@ class AndersonAcceleration(torch.optim.Optimizer):
         self.base = base
         super().__init__(base.param_groups, dict(base.defaults))
         self.param_groups = base.param_groups
-        self.opts = dict(history=history, every=every, store_every=store_every, wait=wait,
+        self.opts: dict[str, Any] = dict(history=history, every=every, store_every=store_every, wait=wait,
                          reg=reg, relaxation=relaxation, ma=ma, ma_window=ma_window,
                          ma_tol=ma_tol, state_policy=state_policy)
         self.requires_closure = safeguard
@@ -204,7 +226,7 @@ class AndersonAcceleration(torch.optim.Optimizer):
         self._win = (
             _DiffHistory(ma_window, n, history_dtype, dev, self._work) if ma != "off" else None
         )
-        self.counters = {"steps": 0, "extrapolations": 0, "rejected": 0, "ma_active": ma == "on"}
+        self.counters: dict[str, Any] = {"steps": 0, "extrapolations": 0, "rejected": 0, "ma_active": ma == "on"}
         self.last_deviation = float("nan")
 
     # ------------------------------------------------------------------ flat views
@@ -222,7 +244,7 @@ class AndersonAcceleration(torch.optim.Optimizer):
 
     # ------------------------------------------------------------------ the step
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Base step, then store / average / extrapolate as configured. Call on all ranks."""
         loss = None
         if isinstance(self.base, torch.optim.LBFGS):
@@ -255,9 +277,15 @@ class AndersonAcceleration(torch.optim.Optimizer):
                         c["ma_active"] = not on
                         self._hist.clear()
             if c["ma_active"]:
-                k = self._win.count
-                x = self._win.combine(torch.full((k - 1,), 1.0 / k, dtype=torch.float64))
+                if self._win.count < self._win.depth:
+                    return  # only full-window averages form a fixed-point sequence
+                x = self._window_mean()
         self._hist.push(x)
+
+    def _window_mean(self) -> torch.Tensor:
+        assert self._win is not None
+        k = self._win.count
+        return self._win.combine(torch.full((k - 1,), 1.0 / k, dtype=torch.float64))
 
     @staticmethod
     def _step_gram(win: _DiffHistory) -> torch.Tensor:
@@ -289,10 +317,12 @@ class AndersonAcceleration(torch.optim.Optimizer):
                 return
         else:
             self._assign(x_aa)
-        self._hist.clear()  # restart: keep the window a consistent fixed-point sequence
-        self._hist.push(x_aa)
-        if self._win is not None and self._win.count > 0:
-            self._win.anchor.copy_(self._flat())  # translate the window with the jump
+        self._hist.clear()  # restart: keep the history a consistent fixed-point sequence
+        if self._win is not None:
+            self._win.clear()  # averages restart from x_AA too
+            self._win.push(x_aa)
+        if not c["ma_active"]:
+            self._hist.push(x_aa)
         c["extrapolations"] += 1
         self._apply_state_policy()
 
@@ -318,7 +348,7 @@ class AndersonAcceleration(torch.optim.Optimizer):
                     st["exp_avg"].zero_()
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+    def state_dict(self) -> dict[str, Any]:
         """Base optimizer state plus the Anderson history and counters."""
         aa = {"counters": dict(self.counters), "history": self._hist.state(),
               "last_deviation": self.last_deviation}
@@ -326,7 +356,7 @@ class AndersonAcceleration(torch.optim.Optimizer):
             aa["window"] = self._win.state()
         return {"base": self.base.state_dict(), "anderson": aa}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.base.load_state_dict(state_dict["base"])
         self.param_groups = self.base.param_groups  # load_state_dict made new group dicts
         aa = state_dict["anderson"]

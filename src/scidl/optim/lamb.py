@@ -52,7 +52,7 @@ class LAMB(torch.optim.Optimizer):
         super().__init__(params, defaults)
 
     @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Any = None) -> Any:
         """One LAMB step (see the module docstring for the update)."""
         loss = None
         if closure is not None:

@@ -69,7 +69,7 @@ class LARS(torch.optim.Optimizer):
         super().__init__(params, defaults)
 
     @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Any = None) -> Any:
         """One LARS/LARC step (see the module docstring for the update)."""
         loss = None
         if closure is not None:
@@ -85,6 +85,7 @@ class LARS(torch.optim.Optimizer):
 
     def _update(self, p: torch.Tensor, group: dict[str, Any], lr: float, mu: float) -> None:
         g = p.grad
+        assert g is not None
         excluded = group["exclude_1d"] and p.ndim <= 1
         wd = 0.0 if excluded else group["weight_decay"]
         if excluded:

@@ -163,6 +163,55 @@ def run_bench(
     return rows
 
 
+def compute_probe_worker(
+    rank: int, world: int, n: int, inner: int, rounds: int, counts: list[int]
+) -> dict[int, list[float]]:
+    """Run on every rank: for each p in ``counts`` (interleaved, ``rounds`` times) ranks
+    0…p−1 each time ``inner`` n×n matmuls while the others wait in a barrier.
+
+    Returns p → per-round seconds of the *slowest* busy rank (a data-parallel step waits
+    for it).
+    """
+    import torch
+    import torch.distributed as dist
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    out: dict[int, list[float]] = {p: [] for p in counts}
+    for _ in range(rounds):
+        for p in counts:
+            dist.barrier()
+            t0 = time.perf_counter()
+            if rank < p:
+                for _ in range(inner):
+                    a @ b
+            t = torch.tensor([time.perf_counter() - t0 if rank < p else 0.0],
+                             dtype=torch.float64)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            out[p].append(float(t.item()))
+    return out
+
+
+def measure_compute_slowdown(
+    nprocs: Sequence[int], n: int = 192, inner: int = 4, rounds: int = 12,
+    timeout: float = 300.0,
+) -> dict[int, float]:
+    """Slowest-rank compute time with p ranks busy at once, relative to one rank.
+
+    One process group of max(p) ranks; the counts 1, p₁, p₂… take turns ``rounds`` times
+    so that changes in the machine's load hit them alike. On a node with fewer free cores
+    than ranks (or other users' load) the ranks time-share: this is the factor the cost
+    model applies to the compute at that p.
+    """
+    from scidl.testing import run_distributed
+
+    counts = sorted({1, *nprocs})
+    res = run_distributed(compute_probe_worker, max(counts), n, inner, rounds, counts,
+                          timeout=timeout)[0]
+    base = statistics.median(res[1])
+    return {p: statistics.median(res[p]) / base for p in counts if p > 1}
+
+
 def measure_matmul_flops(n: int = 384, repeats: int = 5) -> float:
     """Sustained FLOP/s of one thread on a float32 matmul (2n³ FLOPs), median of repeats."""
     import torch
@@ -177,9 +226,32 @@ def measure_matmul_flops(n: int = 384, repeats: int = 5) -> float:
     return 2 * n**3 / statistics.median(times)
 
 
-def local_hardware(fit: dict[str, float], device_flops: float, max_p: int) -> dict[str, Any]:
+def fit_by_ranks(samples: Sequence[dict[str, Any]]) -> dict[int, dict[str, float]]:
+    """One α-β-γ fit per process count (where that count has enough timings)."""
+    out = {}
+    for p in sorted({s["ranks"] for s in samples}):
+        rows = [s for s in samples if s["ranks"] == p]
+        if p > 1 and len(rows) >= 3:
+            out[p] = fit_alpha_beta_gamma(rows)
+    return out
+
+
+def _level(fit: dict[str, float], what: str) -> dict[str, Any]:
+    return {
+        "alpha": fit["alpha"], "beta": fit["beta"], "gamma": fit["gamma"],
+        "note": f"least-squares fit of {fit['n']} timings ({what}), "
+        f"rel. rms error {fit['rel_rms']:.2f}",
+    }
+
+
+def local_hardware(
+    fit: dict[str, float], device_flops: float, max_p: int,
+    per_p: dict[int, dict[str, float]] | None = None,
+    slowdown: dict[int, float] | None = None,
+) -> dict[str, Any]:
     """A hardware-profile dict for this machine from a fit (see :class:`Hardware`)."""
     cores = os.cpu_count() or 1
+    per_p = per_p if per_p and len(per_p) > 1 else {}
     return {
         "name": f"local-{platform.node() or 'host'}",
         "description": f"this machine, gloo on CPU, calibrated with up to {max_p} processes",
@@ -191,17 +263,15 @@ def local_hardware(fit: dict[str, float], device_flops: float, max_p: int) -> di
         "overlap": 0.0,
         "algorithm": "ring",
         "fusion_bytes": 25 * 2**20,
-        "intra": {
-            "alpha": fit["alpha"],
-            "beta": fit["beta"],
-            "gamma": fit["gamma"],
-            "note": f"least-squares fit of {fit['n']} timings, rel. rms error {fit['rel_rms']:.2f}",
-        },
+        "intra": _level(fit, "all process counts"),
         "inter": None,
+        "intra_by_ranks": {p: _level(f, f"p = {p}") for p, f in per_p.items()},
+        "compute_slowdown": dict(slowdown or {}),
         "measured_here": True,
         "sources": ["scidl bench-collectives (this machine)"],
         "assumptions": [
-            "all ranks on one node; ranks beyond the core count time-share the cores",
+            "all ranks on one node; compute at p is slowed by the measured slowest-rank "
+            "factor compute_slowdown[p] (time-sharing, other users' load)",
             "gloo runs its collectives on the same cores as compute: overlap 0",
             "sustained_flops: one-thread float32 matmul, used only to move profiles elsewhere",
         ],

@@ -54,13 +54,25 @@ class Hardware(BaseModel):
     )
     intra: Level
     inter: Level | None = Field(None, description="network level (None: single node)")
+    intra_by_ranks: dict[int, Level] = Field(
+        default_factory=dict,
+        description="intra level fitted at one process count (oversubscribed CPU nodes, "
+        "where latency grows with the ranks sharing the cores); used for that p",
+    )
+    compute_slowdown: dict[int, float] = Field(
+        default_factory=dict,
+        description="measured slowest-rank compute slowdown with p ranks busy (p -> factor); "
+        "replaces the concurrent_devices rule at that p",
+    )
     measured_here: bool = Field(False, description="calibrated on the machine that runs it")
     sources: list[str] = Field(default_factory=list)
     assumptions: list[str] = Field(default_factory=list)
 
-    def topology(self) -> Topology:
-        inter = self.inter or self.intra
-        return Topology(self.devices_per_node, self.intra.cost(), inter.cost())
+    def topology(self, ranks: int | None = None) -> Topology:
+        """Cost-model view; ``ranks`` selects a per-process-count fit when there is one."""
+        intra = self.intra_by_ranks.get(ranks, self.intra) if ranks else self.intra
+        inter = self.inter or intra
+        return Topology(self.devices_per_node, intra.cost(), inter.cost())
 
 
 def preset_names() -> list[str]:

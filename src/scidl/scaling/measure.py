@@ -40,7 +40,10 @@ def point_config(
         train = train.model_copy(update={"global_batch_size": None})
     return cfg.model_copy(update={
         "train": train,
-        "dist": cfg.dist.model_copy(update={"nproc": p}),
+        # one thread per rank at every p (torch's launcher does the same for p > 1), so the
+        # p = 1 baseline is not a 2-thread run compared against 1-thread ranks
+        "dist": cfg.dist.model_copy(update={
+            "nproc": p, "threads_per_proc": cfg.dist.threads_per_proc or 1}),
         "log": cfg.log.model_copy(update={"run_dir": str(run_dir), "progress": False,
                                           "tensorboard": False}),
         "checkpoint": cfg.checkpoint.model_copy(update={"final": False}),
@@ -71,6 +74,16 @@ def measure_point(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _median_point(reps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The repeat with the median step time, plus the spread over repeats."""
+    ordered = sorted(reps, key=lambda q: q["step_s"])
+    pt = dict(ordered[(len(ordered) - 1) // 2])
+    pt["repeats"] = len(reps)
+    pt["step_s_min"] = ordered[0]["step_s"]
+    pt["step_s_max"] = ordered[-1]["step_s"]
+    return pt
+
+
 def add_efficiency(points: list[dict[str, Any]], mode: str) -> None:
     """E(p) relative to the smallest p measured (T(1) when p = 1 is included)."""
     base = min(points, key=lambda q: q["ranks"])
@@ -87,10 +100,14 @@ def run_scaling(
     out: Path,
     *,
     hardware: str | None = None,
+    repeats: int = 1,
     runner: Callable[[RunConfig], Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``cfg`` at every p in ``nprocs``; write ``scaling.json``; return its content.
 
+    With ``repeats`` > 1 the process counts are run in interleaved rounds (1,2,4,1,2,4…)
+    so drifts in machine load hit every p alike; each point is the repeat with the
+    median step time, with the spread of all repeats (``step_s_min``/``step_s_max``).
     ``hardware`` (a profile written by ``scidl bench-collectives``) adds the cost model's
     prediction of every point from the smallest-p run's measured profile.
     """
@@ -103,27 +120,42 @@ def run_scaling(
     out.mkdir(parents=True, exist_ok=True)
     global_batch = cfg.train.global_batch_size or cfg.train.batch_size * cfg.train.grad_accum
     param_bytes = model_grad_sizes(cfg.to_dict())
-    points = []
-    for p in sorted(set(nprocs)):
-        run_dir = out / f"p{p}"
-        pc = point_config(cfg, p, mode, global_batch, run_dir)
-        t0 = time.perf_counter()
-        result = runner(pc)
-        (run_dir / "profile.json").write_text(json.dumps({"param_bytes": param_bytes}))
-        pt = measure_point(run_dir, result.summary)
-        pt["wall_s"] = time.perf_counter() - t0
-        points.append(pt)
+    runs: dict[int, list[dict[str, Any]]] = {p: [] for p in sorted(set(nprocs))}
+    for r in range(repeats):
+        for p in runs:
+            run_dir = out / (f"p{p}" if repeats == 1 else f"p{p}-r{r}")
+            pc = point_config(cfg, p, mode, global_batch, run_dir)
+            t0 = time.perf_counter()
+            result = runner(pc)
+            (run_dir / "profile.json").write_text(json.dumps({"param_bytes": param_bytes}))
+            pt = measure_point(run_dir, result.summary)
+            pt["wall_s"] = time.perf_counter() - t0
+            runs[p].append(pt)
+    points = [_median_point(v) for v in runs.values()]
     add_efficiency(points, mode)
     data: dict[str, Any] = {
         "workload": cfg.workload, "mode": mode, "nproc": sorted(set(nprocs)),
+        "repeats": repeats,
         "comm": cfg.comm.strategy, "global_batch_at_p1": global_batch,
         "grad_bytes": sum(param_bytes), "host": platform.node(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "points": points,
     }
     if hardware:
-        data.update(predict_points(points, hardware, mode, cfg.comm.strategy))
+        data.update(predict_points(points, hardware, mode, comm_spec(cfg)))
     (out / "scaling.json").write_text(json.dumps(data, indent=2))
     return data
+
+
+def comm_spec(cfg: RunConfig) -> str:
+    """The cost model's ``--comm`` for the run's strategy (dense for the others)."""
+    name = cfg.comm.strategy
+    if name in ("dense", "hierarchical", "fp16"):
+        return name
+    if name == "bf16":
+        return "fp16"  # same bytes on the wire
+    if name == "topk":
+        return f"topk:{cfg.comm.density}"
+    return "dense"
 
 
 def predict_points(
@@ -138,7 +170,7 @@ def predict_points(
     hw = load_hardware(hardware)
     base = min(points, key=lambda q: q["ranks"])
     prof = profile_from_run(Path(base["run_dir"]))
-    comp, forced = parse_comm(comm if comm in ("dense", "hierarchical", "fp16") else "dense")
+    comp, forced = parse_comm(comm)
     curve = predict_curve(prof, hw, [q["ranks"] for q in points], algorithm=forced,
                           comp=comp, mode=mode)
     for q, c in zip(points, curve, strict=True):
@@ -148,4 +180,4 @@ def predict_points(
         q["predicted_samples_per_s"] = c["samples_per_s"]
         q["predicted_efficiency"] = c["efficiency"]
         q["step_error"] = c["step_s"] / q["step_s"] - 1 if q["step_s"] > 0 else float("nan")
-    return {"hardware": hw.name, "profile": prof.model_dump(mode="json")}
+    return {"hardware": hw.name, "predicted_comm": comm, "profile": prof.model_dump(mode="json")}

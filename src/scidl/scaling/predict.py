@@ -44,6 +44,10 @@ class StepProfile(BaseModel):
         None, gt=0, description="sustained FLOP/s of the device the profile was measured on"
     )
     overlap_measured: float | None = Field(None, description="hidden share of comm, if measured")
+    measured_here: bool = Field(
+        False, description="compute_s was measured on this machine (a run folder): it is moved "
+        "to other hardware by FLOP/s ratios; otherwise compute_s is the target's"
+    )
     source: str = Field("", description="run folder or assumption set it came from")
 
 
@@ -62,9 +66,10 @@ def split_buckets(grad_bytes: float, cap: float, first: float = DDP_FIRST_BUCKET
 def compute_time(profile: StepProfile, hw: Hardware, p: int, mode: str) -> float:
     """Per-rank compute seconds per step on ``hw`` at ``p`` ranks.
 
-    The measured time is moved to another device by the ratio of sustained FLOP/s
-    (or from ``flops_per_step`` directly); strong scaling divides it by p; ranks beyond
-    ``hw.concurrent_devices`` time-share the cores.
+    A time measured on another device is moved to ``hw`` by the ratio of sustained
+    FLOP/s (or computed from ``flops_per_step``); strong scaling divides it by p; at p
+    ranks it is multiplied by the measured ``hw.compute_slowdown[p]`` when calibrated,
+    else ranks beyond ``hw.concurrent_devices`` time-share the cores (factor p/cores).
     """
     t = profile.compute_s
     if not hw.measured_here and hw.sustained_flops:
@@ -74,7 +79,9 @@ def compute_time(profile: StepProfile, hw: Hardware, p: int, mode: str) -> float
             t = profile.compute_s * profile.device_flops / hw.sustained_flops
     if mode == "strong":
         t /= p
-    if hw.concurrent_devices and p > hw.concurrent_devices:
+    if p in hw.compute_slowdown:
+        t *= hw.compute_slowdown[p]
+    elif hw.concurrent_devices and p > hw.concurrent_devices:
         t *= p / hw.concurrent_devices
     return t
 
@@ -108,7 +115,7 @@ def predict_point(
     """Predicted step breakdown at ``p`` ranks."""
     comp = comp or Compression()
     alg = algorithm or hw.algorithm
-    topo = hw.topology()
+    topo = hw.topology(p)
     compute = compute_time(profile, hw, p, mode)
     sizes = profile.bucket_bytes or split_buckets(profile.grad_bytes, hw.fusion_bytes)
     costs = [gradient_comm_time(b, p, topo, alg, comp) for b in sizes]

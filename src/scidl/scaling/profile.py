@@ -89,6 +89,7 @@ def profile_from_run(run_dir: str | Path) -> StepProfile:
         samples_per_step=int(summary.get("batch_size_per_rank") or 1)
         * int(cfg.get("train", {}).get("grad_accum", 1)),
         overlap_measured=overlap,
+        measured_here=True,
         source=str(d),
     )
 

@@ -36,6 +36,13 @@ def _save(fig: Any, path: Path) -> Path:
 # ----------------------------------------------------------------------------- plots
 
 
+def _xaxis(ax: Any, series: dict[str, Sequence[dict[str, Any]]], logx: bool) -> None:
+    if logx:
+        ax.set_xscale("log")
+    else:
+        ax.set_xticks(sorted({p["ranks"] for pts in series.values() for p in pts}))
+
+
 def plot_efficiency(series: dict[str, Sequence[dict[str, Any]]], path: Path, logx: bool) -> Path:
     """Efficiency E(p) of each named series of points (``ranks``, ``efficiency``)."""
     plt = _plt()
@@ -43,8 +50,7 @@ def plot_efficiency(series: dict[str, Sequence[dict[str, Any]]], path: Path, log
     for name, pts in series.items():
         ax.plot([p["ranks"] for p in pts], [p["efficiency"] for p in pts], "o-", label=name)
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-    if logx:
-        ax.set_xscale("log")
+    _xaxis(ax, series, logx)
     ax.set_xlabel("processes p")
     ax.set_ylabel("efficiency E(p)")
     ax.set_ylim(0, 1.1)
@@ -64,8 +70,8 @@ def plot_throughput(series: dict[str, Sequence[dict[str, Any]]], path: Path, log
     if first and first[0]["ranks"] == 1:
         r = [p["ranks"] for p in first]
         ax.plot(r, [first[0]["samples_per_s"] * x for x in r], ":", color="grey", label="ideal")
+    _xaxis(ax, series, logx)
     if logx:
-        ax.set_xscale("log")
         ax.set_yscale("log")
     ax.set_xlabel("processes p")
     ax.set_ylabel("samples / s")
@@ -167,8 +173,9 @@ def write_html(
 
 # ----------------------------------------------------------------------------- runs
 
-SCALE_COLS = ["ranks", "global_batch", "samples_per_s", "step_s", "compute_s", "comm_s",
-              "exposed_comm_s", "efficiency", "predicted_step_s", "predicted_efficiency"]
+SCALE_COLS = ["ranks", "global_batch", "samples_per_s", "step_s", "step_s_min", "step_s_max",
+              "compute_s", "comm_s", "exposed_comm_s", "efficiency", "predicted_step_s",
+              "predicted_efficiency", "step_error"]
 PRED_COLS = ["ranks", "compute_s", "comm_s", "exposed_comm_s", "step_s", "samples_per_s",
              "efficiency"]
 

@@ -41,4 +41,11 @@ class Evolution(Strategy):
     def best_trials(self, study: optuna.Study) -> list[FrozenTrial]:
         if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             return []
-        return sorted(study.best_trials, key=lambda t: t.values[1])
+        # Re-evaluated duplicates tie on both objectives: keep the first of each point.
+        seen: set[tuple[float, ...]] = set()
+        front = []
+        for t in sorted(study.best_trials, key=lambda t: (t.values[1], t.number)):
+            if tuple(t.values) not in seen:
+                seen.add(tuple(t.values))
+                front.append(t)
+        return front

@@ -3,8 +3,10 @@
 After Lupo Pasini, Yin, Li & Eisenbach, "A greedy constructive algorithm for the
 optimization of neural network architectures" (arXiv:1909.03306): search depth by depth,
 starting shallow; at each depth sample ``per_depth`` networks with the width stratified
-over its range (one random width in each of ``per_depth`` equal log-width bins; the other
-parameters uniformly at random); go one layer deeper only while the best adjusted score
+over its range (one random width in each of ``per_depth`` equal log-width bins; the
+training hyperparameters — learning rate, batch size, optimizer, activation — by
+univariate TPE over all finished trials, so that bad optimiser settings do not mask the
+architecture's quality); go one layer deeper only while the best adjusted score
 improves by more than ``tol`` (relative). When depth stops helping (or the maximum depth is
 reached) the remaining budget refines the best depth with further stratified samples.
 
@@ -15,13 +17,18 @@ beyond, while neural networks routinely have p > n. We use
     e_adj = e · (1 + λ · ln(1 + p / (n − 1)))
 
 where e is the error of the trial (1 − R² or 1 − accuracy for scores that are at most 1
-and maximised; the metric itself for non-negative errors such as MSE), λ the ``penalty``
-weight (default 1). Why this form: (n − 1)/(n − p − 1) = 1 + p/(n − 1) + O((p/n)²) and
-ln(1 + x) = x + O(x²), so for p ≪ n it *is* the classical adjusted R² to first order; it is
-finite, positive and increasing in p for every p ≥ 0; and it grows only logarithmically
-once p ≫ n, so accuracy still dominates: a network ten times larger must roughly halve
-its error to rank higher (at p/n ≈ 1 → 10), instead of being ruled out outright. The score
-reported is 1 − e_adj (for maximised metrics), an "adjusted R²/accuracy".
+and maximised; the metric itself for non-negative errors such as MSE) and λ the ``penalty``
+weight. Why this form: (n − 1)/(n − p − 1) = 1 + p/(n − 1) + O((p/n)²) and
+ln(1 + x) = x + O(x²), so with λ = 1 and p ≪ n it *is* the classical adjusted R² to first
+order; for every λ it is finite, positive and increasing in p for all p ≥ 0 (defined when
+parameters exceed samples); and it grows only logarithmically once p ≫ n. The default
+λ = 0.1 counts a network's parameters at a tenth of a linear model's: a trained network's
+effective degrees of freedom are far fewer than its weights (implicit regularisation of
+SGD, early stopping), and with λ = 1 a network with p/n ≈ 100 would need a 4× smaller
+error than one with p/n ≈ 0.4 to rank higher — it would always pick the tiniest network.
+With λ = 0.1 a network ten times larger (p/n 1 → 10) must cut its error by about 14 % to
+rank higher: size breaks near-ties, accuracy decides the rest. The score reported is
+1 − e_adj for maximised metrics (an "adjusted R²/accuracy").
 """
 
 from __future__ import annotations
@@ -103,7 +110,7 @@ def width_stratum(low: float, high: float, log: bool, index: int, strata: int) -
 
 
 class GreedySampler(optuna.samplers.BaseSampler):
-    """Greedy depth schedule + stratified width + random other parameters.
+    """Greedy depth schedule + stratified width + TPE for the other parameters.
 
     The state lives in the storage (trials' depths and values), so any number of workers
     sharing the study follow one schedule.
@@ -112,7 +119,7 @@ class GreedySampler(optuna.samplers.BaseSampler):
     def __init__(self, depth: str, width: str | None, per_depth: int, tol: float, seed: int) -> None:
         self.depth, self.width, self.per_depth, self.tol = depth, width, per_depth, tol
         self._rng = np.random.RandomState(seed)
-        self._random = optuna.samplers.RandomSampler(seed=seed)
+        self._others = optuna.samplers.TPESampler(seed=seed, n_startup_trials=per_depth)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return {}
@@ -143,7 +150,7 @@ class GreedySampler(optuna.samplers.BaseSampler):
                                    param_distribution.log, index, self.per_depth)
             x = math.exp(self._rng.uniform(math.log(lo), math.log(hi))) if param_distribution.log else self._rng.uniform(lo, hi)
             return int(min(max(math.floor(x), param_distribution.low), param_distribution.high))
-        return self._random.sample_independent(study, trial, param_name, param_distribution)
+        return self._others.sample_independent(study, trial, param_name, param_distribution)
 
 
 class Greedy(Strategy):

@@ -100,6 +100,11 @@ def measure_latency_ms(task: Any, batch_size: int, repeats: int = 15) -> float:
     return 1e3 * statistics.median(times) / max(n, 1)
 
 
+def can_report(trial: optuna.Trial) -> bool:
+    """Intermediate values (pruning) exist only for single-objective studies."""
+    return len(trial.study.directions) == 1
+
+
 class _PruneReporter:
     """Wraps ``task.evaluate``: reports each evaluation to the trial, raises when pruned."""
 
@@ -111,7 +116,7 @@ class _PruneReporter:
     def __call__(self, model: Any, data: Any) -> dict[str, float]:
         out = self.evaluate(model, data)
         value = out.get(self.metric)
-        if value is not None:
+        if value is not None and can_report(self.trial):
             self.trial.report(float(value), self.step)
             self.step += 1
             if self.trial.should_prune():
@@ -131,10 +136,16 @@ class TrainObjective:
         self.settings = settings
 
     def config(self, overrides: dict[str, Any], run_dir: str | None = None) -> Any:
-        """The resolved run config of a trial with nested ``overrides``."""
-        from scidl.config import _deep_merge, load_config
+        """The resolved run config of a trial with nested ``overrides``.
 
-        extra = _deep_merge(self.settings.base, overrides)
+        Precedence (later wins): workload defaults, the space's ``fixed`` entries, the
+        user's base overrides (``--config``, ``KEY=VALUE``), the sampled parameters.
+        """
+        from scidl.config import _deep_merge, load_config
+        from scidl.search.space import build_space
+
+        fixed = build_space(self.settings.space).fixed_overrides() if self.settings.space else {}
+        extra = _deep_merge(_deep_merge(fixed, self.settings.base), overrides)
         if run_dir is not None:
             extra = _deep_merge(extra, {"log": {"run_dir": run_dir}})
         return load_config(self.settings.workload, extra=extra)
@@ -158,7 +169,7 @@ class TrainObjective:
 
         params = space.suggest(trial)
         run_dir = Path(self.settings.out) / "trials" / f"{trial.number:05d}"
-        cfg = self.config(space.overrides(params), run_dir=str(run_dir))
+        cfg = self.config(space.overrides(params, fixed=False), run_dir=str(run_dir))
         cfg = cfg.model_copy(update={"log": cfg.log.model_copy(update={"progress": False})})
         metric = self.settings.metric
         holder: dict[str, Any] = {}

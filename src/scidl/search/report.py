@@ -32,8 +32,13 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.4g}"
 
 
+def result_of(t: FrozenTrial) -> dict[str, Any]:
+    """The ``result`` user attribute of a finished trial ({} if none)."""
+    return t.user_attrs.get("result") or {}
+
+
 def _metric_of(t: FrozenTrial, settings: SearchSettings) -> float | None:
-    v = t.user_attrs.get("value")
+    v = result_of(t).get("value")
     return None if v is None else float(v)
 
 
@@ -71,9 +76,12 @@ def trial_rows(study: optuna.Study, settings: SearchSettings) -> list[dict[str, 
         row: dict[str, Any] = {"number": t.number, "state": t.state.name}
         for i, n in enumerate(names):
             row[n] = t.values[i] if t.values and i < len(t.values) else None
-        row[settings.metric] = t.user_attrs.get("value")
+        res = result_of(t)
+        row[settings.metric] = res.get("value")
         row.update({f"param_{k}": v for k, v in t.params.items()})
-        for key in ("n_params", "latency_ms", "wall_s", "worker", "run_dir", "error"):
+        for key in ("n_params", "latency_ms", "wall_s"):
+            row[key] = res.get(key)
+        for key in ("worker", "run_dir", "error"):
             row[key] = t.user_attrs.get(key)
         row["retry_of"] = t.user_attrs.get(RETRY_OF)
         row["start"] = t.datetime_start.isoformat() if t.datetime_start else None
@@ -117,10 +125,10 @@ def plot_history(study: optuna.Study, settings: SearchSettings, path: Path) -> N
     import matplotlib.pyplot as plt
 
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.user_attrs.get("value") is not None]
+            if result_of(t).get("value") is not None]
     fig, ax = plt.subplots(figsize=(6, 3.6))
     xs = [t.number for t in done]
-    ys = [float(t.user_attrs["value"]) for t in done]
+    ys = [float(result_of(t)["value"]) for t in done]
     depth = next((k for k in ("depth", "n_conv") if done and k in done[0].params), None)
     if depth:
         sc = ax.scatter(xs, ys, c=[t.params.get(depth, 0) for t in done], cmap="viridis", s=18)
@@ -168,9 +176,10 @@ def plot_pareto(study: optuna.Study, settings: SearchSettings, front: list[Froze
 
 
 def _trial_brief(t: FrozenTrial) -> dict[str, Any]:
+    res = result_of(t)
     return {"number": t.number, "values": t.values, "params": t.params,
-            "metric": t.user_attrs.get("value"), "n_params": t.user_attrs.get("n_params"),
-            "latency_ms": t.user_attrs.get("latency_ms"), "run_dir": t.user_attrs.get("run_dir")}
+            "metric": res.get("value"), "n_params": res.get("n_params"),
+            "latency_ms": res.get("latency_ms"), "run_dir": t.user_attrs.get("run_dir")}
 
 
 def write_report(
@@ -185,11 +194,16 @@ def write_report(
     summary: dict[str, Any] = {"study": study.study_name, "strategy": settings.strategy,
                                "workload": settings.workload, "metric": settings.metric}
     trials = study.get_trials(deepcopy=False)
+    # busy / (workers x wall): from the driver's start (worker start-up counts as idle), and
+    # in steady state (first trial start -> last trial end)
     summary["utilisation"] = utilisation(trials, workers, window)
+    if window is not None:
+        inside = [t for t in trials if t.datetime_start and t.datetime_start.timestamp() >= window[0] - 1]
+        summary["utilisation_steady"] = utilisation(inside, workers, None)
     if best:
         # Multi-objective: best.yaml is the most accurate network on the front.
         sign = 1 if settings.direction == "maximize" else -1
-        top = max(best, key=lambda t: sign * float(t.user_attrs.get("value", t.values[0])))
+        top = max(best, key=lambda t: sign * float(result_of(t).get("value", t.values[0])))
         summary["best"] = _trial_brief(top)
         cfg = top.user_attrs.get("config")
         if cfg is not None:
@@ -197,7 +211,7 @@ def write_report(
         if strategy.multi_objective:
             summary["pareto"] = [_trial_brief(t) for t in best]
             write_csv([{"number": t.number, settings.metric: t.values[0], "latency_ms": t.values[1],
-                        "n_params": t.user_attrs.get("n_params"),
+                        "n_params": result_of(t).get("n_params"),
                         **{f"param_{k}": v for k, v in t.params.items()}} for t in best],
                       out / "pareto.csv")
             plot_pareto(study, settings, best, out / "pareto.png")

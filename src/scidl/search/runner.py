@@ -64,7 +64,7 @@ def create_or_load(
         raise SearchError(f"no study {name!r} in {redact(url)} yet; give WORKLOAD and --strategy")
     strategy = get_strategy(settings.strategy)
     study = optuna.create_study(
-        study_name=name, storage=storage, directions=strategy.directions(settings),
+        study_name=name, storage=storage, directions=strategy.directions(settings),  # type: ignore[arg-type]
         load_if_exists=True,  # several joining workers may create it at the same moment
     )
     if SETTINGS_ATTR not in study.user_attrs:
@@ -124,9 +124,15 @@ def _spawn_workers(url: str, name: str, workers: int, out: Path) -> list[subproc
 def run_search(
     storage: str, study_name: str, settings: SearchSettings | None = None, workers: int = 1,
     resume: bool = False, join: bool = False, worker_index: int | None = None,
-    report: bool = True, quiet: bool = False, budget: int | None = None,
+    report: bool = True, quiet: bool = False, budget: int | None = None, spawn: bool = False,
 ) -> SearchResult:
-    """Run (or join, or resume) a search; returns the study, settings and report summary."""
+    """Run (or join, or resume) a search; returns the study, settings and report summary.
+
+    ``workers`` > 1 (or ``spawn``) starts that many ``scidl search --join`` processes;
+    otherwise this process is the single worker. ``join`` runs one worker here on a
+    study that may already exist; ``resume`` continues an existing study; ``budget``
+    changes the trial budget of an existing study.
+    """
     url = normalize_url(storage)
     store = open_storage(url)
     study, settings = create_or_load(store, url, study_name, settings, resume, join, budget)
@@ -138,7 +144,7 @@ def run_search(
     try:
         if progress:
             progress.__enter__()
-        if workers > 1 and not join:
+        if (workers > 1 or spawn) and not join:
             procs = _spawn_workers(url, study_name, workers, out)
             try:
                 codes = [p.wait() for p in procs]

@@ -40,7 +40,7 @@ class SearchSettings(BaseModel):
     population: int = Field(8, ge=2, description="evolution: NSGA-II population size")
     per_depth: int = Field(4, ge=1, description="greedy: trials per depth (strata of width)")
     tol: float = Field(0.01, ge=0, description="greedy: relative improvement to go deeper")
-    penalty: float = Field(1.0, ge=0, description="greedy: weight of the size penalty")
+    penalty: float = Field(0.1, ge=0, description="greedy: weight λ of the size penalty")
     latency_batch: int = Field(64, ge=1, description="samples per batch when timing inference")
 
     @property

@@ -14,8 +14,8 @@ A space is plain data (a YAML file or a dict)::
       train.epochs: 20
 
 ``target`` is a dotted run-config key (``task.*``, ``train.*``, ``optim.*``...); a trial's
-overrides are ``fixed`` then the sampled values, applied last in
-:func:`scidl.config.load_config`. ``role`` tells the greedy strategy which parameter is the
+overrides are ``fixed``, then the user's own overrides (``scidl search W key=value``), then
+the sampled values, applied last in :func:`scidl.config.load_config`. ``role`` tells the greedy strategy which parameter is the
 depth and which the width. A user file given with ``--space`` is merged over the
 workload's default space parameter by parameter (``name: null`` removes a parameter).
 """
@@ -113,15 +113,18 @@ class SearchSpace(BaseModel):
                 out[name] = trial.suggest_float(name, float(p.low), float(p.high), log=p.log)  # type: ignore[arg-type]
         return out
 
-    def overrides(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Nested run-config overrides for sampled ``params`` (``fixed`` first)."""
-        flat: dict[str, Any] = dict(self.fixed)
+    def overrides(self, params: dict[str, Any], fixed: bool = True) -> dict[str, Any]:
+        """Nested run-config overrides for sampled ``params`` (after ``fixed`` if asked)."""
+        flat: dict[str, Any] = dict(self.fixed) if fixed else {}
         for name, spec in self.params.items():
             if spec.target and name in params:
                 flat[spec.target] = params[name]
-        for key, spec in self.layers.items():
-            flat[key] = spec.widths(int(params[spec.depth]), int(params[spec.width]))
+        for key, layers in self.layers.items():
+            flat[key] = layers.widths(int(params[layers.depth]), int(params[layers.width]))
         return unflatten(flat)
+
+    def fixed_overrides(self) -> dict[str, Any]:
+        return unflatten(dict(self.fixed))
 
 
 def unflatten(flat: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import optuna
 
-from scidl.search.objective import Outcome
+from scidl.search.objective import Outcome, can_report
 from scidl.search.settings import SearchSettings
 from scidl.search.space import SearchSpace
 
@@ -31,7 +31,7 @@ TOY_SPACE: dict[str, Any] = {
 def toy_params(depth: int, width: int, n_in: int = 8, n_out: int = 1) -> int:
     """Parameters of an ``n_in → [width]*depth → n_out`` MLP (weights + biases)."""
     sizes = [n_in] + [width] * depth + [n_out]
-    return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
 
 def toy_accuracy(depth: int, width: int, lr: float) -> float:
@@ -63,6 +63,8 @@ class ToyObjective:
         final = toy_accuracy(depth, width, lr)
         for step in range(self.steps):
             time.sleep(self.seconds / self.steps)
+            if not can_report(trial):
+                continue
             # the curve rises towards its final value, so pruning has something to compare
             trial.report(final - 0.1 * (self.steps - 1 - step) / self.steps, step)
             if trial.should_prune():

@@ -8,10 +8,12 @@ run config, final metrics, run folder, parameter count, latency, worker and wall
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +43,36 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+# Variables by which a launcher (torchrun, srun, mpirun) tells a process its rank. A search
+# worker started by `srun -n 64 scidl search --join ...` is one of 64 *independent* workers:
+# its trials must not think they are rank k of a 64-process training job.
+_LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+                "MASTER_PORT", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID",
+                "SLURM_NTASKS_PER_NODE", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID",
+                "MPI_LOCALNRANKS")
+
+
+def launcher_index() -> int | None:
+    """This worker's rank under srun/mpirun/torchrun, if any (used as its seed offset)."""
+    for key in ("SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "RANK"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return None
+
+
+@contextlib.contextmanager
+def isolated_launch_env() -> Iterator[None]:
+    """Hide launcher rank variables while trials run (restored afterwards)."""
+    saved = {k: v for k, v in os.environ.items()
+             if k in _LAUNCH_VARS or k.startswith("OMPI_COMM_WORLD_")}
+    for k in saved:
+        del os.environ[k]
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
 def load_settings(study: optuna.Study) -> SearchSettings:
     text = study.user_attrs.get(SETTINGS_ATTR)
     if text is None:
@@ -58,12 +90,11 @@ def open_worker_study(
     )
 
 
-def _outcome_attrs(outcome: Outcome) -> dict[str, Any]:
-    return {
-        "metrics": outcome.metrics, "n_params": int(outcome.n_params),
-        "n_train": outcome.n_train, "latency_ms": outcome.latency_ms,
-        "run_dir": outcome.run_dir, "config": outcome.config, "value": outcome.value,
-    }
+def _outcome_attrs(outcome: Outcome, wall_s: float) -> dict[str, Any]:
+    """User attributes of a finished trial (few keys: each is one storage write)."""
+    result = {"value": outcome.value, "metrics": outcome.metrics, "n_params": int(outcome.n_params),
+              "n_train": outcome.n_train, "latency_ms": outcome.latency_ms, "wall_s": wall_s}
+    return {"result": result, "run_dir": outcome.run_dir, "config": outcome.config}
 
 
 def run_trial(
@@ -80,15 +111,14 @@ def run_trial(
         try:
             outcome = objective(trial, space)
             values = strategy.values(outcome, settings)
-            for key, val in _outcome_attrs(outcome).items():
+            for key, val in _outcome_attrs(outcome, time.time() - t0).items():
                 trial.set_user_attr(key, val)
             state = TrialState.COMPLETE
         except optuna.TrialPruned:
             state = TrialState.PRUNED
         except Exception as e:  # noqa: BLE001 - a failing config must not stop the search
-            trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:1000])
             trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
-    trial.set_user_attr("wall_s", time.time() - t0)
     try:
         study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
     except UpdateFinishedTrialError:
@@ -110,27 +140,30 @@ def work(storage: BaseStorage, study_name: str, index: int | None = None) -> Wor
         storage: an opened Optuna storage.
         study_name: a study created by :func:`scidl.search.runner.create_study`.
         index: this worker's index (sampler seed = settings.seed + index); ``None`` picks
-            ``SLURM_PROCID`` or a random one, so joining workers never share a stream.
+            the launcher rank (``SLURM_PROCID``...) or a random one, so joining workers never
+            share a random stream.
     """
     probe = optuna.load_study(study_name=study_name, storage=storage)
     settings = load_settings(probe)
     strategy = get_strategy(settings.strategy)
     space = build_space(settings.space)
     if index is None:
-        index = int(os.environ.get("SLURM_PROCID", int.from_bytes(os.urandom(3), "little")))
+        index = launcher_index()
+        index = int.from_bytes(os.urandom(3), "little") if index is None else index
     study = open_worker_study(storage, study_name, strategy, settings, space, settings.seed + index)
     objective = load_objective(settings)
     stats = WorkerStats(worker_name())
     t_start = time.time()
-    while True:
-        fail_stale_trials(study, storage, settings.grace, settings.max_retries)
-        trials = study.get_trials(deepcopy=False)
-        waiting = any(t.state == TrialState.WAITING for t in trials)  # re-queued: run them
-        if not waiting and budget_used(trials) >= settings.trials:
-            break
-        t0 = time.time()
-        state = run_trial(study, storage, settings, strategy, objective, space, stats.worker)
-        stats.busy_s += time.time() - t0
-        stats.done[state.name] = stats.done.get(state.name, 0) + 1
+    with isolated_launch_env():
+        while True:
+            fail_stale_trials(study, storage, settings.grace, settings.max_retries)
+            trials = study.get_trials(deepcopy=False)
+            waiting = any(t.state == TrialState.WAITING for t in trials)  # re-queued: run them
+            if not waiting and budget_used(trials) >= settings.trials:
+                break
+            t0 = time.time()
+            state = run_trial(study, storage, settings, strategy, objective, space, stats.worker)
+            stats.busy_s += time.time() - t0
+            stats.done[state.name] = stats.done.get(state.name, 0) + 1
     stats.wall_s = time.time() - t_start
     return stats

@@ -84,17 +84,22 @@ class Trainer:
         self.callbacks = list(callbacks)
         run_dir.mkdir(parents=True, exist_ok=True)
         self.device = dctx.device
-        self.model = task.model.to(self.device)
         self.strategy = build_strategy(cfg.comm)
         ddp_kw: dict[str, Any] = dict(self.strategy.ddp_kwargs())
         if self.device.type == "cuda":
             ddp_kw["device_ids"] = [self.device.index]
-        self.ddp = DDP(self.model, **ddp_kw)
-        self.strategy.install(self.ddp, None)
+        self.pipe: Any = None
+        self.dp_size, self.dp_rank = dctx.world_size, dctx.rank
+        if cfg.parallel.pipeline_stages > 1:
+            self._init_pipeline(ddp_kw)
+        else:
+            self.model = task.model.to(self.device)
+            self.ddp = DDP(self.model, **ddp_kw)
+            self.strategy.install(self.ddp, None)
         self.optimizer = build_optimizer(self.model, cfg.optim)
-        self.batch_size = resolve_batch_size(cfg, dctx.world_size)
+        self.batch_size = resolve_batch_size(cfg, self.dp_size)
         self.sampler = ResumableDistributedSampler(
-            task.train_data, dctx.world_size, dctx.rank, shuffle=not task.full_batch,
+            task.train_data, self.dp_size, self.dp_rank, shuffle=not task.full_batch,
             seed=cfg.train.seed, drop_last=cfg.train.drop_last and not task.full_batch,
         )
         if task.full_batch:
@@ -110,6 +115,26 @@ class Trainer:
         self.step_times: list[float] = []
         self.skipped_steps = 0
         self._logger: MetricsLogger | None = None
+
+    def _init_pipeline(self, ddp_kw: dict[str, Any]) -> None:
+        """Cut the model into stages; this rank keeps its stage (rank 0 also the full model)."""
+        from scidl.parallel.pipeline import PipelineEngine
+
+        cfg, task = self.cfg, self.task
+        if cfg.train.grad_accum != 1:
+            raise ValueError("with pipeline stages use parallel.microbatches, not train.grad_accum")
+        stages = cfg.parallel.pipeline_stages
+        per_rank = resolve_batch_size(cfg, self.dctx.world_size // stages)
+        first = next(iter(DataLoader(task.train_data, batch_size=max(per_rank // cfg.parallel.microbatches, 1),
+                                     collate_fn=task.collate_fn, generator=torch.Generator())))
+        self.pipe = PipelineEngine(task.model, task.loss_fn, cfg.parallel, self.device, first[0], ddp_kw)
+        self.model, self.ddp = self.pipe.module, self.pipe.ddp
+        self.strategy.install(self.ddp, self.pipe.dp_group)
+        self.dp_size, self.dp_rank = self.pipe.layout.replicas, self.pipe.layout.replica
+        if not self.dctx.is_main:  # only rank 0 keeps the whole model (for evaluation)
+            import dataclasses
+
+            self.task = dataclasses.replace(task, model=self.model)
 
     # ------------------------------------------------------------------ budget
 
@@ -155,6 +180,9 @@ class Trainer:
 
     def _forward_backward(self, micro: list[Any]) -> torch.Tensor:
         """Loss of the micro-batches (averaged), gradients accumulated and reduced."""
+        if self.pipe is not None:
+            with self._autocast():
+                return self.pipe.forward_backward(micro[0])
         total = torch.zeros((), device=self.device)
         for i, batch in enumerate(micro):
             last = i == len(micro) - 1
@@ -193,6 +221,9 @@ class Trainer:
         needs_closure = getattr(self.optimizer, "requires_closure", False) or isinstance(
             self.optimizer, torch.optim.LBFGS
         )
+        if needs_closure and self.pipe is not None:
+            raise ValueError(f"optimizer {self.cfg.optim.name!r} re-evaluates the loss (closure), "
+                             "which pipeline stages do not support")
         loss = self._forward_backward(micro)
         # One small collective: the loss sum (for logging) and a bad-step flag (MAX via SUM).
         bad = self.cfg.train.skip_nonfinite and (
@@ -200,7 +231,7 @@ class Trainer:
         )
         flag = torch.stack([loss.detach().float(), torch.tensor(float(bad), device=self.device)])
         dist.all_reduce(flag)
-        loss_mean = flag[0].item() / self.dctx.world_size
+        loss_mean = flag[0].item() / self.dp_size  # pipelines: only last stages hold a loss
         skipped = flag[1].item() > 0
         grad_norm = float("nan")
         if skipped:
@@ -208,9 +239,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
         else:
             if self.cfg.train.clip_grad_norm is not None:
-                grad_norm = float(
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.clip_grad_norm)
-                )
+                grad_norm = self._clip(self.cfg.train.clip_grad_norm)
             if needs_closure:
                 self.optimizer.step(self._closure(micro))
             else:
@@ -233,17 +262,39 @@ class Trainer:
         row.update({f"comm_{k}" if not k.startswith("comm") else k: v for k, v in comm.items()})
         return row
 
+    def _clip(self, max_norm: float) -> float:
+        if self.pipe is None:
+            return float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        norm = self.pipe.grad_norm()  # across stages
+        coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+        for p in self.model.parameters():
+            if p.grad is not None:
+                p.grad.mul_(coef)
+        return float(norm)
+
     def evaluate(self) -> dict[str, float]:
-        """Evaluate on rank 0 with the plain module; returns {} on other ranks."""
-        if not self.dctx.is_main or self.task.val_data is None and not self.task.extras.get(
-            "eval_without_data"
-        ):
+        """Evaluate on rank 0 with the plain (whole) model; returns {} on other ranks.
+
+        Call on all ranks: with pipeline stages, rank 0 first gathers every stage's weights.
+        """
+        if self.task.val_data is None and not self.task.extras.get("eval_without_data"):
             return {}
-        self.model.eval()
+        model = self.model
+        if self.pipe is not None:
+            from scidl.parallel.pipeline import gather_full_state
+
+            full = gather_full_state(self.pipe)
+            if not self.dctx.is_main:
+                return {}
+            model = self.task.model
+            model.load_state_dict(full)
+        if not self.dctx.is_main:
+            return {}
+        model.eval()
         grad = torch.enable_grad() if self.task.eval_needs_grad else torch.no_grad()
         with grad:
-            out = {k: float(v) for k, v in self.task.evaluate(self.model, self.task.val_data).items()}
-        self.model.train()
+            out = {k: float(v) for k, v in self.task.evaluate(model, self.task.val_data).items()}
+        model.train()
         self.last_eval = out
         return out
 
@@ -255,7 +306,10 @@ class Trainer:
 
     def save(self) -> None:
         """Gather every rank's RNG/strategy state and write a checkpoint (call on all ranks)."""
-        mine = {"rng": _rng_for_save(), "strategy": _strategy_state(self.strategy)}
+        mine: dict[str, Any] = {"rng": _rng_for_save(), "strategy": _strategy_state(self.strategy)}
+        if self.pipe is not None:  # each rank holds a different stage: save it per rank
+            mine["model"] = self.model.state_dict()
+            mine["optimizer"] = self.optimizer.state_dict()
         # Objects holding tensors are sent as torch.save bytes (pickling tensors through
         # all_gather_object is fragile) and decoded with weights_only=True.
         buf = io.BytesIO()
@@ -265,8 +319,8 @@ class Trainer:
         gathered = [torch.load(io.BytesIO(b), weights_only=True) for b in blobs] if self.dctx.is_main else []
         if self.dctx.is_main:
             state = {
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
+                "model": None if self.pipe else self.model.state_dict(),
+                "optimizer": None if self.pipe else self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "progress": {"step": self.step, "epoch": self.epoch, "micro": self.micro_in_epoch,
                              "skipped": self.skipped_steps, "world_size": self.dctx.world_size},
@@ -291,13 +345,13 @@ class Trainer:
                 f"checkpoint {good.path} was written by {prog['world_size']} processes; "
                 f"resume with --nproc {prog['world_size']}"
             )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        mine = ranks[self.dctx.rank]
+        self.model.load_state_dict(state["model"] if self.pipe is None else mine["model"])
+        self.optimizer.load_state_dict(state["optimizer"] if self.pipe is None else mine["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.micro_in_epoch = prog["step"], prog["epoch"], prog["micro"]
         self.skipped_steps = prog["skipped"]
         self.last_eval = state.get("last_eval", {})
-        mine = ranks[self.dctx.rank]
         _rng_from_save(mine["rng"])
         if mine.get("strategy") is not None and hasattr(self.strategy, "load_state_dict"):
             self.strategy.load_state_dict(mine["strategy"])
@@ -404,6 +458,7 @@ class Trainer:
             "step_time_s": median,
             "samples_per_s": global_batch / median if median and median > 0 else None,
             "comm": self.strategy.report(),
+            **({"pipeline": self.pipe.report(median)} if self.pipe is not None else {}),
         }
 
 

@@ -188,7 +188,8 @@ class AlloyEPI(Workload):
     Config = AlloyEPIConfig
     # Full-batch Adam on whitened features: one step per epoch, 300 steps reach the LS fit.
     defaults = {"train": {"epochs": 300, "log_every": 25, "eval_every": 100},
-                "optim": {"lr": 3e-2, "schedule": "cosine"}}
+                "optim": {"lr": 3e-2, "schedule": "cosine"},
+                "checkpoint": {"every_steps": 100}}
 
     def build(self, cfg: WorkloadConfig, ctx: BuildContext) -> Task:
         assert isinstance(cfg, AlloyEPIConfig)

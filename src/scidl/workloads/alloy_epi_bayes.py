@@ -74,7 +74,9 @@ def fit_evidence(
     xtx, xty = xt.T @ xt, xt.T @ yt
     lam0 = np.clip(np.linalg.eigvalsh(xtx), 0.0, None)
     alpha, beta = 1.0, 1.0 / max(float(yt.var()), 1e-12)
-    for it in range(1, max_iter + 1):
+    it = 0
+    while it < max_iter:
+        it += 1
         m = np.linalg.solve(alpha * np.eye(k) + beta * xtx, beta * xty)
         gamma = float(np.sum(beta * lam0 / (alpha + beta * lam0)))
         rss = float(np.sum((yt - xt @ m) ** 2))

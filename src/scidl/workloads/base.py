@@ -62,6 +62,9 @@ class Task:
         full_batch: if True the whole shard is one batch (PINN collocation sets).
         eval_needs_grad: evaluate with autograd enabled (PINN residuals).
         extras: anything workload-specific a caller may want (e.g. reference solutions).
+        loss_fn: ``loss_fn(output, target)`` for batches ``(x, y)`` whose loss is
+            ``loss_fn(model(x), y)``; pipeline parallelism needs it (the loss is computed
+            on the last stage), everything else uses ``loss``.
     """
 
     model: nn.Module
@@ -75,6 +78,7 @@ class Task:
     full_batch: bool = False
     eval_needs_grad: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
+    loss_fn: Callable[[Any, Any], torch.Tensor] | None = None
 
 
 class Workload:

@@ -38,15 +38,19 @@ class BurgersConfig(WorkloadConfig):
     hidden: int = Field(32, ge=1, description="width of each hidden layer")
     depth: int = Field(4, ge=1, description="number of hidden layers (tanh)")
     hard_constraints: bool = Field(
-        False, description="u = -sin(pi x) + t (1 - x^2) N(x, t): conditions exact by construction"
+        True, description="u = -sin(pi x) + t (1 - x^2) N(x, t): conditions exact by construction"
     )
     ic_weight: float = Field(1.0, ge=0, description="weight of the initial-condition misfit")
     bc_weight: float = Field(1.0, ge=0, description="weight of the boundary misfit")
-    rar_every: int = Field(0, ge=0, description="RAR: loss evaluations between refinements (0: off)")
+    rar_every: int = Field(
+        100, ge=0, description="RAR: loss evaluations between refinements (0: off)"
+    )
     rar_points: int = Field(50, ge=1, description="RAR: points added per refinement")
     rar_candidates: int = Field(5000, ge=1, description="RAR: random candidates scored each time")
     rar_max: int = Field(1000, ge=0, description="RAR: cap on the number of added points")
-    shock_band: float = Field(0.1, ge=0, lt=1, description="|x| < band is excluded from rel_l2_away")
+    shock_band: float = Field(
+        0.1, ge=0, lt=1, description="|x| < band is excluded from rel_l2_away"
+    )
     ref_nx: int = Field(256, ge=3, description="reference grid points in x")
     ref_nt: int = Field(101, ge=2, description="reference grid points in t")
     ref_nodes: int = Field(1201, ge=101, description="Cole–Hopf quadrature nodes")
@@ -95,7 +99,9 @@ class CollocationSet(Dataset):
         return self.points[i]
 
 
-def burgers_residual(model: nn.Module, xt: torch.Tensor, nu: float) -> tuple[torch.Tensor, torch.Tensor]:
+def burgers_residual(
+    model: nn.Module, xt: torch.Tensor, nu: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(u, r)`` with ``r = u_t + u u_x - nu u_xx`` at points ``xt`` (columns x, t).
 
     Two reverse-mode passes: one for the gradient (u_x, u_t), one for u_xx; the graph is
@@ -116,7 +122,9 @@ def sample_domain(n: int, gen: torch.Generator) -> torch.Tensor:
     return p.float()
 
 
-def condition_points(n_ic: int, n_bc: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def condition_points(
+    n_ic: int, n_bc: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Initial/boundary points and their target values ``(xt[n, 2], u[n])``."""
     x0 = 2.0 * torch.rand(n_ic, generator=gen) - 1.0
     tb = torch.rand(n_bc, generator=gen)
@@ -223,7 +231,6 @@ class Burgers(Workload):
         "optim": {"name": "adam", "lr": 3e-3, "schedule": "cosine", "min_lr_factor": 0.03},
         "checkpoint": {"every_steps": 1000},
         "dist": {"nproc": 2},
-        "task": {"rar_every": 100},
     }
 
     def build(self, cfg: WorkloadConfig, ctx: BuildContext) -> Task:
@@ -234,8 +241,10 @@ class Burgers(Workload):
         rar = RAR(cfg, ctx.seed) if cfg.rar_every else None
         model = BurgersNet(cfg.hidden, cfg.depth, cfg.hard_constraints)
         lbfgs = {
-            "steps": cfg.lbfgs_steps, "max_iter": cfg.lbfgs_max_iter,
-            "history_size": cfg.lbfgs_history, "lr": cfg.lbfgs_lr,
+            "steps": cfg.lbfgs_steps,
+            "max_iter": cfg.lbfgs_max_iter,
+            "history_size": cfg.lbfgs_history,
+            "lr": cfg.lbfgs_lr,
             "line_search_fn": "strong_wolfe",
         }
         return Task(

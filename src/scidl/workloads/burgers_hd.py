@@ -52,7 +52,9 @@ def exact_solution(tx: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(tx[:, 0] + tx[:, 1:].mean(dim=1))
 
 
-def sample_points(n: int, d: int, t_max: float, diag_fraction: float, gen: torch.Generator) -> torch.Tensor:
+def sample_points(
+    n: int, d: int, t_max: float, diag_fraction: float, gen: torch.Generator
+) -> torch.Tensor:
     """Rows ``[t, x]``: uniform in [0, T] x [-1, 1]^d, a fraction near the diagonal."""
     t = torch.rand(n, 1, generator=gen) * t_max
     x = 2.0 * torch.rand(n, d, generator=gen) - 1.0
@@ -76,7 +78,9 @@ def condition_points(cfg: BurgersHDConfig, gen: torch.Generator) -> torch.Tensor
     return torch.cat([term, bnd])
 
 
-def directions(cfg: BurgersHDConfig, gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def directions(
+    cfg: BurgersHDConfig, gen: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Input-space directions and second-order weights for :class:`ForwardLaplacianMLP`.
 
     Columns 0 and 1 are ``e_t`` and ``(0, 1, .., 1)`` (giving u_t and Σ ∂_i u); the rest
@@ -148,7 +152,9 @@ class BurgersHD(Workload):
     """High-dimensional Burgers-type PINN with an efficient (forward) Laplacian."""
 
     name = "burgers_hd"
-    description = "PINN for the d-dimensional Burgers-type equation (E-Han-Jentzen), exact logistic solution"
+    description = (
+        "PINN for the d-dimensional Burgers-type equation (E-Han-Jentzen), exact logistic solution"
+    )
     Config = BurgersHDConfig
     defaults: dict[str, Any] = {
         "train": {"epochs": 2000, "eval_every": 250, "log_every": 50, "batch_size": 1000},

@@ -34,7 +34,9 @@ class ForwardLaplacianMLP(nn.Module):
     def __init__(self, d: int, hidden: int = 64, depth: int = 3, t_max: float = 1.0) -> None:
         super().__init__()
         sizes = [1 + d] + [hidden] * depth
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.hidden = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        )
         self.out = nn.Linear(hidden, 1)
         self.t_max = t_max
         for m in [*self.hidden, self.out]:
@@ -57,19 +59,26 @@ class ForwardLaplacianMLP(nn.Module):
         dirs[0] = dirs[0] * self._scale()  # chain rule for the time rescaling
         first = self.hidden[0]
         z = first(a)
-        jz = (dirs.T @ first.weight.T).unsqueeze(0)  # (1, p, m): same for every point
+        jz = (dirs.T @ first.weight.T).unsqueeze(0).expand(a.shape[0], -1, -1)  # (N, p, m)
         lz = torch.zeros_like(z)
-        for i, lin in enumerate(self.hidden):
-            if i > 0:
-                z = lin(a)
-                jz = ja @ lin.weight.T  # (N, p, m)
-                lz = la @ lin.weight.T
+        ja, la = _tanh_step(z, jz, lz, w)
+        a = torch.tanh(z)
+        for lin in self.hidden[1:]:
+            z = lin(a)
+            ja, la = _tanh_step(z, ja @ lin.weight.T, la @ lin.weight.T, w)
             a = torch.tanh(z)
-            s1 = 1.0 - a * a
-            s2 = -2.0 * a * s1
-            la = s1 * lz + s2 * torch.einsum("npm,p->nm", jz.expand(a.shape[0], -1, -1) ** 2, w)
-            ja = s1.unsqueeze(1) * jz
         u = self.out(a).squeeze(1)
         ju = (ja @ self.out.weight.T).squeeze(2)
         lu = (la @ self.out.weight.T).squeeze(1)
         return u, ju, lu
+
+
+def _tanh_step(
+    z: torch.Tensor, jz: torch.Tensor, lz: torch.Tensor, w: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Directional derivatives and weighted second-order sum through ``a = tanh(z)``."""
+    a = torch.tanh(z)
+    s1 = 1.0 - a * a
+    s2 = -2.0 * a * s1
+    la = s1 * lz + s2 * torch.einsum("npm,p->nm", jz * jz, w)
+    return s1.unsqueeze(1) * jz, la

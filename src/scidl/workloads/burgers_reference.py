@@ -26,7 +26,9 @@ def _z_half_width(nu: float) -> float:
     return math.sqrt(2.0 / (2.0 * math.pi * nu) + 40.0)
 
 
-def cole_hopf(x: np.ndarray, t: float, nu: float = 0.01 / math.pi, n_nodes: int = 1201) -> np.ndarray:
+def cole_hopf(
+    x: np.ndarray, t: float, nu: float = 0.01 / math.pi, n_nodes: int = 1201
+) -> np.ndarray:
     """u(t, x) at one time ``t`` for an array of positions ``x`` (float64).
 
     Args:
@@ -50,9 +52,9 @@ def cole_hopf(x: np.ndarray, t: float, nu: float = 0.01 / math.pi, n_nodes: int 
 
 
 @functools.lru_cache(maxsize=8)
-def _grid_cached(nx: int, nt: int, t_max: float, nu: float, n_nodes: int) -> tuple[
-    np.ndarray, np.ndarray, np.ndarray
-]:
+def _grid_cached(
+    nx: int, nt: int, t_max: float, nu: float, n_nodes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x = np.linspace(-1.0, 1.0, nx)
     t = np.linspace(0.0, t_max, nt)
     u = np.stack([cole_hopf(x, float(ti), nu, n_nodes) for ti in t])
@@ -62,7 +64,10 @@ def _grid_cached(nx: int, nt: int, t_max: float, nu: float, n_nodes: int) -> tup
 
 
 def reference_grid(
-    nx: int = 256, nt: int = 101, t_max: float = 1.0, nu: float = 0.01 / math.pi,
+    nx: int = 256,
+    nt: int = 101,
+    t_max: float = 1.0,
+    nu: float = 0.01 / math.pi,
     n_nodes: int = 1201,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The reference solution on a tensor grid: ``(x[nx], t[nt], u[nt, nx])`` (cached, read-only).

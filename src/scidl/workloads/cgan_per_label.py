@@ -22,6 +22,7 @@ samples the classifier assigns to the label they were generated for.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -146,7 +147,7 @@ class PerLabelGAN(nn.Module):
         self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         ld = lg = x.new_zeros(())
-        for lab, pair in zip(self.labels, self.pairs):
+        for lab, pair in zip(self.labels, self.pairs, strict=True):
             m = y == lab
             d, g = pair(x[m], y[m], z[m])
             ld, lg = ld + d, lg + g
@@ -207,17 +208,19 @@ class Classifier(nn.Module):
 
 
 def train_classifier(X: torch.Tensor, y: torch.Tensor, seed: int, steps: int = 600) -> Classifier:
-    """Adam on the real training images (batch 64) with its own RNG; returns it in eval mode."""
+    """Adam on the real training images (batch 64) with its own RNG; returns it in eval mode
+    (gradients are enabled inside, so it also works from an ``evaluate`` under no_grad)."""
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         clf = Classifier()
     opt = torch.optim.Adam(clf.parameters(), lr=1e-3, weight_decay=1e-4)
-    for _ in range(steps):
-        b = torch.randint(0, len(X), (64,), generator=g)
-        opt.zero_grad()
-        F.cross_entropy(clf(X[b]), y[b]).backward()
-        opt.step()
+    with torch.enable_grad():  # evaluate() runs under no_grad in the trainer
+        for _ in range(steps):
+            b = torch.randint(0, len(X), (64,), generator=g)
+            opt.zero_grad()
+            F.cross_entropy(clf(X[b]), y[b]).backward()
+            opt.step()
     return clf.eval()
 
 
@@ -233,7 +236,12 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     mu_a, mu_b = a.mean(0), b.mean(0)
     sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean = linalg.sqrtm(sa @ sb)
+    with warnings.catch_warnings():  # near-singular covariances of poor generators
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(sa @ sb)
+        if not np.isfinite(covmean).all():  # the usual FID fallback: offset the diagonals
+            off = 1e-6 * np.eye(len(sa))
+            covmean = linalg.sqrtm((sa + off) @ (sb + off))
     covmean = np.real(covmean)
     return float(np.sum((mu_a - mu_b) ** 2) + np.trace(sa + sb - 2.0 * covmean))
 

@@ -106,8 +106,9 @@ def per_label_worker(rank: int, world: int, spec_dict: dict[str, Any]) -> dict[s
     gathered: list[Any] | None = [None] * world if rank == 0 else None
     dist.gather_object(payload, gathered, dst=0)
     gens: dict[int, Any] | None = None
-    if gathered is not None:
-        gens = {lab: sd for part in gathered for lab, sd in part.items()}
+    if gathered is not None:  # numpy: tensors through a multiprocessing queue share fds
+        gens = {lab: {k: v.numpy().copy() for k, v in sd.items()}
+                for part in gathered for lab, sd in part.items()}
     checks = {lab: float(sum(p.detach().double().sum() for p in _plain(pairs[lab]).parameters()))
               for lab in mine}
     return {"rank": rank, "labels": mine, "train_s": train_s, "checksums": checks,
@@ -140,7 +141,7 @@ def run_per_label(spec: PerLabelRunConfig, nproc: int, timeout: float = 600.0) -
     gens = {}
     for lab, sd in out[0]["generators"].items():
         g = Generator(spec.model.z_dim, spec.model.hidden)
-        g.load_state_dict(sd)
+        g.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
         gens[int(lab)] = g.eval()
     return PerLabelResult(gens, max(r["train_s"] for r in out), wall, out)
 

@@ -17,7 +17,9 @@ from scidl.workloads.nets import activation, mlp
 class DigitsConfig(WorkloadConfig):
     """Settings of the ``digits`` workload."""
 
-    model: Literal["mlp", "cnn"] = Field("mlp", description="network family")
+    model: Literal["mlp", "cnn", "resnet"] = Field("mlp", description="network family")
+    depth: int = Field(20, ge=8, description="ResNet depth, 6n+2 (resnet model only)")
+    width: int = Field(16, ge=4, description="ResNet base width (resnet model only)")
     hidden: list[int] = Field([128, 64], description="MLP hidden widths / CNN head widths")
     channels: list[int] = Field([16, 32], description="CNN conv channels (one 3x3 conv each)")
     activation: Literal["relu", "tanh", "gelu", "silu", "elu", "sigmoid"] = "relu"
@@ -76,8 +78,12 @@ class Digits(Workload):
         Xtr, ytr, Xte, yte = load_digits_arrays(cfg.test_fraction, seed=0)
         if cfg.model == "mlp":
             model: nn.Module = nn.Sequential(nn.Flatten(), mlp(64, cfg.hidden, 10, cfg.activation, cfg.dropout))
-        else:
+        elif cfg.model == "cnn":
             model = digits_cnn(cfg.channels, cfg.hidden, cfg.activation, cfg.dropout)
+        else:  # a block sequence, so pipeline stages can cut it (parallel.pipeline_stages)
+            from scidl.parallel.blocks import resnet_sequential
+
+            model = resnet_sequential(cfg.depth, cfg.width, in_ch=1, classes=10)
         return Task(
             model=model,
             train_data=TensorDataset(torch.from_numpy(Xtr), torch.from_numpy(ytr)),
@@ -86,4 +92,5 @@ class Digits(Workload):
             evaluate=_evaluate,
             headline="accuracy",
             higher_is_better=True,
+            loss_fn=nn.functional.cross_entropy,
         )

@@ -23,7 +23,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -67,6 +67,9 @@ class EmulatorConfig(WorkloadConfig):
 class Standardise(nn.Module):
     """Maps inputs to [-1, 1] with the fixed sampling ranges (no data dependence)."""
 
+    centre: torch.Tensor
+    halfwidth: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         lo, hi = torch.tensor(INPUT_LOW), torch.tensor(INPUT_HIGH)
@@ -84,7 +87,7 @@ def mlp(n_in: int, hidden: list[int], n_out: int, activation: str) -> nn.Sequent
     }
     layers: list[nn.Module] = []
     widths = [n_in, *hidden]
-    for a, b in zip(widths[:-1], widths[1:]):
+    for a, b in zip(widths[:-1], widths[1:], strict=True):
         layers += [nn.Linear(a, b), act[activation]()]
     layers.append(nn.Linear(widths[-1], n_out))
     return nn.Sequential(*layers)
@@ -96,6 +99,9 @@ class RegimeEmulator(nn.Module):
     ``forward`` returns ``(log tau - mean) / std``; :meth:`predict_tau` undoes the transform.
     Layers with ``p >= split`` (lower atmosphere) go to ``nets[0]``, the others to ``nets[1]``.
     """
+
+    out_mean: torch.Tensor
+    out_std: torch.Tensor
 
     def __init__(
         self, n_bands: int, hidden: list[int], activation: str, split_hpa: float | None,
@@ -201,8 +207,8 @@ class Emulator(Workload):
     name = "emulator"
     description = "gas-optics emulator: MLPs per pressure regime vs line-by-line and a LUT"
     Config = EmulatorConfig
-    defaults: dict[str, Any] = {
-        "train": {"epochs": 150, "batch_size": 256},
+    defaults: ClassVar[dict[str, Any]] = {
+        "train": {"epochs": 100, "batch_size": 256, "eval_every": 1000},
         "optim": {"name": "adam", "lr": 3e-3, "schedule": "cosine", "min_lr_factor": 0.01},
     }
 
@@ -224,6 +230,7 @@ class Emulator(Workload):
 
         def evaluate(m: nn.Module, val: Any) -> dict[str, float]:
             x, tau = val["x"], val["tau"]
+            assert isinstance(m, RegimeEmulator)
             with torch.no_grad():
                 pred = torch.cat([m.predict_tau(xb) for xb in torch.split(x, 4096)])
             err = relative_errors(pred, tau)

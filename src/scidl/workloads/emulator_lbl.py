@@ -223,7 +223,7 @@ class LookupTable:
 
     def __init__(self, spec: Spectroscopy, shape: tuple[int, int, int, int]) -> None:
         self._init_index(shape)
-        axes = [torch.linspace(lo, hi, n) for lo, hi, n in zip(INPUT_LOW, INPUT_HIGH, self.shape)]
+        axes = [torch.linspace(lo, hi, n) for lo, hi, n in zip(INPUT_LOW, INPUT_HIGH, self.shape, strict=True)]
         grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 4)
         self.table = torch.log(lbl_optical_depth(grid, spec))  # [G, n_bands], row-major
 

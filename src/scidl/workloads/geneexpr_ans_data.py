@@ -62,7 +62,9 @@ def synthetic_expression(
         profile[t, :, background] = rng.uniform(0.0, 1.0, len(background))[:, None]
         profile[t, 1, n_tissues + t] = tumour_effect
         profile[t, 1, 2 * n_tissues:2 * n_tissues + 2] = tumour_effect
-    xs, ys, classes = [], [], []
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    classes: list[str] = []
     for t in range(n_tissues):
         for k, state in enumerate(("normal", "tumour")):
             act = profile[t, k] * np.exp(rng.normal(0, activation_jitter, (per_class, n_programs)))

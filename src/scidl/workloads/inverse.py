@@ -17,7 +17,7 @@ held-out set.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
@@ -40,7 +40,7 @@ class InverseConfig(WorkloadConfig):
     alpha: float | None = Field(
         None, gt=0, description="Tikhonov weight; None: best PSNR on the training set"
     )
-    base: int = Field(16, ge=1, description="U-net channels at full resolution")
+    base: int = Field(8, ge=1, description="U-net channels at full resolution")
     depth: int = Field(2, ge=1, description="U-net down-sampling steps")
     mc_weight: float = Field(0.0, ge=0, description="lambda of the model-constrained term")
     jacobian_weight: float = Field(0.0, ge=0, description="mu of the Jacobian penalty")
@@ -55,7 +55,8 @@ class PostProcessed(nn.Module):
         self.unet = unet
         # start exactly at the Tikhonov solution: the U-net learns a correction
         nn.init.zeros_(unet.head.weight)
-        nn.init.zeros_(unet.head.bias)
+        if unet.head.bias is not None:
+            nn.init.zeros_(unet.head.bias)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         x0 = self.tikhonov(y)
@@ -99,9 +100,9 @@ class Inverse(Workload):
     name = "inverse"
     description = "deblurring: U-net on Tikhonov output vs Tikhonov (PSNR), model-constrained loss"
     Config = InverseConfig
-    defaults: dict[str, Any] = {
-        "train": {"epochs": 20, "batch_size": 32},
-        "optim": {"name": "adam", "lr": 2e-3, "schedule": "cosine", "min_lr_factor": 0.02},
+    defaults: ClassVar[dict[str, Any]] = {
+        "train": {"epochs": 10, "batch_size": 32},
+        "optim": {"name": "adam", "lr": 3e-3, "schedule": "cosine", "min_lr_factor": 0.02},
     }
 
     def build(self, cfg: WorkloadConfig, ctx: BuildContext) -> Task:

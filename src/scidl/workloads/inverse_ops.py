@@ -69,6 +69,8 @@ def gradient_symbol(size: int) -> torch.Tensor:
 class BlurOperator(nn.Module):
     """The forward model ``G`` (periodic Gaussian blur) on images ``[..., n, n]``."""
 
+    symbol: torch.Tensor
+
     def __init__(self, size: int, sigma: float) -> None:
         super().__init__()
         self.register_buffer("symbol", gaussian_symbol(size, sigma))
@@ -79,6 +81,8 @@ class BlurOperator(nn.Module):
 
 class Tikhonov(nn.Module):
     """Closed-form Tikhonov inverse of a :class:`BlurOperator` with a gradient penalty."""
+
+    filter: torch.Tensor
 
     def __init__(self, op: BlurOperator, alpha: float) -> None:
         super().__init__()

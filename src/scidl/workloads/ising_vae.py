@@ -116,11 +116,15 @@ def susceptibility_peak(temps: np.ndarray, abs_m: np.ndarray, m2: np.ndarray, n:
     return float(temps[int(np.argmax(chi))])
 
 
-def order_parameter_curve(model: IsingVAE, val: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Per-temperature ⟨OP⟩, ⟨|m|⟩, ⟨m²⟩ and the latent means of every configuration."""
+def order_parameter_curve(model: nn.Module, val: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Per-temperature ⟨OP⟩, ⟨|m|⟩, ⟨m²⟩ and the latent means of every configuration.
+
+    ``model`` is anything with ``encode(x) -> (μ, log σ²)`` (an :class:`IsingVAE`).
+    """
     model.eval()
+    encode: Any = getattr(model, "encode")  # noqa: B009 - duck-typed encoder
     with torch.no_grad():
-        mu = model.encode(val["x"])[0].double().numpy()
+        mu = encode(val["x"])[0].double().numpy()
     t = val["temps"]
     centroid = mu[t >= val["t_disordered"]].mean(axis=0)
     op = np.abs(mu - centroid).sum(axis=1)  # Manhattan (L1) distance

@@ -18,6 +18,8 @@ _BUILTIN: dict[str, str] = {
     "emulator": "scidl.workloads.emulator:Emulator",
     "inverse": "scidl.workloads.inverse:Inverse",
     "weather_seg": "scidl.workloads.weather_seg:WeatherSeg",
+    "noisy_labels": "scidl.workloads.noisy_labels:NoisyLabels",
+    "cgan_per_label": "scidl.workloads.cgan_per_label:CGANPerLabel",
 }
 
 _EXTRA: dict[str, type[Workload]] = {}

@@ -60,6 +60,6 @@ class UNet(nn.Module):
             skips.append(x)
             x = nn.functional.max_pool2d(x, 2)
         x = self.bottom(x)
-        for up, dec, skip in zip(self.up, self.dec, reversed(skips)):
+        for up, dec, skip in zip(self.up, self.dec, reversed(skips), strict=True):
             x = dec(torch.cat([up(x), skip], dim=1))
         return self.head(x)

@@ -5,8 +5,9 @@ Each sample has three channels on a ``size x size`` grid (units: background std 
 * **pressure** anomaly: smooth random field; a cyclone adds a Gaussian depression
   ``-A exp(-d^2 / 2r^2)``;
 * **moisture** (TMQ-like): smooth field plus a meridional gradient and random moist
-  blobs; a cyclone adds ``B exp(-d^2 / 2r^2)``, a river adds ``C exp(-s^2 / 2w^2)`` with
-  ``s`` the distance to the river's centre line (a quadratic Bezier curve);
+  blobs; a cyclone adds a cloud shield ``B sigmoid((r - d) / 0.6)``, a river a filament
+  ``C sigmoid((w - s) / 0.5)`` with ``s`` the distance to the river's centre line (a
+  quadratic Bezier curve), so labels follow the visible edges as heuristic labels do;
 * **wind** speed: smooth field with random jets; a cyclone adds a Rankine vortex ring
   ``V(d) = V_m d / r_m`` (``d < r_m``), ``V_m (r_m / d)^0.6`` outside, ``r_m = r / 2``;
   a river adds a low-level jet ``D exp(-s^2 / 2(1.5w)^2)``.
@@ -69,17 +70,17 @@ def make_weather(n: int, size: int, seed: int, noise: float = 0.3) -> tuple[torc
             p1 = (p0 + p2) / 2 + size * 0.25 * (r(2) - 0.5)
             w = 1.5 + 1.5 * r(1)
             s = _bezier_distance(p0, p1, p2, yy, xx)
-            moist[i] += (2.0 + r(1)) * torch.exp(-(s**2) / (2 * w**2))
+            moist[i] += (2.0 + r(1)) * torch.sigmoid((w - s) / 0.5)
             wind[i] += (1.0 + r(1)) * torch.exp(-(s**2) / (2 * (1.5 * w) ** 2))
             river_mask |= s <= w
         label[i][river_mask] = 2
         for _ in range(int(r(1) < 0.6) + int(r(1) < 0.25)):  # 0-2 cyclones
             cy, cx = size * (0.1 + 0.8 * r(1)), size * (0.1 + 0.8 * r(1))
-            rad = size * (0.06 + 0.05 * r(1))
+            rad = size * (0.08 + 0.06 * r(1))
             d = ((yy - cy) ** 2 + (xx - cx) ** 2).sqrt()
             bump = torch.exp(-(d**2) / (2 * rad**2))
             pres[i] -= (1.5 + 1.5 * r(1)) * bump
-            moist[i] += (1.0 + r(1)) * bump
+            moist[i] += (1.5 + r(1)) * torch.sigmoid((rad - d) / 0.6)  # cloud shield
             rm, vm = rad / 2, 2.0 + 1.5 * r(1)
             wind[i] += vm * torch.where(d < rm, d / rm, (rm / d.clamp_min(1e-3)) ** 0.6)
             label[i][d <= rad] = 1

@@ -1,0 +1,248 @@
+"""Long-integration study for the neural Wisdom–Holman integrator (``docs/workloads/nbody.md``).
+
+    python -m scidl.workloads.nbody_study train  --model hamiltonian --out nbody_ham.pt
+    python -m scidl.workloads.nbody_study train  --model direct      --out nbody_dir.pt
+    python -m scidl.workloads.nbody_study kepler  --orbits 10000           # two-body check
+    python -m scidl.workloads.nbody_study long --kick classical --steps 100000
+    python -m scidl.workloads.nbody_study long --kick nbody_ham.pt --steps 100000
+    python -m scidl.workloads.nbody_study long --kick nbody_dir.pt --steps 100000
+    python -m scidl.workloads.nbody_study general --kick nbody_ham.pt --steps 10000
+    python -m scidl.workloads.nbody_study report                          # table + plot
+
+Every command appends its record to ``--json`` (default
+``docs/workloads/nbody_results.json``); energy errors are relative, ``|E(t)-E(0)| / |E(0)|``,
+on the synchronised state; the secular drift is the slope of a least-squares line through
+the signed energy error, expressed as the change over the whole run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from scidl.workloads.base import BuildContext
+from scidl.workloads.nbody import NBody, NBodyConfig, build_model, orbital_state
+from scidl.workloads.nbody_wh import KickFn, Masses, WHState, integrate, interaction_kick
+
+H_STEP = 2.0 * math.pi / 40.0  # WH step: inner period / 40
+
+
+def reference_system(masses: tuple[float, ...] = (1e-3, 3e-4), a: tuple[float, ...] = (1.0, 1.83),
+                     e: float = 0.04, inc: float = 0.015) -> tuple[np.ndarray, ...]:
+    """A fixed star + planets system (Jupiter/Saturn-like for the defaults), COM frame."""
+    n = len(masses)
+    m = np.array([[1.0, *masses]])
+    x = np.zeros((1, n + 1, 3))
+    v = np.zeros_like(x)
+    for i in range(n):
+        x[0, i + 1], v[0, i + 1] = orbital_state(1.0, masses[i], a[i], e, inc * (i + 1),
+                                                 0.3 * i, 1.1 * i, 2.0 * i + 0.5)
+    x -= (m[..., None] * x).sum(1, keepdims=True) / m.sum()
+    v -= (m[..., None] * v).sum(1, keepdims=True) / m.sum()
+    return x, v, m
+
+
+def neural_kick(model: torch.nn.Module) -> KickFn:
+    """Wrap a kick network (float64 copy) as a numpy kick function."""
+    net = model.double().eval()
+
+    def kick(q: np.ndarray, ms: Masses) -> np.ndarray:
+        out = net(torch.from_numpy(q), torch.from_numpy(ms.m))
+        return out.detach().numpy()
+
+    return kick
+
+
+def load_kick(spec: str) -> tuple[str, KickFn]:
+    if spec == "classical":
+        return "classical", interaction_kick
+    blob = torch.load(spec, weights_only=True)
+    cfg = NBodyConfig(**blob["cfg"])
+    model = build_model(cfg)
+    model.load_state_dict(blob["state"])
+    return cfg.model, neural_kick(model)
+
+
+def run_long(kick: KickFn, x: np.ndarray, v: np.ndarray, m: np.ndarray, steps: int,
+             n_records: int = 200) -> dict[str, Any]:
+    """Integrate, recording energy, angular momentum and planet positions."""
+    s0 = WHState.from_inertial(x, v, m)
+    e0 = s0.energy()
+    l0 = s0.angular_momentum()
+    rows: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def rec(step: int, s: WHState) -> None:
+        xi, _ = s.inertial()
+        rows.append((step, (s.energy() - e0) / np.abs(e0),
+                     np.linalg.norm(s.angular_momentum() - l0, axis=1) / np.linalg.norm(l0, axis=1),
+                     xi))
+
+    t0 = time.perf_counter()
+    integrate(s0, H_STEP, steps, kick, record_every=max(1, steps // n_records), on_record=rec)
+    wall = time.perf_counter() - t0
+    steps_arr = np.array([r[0] for r in rows])
+    de = np.stack([r[1] for r in rows])  # (R, B)
+    dl = np.stack([r[2] for r in rows])
+    slope = np.polyfit(steps_arr, de, 1)[0] * steps  # change over the run from a linear fit
+    return {"steps": steps_arr.tolist(), "dE": de.T.tolist(), "dL_max": dl.max(0).tolist(),
+            "dE_max": np.abs(de).max(0).tolist(), "dE_drift": slope.tolist(),
+            "ms_per_step": 1000 * wall / steps, "positions": np.stack([r[3] for r in rows])}
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    """Single-process training with the workload's loss (same as one trainer rank)."""
+    torch.set_num_threads(1)
+    cfg = NBodyConfig(model=args.model)
+    torch.manual_seed(args.seed)
+    task = NBody().build(cfg, BuildContext(seed=args.seed))
+    model = task.model
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    dl = torch.utils.data.DataLoader(task.train_data, batch_size=128, shuffle=True, drop_last=True,
+                                     generator=torch.Generator().manual_seed(args.seed))
+    total = args.epochs * len(dl)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    t0 = time.perf_counter()
+    for _ in range(args.epochs):
+        for b in dl:
+            opt.zero_grad()
+            task.loss(model, b).backward()
+            opt.step()
+            sched.step()
+    metrics = task.evaluate(model, task.val_data)
+    torch.save({"cfg": cfg.model_dump(), "state": model.state_dict()}, args.out)
+    return {"model": cfg.model, "epochs": args.epochs, "train_s": time.perf_counter() - t0,
+            **metrics, "path": args.out}
+
+
+def cmd_kepler(args: argparse.Namespace) -> dict[str, Any]:
+    """Two-body orbits (e = 0..0.99) for ``orbits`` periods with a step of 0.7131 periods."""
+    es = np.array([0.0, 0.3, 0.6, 0.9, 0.99])
+    m = np.tile([[1.0, 1e-3]], (len(es), 1))
+    mu = m.sum(1)
+    x = np.zeros((len(es), 2, 3))
+    v = np.zeros_like(x)
+    x[:, 1, 0] = 1 - es
+    v[:, 1, 1] = np.sqrt(mu * (1 + es) / (1 - es))
+    x -= (m[..., None] * x).sum(1, keepdims=True) / mu[:, None, None]
+    v -= (m[..., None] * v).sum(1, keepdims=True) / mu[:, None, None]
+    period = 2 * math.pi / np.sqrt(mu[0])
+    h = 0.7131 * period
+    steps = int(math.ceil(args.orbits / 0.7131))
+    s0 = WHState.from_inertial(x, v, m)
+    e0, l0 = s0.energy(), s0.angular_momentum()
+    t0 = time.perf_counter()
+    s = integrate(s0, h, steps)
+    wall = time.perf_counter() - t0
+    return {"eccentricities": es.tolist(), "orbits": steps * 0.7131, "steps": steps,
+            "dE_rel": (np.abs(s.energy() - e0) / np.abs(e0)).tolist(),
+            "dL_rel": (np.linalg.norm(s.angular_momentum() - l0, axis=1)
+                       / np.linalg.norm(l0, axis=1)).tolist(), "wall_s": wall}
+
+
+def cmd_long(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    name, kick = load_kick(args.kick)
+    x, v, m = reference_system()
+    out = run_long(kick, x, v, m, args.steps)
+    pos = out.pop("positions")
+    np.save(Path(args.json).with_suffix(f".{name}.pos.npy"), pos)
+    return {"kick": name, "n_steps": args.steps, **out}
+
+
+def cmd_general(args: argparse.Namespace) -> dict[str, Any]:
+    """Systems outside the training set: other masses, and a fourth body."""
+    torch.set_num_threads(1)
+    name, kick = load_kick(args.kick)
+    res: dict[str, Any] = {"kick": name, "n_steps": args.steps}
+    cases = {
+        "heavy_masses": reference_system((5e-3, 4e-3)),
+        "light_masses": reference_system((3e-5, 2e-5)),
+        "four_body": reference_system((1e-3, 3e-4, 2e-4), (1.0, 1.83, 3.3)),
+    }
+    for case, (x, v, m) in cases.items():
+        out = run_long(kick, x, v, m, args.steps, n_records=50)
+        ref = run_long(interaction_kick, x, v, m, args.steps, n_records=50) if name != "classical" else out
+        s = WHState.from_inertial(x, v, m)
+        kick_err = np.linalg.norm(kick(s.q, s.ms) - interaction_kick(s.q, s.ms)) / np.linalg.norm(
+            interaction_kick(s.q, s.ms))
+        pos_err = np.abs(out["positions"] - ref["positions"]).max(axis=(1, 2, 3))
+        res[case] = {"dE_max": out["dE_max"][0], "dE_drift": out["dE_drift"][0],
+                     "dE_max_classical": ref["dE_max"][0], "kick_rel_err_t0": float(kick_err),
+                     "pos_err_end": float(pos_err[-1]), "masses": m[0].tolist()}
+    return res
+
+
+def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = json.loads(Path(args.json).read_text())
+    fig, ax = plt.subplots(1, 2, figsize=(12, 4))
+    for key, rec in data.items():
+        if not key.startswith("long_"):
+            continue
+        steps = np.array(rec["steps"])
+        ax[0].plot(steps, np.abs(np.array(rec["dE"][0])) + 1e-18, label=rec["kick"])
+        pos = np.load(Path(args.json).with_suffix(f".{rec['kick']}.pos.npy"))
+        ref_path = Path(args.json).with_suffix(".classical.pos.npy")
+        if ref_path.exists() and rec["kick"] != "classical":
+            ref = np.load(ref_path)
+            n = min(len(ref), len(pos))
+            err = np.abs(pos[:n] - ref[:n]).max(axis=(1, 2, 3))
+            ax[1].plot(steps[:n], err + 1e-18, label=rec["kick"])
+            rec["pos_err"] = {int(steps[i]): float(err[i]) for i in (n // 100, n // 10, n - 1)}
+    ax[0].set_yscale("log")
+    ax[0].set_xlabel("WH step")
+    ax[0].set_ylabel("|E(t) - E(0)| / |E(0)|")
+    ax[0].legend()
+    ax[1].set_yscale("log")
+    ax[1].set_xlabel("WH step")
+    ax[1].set_ylabel("max position error vs classical WH")
+    ax[1].legend()
+    fig.tight_layout()
+    fig.savefig(args.plot, dpi=90)
+    Path(args.json).write_text(json.dumps(data, indent=1))
+    return {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("command", choices=["train", "kepler", "long", "general", "report"])
+    ap.add_argument("--model", default="hamiltonian", choices=["hamiltonian", "direct"])
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="nbody_model.pt")
+    ap.add_argument("--orbits", type=int, default=10000)
+    ap.add_argument("--kick", default="classical", help="'classical' or a trained model file")
+    ap.add_argument("--steps", type=int, default=100000)
+    ap.add_argument("--json", default="docs/workloads/nbody_results.json")
+    ap.add_argument("--plot", default="docs/img/nbody_energy.png")
+    args = ap.parse_args(argv)
+    fn = {"train": cmd_train, "kepler": cmd_kepler, "long": cmd_long, "general": cmd_general,
+          "report": cmd_report}[args.command]
+    rec = fn(args)
+    if rec:
+        key = {"train": f"train_{args.model}", "kepler": "kepler",
+               "long": f"long_{rec.get('kick')}", "general": f"general_{rec.get('kick')}"}[args.command]
+        path = Path(args.json)
+        data = json.loads(path.read_text()) if path.exists() else {}
+        data[key] = rec
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1))
+        print(json.dumps({k: v for k, v in rec.items() if k not in ("steps", "dE")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

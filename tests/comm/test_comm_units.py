@@ -1,0 +1,136 @@
+"""Unit tests of the comm building blocks (no processes)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from scidl.comm import CommConfig, build_strategy, strategy_names
+from scidl.comm.accounting import CommCounters, allgather_bytes, ring_allreduce_bytes
+from scidl.comm.buckets import Bucket, FlatStore, layout_of
+from scidl.comm.grouped import plan_groups
+from scidl.comm.hierarchical import node_layout
+from scidl.comm.powersgd import matrix_shape, orthonormalise
+from scidl.comm.sparse import (
+    exact_topk,
+    k_for,
+    pack,
+    prefer_dense,
+    select,
+    threshold_topk,
+    unpack_sum,
+)
+
+ALL = ["bf16", "dense", "fp16", "grouped", "hierarchical", "lag", "powersgd", "topk"]
+
+
+def test_every_strategy_is_registered_and_builds():
+    assert set(ALL) <= set(strategy_names())
+    for name in ALL:
+        s = build_strategy(CommConfig(strategy=name))
+        assert s.name == name and "bucket_cap_mb" in s.ddp_kwargs()
+
+
+def test_config_rejects_unknown_strategy_with_suggestion():
+    with pytest.raises(ValidationError, match="did you mean topk"):
+        CommConfig(strategy="topkk")
+    with pytest.raises(ValidationError, match="lag_inner"):
+        CommConfig(strategy="lag", lag_inner="lag")
+    with pytest.raises(ValidationError):
+        CommConfig(density=0.0)
+
+
+def test_switch_rule_matches_formula():
+    # p·nnz·(1 + s_idx/s_val) > 2n; fp32 values: 2·p·nnz > 2n
+    assert not prefer_dense(4, 250, 1000, 4) and prefer_dense(4, 251, 1000, 4)
+    # fp16 values: (1 + 4/2) = 3 → p·nnz·3 > 2n
+    assert not prefer_dense(2, 333, 1000, 2) and prefer_dense(2, 334, 1000, 2)
+    assert k_for(1000, 0.01) == 10 and k_for(10, 0.01) == 1 and k_for(10, 1.0) == 10
+
+
+def test_exact_topk_picks_largest_magnitudes():
+    x = torch.tensor([0.1, -5.0, 3.0, -0.2, 4.0])
+    assert sorted(exact_topk(x, 3).tolist()) == [1, 2, 4]
+
+
+def test_threshold_selection_is_close_to_exact():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(200_000, generator=gen)
+    k = k_for(x.numel(), 0.01)
+    idx = threshold_topk(x, k, 0.01, gen)
+    assert 0.7 * k <= idx.numel() <= 1.3 * k
+    exact = set(exact_topk(x, k).tolist())
+    overlap = len(exact & set(idx.tolist())) / k
+    assert overlap > 0.7
+    # every selected entry is at least as large as every unselected one
+    mask = torch.zeros_like(x, dtype=torch.bool)
+    mask[idx] = True
+    assert x[mask].abs().min() >= x[~mask].abs().max()
+
+
+def test_threshold_selection_handles_ties_and_zeros():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.ones(10_000)  # all tied: candidates trimmed to exactly k
+    assert threshold_topk(x, 100, 0.01, gen).numel() == 100
+    z = torch.zeros(10_000)
+    z[:7] = 1.0  # mostly zero: only the non-zeros are candidates
+    assert sorted(threshold_topk(z, 100, 0.01, gen).tolist()) == list(range(7))
+    assert select(x, 5, "auto", 100_000, 0.01, gen).numel() == 5
+
+
+def test_pack_unpack_sums_variable_counts():
+    cap = 3
+    a = pack(torch.tensor([0, 2, 5]), torch.tensor([1.0, 2.0, 3.0]), cap)
+    b = pack(torch.tensor([2]), torch.tensor([10.0]), cap)
+    out = unpack_sum(torch.cat([a, b]), [3, 1], cap, torch.float32, torch.full((6,), 7.0))
+    assert out.tolist() == [1.0, 0.0, 12.0, 0.0, 0.0, 3.0]
+    h = pack(torch.tensor([1]), torch.tensor([0.5], dtype=torch.float16), 1)
+    assert h.numel() == 6  # 4-byte index + 2-byte value
+    assert unpack_sum(h, [1], 1, torch.float16, torch.zeros(3)).tolist() == [0.0, 0.5, 0.0]
+
+
+def test_byte_formulas():
+    assert ring_allreduce_bytes(1000, 4) == 1500 and ring_allreduce_bytes(1000, 1) == 0
+    assert allgather_bytes(80, 4) == 240
+    c = CommCounters()
+    c.record("allreduce", 10, 10, 0.5)
+    step = c.end_step()
+    assert step["bytes_sent"] == 10 and step["comm_s"] == 0.5 and step["exposed_s"] == 0.0
+    assert c.summary()["steps"] == 1 and c.summary()["by_op"]["allreduce"]["calls"] == 1
+
+
+def test_plan_groups_by_size_and_gap():
+    assert plan_groups([4, 4, 4, 4], [0, 0, 0, 0], 8, 1.0) == [0, 0, 1, 1]
+    assert plan_groups([1, 1, 1], [0.0, 0.001, 0.5], 100, 0.01) == [0, 0, 1]
+
+
+def test_node_layout():
+    intra, inter = node_layout([0, 1, 2, 3], 2)
+    assert intra == [[0, 1], [2, 3]] and inter == [[0, 2], [1, 3]]
+    with pytest.raises(ValueError, match="ranks_per_node"):
+        node_layout([0, 1, 2], 2)
+
+
+def test_powersgd_shapes_and_orthonormal_basis():
+    assert matrix_shape(nn.Parameter(torch.zeros(64, 3, 3)), 4) == (64, 9)
+    assert matrix_shape(nn.Parameter(torch.zeros(10)), 4) is None
+    assert matrix_shape(nn.Parameter(torch.zeros(3, 3)), 4) is None  # no saving
+    q = orthonormalise(torch.randn(20, 3))
+    assert torch.allclose(q.t() @ q, torch.eye(3), atol=1e-5)
+
+
+def test_flat_store_survives_bucket_rebuild():
+    a, b, c = (nn.Parameter(torch.zeros(n)) for n in (2, 3, 4))
+    store = FlatStore()
+    b0 = Bucket(torch.zeros(5), 0, False, [a, b], layout_of([a, b], 5))
+    b1 = Bucket(torch.zeros(4), 1, True, [c], layout_of([c], 4))
+    store.get(b0).copy_(torch.tensor([1.0, 2, 3, 4, 5]))
+    store.get(b1).copy_(torch.tensor([6.0, 7, 8, 9]))
+    # rebuild: c moves to bucket 0, a and b to bucket 1 in another order
+    n0 = Bucket(torch.zeros(4), 0, False, [c], layout_of([c], 4))
+    n1 = Bucket(torch.zeros(5), 1, True, [b, a], layout_of([b, a], 5))
+    assert store.get(n0).tolist() == [6, 7, 8, 9]
+    assert store.get(n1).tolist() == [3, 4, 5, 1, 2]
+    assert layout_of([a, b], 6) == ()  # does not tile the buffer
