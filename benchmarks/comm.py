@@ -14,7 +14,9 @@ with ``dense``.
 Both write their section of ``benchmarks/results/comm.json`` and print a table.
 
     python benchmarks/comm.py speed [--repeats 5] [--steps 3] [--width 4096]
-    python benchmarks/comm.py convergence [--workloads digits admissions]
+    python benchmarks/comm.py table          # markdown tables of comm.json
+    python benchmarks/comm.py convergence [--workloads digits admissions] [--cases dense ...]
+        [--set optim.name=sgd optim.lr=0.05] [--section convergence_sgd]
 """
 
 from __future__ import annotations
@@ -208,14 +210,16 @@ def convergence(args: argparse.Namespace) -> dict[str, Any]:
     import scidl
     from scidl.config import load_config
 
-    out: dict[str, Any] = {"budget": CONV_BUDGET, "nproc": args.nproc, "rows": []}
+    cases = [c for c in CONV_CASES if not args.cases or c[0] in args.cases]
+    out: dict[str, Any] = {"budget": CONV_BUDGET, "nproc": args.nproc, "set": args.set,
+                           "rows": []}
     root = Path(args.runs or tempfile.mkdtemp(prefix="scidl-comm-conv-"))
     for wl in args.workloads:
         base = None
-        for label, over in CONV_CASES:
+        for label, over in cases:
             overrides = [
                 f"dist.nproc={args.nproc}", f"log.root={root}", "log.tensorboard=false",
-                "log.progress=false", *CONV_BUDGET.get(wl, []),
+                "log.progress=false", *CONV_BUDGET.get(wl, []), *args.set,
                 *(f"comm.{k}={v}" for k, v in over.items()),
             ]
             t0 = time.time()
@@ -227,7 +231,7 @@ def convergence(args: argparse.Namespace) -> dict[str, Any]:
                 "value": s.get("headline_value"), "steps": s.get("steps"),
                 "bytes_per_step": comm.get("bytes_sent_per_step"),
                 "wall_s": time.time() - t0, "run_dir": str(res.run_dir),
-                "overrides": overrides[4:],
+                "overrides": overrides[3:],
             }
             if label == "dense":
                 base = row
@@ -238,8 +242,48 @@ def convergence(args: argparse.Namespace) -> dict[str, Any]:
                   f"vs dense {row.get('vs_dense', float('nan')):.3f} "
                   f"bytes/step {row['bytes_per_step'] or 0:,.0f} ({row['wall_s']:.0f} s)",
                   flush=True)
-            _save("convergence", out)
+            _save(args.section, out)
     return out
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def markdown() -> str:
+    """Markdown tables of every section in ``comm.json`` (pasted into the docs)."""
+    data = json.loads(RESULTS.read_text())
+    out = []
+    for section in sorted(k for k in data if k.startswith("convergence")):
+        sec = data[section]
+        out.append(f"### {section} ({sec['nproc']} processes; extra settings: "
+                   f"{' '.join(sec.get('set') or []) or 'workload defaults'})\n")
+        out.append("| workload | strategy | final metric | vs dense | bytes/step/rank | "
+                   "bytes ÷ dense |")
+        out.append("|---|---|---|---|---|---|")
+        dense = {r["workload"]: r for r in sec["rows"] if r["case"] == "dense"}
+        for r in sec["rows"]:
+            d = dense.get(r["workload"], {})
+            red = (d.get("bytes_per_step") or 0) / r["bytes_per_step"] if r.get(
+                "bytes_per_step") else float("nan")
+            out.append(f"| {r['workload']} | {r['case']} | {r['headline']} = {r['value']:.4f} "
+                       f"| {r.get('vs_dense', float('nan')):.3f} | "
+                       f"{r['bytes_per_step'] or 0:,.0f} | {red:.1f} |")
+        out.append("")
+    if "speed" in data:
+        sp = data["speed"]
+        c = sp["config"]
+        out.append(f"### speed ({c['params'] / 1e6:.1f} M parameters, {c['nproc']} processes, "
+                   f"batch {c['batch']}/rank, {c['repeats']} interleaved repeats × "
+                   f"{c['steps']} steps)\n")
+        out.append("| case | median step (s) | step ÷ dense | MB sent/step/rank | "
+                   "bytes reduction | exposed comm (s/step) |")
+        out.append("|---|---|---|---|---|---|")
+        for r in sp["rows"]:
+            red = f"{r['bytes_reduction']:.1f}×" if r["bytes_reduction"] else "—"
+            ex = f"{r['exposed_s']:.3f}" if r["exposed_s"] is not None else "—"
+            out.append(f"| {r['case']} | {r['step_s']:.3f} | {r['step_vs_dense']:.2f} | "
+                       f"{r['bytes_per_step'] / 1e6:.2f} | {red} | {ex} |")
+    return "\n".join(out)
 
 
 # ----------------------------------------------------------------------------- main
@@ -252,7 +296,9 @@ def _save(section: str, data: dict[str, Any]) -> None:
     old["env"] = {"torch": torch.__version__, "python": platform.python_version(),
                   "machine": platform.machine(), "cpus": torch.get_num_threads(),
                   "platform": platform.platform()}
-    RESULTS.write_text(json.dumps(old, indent=2) + "\n")
+    tmp = RESULTS.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(old, indent=2) + "\n")
+    tmp.replace(RESULTS)  # atomic: concurrent sections never see a half-written file
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,7 +316,15 @@ def main(argv: list[str] | None = None) -> int:
     cp.add_argument("--nproc", type=int, default=2)
     cp.add_argument("--workloads", nargs="+", default=["digits", "admissions"])
     cp.add_argument("--runs", help="parent folder of the run folders (default: a temp dir)")
+    cp.add_argument("--cases", nargs="*", help="only these cases (labels of CONV_CASES)")
+    cp.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="overrides for every run (e.g. optim.name=sgd optim.lr=0.05)")
+    cp.add_argument("--section", default="convergence", help="section of comm.json")
+    sub.add_parser("table", help="print the results in comm.json as markdown tables")
     args = ap.parse_args(argv)
+    if args.cmd == "table":
+        print(markdown())
+        return 0
     if args.cmd == "speed":
         _save("speed", speed(args))
     else:

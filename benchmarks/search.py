@@ -208,12 +208,13 @@ def main() -> None:
         import scidl
 
         scidl.run(scidl.load_config("admissions", extra={**BUDGET["admissions"], "train": {"epochs": 1}}))
-        if "compare" in args.parts:
-            results["compare"] = part_compare(work, args.trials)
-        if "pareto" in args.parts:
-            results["pareto"] = part_pareto(work, args.pareto_trials)
-        if "workers" in args.parts:
-            results["workers"] = part_workers(work, args.worker_trials)
+        parts = {"compare": lambda: part_compare(work, args.trials),
+                 "pareto": lambda: part_pareto(work, args.pareto_trials),
+                 "workers": lambda: part_workers(work, args.worker_trials)}
+        for name in args.parts:
+            stamp = {"date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                     "loadavg_start": os.getloadavg(), "command": results["meta"]["command"]}
+            results[name] = {**parts[name](), "run": {**stamp, "loadavg_end": os.getloadavg()}}
     finally:
         results["meta"]["loadavg_end"] = os.getloadavg()
         results["meta"]["total_s"] = time.time() - t0

@@ -39,7 +39,7 @@ class TrainConfig(_Section):
         None, ge=1, description="if set: batch_size = global_batch_size / (world * grad_accum)"
     )
     grad_accum: int = Field(1, ge=1, description="micro-steps per optimizer step")
-    eval_every: int = Field(0, ge=0, description="evaluate every N steps (0: each epoch end)")
+    eval_every: int = Field(0, ge=0, description="evaluate every N steps (0: epoch ends, at most ~20 a run)")
     log_every: int = Field(10, ge=1, description="write metrics every N steps")
     clip_grad_norm: float | None = Field(None, gt=0, description="max global grad norm")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = autocast forward")
@@ -63,7 +63,7 @@ class DistConfig(_Section):
 class CheckpointConfig(_Section):
     """Checkpoints: atomic, hashed, resumable."""
 
-    every_steps: int = Field(0, ge=0, description="checkpoint every N steps (0: epoch ends)")
+    every_steps: int = Field(0, ge=0, description="checkpoint every N steps (0: epoch ends, at most ~20 a run)")
     keep: int = Field(3, ge=1, description="checkpoints kept on disk")
     final: bool = Field(True, description="write a checkpoint at the end")
 

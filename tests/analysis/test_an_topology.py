@@ -109,3 +109,19 @@ def test_worst_cell_names_the_high_error_region():
     w = ms.worst()
     assert w.lo[0] < 0.5 < w.hi[0] and w.lo[1] < -0.5 < w.hi[1]
     assert "x ∈" in describe_cell(w, ["x", "t"])
+
+
+def test_cli_reads_npz_and_writes_cells(tmp_path, capsys):
+    from scidl.cli import main
+
+    X, f, _ = _four_bumps(0, n=800)
+    np.savez(tmp_path / "s.npz", X=X, f=f, names=np.array(["a", "b"]))
+    out = tmp_path / "cells.json"
+    assert main(["topology", "--input", str(tmp_path / "s.npz"), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "4 maxima" in text and "a ∈" in text
+    import json
+
+    cells = json.loads(out.read_text())["cells"]
+    assert sum(c["size"] for c in cells) == 800
+    assert main(["topology", "--input", str(tmp_path / "missing.npz")]) == 2

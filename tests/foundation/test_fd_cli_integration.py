@@ -46,3 +46,41 @@ def test_resume_of_a_folder_without_config_is_a_clear_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "scidl", "train", "--resume", str(tmp_path)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "no config.yaml" in r.stderr and "Traceback" not in r.stderr
+
+
+def _crash_once_task(ctx):
+    """admissions, but the first attempt's rank 1 dies at step 6 (a marker file remembers)."""
+    from scidl.config import load_config as _load
+    from scidl.workloads import get_workload
+
+    task = get_workload("admissions").build(_load("admissions").task_config(), ctx)
+    marker = ctx.run_dir / "crashed-once"
+    inner, calls = task.loss, {"n": 0}
+
+    def loss(model, batch):
+        import torch.distributed as dist
+
+        calls["n"] += 1
+        if calls["n"] == 6 and dist.get_rank() == 1 and not marker.exists():
+            marker.write_text("x")
+            raise SystemExit(3)  # a dying worker
+        return inner(model, batch)
+
+    task.loss = loss
+    return task
+
+
+@pytest.mark.timeout(300)
+def test_max_restarts_restarts_and_resumes_from_checkpoint(tmp_path):
+    import scidl
+
+    cfg = scidl.load_config("admissions", overrides=[
+        "train.max_steps=8", "checkpoint.every_steps=4", "train.batch_size=16",
+        "log.tensorboard=false", "log.progress=false", f"log.run_dir={tmp_path}"],
+        extra={"dist": {"nproc": 2, "max_restarts": 1}})
+    result = scidl.run(cfg, task_factory=_crash_once_task)
+    assert (tmp_path / "crashed-once").exists()  # the failure really happened
+    assert result.summary["steps"] == 8
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows if "loss" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 8

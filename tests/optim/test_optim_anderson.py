@@ -61,12 +61,14 @@ def _iterations_to(opt_factory, A, b, xs, tol=1e-8, max_iter=3000):
 def test_linear_fixed_point_converges_far_faster():
     """Gradient descent x <- x - (Ax - b) is a linear fixed-point map (kappa = 100)."""
     A, b, xs = _quadratic()
-    plain = _iterations_to(lambda p: torch.optim.SGD(p, lr=1.0), A, b, xs)
+    # plain needs ~1,830 iterations (rate 1 - lambda_min = 0.99); stop it at 1,000
+    plain = _iterations_to(lambda p: torch.optim.SGD(p, lr=1.0), A, b, xs, max_iter=1000)
     aa = _iterations_to(
         lambda p: AndersonAcceleration(torch.optim.SGD(p, lr=1.0), history=10, every=9,
-                                       reg=0.0), A, b, xs)
-    assert plain > 1500
-    assert aa * 5 < plain, (aa, plain)
+                                       reg=0.0, history_dtype=torch.float64),
+        A, b, xs, max_iter=1000)
+    assert plain > 1000  # not converged
+    assert aa <= 200, aa  # measured: 126
 
 
 def test_fewer_than_three_iterates_equals_base():
@@ -97,11 +99,15 @@ def test_fewer_than_three_iterates_equals_base():
 
 def test_low_precision_history_still_accelerates():
     A, b, xs = _quadratic()
-    plain = _iterations_to(lambda p: torch.optim.SGD(p, lr=1.0), A, b, xs, tol=1e-4)
+    # plain needs ~915 iterations to 1e-4; stop it at 500
+    plain = _iterations_to(lambda p: torch.optim.SGD(p, lr=1.0), A, b, xs, tol=1e-4,
+                           max_iter=500)
     aa = _iterations_to(
         lambda p: AndersonAcceleration(torch.optim.SGD(p, lr=1.0), history=10, every=9,
-                                       history_dtype=torch.bfloat16), A, b, xs, tol=1e-4)
-    assert aa * 3 < plain, (aa, plain)
+                                       history_dtype=torch.bfloat16), A, b, xs, tol=1e-4,
+        max_iter=500)
+    assert plain > 500
+    assert aa <= 200, aa  # measured: 117
 
 
 def test_safeguard_rejects_a_worse_point():

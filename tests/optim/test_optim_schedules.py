@@ -47,5 +47,7 @@ def test_linear_scaling_rule_in_scheduler():
         opt.step()
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.4)  # 0.1 * 1024/256 after warm-up
-    # without the global batch the rule is off (factor 1)
+    # without the global batch the rule is off (factor 1), and building the scheduler warns
     assert lr_factor_fn(cfg, 20)(10) == pytest.approx(1.0)
+    with pytest.warns(UserWarning, match="reference_batch"):
+        build_scheduler(opt, cfg, total_steps=20)

@@ -63,4 +63,5 @@ def test_bench_collectives_two_processes(tmp_path):
             r["algbw_Bps"] * (1.0 if r["op"] == "allreduce" else 0.5))
     hw = yaml.safe_load((out / "hardware.yaml").read_text())
     assert hw["measured_here"] and hw["intra"]["alpha"] >= 0 and hw["intra"]["beta"] >= 0
+    assert hw["compute_slowdown"][2] > 0  # slowest of 2 busy ranks vs 1
     assert main(["bench-collectives", "--nproc", "1"]) == 2

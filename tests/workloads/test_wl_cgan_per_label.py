@@ -88,6 +88,6 @@ def test_workload_builds_steps_and_evaluates():
     opt.step()
     with torch.no_grad():  # as the trainer calls it
         m = task.evaluate(task.model.eval(), task.val_data)
-    assert set(m) == {"inception_score", "fid", "label_accuracy"}
+    assert set(m) == {"inception_score", "fid", "label_accuracy", "pixel_std"}
     assert all(np.isfinite(v) for v in m.values())
     assert 1.0 <= m["inception_score"] <= 2.0 + 1e-6  # two labels at most

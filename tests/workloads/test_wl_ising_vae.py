@@ -129,7 +129,7 @@ def test_workload_trains_to_order_parameter():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss) < first
+    assert float(loss.detach()) < first
     task.model.eval()
     with torch.no_grad():
         out = task.evaluate(task.model, task.val_data)

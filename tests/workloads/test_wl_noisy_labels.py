@@ -12,6 +12,7 @@ from scidl.workloads.noisy_labels import (
     NoisyLabels,
     NoisyLabelsConfig,
     digit_targets,
+    fit_batched,
     fit_direct,
     inject_noise,
     knee,
@@ -91,3 +92,22 @@ def test_binary_f1_drops_with_heavy_noise():
         f1[noise] = fit_direct(task, epochs=6)["macro_f1"]
     assert f1[0.0] > 0.95
     assert f1[0.0] - f1[0.4] > 0.1
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "multilabel"])
+def test_batched_training_equals_separate_runs(kind):
+    import copy
+
+    tasks = []
+    for seed, noise in ((0, 0.1), (1, 0.3)):
+        torch.manual_seed(seed)
+        cfg = NoisyLabelsConfig(kind=kind, noise=noise, hidden=16)
+        tasks.append(NoisyLabels().build(cfg, BuildContext(seed=seed)))
+    twins = [copy.deepcopy(t) for t in tasks]
+    sep = [fit_direct(t, epochs=1, batch_size=64, seed=s) for t, s in zip(tasks, (0, 1), strict=True)]
+    bat = fit_batched(twins, kind, epochs=1, batch_size=64, seeds=(0, 1))
+    for b, s in zip(bat, sep, strict=True):
+        assert b == pytest.approx(s, abs=1e-6)
+    for a, b in zip(tasks, twins, strict=True):
+        for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
+            assert torch.allclose(p, q, atol=1e-5)

@@ -251,7 +251,7 @@ def morse_smale(
     f: np.ndarray,
     k: int = 10,
     graph: Literal["knn", "gabriel"] = "knn",
-    persistence: float | None = 0.1,
+    persistence: float | None = None,
     relative: bool = True,
     scale: bool = True,
     hot_quantile: float = 0.95,

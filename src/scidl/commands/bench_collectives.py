@@ -85,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  p = {p}: alpha = {f['alpha'] * 1e6:.1f} us, {f['bandwidth'] / 1e9:.3f} GB/s, "
               f"gamma = {f['gamma']:.3g} s/B, rel. rms error {f['rel_rms']:.2f}")
     print(f"one-thread matmul: {flops / 1e9:.1f} GFLOP/s")
-    for p, f in slowdown.items():
-        print(f"  compute slowdown of the slowest of {p} busy ranks: x{f:.2f}")
+    for p, factor in slowdown.items():
+        print(f"  compute slowdown of the slowest of {p} busy ranks: x{factor:.2f}")
     print(f"hardware profile: {hw_path}\nresults: {out / 'bench.json'}")
     return 0
 

@@ -56,9 +56,10 @@ def run(args: argparse.Namespace) -> int:
           and not prof.device_flops):
         from scidl.scaling.collectives import measure_matmul_flops
 
-        prof = prof.model_copy(update={"device_flops": measure_matmul_flops()})
+        local_flops = measure_matmul_flops()
+        prof = prof.model_copy(update={"device_flops": local_flops})
         notes.append(f"profile measured here; compute moved to {hw.name} by the ratio of "
-                     f"one-thread matmul FLOP/s ({prof.device_flops / 1e9:.1f} GFLOP/s) to "
+                     f"one-thread matmul FLOP/s ({local_flops / 1e9:.1f} GFLOP/s) to "
                      f"its sustained FLOP/s")
     curves: dict[str, list[dict[str, Any]]] = {}
     for spec in [s.strip() for s in args.comm.split(",") if s.strip()]:

@@ -25,8 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--run", help="run folder of a grid-evaluated surrogate (e.g. burgers)")
     p.add_argument("--k", type=int, default=10, help="neighbours per sample (default 10)")
     p.add_argument("--graph", choices=["knn", "gabriel"], default="knn", help="neighbourhood graph")
-    p.add_argument("--persistence", default="0.1",
-                   help="simplification threshold as a fraction of the range, or 'auto'")
+    p.add_argument("--persistence", default="auto",
+                   help="simplification threshold as a fraction of the range, or 'auto' "
+                   "(middle of the largest gap of the persistence diagram; default)")
     p.add_argument("--max-samples", type=int, default=6000, help="random subsample above this")
     p.add_argument("--names", help="comma-separated input names (default x0,x1,...)")
     p.add_argument("--plot", help="write a PNG of the scalar and the cells")

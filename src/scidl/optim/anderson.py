@@ -18,7 +18,7 @@ problem where the restarted window converges. With ``every >= history - 1`` both
 Differences from the reference code:
 
 - history on the parameters' device, stored as differences to a recent iterate (a wide
-  ``base``, re-set every ``history`` stores), so ``history_dtype=bfloat16`` keeps the
+  ``base``, re-set every ``history`` stores, every store for 16-bit rows), so ``history_dtype=bfloat16`` keeps the
   *small* differences accurately; the extrapolation needs only the small Gram matrix
   (solved in float64) and one pass over the history;
 - moving average (``ma``): iterates are replaced by the mean of the last ``ma_window`` raw
@@ -101,8 +101,9 @@ class _DiffHistory:
     """Ring buffer of up to ``depth`` vectors, stored as ``base`` (wide dtype) plus rows
     ``x_i - base`` in the (possibly low-precision) history dtype.
 
-    ``base`` is re-set to the newest vector every ``depth`` pushes, so the rows stay small
-    differences (accurate in bf16) at an amortised O(n) cost per push.
+    ``base`` is re-set to the newest vector every ``depth`` pushes (every push for 16-bit
+    rows), so the rows stay small differences (accurate in bf16); the fp32 cost is an
+    amortised O(n) per push.
     """
 
     def __init__(
@@ -111,6 +112,9 @@ class _DiffHistory:
         self.rows = torch.zeros(depth, n, dtype=dtype, device=device)
         self.base = torch.zeros(n, dtype=work, device=device)
         self.depth, self.count, self.pos, self.since = depth, 0, 0, 0
+        # fp32/fp64 rows: rebase every `depth` pushes (amortised O(n)); 16-bit rows: every
+        # push, so each row is a difference to the newest iterate (the accurate choice).
+        self.rebase_every = depth if dtype in (torch.float32, torch.float64) else 1
 
     def push(self, x: torch.Tensor) -> None:
         if self.count == 0:
@@ -121,7 +125,7 @@ class _DiffHistory:
         self.pos = (self.pos + 1) % self.depth
         self.count = min(self.count + 1, self.depth)
         self.since += 1
-        if self.since >= self.depth:  # rebase on the newest: rows_i = x_i - x_newest
+        if self.since >= self.rebase_every:  # rebase: rows_i = x_i - x_newest
             shift = self.rows[newest].to(self.base.dtype, copy=True)
             self.rows.sub_(shift.to(self.rows.dtype))
             self.rows[newest].zero_()
@@ -199,9 +203,9 @@ class AndersonAcceleration(torch.optim.Optimizer):
     """
 
     def __init__(
-        self, base: torch.optim.Optimizer, history: int = 5, every: int = 1,
+        self, base: torch.optim.Optimizer, history: int = 5, every: int = 4,
         store_every: int = 1, wait: int = 0, reg: float = 1e-8, relaxation: float = 1.0,
-        safeguard: bool = False, ma: str = "off", ma_window: int = 5, ma_tol: float = 1e-2,
+        safeguard: bool = False, ma: str = "off", ma_window: int = 5, ma_tol: float = 0.2,
         history_dtype: torch.dtype = torch.float32, state_policy: str = "keep",
         process_group: Any = None,
     ) -> None:

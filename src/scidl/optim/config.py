@@ -87,7 +87,7 @@ class OptimConfig(BaseModel):
     aa_safeguard: bool = Field(True, description="keep x_AA only if the loss decreased")
     aa_ma: Literal["off", "on", "auto"] = Field("off", description="moving average of iterates")
     aa_ma_window: int = Field(5, ge=2, description="moving-average window (iterates)")
-    aa_ma_tol: float = Field(1e-2, gt=0, description="relative-deviation tolerance (auto)")
+    aa_ma_tol: float = Field(0.2, gt=0, le=1, description="relative-deviation tolerance (auto)")
     aa_history_dtype: Literal["float32", "float64", "bfloat16", "float16"] = Field(
         "float32", description="history storage dtype"
     )

@@ -14,6 +14,7 @@ The factor at optimizer step t is ``scale * warmup(t) * decay(t - warmup_steps)`
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -117,6 +118,10 @@ def build_scheduler(
             (batch_size × grad_accum × world); enables the linear scaling rule when
             ``cfg.reference_batch`` is set.
     """
+    if cfg.reference_batch is not None and global_batch is None:
+        warnings.warn(
+            "optim.reference_batch is set but the global batch size was not passed to "
+            "build_scheduler: the linear scaling rule is not applied", stacklevel=2)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_factor_fn(cfg, total_steps, global_batch)
     )

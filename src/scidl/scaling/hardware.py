@@ -22,8 +22,8 @@ class Level(BaseModel):
 
     alpha: float = Field(..., ge=0, description="latency per message (s)")
     beta: float = Field(..., ge=0, description="s/byte: 1/bandwidth (inter: the node's NIC)")
-    gamma: float = Field(0.0, ge=0, description="s/byte to reduce (sum) received data")
-    note: str = Field("", description="where the figures come from")
+    gamma: float = Field(default=0.0, ge=0, description="s/byte to reduce (sum) received data")
+    note: str = Field(default="", description="where the figures come from")
 
     def cost(self) -> LinkCost:
         return LinkCost(self.alpha, self.beta, self.gamma)
@@ -35,25 +35,36 @@ class Hardware(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(..., description="preset name")
-    description: str = Field("", description="one line")
-    device: str = Field("", description="device model")
-    devices_per_node: int = Field(1, ge=1, description="ranks per node (g)")
-    peak_flops: float | None = Field(None, gt=0, description="device peak FLOP/s (precision used)")
+    description: str = Field(default="", description="one line")
+    device: str = Field(default="", description="device model")
+    devices_per_node: int = Field(default=1, ge=1, description="ranks per node (g)")
+    peak_flops: float | None = Field(
+        default=None, gt=0, description="device peak FLOP/s (precision used)"
+    )
     sustained_flops: float | None = Field(
-        None, gt=0, description="device FLOP/s sustained in training (assumption or measured)"
+        default=None,
+        gt=0,
+        description="device FLOP/s sustained in training (assumption or measured)",
     )
     concurrent_devices: int | None = Field(
-        None, ge=1, description="ranks that can compute at once (CPU cores); more time-share"
+        default=None,
+        ge=1,
+        description="ranks that can compute at once (CPU cores); more time-share",
     )
     overlap: float = Field(
-        1.0, ge=0, le=1, description="fraction of the bucket-overlap model achieved (0: none)"
+        default=1.0,
+        ge=0,
+        le=1,
+        description="fraction of the bucket-overlap model achieved (0: none)",
     )
-    algorithm: str = Field("ring", description="default allreduce algorithm of the stack")
+    algorithm: str = Field(default="ring", description="default allreduce algorithm of the stack")
     fusion_bytes: float = Field(
-        25 * 2**20, gt=0, description="gradient bucket / fusion buffer of the software stack"
+        default=25 * 2**20,
+        gt=0,
+        description="gradient bucket / fusion buffer of the software stack",
     )
     intra: Level
-    inter: Level | None = Field(None, description="network level (None: single node)")
+    inter: Level | None = Field(default=None, description="network level (None: single node)")
     intra_by_ranks: dict[int, Level] = Field(
         default_factory=dict,
         description="intra level fitted at one process count (oversubscribed CPU nodes, "
@@ -64,7 +75,7 @@ class Hardware(BaseModel):
         description="measured slowest-rank compute slowdown with p ranks busy (p -> factor); "
         "replaces the concurrent_devices rule at that p",
     )
-    measured_here: bool = Field(False, description="calibrated on the machine that runs it")
+    measured_here: bool = Field(default=False, description="calibrated on the machine that runs it")
     sources: list[str] = Field(default_factory=list)
     assumptions: list[str] = Field(default_factory=list)
 

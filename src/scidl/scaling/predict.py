@@ -35,20 +35,27 @@ class StepProfile(BaseModel):
     compute_s: float = Field(..., gt=0, description="forward+backward+update per step (s), 1 rank")
     grad_bytes: float = Field(..., ge=0, description="fp32 gradient bytes reduced per step")
     bucket_bytes: list[float] | None = Field(
-        None, description="gradient buckets in backward order (None: split by fusion size)"
+        default=None, description="gradient buckets in backward order (None: split by fusion size)"
     )
-    backward_fraction: float = Field(2 / 3, gt=0, le=1, description="share of compute in backward")
-    samples_per_step: int = Field(1, ge=1, description="per-rank batch at p = 1")
-    flops_per_step: float | None = Field(None, gt=0, description="model FLOPs per step if known")
+    backward_fraction: float = Field(
+        default=2 / 3, gt=0, le=1, description="share of compute in backward"
+    )
+    samples_per_step: int = Field(default=1, ge=1, description="per-rank batch at p = 1")
+    flops_per_step: float | None = Field(
+        default=None, gt=0, description="model FLOPs per step if known"
+    )
     device_flops: float | None = Field(
-        None, gt=0, description="sustained FLOP/s of the device the profile was measured on"
+        default=None, gt=0, description="sustained FLOP/s of the device the profile was measured on"
     )
-    overlap_measured: float | None = Field(None, description="hidden share of comm, if measured")
+    overlap_measured: float | None = Field(
+        default=None, description="hidden share of comm, if measured"
+    )
     measured_here: bool = Field(
-        False, description="compute_s was measured on this machine (a run folder): it is moved "
-        "to other hardware by FLOP/s ratios; otherwise compute_s is the target's"
+        default=False,
+        description="compute_s was measured on this machine (a run folder): it is moved "
+        "to other hardware by FLOP/s ratios; otherwise compute_s is the target's",
     )
-    source: str = Field("", description="run folder or assumption set it came from")
+    source: str = Field(default="", description="run folder or assumption set it came from")
 
 
 def split_buckets(grad_bytes: float, cap: float, first: float = DDP_FIRST_BUCKET) -> list[float]:

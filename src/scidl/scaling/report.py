@@ -12,7 +12,7 @@ import base64
 import html
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +36,14 @@ def _save(fig: Any, path: Path) -> Path:
 # ----------------------------------------------------------------------------- plots
 
 
-def _xaxis(ax: Any, series: dict[str, Sequence[dict[str, Any]]], logx: bool) -> None:
+def _xaxis(ax: Any, series: Mapping[str, Sequence[dict[str, Any]]], logx: bool) -> None:
     if logx:
         ax.set_xscale("log")
     else:
         ax.set_xticks(sorted({p["ranks"] for pts in series.values() for p in pts}))
 
 
-def plot_efficiency(series: dict[str, Sequence[dict[str, Any]]], path: Path, logx: bool) -> Path:
+def plot_efficiency(series: Mapping[str, Sequence[dict[str, Any]]], path: Path, logx: bool) -> Path:
     """Efficiency E(p) of each named series of points (``ranks``, ``efficiency``)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -59,7 +59,7 @@ def plot_efficiency(series: dict[str, Sequence[dict[str, Any]]], path: Path, log
     return _save(fig, path)
 
 
-def plot_throughput(series: dict[str, Sequence[dict[str, Any]]], path: Path, logx: bool) -> Path:
+def plot_throughput(series: Mapping[str, Sequence[dict[str, Any]]], path: Path, logx: bool) -> Path:
     """Samples/s vs p with the ideal line from p = 1 (weak) for the first series."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))

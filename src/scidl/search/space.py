@@ -240,7 +240,7 @@ def load_space(workload: str, path: str | Path | None = None) -> dict[str, Any]:
     if not base.get("params"):
         raise SpaceError(
             f"no default search space for workload {workload!r}; pass --space FILE.yaml "
-            f"(workloads with defaults: {', '.join(sorted(DEFAULT_SPACES))})"
+            f"(workloads with defaults: {', '.join(sorted(k for k in DEFAULT_SPACES if '-' not in k))})"
         )
     build_space(base)  # validate now, report errors early
     return base

@@ -115,6 +115,8 @@ class Trainer:
         self.step_times: list[float] = []
         self.skipped_steps = 0
         self._logger: MetricsLogger | None = None
+        self._last_ckpt_step = 0
+        self._last_eval_step = 0
 
     def _init_pipeline(self, ddp_kw: dict[str, Any]) -> None:
         """Cut the model into stages; this rank keeps its stage (rank 0 also the full model)."""
@@ -351,6 +353,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.micro_in_epoch = prog["step"], prog["epoch"], prog["micro"]
         self.skipped_steps = prog["skipped"]
+        self._last_ckpt_step = self._last_eval_step = self.step
         self.last_eval = state.get("last_eval", {})
         _rng_from_save(mine["rng"])
         if mine.get("strategy") is not None and hasattr(self.strategy, "load_state_dict"):
@@ -359,13 +362,21 @@ class Trainer:
             truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
         return self.step
 
+    def _epoch_end_due(self, end_of_epoch: bool, last: int) -> bool:
+        """At an epoch end, but no more than ~20 times a run (full-batch: 1 step = 1 epoch)."""
+        return end_of_epoch and self.step - last >= max(1, self.total_steps // 20)
+
     def _should_checkpoint(self, end_of_epoch: bool) -> bool:
         every = self.cfg.checkpoint.every_steps
-        return (every > 0 and self.step % every == 0) or (every == 0 and end_of_epoch)
+        if every > 0:
+            return self.step % every == 0
+        return self._epoch_end_due(end_of_epoch, self._last_ckpt_step)
 
     def _should_eval(self, end_of_epoch: bool) -> bool:
         every = self.cfg.train.eval_every
-        return (every > 0 and self.step % every == 0) or (every == 0 and end_of_epoch)
+        if every > 0:
+            return self.step % every == 0
+        return self._epoch_end_due(end_of_epoch, self._last_eval_step)
 
     # -------------------------------------------------------------------- loop
 
@@ -420,6 +431,7 @@ class Trainer:
     def _after_step(self, row: dict[str, Any], end_epoch: bool, progress: Progress) -> None:
         self.history.append(row)
         if self._should_eval(end_epoch):
+            self._last_eval_step = self.step
             ev = self.evaluate()
             row.update({f"eval/{k}": v for k, v in ev.items()})
         if self._logger and (self.step % self.cfg.train.log_every == 0 or "eval/" in "".join(row)
@@ -432,6 +444,7 @@ class Trainer:
             k.removeprefix("eval/"): v for k, v in row.items()
             if k == f"eval/{self.task.headline}"})
         if self._should_checkpoint(end_epoch) and self.step < self.total_steps:
+            self._last_ckpt_step = self.step
             self.save()
 
     def _summary(self, wall: float) -> dict[str, Any]:

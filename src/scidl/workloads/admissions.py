@@ -73,6 +73,7 @@ class Admissions(Workload):
     name = "admissions"
     description = "MLP regression of a graduate-admissions-like table (400 rows, 7 features), MSE/R²"
     Config = AdmissionsConfig
+    smoke = ["task.n_rows=64", "train.batch_size=8"]
     defaults = {"train": {"epochs": 100, "batch_size": 40}, "optim": {"name": "adam", "lr": 1e-3}}
 
     def build(self, cfg: AdmissionsConfig, ctx: BuildContext) -> Task:  # type: ignore[override]

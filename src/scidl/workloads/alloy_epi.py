@@ -85,7 +85,7 @@ def make_problem(cfg: AlloyEPIConfig, seed: int) -> AlloyProblem:
     mu = rng.uniform(-0.5, 0.5, size=k)
     mag = cfg.epi_scale * cfg.epi_decay ** np.arange(cfg.true_shells)[:, None]
     epi = mag * rng.uniform(0.5, 1.0, (cfg.true_shells, n_pair)) * rng.choice([-1, 1], (cfg.true_shells, n_pair))
-    tables = neighbour_table(cfg.supercell, max(cfg.max_shells, cfg.true_shells))
+    tables = neighbour_table(cfg.supercell, max(cfg.max_shells, cfg.true_shells, cfg.fit_shells or 0))
     n_sites = tables[0].shape[0]
 
     def split(n: int) -> AlloyData:
@@ -208,7 +208,7 @@ class AlloyEPI(Workload):
 
         def evaluate(m: nn.Module, data: Any) -> dict[str, float]:
             x, e = data
-            pred = m(x)[:, 0].double().numpy() * fy.std + fy.mean
+            pred = m(x)[:, 0].detach().double().numpy() * fy.std + fy.mean
             rmse = float(np.sqrt(np.mean((pred - e) ** 2)))
             return {"test_rmse": rmse, "test_rmse_ratio": rmse / noise,
                     "fit_shells": float(shells), **summary}

@@ -87,13 +87,17 @@ class Workload:
     Subclasses set ``name``, ``description``, ``Config`` (a :class:`WorkloadConfig`) and
     implement :meth:`build`. ``defaults`` may hold overrides of the run config that suit the
     workload (e.g. ``{"optim": {"lr": 1e-3}, "train": {"epochs": 50}}``), applied before the
-    user's YAML and command-line overrides.
+    user's YAML and command-line overrides. ``smoke`` holds overrides for a seconds-long
+    configuration that the shared workload test suite trains.
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     Config: ClassVar[type[WorkloadConfig]] = WorkloadConfig
     defaults: ClassVar[dict[str, Any]] = {}
+    #: ``key=value`` overrides giving a tiny but real configuration, used by the shared
+    #: test suite (every workload builds and trains two steps on 2 gloo processes).
+    smoke: ClassVar[list[str]] = []
 
     def build(self, cfg: WorkloadConfig, ctx: BuildContext) -> Task:  # pragma: no cover
         raise NotImplementedError(f"workload {self.name!r} does not implement build()")

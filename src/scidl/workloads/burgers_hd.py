@@ -112,7 +112,7 @@ def residual(
     """``(u, r / d)`` with r = u_t + (d^2/2) Δu + d (u - (2+d)/(2d)) Σ ∂_i u."""
     d = cfg.d
     dirs, w = directions(cfg, gen)
-    u, j, lap = model(tx, dirs.to(tx.device), w.to(tx.device))
+    u, j, lap = model(tx, dirs.to(tx), w.to(tx))
     r = j[:, 0] + 0.5 * d * d * lap + d * (u - (2.0 + d) / (2.0 * d)) * j[:, 1]
     return u, r / d
 

@@ -17,7 +17,8 @@ Sample quality uses a classifier trained locally on the same training split:
 inception-style score IS = exp E_x KL(p(y|x) ‖ p(y)) (10 = perfect for 10 balanced classes),
 Fréchet distance FD = ‖μ_r − μ_g‖² + Tr(Σ_r + Σ_g − 2 (Σ_r Σ_g)^{1/2}) between the
 classifier's penultimate features of real test images and generated ones, and the share of
-samples the classifier assigns to the label they were generated for.
+samples the classifier assigns to the label they were generated for; the pixel standard
+deviation across a label's samples measures diversity (mode collapse drives it to 0).
 """
 
 from __future__ import annotations
@@ -250,7 +251,8 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 def sample_metrics(
     images: torch.Tensor, labels: Sequence[int], clf: Classifier, real: torch.Tensor
 ) -> dict[str, float]:
-    """IS, Fréchet distance to ``real`` and label accuracy of ``images`` (L, n, 64)."""
+    """IS, Fréchet distance to ``real``, label accuracy and within-label diversity (pixel
+    std across the samples of a label, averaged) of ``images`` (L, n, 64)."""
     L, n, _ = images.shape
     flat = images.reshape(L * n, IMG)
     intended = torch.tensor(labels).repeat_interleave(n)
@@ -259,6 +261,7 @@ def sample_metrics(
         "inception_score": inception_score(torch.softmax(logits, 1).numpy()),
         "fid": frechet_distance(clf.features(real).numpy(), clf.features(flat).numpy()),
         "label_accuracy": float((logits.argmax(1) == intended).float().mean()),
+        "pixel_std": float(images.std(dim=1).mean()),  # within-label diversity
     }
 
 
@@ -317,9 +320,10 @@ def save_grid(images: torch.Tensor, path: str | Path, title: str = "") -> Path:
     import matplotlib.pyplot as plt
 
     L, n, _ = images.shape
-    grid = images.reshape(L, n, 8, 8).permute(0, 2, 1, 3).reshape(L * 8, n * 8).numpy()
-    fig, ax = plt.subplots(figsize=(n * 0.35 + 0.3, L * 0.35 + 0.5))
-    ax.imshow(grid, cmap="gray_r", vmin=-1, vmax=1)
+    tiles = F.pad(images.reshape(L, n, 8, 8), (1, 1, 1, 1), value=-1.0)  # 1-pixel gaps
+    grid = tiles.permute(0, 2, 1, 3).reshape(L * 10, n * 10).numpy()
+    fig, ax = plt.subplots(figsize=(n * 0.6 + 0.3, L * 0.6 + 0.5))
+    ax.imshow(grid, cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)
     path = Path(path)

@@ -72,6 +72,7 @@ class Digits(Workload):
     name = "digits"
     description = "scikit-learn 8x8 digits classification, MLP or small CNN, accuracy"
     Config = DigitsConfig
+    smoke = ["train.batch_size=16"]
     defaults = {"train": {"epochs": 20, "batch_size": 64}, "optim": {"name": "adam", "lr": 1e-3}}
 
     def build(self, cfg: DigitsConfig, ctx: BuildContext) -> Task:  # type: ignore[override]

@@ -71,8 +71,11 @@ def load_kick(spec: str) -> tuple[str, KickFn]:
 
 
 def run_long(kick: KickFn, x: np.ndarray, v: np.ndarray, m: np.ndarray, steps: int,
-             n_records: int = 200) -> dict[str, Any]:
-    """Integrate, recording energy, angular momentum and planet positions."""
+             n_records: int = 200, partial: Path | None = None) -> dict[str, Any]:
+    """Integrate, recording energy, angular momentum and planet positions.
+
+    With ``partial``, the records so far are rewritten there at every record (so a run cut
+    short still leaves its measured prefix)."""
     s0 = WHState.from_inertial(x, v, m)
     e0 = s0.energy()
     l0 = s0.angular_momentum()
@@ -83,6 +86,11 @@ def run_long(kick: KickFn, x: np.ndarray, v: np.ndarray, m: np.ndarray, steps: i
         rows.append((step, (s.energy() - e0) / np.abs(e0),
                      np.linalg.norm(s.angular_momentum() - l0, axis=1) / np.linalg.norm(l0, axis=1),
                      xi))
+        if partial is not None:
+            partial.write_text(json.dumps({
+                "steps_done": step, "wall_s": time.perf_counter() - t0,
+                "steps": [r[0] for r in rows], "dE": [r[1].tolist() for r in rows],
+                "dL": [r[2].tolist() for r in rows], "x": [r[3].tolist() for r in rows]}))
 
     t0 = time.perf_counter()
     integrate(s0, H_STEP, steps, kick, record_every=max(1, steps // n_records), on_record=rec)
@@ -151,7 +159,8 @@ def cmd_long(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
     name, kick = load_kick(args.kick)
     x, v, m = reference_system()
-    out = run_long(kick, x, v, m, args.steps)
+    out = run_long(kick, x, v, m, args.steps,
+                   partial=Path(args.json).with_suffix(f".{name}.partial.json"))
     pos = out.pop("positions")
     np.save(Path(args.json).with_suffix(f".{name}.pos.npy"), pos)
     return {"kick": name, "n_steps": args.steps, **out}

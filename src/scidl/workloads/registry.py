@@ -12,6 +12,8 @@ _BUILTIN: dict[str, str] = {
     "admissions": "scidl.workloads.admissions:Admissions",
     "digits": "scidl.workloads.digits:Digits",
     "burgers": "scidl.workloads.burgers:Burgers",
+    "burgers_hd": "scidl.workloads.burgers_hd:BurgersHD",
+    "nbody": "scidl.workloads.nbody:NBody",
     "ising_vae": "scidl.workloads.ising_vae:IsingVAEWorkload",
     "alloy_epi": "scidl.workloads.alloy_epi:AlloyEPI",
     "geneexpr_ans": "scidl.workloads.geneexpr_ans:GeneExprANS",

@@ -1,0 +1,109 @@
+"""Pure data parallel vs 2-stage hybrid (pipeline x replicas) at equal process count.
+
+A deep residual network (ResNet-(6n+2) of pre-activation blocks, GroupNorm) on synthetic
+32x32 images, trained through the normal SciDL trainer. Each layout runs in fresh
+processes, so peak RSS per rank is that layout's own. Reports throughput, peak memory per
+rank, the stage-balance report (predicted vs measured step time, bubble) and the ratios.
+Writes benchmarks/results/hybrid.json.
+
+    python benchmarks/hybrid.py [--depth 56] [--batch 32] [--steps 12] [--nproc 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from scidl.config import load_config
+from scidl.parallel.blocks import resnet_sequential
+from scidl.testing import run_distributed
+from scidl.train.api import train_process
+from scidl.workloads import Task
+
+DEPTH, WIDTH = 56, 16
+
+
+def images_task(ctx):
+    g = torch.Generator().manual_seed(ctx.seed)
+    x = torch.randn(1024, 3, 32, 32, generator=g)
+    y = torch.randint(0, 10, (1024,), generator=g)
+    ce = nn.functional.cross_entropy
+    return Task(model=resnet_sequential(DEPTH, WIDTH, in_ch=3, classes=10),
+                train_data=TensorDataset(x, y), loss=lambda m, b: ce(m(b[0]), b[1]), loss_fn=ce,
+                evaluate=lambda m, d: {}, val_data=None)
+
+
+def _worker(rank, world, cfg_dict, depth, width):
+    global DEPTH, WIDTH
+    DEPTH, WIDTH = depth, width
+    summary = train_process(cfg_dict, False, images_task)
+    summary["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return summary
+
+
+def run_layout(name, over, args, root):
+    cfg = load_config("digits", overrides=[
+        "log.tensorboard=false", "log.progress=false", "checkpoint.final=false",
+        f"train.max_steps={args.steps}", f"train.global_batch_size={args.batch}",
+        "optim.name=sgd", "optim.lr=0.01", f"log.run_dir={root}/{name}", *over])
+    out = run_distributed(_worker, args.nproc, cfg.to_dict(), args.depth, args.width, timeout=1500)
+    return {
+        "layout": name, "samples_per_s": out[0]["samples_per_s"], "step_time_s": out[0]["step_time_s"],
+        "peak_rss_mb_per_rank": [o["peak_rss_mb"] for o in out],
+        "pipeline": out[0].get("pipeline"),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--depth", type=int, default=56)
+    ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=32, help="global batch")
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--microbatches", type=int, default=4)
+    ap.add_argument("--nproc", type=int, default=2)
+    ap.add_argument("--out", default="benchmarks/results/hybrid.json")
+    args = ap.parse_args()
+    layouts = [
+        ("data_parallel", []),
+        ("hybrid_2stage_1f1b", ["parallel.pipeline_stages=2", f"parallel.microbatches={args.microbatches}"]),
+        ("hybrid_2stage_gpipe", ["parallel.pipeline_stages=2", f"parallel.microbatches={args.microbatches}",
+                                 "parallel.schedule=gpipe"]),
+    ]
+    with tempfile.TemporaryDirectory() as root:
+        results = [run_layout(n, o, args, root) for n, o in layouts]
+    base = results[0]
+    print(f"ResNet-{args.depth} width {args.width}, 32x32x3 images, global batch {args.batch}, "
+          f"{args.nproc} processes (gloo, CPU)")
+    print(f"{'layout':<22}{'samples/s':>10}{'step (s)':>10}{'peak RSS/rank (MB)':>22}"
+          f"{'thr. ratio':>12}{'mem ratio':>11}{'pred. step':>12}{'bubble':>8}")
+    for r in results:
+        mem = max(r["peak_rss_mb_per_rank"])
+        r["throughput_ratio"] = r["samples_per_s"] / base["samples_per_s"]
+        r["memory_ratio"] = mem / max(base["peak_rss_mb_per_rank"])
+        p = r["pipeline"] or {}
+        print(f"{r['layout']:<22}{r['samples_per_s']:>10.1f}{r['step_time_s']:>10.3f}"
+              f"{' / '.join(f'{m:.0f}' for m in r['peak_rss_mb_per_rank']):>22}"
+              f"{r['throughput_ratio']:>12.2f}{r['memory_ratio']:>11.2f}"
+              f"{p.get('predicted_step_s', float('nan')):>12.3f}{p.get('bubble_fraction', 0):>8.2f}")
+    out = {"benchmark": "hybrid", "results": results, "config": vars(args),
+           "versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
+           "hardware": {"machine": platform.machine(), "cpus": __import__("os").cpu_count()},
+           "date": time.strftime("%Y-%m-%d")}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2, default=str))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
