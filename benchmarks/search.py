@@ -105,13 +105,21 @@ def part_pareto(work: Path, trials: int) -> dict[str, Any]:
     fast = min(ok, key=lambda t: t["latency_ms"])
     shutil.copy(d / "pareto.png", IMG / "search_pareto_digits.png")
     speedup = best["latency_ms"] / fast["latency_ms"]
+    # Every trial (not only the front): how much slower are equally accurate networks?
+    every = [{"number": t.number, "metric": t.values[0], "latency_ms": t.values[1],
+              "n_params": t.user_attrs["result"]["n_params"], "params": t.params}
+             for t in res.study.trials if t.state.name == "COMPLETE"]
+    near = [t for t in every if t["metric"] >= best["metric"] - 0.01]
+    slowest_near = max(near, key=lambda t: t["latency_ms"])
     print(f"pareto: {len(front)} points; most accurate {best['metric']:.4f} at {best['latency_ms']:.4f} ms; "
           f"fastest within 1 pt {fast['metric']:.4f} at {fast['latency_ms']:.4f} ms -> {speedup:.1f}x", flush=True)
     return {"trials": trials, "population": 8, "epochs": PARETO_EPOCHS,
             "wall_s": wall, "front": [{k: t[k] for k in ("number", "metric", "latency_ms", "n_params", "params")}
                                       for t in front],
             "most_accurate": best["number"], "fastest_within_1pt": fast["number"],
-            "speedup_within_1pt": speedup, "target_met": speedup >= 5.0}
+            "speedup_within_1pt": speedup, "target_met": speedup >= 5.0, "trials_all": every,
+            "slowest_within_1pt": slowest_near["number"],
+            "front_vs_slowest_within_1pt": slowest_near["latency_ms"] / fast["latency_ms"]}
 
 
 def part_workers(work: Path, trials: int) -> dict[str, Any]:
@@ -164,7 +172,12 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", f"Fastest front member within 1 point of the most accurate: trial "
                   f"{p['fastest_within_1pt']} vs trial {p['most_accurate']}, "
                   f"**{p['speedup_within_1pt']:.1f}× faster** (target ≥ 5×: "
-                  f"{'met' if p['target_met'] else 'not met'}).", ""]
+                  f"{'met' if p['target_met'] else 'not met'})."]
+        if "slowest_within_1pt" in p:
+            lines += ["", f"Among all {len(p['trials_all'])} trials, the slowest network within 1 point of the "
+                      f"most accurate (trial {p['slowest_within_1pt']}) is "
+                      f"{p['front_vs_slowest_within_1pt']:.1f}× slower than the front's choice."]
+        lines.append("")
     w = results.get("workers")
     if w:
         lines += [f"Same study ({w['strategy']}, {w['workload']}, {w['trials']} trials, journal storage), "

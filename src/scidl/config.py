@@ -150,7 +150,14 @@ def _validate(model: type[BaseModel], data: dict[str, Any], prefix: str = "") ->
 
 
 def parse_value(text: str) -> Any:
-    """Parse an override value with YAML rules (``1e-3`` → float, ``[1,2]`` → list)."""
+    """Parse an override value with YAML rules (``1e-3`` → float, ``[1,2]`` → list).
+
+    ``on``/``off``/``yes``/``no`` stay strings (YAML 1.1 would make them booleans): choice
+    fields such as ``optim.aa_ma=on`` mean the word, and pydantic still reads them as
+    booleans where a field is a bool.
+    """
+    if text.strip().lower() in ("on", "off", "yes", "no", "y", "n"):
+        return text.strip()
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -222,7 +229,22 @@ def load_config(
     # Fill the task section with the workload's full defaults so config.yaml is complete.
     task = _validate(wl.Config, merged.get("task", {}) or {}, prefix="task")
     merged["task"] = task.model_dump(mode="json")
-    return _validate(RunConfig, merged)
+    cfg = _validate(RunConfig, merged)
+    _check_registered(cfg)
+    return cfg
+
+
+def _check_registered(cfg: RunConfig) -> None:
+    """Names chosen from registries fail at load time, with the choices."""
+    from scidl.comm import strategy_names
+    from scidl.optim import optimizer_names
+
+    for key, value, choices in (("optim.name", cfg.optim.name, optimizer_names()),
+                                ("comm.strategy", cfg.comm.strategy, strategy_names())):
+        if value not in choices:
+            close = difflib.get_close_matches(value, choices, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"invalid value for '{key}': {value!r}{hint}; choices: {', '.join(choices)}")
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

@@ -14,6 +14,7 @@ from scidl.comm.grouped import plan_groups
 from scidl.comm.hierarchical import node_layout
 from scidl.comm.powersgd import matrix_shape, orthonormalise
 from scidl.comm.sparse import (
+    above,
     exact_topk,
     k_for,
     pack,
@@ -68,6 +69,13 @@ def test_threshold_selection_is_close_to_exact():
     mask = torch.zeros_like(x, dtype=torch.bool)
     mask[idx] = True
     assert x[mask].abs().min() >= x[~mask].abs().max()
+
+
+def test_chunked_threshold_pass_matches_nonzero():
+    x = torch.randn(300_001, generator=torch.Generator().manual_seed(1))
+    for t in (0.5, 3.0, 99.0):
+        want = torch.nonzero(x.abs() >= t, as_tuple=True)[0]
+        assert torch.equal(above(x, t, chunk=1 << 14), want)
 
 
 def test_threshold_selection_handles_ties_and_zeros():

@@ -86,3 +86,10 @@ def test_cli_workloads_lists_names():
     assert r.returncode == 0, r.stderr
     names = [line.split()[0] for line in r.stdout.splitlines() if line.strip()]
     assert {"admissions", "digits", "burgers"} <= set(names)
+
+
+def test_registry_names_are_checked_at_load_time():
+    with pytest.raises(ConfigError, match=r"'optim.name'.*choices:.*sgd"):
+        load_config("admissions", overrides=["optim.name=sgdd"])
+    with pytest.raises(ConfigError, match=r"'comm.strategy'.*choices:.*dense"):
+        load_config("admissions", overrides=["comm.strategy=nope"])

@@ -16,7 +16,9 @@ def _autograd_derivs(net, tx):
     u = net(x)
     (g,) = torch.autograd.grad(u.sum(), x, create_graph=True)
     d = tx.shape[1] - 1
-    lap = sum(torch.autograd.grad(g[:, 1 + i].sum(), x, retain_graph=True)[0][:, 1 + i] for i in range(d))
+    lap = sum(
+        torch.autograd.grad(g[:, 1 + i].sum(), x, retain_graph=True)[0][:, 1 + i] for i in range(d)
+    )
     return u, g, lap
 
 
@@ -44,7 +46,9 @@ def test_stochastic_laplacians_are_unbiased(kind):
     _, _, exact = net(tx, *[a.double() for a in directions(BurgersHDConfig(d=d))])
     cfg = BurgersHDConfig(d=d, laplacian=kind, probes=1)
     gen = torch.Generator().manual_seed(1)
-    est = torch.stack([net(tx, *[a.double() for a in directions(cfg, gen)])[2] for _ in range(draws)])
+    est = torch.stack(
+        [net(tx, *[a.double() for a in directions(cfg, gen)])[2] for _ in range(draws)]
+    )
     se = est.std(0) / draws**0.5
     assert ((est.mean(0) - exact).abs() < 5 * se + 1e-12).all()
     assert (est.std(0) > 1e-3 * exact.abs()).all()  # an estimate, not the exact value
@@ -85,8 +89,9 @@ def test_exact_solution_has_zero_residual(d):
 
 def test_training_reduces_error_d2():
     assert isinstance(get_workload("burgers_hd"), BurgersHD)
-    cfg = BurgersHDConfig(d=2, n_collocation=300, n_terminal=64, n_boundary=64, hidden=16,
-                          depth=2, n_eval=512)
+    cfg = BurgersHDConfig(
+        d=2, n_collocation=300, n_terminal=64, n_boundary=64, hidden=16, depth=2, n_eval=512
+    )
     torch.manual_seed(0)
     task = BurgersHD().build(cfg, BuildContext(seed=0))
     model, pts = task.model, task.train_data.points
@@ -101,8 +106,17 @@ def test_training_reduces_error_d2():
 
 
 def test_high_dimension_builds_and_steps():
-    cfg = BurgersHDConfig(d=100, n_collocation=64, n_terminal=16, n_boundary=16, hidden=16,
-                          depth=2, n_eval=64, laplacian="sdgd", probes=8)
+    cfg = BurgersHDConfig(
+        d=100,
+        n_collocation=64,
+        n_terminal=16,
+        n_boundary=16,
+        hidden=16,
+        depth=2,
+        n_eval=64,
+        laplacian="sdgd",
+        probes=8,
+    )
     torch.manual_seed(0)
     task = BurgersHD().build(cfg, BuildContext(seed=0))
     loss = task.loss(task.model, task.train_data.points)

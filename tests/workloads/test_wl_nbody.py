@@ -14,7 +14,12 @@ from scidl.workloads.nbody_kepler import kepler_drift, stumpff_c2_c3
 from scidl.workloads.nbody_nets import DirectKick, ExactKick, HamiltonianKick
 from scidl.workloads.nbody_study import reference_system
 from scidl.workloads.nbody_wh import (
-    WHState, from_jacobi, integrate, interaction_kick, jacobi_masses, to_jacobi,
+    WHState,
+    from_jacobi,
+    integrate,
+    interaction_kick,
+    jacobi_masses,
+    to_jacobi,
 )
 from scidl.workloads.registry import get_workload
 
@@ -81,8 +86,11 @@ def test_jacobi_round_trip_and_kick_is_gradient_of_h_int():
 
     def h_int(qq):
         xx = from_jacobi(qq, m)[0]
-        pot = sum(m[0, a] * m[0, b] / np.linalg.norm(xx[a] - xx[b])
-                  for a in range(4) for b in range(a + 1, 4))
+        pot = sum(
+            m[0, a] * m[0, b] / np.linalg.norm(xx[a] - xx[b])
+            for a in range(4)
+            for b in range(a + 1, 4)
+        )
         return sum(m[0, 0] * m[0, i] / np.linalg.norm(qq[0, i]) for i in range(1, 4)) - pot
 
     acc = interaction_kick(q, s.ms)
@@ -94,8 +102,9 @@ def test_jacobi_round_trip_and_kick_is_gradient_of_h_int():
             g = (h_int(q + dq) - h_int(q - dq)) / (2 * eps)
             # central differences of O(1e-3) energies: ~1e-13 / m' rounding noise
             assert abs(acc[0, i, k] + g / mp[0, i]) < 1e-5 * np.abs(acc).max()
-    torch.testing.assert_close(ExactKick()(torch.from_numpy(q), torch.from_numpy(m)),
-                               torch.from_numpy(acc))
+    torch.testing.assert_close(
+        ExactKick()(torch.from_numpy(q), torch.from_numpy(m)), torch.from_numpy(acc)
+    )
 
 
 def test_star_two_planets_bounded_energy_error():
@@ -103,8 +112,13 @@ def test_star_two_planets_bounded_energy_error():
     s0 = WHState.from_inertial(x, v, m)
     e0 = s0.energy()
     errs = []
-    integrate(s0, 2 * math.pi / 40, 1200, record_every=40,
-              on_record=lambda _, s: errs.append(abs((s.energy() - e0)[0] / e0[0])))
+    integrate(
+        s0,
+        2 * math.pi / 40,
+        1200,
+        record_every=40,
+        on_record=lambda _, s: errs.append(abs((s.energy() - e0)[0] / e0[0])),
+    )
     assert max(errs) < 1e-5
     first, last = np.mean(errs[1:10]), np.mean(errs[-10:])
     assert last < 3 * first + 1e-9  # no secular growth over ~30 orbits
@@ -140,14 +154,16 @@ def test_random_systems_are_in_the_centre_of_mass_frame():
 @pytest.mark.parametrize("kind", ["hamiltonian", "direct"])
 def test_training_reduces_kick_error(kind):
     assert isinstance(get_workload("nbody"), NBody)
-    cfg = NBodyConfig(model=kind, hidden=16, n_systems=8, n_steps=60, sample_every=2,
-                      n_val_systems=4)
+    cfg = NBodyConfig(
+        model=kind, hidden=16, n_systems=8, n_steps=60, sample_every=2, n_val_systems=4
+    )
     torch.manual_seed(0)
     task = NBody().build(cfg, BuildContext(seed=0))
     before = task.evaluate(task.model, task.val_data)["kick_rel_err"]
     opt = torch.optim.Adam(task.model.parameters(), lr=3e-3)
-    loader = torch.utils.data.DataLoader(task.train_data, batch_size=32, shuffle=True,
-                                         generator=torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(
+        task.train_data, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
     for _ in range(6):
         for batch in loader:
             opt.zero_grad()

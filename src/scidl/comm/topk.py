@@ -84,7 +84,9 @@ class TopK(CommStrategy):
         if prefer_dense(self.world, cap, n, vb):
             return self._dense(bucket, acc, residual=acc if ef else None, mode="dense")
         vals = acc[idx].to(self.wire_dtype)
-        if ef:  # e ← a − sent (exactly zero at the sent entries for fp32 values)
+        if ef and self.wire_dtype == acc.dtype:  # e ← a − sent: zero where sent
+            acc.index_fill_(0, idx, 0.0)
+        elif ef:  # fp16 values: the rounding error of each sent value stays in e
             acc.index_put_((idx,), acc[idx] - vals.to(acc.dtype))
         payload = pack(idx, vals, cap)
         gathered = torch.empty(payload.numel() * self.world, dtype=torch.uint8, device=buf.device)

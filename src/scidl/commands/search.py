@@ -75,7 +75,7 @@ def _settings(args: argparse.Namespace, study: str, out: str) -> Any:
         space = TOY_SPACE
     fields: dict[str, Any] = dict(
         workload=args.workload, strategy=args.strategy, trials=args.trials or 20, space=space,
-        base=_base_overrides(args), out=out, seed=args.seed, metric=args.metric or "",
+        base=_base_overrides(args), out=str(Path(out).resolve()), seed=args.seed, metric=args.metric or "",
         heartbeat_s=args.heartbeat, grace_s=args.grace, max_retries=args.max_retries,
         sampler=args.sampler, pruner=args.pruner, population=args.population,
         per_depth=args.per_depth, tol=args.tol, penalty=args.penalty,

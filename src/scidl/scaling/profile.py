@@ -81,7 +81,8 @@ def profile_from_run(run_dir: str | Path) -> StepProfile:
         extra = json.loads(prof_json.read_text())
     sizes = extra.get("param_bytes") or model_grad_sizes(cfg)
     cap = float(cfg.get("comm", {}).get("bucket_cap_mb", 25.0)) * 2**20
-    overlap = None if comm <= 0 else max(0.0, 1.0 - exposed / comm)
+    world = int(summary.get("world_size") or 1)
+    overlap = None if comm <= 0 or world <= 1 else max(0.0, 1.0 - exposed / comm)
     return StepProfile(
         compute_s=max(step - exposed, 1e-9),
         grad_bytes=float(sum(sizes)),

@@ -13,7 +13,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,8 @@ def _agree_run_dir(cfg: RunConfig, dctx: DistContext) -> Path:
 
 
 def train_process(
-    cfg_dict: dict[str, Any], resume: bool = False, task_factory: TaskFactory | None = None
+    cfg_dict: dict[str, Any], resume: bool = False, task_factory: TaskFactory | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Train as one rank of the job described by the environment (all ranks call this)."""
     from scidl.train.trainer import Trainer
@@ -92,7 +93,7 @@ def train_process(
                            data_dir=Path(cfg.log.root) / ".data")
         task = build_task(cfg, ctx, task_factory)
         seed_everything(cfg.train.seed + 1 + dctx.rank)  # per-rank stream (dropout, noise)
-        trainer = Trainer(cfg, task, dctx, run_dir)
+        trainer = Trainer(cfg, task, dctx, run_dir, callbacks)
         # An elastic restart re-enters here: continue from the newest good checkpoint.
         restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
         if resume or restarted:
@@ -105,7 +106,8 @@ def train_process(
         return summary
 
 
-def _launch_local(cfg: RunConfig, resume: bool, task_factory: TaskFactory | None) -> dict[str, Any]:
+def _launch_local(cfg: RunConfig, resume: bool, task_factory: TaskFactory | None,
+                  callbacks: Sequence[Any]) -> dict[str, Any]:
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     lc = LaunchConfig(
@@ -114,11 +116,16 @@ def _launch_local(cfg: RunConfig, resume: bool, task_factory: TaskFactory | None
         rdzv_endpoint=f"127.0.0.1:{free_port()}", max_restarts=cfg.dist.max_restarts,
         monitor_interval=0.1, start_method="spawn",
     )
-    results = elastic_launch(lc, train_process)(cfg.to_dict(), resume, task_factory)
+    results = elastic_launch(lc, train_process)(cfg.to_dict(), resume, task_factory, callbacks)
     return results[0]
 
 
-def run(cfg: RunConfig, task_factory: TaskFactory | None = None, resume: bool = False) -> RunResult:
+def run(
+    cfg: RunConfig,
+    task_factory: TaskFactory | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Any] = (),
+) -> RunResult:
     """Train ``cfg`` and return where the results are.
 
     Args:
@@ -126,6 +133,11 @@ def run(cfg: RunConfig, task_factory: TaskFactory | None = None, resume: bool = 
         task_factory: optional ``factory(ctx) -> Task`` for a user's own model and data
             (top-level function, so it can be sent to spawned processes).
         resume: continue ``cfg.log.run_dir`` from its newest good checkpoint.
+        callbacks: trainer callbacks (``on_step_end(trainer, row)``, ``on_train_end(trainer)``),
+            called on every rank; picklable when ``cfg.dist.nproc > 1``.
+
+    Scripts that call this with ``cfg.dist.nproc > 1`` need an ``if __name__ == "__main__":``
+    guard: the processes are started with ``spawn`` and import the script.
     """
     if resume and not cfg.log.run_dir:
         raise ValueError("resume=True needs cfg.log.run_dir (the run folder to continue)")
@@ -133,7 +145,7 @@ def run(cfg: RunConfig, task_factory: TaskFactory | None = None, resume: bool = 
     if cfg.dist.nproc > 1 and launch.launcher == "single":
         if cfg.log.run_dir is None:
             cfg = cfg.model_copy(update={"log": cfg.log.model_copy(update={"run_dir": str(new_run_dir(cfg))})})
-        summary = _launch_local(cfg, resume, task_factory)
+        summary = _launch_local(cfg, resume, task_factory, callbacks)
     else:
-        summary = train_process(cfg.to_dict(), resume, task_factory)
+        summary = train_process(cfg.to_dict(), resume, task_factory, callbacks)
     return RunResult(Path(summary["run_dir"]), summary)

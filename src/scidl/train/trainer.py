@@ -106,7 +106,8 @@ class Trainer:
             self.batch_size = max(self.sampler.num_samples, 1)
         self.steps_per_epoch = self._steps_per_epoch()
         self.total_steps = self._total_steps()
-        self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.total_steps)
+        self.global_batch = self.batch_size * cfg.train.grad_accum * self.dp_size
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.total_steps, self.global_batch)
         self.step = 0
         self.epoch = 0
         self.micro_in_epoch = 0  # micro-batches consumed in the current epoch

@@ -226,7 +226,7 @@ class Burgers(Workload):
     name = "burgers"
     description = "PINN for viscous Burgers (u_t + u u_x = 0.01/pi u_xx), rel. L2 vs Cole-Hopf"
     Config = BurgersConfig
-    defaults: dict[str, Any] = {
+    defaults = {
         "train": {"epochs": 3000, "eval_every": 500, "log_every": 50, "batch_size": 4000},
         "optim": {"name": "adam", "lr": 3e-3, "schedule": "cosine", "min_lr_factor": 0.03},
         "checkpoint": {"every_steps": 1000},

@@ -39,8 +39,8 @@ class BurgersHDConfig(WorkloadConfig):
     )
     hidden: int = Field(64, ge=1, description="hidden width")
     depth: int = Field(3, ge=1, description="hidden layers (tanh)")
-    laplacian: Literal["exact", "sdgd", "hutchinson"] = Field(
-        "exact", description="how the Laplacian is computed"
+    laplacian: Literal["auto", "exact", "sdgd", "hutchinson"] = Field(
+        "auto", description="Laplacian: auto = exact for d <= probes, else sdgd"
     )
     probes: int = Field(16, ge=1, description="sdgd: coordinates sampled; hutchinson: probes")
     cond_weight: float = Field(10.0, ge=0, description="weight of terminal + boundary misfit")
@@ -88,9 +88,12 @@ def directions(
     ``d / probes`` (sdgd), or ``probes`` Rademacher vectors weighted ``1 / probes``.
     """
     d = cfg.d
-    if cfg.laplacian == "exact" or (cfg.laplacian == "sdgd" and cfg.probes >= d):
+    kind = cfg.laplacian
+    if kind == "auto":
+        kind = "exact" if d <= cfg.probes else "sdgd"
+    if kind == "exact" or (kind == "sdgd" and cfg.probes >= d):
         second, weight = torch.eye(d), 1.0
-    elif cfg.laplacian == "sdgd":
+    elif kind == "sdgd":
         idx = torch.randperm(d, generator=gen)[: cfg.probes]
         second, weight = torch.eye(d)[:, idx], d / cfg.probes
     else:
@@ -156,7 +159,7 @@ class BurgersHD(Workload):
         "PINN for the d-dimensional Burgers-type equation (E-Han-Jentzen), exact logistic solution"
     )
     Config = BurgersHDConfig
-    defaults: dict[str, Any] = {
+    defaults = {
         "train": {"epochs": 2000, "eval_every": 250, "log_every": 50, "batch_size": 1000},
         "optim": {"name": "adam", "lr": 2e-3, "schedule": "cosine", "min_lr_factor": 0.02},
         "checkpoint": {"every_steps": 1000},

@@ -59,13 +59,14 @@ class ForwardLaplacianMLP(nn.Module):
         dirs[0] = dirs[0] * self._scale()  # chain rule for the time rescaling
         first = self.hidden[0]
         z = first(a)
-        jz = (dirs.T @ first.weight.T).unsqueeze(0).expand(a.shape[0], -1, -1)  # (N, p, m)
+        jz = dirs.T @ first.weight.T  # type: ignore[union-attr].unsqueeze(0).expand(a.shape[0], -1, -1)  # (N, p, m)
         lz = torch.zeros_like(z)
         ja, la = _tanh_step(z, jz, lz, w)
         a = torch.tanh(z)
         for lin in self.hidden[1:]:
             z = lin(a)
-            ja, la = _tanh_step(z, ja @ lin.weight.T, la @ lin.weight.T, w)
+            wt = lin.weight.T  # type: ignore[union-attr]
+            ja, la = _tanh_step(z, ja @ wt, la @ wt, w)
             a = torch.tanh(z)
         u = self.out(a).squeeze(1)
         ju = (ja @ self.out.weight.T).squeeze(2)

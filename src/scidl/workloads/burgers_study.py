@@ -23,7 +23,7 @@ import torch
 
 from scidl.config import parse_value
 from scidl.workloads.base import BuildContext
-from scidl.workloads.burgers import Burgers, BurgersConfig
+from scidl.workloads.burgers import Burgers, BurgersConfig, CollocationSet
 
 
 def run_study(
@@ -42,7 +42,9 @@ def run_study(
     torch.manual_seed(seed)
     task = Burgers().build(cfg, BuildContext(seed=seed))
     model = task.model
-    pts = task.train_data.points[: cfg.n_collocation // shard]
+    data = task.train_data
+    assert isinstance(data, CollocationSet)
+    pts = data.points[: cfg.n_collocation // shard]
     hist: list[dict[str, Any]] = []
     evals = 0
     t0 = time.perf_counter()

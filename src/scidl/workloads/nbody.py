@@ -54,20 +54,33 @@ def orbital_state(
     r = p / (1.0 + e * math.cos(f))
     pos = np.array([r * math.cos(f), r * math.sin(f), 0.0])
     vel = math.sqrt(mu / p) * np.array([-math.sin(f), e + math.cos(f), 0.0])
-    cO, sO, ci, si, cw, sw = (math.cos(node), math.sin(node), math.cos(inc), math.sin(inc),
-                              math.cos(peri), math.sin(peri))
-    rot = np.array([
-        [cO * cw - sO * sw * ci, -cO * sw - sO * cw * ci, sO * si],
-        [sO * cw + cO * sw * ci, -sO * sw + cO * cw * ci, -cO * si],
-        [sw * si, cw * si, ci],
-    ])
+    cO, sO, ci, si, cw, sw = (
+        math.cos(node),
+        math.sin(node),
+        math.cos(inc),
+        math.sin(inc),
+        math.cos(peri),
+        math.sin(peri),
+    )
+    rot = np.array(
+        [
+            [cO * cw - sO * sw * ci, -cO * sw - sO * cw * ci, sO * si],
+            [sO * cw + cO * sw * ci, -sO * sw + cO * cw * ci, -cO * si],
+            [sw * si, cw * si, ci],
+        ]
+    )
     return rot @ pos, rot @ vel
 
 
 def random_systems(
-    n: int, n_planets: int, rng: np.random.Generator, mass_range: tuple[float, float] = (1e-4, 2e-3),
-    a_first: tuple[float, float] = (0.8, 1.2), ratio: tuple[float, float] = (1.5, 2.0),
-    e_max: float = 0.08, inc_max: float = 0.03,
+    n: int,
+    n_planets: int,
+    rng: np.random.Generator,
+    mass_range: tuple[float, float] = (1e-4, 2e-3),
+    a_first: tuple[float, float] = (0.8, 1.2),
+    ratio: tuple[float, float] = (1.5, 2.0),
+    e_max: float = 0.08,
+    inc_max: float = 0.03,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` star + planet systems in the centre-of-mass frame: x, v (n, 1+P, 3), m (n, 1+P)."""
     lo, hi = np.log(mass_range[0]), np.log(mass_range[1])
@@ -91,21 +104,23 @@ def inner_period(m: np.ndarray) -> float:
     return 2.0 * math.pi
 
 
-def generate_samples(
-    n: int, cfg: NBodyConfig, rng: np.random.Generator
-) -> dict[str, torch.Tensor]:
+def generate_samples(n: int, cfg: NBodyConfig, rng: np.random.Generator) -> dict[str, torch.Tensor]:
     """Jacobi positions, masses and exact interaction kicks along classical WH trajectories."""
     x, v, m = random_systems(n, cfg.n_planets, rng, cfg.mass_range)
     state = WHState.from_inertial(x, v, m)
     h = inner_period(m) / cfg.steps_per_orbit
     qs: list[np.ndarray] = []
-    integrate(state, h, cfg.n_steps, record_every=cfg.sample_every,
-              on_record=lambda _, s: qs.append(s.q))
+    integrate(
+        state, h, cfg.n_steps, record_every=cfg.sample_every, on_record=lambda _, s: qs.append(s.q)
+    )
     q = np.concatenate(qs)
     mm = np.concatenate([m] * len(qs))
     acc = interaction_kick(q, WHState(q, q, state.ms.__class__(mm)).ms)
-    return {"q": torch.from_numpy(q).float(), "m": torch.from_numpy(mm).float(),
-            "a": torch.from_numpy(acc).float()}
+    return {
+        "q": torch.from_numpy(q).float(),
+        "m": torch.from_numpy(mm).float(),
+        "a": torch.from_numpy(acc).float(),
+    }
 
 
 class KickDataset(Dataset):
@@ -135,8 +150,10 @@ def evaluate(model: nn.Module, data: dict[str, torch.Tensor]) -> dict[str, float
     pred = model(data["q"].to(device, dtype), data["m"].to(device, dtype)).detach().cpu().double()
     a = data["a"].double()
     rel = ((pred[:, 1:] - a[:, 1:]).pow(2).sum((1, 2)) / a[:, 1:].pow(2).sum((1, 2))).sqrt()
-    return {"kick_rel_err": float(rel.pow(2).mean().sqrt()),
-            "kick_rel_err_p95": float(torch.quantile(rel, 0.95))}
+    return {
+        "kick_rel_err": float(rel.pow(2).mean().sqrt()),
+        "kick_rel_err_p95": float(torch.quantile(rel, 0.95)),
+    }
 
 
 def build_model(cfg: NBodyConfig) -> nn.Module:
@@ -148,9 +165,11 @@ class NBody(Workload):
     """Neural interaction kick for the Wisdom–Holman N-body map (Hamiltonian or direct)."""
 
     name = "nbody"
-    description = "Neural symplectic N-body: learned Wisdom-Holman interaction kick (Hamiltonian vs direct)"
+    description = (
+        "Neural symplectic N-body: learned Wisdom-Holman interaction kick (Hamiltonian vs direct)"
+    )
     Config = NBodyConfig
-    defaults: dict[str, Any] = {
+    defaults = {
         "train": {"epochs": 60, "batch_size": 128, "eval_every": 0, "log_every": 20},
         "optim": {"name": "adam", "lr": 3e-3, "schedule": "cosine", "min_lr_factor": 0.01},
         "dist": {"nproc": 2},

@@ -114,7 +114,10 @@ class DirectKick(nn.Module):
         bt_f = torch.linalg.solve(a_mat.transpose(1, 2), forces)
         grad = -bt_f
         grad = torch.cat(
-            [grad[:, :1], grad[:, 1:] - (m[:, :1] * m[:, 1:]).unsqueeze(-1) * self.pair_force(q[:, 1:])],
+            [
+                grad[:, :1],
+                grad[:, 1:] - (m[:, :1] * m[:, 1:]).unsqueeze(-1) * self.pair_force(q[:, 1:]),
+            ],
             dim=1,
         )
         acc = -grad / jacobi_mass_t(m).unsqueeze(-1)

@@ -34,16 +34,21 @@ from scidl.workloads.nbody_wh import KickFn, Masses, WHState, integrate, interac
 H_STEP = 2.0 * math.pi / 40.0  # WH step: inner period / 40
 
 
-def reference_system(masses: tuple[float, ...] = (1e-3, 3e-4), a: tuple[float, ...] = (1.0, 1.83),
-                     e: float = 0.04, inc: float = 0.015) -> tuple[np.ndarray, ...]:
+def reference_system(
+    masses: tuple[float, ...] = (1e-3, 3e-4),
+    a: tuple[float, ...] = (1.0, 1.83),
+    e: float = 0.04,
+    inc: float = 0.015,
+) -> tuple[np.ndarray, ...]:
     """A fixed star + planets system (Jupiter/Saturn-like for the defaults), COM frame."""
     n = len(masses)
     m = np.array([[1.0, *masses]])
     x = np.zeros((1, n + 1, 3))
     v = np.zeros_like(x)
     for i in range(n):
-        x[0, i + 1], v[0, i + 1] = orbital_state(1.0, masses[i], a[i], e, inc * (i + 1),
-                                                 0.3 * i, 1.1 * i, 2.0 * i + 0.5)
+        x[0, i + 1], v[0, i + 1] = orbital_state(
+            1.0, masses[i], a[i], e, inc * (i + 1), 0.3 * i, 1.1 * i, 2.0 * i + 0.5
+        )
     x -= (m[..., None] * x).sum(1, keepdims=True) / m.sum()
     v -= (m[..., None] * v).sum(1, keepdims=True) / m.sum()
     return x, v, m
@@ -64,14 +69,21 @@ def load_kick(spec: str) -> tuple[str, KickFn]:
     if spec == "classical":
         return "classical", interaction_kick
     blob = torch.load(spec, weights_only=True)
-    cfg = NBodyConfig(**blob["cfg"])
+    cfg = NBodyConfig.model_validate(blob["cfg"])
     model = build_model(cfg)
     model.load_state_dict(blob["state"])
     return cfg.model, neural_kick(model)
 
 
-def run_long(kick: KickFn, x: np.ndarray, v: np.ndarray, m: np.ndarray, steps: int,
-             n_records: int = 200, partial: Path | None = None) -> dict[str, Any]:
+def run_long(
+    kick: KickFn,
+    x: np.ndarray,
+    v: np.ndarray,
+    m: np.ndarray,
+    steps: int,
+    n_records: int = 200,
+    partial: Path | None = None,
+) -> dict[str, Any]:
     """Integrate, recording energy, angular momentum and planet positions.
 
     With ``partial``, the records so far are rewritten there at every record (so a run cut
@@ -83,14 +95,27 @@ def run_long(kick: KickFn, x: np.ndarray, v: np.ndarray, m: np.ndarray, steps: i
 
     def rec(step: int, s: WHState) -> None:
         xi, _ = s.inertial()
-        rows.append((step, (s.energy() - e0) / np.abs(e0),
-                     np.linalg.norm(s.angular_momentum() - l0, axis=1) / np.linalg.norm(l0, axis=1),
-                     xi))
+        rows.append(
+            (
+                step,
+                (s.energy() - e0) / np.abs(e0),
+                np.linalg.norm(s.angular_momentum() - l0, axis=1) / np.linalg.norm(l0, axis=1),
+                xi,
+            )
+        )
         if partial is not None:
-            partial.write_text(json.dumps({
-                "steps_done": step, "wall_s": time.perf_counter() - t0,
-                "steps": [r[0] for r in rows], "dE": [r[1].tolist() for r in rows],
-                "dL": [r[2].tolist() for r in rows], "x": [r[3].tolist() for r in rows]}))
+            partial.write_text(
+                json.dumps(
+                    {
+                        "steps_done": step,
+                        "wall_s": time.perf_counter() - t0,
+                        "steps": [r[0] for r in rows],
+                        "dE": [r[1].tolist() for r in rows],
+                        "dL": [r[2].tolist() for r in rows],
+                        "x": [r[3].tolist() for r in rows],
+                    }
+                )
+            )
 
     t0 = time.perf_counter()
     integrate(s0, H_STEP, steps, kick, record_every=max(1, steps // n_records), on_record=rec)
@@ -99,9 +124,15 @@ def run_long(kick: KickFn, x: np.ndarray, v: np.ndarray, m: np.ndarray, steps: i
     de = np.stack([r[1] for r in rows])  # (R, B)
     dl = np.stack([r[2] for r in rows])
     slope = np.polyfit(steps_arr, de, 1)[0] * steps  # change over the run from a linear fit
-    return {"steps": steps_arr.tolist(), "dE": de.T.tolist(), "dL_max": dl.max(0).tolist(),
-            "dE_max": np.abs(de).max(0).tolist(), "dE_drift": slope.tolist(),
-            "ms_per_step": 1000 * wall / steps, "positions": np.stack([r[3] for r in rows])}
+    return {
+        "steps": steps_arr.tolist(),
+        "dE": de.T.tolist(),
+        "dL_max": dl.max(0).tolist(),
+        "dE_max": np.abs(de).max(0).tolist(),
+        "dE_drift": slope.tolist(),
+        "ms_per_step": 1000 * wall / steps,
+        "positions": np.stack([r[3] for r in rows]),
+    }
 
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
@@ -112,11 +143,17 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     task = NBody().build(cfg, BuildContext(seed=args.seed))
     model = task.model
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    dl = torch.utils.data.DataLoader(task.train_data, batch_size=128, shuffle=True, drop_last=True,
-                                     generator=torch.Generator().manual_seed(args.seed))
+    dl = torch.utils.data.DataLoader(
+        task.train_data,
+        batch_size=128,
+        shuffle=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
     total = args.epochs * len(dl)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+        opt, lambda s: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+    )
     t0 = time.perf_counter()
     for _ in range(args.epochs):
         for b in dl:
@@ -126,8 +163,13 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
             sched.step()
     metrics = task.evaluate(model, task.val_data)
     torch.save({"cfg": cfg.model_dump(), "state": model.state_dict()}, args.out)
-    return {"model": cfg.model, "epochs": args.epochs, "train_s": time.perf_counter() - t0,
-            **metrics, "path": args.out}
+    return {
+        "model": cfg.model,
+        "epochs": args.epochs,
+        "train_s": time.perf_counter() - t0,
+        **metrics,
+        "path": args.out,
+    }
 
 
 def cmd_kepler(args: argparse.Namespace) -> dict[str, Any]:
@@ -149,18 +191,25 @@ def cmd_kepler(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     s = integrate(s0, h, steps)
     wall = time.perf_counter() - t0
-    return {"eccentricities": es.tolist(), "orbits": steps * 0.7131, "steps": steps,
-            "dE_rel": (np.abs(s.energy() - e0) / np.abs(e0)).tolist(),
-            "dL_rel": (np.linalg.norm(s.angular_momentum() - l0, axis=1)
-                       / np.linalg.norm(l0, axis=1)).tolist(), "wall_s": wall}
+    return {
+        "eccentricities": es.tolist(),
+        "orbits": steps * 0.7131,
+        "steps": steps,
+        "dE_rel": (np.abs(s.energy() - e0) / np.abs(e0)).tolist(),
+        "dL_rel": (
+            np.linalg.norm(s.angular_momentum() - l0, axis=1) / np.linalg.norm(l0, axis=1)
+        ).tolist(),
+        "wall_s": wall,
+    }
 
 
 def cmd_long(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
     name, kick = load_kick(args.kick)
     x, v, m = reference_system()
-    out = run_long(kick, x, v, m, args.steps,
-                   partial=Path(args.json).with_suffix(f".{name}.partial.json"))
+    out = run_long(
+        kick, x, v, m, args.steps, partial=Path(args.json).with_suffix(f".{name}.partial.json")
+    )
     pos = out.pop("positions")
     np.save(Path(args.json).with_suffix(f".{name}.pos.npy"), pos)
     return {"kick": name, "n_steps": args.steps, **out}
@@ -178,15 +227,52 @@ def cmd_general(args: argparse.Namespace) -> dict[str, Any]:
     }
     for case, (x, v, m) in cases.items():
         out = run_long(kick, x, v, m, args.steps, n_records=50)
-        ref = run_long(interaction_kick, x, v, m, args.steps, n_records=50) if name != "classical" else out
+        ref = (
+            run_long(interaction_kick, x, v, m, args.steps, n_records=50)
+            if name != "classical"
+            else out
+        )
         s = WHState.from_inertial(x, v, m)
         kick_err = np.linalg.norm(kick(s.q, s.ms) - interaction_kick(s.q, s.ms)) / np.linalg.norm(
-            interaction_kick(s.q, s.ms))
+            interaction_kick(s.q, s.ms)
+        )
         pos_err = np.abs(out["positions"] - ref["positions"]).max(axis=(1, 2, 3))
-        res[case] = {"dE_max": out["dE_max"][0], "dE_drift": out["dE_drift"][0],
-                     "dE_max_classical": ref["dE_max"][0], "kick_rel_err_t0": float(kick_err),
-                     "pos_err_end": float(pos_err[-1]), "masses": m[0].tolist()}
+        res[case] = {
+            "dE_max": out["dE_max"][0],
+            "dE_drift": out["dE_drift"][0],
+            "dE_max_classical": ref["dE_max"][0],
+            "kick_rel_err_t0": float(kick_err),
+            "pos_err_end": float(pos_err[-1]),
+            "masses": m[0].tolist(),
+        }
     return res
+
+
+def cmd_speed(args: argparse.Namespace) -> dict[str, Any]:
+    """Time per WH step (and per kick) for each kick, interleaved repeats, median."""
+    torch.set_num_threads(1)
+    kicks = dict(load_kick(k) for k in ["classical", *args.models])
+    x, v, m = reference_system()
+    s0 = WHState.from_inertial(x, v, m)
+    step_t: dict[str, list[float]] = {k: [] for k in kicks}
+    kick_t: dict[str, list[float]] = {k: [] for k in kicks}
+    for _ in range(args.repeats):
+        for name, kick in kicks.items():
+            t0 = time.perf_counter()
+            integrate(s0, H_STEP, args.steps, kick)
+            step_t[name].append((time.perf_counter() - t0) / args.steps)
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                kick(s0.q, s0.ms)
+            kick_t[name].append((time.perf_counter() - t0) / args.steps)
+    med = {k: float(np.median(v)) * 1e3 for k, v in step_t.items()}
+    return {
+        "ms_per_step": med,
+        "ms_per_kick": {k: float(np.median(v)) * 1e3 for k, v in kick_t.items()},
+        "ratio_to_classical": {k: v / med["classical"] for k, v in med.items()},
+        "steps": args.steps,
+        "repeats": args.repeats,
+    }
 
 
 def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
@@ -226,7 +312,9 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("command", choices=["train", "kepler", "long", "general", "report"])
+    ap.add_argument("command", choices=["train", "kepler", "long", "general", "speed", "report"])
+    ap.add_argument("--models", nargs="*", default=[], help="speed: trained model files")
+    ap.add_argument("--repeats", type=int, default=5, help="speed: interleaved repeats")
     ap.add_argument("--model", default="hamiltonian", choices=["hamiltonian", "direct"])
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -238,12 +326,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default="docs/workloads/nbody_results.json")
     ap.add_argument("--plot", default="docs/img/nbody_energy.png")
     args = ap.parse_args(argv)
-    fn = {"train": cmd_train, "kepler": cmd_kepler, "long": cmd_long, "general": cmd_general,
-          "report": cmd_report}[args.command]
+    fn = {
+        "train": cmd_train,
+        "kepler": cmd_kepler,
+        "long": cmd_long,
+        "general": cmd_general,
+        "speed": cmd_speed,
+        "report": cmd_report,
+    }[args.command]
     rec = fn(args)
     if rec:
-        key = {"train": f"train_{args.model}", "kepler": "kepler",
-               "long": f"long_{rec.get('kick')}", "general": f"general_{rec.get('kick')}"}[args.command]
+        key = {
+            "train": f"train_{args.model}",
+            "kepler": "kepler",
+            "long": f"long_{rec.get('kick')}",
+            "general": f"general_{rec.get('kick')}",
+            "speed": "speed",
+        }[args.command]
         path = Path(args.json)
         data = json.loads(path.read_text()) if path.exists() else {}
         data[key] = rec

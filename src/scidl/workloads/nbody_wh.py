@@ -145,7 +145,11 @@ def drift(s: WHState, h: float) -> None:
 
 
 def integrate(
-    s: WHState, h: float, n_steps: int, kick: KickFn = interaction_kick, record_every: int = 0,
+    s: WHState,
+    h: float,
+    n_steps: int,
+    kick: KickFn = interaction_kick,
+    record_every: int = 0,
     on_record: Callable[[int, WHState], None] | None = None,
 ) -> WHState:
     """Advance ``n_steps`` Wisdom–Holman steps of size ``h`` (kick-drift-kick, with the

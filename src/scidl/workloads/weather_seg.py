@@ -49,6 +49,7 @@ class WeatherSegConfig(WorkloadConfig):
     noise: float = Field(0.3, ge=0, description="white-noise std added to every channel")
     arch: Literal["unet", "deeplab"] = Field("unet", description="network")
     base: int = Field(8, ge=4, description="channels at full resolution")
+    depth: int = Field(2, ge=1, description="U-net down-sampling steps (size % 2^depth == 0)")
     class_weight_power: float = Field(
         0.5, ge=0, description="w_c ~ freq_c^-power (0: unweighted, 1: inverse frequency)"
     )
@@ -99,7 +100,7 @@ def class_weights(label: torch.Tensor, n_classes: int, power: float) -> torch.Te
 
 def build_seg_model(cfg: WeatherSegConfig) -> nn.Module:
     if cfg.arch == "unet":
-        return UNet(3, len(CLASSES), base=cfg.base, depth=2)
+        return UNet(3, len(CLASSES), base=cfg.base, depth=cfg.depth)
     return AtrousNet(3, len(CLASSES), base=cfg.base)
 
 
