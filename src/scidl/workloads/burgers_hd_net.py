@@ -59,7 +59,8 @@ class ForwardLaplacianMLP(nn.Module):
         dirs[0] = dirs[0] * self._scale()  # chain rule for the time rescaling
         first = self.hidden[0]
         z = first(a)
-        jz = dirs.T @ first.weight.T  # type: ignore[union-attr].unsqueeze(0).expand(a.shape[0], -1, -1)  # (N, p, m)
+        w1 = first.weight.T  # type: ignore[union-attr]
+        jz = (dirs.T @ w1).unsqueeze(0).expand(a.shape[0], -1, -1)  # (N, p, m)
         lz = torch.zeros_like(z)
         ja, la = _tanh_step(z, jz, lz, w)
         a = torch.tanh(z)

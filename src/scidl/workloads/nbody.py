@@ -17,7 +17,7 @@ error, other masses, a fourth body, time per step) are in :mod:`scidl.workloads.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch

@@ -138,7 +138,7 @@ def run_long(
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     """Single-process training with the workload's loss (same as one trainer rank)."""
     torch.set_num_threads(1)
-    cfg = NBodyConfig(model=args.model)
+    cfg = NBodyConfig.model_validate({"model": args.model})
     torch.manual_seed(args.seed)
     task = NBody().build(cfg, BuildContext(seed=args.seed))
     model = task.model
