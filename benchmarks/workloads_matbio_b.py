@@ -4,6 +4,7 @@
     python benchmarks/workloads_matbio_b.py --only noisy --seeds 3
     python benchmarks/workloads_matbio_b.py --only cgan --steps 300
     python benchmarks/workloads_matbio_b.py --only topology
+    python benchmarks/workloads_matbio_b.py --only cgan_budget --steps 200 --hidden 64
 
 Writes benchmarks/results/workloads_matbio_b.json (sections merged into the existing file)
 and PNGs under docs/img/. Training goes through ``scidl.run`` (one in-process rank) except
@@ -196,6 +197,28 @@ def cgan(steps: int, repeats: int, hidden: int) -> dict[str, Any]:
             "weak_scaling": weak(steps, repeats, hidden)}
 
 
+def cgan_budget(steps: int, hidden: int, factor: int) -> dict[str, Any]:
+    """The conditional GAN with ``factor`` × the per-label budget: is it slow or broken?"""
+    from scidl.workloads.cgan_per_label import (
+        CGANConfig,
+        load_images,
+        sample,
+        sample_metrics,
+        train_classifier,
+    )
+    from scidl.workloads.cgan_per_label_dist import PerLabelRunConfig, train_conditional
+
+    spec = PerLabelRunConfig(model=CGANConfig(hidden=hidden), steps=steps * factor)
+    m = spec.model
+    Xtr, ytr, Xte, _ = load_images(spec.seed, m.test_fraction, m.labels)
+    clf = train_classifier(Xtr, ytr, spec.seed, m.classifier_steps)
+    cond, cond_s = train_conditional(spec)
+    row = sample_metrics(sample(cond, m.labels, m.eval_per_label, m.z_dim, 1), m.labels, clf, Xte)
+    row.update(train_s=cond_s, generator_updates=spec.steps * len(m.labels), factor=factor)
+    print(f"conditional x{factor} " + "  ".join(f"{a} {b:.4g}" for a, b in row.items()), flush=True)
+    return row
+
+
 def weak(steps: int, repeats: int, hidden: int, per_rank: int = 2) -> dict[str, Any]:
     """Same pairs per rank on 1 and 2 processes, interleaved repeats; median loop seconds."""
     from scidl.workloads.cgan_per_label import CGANConfig
@@ -323,10 +346,12 @@ def main() -> int:
                 res = noisy(a.seeds, root, a.engine)
             elif part == "cgan":
                 res = cgan(a.steps, a.repeats, a.hidden)
+            elif part == "cgan_budget":
+                res = cgan_budget(a.steps, a.hidden, 4)
             elif part == "topology":
                 res = topology(root, a.burgers_steps)
             else:
-                raise SystemExit(f"unknown section {part!r}; choices: noisy, cgan, topology")
+                raise SystemExit(f"unknown section {part!r}; choices: noisy, cgan, cgan_budget, topology")
             res["meta"] = _meta() | {"section_wall_s": time.perf_counter() - t0}
             _save(part, res)
             if part == "noisy":

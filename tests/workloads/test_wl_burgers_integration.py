@@ -93,3 +93,29 @@ def test_ddp_gradient_equals_global_loss_gradient():
     for a, b in zip(out[0]["params"], out[1]["params"], strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(out[0]["rar"], out[1]["rar"])
+
+
+QUIET = ["log.tensorboard=false", "log.progress=false", "dist.device=cpu",
+         "checkpoint.final=false", "checkpoint.every_steps=1000000", "train.eval_every=1000000"]
+
+
+@pytest.mark.timeout(420)  # generous: the elastic launch is slow on a loaded 2-core machine
+def test_burgers_trains_through_the_trainer_on_two_processes(tmp_path):
+    import scidl
+    from scidl.workloads.base import BuildContext
+    from scidl.workloads.burgers import Burgers, BurgersConfig
+
+    tiny = {"n_collocation": 400, "hidden": 16, "depth": 2, "ref_nx": 64, "ref_nt": 21,
+            "ref_nodes": 801, "rar_every": 20, "rar_points": 10}
+    cfg = scidl.load_config(
+        "burgers",
+        overrides=["train.epochs=60", "optim.lr=1e-2", *QUIET, f"log.run_dir={tmp_path / 'run'}"],
+        extra={"dist": {"nproc": 2}, "task": tiny},
+    )
+    summary = scidl.run(cfg).summary
+    assert summary["world_size"] == 2 and summary["steps"] == 60  # full batch: 1 step/epoch
+    torch.manual_seed(cfg.train.seed)
+    task = Burgers().build(BurgersConfig(**tiny), BuildContext(seed=cfg.train.seed))
+    untrained = task.evaluate(task.model, task.val_data)["rel_l2"]
+    assert summary["headline"] == "rel_l2"
+    assert summary["final_eval"]["rel_l2"] < 0.8 * untrained

@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--names", help="comma-separated input names (default x0,x1,...)")
     p.add_argument("--plot", help="write a PNG of the scalar and the cells")
     p.add_argument("--json", dest="json_out", help="write the cell summaries as JSON")
-    p.add_argument("--top", type=int, default=5, help="cells listed (by mean scalar)")
+    p.add_argument("--top", type=int, default=5, help="cells listed (most excess over the 95th percentile first)")
 
 
 def error_field_from_run(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     ms = morse_smale(X, f, k=args.k, graph=args.graph, persistence=pers)
     print(f"{len(X)} samples, {len(ms.edges)} edges, {len(ms.maxima)} maxima, "
           f"{len(ms.minima)} minima, {len(ms.cells)} cells")
-    for c in sorted(ms.cells, key=lambda c: -c.mean)[: args.top]:
+    for c in sorted(ms.cells, key=lambda c: (-c.excess, -c.mean))[: args.top]:
         print(f"  cell {c.cell:3d}: {describe_cell(c, names)}")
     print(f"worst region: {describe_cell(ms.worst(), names)}")
     if args.plot:

@@ -119,5 +119,5 @@ def save_hardware(hw: Hardware, path: str | Path) -> Path:
     """Write a hardware profile as YAML."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(yaml.safe_dump(hw.model_dump(mode="json"), sort_keys=False))
+    p.write_text(yaml.safe_dump(hw.model_dump(), sort_keys=False))  # int keys stay ints
     return p

@@ -24,7 +24,7 @@ deviation across a label's samples measures diversity (mode collapse drives it t
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -164,24 +164,29 @@ def gan_loss(model: nn.Module, batch: Any, z_dim: int) -> torch.Tensor:
 
 
 def _unwrap(m: nn.Module) -> nn.Module:
-    return m.module if hasattr(m, "module") else m
+    inner = getattr(m, "module", m)  # DistributedDataParallel holds the model as .module
+    return inner if isinstance(inner, nn.Module) else m
 
 
 # ----------------------------------------------------------------------------- sampling
 
 
 @torch.no_grad()
-def sample(model: nn.Module, labels: Sequence[int], n: int, z_dim: int, seed: int) -> torch.Tensor:
+def sample(
+    model: nn.Module | Mapping[int, nn.Module], labels: Sequence[int], n: int, z_dim: int, seed: int
+) -> torch.Tensor:
     """``(len(labels), n, 64)`` images from a conditional pair, a PerLabelGAN or a
     ``{label: Generator}`` dict."""
     g = torch.Generator().manual_seed(seed)
     out = []
     for lab in labels:
         z = torch.randn(n, z_dim, generator=g)
-        if isinstance(model, dict):
+        if isinstance(model, Mapping):
             out.append(model[lab](z))
         elif isinstance(model, PerLabelGAN):
-            out.append(model.pairs[model.labels.index(lab)].G(z))
+            pair = model.pairs[model.labels.index(lab)]
+            assert isinstance(pair, GANPair)
+            out.append(pair.G(z))
         else:
             assert isinstance(model, GANPair)
             out.append(model.G(z, model.onehot(torch.full((n,), lab, dtype=torch.long))))

@@ -211,6 +211,11 @@ class Emulator(Workload):
         "train": {"epochs": 100, "batch_size": 256, "eval_every": 1000},
         "optim": {"name": "adam", "lr": 3e-3, "schedule": "cosine", "min_lr_factor": 0.01},
     }
+    smoke: ClassVar[list[str]] = [
+        "task.n_lines=16", "task.n_wavenumbers=128", "task.n_bands=4", "task.n_train=4",
+        "task.n_val=2", "task.layers_per_column=10", "task.lut_shape=[3,3,3,3]",
+        "task.hidden=[8]", "task.time_columns=0", "train.batch_size=8",
+    ]
 
     def build(self, cfg: WorkloadConfig, ctx: BuildContext) -> Task:
         assert isinstance(cfg, EmulatorConfig)

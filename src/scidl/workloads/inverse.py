@@ -104,6 +104,10 @@ class Inverse(Workload):
         "train": {"epochs": 10, "batch_size": 32},
         "optim": {"name": "adam", "lr": 3e-3, "schedule": "cosine", "min_lr_factor": 0.02},
     }
+    smoke: ClassVar[list[str]] = [
+        "task.size=16", "task.n_train=16", "task.n_val=8", "task.base=4", "task.depth=1",
+        "task.mc_weight=0.1", "task.jacobian_weight=1e-3", "train.batch_size=4",
+    ]
 
     def build(self, cfg: WorkloadConfig, ctx: BuildContext) -> Task:
         assert isinstance(cfg, InverseConfig)

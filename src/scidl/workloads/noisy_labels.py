@@ -214,7 +214,7 @@ def fit_batched(
     but one step serves M runs: a sweep of noise rates × seeds costs about one run's overhead.
     """
     seeds = list(seeds) if seeds is not None else [0] * len(tasks)
-    layers = [[m for m in t.model if isinstance(m, nn.Linear)] for t in tasks]
+    layers = [[m for m in t.model.modules() if isinstance(m, nn.Linear)] for t in tasks]
     W = [torch.stack([ls[i].weight.detach().T for ls in layers]).requires_grad_() for i in range(3)]
     B = [torch.stack([ls[i].bias.detach()[None] for ls in layers]).requires_grad_() for i in range(3)]
     X = torch.stack([t.train_data.tensors[0] for t in tasks])  # type: ignore[attr-defined]

@@ -114,6 +114,9 @@ class WeatherSeg(Workload):
         "train": {"epochs": 12, "batch_size": 16},
         "optim": {"name": "adam", "lr": 3e-3, "schedule": "cosine", "min_lr_factor": 0.02},
     }
+    smoke: ClassVar[list[str]] = [
+        "task.size=16", "task.n_train=16", "task.n_val=8", "task.base=4", "train.batch_size=4",
+    ]
 
     def build(self, cfg: WorkloadConfig, ctx: BuildContext) -> Task:
         assert isinstance(cfg, WeatherSegConfig)
