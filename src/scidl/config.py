@@ -57,7 +57,7 @@ class DistConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="compute device")
     max_restarts: int = Field(0, ge=0, description="elastic agent restarts on failure")
     timeout_s: float = Field(600.0, gt=0, description="collective timeout in seconds")
-    threads_per_proc: int | None = Field(None, ge=1, description="torch threads per process")
+    threads_per_proc: int | None = Field(None, ge=1, description="torch threads per process (default: cores / local processes)")
 
 
 class CheckpointConfig(_Section):

@@ -9,8 +9,10 @@ that fails raises in the caller with its traceback; the whole call is bounded by
 
 from __future__ import annotations
 
+import io
 import multiprocessing as mp
 import os
+import queue
 import traceback
 from collections.abc import Callable
 from datetime import timedelta
@@ -35,7 +37,11 @@ def _child(
             "gloo", rank=rank, world_size=world, timeout=timedelta(seconds=120)
         )
         out = fn(rank, world, *args)
-        q.put((rank, True, out))
+        # Serialise here: tensors sent through a queue live in shared memory that vanishes
+        # when this process exits, possibly before the parent has read them.
+        buf = io.BytesIO()
+        torch.save(out, buf)
+        q.put((rank, True, buf.getvalue()))
     except BaseException:  # report every failure to the parent
         q.put((rank, False, traceback.format_exc()))
     finally:
@@ -62,13 +68,17 @@ def run_distributed(
         for _ in range(world_size):
             try:
                 rank, ok, out = q.get(timeout=timeout)
-            except Exception as e:  # queue.Empty: a rank hung or died silently
+            except queue.Empty as e:  # a rank hung or died silently
+                dead = [r for r, p in enumerate(procs) if not p.is_alive() and r not in results]
                 raise TimeoutError(
                     f"distributed run did not finish within {timeout}s "
-                    f"(ranks done: {sorted(results)})"
+                    f"(ranks done: {sorted(results)}; exited without a result: {dead})"
                 ) from e
             if ok:
-                results[rank] = out
+                import torch
+
+                # our own child's bytes (trusted), so full unpickling is fine here
+                results[rank] = torch.load(io.BytesIO(out), weights_only=False)
             else:
                 errors.append(f"rank {rank} failed:\n{out}")
                 break

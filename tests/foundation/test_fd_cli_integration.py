@@ -70,7 +70,7 @@ def _crash_once_task(ctx):
     return task
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_max_restarts_restarts_and_resumes_from_checkpoint(tmp_path):
     import scidl
 

@@ -83,6 +83,10 @@ def train_process(
     cfg = RunConfig.model_validate(cfg_dict)
     if cfg.dist.threads_per_proc:
         torch.set_num_threads(cfg.dist.threads_per_proc)
+    else:  # several processes on one machine: share the cores instead of oversubscribing
+        local = detect_launch().local_world_size
+        if local > 1:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True)
     with distributed_context(cfg.dist.device, cfg.dist.backend, cfg.dist.timeout_s) as dctx:

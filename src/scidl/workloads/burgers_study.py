@@ -104,7 +104,7 @@ def run_study(
         for step in range(1, lbfgs_steps + 1):
             loss = lb.step(closure)
             if step % every == 0 or step == lbfgs_steps:
-                record("lbfgs", step, float(loss))
+                record("lbfgs", step, loss.item())
     return hist, model, task
 
 

@@ -48,11 +48,14 @@ def pair_features(d: torch.Tensor) -> torch.Tensor:
 
 
 def _mlp(n_in: int, n_out: int, hidden: int, depth: int) -> nn.Sequential:
+    """Tanh MLP; no output bias: it would cancel in both kicks (a constant added to an even
+    potential has no gradient; a constant force cancels in the odd pair force), and DDP
+    requires every parameter to receive a gradient."""
     layers: list[nn.Module] = []
     for _ in range(depth):
         layers += [nn.Linear(n_in, hidden), nn.Tanh()]
         n_in = hidden
-    layers.append(nn.Linear(n_in, n_out))
+    layers.append(nn.Linear(n_in, n_out, bias=False))
     return nn.Sequential(*layers)
 
 

@@ -276,38 +276,62 @@ def cmd_speed(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
+    """Plot energy error and position error vs the classical run from the long-run records
+    (``<json>.<kick>.partial.json``, written during ``long``), and summarise them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = json.loads(Path(args.json).read_text())
+    base = Path(args.json)
+    runs = {
+        k: json.loads(base.with_suffix(f".{k}.partial.json").read_text())
+        for k in ("classical", "hamiltonian", "direct")
+        if base.with_suffix(f".{k}.partial.json").exists()
+    }
+    ref = (
+        {
+            s: np.array(x)
+            for s, x in zip(runs["classical"]["steps"], runs["classical"]["x"], strict=True)
+        }
+        if "classical" in runs
+        else {}
+    )
     fig, ax = plt.subplots(1, 2, figsize=(12, 4))
-    for key, rec in data.items():
-        if not key.startswith("long_"):
-            continue
+    summary: dict[str, Any] = {}
+    for kick, rec in runs.items():
         steps = np.array(rec["steps"])
-        ax[0].plot(steps, np.abs(np.array(rec["dE"][0])) + 1e-18, label=rec["kick"])
-        pos = np.load(Path(args.json).with_suffix(f".{rec['kick']}.pos.npy"))
-        ref_path = Path(args.json).with_suffix(".classical.pos.npy")
-        if ref_path.exists() and rec["kick"] != "classical":
-            ref = np.load(ref_path)
-            n = min(len(ref), len(pos))
-            err = np.abs(pos[:n] - ref[:n]).max(axis=(1, 2, 3))
-            ax[1].plot(steps[:n], err + 1e-18, label=rec["kick"])
-            rec["pos_err"] = {int(steps[i]): float(err[i]) for i in (n // 100, n // 10, n - 1)}
-    ax[0].set_yscale("log")
-    ax[0].set_xlabel("WH step")
-    ax[0].set_ylabel("|E(t) - E(0)| / |E(0)|")
-    ax[0].legend()
-    ax[1].set_yscale("log")
-    ax[1].set_xlabel("WH step")
-    ax[1].set_ylabel("max position error vs classical WH")
-    ax[1].legend()
+        de = np.array(rec["dE"])[:, 0]
+        half = len(steps) // 2
+        summary[kick] = {
+            "steps_done": rec["steps_done"],
+            "dE_max": float(np.abs(de).max()),
+            "dE_mean_first_half": float(np.abs(de[1:half]).mean()),
+            "dE_mean_second_half": float(np.abs(de[half:]).mean()),
+            "dE_fit_change_per_1e5_steps": float(np.polyfit(steps, de, 1)[0] * 1e5),
+            "dL_max": float(np.array(rec["dL"]).max()),
+        }
+        color = {"classical": "C0", "hamiltonian": "C1", "direct": "C2"}[kick]
+        ax[0].plot(steps[1:], np.abs(de[1:]) + 1e-18, label=kick, color=color)
+        if ref and kick != "classical":
+            pairs = [
+                (s, float(np.abs(np.array(x) - ref[s]).max()))
+                for s, x in zip(rec["steps"], rec["x"], strict=True)
+                if s in ref and s > 0
+            ]
+            ax[1].plot([p[0] for p in pairs], [p[1] for p in pairs], label=kick, color=color)
+            summary[kick]["pos_err"] = {str(s): e for s, e in pairs[:: max(1, len(pairs) // 8)]}
+    for a, lab in zip(
+        ax, ("|E(t) - E(0)| / |E(0)|", "max position error vs classical WH"), strict=True
+    ):
+        a.set_yscale("log")
+        a.set_xlabel("WH step (inner period / 40)")
+        a.set_ylabel(lab)
+        a.legend()
     fig.tight_layout()
     fig.savefig(args.plot, dpi=90)
-    Path(args.json).write_text(json.dumps(data, indent=1))
-    return {}
+    plt.close(fig)
+    return {"kick": "all", **summary}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -342,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             "long": f"long_{rec.get('kick')}",
             "general": f"general_{rec.get('kick')}",
             "speed": "speed",
+            "report": "report",
         }[args.command]
         path = Path(args.json)
         data = json.loads(path.read_text()) if path.exists() else {}
