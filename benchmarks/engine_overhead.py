@@ -28,7 +28,7 @@ import scidl
 from scidl.runtime.dist import distributed_context
 from scidl.testing import run_distributed
 from scidl.train.trainer import Trainer
-from scidl.workloads import BuildContext, Task
+from scidl.workloads import Task
 
 
 def _data(n: int, d: int) -> TensorDataset:

@@ -86,11 +86,11 @@ def _engine_checks(rank, world, root):
     cfg = _cfg(root / "parity", "train.max_steps=20", "train.batch_size=16", "checkpoint.final=false")
     ours = _params(_train(cfg).model)
     ref = _hand_written_ddp(cfg, 20)
-    parity = max((a - b).abs().max().item() for a, b in zip(ours, ref))
+    parity = max((a - b).abs().max().item() for a, b in zip(ours, ref, strict=True))
     # 2. gradient accumulation: 2 x 16 equals 1 x 32
     a = _params(_train(_cfg(root / "acc1", "train.max_steps=5", "train.batch_size=32", "checkpoint.final=false")).model)
     b = _params(_train(_cfg(root / "acc2", "train.max_steps=5", "train.batch_size=16", "train.grad_accum=2", "checkpoint.final=false")).model)
-    accum = max((x - y).abs().max().item() for x, y in zip(a, b))
+    accum = max((x - y).abs().max().item() for x, y in zip(a, b, strict=True))
     # 3. a NaN on one rank makes every rank skip that step
     ncfg = _cfg(root / "nan", "train.max_steps=4", "train.batch_size=8", "checkpoint.final=false")
     tr = _train(ncfg, task=_nan_task(None))
@@ -137,7 +137,7 @@ def _resume_checks(rank, world, root):
             f.write_bytes(f.read_bytes()[:-100])
         dist.barrier()
         tr = _train(cfg, resume=True)
-        out[name] = max((a - b).abs().max().item() for a, b in zip(full, _params(tr.model)))
+        out[name] = max((a - b).abs().max().item() for a, b in zip(full, _params(tr.model), strict=True))
         out[name + "_steps"] = tr.step
     return out
 

@@ -33,7 +33,7 @@ def test_every_workload_trains_two_steps_on_two_processes(tmp_path):
                 *wl.smoke]
         cfgs.append(load_config(name, overrides=over).to_dict())
     out = run_distributed(_run_all, 2, cfgs, timeout=280)
-    for name, summary in zip(_all(), out[0]):
+    for name, summary in zip(_all(), out[0], strict=True):
         assert summary["steps"] == 2, name
         assert summary["final_loss"] is not None and math.isfinite(summary["final_loss"]), name
         assert summary["headline"] in summary["final_eval"], (name, summary["final_eval"])

@@ -76,9 +76,12 @@ def distributed_context(
         else:
             for k, v in launch.export().items():
                 os.environ.setdefault(k, v)
+            # env:// (not tcp://): under the elastic agent it joins the agent's store with
+            # this attempt's key prefix, so a restarted group never sees the dead
+            # attempt's addresses.
             dist.init_process_group(
                 be,
-                init_method=f"tcp://{launch.master_addr}:{launch.master_port}",
+                init_method="env://",
                 rank=launch.rank,
                 world_size=launch.world_size,
                 timeout=timeout,
