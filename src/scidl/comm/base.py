@@ -9,6 +9,7 @@ gloo when it chains collectives inside callbacks.
 
 from __future__ import annotations
 
+import abc
 import difflib
 import importlib
 import time
@@ -36,7 +37,7 @@ def completed(value: torch.Tensor) -> Future[torch.Tensor]:
     return fut
 
 
-class CommStrategy:
+class CommStrategy(abc.ABC):
     """How one rank's gradients are combined with the others'.
 
     Lifecycle: the trainer builds the strategy from the ``comm`` config, asks it for
@@ -80,9 +81,9 @@ class CommStrategy:
         if ddp_model is not None:  # stable names of parameters, for checkpoints
             self.param_ids = [id(p) for p in ddp_model.module.parameters()]
 
+    @abc.abstractmethod
     def reduce(self, bucket: Bucket) -> Future[torch.Tensor]:
         """Return a future of the averaged flat gradient of ``bucket`` (all ranks)."""
-        raise NotImplementedError
 
     def end_step(self) -> dict[str, float]:
         """Close the step's accounting and return its counters (bytes, seconds)."""

@@ -12,6 +12,7 @@ settings)`` after each finished trial; ``best_trials(study)`` for the report.
 
 from __future__ import annotations
 
+import abc
 import difflib
 import importlib
 from typing import ClassVar
@@ -24,7 +25,7 @@ from scidl.search.settings import SearchSettings
 from scidl.search.space import SearchSpace
 
 
-class Strategy:
+class Strategy(abc.ABC):
     """Base class of search strategies (single objective, no pruning by default)."""
 
     name: ClassVar[str] = ""
@@ -33,10 +34,11 @@ class Strategy:
     def directions(self, settings: SearchSettings) -> list[str]:
         return [settings.direction]
 
+    @abc.abstractmethod
     def sampler(
         self, settings: SearchSettings, space: SearchSpace, seed: int
-    ) -> optuna.samplers.BaseSampler:  # pragma: no cover - abstract
-        raise NotImplementedError
+    ) -> optuna.samplers.BaseSampler:
+        """The Optuna sampler that proposes this strategy's trials."""
 
     def pruner(self, settings: SearchSettings) -> optuna.pruners.BasePruner:
         return optuna.pruners.NopPruner()

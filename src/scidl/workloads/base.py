@@ -7,6 +7,7 @@ the model and reduces gradients.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +82,7 @@ class Task:
     loss_fn: Callable[[Any, Any], torch.Tensor] | None = None
 
 
-class Workload:
+class Workload(abc.ABC):
     """Base class of registered workloads.
 
     Subclasses set ``name``, ``description``, ``Config`` (a :class:`WorkloadConfig`) and
@@ -99,5 +100,6 @@ class Workload:
     #: test suite (every workload builds and trains two steps on 2 gloo processes).
     smoke: ClassVar[list[str]] = []
 
-    def build(self, cfg: WorkloadConfig, ctx: BuildContext) -> Task:  # pragma: no cover
-        raise NotImplementedError(f"workload {self.name!r} does not implement build()")
+    @abc.abstractmethod
+    def build(self, cfg: WorkloadConfig, ctx: BuildContext) -> Task:
+        """Build the task (model, data, loss, evaluation) for ``cfg``."""
