@@ -47,7 +47,8 @@ def mean_spread(values: Sequence[float | None], digits: int = 3) -> str:
     if not have:
         return f"– (0 of {len(values)})"
     m = statistics.fmean(have)
-    s = f"{m:.{digits}f}" if len(have) == 1 else f"{m:.{digits}f} [{min(have):.{digits}f}–{max(have):.{digits}f}]"
+    rd = 0 if all(float(v).is_integer() for v in have) else digits
+    s = f"{m:.{digits}f}" if len(have) == 1 else f"{m:.{digits}f} [{min(have):.{rd}f}–{max(have):.{rd}f}]"
     return s if len(have) == len(values) else f"{s} ({len(have)} of {len(values)})"
 
 
@@ -172,7 +173,7 @@ def optim_admissions(d: dict, section: str) -> str:
     """Epochs to the MSE targets per variant (mean [min–max] over seeds) and ratios to SGD."""
     s = d[section]
     tab, runs = s["table"], s.get("runs", {})
-    targets = sorted({k.split("_to_")[1] for v in tab.values() for k in v if k.startswith("epochs_to_")},
+    targets = sorted({k.split("_to_")[1] for v in tab.values() for k in v if k.startswith("epochs_to_") and isinstance(v[k], list)},
                      key=float, reverse=True)
     sgd = tab["sgd"]
 
@@ -330,3 +331,35 @@ def scaling_flops_basis(d: dict) -> str:
     head = ["model", "compute from FLOPs (s)", "predicted E", "compute measured (s)", "predicted E", "reported"]
     return table(head, rows)
 
+
+
+def _pairs(a: Sequence[Any], b: Sequence[Any]) -> str:
+    return ", ".join(f"{'–' if x is None else x}/{'–' if y is None else y}" for x, y in zip(a, b))
+
+
+def _missed(s: dict, variant: str, target: str) -> str:
+    vals = s["table"][variant][f"epochs_to_{target}"]
+    return f"{sum(v is None for v in vals)} of {len(vals)}"
+
+
+def optim_admissions_summary(d: dict) -> str:
+    """Key figures of the admissions comparison, quoted in the discussion."""
+    b40, b8, tm = d["admissions_b40"], d["admissions_b8"], d["timing_b40"]["mean_step_s"]
+    lines = []
+    for s in (b40, b8):
+        tab = s["table"]
+        for tg in ("0.01", "0.007"):
+            aa, sgd = tab["aa"][f"epochs_to_{tg}"], tab["sgd"][f"epochs_to_{tg}"]
+            r = ratio(mean_of(aa), mean_of(sgd))
+            lines.append(f"- batch {s['batch']}, MSE ≤ {tg}: AA needs {f(r, 2)}× SGD's epochs (ratio of means over "
+                         f"{len(s['seeds'])} seeds; AA/SGD per seed {_pairs(aa, sgd)}).")
+        lines.append(f"- batch {s['batch']}: unguarded AA (`aa_nosafe`) missed MSE ≤ 0.01 within {s['epochs']} epochs "
+                     f"on {_missed(s, 'aa_nosafe', '0.01')} seeds.")
+    rej = [r["counters"]["rejected"] / (r["counters"]["rejected"] + r["counters"]["extrapolations"])
+           for s in (b40, b8) for r in s["runs"].get("aa", []) if r.get("counters", {}).get("extrapolations") is not None]
+    if rej:
+        lines.append(f"- safeguarded AA rejected {min(rej):.0%}–{max(rej):.0%} of its extrapolations (runs of `aa`).")
+    per = {v: statistics.median(a / b for a, b in zip(ts, tm["sgd"])) for v, ts in tm.items() if v != "sgd"}
+    lines.append("- step time ÷ SGD (median of interleaved repeats): "
+                 + ", ".join(f"`{v}` {x:.2f}" for v, x in per.items()) + ".")
+    return "\n".join(lines)

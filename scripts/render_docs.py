@@ -61,6 +61,7 @@ REGISTRY: dict[str, Block] = {
     "optim_admissions_b40": _b("optim", partial(t.optim_admissions, section="admissions_b40")),
     "optim_admissions_b8": _b("optim", partial(t.optim_admissions, section="admissions_b8")),
     "optim_timing_b40": _b("optim", t.optim_timing),
+    "optim_admissions_summary": _b("optim", t.optim_admissions_summary),
     "optim_burgers": _b("optim", t.optim_burgers),
     "optim_digits": _b("optim", t.optim_digits),
     "optim_filtering": _b("optim", t.optim_filtering),
