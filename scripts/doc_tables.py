@@ -277,13 +277,15 @@ def search_pareto(d: dict) -> str:
                      f"{q['n_conv']} × {q['channels']} (×2 per layer)", head_])
     head = ["trial", "accuracy", "latency (ms/sample)", "params", "conv layers × channels", "head"]
     lat = [t["latency_ms"] for t in p["front"]]
+    acc = [t["metric"] for t in p["front"]]
     met = "met" if p["target_met"] else "not met"
     text = (
         f"Fastest front member within 1 point of the most accurate: trial {p['fastest_within_1pt']} vs trial "
         f"{p['most_accurate']}, **{p['speedup_within_1pt']:.1f}× faster** (target ≥ 5×: {met}).\n\n"
         f"Among all {p['trials']} trials, the slowest network within 1 point of the most accurate (trial "
         f"{p['slowest_within_1pt']}) is {p['front_vs_slowest_within_1pt']:.1f}× slower than the front's choice. "
-        f"The front spans a {max(lat) / min(lat):.1f}× latency range ({min(lat):.4f} → {max(lat):.4f} ms per sample)."
+        f"The front spans a {max(lat) / min(lat):.2f}× latency range ({min(lat):.4f} → {max(lat):.4f} ms per sample) "
+        f"and {(max(acc) - min(acc)) * 100:.1f} accuracy points."
     )
     return (f"NSGA-II, {p['trials']} trials, population {p['population']}, {p['epochs']} epochs per trial. "
             "Pareto front:\n\n" + table(head, rows) + "\n\n" + text)
@@ -363,3 +365,13 @@ def optim_admissions_summary(d: dict) -> str:
     lines.append("- step time ÷ SGD (median of interleaved repeats): "
                  + ", ".join(f"`{v}` {x:.2f}" for v, x in per.items()) + ".")
     return "\n".join(lines)
+
+
+def scaling_published_summary(d: dict) -> str:
+    rows = d["rows"]
+    within = [r for r in rows if abs(r["delta_points"]) <= 5]
+    above = sum(r["delta_points"] > 0 for r in rows)
+    listed = ", ".join(f"{r['model']} {r['delta_points']:+.1f}" for r in within)
+    rest = ", ".join(f"{r['model']} {r['delta_points']:+.1f}" for r in rows if r not in within)
+    return (f"{len(within)} of {len(rows)} rows fall within ±5 points of the reported efficiency ({listed}); "
+            f"the others: {rest}. {above} of {len(rows)} predictions are above the reported value.")

@@ -73,6 +73,7 @@ REGISTRY: dict[str, Block] = {
     # docs/scaling.md
     "scaling_published": _b("scaling_published", t.scaling_published),
     "scaling_flops_basis": _b("scaling_published", t.scaling_flops_basis),
+    "scaling_published_summary": _b("scaling_published", t.scaling_published_summary),
     # docs/workloads/*.md
     # docs/reliability.md: the malformed-input table; its renderer is hooked in here
     # ("reliability": _b("reliability", <renderer>)).
