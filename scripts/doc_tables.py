@@ -9,7 +9,8 @@ quoted as ``mean [min–max]`` over the seeds, with the number of seeds in the h
 from __future__ import annotations
 
 import statistics
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 MB = 1e6
 
@@ -206,7 +207,7 @@ def optim_timing(d: dict) -> str:
     steps = s["mean_step_s"]
     rows = []
     for v, ts in steps.items():
-        per = [a / b for a, b in zip(ts, steps["sgd"])]
+        per = [a / b for a, b in zip(ts, steps["sgd"], strict=True)]
         rows.append([v, f(statistics.fmean(ts) * 1e3, 1), f(statistics.median(per), 2),
                      f"{min(per):.2f}–{max(per):.2f}"])
     head = ["variant", "mean step (ms, mean over repeats)", "step ÷ SGD (median of repeats)", "min–max over repeats"]
@@ -336,7 +337,7 @@ def scaling_flops_basis(d: dict) -> str:
 
 
 def _pairs(a: Sequence[Any], b: Sequence[Any]) -> str:
-    return ", ".join(f"{'–' if x is None else x}/{'–' if y is None else y}" for x, y in zip(a, b))
+    return ", ".join(f"{'–' if x is None else x}/{'–' if y is None else y}" for x, y in zip(a, b, strict=True))
 
 
 def _missed(s: dict, variant: str, target: str) -> str:
@@ -361,7 +362,7 @@ def optim_admissions_summary(d: dict) -> str:
            for s in (b40, b8) for r in s["runs"].get("aa", []) if r.get("counters", {}).get("extrapolations") is not None]
     if rej:
         lines.append(f"- safeguarded AA rejected {min(rej):.0%}–{max(rej):.0%} of its extrapolations (runs of `aa`).")
-    per = {v: statistics.median(a / b for a, b in zip(ts, tm["sgd"])) for v, ts in tm.items() if v != "sgd"}
+    per = {v: statistics.median(a / b for a, b in zip(ts, tm["sgd"], strict=True)) for v, ts in tm.items() if v != "sgd"}
     lines.append("- step time ÷ SGD (median of interleaved repeats): "
                  + ", ".join(f"`{v}` {x:.2f}" for v, x in per.items()) + ".")
     return "\n".join(lines)

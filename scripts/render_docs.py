@@ -23,13 +23,15 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import doc_tables as t  # noqa: E402
+import doc_tables_workloads as w  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = "benchmarks/results"
@@ -75,6 +77,28 @@ REGISTRY: dict[str, Block] = {
     "scaling_flops_basis": _b("scaling_published", t.scaling_flops_basis),
     "scaling_published_summary": _b("scaling_published", t.scaling_published_summary),
     # docs/workloads/*.md
+    # docs/workloads/*.md
+    "emulator": _b("workloads_emulator_inverse_weather", w.emulator),
+    "inverse": _b("workloads_emulator_inverse_weather", w.inverse),
+    "weather_seg": _b("workloads_emulator_inverse_weather", w.weather_seg),
+    "alloy": _b("workloads_alloy_ising_geneexpr", w.alloy_summary),
+    "alloy_learning_curve": _b("workloads_alloy_ising_geneexpr", w.alloy_learning_curve),
+    "ising": _b("workloads_alloy_ising_geneexpr", w.ising),
+    "geneexpr": _b("workloads_alloy_ising_geneexpr", w.geneexpr),
+    "cgan": _b("workloads_cgan_noisy_topology", w.cgan),
+    "cgan_weak_scaling": _b("workloads_cgan_noisy_topology", w.cgan_weak_scaling),
+    "noisy": _b("workloads_cgan_noisy_topology", w.noisy),
+    "noisy_target": _b("workloads_cgan_noisy_topology", w.noisy_target),
+    "noisy_summary": _b("workloads_cgan_noisy_topology", w.noisy_summary),
+    "topology_bumps": _b("workloads_cgan_noisy_topology", w.topology_bumps),
+    "topology_burgers": _b("workloads_cgan_noisy_topology", w.topology_burgers),
+    "topology_target": _b("workloads_cgan_noisy_topology", w.topology_target),
+    "burgers_budget": _b("workloads_burgers", w.burgers_budget),
+    "burgers_target": _b("workloads_burgers", w.burgers_target),
+    "nbody_kepler": _b("workloads_nbody", w.nbody_kepler),
+    "nbody_long": _b("workloads_nbody", w.nbody_long),
+    "nbody_general": _b("workloads_nbody", w.nbody_general),
+    "nbody_speed": _b("workloads_nbody", w.nbody_speed),
     # docs/reliability.md: the malformed-input table; its renderer is hooked in here
     # ("reliability": _b("reliability", <renderer>)).
 }
@@ -154,14 +178,14 @@ def find_unmarked_tables(text: str) -> list[int]:
             continue
         i = 0
         while i < len(lines):
-            if not lines[i].startswith("|"):
+            if not lines[i].lstrip().startswith("|"):
                 i += 1
                 continue
             j = i
-            while j < len(lines) and lines[j].startswith("|"):
+            while j < len(lines) and lines[j].lstrip().startswith("|"):
                 j += 1
             body = re.sub(r"`[^`]*`", "", "\n".join(lines[i + 2 : j]))
-            above = lines[i - 1] if i > 0 else ""
+            above = lines[i - 1].strip() if i > 0 else ""
             if re.search(r"\d", body) and not STATIC.match(above):
                 bad.append(start + i + 1)
             i = j
