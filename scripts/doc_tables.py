@@ -93,7 +93,10 @@ def hybrid(d: dict) -> str:
     base = next(r for r in rows_in if not r.get("pipeline"))
 
     def gb(r: dict) -> int:
-        return r.get("global_batch", c["batch"])
+        for key in ("global_batch_size", "global_batch"):
+            if r.get(key):
+                return r[key]
+        return c["batch"]
 
     rows = []
     for r in rows_in:
