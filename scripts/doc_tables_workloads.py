@@ -111,15 +111,12 @@ def _pairs(fe: dict) -> list[str]:
 
 def geneexpr(d: dict) -> str:
     g = d["geneexpr"]
-    rows = []
-    for r in g["synthetic"]:
-        for p in _pairs(r["final_eval"]):
-            rows.append((f"synthetic, {p}", r["seed"], r["final_eval"]))
+    rows = [("synthetic", p, r["seed"], r["final_eval"]) for r in g["synthetic"] for p in _pairs(r["final_eval"])]
     dg = g["digits"]
-    for p in _pairs(dg["final_eval"]):
-        rows.append((f"digits, {p}", dg.get("seed", 0), dg["final_eval"]))
-    rows.sort(key=lambda x: (not x[0].startswith("synthetic"), x[0], x[1]))
-    out = [[name, seed] + [f(fe[f"{name.split(', ')[1]}/{k}"], dgt) for k, dgt in _GENE_METRICS] for name, seed, fe in rows]
+    rows += [("digits", p, dg.get("seed", 0), dg["final_eval"]) for p in _pairs(dg["final_eval"])]
+    rows.sort(key=lambda x: (x[0] != "synthetic", x[1], x[2]))
+    out = [[f"{data}, {pair.replace('_vs_', ' vs ').replace('_', ' ')}", seed]
+           + [f(fe[f"{pair}/{k}"], dgt) for k, dgt in _GENE_METRICS] for data, pair, seed, fe in rows]
     out.append(["**target (easy pair)**", "", "≥ 0.95", "", "≥ 0.5", "", "", ""])
     head = ["data / pair", "seed", "AUC of the best-SNS node", "best SNS (bits)", "Spearman(−SNS, AUC)", "best node AUC",
             "best PCA comp. AUC", "PC1 AUC"]
