@@ -2,7 +2,10 @@
 
 Any number of workers, on any number of nodes, run :func:`work` on the same study. The
 budget (``settings.trials``) is global: a worker stops when the study holds that many
-trials (re-queued failures excepted). Each finished trial stores as user attributes its
+trials (re-queued failures excepted) and none is still running anywhere. While another
+worker's trial runs, a worker with nothing left to do waits: if that trial's worker dies,
+the trial turns stale (no heartbeat for ``grace`` seconds, or its process is seen dead)
+and the waiting worker runs its re-queued copy, so no trial is ever left RUNNING. Each finished trial stores as user attributes its
 run config, final metrics, run folder, parameter count, latency, worker and wall time.
 """
 
@@ -23,7 +26,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from scidl.search.base import Strategy, get_strategy
-from scidl.search.heartbeat import Heartbeat, budget_used, fail_stale_trials
+from scidl.search.heartbeat import OWNER, Heartbeat, budget_used, fail_stale_trials, owner_identity
 from scidl.search.objective import Objective, Outcome, load_objective
 from scidl.search.settings import SETTINGS_ATTR, SearchSettings
 from scidl.search.space import SearchSpace, build_space
@@ -102,8 +105,9 @@ def run_trial(
     objective: Objective, space: SearchSpace, name: str,
 ) -> TrialState:
     """Ask, run under a heartbeat, tell; returns the trial's final state."""
-    trial = study.ask()
+    trial = study.ask()  # claiming a re-queued trial is exclusive (storage.py)
     trial.set_user_attr("worker", name)
+    trial.set_user_attr(OWNER, owner_identity())
     t0 = time.time()
     values: list[float] | None = None
     state = TrialState.FAIL
@@ -133,6 +137,11 @@ def run_trial(
     return state
 
 
+def poll_interval(settings: SearchSettings) -> float:
+    """Seconds between looks at the study while other workers' trials are running."""
+    return min(max(settings.heartbeat_s / 2, 0.1), 5.0)
+
+
 def work(storage: BaseStorage, study_name: str, index: int | None = None) -> WorkerStats:
     """Run trials of ``study_name`` until the study's budget is used; return stats.
 
@@ -160,7 +169,10 @@ def work(storage: BaseStorage, study_name: str, index: int | None = None) -> Wor
             trials = study.get_trials(deepcopy=False)
             waiting = any(t.state == TrialState.WAITING for t in trials)  # re-queued: run them
             if not waiting and budget_used(trials) >= settings.trials:
-                break
+                if not any(t.state == TrialState.RUNNING for t in trials):
+                    break
+                time.sleep(poll_interval(settings))  # in flight elsewhere: finishes or turns stale
+                continue
             t0 = time.time()
             state = run_trial(study, storage, settings, strategy, objective, space, stats.worker)
             stats.busy_s += time.time() - t0
