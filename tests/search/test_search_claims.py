@@ -24,11 +24,12 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from scidl.search.heartbeat import HEARTBEAT, OWNER, RETRY_OF, owner_identity, owner_is_dead
+from scidl.search.objective import register_objective
 from scidl.search.runner import create_or_load, describe_objective, run_search
 from scidl.search.settings import SearchSettings
 from scidl.search.space import build_space
 from scidl.search.storage import delete_study_if_exists, normalize_url, open_storage
-from scidl.search.toy import TOY_SPACE
+from scidl.search.toy import TOY_SPACE, ToyObjective
 
 ROUNDS = 40
 
@@ -168,3 +169,40 @@ def test_owner_is_dead_only_when_certain():
         zombie.wait()
     assert not owner_is_dead(me | {"space": "another-machine:1"})  # cannot tell: heartbeat decides
     assert not owner_is_dead(None) and not owner_is_dead({"pid": "x", "space": me["space"]})
+
+
+class _TakenOver(ToyObjective):
+    """Toy trial that another worker fails as stale while it runs (a long stall)."""
+
+    def __init__(self, settings, then="return", **kw):
+        super().__init__(settings, **kw)
+        self.then = then
+
+    def __call__(self, trial, space):
+        out = super().__call__(trial, space)
+        trial.study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        if self.then == "report":
+            trial.report(0.5, 99)  # refused: the trial is finished
+        return out
+
+
+@pytest.mark.parametrize("then", ["return", "report"])
+def test_worker_survives_its_trial_being_failed_as_stale(tmp_path, storage_url, then):
+    """Before, the worker crashed with UpdateFinishedTrialError (or "Cannot tell a FAIL trial")."""
+    register_objective("taken-over-test")(_TakenOver)
+    url = normalize_url(storage_url)
+    name = f"over-{uuid.uuid4().hex[:8]}"
+    settings = describe_objective(SearchSettings(
+        workload="toy", strategy="random", trials=1, space=TOY_SPACE, out=str(tmp_path / "out"),
+        objective="taken-over-test", objective_args={"then": then, "steps": 1}, heartbeat_s=0.2))
+    res = run_search(url, name, settings, quiet=True, report=False)
+    trials = res.study.get_trials(deepcopy=False)
+    assert trials[0].state.name == "FAIL"
+    if then == "return":  # the finished result is kept, as a new trial
+        assert len(trials) == 2 and trials[1].state.name == "COMPLETE"
+        assert trials[1].user_attrs["recovered_from"] == 0
+        assert trials[1].params == trials[0].params and "result" in trials[1].user_attrs
+    else:
+        assert len(trials) == 1
+    if url.startswith("postgresql"):
+        delete_study_if_exists(open_storage(url), name)

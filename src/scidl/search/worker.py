@@ -100,40 +100,62 @@ def _outcome_attrs(outcome: Outcome, wall_s: float) -> dict[str, Any]:
     return {"result": result, "run_dir": outcome.run_dir, "config": outcome.config}
 
 
+def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> bool:
+    """Write user attributes; False when the trial was finished by someone else meanwhile."""
+    try:
+        for key, val in attrs.items():
+            trial.set_user_attr(key, val)
+    except UpdateFinishedTrialError:
+        return False
+    return True
+
+
 def run_trial(
     study: optuna.Study, storage: BaseStorage, settings: SearchSettings, strategy: Strategy,
     objective: Objective, space: SearchSpace, name: str,
 ) -> TrialState:
-    """Ask, run under a heartbeat, tell; returns the trial's final state."""
+    """Ask, run under a heartbeat, tell; returns the trial's final state.
+
+    Another worker may fail this trial as stale while it runs (a stall longer than the
+    grace period): then every later write to it is refused. The worker neither crashes
+    nor overwrites the failed trial: a completed result is kept as a new finished trial
+    (``recovered_from`` = this trial's number), anything else is dropped (the re-queued
+    copy runs instead).
+    """
     trial = study.ask()  # claiming a re-queued trial is exclusive (storage.py)
-    trial.set_user_attr("worker", name)
-    trial.set_user_attr(OWNER, owner_identity())
+    if not _set_attrs(trial, {"worker": name, OWNER: owner_identity()}):
+        return TrialState.FAIL
     t0 = time.time()
     values: list[float] | None = None
+    attrs: dict[str, Any] = {}
     state = TrialState.FAIL
     with Heartbeat(storage, trial._trial_id, settings.heartbeat_s):
         try:
             outcome = objective(trial, space)
             values = strategy.values(outcome, settings)
-            for key, val in _outcome_attrs(outcome, time.time() - t0).items():
-                trial.set_user_attr(key, val)
+            attrs = _outcome_attrs(outcome, time.time() - t0)
             state = TrialState.COMPLETE
         except optuna.TrialPruned:
             state = TrialState.PRUNED
+        except UpdateFinishedTrialError:
+            pass  # failed as stale by another worker (a report was refused): its copy runs
         except Exception as e:  # noqa: BLE001 - a failing config must not stop the search
-            trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:1000])
-            trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
-    try:
-        study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
-    except UpdateFinishedTrialError:
-        # Declared stale by another worker while we were still running (e.g. a long
-        # stall): keep the result anyway as a new finished trial, so nothing is lost.
-        if state == TrialState.COMPLETE:
-            frozen = study._storage.get_trial(trial._trial_id)
-            study.add_trial(optuna.trial.create_trial(
-                params=frozen.params, distributions=frozen.distributions, values=values,
-                user_attrs={**frozen.user_attrs, "recovered_from": trial.number},
-            ))
+            attrs = {"error": f"{type(e).__name__}: {e}"[:1000],
+                     "traceback": traceback.format_exc()[-4000:]}
+    if _set_attrs(trial, attrs):
+        try:
+            study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
+            return state
+        except (UpdateFinishedTrialError, ValueError):
+            # ValueError: "Cannot tell a FAIL trial" (failed before our tell began)
+            if not storage.get_trial(trial._trial_id).state.is_finished():
+                raise  # a genuine error in the values
+    if state == TrialState.COMPLETE:  # keep the result as a new finished trial
+        frozen = storage.get_trial(trial._trial_id)
+        study.add_trial(optuna.trial.create_trial(
+            params=frozen.params, distributions=frozen.distributions, values=values,
+            user_attrs={**frozen.user_attrs, **attrs, "recovered_from": trial.number},
+        ))
     return state
 
 
