@@ -84,3 +84,35 @@ def test_registry_names_and_old_studies():
     assert resolve_objective("mine-test") is Mine and "mine-test" in objective_names()
     with pytest.raises(ValueError, match="without ':'"):
         register_objective("pkg:Cls")
+
+
+@pytest.mark.parametrize("trials", ["0", "-3"])
+def test_cli_refuses_a_trial_budget_below_one(tmp_path, capsys, trials):
+    """Before, ``--trials 0`` was read as "not given" and ran the default 20 trials."""
+    from scidl.cli import main
+
+    code = main(["search", "toy", "--objective", "toy", "--trials", trials,
+                 "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--trials must be >= 1" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_reads_the_storage_from_the_environment_and_hides_it_from_trials(tmp_path, monkeypatch):
+    from scidl.cli import main
+
+    seen = {}
+
+    @register_objective("env-test")
+    class Sees(ToyObjective):
+        def __call__(self, trial, space):
+            seen["env"] = os.environ.get(STORAGE_ENV)
+            return super().__call__(trial, space)
+
+    url = normalize_url(str(tmp_path / "env.db"))
+    monkeypatch.setenv(STORAGE_ENV, url)
+    code = main(["search", "toy", "--objective", "env-test", "--trials", "1", "--study", "e",
+                 "--out", str(tmp_path / "out"), "--quiet", "--no-report"])
+    assert code == 0 and (tmp_path / "env.db").exists()  # the study went where the env said
+    assert seen == {"env": None}  # trials (and the processes they start) do not see it
+    assert len(optuna.load_study(study_name="e", storage=open_storage(url)).trials) == 1
