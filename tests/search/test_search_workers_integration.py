@@ -30,6 +30,11 @@ def _children(pid: int) -> list[int]:
     return [int(x) for x in text.split()]
 
 
+def _running_owners(study) -> list[int]:
+    return [t.user_attrs[OWNER]["pid"] for t in study.get_trials(deepcopy=False)
+            if t.state.name == "RUNNING" and OWNER in t.user_attrs]
+
+
 def _cmdline(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
@@ -63,10 +68,14 @@ def test_killed_worker_fails_the_search_and_no_cmdline_shows_the_storage(tmp_pat
                 study = optuna.load_study(study_name="k", storage=open_storage(url))
             except KeyError:
                 continue
-            running = [t for t in study.get_trials(deepcopy=False)
-                       if t.state.name == "RUNNING" and OWNER in t.user_attrs]
-            owners = [t.user_attrs[OWNER]["pid"] for t in running]
-            victim = next((p for p in owners if p in workers), None)
+            candidate = next((p for p in _running_owners(study) if p in workers), None)
+            if candidate is None:
+                continue
+            os.kill(candidate, signal.SIGSTOP)  # freeze, then look again: it cannot move now
+            if candidate in _running_owners(study):
+                victim = candidate
+            else:
+                os.kill(candidate, signal.SIGCONT)
         assert victim is not None, "no worker started a trial"
         os.kill(victim, signal.SIGKILL)  # mid-trial, no chance to clean up
         _, err = driver.communicate(timeout=120)
