@@ -34,7 +34,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
@@ -89,14 +89,14 @@ class ExclusiveRDBStorage(RDBStorage):
         fields: dict[str, Any] = {"state": state}
         fields["datetime_start" if state == TrialState.RUNNING else "datetime_complete"] = now
         with _create_scoped_session(self.scoped_session) as session:
-            changed = session.execute(
+            result: Any = session.execute(
                 update(table)
                 .where(table.c.trial_id == trial_id, table.c.state.in_(allowed))
                 .values(**fields)
-            ).rowcount
-            if changed != 1:
+            )
+            if result.rowcount != 1:
                 current = models.TrialModel.find_or_raise_by_id(trial_id, session)
-                self.check_trial_is_updatable(trial_id, current.state)  # raises if finished
+                self.check_trial_is_updatable(trial_id, cast(TrialState, current.state))  # raises if finished
                 return False
             for objective, value in enumerate(values or ()):
                 _write_value(session, models, trial_id, objective, value)
