@@ -18,37 +18,23 @@ import pytest
 from scidl.search.heartbeat import RETRY_OF
 from scidl.search.runner import create_or_load, describe_objective, run_search
 from scidl.search.settings import SearchSettings
-from scidl.search.storage import delete_study_if_exists, normalize_url, open_storage
+from scidl.search.storage import STORAGE_ENV, delete_study_if_exists, normalize_url, open_storage
 from scidl.search.toy import TOY_SPACE
-
-PG_ENV = "SCIDL_TEST_POSTGRES_URL"
-
-
-@pytest.fixture(params=["sqlite", "journal", "postgresql"])
-def storage_url(request, tmp_path):
-    if request.param == "sqlite":
-        return str(tmp_path / "study.db")
-    if request.param == "journal":
-        return "journal:" + str(tmp_path / "study.log")
-    url = os.environ.get(PG_ENV)
-    if not url:
-        pytest.skip(f"PostgreSQL storage tests need {PG_ENV} (start a local server with "
-                    f'`export {PG_ENV}="$(scripts/ci_postgres.sh)"`)')
-    return url
 
 
 def _settings(tmp_path, trials, seconds):
     return describe_objective(SearchSettings(
         workload="toy", strategy="random", trials=trials, space=TOY_SPACE,
-        out=str(tmp_path / "out"), objective="scidl.search.toy:ToyObjective",
+        out=str(tmp_path / "out"), objective="toy",
         objective_args={"seconds": seconds, "steps": 3}, heartbeat_s=0.3, grace_s=1.5,
     ))
 
 
 def _worker(url, name, index):
-    cmd = [sys.executable, "-m", "scidl", "search", "--join", "--storage", url, "--study", name,
+    cmd = [sys.executable, "-m", "scidl", "search", "--join", "--study", name,
            "--worker-index", str(index), "--no-report", "--quiet"]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, STORAGE_ENV: url})
 
 
 def _states(study):

@@ -16,7 +16,7 @@ from scidl.search.toy import TOY_SPACE, toy_accuracy
 def toy_settings(tmp_path, strategy, trials, **kw):
     s = SearchSettings(
         workload="toy", strategy=strategy, trials=trials, space=TOY_SPACE, out=str(tmp_path / "out"),
-        objective="scidl.search.toy:ToyObjective", objective_args=kw.pop("objective_args", {}),
+        objective="toy", objective_args=kw.pop("objective_args", {}),
         heartbeat_s=0.5, **kw,
     )
     return describe_objective(s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", "-n", type=int, help="trial budget of the whole study (default 20)")
     p.add_argument("--workers", "-w", type=int, default=1, help="local worker processes")
     p.add_argument("--storage", help="SQLite path (default <out>/study.db), journal:PATH, "
-                   "or postgresql://user:pass@host/db")
+                   "or postgresql://user:pass@host/db (default: $SCIDL_SEARCH_STORAGE; keep "
+                   "database passwords there, not on the command line)")
     p.add_argument("--study", help="study name (default WORKLOAD-STRATEGY)")
     p.add_argument("--join", action="store_true", help="run one worker on an existing/shared study")
     p.add_argument("--resume", action="store_true", help="continue an existing study")
@@ -39,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heartbeat", type=float, default=10.0, help="trial heartbeat interval (s)")
     p.add_argument("--grace", type=float, help="a trial silent this long is failed (default 3x heartbeat)")
     p.add_argument("--max-retries", type=int, default=1, help="re-queues of a crashed trial")
-    p.add_argument("--objective", help=argparse.SUPPRESS)  # module:Class (tests, own objectives)
+    p.add_argument("--objective", help=argparse.SUPPRESS)  # a registered objective name (toy, ...)
     p.add_argument("--objective-arg", action="append", default=[], help=argparse.SUPPRESS)
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     p.add_argument("--no-report", action="store_true", help="do not write trials.csv/plots")
@@ -93,11 +95,16 @@ def run(args: argparse.Namespace) -> int:
     import optuna
 
     from scidl.cli import UserError
+    from scidl.search.objective import ObjectiveError
     from scidl.search.runner import SearchError, run_search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress line says enough
     from scidl.search.space import SpaceError
-    from scidl.search.storage import StorageError
+    from scidl.search.storage import STORAGE_ENV, StorageError
+
+    # Read the storage URL handed over in the environment once, and keep it away from
+    # the processes this one starts (trials' training ranks need no database password).
+    env_storage = os.environ.pop(STORAGE_ENV, None) or None
 
     workload = args.workload
     if workload and "=" in workload:
@@ -105,11 +112,13 @@ def run(args: argparse.Namespace) -> int:
         workload = args.workload = None
     if args.workers < 1:
         raise UserError("--workers must be >= 1")
+    if args.trials is not None and args.trials < 1:
+        raise UserError(f"--trials must be >= 1 (got {args.trials})")
     if not workload and not (args.study and (args.join or args.resume)):
         raise UserError("name a WORKLOAD, or give --study (and --storage) with --join/--resume")
     study = args.study or f"{workload}-{args.strategy}"
     out = args.out or str(Path("runs") / "search" / study)
-    storage = args.storage or str(Path(out) / "study.db")
+    storage = args.storage or env_storage or str(Path(out) / "study.db")
     try:
         settings = _settings(args, study, out) if workload else None
         result = run_search(
@@ -117,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
             worker_index=args.worker_index, report=not args.no_report, quiet=args.quiet,
             budget=args.trials,
         )
-    except (SearchError, SpaceError, StorageError) as e:
+    except (SearchError, SpaceError, StorageError, ObjectiveError) as e:
         raise UserError(str(e)) from None
     if not args.quiet or not args.no_report:
         s = result.summary
@@ -127,4 +136,4 @@ def run(args: argparse.Namespace) -> int:
         if best:
             print(f"best: trial #{best['number']} {result.settings.metric} = {best['metric']:.4g}, "
                   f"{best['n_params']} parameters -> {result.out / 'best.yaml'}")
-    return 0
+    return 1 if result.summary.get("failed_workers") else 0

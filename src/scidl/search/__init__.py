@@ -8,7 +8,14 @@ worker loses nothing. Entry points: :func:`run_search` (Python), ``scidl search`
 
 from scidl.search.base import Strategy, get_strategy, strategy_names
 from scidl.search.greedy import adjusted_error, greedy_plan, size_penalty
-from scidl.search.objective import Outcome, TrainObjective, measure_latency_ms
+from scidl.search.objective import (
+    ObjectiveError,
+    Outcome,
+    TrainObjective,
+    measure_latency_ms,
+    objective_names,
+    register_objective,
+)
 from scidl.search.runner import SearchResult, describe_objective, run_search
 from scidl.search.settings import SearchSettings
 from scidl.search.space import DEFAULT_SPACES, SearchSpace, build_space, load_space
@@ -17,6 +24,7 @@ from scidl.search.worker import work
 
 __all__ = [
     "DEFAULT_SPACES",
+    "ObjectiveError",
     "Outcome",
     "SearchResult",
     "SearchSettings",
@@ -31,7 +39,9 @@ __all__ = [
     "load_space",
     "measure_latency_ms",
     "normalize_url",
+    "objective_names",
     "open_storage",
+    "register_objective",
     "run_search",
     "size_penalty",
     "strategy_names",

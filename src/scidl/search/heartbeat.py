@@ -2,10 +2,15 @@
 
 Every running trial gets a heartbeat (a wall-clock timestamp in the user attribute
 ``scidl_heartbeat``) written by a background thread of its worker every ``interval``
-seconds. Any worker, before it asks for a new trial, fails every RUNNING trial whose last
-beat is older than ``grace`` seconds (its worker was killed, or its node died) and
-enqueues a copy of its parameters (``scidl_retry_of`` = the failed trial's number), up to
-``max_retries`` times per original trial. Finished trials are never touched.
+seconds, and names its owner process (``scidl_owner``: host, pid, process start time and
+the machine's boot id and PID namespace). Any worker, before it asks for a new trial,
+fails every RUNNING trial that is *stale* -- its last beat is older than ``grace`` seconds
+(its worker was killed, or its node died), or its owner process is known dead (same boot
+and PID namespace as the looking worker, and that pid is gone, a zombie, or a newer
+process) -- and enqueues a copy of its parameters (``scidl_retry_of`` = the failed
+trial's number), up to ``max_retries`` times per original trial. Finished trials are
+never touched; failing is a compare-and-set on the trial's state, so of several workers
+that see the same stale trial exactly one fails and re-queues it.
 
 This is the same protocol as Optuna's RDB heartbeat (``heartbeat_interval``,
 ``fail_stale_trials``, ``RetryFailedTrialCallback``) but written through the public
@@ -16,8 +21,11 @@ well within ``grace`` (NTP).
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -28,6 +36,64 @@ from optuna.trial import FrozenTrial, TrialState
 HEARTBEAT = "scidl_heartbeat"
 RETRY_OF = "scidl_retry_of"
 ATTEMPT = "scidl_attempt"
+OWNER = "scidl_owner"
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return None
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks since boot) of ``pid`` from ``/proc``."""
+    text = _read(f"/proc/{pid}/stat")
+    if text is None:
+        return None
+    fields = text[text.rfind(")") + 2:].split()  # after "pid (comm) "; comm may hold spaces
+    return fields[0], int(fields[19])
+
+
+def process_space() -> str | None:
+    """This machine boot's id plus this PID namespace (None where ``/proc`` lacks them).
+
+    Two processes can check each other's pids only when these agree: other machines,
+    reboots and other containers on the same machine all give a different value.
+    """
+    boot = _read("/proc/sys/kernel/random/boot_id")
+    try:
+        ns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+    return None if boot is None else f"{boot.strip()}:{ns}"
+
+
+def owner_identity(pid: int | None = None) -> dict[str, Any]:
+    """What identifies process ``pid`` (default: this one) as a trial's owner."""
+    pid = os.getpid() if pid is None else pid
+    stat = _proc_stat(pid)
+    return {"host": socket.gethostname(), "pid": pid, "space": process_space(),
+            "start": None if stat is None else stat[1]}
+
+
+def owner_is_dead(owner: Any, space: str | None = None) -> bool:
+    """True only when ``owner`` (an :func:`owner_identity`) is certainly no longer running.
+
+    Unknown owners (another machine or container, no ``/proc``) are never called dead:
+    for them the heartbeat decides.
+    """
+    space = process_space() if space is None else space
+    if not isinstance(owner, dict) or space is None or owner.get("space") != space:
+        return False
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    stat = _proc_stat(pid)
+    if stat is None:
+        return True  # no such process
+    state, start = stat
+    return state in ("Z", "X") or (owner.get("start") is not None and start != owner["start"])
 
 
 class Heartbeat:
@@ -69,19 +135,26 @@ def last_beat(trial: FrozenTrial) -> float:
     return start.timestamp() if start is not None else 0.0
 
 
+def is_stale(trial: FrozenTrial, grace: float, now: float, space: str | None) -> bool:
+    """A RUNNING trial silent for more than ``grace`` s, or whose owner is known dead."""
+    return now - last_beat(trial) > grace or owner_is_dead(trial.user_attrs.get(OWNER), space)
+
+
 def fail_stale_trials(
     study: optuna.Study, storage: BaseStorage, grace: float, max_retries: int,
     now: float | None = None,
 ) -> list[int]:
-    """Fail RUNNING trials silent for more than ``grace`` s and re-queue them.
+    """Fail stale RUNNING trials (:func:`is_stale`) and re-queue them.
 
     Returns the numbers of the trials this call failed. Safe to call from many workers at
-    once: only the worker whose state change succeeds re-queues.
+    once: the state change is a compare-and-set, and only the worker that wins it
+    re-queues.
     """
     now = time.time() if now is None else now
+    space = process_space()
     failed: list[int] = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if now - last_beat(t) <= grace:
+        if not is_stale(t, grace, now, space):
             continue
         try:
             if not storage.set_trial_state_values(t._trial_id, TrialState.FAIL):

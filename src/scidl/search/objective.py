@@ -3,15 +3,24 @@
 The default objective, :class:`TrainObjective`, runs the normal training path
 (:func:`scidl.run`, multi-process when the trial's ``dist.nproc`` > 1) in a per-trial run
 folder and returns an :class:`Outcome`. Objectives are pluggable: any class
-``Obj(settings)`` with ``describe() -> (metric, higher_is_better, n_train)`` and
-``__call__(trial, space) -> Outcome`` can be named in ``SearchSettings.objective``
-(``module:Class``), e.g. :class:`scidl.search.toy.ToyObjective` in tests.
+``Obj(settings, **kwargs)`` with ``describe() -> (metric, higher_is_better, n_train)`` and
+``__call__(trial, space) -> Outcome`` can be *registered* under a name
+(:func:`register_objective`, or the ``scidl.search_objectives`` entry-point group of an
+installed package), and a study names its objective by that name
+(``SearchSettings.objective``: ``train``, ``toy``, ...).
+
+The storage holds only the name, never an import path: every worker reads its study's
+settings from the shared storage, and a worker that imported whatever ``module:Class`` the
+storage named would run code chosen by anyone who can write to that database or file.
+A name that is not registered is refused with :class:`ObjectiveError`.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,10 +62,73 @@ class Objective(Protocol):
     def __call__(self, trial: optuna.Trial, space: SearchSpace) -> Outcome: ...
 
 
+class ObjectiveError(ValueError):
+    """A study names an objective that is not registered (message lists the registered)."""
+
+
+ENTRY_POINT_GROUP = "scidl.search_objectives"
+
+_BUILTIN: dict[str, str] = {
+    "train": "scidl.search.objective:TrainObjective",
+    "toy": "scidl.search.toy:ToyObjective",
+}
+# Studies created before objectives had names stored these import paths; they name the
+# same built-in classes, so they are read as the names.
+_LEGACY: dict[str, str] = {path: name for name, path in _BUILTIN.items()}
+_EXTRA: dict[str, type] = {}
+
+
+def register_objective(name: str) -> Callable[[type], type]:
+    """Class decorator: make an objective class available to studies as ``name``.
+
+    Registration is per process: workers started as separate processes must import the
+    registering module too (use the ``scidl.search_objectives`` entry-point group of an
+    installed package so that every worker sees it).
+    """
+    if not name or ":" in name:
+        raise ValueError(f"objective name {name!r} must be non-empty and without ':'")
+
+    def deco(cls: type) -> type:
+        _EXTRA[name] = cls
+        return cls
+
+    return deco
+
+
+def _entry_points() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def objective_names() -> list[str]:
+    """Every registered objective name, sorted."""
+    return sorted({*_BUILTIN, *_EXTRA, *_entry_points()})
+
+
+def resolve_objective(name: str) -> type:
+    """The class registered as ``name`` (a built-in import path of old studies is accepted)."""
+    name = _LEGACY.get(name, name)
+    if name in _EXTRA:
+        return _EXTRA[name]
+    if name in _BUILTIN:
+        module, _, attr = _BUILTIN[name].partition(":")
+        return getattr(importlib.import_module(module), attr)
+    eps = _entry_points()
+    if name in eps:
+        return eps[name].load()
+    close = difflib.get_close_matches(name, objective_names(), n=2)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise ObjectiveError(
+        f"objective {name!r} is not a registered search objective{hint}; SciDL runs only "
+        f"registered objectives, never an import path from the storage: "
+        f"{', '.join(objective_names())}"
+    )
+
+
 def load_objective(settings: SearchSettings) -> Objective:
-    """Instantiate ``settings.objective`` (``module:Class``) with ``settings``."""
-    module, _, attr = settings.objective.partition(":")
-    cls = getattr(importlib.import_module(module), attr)
+    """Instantiate the registered objective ``settings.objective`` with ``settings``."""
+    cls = resolve_objective(settings.objective)
     return cls(settings, **settings.objective_args)
 
 

@@ -4,11 +4,19 @@
 in it), then runs one worker in-process (``--workers 1``) or starts ``W`` worker processes
 (``python -m scidl search --join ...``, exactly what a Slurm task would run), prints a
 live progress line from the storage, and writes the outputs when the budget is used.
+
+Workers get the storage URL (which may hold a database password) in the environment
+variable ``SCIDL_SEARCH_STORAGE``, not on their command line, where ``ps`` shows it to
+every user of the machine. A worker that dies (killed, crashed) is named in one line
+(``worker 1 (pid 4242) was killed by SIGKILL``) in ``SearchResult.summary["failed_workers"]``
+and on stderr, and ``scidl search`` then exits non-zero even when the other workers
+finished its trials.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -22,9 +30,10 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from scidl.search.base import get_strategy
+from scidl.search.objective import resolve_objective
 from scidl.search.report import progress_line, write_report
 from scidl.search.settings import SETTINGS_ATTR, SearchSettings
-from scidl.search.storage import normalize_url, open_storage, redact, study_exists
+from scidl.search.storage import STORAGE_ENV, normalize_url, open_storage, redact, study_exists
 from scidl.search.worker import WorkerStats, load_settings, work
 
 
@@ -107,18 +116,40 @@ class _Progress:
         self.show(final=True)
 
 
+def worker_command(name: str, index: int) -> list[str]:
+    """Command line of spawned worker ``index`` (no storage URL: that goes in the env)."""
+    return [sys.executable, "-m", "scidl", "search", "--join", "--study", name,
+            "--worker-index", str(index), "--no-report", "--quiet"]
+
+
 def _spawn_workers(url: str, name: str, workers: int, out: Path) -> list[subprocess.Popen[bytes]]:
     logs = out / "workers"
     logs.mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           STORAGE_ENV: url}
     procs = []
     for i in range(workers):
-        cmd = [sys.executable, "-m", "scidl", "search", "--join", "--storage", url, "--study",
-               name, "--worker-index", str(i), "--no-report", "--quiet"]
         with open(logs / f"worker_{i}.log", "ab") as log:
-            procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
+            procs.append(subprocess.Popen(worker_command(name, i), stdout=log,
+                                          stderr=subprocess.STDOUT, env=env))
     return procs
+
+
+def how_it_ended(code: int) -> str:
+    """``was killed by SIGKILL`` / ``exited with status 2`` from a ``Popen.returncode``."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+def failed_worker_lines(procs: list[subprocess.Popen[bytes]], logs: Path) -> list[str]:
+    """One line per worker that did not exit 0, naming it and how it ended."""
+    return [f"worker {i} (pid {p.pid}) {how_it_ended(p.returncode)}; log: {logs / f'worker_{i}.log'}"
+            for i, p in enumerate(procs) if p.returncode]
 
 
 def run_search(
@@ -136,10 +167,12 @@ def run_search(
     url = normalize_url(storage)
     store = open_storage(url)
     study, settings = create_or_load(store, url, study_name, settings, resume, join, budget)
+    resolve_objective(settings.objective)  # an unregistered name fails here, before any worker
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     stats: list[WorkerStats] = []
+    failed: list[str] = []
     progress = _Progress(study, settings) if not quiet else None
     try:
         if progress:
@@ -147,21 +180,24 @@ def run_search(
         if (workers > 1 or spawn) and not join:
             procs = _spawn_workers(url, study_name, workers, out)
             try:
-                codes = [p.wait() for p in procs]
+                for p in procs:
+                    p.wait()
             finally:
                 for p in procs:
                     if p.poll() is None:
                         p.kill()
-            if any(codes):
-                print(f"scidl search: worker exit codes {codes}; logs in {out / 'workers'}",
-                      file=sys.stderr)
+                        p.wait()
+            failed = failed_worker_lines(procs, out / "workers")
         else:
             stats.append(work(store, study_name, index=0 if worker_index is None and not join else worker_index))
     finally:
         if progress:
             progress.__exit__()
     wall = time.time() - t0
-    summary: dict[str, Any] = {"wall_s": wall, "workers": workers if not join else 1}
+    for line in failed:
+        print(f"scidl search: {line}", file=sys.stderr)
+    summary: dict[str, Any] = {"wall_s": wall, "workers": workers if not join else 1,
+                               "failed_workers": failed}
     if report:
         summary.update(write_report(study, settings, out, workers=summary["workers"],
                                     window=(t0, time.time())))

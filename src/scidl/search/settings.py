@@ -30,7 +30,7 @@ class SearchSettings(BaseModel):
     metric: str = Field("", description="metric optimised ('' = the workload's headline)")
     direction: Literal["maximize", "minimize"] = Field("minimize", description="of the metric")
     n_train: int | None = Field(None, description="training samples (for the adjusted score)")
-    objective: str = Field("scidl.search.objective:TrainObjective", description="module:class")
+    objective: str = Field("train", description="registered objective name (objective_names())")
     objective_args: dict[str, Any] = Field(default_factory=dict, description="its keyword args")
     heartbeat_s: float = Field(10.0, gt=0, description="seconds between trial heartbeats")
     grace_s: float | None = Field(None, gt=0, description="stale after (default 3 x heartbeat)")

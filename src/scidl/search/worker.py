@@ -2,7 +2,10 @@
 
 Any number of workers, on any number of nodes, run :func:`work` on the same study. The
 budget (``settings.trials``) is global: a worker stops when the study holds that many
-trials (re-queued failures excepted). Each finished trial stores as user attributes its
+trials (re-queued failures excepted) and none is still running anywhere. While another
+worker's trial runs, a worker with nothing left to do waits: if that trial's worker dies,
+the trial turns stale (no heartbeat for ``grace`` seconds, or its process is seen dead)
+and the waiting worker runs its re-queued copy, so no trial is ever left RUNNING. Each finished trial stores as user attributes its
 run config, final metrics, run folder, parameter count, latency, worker and wall time.
 """
 
@@ -23,7 +26,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from scidl.search.base import Strategy, get_strategy
-from scidl.search.heartbeat import Heartbeat, budget_used, fail_stale_trials
+from scidl.search.heartbeat import OWNER, Heartbeat, budget_used, fail_stale_trials, owner_identity
 from scidl.search.objective import Objective, Outcome, load_objective
 from scidl.search.settings import SETTINGS_ATTR, SearchSettings
 from scidl.search.space import SearchSpace, build_space
@@ -97,40 +100,68 @@ def _outcome_attrs(outcome: Outcome, wall_s: float) -> dict[str, Any]:
     return {"result": result, "run_dir": outcome.run_dir, "config": outcome.config}
 
 
+def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> bool:
+    """Write user attributes; False when the trial was finished by someone else meanwhile."""
+    try:
+        for key, val in attrs.items():
+            trial.set_user_attr(key, val)
+    except UpdateFinishedTrialError:
+        return False
+    return True
+
+
 def run_trial(
     study: optuna.Study, storage: BaseStorage, settings: SearchSettings, strategy: Strategy,
     objective: Objective, space: SearchSpace, name: str,
 ) -> TrialState:
-    """Ask, run under a heartbeat, tell; returns the trial's final state."""
-    trial = study.ask()
-    trial.set_user_attr("worker", name)
+    """Ask, run under a heartbeat, tell; returns the trial's final state.
+
+    Another worker may fail this trial as stale while it runs (a stall longer than the
+    grace period): then every later write to it is refused. The worker neither crashes
+    nor overwrites the failed trial: a completed result is kept as a new finished trial
+    (``recovered_from`` = this trial's number), anything else is dropped (the re-queued
+    copy runs instead).
+    """
+    trial = study.ask()  # claiming a re-queued trial is exclusive (storage.py)
+    if not _set_attrs(trial, {"worker": name, OWNER: owner_identity()}):
+        return TrialState.FAIL
     t0 = time.time()
     values: list[float] | None = None
+    attrs: dict[str, Any] = {}
     state = TrialState.FAIL
     with Heartbeat(storage, trial._trial_id, settings.heartbeat_s):
         try:
             outcome = objective(trial, space)
             values = strategy.values(outcome, settings)
-            for key, val in _outcome_attrs(outcome, time.time() - t0).items():
-                trial.set_user_attr(key, val)
+            attrs = _outcome_attrs(outcome, time.time() - t0)
             state = TrialState.COMPLETE
         except optuna.TrialPruned:
             state = TrialState.PRUNED
+        except UpdateFinishedTrialError:
+            pass  # failed as stale by another worker (a report was refused): its copy runs
         except Exception as e:  # noqa: BLE001 - a failing config must not stop the search
-            trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:1000])
-            trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
-    try:
-        study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
-    except UpdateFinishedTrialError:
-        # Declared stale by another worker while we were still running (e.g. a long
-        # stall): keep the result anyway as a new finished trial, so nothing is lost.
-        if state == TrialState.COMPLETE:
-            frozen = study._storage.get_trial(trial._trial_id)
-            study.add_trial(optuna.trial.create_trial(
-                params=frozen.params, distributions=frozen.distributions, values=values,
-                user_attrs={**frozen.user_attrs, "recovered_from": trial.number},
-            ))
+            attrs = {"error": f"{type(e).__name__}: {e}"[:1000],
+                     "traceback": traceback.format_exc()[-4000:]}
+    if _set_attrs(trial, attrs):
+        try:
+            study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
+            return state
+        except (UpdateFinishedTrialError, ValueError):
+            # ValueError: "Cannot tell a FAIL trial" (failed before our tell began)
+            if not storage.get_trial(trial._trial_id).state.is_finished():
+                raise  # a genuine error in the values
+    if state == TrialState.COMPLETE:  # keep the result as a new finished trial
+        frozen = storage.get_trial(trial._trial_id)
+        study.add_trial(optuna.trial.create_trial(
+            params=frozen.params, distributions=frozen.distributions, values=values,
+            user_attrs={**frozen.user_attrs, **attrs, "recovered_from": trial.number},
+        ))
     return state
+
+
+def poll_interval(settings: SearchSettings) -> float:
+    """Seconds between looks at the study while other workers' trials are running."""
+    return min(max(settings.heartbeat_s / 2, 0.1), 5.0)
 
 
 def work(storage: BaseStorage, study_name: str, index: int | None = None) -> WorkerStats:
@@ -160,7 +191,10 @@ def work(storage: BaseStorage, study_name: str, index: int | None = None) -> Wor
             trials = study.get_trials(deepcopy=False)
             waiting = any(t.state == TrialState.WAITING for t in trials)  # re-queued: run them
             if not waiting and budget_used(trials) >= settings.trials:
-                break
+                if not any(t.state == TrialState.RUNNING for t in trials):
+                    break
+                time.sleep(poll_interval(settings))  # in flight elsewhere: finishes or turns stale
+                continue
             t0 = time.time()
             state = run_trial(study, storage, settings, strategy, objective, space, stats.worker)
             stats.busy_s += time.time() - t0

@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shard", type=int, default=1, help="train on 1/shard of the points")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag", default="run", help="name of this run in the output JSON")
-    ap.add_argument("--out", default="docs/workloads/burgers_results.json")
+    ap.add_argument("--out", default="benchmarks/results/workloads_burgers.json")
     ap.add_argument("--plot", default="", help="PNG path for the solution plot")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)

@@ -172,7 +172,7 @@ def make_emulator_data(cfg: EmulatorConfig, seed: int, cache: Path | None = None
     """
     path = None if cache is None else cache / f"emulator_{_dataset_key(cfg, seed)}.pt"
     if path is not None and path.is_file():
-        return torch.load(path)
+        return torch.load(path, weights_only=True)  # tensors only: never unpickle code
     spec = make_spectroscopy(seed, cfg.n_lines, cfg.n_wavenumbers, cfg.n_bands)
     x_train = sample_columns(cfg.n_train, cfg.layers_per_column, seed=2 * seed + 1)
     x_val = sample_columns(cfg.n_val, cfg.layers_per_column, seed=2 * seed + 2)

@@ -10,7 +10,7 @@
     python -m scidl.workloads.nbody_study report                          # table + plot
 
 Every command appends its record to ``--json`` (default
-``docs/workloads/nbody_results.json``); energy errors are relative, ``|E(t)-E(0)| / |E(0)|``,
+``benchmarks/results/workloads_nbody.json``); energy errors are relative, ``|E(t)-E(0)| / |E(0)|``,
 on the synchronised state; the secular drift is the slope of a least-squares line through
 the signed energy error, expressed as the change over the whole run.
 """
@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--orbits", type=int, default=10000)
     ap.add_argument("--kick", default="classical", help="'classical' or a trained model file")
     ap.add_argument("--steps", type=int, default=100000)
-    ap.add_argument("--json", default="docs/workloads/nbody_results.json")
+    ap.add_argument("--json", default="benchmarks/results/workloads_nbody.json")
     ap.add_argument("--plot", default="docs/img/nbody_energy.png")
     args = ap.parse_args(argv)
     fn = {

@@ -1,10 +1,10 @@
 """Experiments behind docs/workloads/{ising_vae,alloy_epi,geneexpr_ans}.md.
 
-    python benchmarks/workloads_matbio_a.py                   # all sections
-    python benchmarks/workloads_matbio_a.py --only ising      # or alloy, geneexpr
-    python benchmarks/workloads_matbio_a.py --only ising --seeds 3
+    python benchmarks/workloads_alloy_ising_geneexpr.py                   # all sections
+    python benchmarks/workloads_alloy_ising_geneexpr.py --only ising      # or alloy, geneexpr
+    python benchmarks/workloads_alloy_ising_geneexpr.py --only ising --seeds 3
 
-Writes benchmarks/results/workloads_matbio_a.json (sections merged into the existing file)
+Writes benchmarks/results/workloads_alloy_ising_geneexpr.json (sections merged into the existing file)
 and PNGs under docs/img/. Training goes through ``scidl.run`` with one in-process rank; a
 ``task_factory`` keeps a handle on the task so the trained model can be plotted.
 """
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "workloads_matbio_a.json"
+RESULTS = ROOT / "benchmarks" / "results" / "workloads_alloy_ising_geneexpr.json"
 IMG = ROOT / "docs" / "img"
 
 

@@ -3,11 +3,11 @@
 Every model is trained through the trainer (``scidl.run``, one process, so the trained
 model can be timed side by side afterwards); timings of line-by-line, lookup tables and
 networks are interleaved repeats in one process (median). Writes
-``benchmarks/results/workloads_physics_b.json`` (one key per workload, merged with what is
+``benchmarks/results/workloads_emulator_inverse_weather.json`` (one key per workload, merged with what is
 already there) and prints markdown tables.
 
-    python benchmarks/workloads_physics_b.py [emulator] [inverse] [weather_seg] [--quick]
-    python benchmarks/workloads_physics_b.py --plot-only   # redraw docs/img/*.png
+    python benchmarks/workloads_emulator_inverse_weather.py [emulator] [inverse] [weather_seg] [--quick]
+    python benchmarks/workloads_emulator_inverse_weather.py --plot-only   # redraw docs/img/*.png
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from scidl.config import load_config
 from scidl.train.api import run
 from scidl.workloads import BuildContext, Task, get_workload
 
-OUT = Path(__file__).parent / "results" / "workloads_physics_b.json"
+OUT = Path(__file__).parent / "results" / "workloads_emulator_inverse_weather.json"
 ONLY = ""  # --only: run only the variants whose name contains this text
-LOG = ["log.root=runs/bench_physics_b", "log.tensorboard=false", "log.progress=false",
+LOG = ["log.root=runs/bench_emulator_inverse_weather", "log.tensorboard=false", "log.progress=false",
        "checkpoint.final=false"]
 
 
@@ -62,12 +62,12 @@ def _train_or_load(name: str, variant: str, overrides: list[str]) -> tuple[Task,
     """Train once and keep the weights (so runs can be split over processes with --only and
     timed side by side afterwards); later calls load them."""
     slug = "".join(c if c.isalnum() else "_" for c in variant)
-    path = Path("runs/bench_physics_b/models") / f"{name}_{slug}.pt"
+    path = Path("runs/bench_emulator_inverse_weather/models") / f"{name}_{slug}.pt"
     if path.is_file():
         saved = torch.load(path, weights_only=False)
         cfg = load_config(name, overrides=overrides + LOG)
         task = get_workload(name).build(cfg.task_config(), BuildContext(
-            seed=cfg.train.seed, data_dir=Path("runs/bench_physics_b/.data")))
+            seed=cfg.train.seed, data_dir=Path("runs/bench_emulator_inverse_weather/.data")))
         task.model.load_state_dict(saved["state"])
         return task, saved["info"]
     task, info = train(name, overrides)
@@ -95,7 +95,7 @@ def bench_emulator(quick: bool) -> dict[str, Any]:
     variants = {k: v for k, v in variants.items() if ONLY in k}
     trained = {k: _train_or_load("emulator", k, base + v) for k, v in variants.items()}
     cfg = load_config("emulator", overrides=base).task_config()
-    data = make_emulator_data(cfg, seed=0, cache=Path("runs/bench_physics_b/.data"))
+    data = make_emulator_data(cfg, seed=0, cache=Path("runs/bench_emulator_inverse_weather/.data"))
     spec = make_spectroscopy(0, cfg.n_lines, cfg.n_wavenumbers, cfg.n_bands)
     x, tau = data["x_val"], data["tau_val"]
     n_cols = x.shape[0] // cfg.layers_per_column

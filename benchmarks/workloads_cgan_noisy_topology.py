@@ -1,12 +1,12 @@
 """Experiments behind docs/workloads/{noisy_labels,cgan_per_label,topology}.md.
 
-    python benchmarks/workloads_matbio_b.py                      # all sections
-    python benchmarks/workloads_matbio_b.py --only noisy --seeds 3
-    python benchmarks/workloads_matbio_b.py --only cgan --steps 300
-    python benchmarks/workloads_matbio_b.py --only topology
-    python benchmarks/workloads_matbio_b.py --only cgan_budget --steps 200 --hidden 64
+    python benchmarks/workloads_cgan_noisy_topology.py                      # all sections
+    python benchmarks/workloads_cgan_noisy_topology.py --only noisy --seeds 3
+    python benchmarks/workloads_cgan_noisy_topology.py --only cgan --steps 300
+    python benchmarks/workloads_cgan_noisy_topology.py --only topology
+    python benchmarks/workloads_cgan_noisy_topology.py --only cgan_budget --steps 200 --hidden 64
 
-Writes benchmarks/results/workloads_matbio_b.json (sections merged into the existing file)
+Writes benchmarks/results/workloads_cgan_noisy_topology.json (sections merged into the existing file)
 and PNGs under docs/img/. Training goes through ``scidl.run`` (one in-process rank) except
 the per-label GAN runner, which spawns gloo processes itself.
 """
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "workloads_matbio_b.json"
+RESULTS = ROOT / "benchmarks" / "results" / "workloads_cgan_noisy_topology.json"
 IMG = ROOT / "docs" / "img"
 RATES = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
 
