@@ -23,6 +23,7 @@ def test_first_epoch_below_counts_epochs_from_the_step():
     assert ob.first_epoch_below(curve, 0.001, steps_per_epoch=8) is None
     assert ob.first_epoch_below([(12, 0.009)], 0.01, steps_per_epoch=8) == 2  # mid-epoch 2
     assert ob.epochs_of(curve, 8) == [5.0, 10.0, 15.0]
+    assert ob.epoch_times([1.0, 2.0, 3.0, 4.0, 5.0], 2) == [3.0, 7.0]  # whole epochs only
 
 
 @pytest.mark.timeout(120)
@@ -36,3 +37,4 @@ def test_admissions_benchmark_evaluates_every_epoch_past_the_trainers_cap():
     first = next((i + 1 for i, v in enumerate(run["mse"]) if v <= 0.01), None)
     assert run["epochs_to_0.01"] == first
     assert run["epoch_time_s"] == pytest.approx(run["steps_per_epoch"] * run["step_time_mean_s"])
+    assert run["epoch_time_median_s"] > 0
