@@ -57,10 +57,16 @@ def run_layout(name, over, args, root):
         f"train.max_steps={args.steps}", f"train.global_batch_size={args.batch}",
         "optim.name=sgd", "optim.lr=0.01", f"log.run_dir={root}/{name}", *over])
     out = run_distributed(_worker, args.nproc, cfg.to_dict(), args.depth, args.width, timeout=1500)
+    s = out[0]
+    # one step trains on the global batch, whatever the layout (stages share a replica's samples)
+    if s["global_batch_size"] != args.batch:
+        raise RuntimeError(f"{name}: summary global batch {s['global_batch_size']} != {args.batch}")
     return {
-        "layout": name, "samples_per_s": out[0]["samples_per_s"], "step_time_s": out[0]["step_time_s"],
+        "layout": name, "samples_per_s": s["samples_per_s"], "step_time_s": s["step_time_s"],
+        "step_time_median_s": s.get("step_time_median_s"),
+        "global_batch_size": s["global_batch_size"], "data_parallel_size": s.get("data_parallel_size"),
         "peak_rss_mb_per_rank": [o["peak_rss_mb"] for o in out],
-        "pipeline": out[0].get("pipeline"),
+        "pipeline": s.get("pipeline"),
     }
 
 
@@ -73,6 +79,7 @@ def main():
     ap.add_argument("--microbatches", type=int, default=4)
     ap.add_argument("--nproc", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/hybrid.json")
+    ap.add_argument("--note", default=None, help="recorded in the results (e.g. how busy the machine was)")
     args = ap.parse_args()
     layouts = [
         ("data_parallel", []),
@@ -97,6 +104,8 @@ def main():
               f"{r['throughput_ratio']:>12.2f}{r['memory_ratio']:>11.2f}"
               f"{p.get('predicted_step_s', float('nan')):>12.3f}{p.get('bubble_fraction', 0):>8.2f}")
     out = {"benchmark": "hybrid", "results": results, "config": vars(args),
+           "step_time": "mean step time after the first step; samples_per_s = global batch / it",
+           **({"note": args.note} if args.note else {}),
            "versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
            "hardware": {"machine": platform.machine(), "cpus": __import__("os").cpu_count()},
            "date": time.strftime("%Y-%m-%d")}

@@ -7,7 +7,8 @@ trainer (``scidl.train.trainer.Trainer``, the code path of ``scidl.run``):
    for 15 epochs (2 seeds; plain SGD reaches the targets within 8 epochs there): epochs to
    validation MSE ≤ 0.01 / ≤ 0.007 for plain SGD, Anderson acceleration (AA, safeguarded),
    AA + moving average, AA with k = 8, and AA without the safeguard; variants interleaved
-   per seed.
+   per seed. The validation MSE is evaluated at the end of every epoch and epochs are
+   counted from the optimizer step (step / steps per epoch).
 2. ``timing``: per-step time ratio to plain SGD from 5 interleaved repeats of 10-epoch runs
    (batch 40; the machine is shared, so only ratios measured side by side are reported).
 3. ``burgers`` PINN (2,000 collocation points, no RAR, 400 full-batch steps): Adam vs
@@ -88,17 +89,51 @@ def train(workload: str, overrides: list[str], task_factory: Any = None,
     return summary, trainer
 
 
-def eval_curve(trainer: Any, key: str) -> list[tuple[int, float]]:
-    """(step, value) of every evaluation row."""
+class _EpochEval:
+    """Callback: evaluate at the end of every epoch and keep (step, metrics).
+
+    The trainer evaluates at most ~20 times a run; "epochs to a target" needs every epoch.
+    Evaluation does not touch the training RNG streams, and its time is outside
+    ``trainer.step_times``.
+    """
+
+    def __init__(self) -> None:
+        self.evals: list[tuple[int, dict[str, float]]] = []
+
+    def on_step_end(self, trainer: Any, row: dict[str, Any]) -> None:
+        if trainer.step % trainer.steps_per_epoch == 0:
+            self.evals.append((trainer.step, trainer.evaluate()))
+
+
+def eval_curve(trainer: Any, key: str, epoch_eval: _EpochEval | None = None
+               ) -> list[tuple[int, float]]:
+    """(step, value) of every evaluation: the per-epoch callback's, else the trainer's rows."""
+    if epoch_eval is not None:
+        return [(step, ev[key]) for step, ev in epoch_eval.evals if key in ev]
     return [(r["step"], r[f"eval/{key}"]) for r in trainer.history if f"eval/{key}" in r]
 
 
-def first_epoch_below(curve: list[tuple[int, float]], thr: float) -> int | None:
-    """1-based index of the first per-epoch evaluation ≤ thr (None: never)."""
-    for i, (_, v) in enumerate(curve):
+def epochs_of(curve: list[tuple[int, float]], steps_per_epoch: int) -> list[float]:
+    """The epoch (completed epochs, from the optimizer step) of every evaluation."""
+    return [step / steps_per_epoch for step, _ in curve]
+
+
+def first_epoch_below(curve: list[tuple[int, float]], thr: float, steps_per_epoch: int
+                      ) -> int | None:
+    """Epochs trained (counted from the step) at the first evaluation ≤ thr (None: never).
+
+    Evaluations made mid-epoch count the epoch in progress.
+    """
+    for step, v in curve:
         if v <= thr:
-            return i + 1
+            return -(-step // steps_per_epoch)
     return None
+
+
+def epoch_times(step_times: list[float], steps_per_epoch: int) -> list[float]:
+    """Time of each complete epoch's optimizer steps (every periodic step of the epoch in it)."""
+    n = len(step_times) // steps_per_epoch
+    return [sum(step_times[i * steps_per_epoch:(i + 1) * steps_per_epoch]) for i in range(n)]
 
 
 def _med(xs: list[float | None]) -> float | None:
@@ -128,17 +163,26 @@ def admissions(batch: int, seeds: list[int], epochs: int, variants: list[str]) -
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     for seed in seeds:  # interleave the variants per seed (timing fairness)
         for v in variants:
-            clock = _StepClock()
+            clock, per_epoch = _StepClock(), _EpochEval()
             s, tr = train("admissions", common + ADM_VARIANTS[v] + [f"train.seed={seed}"],
-                          callbacks=[clock])
-            curve = eval_curve(tr, "mse")
+                          callbacks=[clock, per_epoch])
+            curve = eval_curve(tr, "mse", per_epoch)
+            spe = tr.steps_per_epoch
             runs[v].append({
                 "seed": seed, "mse": [c[1] for c in curve],
-                "epochs_to_0.01": first_epoch_below(curve, 0.01),
-                "epochs_to_0.007": first_epoch_below(curve, 0.007),
+                "eval_epochs": epochs_of(curve, spe), "steps_per_epoch": spe,
+                "epochs_to_0.01": first_epoch_below(curve, 0.01, spe),
+                "epochs_to_0.007": first_epoch_below(curve, 0.007, spe),
                 "final_mse": curve[-1][1], "train_time_s": sum(tr.step_times),
                 "steps": s["steps"], "counters": dict(getattr(tr.optimizer, "counters", {})),
                 "median_deviation": _med(clock.deviation),
+                "step_time_mean_s": s["step_time_s"],
+                "step_time_median_s": s.get("step_time_median_s"),
+                "epoch_time_s": s.get("epoch_time_s"),
+                # robust to bursts of load from other jobs, yet it holds the periodic work
+                # (extrapolations every k steps) of each epoch: epochs are whole periods here
+                "epoch_time_median_s": _med(epoch_times(tr.step_times[1:], spe)
+                                            or [sum(tr.step_times)]),
             })
             print(f"admissions b{batch} {v:12s} seed {seed}: e(0.01)={runs[v][-1]['epochs_to_0.01']}"
                   f" e(0.007)={runs[v][-1]['epochs_to_0.007']} final={curve[-1][1]:.4f} "
@@ -153,10 +197,10 @@ def admissions(batch: int, seeds: list[int], epochs: int, variants: list[str]) -
         }
         ratios, ttt = [], []
         for r, p in zip(rs, runs[variants[0]], strict=True):
-            ratios.append(r["train_time_s"] / p["train_time_s"])  # per-epoch time ratio
+            ratios.append(r["epoch_time_median_s"] / p["epoch_time_median_s"])  # per-epoch time
             if r["epochs_to_0.01"] and p["epochs_to_0.01"]:
-                ttt.append((r["epochs_to_0.01"] * r["train_time_s"] / r["steps"])
-                           / (p["epochs_to_0.01"] * p["train_time_s"] / p["steps"]))
+                ttt.append((r["epochs_to_0.01"] * r["epoch_time_median_s"])
+                           / (p["epochs_to_0.01"] * p["epoch_time_median_s"]))
         row["time_per_epoch_ratio_median"] = _med(ratios)
         row["time_to_0.01_ratio_median"] = _med(ttt)
         row["epochs_to_0.01_ratio_median"] = _med([
@@ -252,7 +296,7 @@ def digits(epochs: int, seeds: list[int]) -> dict[str, Any]:
             curve = eval_curve(tr, "accuracy")
             out["runs"].setdefault(v, []).append({
                 "seed": seed, "accuracy": [c[1] for c in curve], "final": curve[-1][1],
-                "steps": s["steps"]})
+                "eval_epochs": epochs_of(curve, tr.steps_per_epoch), "steps": s["steps"]})
             print(f"digits {v:20s} seed {seed}: acc={curve[-1][1]:.4f} steps={s['steps']}",
                   flush=True)
     out["table"] = {v: {"final_accuracy": [r["final"] for r in rs],
@@ -347,8 +391,8 @@ def plot(results: dict[str, Any]) -> list[str]:
         fig, ax = plt.subplots(figsize=(6, 4))
         for i, (v, rs) in enumerate(results[key]["runs"].items()):
             for j, r in enumerate(rs):
-                ax.plot(range(1, len(r["mse"]) + 1), r["mse"], color=f"C{i}", alpha=0.7,
-                        label=v if j == 0 else None)
+                ax.plot(r.get("eval_epochs") or range(1, len(r["mse"]) + 1), r["mse"],
+                        color=f"C{i}", alpha=0.7, label=v if j == 0 else None)
         ax.axhline(0.01, color="k", ls=":", lw=1)
         ax.axhline(0.007, color="k", ls="--", lw=1)
         ax.set(yscale="log", xlabel="epoch", ylabel="validation MSE",
@@ -378,7 +422,8 @@ def plot(results: dict[str, Any]) -> list[str]:
         fig, ax = plt.subplots(figsize=(6, 4))
         for i, (v, rs) in enumerate(results["digits"]["runs"].items()):
             r = rs[0]
-            ax.plot(range(1, len(r["accuracy"]) + 1), r["accuracy"], color=f"C{i}", label=v)
+            ax.plot(r.get("eval_epochs") or range(1, len(r["accuracy"]) + 1), r["accuracy"],
+                    color=f"C{i}", label=v)
         ax.set(xlabel="epoch", ylabel="test accuracy", ylim=(0.5, 1.0),
                title="digits: batch 64 vs 1024 (seed 0)")
         ax.legend()
@@ -486,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tables", action="store_true",
                     help="print markdown tables of the stored results and exit")
     ap.add_argument("--plots", action="store_true", help="redraw the plots and exit")
+    ap.add_argument("--note", default=None,
+                    help="recorded with each section run now (e.g. how busy the machine was)")
     args = ap.parse_args(argv)
     if args.tables or args.plots:
         stored = json.loads(Path(args.out).read_text())
@@ -499,37 +546,46 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
     t0 = time.perf_counter()
 
+    command = "python benchmarks/optim.py " + " ".join(sys.argv[1:] if argv is None else argv)
+
+    def stamp(section: dict[str, Any]) -> dict[str, Any]:
+        """Record how and when a section was produced (sections come from several runs)."""
+        section["generated"] = {"command": command,
+                                "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+                                **({"note": args.note} if args.note else {})}
+        return section
+
     def save() -> None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(results, indent=1, default=str))
 
     if "admissions" in todo:
-        results["admissions_b40"] = admissions(
-            40, args.seeds, 10 if q else 100, ["sgd", "aa", "aa_ma", "aa_k8", "aa_nosafe"])
+        results["admissions_b40"] = stamp(admissions(
+            40, args.seeds, 10 if q else 100, ["sgd", "aa", "aa_ma", "aa_k8", "aa_nosafe"]))
         save()
     if "timing" in todo:
-        results["timing_b40"] = timing(2 if q else 5, 3 if q else 10,
-                                       ["sgd", "aa", "aa_ma", "aa_k8", "aa_nosafe"])
+        results["timing_b40"] = stamp(timing(2 if q else 5, 3 if q else 10,
+                                             ["sgd", "aa", "aa_ma", "aa_k8", "aa_nosafe"]))
         save()
     if "admissions_b8" in todo:
-        results["admissions_b8"] = admissions(
+        results["admissions_b8"] = stamp(admissions(
             8, args.b8_seeds, 5 if q else 15,
-            ["sgd", "aa", "aa_ma", "aa_nosafe", "aa_ma_nosafe"])
+            ["sgd", "aa", "aa_ma", "aa_nosafe", "aa_ma_nosafe"]))
         save()
     if "burgers" in todo:
-        results["burgers"] = burgers(50 if q else 400, [0])
+        results["burgers"] = stamp(burgers(50 if q else 400, [0]))
         save()
     if "digits" in todo:
-        results["digits"] = digits(5 if q else 60, args.digits_seeds)
+        results["digits"] = stamp(digits(5 if q else 60, args.digits_seeds))
         save()
     if "filtering" in todo:
-        results["filtering"] = filtering(5 if q else 60, args.digits_seeds)
+        results["filtering"] = stamp(filtering(5 if q else 60, args.digits_seeds))
         save()
     if "ensemble" in todo:
-        results["ensemble"] = ensemble(8 if q else 60, args.digits_seeds)
+        results["ensemble"] = stamp(ensemble(8 if q else 60, args.digits_seeds))
         save()
     results["meta"] = {
-        "command": "python benchmarks/optim.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command,
         "torch": torch.__version__, "python": platform.python_version(),
         "machine": platform.machine(), "processor": platform.processor(),
         "cpu_threads": torch.get_num_threads(), "wall_s_last_invocation": time.perf_counter() - t0,

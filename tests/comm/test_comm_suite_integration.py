@@ -188,7 +188,9 @@ def check_dense_family(rank, world):
                     exp += ring_allreduce_bytes(n * 4, nodes)
                     continue
                 pad = math.ceil(n / per_node) * per_node
-                exp += 2 * reduce_scatter_bytes(pad * 4, per_node)
+                # gloo's reduce-scatter sends an allreduce's bytes
+                exp += reduce_scatter_bytes(pad * 4, per_node, "gloo")
+                exp += allgather_bytes(pad // per_node * 4, per_node)
                 exp += ring_allreduce_bytes(pad // per_node * 4, nodes)
             assert r["bytes"] == exp, (per_node, r["bytes"], exp)
     return out

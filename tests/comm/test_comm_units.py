@@ -142,3 +142,17 @@ def test_flat_store_survives_bucket_rebuild():
     assert store.get(n0).tolist() == [6, 7, 8, 9]
     assert store.get(n1).tolist() == [3, 4, 5, 1, 2]
     assert layout_of([a, b], 6) == ()  # does not tile the buffer
+
+
+def test_byte_formulas_follow_the_backend():
+    from scidl.comm.accounting import broadcast_bytes, reduce_scatter_bytes
+
+    # gloo's reduce-scatter is an allreduce on the wire (see test_comm_wire_bytes_integration)
+    assert reduce_scatter_bytes(1000, 4, "gloo") == ring_allreduce_bytes(1000, 4) == 1500
+    assert reduce_scatter_bytes(1000, 4, "nccl") == reduce_scatter_bytes(1000, 4) == 750
+    # gloo broadcast: binomial tree from the root (relative ranks 0→1,2,4; 1→3,5; 2→6; 3→7)
+    assert [broadcast_bytes(10, 8, r, 0, "gloo") for r in range(8)] == [30, 20, 10, 10, 0, 0, 0, 0]
+    assert [broadcast_bytes(10, 4, r, 3, "gloo") for r in range(4)] == [10, 0, 0, 20]
+    assert sum(broadcast_bytes(10, 5, r, 2, "gloo") for r in range(5)) == 40
+    assert [broadcast_bytes(10, 3, r, 1, "nccl") for r in range(3)] == [0, 10, 10]
+    assert [broadcast_bytes(10, 3, r, 0) for r in range(3)] == [20, 0, 0]

@@ -1,13 +1,27 @@
 """Bytes and seconds spent in collectives, per step and per rank.
 
-Byte counts follow the bandwidth-optimal algorithm of each collective, so they are the
-same on every backend and comparable across strategies (``n`` bytes of payload, ``p``
-ranks, counted per rank, sent = received):
+Byte counts are the payload bytes one rank really sends (and receives) with the
+collective algorithm of the process group's backend (``n`` bytes of payload, ``p`` ranks,
+counted per rank):
 
-* ring allreduce: 2(p-1)/p·n
-* reduce-scatter / allgather of a total of ``n`` bytes: (p-1)/p·n
-* allgather of ``b`` bytes from every rank: (p-1)·b
-* broadcast of ``b`` bytes: the root sends (p-1)·b, the others receive b
+=========================================  ===================  ==========================
+collective                                 nccl, mpi, …         gloo (measured)
+=========================================  ===================  ==========================
+allreduce of ``n`` bytes                   2(p-1)/p·n           2(p-1)/p·n
+reduce-scatter of a total of ``n`` bytes   (p-1)/p·n            2(p-1)/p·n
+allgather of ``b`` bytes from every rank   (p-1)·b              (p-1)·b
+broadcast of ``b`` bytes                   nccl: b on all but   b per child in a binomial
+                                           the ring's last;     tree rooted at the source
+                                           others: root (p-1)·b (root: ⌈log2 p⌉·b)
+=========================================  ===================  ==========================
+
+nccl runs the bandwidth-optimal ring algorithms (the bus-bandwidth factors of nccl-tests).
+gloo's reduce-scatter runs a whole allreduce and keeps this rank's chunk, so it sends as
+many bytes as an allreduce; its broadcast is a binomial tree. Both were measured from the
+process's socket writes (``wchar`` of ``/proc/self/io``) on 2 and 4 processes:
+``tests/comm/test_comm_wire_bytes_integration.py`` checks every gloo formula above against
+the bytes really written (a 48-byte header per message aside). Receives: a broadcast's
+non-root ranks receive ``b``; for the other collectives received = sent.
 
 ``seconds`` is the time from issuing a collective to its completion, summed over
 collectives (overlapping collectives are each counted). ``exposed_s`` is the
@@ -23,24 +37,59 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+# Backends whose reduce-scatter is an allreduce on the wire (measured, see the module doc).
+REDUCE_SCATTER_AS_ALLREDUCE = frozenset({"gloo"})
 
-def ring_allreduce_bytes(nbytes: int, world: int) -> int:
-    """Bytes one rank sends (and receives) in a ring allreduce of ``nbytes``: 2(p-1)/p·n."""
+
+def ring_allreduce_bytes(nbytes: int, world: int, backend: str | None = None) -> int:
+    """Bytes one rank sends (and receives) in an allreduce of ``nbytes``: 2(p-1)/p·n.
+
+    The same on every backend (ring, or gloo's ring/halving-doubling).
+    """
     if world <= 1:
         return 0
     return int(2 * (world - 1) * nbytes // world)
 
 
-def reduce_scatter_bytes(nbytes: int, world: int) -> int:
-    """Bytes one rank sends in a ring reduce-scatter (or allgather) of ``nbytes`` total."""
+def reduce_scatter_bytes(nbytes: int, world: int, backend: str | None = None) -> int:
+    """Bytes one rank sends in a reduce-scatter of ``nbytes`` total on ``backend``.
+
+    (p-1)/p·n for a ring reduce-scatter (nccl, and the default when ``backend`` is None);
+    gloo sends an allreduce's 2(p-1)/p·n.
+    """
     if world <= 1:
         return 0
+    if backend in REDUCE_SCATTER_AS_ALLREDUCE:
+        return ring_allreduce_bytes(nbytes, world, backend)
     return int((world - 1) * nbytes // world)
 
 
-def allgather_bytes(block_bytes: int, world: int) -> int:
-    """Bytes one rank sends when every rank contributes ``block_bytes``: (p-1)·b."""
+def allgather_bytes(block_bytes: int, world: int, backend: str | None = None) -> int:
+    """Bytes one rank sends when every rank contributes ``block_bytes``: (p-1)·b (all backends)."""
     return int(max(world - 1, 0) * block_bytes)
+
+
+def broadcast_bytes(nbytes: int, world: int, rank: int, root: int = 0,
+                    backend: str | None = None) -> int:
+    """Bytes ``rank`` sends in a broadcast of ``nbytes`` from ``root`` (ranks of the group).
+
+    gloo: a binomial tree, relative rank r sends to r + 2^k for every 2^k > r below p;
+    nccl: a ring, every rank but the one before the root sends once; otherwise the root
+    sends to each of the p-1 others.
+    """
+    if world <= 1:
+        return 0
+    rel = (rank - root) % world
+    if backend == "gloo":
+        children, step = 0, 1
+        while step < world:
+            if step > rel and rel + step < world:
+                children += 1
+            step *= 2
+        return children * nbytes
+    if backend == "nccl":
+        return 0 if rel == world - 1 else nbytes
+    return (world - 1) * nbytes if rel == 0 else 0
 
 
 @dataclass

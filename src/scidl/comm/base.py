@@ -56,6 +56,7 @@ class CommStrategy(abc.ABC):
         self.group: dist.ProcessGroup | None = None
         self.world = 1
         self.rank = 0
+        self.backend: str | None = None  # the process group's backend: what bytes it sends
         self.step = 0
         self.param_ids: list[int] = []
 
@@ -78,6 +79,7 @@ class CommStrategy(abc.ABC):
         self.group = group
         self.world = dist.get_world_size(group)
         self.rank = dist.get_rank(group)
+        self.backend = str(dist.get_backend(group))
         if ddp_model is not None:  # stable names of parameters, for checkpoints
             self.param_ids = [id(p) for p in ddp_model.module.parameters()]
 
@@ -159,7 +161,7 @@ class CommStrategy(abc.ABC):
         """Sum ``t`` in place over ``group`` (default: the strategy's group); async."""
         g = self.group if group is None else group
         p = self.world if world is None else world
-        nbytes = ring_allreduce_bytes(t.numel() * t.element_size(), p)
+        nbytes = ring_allreduce_bytes(t.numel() * t.element_size(), p, self.backend)
         self.counters.record(op, nbytes, nbytes)
         return self._timed(dist.all_reduce(t, group=g, async_op=True), op, t)
 
@@ -170,7 +172,7 @@ class CommStrategy(abc.ABC):
         """Concatenate every rank's ``inp`` into ``out`` (rank order); async."""
         g = self.group if group is None else group
         p = self.world if world is None else world
-        nbytes = allgather_bytes(inp.numel() * inp.element_size(), p)
+        nbytes = allgather_bytes(inp.numel() * inp.element_size(), p, self.backend)
         self.counters.record(op, nbytes, nbytes)
         gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
         return self._timed(gather(out, inp, group=g, async_op=True), op, out)
@@ -182,7 +184,7 @@ class CommStrategy(abc.ABC):
         """Sum ``inp`` over ranks and keep this rank's 1/p chunk in ``out``; async."""
         g = self.group if group is None else group
         p = self.world if world is None else world
-        nbytes = reduce_scatter_bytes(inp.numel() * inp.element_size(), p)
+        nbytes = reduce_scatter_bytes(inp.numel() * inp.element_size(), p, self.backend)
         self.counters.record(op, nbytes, nbytes)
         scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
         return self._timed(scatter(out, inp, group=g, async_op=True), op, out)

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch.futures import Future
 
+from scidl.comm.accounting import broadcast_bytes
 from scidl.comm.base import CommStrategy
 from scidl.comm.buckets import Bucket
 
@@ -105,7 +106,7 @@ class GroupedAllreduce(CommStrategy):
         for i, (t, b) in self._ready.items():
             obs[0, i], obs[1, i] = t, b
         nbytes = obs.numel() * 8
-        self.counters.record("broadcast", nbytes * (self.world - 1) if self.rank == 0 else 0,
+        self.counters.record("broadcast", broadcast_bytes(nbytes, self.world, self.rank, 0, self.backend),
                              0 if self.rank == 0 else nbytes)
         root = 0 if self.group is None else dist.get_global_rank(self.group, 0)
         dist.broadcast(obs, src=root, group=self.group)

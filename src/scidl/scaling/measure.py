@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from scidl.config import RunConfig
-from scidl.scaling.profile import median_of, step_rows
+from scidl.scaling.profile import median_of, step_rows, summary_median_step
 
 
 def point_config(
@@ -53,7 +53,7 @@ def point_config(
 def measure_point(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
     """Median step breakdown of one finished run."""
     rows = step_rows(run_dir)
-    step = median_of(rows, "step_time_s", float(summary.get("step_time_s") or 0.0))
+    step = median_of(rows, "step_time_s", summary_median_step(summary))
     comm = median_of(rows, "comm_s")
     has_exposed = any("comm_exposed_s" in r for r in rows)
     exposed = median_of(rows, "comm_exposed_s") if has_exposed else comm

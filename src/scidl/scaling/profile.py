@@ -24,6 +24,15 @@ def median_of(rows: list[dict[str, Any]], key: str, default: float = 0.0) -> flo
     return statistics.median(vals) if vals else default
 
 
+def summary_median_step(summary: dict[str, Any]) -> float:
+    """Median step time of a run's ``summary.json`` (the fallback when it logged no rows).
+
+    ``step_time_s`` is the mean since the summary reports periodic work; summaries written
+    before that hold the median there.
+    """
+    return float(summary.get("step_time_median_s", summary.get("step_time_s")) or 0.0)
+
+
 def step_rows(run_dir: Path) -> list[dict[str, Any]]:
     """Training-step rows of ``metrics.jsonl`` without the first (warm-up) step."""
     from scidl.scaling.report import read_jsonl
@@ -72,7 +81,7 @@ def profile_from_run(run_dir: str | Path) -> StepProfile:
     cfg = yaml.safe_load(cfg_path.read_text())
     summary = json.loads(summ_path.read_text())
     rows = step_rows(d)
-    step = median_of(rows, "step_time_s", float(summary.get("step_time_s") or 0.0))
+    step = median_of(rows, "step_time_s", summary_median_step(summary))
     exposed = median_of(rows, "comm_exposed_s")
     comm = median_of(rows, "comm_s")
     extra: dict[str, Any] = {}

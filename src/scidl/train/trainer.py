@@ -106,7 +106,6 @@ class Trainer:
             self.batch_size = max(self.sampler.num_samples, 1)
         self.steps_per_epoch = self._steps_per_epoch()
         self.total_steps = self._total_steps()
-        self.global_batch = self.batch_size * cfg.train.grad_accum * self.dp_size
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.total_steps, self.global_batch)
         self.step = 0
         self.epoch = 0
@@ -118,6 +117,15 @@ class Trainer:
         self._logger: MetricsLogger | None = None
         self._last_ckpt_step = 0
         self._last_eval_step = 0
+
+    @property
+    def global_batch(self) -> int:
+        """Samples per optimizer step over the whole job.
+
+        per-replica batch x ``grad_accum`` x data-parallel replicas. With pipeline stages
+        the replicas are world / stages: the stages of one pipeline share its samples.
+        """
+        return self.batch_size * self.cfg.train.grad_accum * self.dp_size
 
     def _init_pipeline(self, ddp_kw: dict[str, Any]) -> None:
         """Cut the model into stages; this rank keeps its stage (rank 0 also the full model)."""
@@ -254,10 +262,9 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         dt = time.perf_counter() - t0
         self.step_times.append(dt)
-        global_batch = self.batch_size * len(micro) * self.dctx.world_size
         row = {
             "step": self.step + 1, "epoch": self.epoch, "loss": loss_mean, "lr": lr,
-            "step_time_s": dt, "samples_per_s": global_batch / dt if dt > 0 else 0.0,
+            "step_time_s": dt, "samples_per_s": self.global_batch / dt if dt > 0 else 0.0,
             "skipped": int(skipped),
         }
         if not math.isnan(grad_norm):
@@ -449,9 +456,8 @@ class Trainer:
             self.save()
 
     def _summary(self, wall: float) -> dict[str, Any]:
-        times = sorted(self.step_times[1:] or self.step_times)  # first step warms caches
-        median = times[len(times) // 2] if times else float("nan")
-        global_batch = self.batch_size * self.cfg.train.grad_accum * self.dctx.world_size
+        timing = step_timing(self.step_times, self.steps_per_epoch, wall)
+        mean = timing["step_time_s"]
         return {
             "workload": self.cfg.workload,
             "headline": self.task.headline,
@@ -467,13 +473,42 @@ class Trainer:
             "device": str(self.device),
             "launcher": self.dctx.launcher,
             "batch_size_per_rank": self.batch_size,
-            "global_batch_size": global_batch,
+            "global_batch_size": self.global_batch,
+            "data_parallel_size": self.dp_size,
+            "steps_per_epoch": self.steps_per_epoch,
             "wall_s": wall,
-            "step_time_s": median,
-            "samples_per_s": global_batch / median if median and median > 0 else None,
+            **timing,
+            "samples_per_s": self.global_batch / mean if mean and mean > 0 else None,
             "comm": self.strategy.report(),
-            **({"pipeline": self.pipe.report(median)} if self.pipe is not None else {}),
+            **({"pipeline": self.pipe.report(mean)} if self.pipe is not None else {}),
         }
+
+
+def step_timing(step_times: Sequence[float], steps_per_epoch: int, wall: float) -> dict[str, float]:
+    """Step-time statistics of one ``fit`` call (the first step, which warms caches, left out).
+
+    ``step_time_s`` is the mean, so periodic work (an extrapolation every k steps, a
+    compression warm start) counts in proportion to how often it runs; the median, which
+    hides such work, is kept as ``step_time_median_s``. ``epoch_time_s`` is the time the
+    optimizer steps of one epoch take (mean step x steps per epoch); ``wall_s_per_epoch``
+    divides the whole wall time (evaluation, checkpoints, start-up included) by the epochs
+    this call trained.
+    """
+    nan = float("nan")
+    times = list(step_times[1:] or step_times)
+    if not times:
+        return {"step_time_s": nan, "step_time_median_s": nan, "epoch_time_s": nan,
+                "wall_s_per_epoch": nan}
+    ordered = sorted(times)
+    mid = len(ordered) // 2
+    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    mean = math.fsum(times) / len(times)
+    return {
+        "step_time_s": mean,
+        "step_time_median_s": median,
+        "epoch_time_s": mean * steps_per_epoch,
+        "wall_s_per_epoch": wall * steps_per_epoch / len(step_times),
+    }
 
 
 def _rng_for_save() -> dict[str, Any]:
