@@ -105,6 +105,13 @@ def step_dir(root: Path, step: int) -> Path:
     return root / f"{PREFIX}{step:08d}"
 
 
+def _write_object(path: Path, obj: Any) -> None:
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def save_checkpoint(root: Path, step: int, files: dict[str, Any], keep: int = 3) -> Path:
     """Write ``{filename: object}`` as checkpoint ``step`` under ``root``; prune old ones.
 
@@ -117,10 +124,7 @@ def save_checkpoint(root: Path, step: int, files: dict[str, Any], keep: int = 3)
         manifest: dict[str, Any] = {"step": step, "files": {}}
         for name, obj in files.items():
             p = tmp / name
-            with open(p, "wb") as f:
-                torch.save(obj, f)
-                f.flush()
-                os.fsync(f.fileno())
+            _write_object(p, obj)
             manifest["files"][name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
         with open(tmp / MANIFEST, "w") as f:
             json.dump(manifest, f, indent=1)
