@@ -84,7 +84,6 @@ class StallWatchdog:
     # ------------------------------------------------------------------ thread
 
     def start(self) -> StallWatchdog:
-        heartbeat_path(self.run_dir, self.rank).parent.mkdir(parents=True, exist_ok=True)
         self._write()
         self._thread.start()
         return self
@@ -118,6 +117,7 @@ class StallWatchdog:
     def _write(self, done: bool = False) -> None:
         self._beat += 1
         path = heartbeat_path(self.run_dir, self.rank)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
         tmp.write_text(f"pid={os.getpid()} host={self._host} beat={self._beat} "
                        f"step={self.step()}{' done=1' if done else ''}\n")
