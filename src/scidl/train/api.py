@@ -170,9 +170,10 @@ def run(
     if resume and not cfg.log.run_dir:
         raise ValueError("resume=True needs cfg.log.run_dir (the run folder to continue)")
     if resume:  # fail here, before any process starts, when nothing can be resumed
-        from scidl.train.checkpoint import resume_plan
+        from scidl.train.checkpoint import TRAINER_FILES, resume_plan
 
-        resume_plan(Path(cfg.log.run_dir) / "checkpoints", allow_none=restart_from_scratch)
+        resume_plan(Path(cfg.log.run_dir) / "checkpoints", restart_from_scratch, TRAINER_FILES,
+                    warn=False)  # the training processes report unusable ones
     launch = detect_launch()
     if cfg.dist.nproc > 1 and launch.launcher == "single":
         if cfg.log.run_dir is None:

@@ -34,6 +34,7 @@ MANIFEST = "manifest.json"
 PREFIX = "step_"
 SET_ASIDE = "unusable_"  # prefix of checkpoints moved out of the way (kept for inspection)
 REQUIRED: tuple[str, ...] = ("state.pt",)  # what Checkpoint.load needs by default
+TRAINER_FILES: tuple[str, ...] = ("state.pt", "ranks.pt")  # what the trainer's resume needs
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 

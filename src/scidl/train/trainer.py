@@ -35,7 +35,7 @@ from scidl.train.logging import MetricsLogger, truncate_metrics
 from scidl.train.progress import Progress
 from scidl.workloads.base import Task
 
-CKPT_FILES = ("state.pt", "ranks.pt")  # what a trainer checkpoint must hold
+CKPT_FILES = ckpt.TRAINER_FILES  # what a trainer checkpoint must hold
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -407,11 +407,12 @@ class Trainer:
         model_state = state["model"] if self.pipe is None else mine["model"]
         _check_same_tensors(self.model.state_dict(), model_state)
         opt = state["optimizer"] if self.pipe is None else mine["optimizer"]
-        groups = [len(g["params"]) for g in opt["param_groups"]]
-        if groups != [len(g["params"]) for g in self.optimizer.param_groups]:
-            raise ValueError(f"optimizer state has parameter groups of sizes {groups}")
-        if not isinstance(state["scheduler"], dict) or not isinstance(mine["rng"], dict):
-            raise KeyError("scheduler or RNG state missing")
+        if not all(isinstance(x, dict) for x in (opt, state["scheduler"], mine["rng"])):
+            raise KeyError("optimizer, scheduler or RNG state missing")
+        if "param_groups" in opt:  # torch optimizers (wrappers may keep their own layout)
+            groups = [len(g["params"]) for g in opt["param_groups"]]
+            if groups != [len(g["params"]) for g in self.optimizer.param_groups]:
+                raise ValueError(f"optimizer state has parameter groups of sizes {groups}")
         for key in ("step", "epoch", "micro", "skipped"):
             int(prog[key])
         return state, mine
