@@ -76,9 +76,10 @@ def distributed_context(
         else:
             for k, v in launch.export().items():
                 os.environ.setdefault(k, v)
-            # env:// (not tcp://): under the elastic agent it joins the agent's store with
-            # this attempt's key prefix, so a restarted group never sees the dead
-            # attempt's addresses.
+            # env://: under the elastic agent this follows TORCHELASTIC_USE_AGENT_STORE.
+            # SciDL's own launcher turns store sharing off (scidl.runtime.launch), so each
+            # attempt's rank 0 hosts a fresh store on the port of that rendezvous round
+            # and a restarted group never sees a dead attempt's keys.
             dist.init_process_group(
                 be,
                 init_method="env://",
