@@ -84,3 +84,33 @@ def test_sigstop_of_one_rank_ends_the_job_naming_it(tmp_path):
     assert proc.returncode != 0
     assert "scidl: error: rank 1 made no progress for 3 s (stalled at step " in err, err[-3000:]
     assert elapsed < 30
+
+
+def test_torchrun_restarts_on_a_shared_store_are_warned_about():
+    from scidl.runtime.dist import shared_store_warning
+    from scidl.runtime.launch import launch_config
+
+    shared = {"TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_MAX_RESTARTS": "2"}
+    assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1" in shared_store_warning(shared)
+    assert shared_store_warning({**shared, "TORCHELASTIC_MAX_RESTARTS": "0"}) is None
+    assert shared_store_warning({**shared, "TORCHELASTIC_USE_AGENT_STORE": "False"}) is None
+    assert launch_config(2, 1).max_restarts == 1
+
+
+def test_launcher_turns_store_sharing_off_only_during_the_launch(monkeypatch):
+    import torch.distributed.launcher.api as lapi
+
+    from scidl.runtime import launch
+
+    seen = {}
+
+    def fake_launch(config, fn):
+        def go(*args):
+            seen["env"] = os.environ.get(launch.NO_SHARED_STORE)
+            return {0: fn(*args)}
+        return go
+
+    monkeypatch.setattr(lapi, "elastic_launch", fake_launch)
+    monkeypatch.delenv(launch.NO_SHARED_STORE, raising=False)
+    assert launch.elastic_run(lambda x: x + 1, (1,), 2, 0) == {0: 2}
+    assert seen["env"] == "1" and launch.NO_SHARED_STORE not in os.environ
