@@ -112,7 +112,7 @@ def _restart_cfg(run_dir, restarts):
         f"log.run_dir={run_dir}"], extra={"dist": {"nproc": 2, "max_restarts": restarts}})
 
 
-@pytest.mark.timeout(400)
+@pytest.mark.timeout(600)
 def test_max_restarts_survives_kill_9_at_every_moment_bit_exact(tmp_path):
     """kill -9 of a rank before the first checkpoint, between checkpoints and during a
     checkpoint write (three attempts in a row): the run finishes, its weights equal an
