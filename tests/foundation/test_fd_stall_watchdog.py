@@ -61,7 +61,7 @@ def test_sigstop_of_one_rank_ends_the_job_naming_it(tmp_path):
         [sys.executable, "-m", "scidl", "train", "admissions", "--nproc", "2", "--quiet",
          "--run-dir", str(run_dir), "--max-steps", "1000000", "log.tensorboard=false",
          "train.batch_size=16", "checkpoint.every_steps=0", "checkpoint.final=false",
-         "dist.stall_timeout_s=3"],
+         "dist.stall_timeout_s=5"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pid = None
     try:
@@ -82,8 +82,8 @@ def test_sigstop_of_one_rank_ends_the_job_naming_it(tmp_path):
             proc.kill()
             proc.communicate()
     assert proc.returncode != 0
-    assert "scidl: error: rank 1 made no progress for 3 s (stalled at step " in err, err[-3000:]
-    assert elapsed < 30
+    assert "scidl: error: rank 1 made no progress for 5 s (stalled at step " in err, err[-3000:]
+    assert elapsed < 45
 
 
 def test_torchrun_restarts_on_a_shared_store_are_warned_about():
