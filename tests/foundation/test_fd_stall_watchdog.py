@@ -29,7 +29,7 @@ def test_watchdog_reports_the_rank_whose_heartbeat_stops(tmp_path):
     dogs[2]._write()
     assert dogs[0].check(t + 0.7)  # the lowest healthy rank reports
     assert not dogs[2].check(t + 0.7)  # the others stay quiet: one line
-    assert lines == ["scidl: error: rank 1 made no progress for 1 s (stalled at step 11)"]
+    assert lines == ["scidl: error: rank 1 made no progress for 0.6 s (stalled at step 11)"]
 
 
 def test_finished_rank_is_not_a_stall(tmp_path):

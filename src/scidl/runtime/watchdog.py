@@ -57,7 +57,7 @@ def stalled_ranks(seen: dict[int, _Seen], now: float, timeout_s: float) -> list[
 
 
 def stall_message(rank: int, seconds: float, step: str) -> str:
-    return f"scidl: error: rank {rank} made no progress for {seconds:.0f} s (stalled at step {step})"
+    return f"scidl: error: rank {rank} made no progress for {seconds:g} s (stalled at step {step})"
 
 
 class StallWatchdog:
@@ -144,7 +144,7 @@ class StallWatchdog:
             return False
         r = stalled[0]
         info = parse_heartbeat(self._seen[r].content)
-        line = stall_message(r, now - self._seen[r].since, info.get("step", "?"))
+        line = stall_message(r, self.timeout_s, info.get("step", "?"))
         if self.on_stall is not None:
             self.on_stall(line)
             return True
