@@ -57,6 +57,10 @@ class DistConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="compute device")
     max_restarts: int = Field(0, ge=0, description="elastic agent restarts on failure")
     timeout_s: float = Field(600.0, gt=0, description="collective timeout in seconds")
+    stall_timeout_s: float = Field(
+        120.0, gt=0, allow_inf_nan=False,
+        description="a rank with no heartbeat for this many seconds is reported and the job fails "
+                    "(or restarts under max_restarts)")
     threads_per_proc: int | None = Field(None, ge=1, description="torch threads per process (default: cores / local processes)")
 
 

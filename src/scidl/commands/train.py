@@ -23,6 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, help="train.max_steps")
     p.add_argument("--run-dir", help="explicit run folder (log.run_dir)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest good checkpoint")
+    p.add_argument("--restart-from-scratch", action="store_true",
+                   help="with --resume: train from step 0 when no checkpoint is usable "
+                        "(default: fail)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
@@ -50,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from scidl.cli import UserError
     from scidl.config import ConfigError, load_config
     from scidl.train.api import run as run_training
+    from scidl.train.checkpoint import CheckpointError
 
     overrides = list(args.overrides)
     workload = args.workload
@@ -66,8 +70,14 @@ def run(args: argparse.Namespace) -> int:
         extra.setdefault("log", {})["run_dir"] = str(run_dir)
     if not workload and not config_path:
         raise ConfigError("name a workload (see `scidl workloads`) or pass --config FILE")
+    if args.restart_from_scratch and not args.resume:
+        raise UserError("--restart-from-scratch only applies with --resume RUN_DIR")
     cfg = load_config(workload, config_path, overrides, extra)
-    result = run_training(cfg, resume=bool(args.resume))
+    try:
+        result = run_training(cfg, resume=bool(args.resume),
+                              restart_from_scratch=args.restart_from_scratch)
+    except CheckpointError as e:  # no usable checkpoint, full disk: one line, exit 2
+        raise UserError(str(e)) from None
     name, value = result.headline
     s = result.summary
     print(f"run folder: {result.run_dir}")

@@ -10,7 +10,8 @@ path (DDP, collectives, accounting) is the same at any scale.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -57,6 +58,21 @@ def pick_backend(backend: str, device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
+def shared_store_warning(env: Mapping[str, str]) -> str | None:
+    """A warning when an outer elastic agent restarts workers on one shared store.
+
+    torchrun (torch >= 2.4) shares its rendezvous store with every attempt without a
+    per-attempt prefix, so a restarted group can read a dead attempt's keys and fail or
+    hang. ``scidl train --nproc`` turns the sharing off itself; under torchrun it is the
+    user's switch.
+    """
+    restarts = env.get("TORCHELASTIC_MAX_RESTARTS", "0")
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and restarts.isdigit() and int(restarts) > 0:
+        return ("torchrun --max-restarts shares one store across restart attempts, so a restart "
+                "can fail or hang; export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 before torchrun")
+    return None
+
+
 @contextmanager
 def distributed_context(
     device: str = "auto",
@@ -76,9 +92,13 @@ def distributed_context(
         else:
             for k, v in launch.export().items():
                 os.environ.setdefault(k, v)
-            # env:// (not tcp://): under the elastic agent it joins the agent's store with
-            # this attempt's key prefix, so a restarted group never sees the dead
-            # attempt's addresses.
+            msg = shared_store_warning(os.environ)
+            if msg and launch.rank == 0:
+                warnings.warn(msg, stacklevel=3)
+            # env://: under the elastic agent this follows TORCHELASTIC_USE_AGENT_STORE.
+            # SciDL's own launcher turns store sharing off (scidl.runtime.launch), so each
+            # attempt's rank 0 hosts a fresh store on the port of that rendezvous round
+            # and a restarted group never sees a dead attempt's keys.
             dist.init_process_group(
                 be,
                 init_method="env://",

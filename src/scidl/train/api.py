@@ -9,6 +9,7 @@ from the newest good checkpoint). Under an outer launcher, every process calls
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -24,8 +25,8 @@ import torch.distributed as dist
 from scidl.config import RunConfig, save_config
 from scidl.runtime.dist import DistContext, distributed_context
 from scidl.runtime.env import detect_launch
-from scidl.runtime.ports import free_port
 from scidl.runtime.seed import seed_everything
+from scidl.runtime.watchdog import StallWatchdog
 from scidl.train.checkpoint import atomic_write_text
 from scidl.workloads.base import BuildContext, Task
 
@@ -75,9 +76,13 @@ def _agree_run_dir(cfg: RunConfig, dctx: DistContext) -> Path:
 
 def train_process(
     cfg_dict: dict[str, Any], resume: bool = False, task_factory: TaskFactory | None = None,
-    callbacks: Sequence[Any] = (),
+    callbacks: Sequence[Any] = (), from_scratch: bool = False,
 ) -> dict[str, Any]:
-    """Train as one rank of the job described by the environment (all ranks call this)."""
+    """Train as one rank of the job described by the environment (all ranks call this).
+
+    ``from_scratch``: when resuming finds no usable checkpoint, train from step 0 instead
+    of failing.
+    """
     from scidl.train.trainer import Trainer
 
     cfg = RunConfig.model_validate(cfg_dict)
@@ -95,14 +100,17 @@ def train_process(
             save_config(cfg.model_copy(update={"log": cfg.log.model_copy(update={"run_dir": str(run_dir)})}), run_dir / "config.yaml")
         ctx = BuildContext(seed=cfg.train.seed, device=dctx.device, run_dir=run_dir,
                            data_dir=Path(cfg.log.root) / ".data")
-        task = build_task(cfg, ctx, task_factory)
-        seed_everything(cfg.train.seed + 1 + dctx.rank)  # per-rank stream (dropout, noise)
-        trainer = Trainer(cfg, task, dctx, run_dir, callbacks)
-        # An elastic restart re-enters here: continue from the newest good checkpoint.
-        restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
-        if resume or restarted:
-            trainer.resume()
-        summary = trainer.fit()
+        watchdog = _StepTracker()
+        with _watch(cfg, dctx, run_dir, watchdog):
+            task = build_task(cfg, ctx, task_factory)
+            seed_everything(cfg.train.seed + 1 + dctx.rank)  # per-rank stream (dropout, noise)
+            trainer = Trainer(cfg, task, dctx, run_dir, [watchdog, *callbacks])
+            # An elastic restart re-enters here: continue from the newest good checkpoint
+            # (none yet: from step 0, with the dead attempt's metrics rows dropped).
+            restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+            if resume or restarted:
+                trainer.resume(allow_none=from_scratch or (restarted and not resume))
+            summary = trainer.fit()
         summary["run_dir"] = str(run_dir)
         if dctx.is_main:
             atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
@@ -110,17 +118,30 @@ def train_process(
         return summary
 
 
-def _launch_local(cfg: RunConfig, resume: bool, task_factory: TaskFactory | None,
-                  callbacks: Sequence[Any]) -> dict[str, Any]:
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+class _StepTracker:
+    """Trainer callback: the last finished step, for the stall watchdog's heartbeat."""
 
-    lc = LaunchConfig(
-        min_nodes=1, max_nodes=1, nproc_per_node=cfg.dist.nproc,
-        run_id=f"scidl-{uuid.uuid4().hex[:8]}", rdzv_backend="c10d",
-        rdzv_endpoint=f"127.0.0.1:{free_port()}", max_restarts=cfg.dist.max_restarts,
-        monitor_interval=0.1, start_method="spawn",
-    )
-    results = elastic_launch(lc, train_process)(cfg.to_dict(), resume, task_factory, callbacks)
+    def __init__(self) -> None:
+        self.step = 0
+
+    def on_step_end(self, trainer: Any, row: dict[str, Any]) -> None:
+        self.step = trainer.step
+
+
+def _watch(cfg: RunConfig, dctx: DistContext, run_dir: Path, tracker: _StepTracker) -> Any:
+    """The stall watchdog for a multi-process job; nothing for one process."""
+    if dctx.world_size == 1:
+        return contextlib.nullcontext()
+    return StallWatchdog(run_dir, dctx.rank, dctx.world_size, cfg.dist.stall_timeout_s,
+                         step=lambda: tracker.step)
+
+
+def _launch_local(cfg: RunConfig, resume: bool, task_factory: TaskFactory | None,
+                  callbacks: Sequence[Any], from_scratch: bool = False) -> dict[str, Any]:
+    from scidl.runtime.launch import elastic_run
+
+    results = elastic_run(train_process, (cfg.to_dict(), resume, task_factory, callbacks, from_scratch),
+                          cfg.dist.nproc, cfg.dist.max_restarts)
     return results[0]
 
 
@@ -129,6 +150,7 @@ def run(
     task_factory: TaskFactory | None = None,
     resume: bool = False,
     callbacks: Sequence[Any] = (),
+    restart_from_scratch: bool = False,
 ) -> RunResult:
     """Train ``cfg`` and return where the results are.
 
@@ -136,7 +158,9 @@ def run(
         cfg: a resolved :class:`RunConfig` (see :func:`scidl.config.load_config`).
         task_factory: optional ``factory(ctx) -> Task`` for a user's own model and data
             (top-level function, so it can be sent to spawned processes).
-        resume: continue ``cfg.log.run_dir`` from its newest good checkpoint.
+        resume: continue ``cfg.log.run_dir`` from its newest good checkpoint; raises
+            :class:`~scidl.train.checkpoint.CheckpointError` when it has none.
+        restart_from_scratch: with ``resume``, train from step 0 when no checkpoint is usable.
         callbacks: trainer callbacks (``on_step_end(trainer, row)``, ``on_train_end(trainer)``),
             called on every rank; picklable when ``cfg.dist.nproc > 1``.
 
@@ -145,11 +169,16 @@ def run(
     """
     if resume and not cfg.log.run_dir:
         raise ValueError("resume=True needs cfg.log.run_dir (the run folder to continue)")
+    if resume:  # fail here, before any process starts, when nothing can be resumed
+        from scidl.train.checkpoint import TRAINER_FILES, resume_plan
+
+        resume_plan(Path(cfg.log.run_dir) / "checkpoints", restart_from_scratch, TRAINER_FILES,
+                    warn=False)  # the training processes report unusable ones
     launch = detect_launch()
     if cfg.dist.nproc > 1 and launch.launcher == "single":
         if cfg.log.run_dir is None:
             cfg = cfg.model_copy(update={"log": cfg.log.model_copy(update={"run_dir": str(new_run_dir(cfg))})})
-        summary = _launch_local(cfg, resume, task_factory, callbacks)
+        summary = _launch_local(cfg, resume, task_factory, callbacks, restart_from_scratch)
     else:
-        summary = train_process(cfg.to_dict(), resume, task_factory, callbacks)
+        summary = train_process(cfg.to_dict(), resume, task_factory, callbacks, restart_from_scratch)
     return RunResult(Path(summary["run_dir"]), summary)

@@ -13,6 +13,7 @@ import contextlib
 import io
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ from scidl.train.logging import MetricsLogger, truncate_metrics
 from scidl.train.progress import Progress
 from scidl.workloads.base import Task
 
+CKPT_FILES = ckpt.TRAINER_FILES  # what a trainer checkpoint must hold
+
 
 def to_device(batch: Any, device: torch.device) -> Any:
     """Move tensors (possibly nested in tuples/lists/dicts) to ``device``."""
@@ -44,6 +47,10 @@ def to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, dict):
         return {k: to_device(v, device) for k, v in batch.items()}
     return batch
+
+
+class WorldSizeMismatch(ValueError):
+    """A checkpoint written by another number of processes (a user error, not a fallback)."""
 
 
 def resolve_batch_size(cfg: RunConfig, world: int) -> int:
@@ -336,26 +343,89 @@ class Trainer:
                              "skipped": self.skipped_steps, "world_size": self.dctx.world_size},
                 "last_eval": self.last_eval,
             }
-            ckpt.save_checkpoint(
-                self.ckpt_root, self.step, {"state.pt": state, "ranks.pt": gathered},
-                keep=self.cfg.checkpoint.keep,
-            )
-        dist.barrier()
+        # Rank 0 writes; every rank learns whether that worked (instead of a bare barrier,
+        # which would leave the others waiting for a rank 0 that has failed).
+        status: list[Any] = [None]
+        if self.dctx.is_main:
+            try:
+                ckpt.save_checkpoint(
+                    self.ckpt_root, self.step, {"state.pt": state, "ranks.pt": gathered},
+                    keep=self.cfg.checkpoint.keep,
+                )
+            except ckpt.CheckpointError as e:
+                status[0] = str(e)
+            except OSError as e:
+                status[0] = f"cannot write checkpoint step {self.step} in {self.ckpt_root}: {e}"
+        dist.broadcast_object_list(status, src=0)
+        if status[0] is not None:
+            raise ckpt.CheckpointError(status[0])
 
-    def resume(self) -> int:
-        """Load the newest good checkpoint of this run folder; returns its step (0 if none)."""
-        good = ckpt.latest_good_checkpoint(self.ckpt_root, warn=self.dctx.is_main)
-        if good is None:
-            return 0
-        state = good.load("state.pt")
-        ranks = good.load("ranks.pt")
+    def resume(self, allow_none: bool = False) -> int:
+        """Continue from the newest checkpoint that verifies and loads; returns its step.
+
+        A checkpoint that verifies but cannot be loaded (unreadable, wrong keys or shapes)
+        is reported and the previous one is tried; all ranks agree on each decision.
+        With no usable checkpoint this raises :class:`~scidl.train.checkpoint.CheckpointError`,
+        or, with ``allow_none``, trains from step 0. Either way ``metrics.jsonl`` keeps only
+        the rows up to the step resumed from, and unusable newer checkpoints are set aside.
+        """
+        candidates = ckpt.resume_plan(self.ckpt_root, allow_none, CKPT_FILES, warn=self.dctx.is_main)
+        chosen: tuple[ckpt.Checkpoint, Any, Any] | None = None
+        for good in candidates:
+            try:
+                loaded, reason = self._load_checked(good), None
+            except WorldSizeMismatch:
+                raise
+            except Exception as e:  # torch.load errors, missing keys, shape mismatches
+                loaded, reason = None, f"{type(e).__name__}: {e}".splitlines()[0]
+            flag = torch.tensor([0.0 if reason is None else 1.0], device=self.device)
+            dist.all_reduce(flag)  # every rank must be able to load it
+            if flag.item() == 0:
+                assert loaded is not None
+                chosen = (good, *loaded)
+                break
+            if self.dctx.is_main:
+                warnings.warn(f"checkpoint {good.path} verifies but cannot be loaded "
+                              f"({reason or 'on another rank'}); trying the previous one", stacklevel=2)
+        if chosen is None and candidates and not allow_none:
+            raise ckpt.CheckpointError(
+                f"no checkpoint in {self.ckpt_root} can be loaded; pass --restart-from-scratch "
+                "to train from step 0")
+        if chosen is not None:
+            self._apply_checkpoint(*chosen)
+        if self.dctx.is_main:
+            ckpt.set_aside_after(self.ckpt_root, self.step)
+            truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+        dist.barrier()
+        return self.step
+
+    def _load_checked(self, good: ckpt.Checkpoint) -> tuple[dict[str, Any], dict[str, Any]]:
+        """This rank's part of ``good``, checked against the model before anything is applied."""
+        state, ranks = good.load("state.pt"), good.load("ranks.pt")
         prog = state["progress"]
         if prog["world_size"] != self.dctx.world_size:
-            raise ValueError(
+            raise WorldSizeMismatch(
                 f"checkpoint {good.path} was written by {prog['world_size']} processes; "
                 f"resume with --nproc {prog['world_size']}"
             )
+        if len(ranks) != self.dctx.world_size:
+            raise KeyError(f"ranks.pt holds {len(ranks)} ranks, not {self.dctx.world_size}")
         mine = ranks[self.dctx.rank]
+        model_state = state["model"] if self.pipe is None else mine["model"]
+        _check_same_tensors(self.model.state_dict(), model_state)
+        opt = state["optimizer"] if self.pipe is None else mine["optimizer"]
+        if not all(isinstance(x, dict) for x in (opt, state["scheduler"], mine["rng"])):
+            raise KeyError("optimizer, scheduler or RNG state missing")
+        if "param_groups" in opt:  # torch optimizers (wrappers may keep their own layout)
+            groups = [len(g["params"]) for g in opt["param_groups"]]
+            if groups != [len(g["params"]) for g in self.optimizer.param_groups]:
+                raise ValueError(f"optimizer state has parameter groups of sizes {groups}")
+        for key in ("step", "epoch", "micro", "skipped"):
+            int(prog[key])
+        return state, mine
+
+    def _apply_checkpoint(self, good: ckpt.Checkpoint, state: dict[str, Any], mine: dict[str, Any]) -> None:
+        prog = state["progress"]
         self.model.load_state_dict(state["model"] if self.pipe is None else mine["model"])
         self.optimizer.load_state_dict(state["optimizer"] if self.pipe is None else mine["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -366,9 +436,6 @@ class Trainer:
         _rng_from_save(mine["rng"])
         if mine.get("strategy") is not None and hasattr(self.strategy, "load_state_dict"):
             self.strategy.load_state_dict(mine["strategy"])
-        if self.dctx.is_main:
-            truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
-        return self.step
 
     def _epoch_end_due(self, end_of_epoch: bool, last: int) -> bool:
         """At an epoch end, but no more than ~20 times a run (full-batch: 1 step = 1 epoch)."""
@@ -530,6 +597,18 @@ def _rng_from_save(s: dict[str, Any]) -> None:
         "numpy": (n["kind"], n["keys"].numpy(), n["pos"], n["has_gauss"], n["cached"]),
         "python": (py[0], tuple(py[1]), py[2]),
     })
+
+
+def _check_same_tensors(expected: dict[str, Any], got: Any) -> None:
+    """Raise KeyError/ValueError unless ``got`` has exactly ``expected``'s keys and shapes."""
+    if not isinstance(got, dict):
+        raise KeyError("no model state")
+    missing, unexpected = expected.keys() - got.keys(), got.keys() - expected.keys()
+    if missing or unexpected:
+        raise KeyError(f"model keys differ (missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+    for k, v in expected.items():
+        if tuple(got[k].shape) != tuple(v.shape):
+            raise ValueError(f"{k} has shape {tuple(got[k].shape)}, the model has {tuple(v.shape)}")
 
 
 def _strategy_state(strategy: Any) -> Any:
