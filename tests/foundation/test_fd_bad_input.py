@@ -58,7 +58,7 @@ def test_render_lists_counts_and_every_case():
                  "message": "scidl: error: bad 'k'", "problems": []},
                 {"argv": "train x", "files": {}, "env": {}, "message": "m", "problems": ["exit 0"]}]}
     md = table.render(data)
-    assert "tracebacks: 0; silently accepted: 0" in md
+    assert "tracebacks: 0; silently accepted: 0" in md and "(left out below)" in md
     assert "| 1 | `scidl train a\\|b` | c.yaml: ''; X=1 | bad 'k' |" in md
     assert "**(fails: exit 0)**" in md
 
