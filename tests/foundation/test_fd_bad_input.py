@@ -195,3 +195,15 @@ def test_agent_log_of_a_user_error_exit_is_held_back_others_pass():
     assert not filt.filter(rec("failed", ProcessExitedException("x", 0, 1, 2, None)))
     assert filt.held == []  # the user error's warnings are dropped with it
     assert filt.filter(rec("failed", ProcessExitedException("x", 0, 1, 1, None)))
+
+
+def test_python_run_checks_a_config_built_in_python_before_making_a_folder(tmp_path):
+    cfg = load_config("admissions", overrides=[f"log.root={tmp_path}", "train.max_steps=2"])
+    cfg.optim.lr = float("inf")  # assignment skips load_config's checks
+    with pytest.raises(ConfigError, match="'optim.lr': must be a finite number"):
+        scidl.run(cfg)
+    cfg.optim.lr = 0.1
+    cfg.parallel.pipeline_stages = 3
+    with pytest.raises(ConfigError, match="pipeline_stages=3 does not divide"):
+        scidl.run(cfg)
+    assert not any(tmp_path.iterdir())

@@ -150,14 +150,17 @@ def warn_oversubscribed(nproc: int, cores: int | None = None) -> None:
                       f"each gets 1 thread and steps will be slow", stacklevel=3)
 
 
-def check_run(cfg: RunConfig, resume: bool = False, launch: LaunchEnv | None = None) -> None:
+def check_run(cfg: RunConfig, resume: bool = False, launch: LaunchEnv | None = None,
+              own_task: bool = False) -> None:
     """Every check that needs no dataset, before anything is created or started.
 
     Raises ConfigError (one line naming the key) for a config that cannot run here.
+    ``own_task``: the model comes from a task factory, not from ``cfg.workload``.
     """
     launch = launch or detect_launch()
-    check_finite(cfg.to_dict())
-    cfg.task_config()  # the workload's own validation (for configs built in Python)
+    check_finite(cfg.model_dump())  # configs built in Python skip load_config's checks
+    if not own_task:
+        cfg.task_config()
     _check_device(cfg)
     world = cfg.dist.nproc if launch.launcher == "single" else launch.world_size
     _check_layout(cfg, world)
@@ -418,7 +421,7 @@ def run(
     guard: the processes are started with ``spawn`` and import the script.
     """
     launch = detect_launch()
-    check_run(cfg, resume, launch)
+    check_run(cfg, resume, launch, own_task=task_factory is not None)
     local = cfg.dist.nproc > 1 and launch.launcher == "single"
     if local:
         warn_oversubscribed(cfg.dist.nproc)
