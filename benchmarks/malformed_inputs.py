@@ -179,6 +179,9 @@ CASES: list[Case] = [
          env={"RANK": "abc", "WORLD_SIZE": "2"}),
     Case("torchrun-rank-outside-world", _train(), "outside world size",
          env={"RANK": "5", "WORLD_SIZE": "2"}),
+    Case("mpi-size-missing", _train(), "OMPI_COMM_WORLD_SIZE is not set",
+         env={"OMPI_COMM_WORLD_RANK": "0"}),
+    Case("pmi-size-missing", _train(), "PMI_SIZE is not set", env={"PMI_RANK": "0"}),
     # ---- other commands
     Case("config-cmd-lr-inf", ["config", "admissions", "optim.lr=inf"], "'optim.lr'"),
     Case("config-cmd-unknown-workload", ["config", "nope"], "unknown workload"),
