@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 # One line per subcommand module; imported only when the CLI runs.
 _COMMANDS: list[str] = [
@@ -44,9 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Exception types that are the user's mistake (imported only if already loaded)."""
     from scidl.config import ConfigError
+    from scidl.runtime.env import LaunchError
 
+    types: list[type[BaseException]] = [ConfigError, UserError, LaunchError, FileNotFoundError]
+    pipeline = sys.modules.get("scidl.parallel.pipeline")
+    if pipeline is not None:
+        types.append(pipeline.PipelineError)
+    return tuple(types)
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,
+                      lineno: int, file: Any = None, line: str | None = None) -> None:
+    print(f"scidl: warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     # key=value overrides may come after options (`scidl train digits --nproc 2 a.b=1`).
     args, unknown = parser.parse_known_args(argv)
@@ -58,17 +75,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    try:
-        return int(args._run(args) or 0)
-    except (ConfigError, UserError, FileNotFoundError) as e:
-        print(f"scidl: error: {e}", file=sys.stderr)
-        return 2
-    except KeyError as e:  # registries raise KeyError with a readable message
-        print(f"scidl: error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("scidl: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        try:
+            return int(args._run(args) or 0)
+        except KeyError as e:  # registries raise KeyError with a readable message
+            print(f"scidl: error: {e.args[0] if e.args else e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("scidl: interrupted", file=sys.stderr)
+            return 130
+        except Exception as e:
+            from scidl.runtime.watchdog import StallError
+
+            if isinstance(e, StallError):  # a rank stalled: the job failed, named in one line
+                print(f"scidl: error: {e}", file=sys.stderr)
+                return 1
+            if not isinstance(e, _user_error_types()):
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(f"scidl: error: {first}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

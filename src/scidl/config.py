@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -121,6 +122,65 @@ def _deep_merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def merge_sources(base: dict[str, Any], new: dict[str, Any], base_name: str, new_name: str,
+                  prefix: str = "") -> dict[str, Any]:
+    """:func:`_deep_merge`, but a section (mapping) meeting a plain value is a ConfigError.
+
+    ``dist: 4`` in a file and ``--nproc 2`` on the command line must not silently become
+    ``dist: {nproc: 2}``; nor may ``dist=4`` replace a file's ``dist:`` section. An empty
+    section (``dist:`` with nothing under it, read as null) merges as an empty mapping.
+    """
+    out = copy.deepcopy(base)
+    for k, v in new.items():
+        path = f"{prefix}.{k}" if prefix else str(k)
+        old = out.get(k)
+        if isinstance(v, dict) and isinstance(old, dict):
+            out[k] = merge_sources(old, v, base_name, new_name, path)
+        elif isinstance(v, dict) != isinstance(old, dict) and old is not None and v is not None \
+                and k in out:
+            sect, val = (new_name, base_name) if isinstance(v, dict) else (base_name, new_name)
+            got = old if isinstance(v, dict) else v
+            raise ConfigError(
+                f"'{path}' is a section (key: value pairs) in {sect} but a single value "
+                f"({got!r}) in {val}"
+            )
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def nonfinite_key(data: Any, prefix: str = "") -> str | None:
+    """Dotted path of the first NaN/Inf float in nested dicts/lists (None: all finite)."""
+    if isinstance(data, float):
+        return None if math.isfinite(data) else prefix
+    if isinstance(data, dict):
+        items: Any = data.items()
+    elif isinstance(data, (list, tuple)):
+        items = enumerate(data)
+    else:
+        return None
+    for k, v in items:
+        found = nonfinite_key(v, f"{prefix}.{k}" if prefix else str(k))
+        if found is not None:
+            return found
+    return None
+
+
+def _get_path(data: Any, path: str) -> Any:
+    for part in path.split("."):
+        data = data[int(part)] if isinstance(data, (list, tuple)) else data[part]
+    return data
+
+
+def check_finite(data: dict[str, Any], prefix: str = "") -> None:
+    """ConfigError naming the first NaN/Inf value (``optim.lr=inf`` would train to NaN)."""
+    key = nonfinite_key(data)
+    if key is not None:
+        path = f"{prefix}.{key}" if prefix else key
+        raise ConfigError(f"invalid value for '{path}': must be a finite number "
+                          f"(got {_get_path(data, key)!r})")
+
+
 def _valid_keys(model: type[BaseModel], prefix: str) -> list[str]:
     keys = []
     for name, f in model.model_fields.items():
@@ -148,9 +208,11 @@ def _format_error(err: ValidationError, prefix: str, model: type[BaseModel]) -> 
 
 def _validate(model: type[BaseModel], data: dict[str, Any], prefix: str = "") -> Any:
     try:
-        return model.model_validate(data)
+        obj = model.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_error(err, prefix, model)) from None
+    check_finite(obj.model_dump(mode="python"), prefix)
+    return obj
 
 
 def parse_value(text: str) -> Any:
@@ -185,11 +247,17 @@ def overrides_to_dict(overrides: list[str]) -> dict[str, Any]:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         node = out
         parts = key.strip().split(".")
+        if any(not p.strip() for p in parts):
+            raise ConfigError(f"override {item!r}: the key {key.strip()!r} has an empty part")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r} conflicts with an earlier override")
-        node[parts[-1]] = parse_value(raw)
+        value = parse_value(raw)
+        if isinstance(node.get(parts[-1]), dict) and not isinstance(value, dict):
+            raise ConfigError(f"override {item!r} replaces the section '{key.strip()}' set by "
+                              "an earlier override with a single value")
+        node[parts[-1]] = value
     return out
 
 
@@ -211,31 +279,81 @@ def load_config(
 
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {p} must hold a mapping at the top level")
-        data = loaded
-    user = _deep_merge(data, overrides_to_dict(overrides or []))
-    user = _deep_merge(user, extra or {})
+        data = _read_config_file(Path(path))
+        if not workload and not data.get("workload"):
+            raise ConfigError(f"config file {path} names no workload: add 'workload: NAME' "
+                              "to it or name the workload on the command line")
+    cli = merge_sources(overrides_to_dict(overrides or []), extra or {}, "the overrides",
+                        "the command-line flags")
+    if _explicit_run_dir(cli) is None:
+        data = _forget_used_run_dir(data)
+    user = merge_sources(data, cli, f"config file {path}", "the command line")
     name = workload or user.get("workload") or RunConfig.model_fields["workload"].default
+    if not isinstance(name, str):
+        raise ConfigError(f"invalid value for 'workload': a workload name (got {name!r})")
     try:
         wl = get_workload(name)
     except KeyError as e:
-        raise ConfigError(str(e)) from None
+        raise ConfigError(str(e.args[0] if e.args else e)) from None
     merged = _deep_merge(copy.deepcopy(wl.defaults), user)
     merged["workload"] = name
+    task_data = merged.get("task", {})
+    if task_data is None:
+        task_data = {}
+    if not isinstance(task_data, dict):
+        raise ConfigError(f"invalid value for 'task': a section of {name}'s settings "
+                          f"(got {task_data!r})")
     # Fill the task section with the workload's full defaults so config.yaml is complete.
-    task = _validate(wl.Config, merged.get("task", {}) or {}, prefix="task")
+    task = _validate(wl.Config, task_data, prefix="task")
     merged["task"] = task.model_dump(mode="json")
     cfg = _validate(RunConfig, merged)
     _check_registered(cfg)
     return cfg
+
+
+def _read_config_file(p: Path) -> dict[str, Any]:
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}" if not p.exists()
+                          else f"config file {p} is not a file")
+    try:
+        loaded = yaml.safe_load(p.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"config file {p} is not valid YAML: {first}") from None
+    except OSError as e:
+        raise ConfigError(f"config file {p} cannot be read: {e.strerror or e}") from None
+    if loaded is None:
+        raise ConfigError(f"config file {p} is empty")
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {p} must hold a mapping at the top level")
+    return loaded
+
+
+def _explicit_run_dir(data: dict[str, Any]) -> Any:
+    log = data.get("log")
+    return log.get("run_dir") if isinstance(log, dict) else None
+
+
+def folder_in_use(path: str | Path) -> bool:
+    """True if ``path`` exists and is not an empty folder (a run may not start there)."""
+    p = Path(path)
+    if not p.exists():
+        return False
+    return not p.is_dir() or any(p.iterdir())
+
+
+def _forget_used_run_dir(data: dict[str, Any]) -> dict[str, Any]:
+    """A saved config (``config.yaml``, a search's ``best.yaml``) records its run folder.
+
+    Loading it for a new run must not write into that run: ``log.run_dir`` from a file
+    is kept only if it names a folder that does not exist yet or is empty.
+    """
+    run_dir = _explicit_run_dir(data)
+    if not isinstance(run_dir, str) or not folder_in_use(run_dir):
+        return data
+    out = copy.deepcopy(data)
+    out["log"]["run_dir"] = None
+    return out
 
 
 def _check_registered(cfg: RunConfig) -> None:

@@ -91,6 +91,29 @@ def _settings(args: argparse.Namespace, study: str, out: str) -> Any:
     return settings
 
 
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Numbers given on the command line are checked before anything starts."""
+    import math
+
+    from scidl.cli import UserError
+
+    at_least = {"--trials": (args.trials, 1), "--workers": (args.workers, 1),
+                "--max-retries": (args.max_retries, 0), "--population": (args.population, 2),
+                "--per-depth": (args.per_depth, 1)}
+    for flag, (value, low) in at_least.items():
+        if value is not None and value < low:
+            raise UserError(f"{flag} must be >= {low} (got {value})")
+    positive = {"--heartbeat": args.heartbeat, "--grace": args.grace}
+    for flag, value in positive.items():
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise UserError(f"{flag} must be a positive number of seconds (got {value})")
+    for flag, value in {"--tol": args.tol, "--penalty": args.penalty}.items():
+        if not (math.isfinite(value) and value >= 0):
+            raise UserError(f"{flag} must be a finite number >= 0 (got {value})")
+    if args.config and not Path(args.config).is_file():
+        raise UserError(f"config file not found: {args.config}")
+
+
 def run(args: argparse.Namespace) -> int:
     import optuna
 
@@ -110,10 +133,7 @@ def run(args: argparse.Namespace) -> int:
     if workload and "=" in workload:
         args.overrides.insert(0, workload)
         workload = args.workload = None
-    if args.workers < 1:
-        raise UserError("--workers must be >= 1")
-    if args.trials is not None and args.trials < 1:
-        raise UserError(f"--trials must be >= 1 (got {args.trials})")
+    _check_arguments(args)
     if not workload and not (args.study and (args.join or args.resume)):
         raise UserError("name a WORKLOAD, or give --study (and --storage) with --join/--resume")
     study = args.study or f"{workload}-{args.strategy}"

@@ -64,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
     extra = _flags(args)
     if args.resume:
         run_dir = Path(args.resume)
+        if args.run_dir and Path(args.run_dir).absolute() != run_dir.absolute():
+            raise UserError(f"--resume {run_dir} and --run-dir {args.run_dir} name different "
+                            "folders; --resume continues its own run folder")
+        if args.config:
+            raise UserError("--resume uses the run's own config.yaml; do not pass --config")
         if not (run_dir / "config.yaml").is_file():
             raise UserError(f"--resume {run_dir}: no config.yaml there (not a run folder?)")
         config_path = str(run_dir / "config.yaml")

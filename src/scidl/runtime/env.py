@@ -71,6 +71,9 @@ def slurm_port(job_id: str | None) -> int:
 
 
 def _int(env: Mapping[str, str], key: str) -> int:
+    if key not in env:
+        raise LaunchError(f"environment variable {key} is not set, but other launcher "
+                          "variables are (an incomplete launch environment)")
     try:
         return int(env[key])
     except ValueError:

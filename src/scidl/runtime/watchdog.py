@@ -21,6 +21,7 @@ run down by itself).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -33,6 +34,29 @@ from pathlib import Path
 
 STALL_EXIT = 75
 HEARTBEAT_DIR = ".heartbeat"
+STALL_TAG = "scidl stall: "  # marks the message a stall leaves in the agent's error file
+
+
+class StallError(RuntimeError):
+    """A rank stopped making progress and the job was ended (the message names the rank)."""
+
+
+def report_stall(line: str) -> None:
+    """Make the stall line reach the user once.
+
+    Under an elastic agent (``scidl train --nproc N``, torchrun) the line goes into this
+    process's error file, which the launcher reads and prints (SciDL's as one line, without
+    the agent's traceback); otherwise it goes to stderr.
+    """
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        try:
+            Path(path).write_text(json.dumps({"message": STALL_TAG + line,
+                                              "timestamp": int(time.time())}))
+            return
+        except OSError:
+            pass
+    print(f"scidl: error: {line}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -57,7 +81,7 @@ def stalled_ranks(seen: dict[int, _Seen], now: float, timeout_s: float) -> list[
 
 
 def stall_message(rank: int, seconds: float, step: str) -> str:
-    return f"scidl: error: rank {rank} made no progress for {seconds:g} s (stalled at step {step})"
+    return f"rank {rank} made no progress for {seconds:g} s (stalled at step {step})"
 
 
 class StallWatchdog:
@@ -148,7 +172,7 @@ class StallWatchdog:
         if self.on_stall is not None:
             self.on_stall(line)
             return True
-        print(line, file=sys.stderr, flush=True)
+        report_stall(line)
         for s in stalled:
             _kill_local(parse_heartbeat(self._seen[s].content), self._host)
         os._exit(STALL_EXIT)

@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 from scidl.comm import build_strategy
-from scidl.config import RunConfig
+from scidl.config import ConfigError, RunConfig
 from scidl.data.sampler import ResumableDistributedSampler
 from scidl.optim import build_optimizer, build_scheduler
 from scidl.runtime.dist import DistContext
@@ -49,7 +49,7 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-class WorldSizeMismatch(ValueError):
+class WorldSizeMismatch(ConfigError):
     """A checkpoint written by another number of processes (a user error, not a fallback)."""
 
 
@@ -60,7 +60,7 @@ def resolve_batch_size(cfg: RunConfig, world: int) -> int:
         return t.batch_size
     per = t.global_batch_size // (world * t.grad_accum)
     if per * world * t.grad_accum != t.global_batch_size or per < 1:
-        raise ValueError(
+        raise ConfigError(
             f"train.global_batch_size={t.global_batch_size} is not divisible by "
             f"world_size ({world}) x train.grad_accum ({t.grad_accum})"
         )
@@ -140,7 +140,7 @@ class Trainer:
 
         cfg, task = self.cfg, self.task
         if cfg.train.grad_accum != 1:
-            raise ValueError("with pipeline stages use parallel.microbatches, not train.grad_accum")
+            raise ConfigError("with pipeline stages use parallel.microbatches, not train.grad_accum")
         stages = cfg.parallel.pipeline_stages
         per_rank = resolve_batch_size(cfg, self.dctx.world_size // stages)
         first = next(iter(DataLoader(task.train_data, batch_size=max(per_rank // cfg.parallel.microbatches, 1),
@@ -166,7 +166,7 @@ class Trainer:
             micro = math.ceil(n / self.batch_size)
         steps = micro // self.cfg.train.grad_accum
         if steps < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"an epoch has {n} samples per rank: fewer than one optimizer step of "
                 f"batch_size={self.batch_size} x grad_accum={self.cfg.train.grad_accum}; "
                 "lower train.batch_size or use fewer processes"
@@ -240,7 +240,7 @@ class Trainer:
             self.optimizer, torch.optim.LBFGS
         )
         if needs_closure and self.pipe is not None:
-            raise ValueError(f"optimizer {self.cfg.optim.name!r} re-evaluates the loss (closure), "
+            raise ConfigError(f"optimizer {self.cfg.optim.name!r} re-evaluates the loss (closure), "
                              "which pipeline stages do not support")
         loss = self._forward_backward(micro)
         # One small collective: the loss sum (for logging) and a bad-step flag (MAX via SUM).

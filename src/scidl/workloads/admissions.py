@@ -17,7 +17,7 @@ from pydantic import Field
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from scidl.workloads.base import BuildContext, Task, Workload, WorkloadConfig
+from scidl.workloads.base import BuildContext, Task, Width, Workload, WorkloadConfig
 from scidl.workloads.nets import mlp
 
 FEATURES = ("gre", "toefl", "univ_rating", "sop", "lor", "cgpa", "research")
@@ -29,7 +29,7 @@ class AdmissionsConfig(WorkloadConfig):
     n_rows: int = Field(400, ge=20, description="rows in the generated table")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="held-out fraction")
     explained: float = Field(0.82, gt=0, le=1, description="variance explained by features")
-    hidden: list[int] = Field([64, 64], description="hidden layer widths")
+    hidden: list[Width] = Field([64, 64], description="hidden layer widths")
     activation: Literal["relu", "tanh", "gelu", "silu", "elu", "sigmoid"] = "relu"
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout between hidden layers")
     data_seed: int | None = Field(None, description="seed of the table (default: train.seed)")

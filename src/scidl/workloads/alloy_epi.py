@@ -27,7 +27,7 @@ from torch.utils.data import TensorDataset
 
 from scidl.workloads.alloy_epi_bayes import BayesFit, bic, fit_evidence
 from scidl.workloads.alloy_epi_lattice import neighbour_table, pair_counts
-from scidl.workloads.base import BuildContext, Task, Workload, WorkloadConfig
+from scidl.workloads.base import BuildContext, Task, Width, Workload, WorkloadConfig
 
 
 class AlloyEPIConfig(WorkloadConfig):
@@ -48,7 +48,7 @@ class AlloyEPIConfig(WorkloadConfig):
     fit_shells: int | None = Field(
         None, ge=1, le=6, description="shells of the network model (None: the BIC choice)"
     )
-    hidden: list[int] = Field(default_factory=list, description="MLP hidden widths ([]: linear)")
+    hidden: list[Width] = Field(default_factory=list, description="MLP hidden widths ([]: linear)")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pydantic import Field
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from scidl.workloads.base import BuildContext, Task, Workload, WorkloadConfig
+from scidl.workloads.base import BuildContext, Task, Width, Workload, WorkloadConfig
 from scidl.workloads.nets import activation, mlp
 
 
@@ -20,8 +20,8 @@ class DigitsConfig(WorkloadConfig):
     model: Literal["mlp", "cnn", "resnet"] = Field("mlp", description="network family")
     depth: int = Field(20, ge=8, description="ResNet depth, 6n+2 (resnet model only)")
     width: int = Field(16, ge=4, description="ResNet base width (resnet model only)")
-    hidden: list[int] = Field([128, 64], description="MLP hidden widths / CNN head widths")
-    channels: list[int] = Field([16, 32], description="CNN conv channels (one 3x3 conv each)")
+    hidden: list[Width] = Field([128, 64], description="MLP hidden widths / CNN head widths")
+    channels: list[Width] = Field([16, 32], description="CNN conv channels (one 3x3 conv each)")
     activation: Literal["relu", "tanh", "gelu", "silu", "elu", "sigmoid"] = "relu"
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout in the head")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="held-out fraction (stratified)")

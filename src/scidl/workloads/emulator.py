@@ -30,7 +30,7 @@ from pydantic import Field
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from scidl.workloads.base import BuildContext, Task, Workload, WorkloadConfig
+from scidl.workloads.base import BuildContext, Task, Width, Workload, WorkloadConfig
 from scidl.workloads.emulator_lbl import (
     INPUT_HIGH,
     INPUT_LOW,
@@ -50,7 +50,7 @@ class EmulatorConfig(WorkloadConfig):
     n_train: int = Field(160, ge=1, description="training columns (line-by-line evaluations)")
     n_val: int = Field(40, ge=1, description="held-out columns")
     layers_per_column: int = Field(60, ge=2, description="layers per column")
-    hidden: list[int] = Field([64, 64], description="hidden widths of each network")
+    hidden: list[Width] = Field([64, 64], description="hidden widths of each network")
     activation: Literal["silu", "tanh", "relu", "leaky_relu"] = Field(
         "silu", description="hidden activation"
     )
