@@ -143,7 +143,7 @@ def test_failed_start_in_an_existing_empty_folder_removes_only_its_files(tmp_pat
 def test_more_processes_than_cores_warns_in_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(api.os, "cpu_count", lambda: 1)
 
-    def fake_launch(cfg, resume, task_factory, callbacks):
+    def fake_launch(cfg, resume, task_factory, callbacks, *rest):
         return {"run_dir": cfg.log.run_dir, "headline": "mse", "headline_value": 1.0, "steps": 2,
                 "world_size": 2, "backend": "gloo", "wall_s": 0.1, "samples_per_s": 1.0}
 

@@ -178,6 +178,19 @@ def check_run(cfg: RunConfig, resume: bool = False, launch: LaunchEnv | None = N
 # ------------------------------------------------------------------ run folders
 
 
+def check_resume_world(plan: Sequence[Any], world: int) -> None:
+    """The newest resumable checkpoint was written by ``world`` processes (checked before
+    any process starts, so a mistaken ``--nproc`` leaves the run folder untouched)."""
+    for good in plan[:1]:
+        try:
+            written_by = good.load("state.pt")["progress"]["world_size"]
+        except Exception:  # noqa: BLE001 - unloadable: the training processes fall back
+            return
+        if written_by != world:
+            raise ConfigError(f"checkpoint {good.path} was written by {written_by} processes; "
+                              f"resume with --nproc {written_by}")
+
+
 def _topmost_missing(path: Path) -> Path | None:
     """The highest of ``path`` and its ancestors that does not exist (None: path exists)."""
     path = path.absolute()
@@ -470,8 +483,9 @@ def run(
     if resume:  # fail here, before any process starts, when nothing can be resumed
         from scidl.train.checkpoint import TRAINER_FILES, resume_plan
 
-        resume_plan(Path(str(cfg.log.run_dir)) / "checkpoints", restart_from_scratch,
-                    TRAINER_FILES, warn=False)  # the training processes report unusable ones
+        plan = resume_plan(Path(str(cfg.log.run_dir)) / "checkpoints", restart_from_scratch,
+                           TRAINER_FILES, warn=False)  # the training processes report unusable ones
+        check_resume_world(plan, cfg.dist.nproc if launch.launcher == "single" else launch.world_size)
     local = cfg.dist.nproc > 1 and launch.launcher == "single"
     if local:
         warn_oversubscribed(cfg.dist.nproc)
