@@ -42,11 +42,20 @@ def densify(grad: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor
     return out.index_add_(0, grad._indices()[0], grad._values())
 
 
-def densify_grads(params: Iterable[torch.Tensor]) -> None:
-    """Replace every sparse ``.grad`` of ``params`` by its dense equivalent."""
+def densify_grads(params: Iterable[torch.Tensor],
+                  buffers: dict[int, torch.Tensor] | None = None) -> None:
+    """Replace every sparse ``.grad`` of ``params`` by its dense equivalent (written into
+    ``buffers[id(param)]``, kept from call to call, when a dict is given)."""
     for p in params:
-        if p.grad is not None and p.grad.is_sparse:
-            p.grad = densify(p.grad)
+        g = p.grad
+        if g is None or not g.is_sparse:
+            continue
+        out = None
+        if buffers is not None:
+            out = buffers.get(id(p))
+            if out is None or out.shape != g.shape or out.dtype != g.dtype:
+                out = buffers[id(p)] = torch.empty(g.shape, dtype=g.dtype, device=g.device)
+        p.grad = densify(g, out)
 
 
 class SparseAsDense:

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 from scidl.comm import build_strategy
-from scidl.comm.sparse_grads import densify_grads, optimizer_takes_sparse
+from scidl.comm.sparse_grads import densify_grads, optimizer_takes_sparse, sparse_modules
 from scidl.config import RunConfig
 from scidl.data.sampler import ResumableDistributedSampler
 from scidl.optim import build_optimizer, build_scheduler
@@ -108,7 +108,9 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg.optim)
         # Sparse gradients left sparse by the strategy (``dense``: native sparse allreduce)
         # are densified after the reduction unless the optimizer applies them as they are.
-        self._densify = not optimizer_takes_sparse(self.optimizer, cfg.train.clip_grad_norm)
+        self._densify = [] if optimizer_takes_sparse(self.optimizer, cfg.train.clip_grad_norm) \
+            else [m.weight for m in sparse_modules(self.model)]
+        self._dense_bufs: dict[int, torch.Tensor] = {}
         self.batch_size = resolve_batch_size(cfg, self.dp_size)
         self.sampler = ResumableDistributedSampler(
             task.train_data, self.dp_size, self.dp_rank, shuffle=not task.full_batch,
@@ -255,7 +257,8 @@ class Trainer:
         self.ddp.train(self.model.training)
         self._find_unused = True
         if self.dctx.is_main:
-            names = ", ".join(unused[:3]) + (f" and {len(unused) - 3} more" if len(unused) > 3 else "")
+            names = (", ".join(unused[:3]) + (f" and {len(unused) - 3} more" if len(unused) > 3 else "")
+                     ) or "some parameters (on other ranks)"
             print(f"scidl: hint: {names} got no gradient in the first step; DDP now searches for "
                   "unused parameters every step (set parallel.find_unused_parameters=true to "
                   "say so and skip this check)", file=sys.stderr, flush=True)
@@ -275,7 +278,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss = self._forward_backward(micro)
         if self._densify:
-            densify_grads(self.model.parameters())
+            densify_grads(self._densify, self._dense_bufs)
         # One small collective: the loss sum (for logging) and a bad-step flag (MAX via SUM).
         bad = self.cfg.train.skip_nonfinite and (
             self._grads_nonfinite() or not bool(torch.isfinite(loss))
