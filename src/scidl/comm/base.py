@@ -60,7 +60,8 @@ class CommStrategy(abc.ABC):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     #: True: sparse gradients (``nn.Embedding(sparse=True)``) are reduced as sparse
-    #: tensors by the backend; False: they are handed to DDP (and the strategy) dense.
+    #: tensors by the backend (gloo; NCCL has no sparse allreduce); False: they are
+    #: handed to DDP (and the strategy) dense.
     native_sparse: ClassVar[bool] = False
 
     def __init__(self, cfg: CommConfig) -> None:
@@ -89,7 +90,9 @@ class CommStrategy(abc.ABC):
         again (e.g. to change ``find_unused_parameters``) re-wraps the same module.
         """
         kw = {**self.ddp_kwargs(), **ddp_kwargs}
-        if self.sparse is None and not self.native_sparse:
+        # NCCL has no sparse allreduce: there every strategy gets sparse gradients dense.
+        native = self.native_sparse and dist.get_backend(group) != "nccl"
+        if self.sparse is None and not native:
             self.sparse = SparseAsDense(module)
         with ddp_sees_dense(self.sparse):
             ddp = DDP(module, process_group=group, **kw)
