@@ -45,6 +45,14 @@ class TrainConfig(_Section):
     clip_grad_norm: float | None = Field(None, gt=0, description="max global grad norm")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = autocast forward")
     skip_nonfinite: bool = Field(True, description="skip steps whose gradients are NaN/Inf")
+    # 0.1: a healthy run skips (almost) no steps; a tenth of the budget skipped is already
+    # a different experiment and, in practice, divergence (the rest of it gets skipped
+    # too). The run stops as soon as the count passes this fraction of the budget.
+    max_skipped_fraction: float = Field(
+        0.1, ge=0, le=1,
+        description="fail the run once more than this fraction of its steps were skipped "
+                    "(non-finite); a run whose every step is skipped always fails",
+    )
     seed: int = Field(0, description="seed for model init, data generation and data order")
     deterministic: bool = Field(False, description="torch.use_deterministic_algorithms")
     drop_last: bool = Field(True, description="drop the last incomplete batch of each epoch")

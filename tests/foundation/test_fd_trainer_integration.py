@@ -92,7 +92,8 @@ def _engine_checks(rank, world, root):
     b = _params(_train(_cfg(root / "acc2", "train.max_steps=5", "train.batch_size=16", "train.grad_accum=2", "checkpoint.final=false")).model)
     accum = max((x - y).abs().max().item() for x, y in zip(a, b, strict=True))
     # 3. a NaN on one rank makes every rank skip that step
-    ncfg = _cfg(root / "nan", "train.max_steps=4", "train.batch_size=8", "checkpoint.final=false")
+    ncfg = _cfg(root / "nan", "train.max_steps=4", "train.batch_size=8", "checkpoint.final=false",
+                "train.max_skipped_fraction=0.5")  # 1 of 4 steps
     tr = _train(ncfg, task=_nan_task(None))
     w = torch.cat([p.detach().flatten() for p in tr.model.parameters()])
     allw = [torch.zeros_like(w) for _ in range(world)]

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.futures import Future
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -28,6 +29,7 @@ from scidl.comm.accounting import (
 )
 from scidl.comm.buckets import Bucket, layout_of
 from scidl.comm.config import CommConfig
+from scidl.comm.sparse_grads import SparseAsDense, ddp_sees_dense
 
 
 def completed(value: torch.Tensor) -> Future[torch.Tensor]:
@@ -40,15 +42,27 @@ def completed(value: torch.Tensor) -> Future[torch.Tensor]:
 class CommStrategy(abc.ABC):
     """How one rank's gradients are combined with the others'.
 
-    Lifecycle: the trainer builds the strategy from the ``comm`` config, asks it for
-    ``ddp_kwargs()`` when wrapping the model in DDP, calls ``install(ddp_model, group)``
-    once (call on all ranks), and ``end_step()`` after each optimizer step (all ranks).
-    Subclasses implement ``reduce(bucket) -> Future[Tensor]``: the averaged gradient
-    of one flat bucket, (1/p)·Σ_r g_r or its compressed estimate.
+    Lifecycle: the trainer builds the strategy from the ``comm`` config, wraps the model
+    with ``wrap(module, **ddp_kwargs)`` (DDP with ``ddp_kwargs()``, sparse gradients
+    prepared, ``install(ddp_model, group)`` done; call on all ranks), calls
+    ``on_skipped_step()`` when a step is skipped (non-finite gradients) and
+    ``end_step()`` after each step (all ranks). Subclasses implement
+    ``reduce(bucket) -> Future[Tensor]``: the averaged gradient of one flat bucket,
+    (1/p)·Σ_r g_r or its compressed estimate.
+
+    Non-finite input: a strategy must issue the same collectives on every rank whatever
+    the values (a branch that depends on local values is agreed by all ranks first),
+    must return a non-finite bucket when any rank's input was non-finite (so the
+    trainer skips the step on every rank), and must keep no state from that step:
+    ``on_skipped_step()`` resets it.
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    #: True: sparse gradients (``nn.Embedding(sparse=True)``) are reduced as sparse
+    #: tensors by the backend (gloo; NCCL has no sparse allreduce); False: they are
+    #: handed to DDP (and the strategy) dense.
+    native_sparse: ClassVar[bool] = False
 
     def __init__(self, cfg: CommConfig) -> None:
         self.cfg = cfg
@@ -59,15 +73,43 @@ class CommStrategy(abc.ABC):
         self.backend: str | None = None  # the process group's backend: what bytes it sends
         self.step = 0
         self.param_ids: list[int] = []
+        self.sparse: SparseAsDense | None = None
+        self._inflight: list[Future[torch.Tensor]] = []
+        self._set_up = False
 
     # ------------------------------------------------------------------ contract
     def ddp_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``DistributedDataParallel``."""
         return {"bucket_cap_mb": self.cfg.bucket_cap_mb}
 
+    def wrap(self, module: nn.Module, group: dist.ProcessGroup | None = None,
+             **ddp_kwargs: Any) -> DDP:
+        """``DistributedDataParallel(module)`` with this strategy installed (all ranks).
+
+        Strategies without ``native_sparse`` get the gradients of sparse embeddings dense
+        (sparse-as-dense); ``ddp_kwargs`` add to/override :meth:`ddp_kwargs`. Calling it
+        again (e.g. to change ``find_unused_parameters``) re-wraps the same module.
+        """
+        kw = {**self.ddp_kwargs(), **ddp_kwargs}
+        # NCCL has no sparse allreduce: there every strategy gets sparse gradients dense.
+        native = self.native_sparse and dist.get_backend(group) != "nccl"
+        if self.sparse is None and not native:
+            self.sparse = SparseAsDense(module)
+        with ddp_sees_dense(self.sparse):
+            ddp = DDP(module, process_group=group, **kw)
+        if not self._set_up:
+            self.install(ddp, group)
+        else:  # a re-wrap: same group, same sub-groups; only the hook is new
+            self.attach(ddp)
+        return ddp
+
     def install(self, ddp_model: DDP, group: dist.ProcessGroup | None = None) -> None:
         """Register this strategy as the model's communication hook (call on all ranks)."""
         self.setup(ddp_model, group)
+        self.attach(ddp_model)
+
+    def attach(self, ddp_model: DDP) -> None:
+        """Register the communication hook on ``ddp_model`` (after :meth:`setup`)."""
 
         def hook(state, bucket):  # DDP rejects string annotations: leave these bare
             return self._ddp_hook(state, bucket)
@@ -76,6 +118,7 @@ class CommStrategy(abc.ABC):
 
     def setup(self, ddp_model: DDP | None, group: dist.ProcessGroup | None) -> None:
         """Learn the process group (subclasses create sub-groups here; all ranks)."""
+        self._set_up = True
         self.group = group
         self.world = dist.get_world_size(group)
         self.rank = dist.get_rank(group)
@@ -89,8 +132,26 @@ class CommStrategy(abc.ABC):
 
     def end_step(self) -> dict[str, float]:
         """Close the step's accounting and return its counters (bytes, seconds)."""
+        self._inflight.clear()
         self.step += 1
         return self.counters.end_step()
+
+    def drain(self) -> None:
+        """Wait for every reduction this step started (and its callbacks)."""
+        for fut in self._inflight:
+            fut.wait()
+        self._inflight.clear()
+
+    def on_skipped_step(self) -> None:
+        """The trainer skipped this step (non-finite gradients on some rank; all ranks):
+        forget the state the step left (residuals, warm starts, lagged results).
+        Stateless strategies have nothing to forget."""
+        self.drain()
+        self.reset_state()
+
+    def reset_state(self) -> None:  # noqa: B027 - stateless strategies keep nothing
+        """Drop the per-step state carried from step to step (all ranks at once)."""
+        return None
 
     def report(self) -> dict[str, Any]:
         """Totals for ``comm.json``."""
@@ -115,21 +176,34 @@ class CommStrategy(abc.ABC):
     def _ddp_hook(self, state: Any, bucket: dist.GradBucket) -> Future[torch.Tensor]:
         raw = bucket.buffer()
         params = list(bucket.parameters())
-        if raw.is_sparse:  # sparse-as-dense: reduce the densified gradient
-            dense = raw.to_dense()
-            shape, sparse_dim = dense.shape, raw.sparse_dim()
-            flat = dense.reshape(-1)
-            view = Bucket(flat, bucket.index(), bucket.is_last(), params,
-                          layout_of(params, flat.numel()))
-            fut = self.reduce(view).then(
-                lambda f: f.value().reshape(shape).to_sparse(sparse_dim)
-            )
+        if raw.is_sparse:
+            fut = self.reduce_sparse(raw)
         else:
             view = Bucket(raw, bucket.index(), bucket.is_last(), params,
                           layout_of(params, raw.numel()))
             fut = self.reduce(view)
+        self._inflight.append(fut)
         self.counters.mark_hook_returned()
         return fut
+
+    def reduce_sparse(self, grad: torch.Tensor) -> Future[torch.Tensor]:
+        """Average a sparse gradient with the backend's sparse allreduce (all-gather of
+        indices and values, as DDP without a hook). DDP gives every sparse parameter a
+        bucket of its own; strategies without ``native_sparse`` never see one when the
+        model was wrapped with :meth:`wrap`."""
+        grad = grad.coalesce().div_(self.world)
+        nnz_bytes = grad._values().numel() * grad.element_size() + grad._indices().numel() * 8
+        nbytes = allgather_bytes(nnz_bytes, self.world, self.backend)
+        self.counters.record("allreduce_sparse", nbytes, nbytes)
+        work = dist.all_reduce(grad, group=self.group, async_op=True)
+        start = time.perf_counter()
+
+        def done(f: Future[Any]) -> torch.Tensor:
+            out = f.value()
+            self.counters.add_seconds("allreduce_sparse", time.perf_counter() - start)
+            return out[0] if isinstance(out, list) else out
+
+        return work.get_future().then(done)
 
     # ------------------------------------------------------------------ collectives
     def _timed(self, work: Any, op: str, value: Any) -> Future[Any]:

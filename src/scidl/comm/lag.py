@@ -9,6 +9,8 @@ whole next forward/backward pass instead of only the rest of the backward pass:
 
 Exposed communication is only the wait for step t's result at step t+1, if any.
 The lagged result is re-mapped per parameter if DDP rebuilds its buckets.
+A rank whose gradient is NaN/Inf returns it at once (the trainer skips the step on every
+rank); a skipped step drops the lagged results, so the next step applies zero.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ class Lag(CommStrategy):
         buf = bucket.buffer
         fresh = self.inner.reduce(bucket.with_buffer(buf.clone()))
         self._pending[bucket.index] = (fresh, bucket.layout)
+        if not bool(torch.isfinite(buf.sum())):
+            # This rank's gradient is NaN/Inf: hand it back now, so the trainer skips this
+            # step on every rank (instead of applying it one step late).
+            return completed(buf)
         prev = self._prev.pop(bucket.index, None)
         if prev is not None and prev[1] == bucket.layout:
             old = self.wait(prev[0])
@@ -79,6 +85,13 @@ class Lag(CommStrategy):
     def end_step(self) -> dict[str, float]:
         self.inner.step += 1
         return super().end_step()
+
+    def reset_state(self) -> None:
+        """Drop the lagged results (the next step applies a zero gradient, as step 0)."""
+        for fut, _ in [*self._pending.values(), *self._prev.values()]:
+            fut.wait()  # let the inner strategy's callbacks finish before resetting it
+        self._pending, self._prev, self._pieces = {}, {}, {}
+        self.inner.reset_state()
 
     def state_dict(self) -> dict[str, Any]:
         """The lagged result still to be applied, per parameter, and the inner state."""

@@ -13,6 +13,10 @@ ride along in the P allreduce. Unlike ``torch``'s hook, the two allreduces of a 
 are issued from the hook thread (the first is waited for there), never from a callback,
 so every rank issues them in the same order whatever the number of buckets. State (Q,
 e) is kept per parameter, so DDP's bucket rebuild does not disturb it.
+
+A NaN/Inf on any rank shows in the reduced P (or Q), which is identical on every rank:
+all ranks then return a NaN bucket without touching Q or e, the trainer skips the
+step, and ``on_skipped_step`` resets e and Q.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 import torch
 from torch.futures import Future
 
-from scidl.comm.base import CommStrategy
+from scidl.comm.base import CommStrategy, completed
 from scidl.comm.buckets import Bucket
 
 
@@ -86,6 +90,10 @@ class PowerSGD(CommStrategy):
         first = torch.cat([v.reshape(-1) for v in plain] + [x.reshape(-1) for x in ps])
         self.wait(self.allreduce(first, op="allreduce_p"))
         first.div_(self.world)
+        if not bool(torch.isfinite(first).all()):
+            # Some rank's gradient is NaN/Inf. ``first`` is the same on every rank, so
+            # all ranks stop here together; nothing reaches Q or e (the step is skipped).
+            return completed(buf.fill_(float("nan")))
         start = 0
         for v in plain:
             v.copy_(first[start : start + v.numel()])
@@ -102,6 +110,8 @@ class PowerSGD(CommStrategy):
 
         def decompress(f: Future[torch.Tensor]) -> torch.Tensor:
             flat = f.value().div_(self.world)
+            if not bool(torch.isfinite(flat).all()):  # overflow in Mᵀ·P: same on all ranks
+                return buf.fill_(float("nan"))
             s = 0
             for (p, m, q), pb in zip(mats, pbases, strict=True):
                 qn = flat[s : s + q.numel()].view_as(q)
@@ -114,6 +124,11 @@ class PowerSGD(CommStrategy):
             return buf
 
         return self.allreduce(second, op="allreduce_q").then(decompress)
+
+    def reset_state(self) -> None:
+        """Forget e and the warm-start Q (Q restarts from its seeded draw on every rank)."""
+        self.q.clear()
+        self.err.clear()
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "q": self._by_position(self.q),

@@ -16,11 +16,14 @@ Selection is per parameter inside the bucket, so the result does not depend on h
 buckets the parameters (it re-buckets after step 1 and after every restart).
 Protocol, identical on every rank: (1) if the rule p·k·(1+s_idx/s_val) > 2n already
 holds for the planned k, allreduce a densely (nothing is selected); (2) otherwise select,
-all-gather the p counts (8 bytes each), and if the largest count c_max makes the rule
+all-gather the p (count, finite) pairs (16 bytes each), and if the largest count c_max makes the rule
 hold, allreduce densely; (3) else all-gather each rank's indices and values padded to
 c_max and sum them locally. The first ``warmup_steps`` steps are plain dense.
-A non-finite gradient is passed through densely (so the trainer's NaN skip sees it)
-and the residual is reset rather than poisoned.
+Non-finite gradients: the all-gather of step (2) carries each rank's finiteness with
+its count, so every rank takes the same path; if any rank's bucket is NaN/Inf, every
+rank returns a NaN bucket (the trainer skips the step on all ranks) and zeroes the
+residual. Dense paths pass a NaN through the allreduce to every rank;
+``on_skipped_step`` clears every residual.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import torch.distributed as dist
 from torch.futures import Future
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from scidl.comm.base import CommStrategy
+from scidl.comm.base import CommStrategy, completed
 from scidl.comm.buckets import Bucket, FlatStore
 from scidl.comm.sparse import pack, prefer_dense, segments_k, select_segments, unpack_sum
 
@@ -61,25 +64,31 @@ class TopK(CommStrategy):
     def reduce(self, bucket: Bucket) -> Future[torch.Tensor]:
         buf = bucket.buffer
         n = buf.numel()
-        if self.step < self.cfg.warmup_steps:
+        if self.step < self.cfg.warmup_steps:  # a NaN anywhere reaches every rank
             return self._dense(bucket, buf, residual=None, mode="warmup")
         ef = self.cfg.error_feedback
-        if not bool(torch.isfinite(buf.sum())):
-            if ef:
-                self.residuals.get(bucket).zero_()
-            return self._dense(bucket, buf, residual=None, mode="nonfinite")
         acc = self.residuals.get(bucket).add_(buf) if ef else buf
         vb = self.wire_dtype.itemsize
         segments = [(s, m) for _, s, m in bucket.offsets()] or [(0, n)]
         k = segments_k(segments, self.cfg.density)
-        if prefer_dense(self.world, k, n, vb):
+        if prefer_dense(self.world, k, n, vb):  # the same on every rank: sizes only
             return self._dense(bucket, acc, residual=acc if ef else None, mode="dense")
-        idx = select_segments(acc, segments, self.cfg.density, self.cfg.selection,
-                              self.cfg.exact_max_numel, self.cfg.sample_fraction, self.gen)
-        counts_t = torch.zeros(self.world, dtype=torch.int64, device=buf.device)
-        mine = torch.tensor([idx.numel()], device=buf.device)
-        self.wait(self.allgather(counts_t, mine, op="allgather_counts"))
-        counts = counts_t.tolist()
+        # Which path to take depends on values (counts, finiteness): every rank learns
+        # every rank's (count, finite) in one small all-gather before choosing.
+        finite = bool(torch.isfinite(acc.sum()))
+        idx = (select_segments(acc, segments, self.cfg.density, self.cfg.selection,
+                               self.cfg.exact_max_numel, self.cfg.sample_fraction, self.gen)
+               if finite else acc.new_zeros(0, dtype=torch.int64))
+        info = torch.zeros(2 * self.world, dtype=torch.int64, device=buf.device)
+        mine = torch.tensor([idx.numel(), int(not finite)], device=buf.device)
+        self.wait(self.allgather(info, mine, op="allgather_counts"))
+        rows = info.view(self.world, 2).tolist()
+        if any(bad for _, bad in rows):  # some rank's gradient is NaN/Inf: skip the step
+            self.modes[bucket.index] = "nonfinite"
+            if ef:
+                acc.zero_()
+            return completed(buf.fill_(float("nan")))
+        counts = [c for c, _ in rows]
         cap = max(counts)
         if prefer_dense(self.world, cap, n, vb):
             return self._dense(bucket, acc, residual=acc if ef else None, mode="dense")
@@ -121,9 +130,15 @@ class TopK(CommStrategy):
             residual.sub_(low.to(acc.dtype).mul_(self.world))
 
         def back(f: Future[torch.Tensor]) -> torch.Tensor:
-            return buf.copy_(f.value())
+            out = buf.copy_(f.value())
+            if residual is not None and not bool(torch.isfinite(out.sum())):
+                residual.zero_()  # the step will be skipped: keep no NaN (same on all ranks)
+            return out
 
         return self.allreduce(low, op="allreduce_dense").then(back)
+
+    def reset_state(self) -> None:
+        self.residuals.clear()
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "residuals": self._by_position(self.residuals.pieces()),

@@ -18,6 +18,12 @@ class ParallelConfig(BaseModel):
         stage_sizes: blocks per stage, e.g. ``[5, 3]``; ``None`` balances by measured cost.
         max_imbalance: an explicit ``stage_sizes`` whose slowest stage costs more than this
             factor times the mean stage cost is rejected (the message gives a balanced split).
+        find_unused_parameters: DDP's search for parameters that ``forward`` did not use
+            (needed when some never get a gradient). ``auto``: off, unless the first step
+            leaves a parameter without a gradient on every rank; then the step is redone
+            with the search on and a one-line hint is printed. ``true``: always search
+            (costs a graph traversal per step); ``false``: never (such a model fails).
+            Pipeline stages always search.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -27,3 +33,6 @@ class ParallelConfig(BaseModel):
     schedule: Literal["gpipe", "1f1b"] = Field("1f1b", description="pipeline schedule")
     stage_sizes: list[int] | None = Field(None, description="blocks per stage (None: balance)")
     max_imbalance: float = Field(1.5, ge=1.0, description="max stage cost / mean stage cost")
+    find_unused_parameters: bool | Literal["auto"] = Field(
+        "auto", description="DDP find_unused_parameters: auto (detect in step 1), true, false"
+    )

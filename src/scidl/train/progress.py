@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 
+def progress_fields(row: Mapping[str, Any], headline: str) -> dict[str, float]:
+    """What the bar shows after a step: the training loss and, once evaluated, the
+    headline metric (``eval_<name>`` when the headline is itself called ``loss``)."""
+    out = {"loss": float(row["loss"])}
+    value = row.get(f"eval/{headline}")
+    if value is not None:
+        out[f"eval_{headline}" if headline in out else headline] = float(value)
+    return out
+
+
 class Progress:
-    """``update(step, **fields)`` advances the bar; ``close()`` removes it."""
+    """``update(step, fields)`` advances the bar; ``close()`` removes it."""
 
     def __init__(self, total: int, enabled: bool, description: str = "train") -> None:
         self.enabled = enabled and sys.stdout.isatty()
@@ -34,7 +45,8 @@ class Progress:
             self._bar.start()
             self._task = self._bar.add_task(description, total=total, info="")
 
-    def update(self, step: int, **fields: float) -> None:
+    def update(self, step: int, fields: Mapping[str, float] | None = None) -> None:
+        fields = fields or {}
         if self._bar is not None:
             info = "  ".join(f"{k}={v:.4g}" for k, v in fields.items())
             self._bar.update(self._task, completed=step, info=info)

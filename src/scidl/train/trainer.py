@@ -10,8 +10,10 @@ code path is the same at any scale.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import math
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 from scidl.comm import build_strategy
+from scidl.comm.sparse_grads import densify_grads, optimizer_takes_sparse, sparse_modules
 from scidl.config import ConfigError, RunConfig
 from scidl.data.sampler import ResumableDistributedSampler
 from scidl.optim import build_optimizer, build_scheduler
@@ -32,7 +35,8 @@ from scidl.runtime.dist import DistContext
 from scidl.runtime.seed import rng_state, set_rng_state
 from scidl.train import checkpoint as ckpt
 from scidl.train.logging import MetricsLogger, truncate_metrics
-from scidl.train.progress import Progress
+from scidl.train.progress import Progress, progress_fields
+from scidl.train.skips import TrainingDiverged, check_skipped
 from scidl.workloads.base import Task
 
 CKPT_FILES = ckpt.TRAINER_FILES  # what a trainer checkpoint must hold
@@ -97,13 +101,23 @@ class Trainer:
             ddp_kw["device_ids"] = [self.device.index]
         self.pipe: Any = None
         self.dp_size, self.dp_rank = dctx.world_size, dctx.rank
-        if cfg.parallel.pipeline_stages > 1:
+        # find_unused_parameters: auto = off, unless the first backward leaves some
+        # parameter without a gradient on every rank (then DDP is re-wrapped with it on).
+        self._find_unused = cfg.parallel.find_unused_parameters
+        if cfg.parallel.pipeline_stages > 1:  # stages always search for unused parameters
+            self._find_unused = True
             self._init_pipeline(ddp_kw)
         else:
             self.model = task.model.to(self.device)
-            self.ddp = DDP(self.model, **ddp_kw)
-            self.strategy.install(self.ddp, None)
+            self._ddp_kw = {k: v for k, v in ddp_kw.items() if k == "device_ids"}
+            self.ddp = self.strategy.wrap(self.model, **self._ddp_kw,
+                                          find_unused_parameters=self._find_unused is True)
         self.optimizer = build_optimizer(self.model, cfg.optim)
+        # Sparse gradients left sparse by the strategy (``dense``: native sparse allreduce)
+        # are densified after the reduction unless the optimizer applies them as they are.
+        self._densify = [] if optimizer_takes_sparse(self.optimizer, cfg.train.clip_grad_norm) \
+            else [m.weight for m in sparse_modules(self.model)]
+        self._dense_bufs: dict[int, torch.Tensor] = {}
         self.batch_size = resolve_batch_size(cfg, self.dp_size)
         self.sampler = ResumableDistributedSampler(
             task.train_data, self.dp_size, self.dp_rank, shuffle=not task.full_batch,
@@ -227,11 +241,43 @@ class Trainer:
         return closure
 
     def _grads_nonfinite(self) -> bool:
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        """Whether any local gradient holds a NaN/Inf (sparse ones: their values)."""
+        grads = [p.grad._values() if p.grad.is_sparse else p.grad
+                 for p in self.model.parameters() if p.grad is not None]
+        grads = [g for g in grads if g.numel()]
         if not grads:
             return False
         norms = torch._foreach_norm(grads)
         return not bool(torch.isfinite(torch.stack(norms).sum()))
+
+    def _resolve_unused(self) -> bool:
+        """``find_unused_parameters=auto``, after the first backward (all ranks).
+
+        If some parameter got no gradient on any rank, DDP (built without the search) has
+        left that step's reduction unfinished: re-wrap the model with the search on,
+        forget the strategy's state of the aborted step, and return True (the caller
+        redoes the step). One small agreement collective, once per run.
+        """
+        self._find_unused = False
+        unused = [n for n, p in self.model.named_parameters() if p.requires_grad and p.grad is None]
+        flag = torch.tensor([float(len(unused))], device=self.device)
+        dist.all_reduce(flag)
+        if flag.item() == 0:
+            return False
+        self.strategy.on_skipped_step()
+        old, self.ddp = self.ddp, None
+        del old
+        gc.collect()  # the old DDP's autograd hooks go with it
+        self.ddp = self.strategy.wrap(self.model, **self._ddp_kw, find_unused_parameters=True)
+        self.ddp.train(self.model.training)
+        self._find_unused = True
+        if self.dctx.is_main:
+            names = (", ".join(unused[:3]) + (f" and {len(unused) - 3} more" if len(unused) > 3 else "")
+                     ) or "some parameters (on other ranks)"
+            print(f"scidl: hint: {names} got no gradient in the first step; DDP now searches for "
+                  "unused parameters every step (set parallel.find_unused_parameters=true to "
+                  "say so and skip this check)", file=sys.stderr, flush=True)
+        return True
 
     def _step(self, micro: list[Any]) -> dict[str, float]:
         t0 = time.perf_counter()
@@ -243,6 +289,11 @@ class Trainer:
             raise ConfigError(f"optimizer {self.cfg.optim.name!r} re-evaluates the loss (closure), "
                              "which pipeline stages do not support")
         loss = self._forward_backward(micro)
+        if self._find_unused == "auto" and self.pipe is None and self._resolve_unused():
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self._forward_backward(micro)
+        if self._densify:
+            densify_grads(self._densify, self._dense_bufs)
         # One small collective: the loss sum (for logging) and a bad-step flag (MAX via SUM).
         bad = self.cfg.train.skip_nonfinite and (
             self._grads_nonfinite() or not bool(torch.isfinite(loss))
@@ -255,6 +306,11 @@ class Trainer:
         if skipped:
             self.skipped_steps += 1
             self.optimizer.zero_grad(set_to_none=True)
+            self.strategy.on_skipped_step()  # no residual/warm start/lagged result survives
+            failure = check_skipped(self.skipped_steps, self.step + 1, self.total_steps,
+                                    self.cfg.train.max_skipped_fraction)
+            if failure:
+                raise TrainingDiverged(failure)
         else:
             if self.cfg.train.clip_grad_norm is not None:
                 grad_norm = self._clip(self.cfg.train.clip_grad_norm)
@@ -515,9 +571,7 @@ class Trainer:
         for cb in self.callbacks:
             if hasattr(cb, "on_step_end"):
                 cb.on_step_end(self, row)
-        progress.update(self.step, loss=row["loss"], **{
-            k.removeprefix("eval/"): v for k, v in row.items()
-            if k == f"eval/{self.task.headline}"})
+        progress.update(self.step, progress_fields(row, self.task.headline))
         if self._should_checkpoint(end_epoch) and self.step < self.total_steps:
             self._last_ckpt_step = self.step
             self.save()
