@@ -19,7 +19,8 @@ import pytest
 import scidl
 from scidl.cli import main
 from scidl.config import ConfigError, load_config
-from scidl.train import api
+from scidl.runtime import worker_errors as we
+from scidl.train import api, preflight, rundir
 
 _PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "malformed_inputs.py"
 _spec = importlib.util.spec_from_file_location("malformed_inputs", _PATH)
@@ -122,18 +123,18 @@ def test_failed_start_keeps_a_folder_that_holds_results(tmp_path):
     run = tmp_path / "r"
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.yaml").write_text("x")
-    api.discard_unused_run_dir(run, tmp_path / "r")
+    rundir.discard_unused_run_dir(run, tmp_path / "r")
     assert not run.exists()  # only config.yaml and empty folders: removed
     run.mkdir()
     (run / "config.yaml").write_text("x")
     (run / "metrics.jsonl").write_text("{}\n")
-    api.discard_unused_run_dir(run, run)
+    rundir.discard_unused_run_dir(run, run)
     assert (run / "metrics.jsonl").is_file() and (run / "config.yaml").is_file()
 
 
 def test_failed_start_in_an_existing_empty_folder_removes_only_its_files(tmp_path):
     (tmp_path / "config.yaml").write_text("x")
-    api.discard_unused_run_dir(tmp_path, None)
+    rundir.discard_unused_run_dir(tmp_path, None)
     assert tmp_path.is_dir() and not any(tmp_path.iterdir())
 
 
@@ -141,7 +142,7 @@ def test_failed_start_in_an_existing_empty_folder_removes_only_its_files(tmp_pat
 
 
 def test_more_processes_than_cores_warns_in_one_line(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(api.os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(preflight.os, "cpu_count", lambda: 1)
 
     def fake_launch(cfg, resume, task_factory, callbacks, *rest):
         return {"run_dir": cfg.log.run_dir, "headline": "mse", "headline_value": 1.0, "steps": 2,
@@ -165,25 +166,29 @@ class _ChildFailed(Exception):
 
 
 def test_user_error_message_is_read_from_a_worker_that_exited_2():
-    tagged = api._USER_ERROR_TAG + "bad 'train.batch_size'"
-    assert api._user_error_message(_ChildFailed({0: _Failure(2, tagged)})) == "bad 'train.batch_size'"
-    assert api._user_error_message(_ChildFailed({0: _Failure(1, tagged)})) is None
-    assert api._user_error_message(_ChildFailed({1: _Failure(2, "Segfault")})) is None
+    tagged = we.USER_ERROR_TAG + "bad 'train.batch_size'"
+
+    def message(err):
+        return we.tagged_message(err, we.USER_ERROR_EXIT, we.USER_ERROR_TAG)
+
+    assert message(_ChildFailed({0: _Failure(2, tagged)})) == "bad 'train.batch_size'"
+    assert message(_ChildFailed({0: _Failure(1, tagged)})) is None
+    assert message(_ChildFailed({1: _Failure(2, "Segfault")})) is None
 
 
 def test_worker_writes_the_message_to_its_error_file_and_exits_2(tmp_path, monkeypatch):
     path = tmp_path / "error.json"
     monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(path))
     with pytest.raises(SystemExit) as e:
-        api._exit_with_user_error(ConfigError("invalid value for 'x'"))
+        we.exit_with_user_error(ConfigError("invalid value for 'x'"))
     assert e.value.code == 2
-    assert json.loads(path.read_text())["message"] == api._USER_ERROR_TAG + "invalid value for 'x'"
+    assert json.loads(path.read_text())["message"] == we.USER_ERROR_TAG + "invalid value for 'x'"
 
 
 def test_agent_log_of_a_user_error_exit_is_held_back_others_pass():
     from torch.multiprocessing.spawn import ProcessExitedException
 
-    filt = api._UserErrorLogFilter()
+    filt = we.AgentLogFilter((we.USER_ERROR_EXIT,))
 
     def rec(msg, exc=None):
         r = logging.LogRecord("torch.x", logging.ERROR, "f", 1, msg, (), None)

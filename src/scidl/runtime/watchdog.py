@@ -21,7 +21,6 @@ run down by itself).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -48,14 +47,10 @@ def report_stall(line: str) -> None:
     process's error file, which the launcher reads and prints (SciDL's as one line, without
     the agent's traceback); otherwise it goes to stderr.
     """
-    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
-    if path:
-        try:
-            Path(path).write_text(json.dumps({"message": STALL_TAG + line,
-                                              "timestamp": int(time.time())}))
-            return
-        except OSError:
-            pass
+    from scidl.runtime.worker_errors import write_error_file
+
+    if write_error_file(STALL_TAG + line):
+        return
     print(f"scidl: error: {line}", file=sys.stderr, flush=True)
 
 

@@ -1,0 +1,88 @@
+"""Checks made before a run creates anything or starts a process.
+
+Everything that needs only the config, the launch and the checkpoint folder is checked
+here, so a config that cannot run ends in one line (a :class:`~scidl.config.ConfigError`
+naming the key) with no run folder and no process left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from scidl.config import ConfigError, RunConfig, check_finite
+from scidl.runtime.env import LaunchEnv, detect_launch
+from scidl.train.rundir import check_run_dir
+
+
+def _check_device(cfg: RunConfig) -> None:
+    d = cfg.dist
+    cuda = torch.cuda.is_available()
+    if d.device == "cuda" and not cuda:
+        raise ConfigError("dist.device=cuda but no CUDA device is available "
+                          "(use dist.device=cpu or auto)")
+    if d.backend == "nccl" and (d.device == "cpu" or not cuda):
+        raise ConfigError("dist.backend=nccl needs a CUDA device (use dist.backend=gloo or auto)")
+
+
+def _check_layout(cfg: RunConfig, world: int) -> None:
+    """Process layout and batch arithmetic that need only the config and the world size."""
+    t, par = cfg.train, cfg.parallel
+    stages = par.pipeline_stages
+    if world % stages:
+        raise ConfigError(f"parallel.pipeline_stages={stages} does not divide the {world} "
+                          f"process(es); use a process count that is a multiple of {stages}")
+    if stages > 1 and t.grad_accum != 1:
+        raise ConfigError("with parallel.pipeline_stages > 1 use parallel.microbatches, "
+                          "not train.grad_accum")
+    dp = world // stages
+    if t.global_batch_size is not None and t.global_batch_size % (dp * t.grad_accum):
+        raise ConfigError(
+            f"train.global_batch_size={t.global_batch_size} is not divisible by "
+            f"{dp} data-parallel process(es) x train.grad_accum={t.grad_accum}")
+    per_rank = t.global_batch_size // (dp * t.grad_accum) if t.global_batch_size else t.batch_size
+    if stages > 1 and per_rank % par.microbatches:
+        raise ConfigError(f"the per-replica batch of {per_rank} does not split into "
+                          f"parallel.microbatches={par.microbatches}")
+
+
+def warn_oversubscribed(nproc: int, cores: int | None = None) -> None:
+    """One warning when more processes than cores are started on this machine."""
+    cores = cores or os.cpu_count() or 1
+    if nproc > cores:
+        warnings.warn(f"dist.nproc={nproc} processes on {cores} CPU core(s): oversubscribed, "
+                      f"each gets 1 thread and steps will be slow", stacklevel=3)
+
+
+def check_run(cfg: RunConfig, resume: bool = False, launch: LaunchEnv | None = None,
+              own_task: bool = False) -> None:
+    """Every check that needs no dataset, before anything is created or started.
+
+    Raises ConfigError (one line naming the key) for a config that cannot run here.
+    ``own_task``: the model comes from a task factory, not from ``cfg.workload``.
+    """
+    launch = launch or detect_launch()
+    check_finite(cfg.model_dump())  # configs built in Python skip load_config's checks
+    if not own_task:
+        cfg.task_config()
+    _check_device(cfg)
+    world = cfg.dist.nproc if launch.launcher == "single" else launch.world_size
+    _check_layout(cfg, world)
+    check_run_dir(cfg, resume)
+
+
+def check_resume_world(plan: Sequence[Any], world: int) -> None:
+    """The newest resumable checkpoint was written by ``world`` processes (checked before
+    any process starts, so a mistaken ``--nproc`` leaves the run folder untouched)."""
+    for good in plan[:1]:
+        try:
+            written_by = good.load("state.pt")["progress"]["world_size"]
+        except Exception:  # noqa: BLE001 - unloadable: the training processes fall back
+            return
+        if written_by != world:
+            raise ConfigError(f"checkpoint {good.path} was written by {written_by} processes; "
+                              f"resume with --nproc {written_by}")
