@@ -77,6 +77,20 @@ def engine_overhead(d: dict) -> str:
     return table(head, [row]) + "\n\n" + spread
 
 
+def sparse_embedding(d: dict) -> str:
+    """Step time of a sparse-embedding model under each strategy ÷ plain torch DDP (SGD)."""
+    c = d["config"]
+    sizes = list(d["results"])
+    combos = list(d["results"][sizes[0]]["scidl"])
+    head = ["embedding", "plain DDP step (ms)", *[f"{k} ÷ plain" for k in combos]]
+    rows = [[s.replace("x", "×"), f(r["plain_step_s"] * 1e3, 1),
+             *[f(r["scidl"][k]["ratio"], 2) for k in combos]] for s, r in d["results"].items()]
+    note = (f"{c['nproc']} {c['backend']} processes, batch {c['batch_per_rank']} × {c['seq']} tokens "
+            f"per rank, median of {c['repeats']} repeats of {c['steps']} steps, "
+            f"{d['hardware']['cpus']} CPU cores, {d['date']}; plain = {c['plain']}.")
+    return table(head, rows) + "\n\n" + note
+
+
 # ----------------------------------------------------------------------------- hybrid
 def _layout_name(r: dict) -> str:
     p = r.get("pipeline")

@@ -59,6 +59,7 @@ REGISTRY: dict[str, Block] = {
     "hybrid": _b("hybrid", t.hybrid),
     "hybrid_memory": _b("hybrid", t.hybrid_memory),
     # docs/communication.md
+    "sparse_embedding": _b("sparse_embedding", t.sparse_embedding),
     "comm_convergence": _b("comm", partial(t.comm_convergence, section="convergence")),
     "comm_convergence_sgd": _b("comm", partial(t.comm_convergence, section="convergence_sgd")),
     "comm_speed": _b("comm", partial(t.comm_speed, section="speed")),
