@@ -20,10 +20,11 @@ demo: $(STAMP)
 	$(VENV)/bin/scidl train burgers --nproc 2
 
 test: $(STAMP)
+	$(VENV)/bin/mypy src
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff check src tests scripts benchmarks examples
 
 bench: $(STAMP)
 	$(PY) benchmarks/engine_overhead.py

@@ -26,7 +26,7 @@ from torch import nn
 _SPARSE_MODULES = (nn.Embedding, nn.EmbeddingBag)
 
 
-def sparse_modules(module: nn.Module) -> list[nn.Module]:
+def sparse_modules(module: nn.Module) -> list[nn.Embedding | nn.EmbeddingBag]:
     """The submodules whose weight gets a sparse gradient (``sparse=True`` embeddings)."""
     return [m for m in module.modules() if isinstance(m, _SPARSE_MODULES) and m.sparse]
 

@@ -127,7 +127,7 @@ def measure_block_costs(blocks: list[nn.Module], sample: torch.Tensor, repeats: 
             t0 = time.perf_counter()
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
                 out = block(inp)
-            sum(t.float().sum() for t in _tensors(out)).backward()
+            torch.stack([t.float().sum() for t in _tensors(out)]).sum().backward()
             if r:  # the first pass warms caches
                 times.append(time.perf_counter() - t0)
         block.zero_grad(set_to_none=True)
@@ -220,7 +220,7 @@ class StageModule(nn.Sequential):
     as separate arguments and hands them on as one tuple. Parameter names are those of
     the full model, so state dicts of all stages merge into the full model's."""
 
-    def forward(self, *args: Any) -> Any:  # type: ignore[override]
+    def forward(self, *args: Any) -> Any:
         args = tuple(_contiguous_grad(a) for a in args)
         state = args[0] if len(args) == 1 else tuple(args)
         for block in self:

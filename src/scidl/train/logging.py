@@ -52,7 +52,7 @@ class MetricsLogger:
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """Rows of a ``metrics.jsonl``; a torn last line (crash mid-write) is ignored."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     if not path.is_file():
         return rows
     for line in path.read_text().splitlines():

@@ -265,8 +265,7 @@ class Trainer:
         if flag.item() == 0:
             return False
         self.strategy.on_skipped_step()
-        old, self.ddp = self.ddp, None
-        del old
+        del self.ddp
         gc.collect()  # the old DDP's autograd hooks go with it
         self.ddp = self.strategy.wrap(self.model, **self._ddp_kw, find_unused_parameters=True)
         self.ddp.train(self.model.training)
@@ -315,7 +314,8 @@ class Trainer:
             if self.cfg.train.clip_grad_norm is not None:
                 grad_norm = self._clip(self.cfg.train.clip_grad_norm)
             if needs_closure:
-                self.optimizer.step(self._closure(micro))
+                # torch annotates closures as returning float; LBFGS and ours take the loss tensor
+                self.optimizer.step(self._closure(micro))  # type: ignore[arg-type]
             else:
                 self.optimizer.step()
         lr = self.optimizer.param_groups[0]["lr"]
@@ -357,7 +357,7 @@ class Trainer:
             from scidl.parallel.pipeline import gather_full_state
 
             full = gather_full_state(self.pipe)
-            if not self.dctx.is_main:
+            if full is None:  # only rank 0 receives the full state
                 return {}
             model = self.task.model
             model.load_state_dict(full)

@@ -18,6 +18,8 @@ through a single module call (one DDP forward per backward).
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -63,14 +65,14 @@ class ForwardLaplacianMLP(nn.Module):
         dirs[1:] = dirs[1:] * self.x_scale
         first = self.hidden[0]
         z = first(a)
-        w1 = first.weight.T  # type: ignore[union-attr]
+        w1 = cast(nn.Linear, first).weight.T  # a ModuleList does not type its items
         jz = (dirs.T @ w1).unsqueeze(0).expand(a.shape[0], -1, -1)  # (N, p, m)
         lz = torch.zeros_like(z)
         ja, la = _tanh_step(z, jz, lz, w)
         a = torch.tanh(z)
         for lin in self.hidden[1:]:
             z = lin(a)
-            wt = lin.weight.T  # type: ignore[union-attr]
+            wt = cast(nn.Linear, lin).weight.T
             ja, la = _tanh_step(z, ja @ wt, la @ wt, w)
             a = torch.tanh(z)
         u = self.out(a).squeeze(1)
