@@ -15,6 +15,7 @@ import argparse
 import json
 import platform
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -70,6 +71,22 @@ def run_layout(name, over, args, root):
     }
 
 
+def _combine(runs: list[dict], base_runs: list[dict]) -> dict:
+    """One layout over the rounds: median step time, and the throughput ratio to data
+    parallelism per round (paired) with its median and range."""
+    steps = [r["step_time_s"] for r in runs]
+    ratios = [b["step_time_s"] / r["step_time_s"] for r, b in zip(runs, base_runs, strict=True)]
+    out = dict(runs[-1])
+    out["repeat_step_times_s"] = steps
+    out["step_time_s"] = statistics.median(steps)
+    out["samples_per_s"] = out["global_batch_size"] / out["step_time_s"]
+    out["throughput_ratios"] = ratios  # same global batch: ratio of step times, per round
+    out["throughput_ratio"] = statistics.median(ratios)
+    out["peak_rss_mb_per_rank"] = [max(r["peak_rss_mb_per_rank"][i] for r in runs)
+                                   for i in range(len(runs[0]["peak_rss_mb_per_rank"]))]
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--depth", type=int, default=56)
@@ -78,6 +95,7 @@ def main():
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--microbatches", type=int, default=4)
     ap.add_argument("--nproc", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds of all layouts")
     ap.add_argument("--out", default="benchmarks/results/hybrid.json")
     ap.add_argument("--note", default=None, help="recorded in the results (e.g. how busy the machine was)")
     args = ap.parse_args()
@@ -87,8 +105,13 @@ def main():
         ("hybrid_2stage_gpipe", ["parallel.pipeline_stages=2", f"parallel.microbatches={args.microbatches}",
                                  "parallel.schedule=gpipe"]),
     ]
+    rounds: list[dict[str, dict]] = []
     with tempfile.TemporaryDirectory() as root:
-        results = [run_layout(n, o, args, root) for n, o in layouts]
+        for rep in range(args.repeats):
+            order = layouts[rep % len(layouts):] + layouts[:rep % len(layouts)]
+            rounds.append({n: run_layout(n, o, args, f"{root}/r{rep}") for n, o in order})
+    results = [_combine([rnd[n] for rnd in rounds], [rnd[layouts[0][0]] for rnd in rounds])
+               for n, _ in layouts]
     base = results[0]
     print(f"ResNet-{args.depth} width {args.width}, 32x32x3 images, global batch {args.batch}, "
           f"{args.nproc} processes (gloo, CPU)")
@@ -96,7 +119,6 @@ def main():
           f"{'thr. ratio':>12}{'mem ratio':>11}{'pred. step':>12}{'bubble':>8}")
     for r in results:
         mem = max(r["peak_rss_mb_per_rank"])
-        r["throughput_ratio"] = r["samples_per_s"] / base["samples_per_s"]
         r["memory_ratio"] = mem / max(base["peak_rss_mb_per_rank"])
         p = r["pipeline"] or {}
         print(f"{r['layout']:<22}{r['samples_per_s']:>10.1f}{r['step_time_s']:>10.3f}"
@@ -104,7 +126,8 @@ def main():
               f"{r['throughput_ratio']:>12.2f}{r['memory_ratio']:>11.2f}"
               f"{p.get('predicted_step_s', float('nan')):>12.3f}{p.get('bubble_fraction', 0):>8.2f}")
     out = {"benchmark": "hybrid", "results": results, "config": vars(args),
-           "step_time": "mean step time after the first step; samples_per_s = global batch / it",
+           "step_time": "mean step time after the first step in each run; median over the rounds; "
+                        "samples_per_s = global batch / it; throughput_ratios paired per round",
            **({"note": args.note} if args.note else {}),
            "versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
            "hardware": {"machine": platform.machine(), "cpus": __import__("os").cpu_count()},

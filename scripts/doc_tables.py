@@ -100,6 +100,14 @@ def _layout_name(r: dict) -> str:
     return f"{p['stages']} stages × {p['replicas']} replica{'s' if p['replicas'] != 1 else ''}, {sched}"
 
 
+def _paired_ratio(r: dict) -> str:
+    """Median of per-round paired ratios with their range (one round: the ratio alone)."""
+    xs = r["throughput_ratios"]
+    if len(xs) == 1:
+        return f(xs[0], 2)
+    return f"{statistics.median(xs):.2f} [{min(xs):.2f}–{max(xs):.2f}]"
+
+
 def hybrid(d: dict) -> str:
     """Throughput = global batch ÷ mean step time (never the world size × anything)."""
     c = d["config"]
@@ -121,7 +129,7 @@ def hybrid(d: dict) -> str:
             f(r["step_time_s"], 2),
             f(thr, 1),
             " / ".join(f"{x:.0f}" for x in r["peak_rss_mb_per_rank"]),
-            f(thr / (gb(base) / base["step_time_s"]), 2),
+            _paired_ratio(r) if r.get("throughput_ratios") else f(thr / (gb(base) / base["step_time_s"]), 2),
             f(max(r["peak_rss_mb_per_rank"]) / max(base["peak_rss_mb_per_rank"]), 2),
             f(p.get("predicted_step_s"), 2),
             f(p.get("bubble_fraction"), 2),
@@ -130,7 +138,10 @@ def hybrid(d: dict) -> str:
             "throughput ratio", "memory ratio (max rank)", "predicted step (s)", "bubble"]
     return (
         f"ResNet-{c['depth']} (width {c['width']}), global batch {c['batch']}, {c['steps']} steps, "
-        f"{c['nproc']} processes, M = {c['microbatches']}, {d['date']}:\n\n" + table(head, rows)
+        f"{c['nproc']} processes, M = {c['microbatches']}, {d['date']}"
+        + (f"; {c['repeats']} interleaved rounds, step time = median over rounds, throughput ratio = "
+           f"median [min–max] of the per-round paired ratios" if c.get("repeats", 1) > 1 else "")
+        + ":\n\n" + table(head, rows)
     )
 
 
