@@ -7,8 +7,12 @@ Public API::
     result = scidl.run(cfg)            # RunResult(run_dir, summary)
 
 Importing ``scidl`` has no side effects: nothing reads the environment or starts a
-process group until :func:`run` is called.
+process group until :func:`run` is called. ``scidl.__version__`` is the installed
+distribution's version (package metadata), or ``"0+unknown"`` when SciDL runs from a
+source tree that was never installed; it is looked up on first access.
 """
+
+from __future__ import annotations
 
 from scidl.config import ConfigError, RunConfig, load_config
 from scidl.train.api import RunResult, run
@@ -26,4 +30,20 @@ __all__ = [
     "register_workload",
     "run",
 ]
-__version__ = "0.1.0"
+
+
+def _package_version(distribution: str = "scidl") -> str:
+    """The installed version of ``distribution`` from its metadata, or ``"0+unknown"``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def __getattr__(name: str) -> str:
+    """``__version__`` on demand (no metadata read at import time)."""
+    if name == "__version__":
+        return _package_version()
+    raise AttributeError(f"module 'scidl' has no attribute {name!r}")

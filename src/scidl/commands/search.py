@@ -114,6 +114,16 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise UserError(f"config file not found: {args.config}")
 
 
+def _warn_random_only(trials: int, population: int) -> None:
+    import warnings
+
+    from scidl.search.evolution import random_only_message
+
+    message = random_only_message(trials, population)
+    if message is not None:
+        warnings.warn(message, stacklevel=2)
+
+
 def run(args: argparse.Namespace) -> int:
     import optuna
 
@@ -141,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
     storage = args.storage or env_storage or str(Path(out) / "study.db")
     try:
         settings = _settings(args, study, out) if workload else None
+        if settings is not None and settings.strategy == "evolution":
+            _warn_random_only(settings.trials, settings.population)
         result = run_search(
             storage, study, settings, workers=args.workers, resume=args.resume, join=args.join,
             worker_index=args.worker_index, report=not args.no_report, quiet=args.quiet,

@@ -22,7 +22,9 @@ class OptimConfig(BaseModel):
         weight_decay: L2 penalty / decoupled decay, depending on the optimizer.
         momentum: SGD-style momentum (SGD, LARS, LARC).
         betas: Adam-style moment decay rates (Adam, AdamW, LAMB).
-        eps: Adam-style denominator epsilon; also the LARS/LARC denominator guard.
+        eps: Adam-style denominator epsilon; also the LARS/LARC denominator guard. None
+            (default): each optimizer's own default, 1e-8 for Adam/AdamW/LARS/LARC and 1e-6
+            for LAMB (as in the LAMB paper and timm); see ``eps_or``.
         trust_coefficient: LARS/LARC trust coefficient eta in eta*||w||/(||g||+wd*||w||).
         clip: LARC clipping: the layer rate is min(trust ratio, lr) instead of lr*ratio.
         exclude_1d: 1-D parameters (biases, norm scales) get no weight decay and no trust
@@ -62,7 +64,11 @@ class OptimConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0, description="weight decay")
     momentum: float = Field(0.9, ge=0, lt=1, description="momentum (SGD-style optimizers)")
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam-style betas")
-    eps: float = Field(1e-8, gt=0, description="Adam-style epsilon / LARS denominator guard")
+    eps: float | None = Field(
+        None, gt=0,
+        description="Adam-style epsilon / LARS denominator guard (None: the optimizer's "
+        "default, 1e-6 for lamb, 1e-8 otherwise)",
+    )
     trust_coefficient: float = Field(1e-3, gt=0, description="LARS/LARC trust coefficient")
     clip: bool = Field(False, description="LARC: clip the layer rate at lr")
     exclude_1d: bool = Field(True, description="no decay / trust ratio for 1-D params")
@@ -94,6 +100,10 @@ class OptimConfig(BaseModel):
     aa_state_policy: Literal["keep", "reset_momentum", "reset"] = Field(
         "keep", description="base optimizer state after an extrapolation"
     )
+
+    def eps_or(self, default: float) -> float:
+        """``eps`` if set, else the optimizer's own ``default``."""
+        return default if self.eps is None else self.eps
 
     @field_validator("aa_ma", mode="before")
     @classmethod

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from scidl.optim.config import OptimConfig
-from scidl.optim.registry import register_optimizer
+from scidl.optim.registry import LAMB_EPS, register_optimizer
 
 
 class LAMB(torch.optim.Optimizer):
@@ -40,7 +40,7 @@ class LAMB(torch.optim.Optimizer):
         params: Iterable[Any],
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-6,
+        eps: float = LAMB_EPS,
         weight_decay: float = 0.0,
         exclude_1d: bool = True,
     ) -> None:
@@ -96,6 +96,6 @@ class LAMB(torch.optim.Optimizer):
 @register_optimizer("lamb")
 def _lamb(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Optimizer:
     return LAMB(
-        params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay,
+        params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps_or(LAMB_EPS), weight_decay=cfg.weight_decay,
         exclude_1d=cfg.exclude_1d,
     )

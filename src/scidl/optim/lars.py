@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from scidl.optim.config import OptimConfig
-from scidl.optim.registry import register_optimizer
+from scidl.optim.registry import ADAM_EPS, register_optimizer
 
 
 def trust_ratio(
@@ -56,7 +56,7 @@ class LARS(torch.optim.Optimizer):
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         trust_coefficient: float = 1e-3,
-        eps: float = 1e-8,
+        eps: float = ADAM_EPS,
         clip: bool = False,
         exclude_1d: bool = True,
     ) -> None:
@@ -112,7 +112,7 @@ class LARS(torch.optim.Optimizer):
 def _lars(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Optimizer:
     return LARS(
         params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-        trust_coefficient=cfg.trust_coefficient, eps=cfg.eps, clip=cfg.clip,
+        trust_coefficient=cfg.trust_coefficient, eps=cfg.eps_or(ADAM_EPS), clip=cfg.clip,
         exclude_1d=cfg.exclude_1d,
     )
 
@@ -121,6 +121,6 @@ def _lars(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Optimizer:
 def _larc(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Optimizer:
     return LARS(
         params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-        trust_coefficient=cfg.trust_coefficient, eps=cfg.eps, clip=True,
+        trust_coefficient=cfg.trust_coefficient, eps=cfg.eps_or(ADAM_EPS), clip=True,
         exclude_1d=cfg.exclude_1d,
     )

@@ -11,6 +11,10 @@ from torch import nn
 
 from scidl.optim.config import OptimConfig
 
+# Default denominator epsilons when ``optim.eps`` is unset (None).
+ADAM_EPS = 1e-8  # torch.optim.Adam/AdamW, LARS/LARC guard
+LAMB_EPS = 1e-6  # LAMB paper (You et al. 2019), timm, NVIDIA apex
+
 OptimFactory = Callable[[Iterable[Any], OptimConfig], torch.optim.Optimizer]
 _REGISTRY: dict[str, OptimFactory] = {}
 
@@ -33,14 +37,14 @@ def _sgd(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Optimizer:
 @register_optimizer("adam")
 def _adam(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(
-        params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+        params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps_or(ADAM_EPS), weight_decay=cfg.weight_decay
     )
 
 
 @register_optimizer("adamw")
 def _adamw(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(
-        params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+        params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps_or(ADAM_EPS), weight_decay=cfg.weight_decay
     )
 
 

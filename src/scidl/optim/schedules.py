@@ -102,6 +102,20 @@ def lr_factor_fn(
     return factor
 
 
+def warmup_budget_message(cfg: OptimConfig, total_steps: int) -> str | None:
+    """A warning when warm-up takes at least half of the run's optimizer steps, else None.
+
+    Such a run spends most of its budget at a fraction of the peak rate (or never reaches it)
+    and can end near chance with no other sign.
+    """
+    if cfg.warmup_steps <= 0 or 2 * cfg.warmup_steps < total_steps:
+        return None
+    share = "all" if cfg.warmup_steps >= total_steps else "at least half"
+    return (f"optim.warmup_steps={cfg.warmup_steps} is {share} of the run's {total_steps} "
+            "optimizer steps: the learning rate stays below its peak for most of the run; "
+            "lower optim.warmup_steps or train longer")
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer,
     cfg: OptimConfig,
@@ -117,11 +131,16 @@ def build_scheduler(
         global_batch: samples per optimizer step over all ranks
             (batch_size × grad_accum × world); enables the linear scaling rule when
             ``cfg.reference_batch`` is set.
+
+    Warns when the warm-up is at least half of ``total_steps`` (``warmup_budget_message``).
     """
     if cfg.reference_batch is not None and global_batch is None:
         warnings.warn(
             "optim.reference_batch is set but the global batch size was not passed to "
             "build_scheduler: the linear scaling rule is not applied", stacklevel=2)
+    message = warmup_budget_message(cfg, total_steps)
+    if message is not None:
+        warnings.warn(message, stacklevel=2)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_factor_fn(cfg, total_steps, global_batch)
     )

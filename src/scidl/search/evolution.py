@@ -6,6 +6,9 @@ crowding distance and breeds children by crossover and mutation; the result is t
 front — every trial that no other trial beats on both objectives. This follows MENNDL's
 asynchronous genetic search over CNN topologies with accuracy and inference cost as
 objectives: with a shared storage, workers breed from whatever generation is complete.
+
+The first generation (``population`` trials) is sampled at random: a budget of no more
+trials than the population is a random search (``random_only_message``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,15 @@ from scidl.search.base import Strategy
 from scidl.search.objective import Outcome
 from scidl.search.settings import SearchSettings
 from scidl.search.space import SearchSpace
+
+
+def random_only_message(trials: int, population: int) -> str | None:
+    """A warning when the budget ends within NSGA-II's random first generation, else None."""
+    if trials > population:
+        return None
+    return (f"--strategy evolution with {trials} trials and a population of {population} "
+            "is a random search (the first generation is sampled at random); give more "
+            "trials than --population, e.g. several generations")
 
 
 class Evolution(Strategy):

@@ -6,8 +6,6 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +19,10 @@ from scidl.search.settings import SearchSettings
 
 
 def _atomic_write(path: Path, text: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(text.encode() if isinstance(text, str) else text)
-    os.replace(tmp, path)
+    """Temp file → rename, with the mode ``open()`` gives (group-readable under umask 022)."""
+    from scidl.train.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode() if isinstance(text, str) else text)
 
 
 def _fmt(v: float | None) -> str:

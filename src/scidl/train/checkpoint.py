@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import uuid
 import warnings
 from collections.abc import Iterable, Sequence
@@ -60,10 +59,43 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _unique_name(directory: Path, prefix: str) -> Path:
+    return directory / f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+def create_temp_file(directory: Path, prefix: str) -> tuple[int, Path]:
+    """A new, exclusively created file in ``directory``: ``(fd open for writing, path)``.
+
+    Unlike ``tempfile.mkstemp`` (always 0600) the file gets the mode ``open()`` would give
+    (0666 less the umask), so results renamed into place are readable by the group when
+    the user's umask says so.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        path = _unique_name(directory, prefix)
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:  # pragma: no cover - 48 random bits collided
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary name", str(directory))  # pragma: no cover
+
+
+def create_temp_dir(directory: Path, prefix: str) -> Path:
+    """A new folder in ``directory`` with the mode ``mkdir`` gives (0777 less the umask)."""
+    for _ in range(100):
+        path = _unique_name(directory, prefix)
+        try:
+            path.mkdir(mode=0o777)
+            return path
+        except FileExistsError:  # pragma: no cover
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary name", str(directory))  # pragma: no cover
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via temp file → fsync → rename."""
+    """Write ``data`` to ``path`` via temp file → fsync → rename (mode as ``open()``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = create_temp_file(path.parent, f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -120,7 +152,7 @@ def save_checkpoint(root: Path, step: int, files: dict[str, Any], keep: int = 3)
     """
     root.mkdir(parents=True, exist_ok=True)
     final = step_dir(root, step)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
+    tmp = create_temp_dir(root, f".{final.name}.tmp-")
     try:
         manifest: dict[str, Any] = {"step": step, "files": {}}
         for name, obj in files.items():
