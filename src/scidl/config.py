@@ -87,7 +87,14 @@ class LogConfig(_Section):
     root: str = Field("runs", description="parent of run folders")
     run_dir: str | None = Field(None, description="explicit run folder (default: timestamped)")
     tensorboard: bool = Field(True, description="write TensorBoard event files")
-    progress: bool = Field(True, description="progress bar on rank 0 (TTY only)")
+    progress: bool = Field(
+        True, description="progress on rank 0: a bar in a terminal, plain lines otherwise"
+    )
+    every_s: float = Field(
+        30.0, ge=0,
+        description="seconds between plain progress lines when stdout is not a terminal "
+                    "(batch logs, pipes); 0: none",
+    )
 
 
 class RunConfig(_Section):

@@ -30,6 +30,8 @@ def test_train_two_processes_then_resume_by_cli_is_bit_exact(tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     out = _scidl("train", "admissions", "--nproc", "2", "--max-steps", "8", "--run-dir", str(full), *ARGS)
     assert "admissions: mse =" in out and "on 2 process(es)" in out
+    # the run folder comes first (known before the processes start), the summary once
+    assert out.splitlines()[0] == f"run folder: {full}" and out.count("admissions: mse =") == 1
     _scidl("train", "admissions", "--nproc", "2", "--max-steps", "4", "--run-dir", str(part), *ARGS)
     _scidl("train", "--resume", str(part), "--nproc", "2", "--max-steps", "8", "--quiet")
     a, b = _final_weights(full), _final_weights(part)

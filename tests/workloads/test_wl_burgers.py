@@ -123,3 +123,29 @@ def test_training_reduces_error():
     assert np.mean(losses[-20:]) < 0.6 * np.mean(losses[:5])
     assert after["rel_l2"] < 0.7 * before["rel_l2"]
     assert after["rel_l2"] < 0.45 and after["rel_l2_away"] < 0.35
+
+
+@pytest.mark.parametrize("hard", [True, False])
+def test_ddp_gradients_match_parameter_layout(tmp_path, hard):
+    # The PINN loss differentiates the net twice; a (1, n) output weight then got a
+    # gradient with strides (1, 1) and DDP warned "Grad strides do not match bucket view
+    # strides" from every rank on every run.
+    import warnings
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        model = DDP(BurgersNet(8, 2, hard_constraints=hard))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(2):
+                _, r = burgers_residual(model, torch.rand(32, 2), NU)
+                (r**2).mean().backward()
+        assert not [w for w in caught if "strides" in str(w.message)]
+        for p in model.module.parameters():
+            assert p.grad is not None and p.grad.stride() == p.stride()
+    finally:
+        dist.destroy_process_group()

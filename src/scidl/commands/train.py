@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,21 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
     return extra
 
 
+def reports(env: Mapping[str, str]) -> bool:
+    """Whether this process prints the run folder and summary: the global rank 0 of the
+    job (under torchrun, Slurm or MPI every rank runs this command; one process when not
+    launched). Says nothing itself: the run has already reported launcher problems."""
+    from scidl.runtime.env import detect_launch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return detect_launch(env).rank == 0
+
+
+def _announce(run_dir: Path) -> None:
+    print(f"run folder: {run_dir}", flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     from scidl.cli import UserError
     from scidl.config import ConfigError, load_config
@@ -80,9 +98,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(workload, config_path, overrides, extra)
     try:
         result = run_training(cfg, resume=bool(args.resume),
-                              restart_from_scratch=args.restart_from_scratch)
+                              restart_from_scratch=args.restart_from_scratch,
+                              on_run_dir=_announce)
     except CheckpointError as e:  # no usable checkpoint, full disk: one line, exit 2
         raise UserError(str(e)) from None
+    if not reports(os.environ):
+        return 0
     name, value = result.headline
     s = result.summary
     print(f"run folder: {result.run_dir}")

@@ -79,11 +79,12 @@ def _agree_run_dir(cfg: RunConfig, dctx: DistContext) -> tuple[Path, Path | None
 def train_process(
     cfg_dict: dict[str, Any], resume: bool = False, task_factory: TaskFactory | None = None,
     callbacks: Sequence[Any] = (), from_scratch: bool = False,
+    on_run_dir: Callable[[Path], None] | None = None,
 ) -> dict[str, Any]:
     """Train as one rank of the job described by the environment (all ranks call this).
 
     ``from_scratch``: when resuming finds no usable checkpoint, train from step 0 instead
-    of failing.
+    of failing. ``on_run_dir(path)`` is called on rank 0 once the run folder is agreed.
     """
     from scidl.train.trainer import Trainer
 
@@ -98,6 +99,8 @@ def train_process(
         torch.use_deterministic_algorithms(True)
     with distributed_context(cfg.dist.device, cfg.dist.backend, cfg.dist.timeout_s) as dctx:
         run_dir, created = _agree_run_dir(cfg, dctx)
+        if on_run_dir is not None and dctx.is_main:
+            on_run_dir(run_dir)
         watchdog = _StepTracker()
         with _watch(cfg, dctx, run_dir, watchdog):
             try:
@@ -167,6 +170,7 @@ def run(
     resume: bool = False,
     callbacks: Sequence[Any] = (),
     restart_from_scratch: bool = False,
+    on_run_dir: Callable[[Path], None] | None = None,
 ) -> RunResult:
     """Train ``cfg`` and return where the results are.
 
@@ -179,6 +183,9 @@ def run(
         restart_from_scratch: with ``resume``, train from step 0 when no checkpoint is usable.
         callbacks: trainer callbacks (``on_step_end(trainer, row)``, ``on_train_end(trainer)``),
             called on every rank; picklable when ``cfg.dist.nproc > 1``.
+        on_run_dir: called once with the run folder before training starts, in this
+            process (local launch) or on rank 0 (under torchrun, Slurm or MPI); the CLI
+            prints it there.
 
     Scripts that call this with ``cfg.dist.nproc > 1`` need an ``if __name__ == "__main__":``
     guard: the processes are started with ``spawn`` and import the script.
@@ -198,13 +205,16 @@ def run(
     if launch.launcher == "single" and not resume:  # this process creates the folder
         path, created = make_run_dir(cfg)
         cfg = cfg.model_copy(update={"log": cfg.log.model_copy(update={"run_dir": str(path)})})
+    if launch.launcher == "single" and on_run_dir is not None:  # folder known before launching
+        on_run_dir(Path(str(cfg.log.run_dir)))
     try:
         if local:
             summary = report_worker_errors(
                 lambda: _launch_local(cfg, resume, task_factory, callbacks, restart_from_scratch))
         else:
             summary = train_process(cfg.to_dict(), resume, task_factory, callbacks,
-                                    restart_from_scratch)
+                                    restart_from_scratch,
+                                    on_run_dir if launch.launcher != "single" else None)
     except BaseException:
         if launch.launcher == "single" and not resume:
             discard_unused_run_dir(Path(str(cfg.log.run_dir)), created)

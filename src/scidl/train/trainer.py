@@ -528,7 +528,8 @@ class Trainer:
         if self.dctx.is_main:
             self._logger = MetricsLogger(self.run_dir, self.cfg.log.tensorboard)
         progress = Progress(self.total_steps, self.cfg.log.progress and self.dctx.is_main,
-                            description=self.cfg.workload)
+                            description=self.cfg.workload, every_s=self.cfg.log.every_s,
+                            samples_per_step=self.global_batch)
         progress.update(self.step)
         self.ddp.train()
         try:
@@ -571,7 +572,7 @@ class Trainer:
         for cb in self.callbacks:
             if hasattr(cb, "on_step_end"):
                 cb.on_step_end(self, row)
-        progress.update(self.step, progress_fields(row, self.task.headline))
+        progress.update(self.step, progress_fields(row, self.task.headline), lr=row.get("lr"))
         if self._should_checkpoint(end_epoch) and self.step < self.total_steps:
             self._last_ckpt_step = self.step
             self.save()
