@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +98,10 @@ def train_process(
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True)
-    with distributed_context(cfg.dist.device, cfg.dist.backend, cfg.dist.timeout_s) as dctx:
+    with distributed_context(cfg.dist.device, cfg.dist.backend, cfg.dist.timeout_s) as dctx, \
+            warnings.catch_warnings():
+        if not dctx.is_main:  # rank 0 speaks for the job: the same warning once, not N times
+            warnings.simplefilter("ignore")
         run_dir, created = _agree_run_dir(cfg, dctx)
         if on_run_dir is not None and dctx.is_main:
             on_run_dir(run_dir)
@@ -148,7 +152,10 @@ def _watch(cfg: RunConfig, dctx: DistContext, run_dir: Path, tracker: _StepTrack
 
 def _local_worker(*args: Any) -> dict[str, Any]:
     """Entry point of each process :func:`run` starts: :func:`train_process`, with user
-    errors reported as a message instead of a traceback."""
+    errors reported as a message instead of a traceback, and warnings as one line each."""
+    from scidl.cli import _one_line_warning
+
+    warnings.showwarning = _one_line_warning
     try:
         return train_process(*args)
     except USER_ERRORS as e:
