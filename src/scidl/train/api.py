@@ -25,10 +25,11 @@ from scidl.config import ConfigError, RunConfig, save_config
 from scidl.parallel.pipeline import PipelineError
 from scidl.runtime.dist import DistContext, distributed_context
 from scidl.runtime.env import LaunchError, detect_launch
+from scidl.runtime.files import atomic_write_text
 from scidl.runtime.seed import seed_everything
 from scidl.runtime.watchdog import StallWatchdog
 from scidl.runtime.worker_errors import exit_with_user_error, report_worker_errors
-from scidl.train.checkpoint import CheckpointError, atomic_write_text
+from scidl.train.checkpoint import CheckpointError
 from scidl.train.preflight import check_resume_world, check_run, warn_oversubscribed
 from scidl.train.rundir import discard_unused_run_dir, make_run_dir
 from scidl.workloads.base import BuildContext, Task
