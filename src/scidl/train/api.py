@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,35 @@ def _agree_run_dir(cfg: RunConfig, dctx: DistContext) -> tuple[Path, Path | None
     return path, Path(box[1]) if box[1] and dctx.is_main else None
 
 
+def thread_count(threads_per_proc: int | None, local_procs: int, cores: int | None) -> int | None:
+    """Torch threads for one process: the configured count, or the cores shared among the
+    processes on this machine; None (leave torch's default) for a lone process."""
+    if threads_per_proc:
+        return threads_per_proc
+    if local_procs > 1:  # several processes on one machine: share the cores, don't oversubscribe
+        return max(1, (cores or 1) // local_procs)
+    return None
+
+
+@contextlib.contextmanager
+def torch_settings(threads: int | None, deterministic: bool) -> Iterator[None]:
+    """Set the thread count and deterministic algorithms for a run; restore the caller's
+    settings afterwards, also when the run raises (an in-process :func:`run` leaves the
+    interpreter as it found it)."""
+    old_threads = torch.get_num_threads()
+    old_det = torch.are_deterministic_algorithms_enabled()
+    old_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        if deterministic:
+            torch.use_deterministic_algorithms(True)
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det, warn_only=old_warn_only)
+
+
 def train_process(
     cfg_dict: dict[str, Any], resume: bool = False, task_factory: TaskFactory | None = None,
     callbacks: Sequence[Any] = (), from_scratch: bool = False,
@@ -91,15 +120,9 @@ def train_process(
     from scidl.train.trainer import Trainer
 
     cfg = RunConfig.model_validate(cfg_dict)
-    if cfg.dist.threads_per_proc:
-        torch.set_num_threads(cfg.dist.threads_per_proc)
-    else:  # several processes on one machine: share the cores instead of oversubscribing
-        local = detect_launch().local_world_size
-        if local > 1:
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
-    if cfg.train.deterministic:
-        torch.use_deterministic_algorithms(True)
-    with distributed_context(cfg.dist.device, cfg.dist.backend, cfg.dist.timeout_s) as dctx, \
+    threads = thread_count(cfg.dist.threads_per_proc, detect_launch().local_world_size, os.cpu_count())
+    with torch_settings(threads, cfg.train.deterministic), \
+            distributed_context(cfg.dist.device, cfg.dist.backend, cfg.dist.timeout_s) as dctx, \
             warnings.catch_warnings():
         if not dctx.is_main:  # rank 0 speaks for the job: the same warning once, not N times
             warnings.simplefilter("ignore")
