@@ -13,7 +13,7 @@ import torch
 
 import scidl
 from scidl.config import load_config
-from scidl.train.api import thread_count
+from scidl.runtime.torch_settings import thread_count
 
 
 @pytest.fixture

@@ -13,23 +13,22 @@ import contextlib
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.distributed as dist
 
 from scidl.config import ConfigError, RunConfig, save_config
 from scidl.parallel.pipeline import PipelineError
 from scidl.runtime.dist import DistContext, distributed_context
 from scidl.runtime.env import LaunchError, detect_launch
-from scidl.runtime.files import atomic_write_text
 from scidl.runtime.seed import seed_everything
+from scidl.runtime.torch_settings import thread_count, torch_settings
 from scidl.runtime.watchdog import StallWatchdog
 from scidl.runtime.worker_errors import exit_with_user_error, report_worker_errors
-from scidl.train.checkpoint import CheckpointError
+from scidl.train.checkpoint import CheckpointError, atomic_write_text
 from scidl.train.preflight import check_resume_world, check_run, warn_oversubscribed
 from scidl.train.rundir import discard_unused_run_dir, make_run_dir
 from scidl.workloads.base import BuildContext, Task
@@ -76,35 +75,6 @@ def _agree_run_dir(cfg: RunConfig, dctx: DistContext) -> tuple[Path, Path | None
     path = Path(box[0])
     path.mkdir(parents=True, exist_ok=True)
     return path, Path(box[1]) if box[1] and dctx.is_main else None
-
-
-def thread_count(threads_per_proc: int | None, local_procs: int, cores: int | None) -> int | None:
-    """Torch threads for one process: the configured count, or the cores shared among the
-    processes on this machine; None (leave torch's default) for a lone process."""
-    if threads_per_proc:
-        return threads_per_proc
-    if local_procs > 1:  # several processes on one machine: share the cores, don't oversubscribe
-        return max(1, (cores or 1) // local_procs)
-    return None
-
-
-@contextlib.contextmanager
-def torch_settings(threads: int | None, deterministic: bool) -> Iterator[None]:
-    """Set the thread count and deterministic algorithms for a run; restore the caller's
-    settings afterwards, also when the run raises (an in-process :func:`run` leaves the
-    interpreter as it found it)."""
-    old_threads = torch.get_num_threads()
-    old_det = torch.are_deterministic_algorithms_enabled()
-    old_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    try:
-        if threads:
-            torch.set_num_threads(threads)
-        if deterministic:
-            torch.use_deterministic_algorithms(True)
-        yield
-    finally:
-        torch.set_num_threads(old_threads)
-        torch.use_deterministic_algorithms(old_det, warn_only=old_warn_only)
 
 
 def train_process(
