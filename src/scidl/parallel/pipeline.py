@@ -249,7 +249,7 @@ class PipelineEngine:
         from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
         if loss_fn is None:
-            raise PipelineError("this workload's Task has no loss_fn(output, target), which "
+            raise PipelineError("this workload's Task has no criterion(output, target), which "
                                 "pipeline stages need (the loss is computed on the last stage)")
         named = blocks_of(model)
         self.cfg = cfg

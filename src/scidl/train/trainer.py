@@ -159,7 +159,7 @@ class Trainer:
         per_rank = resolve_batch_size(cfg, self.dctx.world_size // stages)
         first = next(iter(DataLoader(task.train_data, batch_size=max(per_rank // cfg.parallel.microbatches, 1),
                                      collate_fn=task.collate_fn, generator=torch.Generator())))
-        self.pipe = PipelineEngine(task.model, task.loss_fn, cfg.parallel, self.device, first[0], ddp_kw)
+        self.pipe = PipelineEngine(task.model, task.criterion, cfg.parallel, self.device, first[0], ddp_kw)
         self.model, self.ddp = self.pipe.module, self.pipe.ddp
         self.strategy.install(self.ddp, self.pipe.dp_group)
         self.dp_size, self.dp_rank = self.pipe.layout.replicas, self.pipe.layout.replica
