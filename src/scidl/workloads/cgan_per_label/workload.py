@@ -297,6 +297,8 @@ class CGANPerLabel(Workload):
     name = "cgan_per_label"
     description = "per-label GANs vs a conditional GAN on digits; IS/Fréchet score from a local classifier"
     Config = CGANConfig
+    smoke = ["task.hidden=16", "task.z_dim=4", "task.classifier_steps=20",
+             "task.eval_per_label=10", "train.batch_size=16"]
     defaults = {
         "train": {"epochs": 60, "batch_size": 64, "log_every": 50},
         "optim": {"lr": 2e-4, "betas": [0.5, 0.999]},
