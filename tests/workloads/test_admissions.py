@@ -8,7 +8,8 @@ import torch
 
 from scidl.workloads import BuildContext
 from scidl.workloads.admissions import Admissions, AdmissionsConfig
-from scidl.workloads.admissions.workload import FEATURES, make_admissions, regression_metrics
+from scidl.workloads.admissions.data import FEATURES, make_admissions
+from scidl.workloads.admissions.workload import regression_metrics
 
 
 def test_table_is_seeded_standardised_and_clipped():

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from scidl.workloads.base import BuildContext
+from scidl.workloads.burgers.nets import BurgersNet
 from scidl.workloads.burgers.reference import cole_hopf, reference_grid
-from scidl.workloads.burgers.workload import Burgers, BurgersConfig, BurgersNet, burgers_residual
+from scidl.workloads.burgers.workload import Burgers, BurgersConfig, burgers_residual
 from scidl.workloads.registry import get_workload
 
 NU = 0.01 / math.pi

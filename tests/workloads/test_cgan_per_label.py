@@ -7,16 +7,11 @@ import pytest
 import torch
 
 from scidl.workloads.base import BuildContext
+from scidl.workloads.cgan_per_label.data import load_images
 from scidl.workloads.cgan_per_label.dist import assign_labels
-from scidl.workloads.cgan_per_label.workload import (
-    CGANConfig,
-    CGANPerLabel,
-    GANPair,
-    PerLabelGAN,
-    frechet_distance,
-    inception_score,
-    load_images,
-)
+from scidl.workloads.cgan_per_label.metrics import frechet_distance, inception_score
+from scidl.workloads.cgan_per_label.nets import GANPair, PerLabelGAN
+from scidl.workloads.cgan_per_label.workload import CGANConfig, CGANPerLabel
 
 
 def _grads(model, loss):

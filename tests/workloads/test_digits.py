@@ -8,7 +8,8 @@ from torch import nn
 
 from scidl.workloads import BuildContext
 from scidl.workloads.digits import Digits, DigitsConfig
-from scidl.workloads.digits.workload import digits_cnn, load_digits_arrays
+from scidl.workloads.digits.data import load_digits_arrays
+from scidl.workloads.digits.nets import digits_cnn
 
 
 def test_split_is_stratified_scaled_and_fixed():

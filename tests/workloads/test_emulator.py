@@ -17,7 +17,8 @@ from scidl.workloads.emulator.lbl import (
     pseudo_voigt,
     sample_columns,
 )
-from scidl.workloads.emulator.workload import EmulatorConfig, RegimeEmulator, relative_errors
+from scidl.workloads.emulator.nets import RegimeEmulator
+from scidl.workloads.emulator.workload import EmulatorConfig, relative_errors
 
 TINY = dict(n_lines=16, n_wavenumbers=128, n_bands=4, n_train=8, n_val=4,
             layers_per_column=10, lut_shape=(3, 3, 3, 3), hidden=[16], time_columns=0)

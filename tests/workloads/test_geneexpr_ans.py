@@ -8,7 +8,8 @@ import torch
 
 from scidl.workloads import BuildContext, get_workload
 from scidl.workloads.geneexpr_ans.data import digits, stratified_split, synthetic_expression
-from scidl.workloads.geneexpr_ans.workload import GeneExprConfig, SigmoidAE
+from scidl.workloads.geneexpr_ans.nets import SigmoidAE
+from scidl.workloads.geneexpr_ans.workload import GeneExprConfig
 
 
 def _small(seed=0):

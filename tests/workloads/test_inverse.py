@@ -8,6 +8,7 @@ import torch
 
 from scidl.workloads import BuildContext, get_workload
 from scidl.workloads.common.unet import UNet
+from scidl.workloads.inverse.nets import PostProcessed
 from scidl.workloads.inverse.ops import (
     BlurOperator,
     Tikhonov,
@@ -16,7 +17,7 @@ from scidl.workloads.inverse.ops import (
     psnr,
     tune_alpha,
 )
-from scidl.workloads.inverse.workload import InverseConfig, PostProcessed, inverse_loss
+from scidl.workloads.inverse.workload import InverseConfig, inverse_loss
 
 
 def _dense(op, n: int) -> torch.Tensor:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from scidl.workloads.base import BuildContext
+from scidl.workloads.nbody.data import random_systems
 from scidl.workloads.nbody.kepler import kepler_drift, stumpff_c2_c3
 from scidl.workloads.nbody.nets import DirectKick, ExactKick, HamiltonianKick
 from scidl.workloads.nbody.study import reference_system
@@ -20,7 +21,7 @@ from scidl.workloads.nbody.wh import (
     jacobi_masses,
     to_jacobi,
 )
-from scidl.workloads.nbody.workload import NBody, NBodyConfig, random_systems
+from scidl.workloads.nbody.workload import NBody, NBodyConfig
 from scidl.workloads.registry import get_workload
 
 

@@ -8,18 +8,9 @@ import torch
 from sklearn.metrics import f1_score
 
 from scidl.workloads.base import BuildContext
-from scidl.workloads.noisy_labels.workload import (
-    NoisyLabels,
-    NoisyLabelsConfig,
-    digit_targets,
-    fit_batched,
-    fit_direct,
-    inject_noise,
-    knee,
-    load_split,
-    macro_f1,
-    tolerated_noise,
-)
+from scidl.workloads.noisy_labels.data import digit_targets, inject_noise, load_split
+from scidl.workloads.noisy_labels.sweep import fit_batched, fit_direct, knee, tolerated_noise
+from scidl.workloads.noisy_labels.workload import NoisyLabels, NoisyLabelsConfig, macro_f1
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.1, 0.2, 0.5])

@@ -14,7 +14,8 @@ from scidl.workloads.weather_seg.data import (
     threshold_segment,
     tune_thresholds,
 )
-from scidl.workloads.weather_seg.workload import AtrousNet, WeatherSegConfig, class_weights
+from scidl.workloads.weather_seg.nets import AtrousNet
+from scidl.workloads.weather_seg.workload import WeatherSegConfig, class_weights
 
 
 def test_per_class_iou_on_a_hand_example():

@@ -17,10 +17,9 @@ from pydantic import Field
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from scidl.workloads.admissions.data import FEATURES, make_admissions
 from scidl.workloads.base import BuildContext, Task, Width, Workload, WorkloadConfig
 from scidl.workloads.common.nets import mlp
-
-FEATURES = ("gre", "toefl", "univ_rating", "sop", "lor", "cgpa", "research")
 
 
 class AdmissionsConfig(WorkloadConfig):
@@ -33,23 +32,6 @@ class AdmissionsConfig(WorkloadConfig):
     activation: Literal["relu", "tanh", "gelu", "silu", "elu", "sigmoid"] = "relu"
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout between hidden layers")
     data_seed: int | None = Field(None, description="seed of the table (default: train.seed)")
-
-
-def make_admissions(n: int, explained: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Generate ``(X [n,7] standardised, y [n])`` deterministically from ``seed``."""
-    rng = np.random.default_rng(seed)
-    ability = rng.standard_normal(n)
-    loadings = np.array([0.85, 0.83, 0.70, 0.68, 0.62, 0.88, 0.55])
-    noise = rng.standard_normal((n, 7))
-    X = ability[:, None] * loadings + noise * np.sqrt(1 - loadings**2)
-    X[:, 6] = (X[:, 6] > 0.1).astype(float)  # research experience is binary
-    w = np.array([0.20, 0.15, 0.08, 0.05, 0.12, 0.45, 0.06])
-    signal = X @ w + 0.10 * np.tanh(2 * X[:, 5]) * X[:, 0]  # a mild interaction
-    signal = (signal - signal.mean()) / signal.std()
-    y = 0.72 + 0.14 * (np.sqrt(explained) * signal + np.sqrt(1 - explained) * rng.standard_normal(n))
-    y = np.clip(y, 0.34, 0.97)
-    X = (X - X.mean(0)) / X.std(0)
-    return X.astype(np.float32), y.astype(np.float32)
 
 
 def regression_metrics(pred: torch.Tensor, y: torch.Tensor) -> dict[str, float]:

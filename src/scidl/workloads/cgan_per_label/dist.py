@@ -26,13 +26,9 @@ import torch.distributed as dist
 from pydantic import BaseModel, ConfigDict, Field
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from scidl.workloads.cgan_per_label.workload import (
-    N_LABELS,
-    CGANConfig,
-    GANPair,
-    Generator,
-    load_images,
-)
+from scidl.workloads.cgan_per_label.data import N_LABELS, load_images
+from scidl.workloads.cgan_per_label.nets import GANPair, Generator
+from scidl.workloads.cgan_per_label.workload import CGANConfig
 
 
 class PerLabelRunConfig(BaseModel):

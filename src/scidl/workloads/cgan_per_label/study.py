@@ -12,13 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from scidl.workloads.cgan_per_label.data import load_images
 from scidl.workloads.cgan_per_label.dist import PerLabelRunConfig, run_per_label, train_conditional
-from scidl.workloads.cgan_per_label.workload import (
-    load_images,
-    sample,
-    sample_metrics,
-    train_classifier,
-)
+from scidl.workloads.cgan_per_label.metrics import sample, sample_metrics, train_classifier
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
 from torch.utils.data import TensorDataset
 
 from scidl.workloads.base import BuildContext, Task, Width, Workload, WorkloadConfig
-from scidl.workloads.common.nets import activation, mlp
+from scidl.workloads.common.nets import mlp
+from scidl.workloads.digits.data import load_digits_arrays
+from scidl.workloads.digits.nets import digits_cnn
 
 
 class DigitsConfig(WorkloadConfig):
@@ -25,32 +26,6 @@ class DigitsConfig(WorkloadConfig):
     activation: Literal["relu", "tanh", "gelu", "silu", "elu", "sigmoid"] = "relu"
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout in the head")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="held-out fraction (stratified)")
-
-
-def load_digits_arrays(test_fraction: float, seed: int = 0) -> tuple[np.ndarray, ...]:
-    """(X_train, y_train, X_test, y_test), images scaled to [0, 1], shape [n, 1, 8, 8]."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    d = load_digits()
-    X = (d.images / 16.0).astype(np.float32)[:, None]
-    y = d.target.astype(np.int64)
-    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=test_fraction, random_state=seed, stratify=y)
-    return Xtr, ytr, Xte, yte
-
-
-def digits_cnn(channels: list[int], hidden: list[int], act: str, dropout: float) -> nn.Module:
-    layers: list[nn.Module] = []
-    c_in, size = 1, 8
-    for i, c in enumerate(channels):
-        layers += [nn.Conv2d(c_in, c, 3, padding=1), activation(act)]
-        if i < 2:  # 8 → 4 → 2
-            layers.append(nn.MaxPool2d(2))
-            size //= 2
-        c_in = c
-    layers.append(nn.Flatten())
-    layers.append(mlp(c_in * size * size, hidden, 10, act, dropout))
-    return nn.Sequential(*layers)
 
 
 def _ce_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

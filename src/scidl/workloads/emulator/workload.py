@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -32,13 +31,12 @@ from torch.utils.data import TensorDataset
 
 from scidl.workloads.base import BuildContext, Task, Width, Workload, WorkloadConfig
 from scidl.workloads.emulator.lbl import (
-    INPUT_HIGH,
-    INPUT_LOW,
     LookupTable,
     lbl_optical_depth,
     make_spectroscopy,
     sample_columns,
 )
+from scidl.workloads.emulator.nets import RegimeEmulator
 
 
 class EmulatorConfig(WorkloadConfig):
@@ -62,72 +60,6 @@ class EmulatorConfig(WorkloadConfig):
     )
     time_columns: int = Field(128, ge=0, description="columns timed in evaluate (0: no timing)")
     time_repeats: int = Field(5, ge=1, description="interleaved timing repeats (median)")
-
-
-class Standardise(nn.Module):
-    """Maps inputs to [-1, 1] with the fixed sampling ranges (no data dependence)."""
-
-    centre: torch.Tensor
-    halfwidth: torch.Tensor
-
-    def __init__(self) -> None:
-        super().__init__()
-        lo, hi = torch.tensor(INPUT_LOW), torch.tensor(INPUT_HIGH)
-        self.register_buffer("centre", (hi + lo) / 2)
-        self.register_buffer("halfwidth", (hi - lo) / 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.centre) / self.halfwidth
-
-
-def mlp(n_in: int, hidden: list[int], n_out: int, activation: str) -> nn.Sequential:
-    """A plain fully connected network ``n_in -> hidden... -> n_out``."""
-    act: dict[str, Callable[[], nn.Module]] = {
-        "silu": nn.SiLU, "tanh": nn.Tanh, "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU,
-    }
-    layers: list[nn.Module] = []
-    widths = [n_in, *hidden]
-    for a, b in zip(widths[:-1], widths[1:], strict=True):
-        layers += [nn.Linear(a, b), act[activation]()]
-    layers.append(nn.Linear(widths[-1], n_out))
-    return nn.Sequential(*layers)
-
-
-class RegimeEmulator(nn.Module):
-    """One network per pressure regime; outputs standardised ``log tau_b``.
-
-    ``forward`` returns ``(log tau - mean) / std``; :meth:`predict_tau` undoes the transform.
-    Layers with ``p >= split`` (lower atmosphere) go to ``nets[0]``, the others to ``nets[1]``.
-    """
-
-    out_mean: torch.Tensor
-    out_std: torch.Tensor
-
-    def __init__(
-        self, n_bands: int, hidden: list[int], activation: str, split_hpa: float | None,
-        out_mean: torch.Tensor, out_std: torch.Tensor,
-    ) -> None:
-        super().__init__()
-        self.norm = Standardise()
-        n_nets = 1 if split_hpa is None else 2
-        self.nets = nn.ModuleList(mlp(4, hidden, n_bands, activation) for _ in range(n_nets))
-        self.split_log_p = None if split_hpa is None else math.log(split_hpa)
-        self.register_buffer("out_mean", out_mean.clone())
-        self.register_buffer("out_std", out_std.clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.norm(x)
-        if self.split_log_p is None:
-            return self.nets[0](z)
-        lower = x[:, 0] >= self.split_log_p
-        out = z.new_empty(z.shape[0], self.out_mean.shape[0])
-        out[lower] = self.nets[0](z[lower])
-        out[~lower] = self.nets[1](z[~lower])
-        return out
-
-    def predict_tau(self, x: torch.Tensor) -> torch.Tensor:
-        """Band optical depths ``[N, n_bands]`` (physical units)."""
-        return torch.exp(self(x) * self.out_std + self.out_mean)
 
 
 def relative_errors(pred: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:

@@ -29,6 +29,7 @@ from scidl.workloads.geneexpr_ans.data import (
     stratified_split,
     synthetic_expression,
 )
+from scidl.workloads.geneexpr_ans.nets import SigmoidAE
 
 _DEFAULT_PAIRS = {
     "synthetic": [["tissue0", "tissue1"], ["tissue0_normal", "tissue0_tumour"]],
@@ -54,19 +55,6 @@ class GeneExprConfig(WorkloadConfig):
     pairs: list[tuple[str, str]] | None = Field(
         None, description="binary pairs [class_a, class_b] to score (None: dataset default)"
     )
-
-
-class SigmoidAE(nn.Module):
-    """x → hidden → sigmoid latent → hidden → x̂ (linear output)."""
-
-    def __init__(self, n_in: int, hidden: int, latent: int) -> None:
-        super().__init__()
-        self.encoder = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, latent),
-                                     nn.Sigmoid())
-        self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, n_in))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))
 
 
 def load_data(cfg: GeneExprConfig, seed: int) -> LabelledData:

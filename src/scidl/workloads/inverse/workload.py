@@ -26,6 +26,7 @@ from torch.utils.data import TensorDataset
 
 from scidl.workloads.base import BuildContext, Task, Workload, WorkloadConfig
 from scidl.workloads.common.unet import UNet
+from scidl.workloads.inverse.nets import PostProcessed
 from scidl.workloads.inverse.ops import BlurOperator, Tikhonov, make_phantoms, psnr, tune_alpha
 
 
@@ -44,23 +45,6 @@ class InverseConfig(WorkloadConfig):
     depth: int = Field(2, ge=1, description="U-net down-sampling steps")
     mc_weight: float = Field(0.0, ge=0, description="lambda of the model-constrained term")
     jacobian_weight: float = Field(0.0, ge=0, description="mu of the Jacobian penalty")
-
-
-class PostProcessed(nn.Module):
-    """``Psi(y) = T(y) + U(T(y))`` on images ``[B, n, n]`` (U's last layer starts at zero)."""
-
-    def __init__(self, tikhonov: Tikhonov, unet: UNet) -> None:
-        super().__init__()
-        self.tikhonov = tikhonov
-        self.unet = unet
-        # start exactly at the Tikhonov solution: the U-net learns a correction
-        nn.init.zeros_(unet.head.weight)
-        if unet.head.bias is not None:
-            nn.init.zeros_(unet.head.bias)
-
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        x0 = self.tikhonov(y)
-        return x0 + self.unet(x0[:, None])[:, 0]
 
 
 def make_inverse_data(cfg: InverseConfig, seed: int) -> dict[str, torch.Tensor]:

@@ -30,6 +30,7 @@ from torch.utils.data import TensorDataset
 
 from scidl.workloads.base import BuildContext, Task, Workload, WorkloadConfig
 from scidl.workloads.ising_vae.mc import TC_ONSAGER, magnetisation, sample_sweep
+from scidl.workloads.ising_vae.nets import IsingVAE
 
 
 class IsingVAEConfig(WorkloadConfig):
@@ -52,31 +53,6 @@ class IsingVAEConfig(WorkloadConfig):
     t_disordered: float = Field(
         3.0, gt=0, description="configurations with T ≥ this define the disordered centroid"
     )
-
-
-class IsingVAE(nn.Module):
-    """MLP VAE: x (L²) → hidden → hidden → (μ, log σ²) → z → hidden → hidden → logits (L²)."""
-
-    def __init__(self, n_in: int, hidden: int, latent: int) -> None:
-        super().__init__()
-        self.encoder = nn.Sequential(
-            nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden // 2), nn.ReLU()
-        )
-        self.mu = nn.Linear(hidden // 2, latent)
-        self.logvar = nn.Linear(hidden // 2, latent)
-        self.decoder = nn.Sequential(
-            nn.Linear(latent, hidden // 2), nn.ReLU(), nn.Linear(hidden // 2, hidden), nn.ReLU(),
-            nn.Linear(hidden, n_in),
-        )
-
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.encoder(x)
-        return self.mu(h), self.logvar(h).clamp(-12.0, 8.0)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        mu, logvar = self.encode(x)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)  # reparameterisation
-        return self.decoder(z), mu, logvar
 
 
 def vae_terms(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 
 from scidl.workloads.base import BuildContext
+from scidl.workloads.nbody.data import orbital_state
 from scidl.workloads.nbody.wh import KickFn, Masses, WHState, integrate, interaction_kick
-from scidl.workloads.nbody.workload import NBody, NBodyConfig, build_model, orbital_state
+from scidl.workloads.nbody.workload import NBody, NBodyConfig, build_model
 
 H_STEP = 2.0 * math.pi / 40.0  # WH step: inner period / 40
 

@@ -20,8 +20,8 @@ other classes uniformly. The tasks derived from a digit d:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,10 +31,7 @@ from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 
 from scidl.workloads.base import BuildContext, Task, Workload, WorkloadConfig
-
-TaskKind = Literal["binary", "multiclass", "multilabel"]
-_PRIME = np.array([0, 0, 1, 1, 0, 1, 0, 1, 0, 0], dtype=bool)
-_LOOP = np.array([1, 0, 0, 0, 0, 0, 1, 0, 1, 1], dtype=bool)
+from scidl.workloads.noisy_labels.data import TaskKind, inject_noise, load_split, n_outputs
 
 
 class NoisyLabelsConfig(WorkloadConfig):
@@ -45,40 +42,6 @@ class NoisyLabelsConfig(WorkloadConfig):
     noise_seed: int | None = Field(None, description="seed of the corruption (None: run seed)")
     test_fraction: float = Field(0.3, gt=0.0, lt=1.0, description="held-out clean test share")
     hidden: int = Field(256, ge=1, description="width of the two hidden layers")
-
-
-def digit_targets(digits: np.ndarray, kind: TaskKind) -> np.ndarray:
-    """Labels of a task derived from digit classes: (n,) ints or (n, 4) 0/1 for multilabel."""
-    d = np.asarray(digits, dtype=np.int64)
-    if kind == "binary":
-        return (d % 2 == 0).astype(np.int64)
-    if kind == "multiclass":
-        return d.copy()
-    if kind == "multilabel":
-        return np.stack([d % 2 == 0, d >= 5, _PRIME[d], _LOOP[d]], 1).astype(np.int64)
-    raise ValueError(f"unknown task kind {kind!r}; choices: binary, multiclass, multilabel")
-
-
-def n_outputs(kind: TaskKind) -> int:
-    """Network outputs: 2 logits (binary), 10 (multiclass), 4 independent logits (multilabel)."""
-    return {"binary": 2, "multiclass": 10, "multilabel": 4}[kind]
-
-
-def inject_noise(
-    y: np.ndarray, rate: float, kind: TaskKind, rng: np.random.Generator, n_classes: int = 10
-) -> np.ndarray:
-    """Corrupt exactly ``round(rate · count)`` labels (entries for multilabel); returns a copy."""
-    if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"noise rate must lie in [0, 1], got {rate}")
-    y = np.array(y, dtype=np.int64, copy=True)
-    flat = y.reshape(-1) if kind == "multilabel" else y
-    m = int(round(rate * flat.size))
-    idx = rng.choice(flat.size, size=m, replace=False)
-    if kind in ("binary", "multilabel"):
-        flat[idx] = 1 - flat[idx]
-    else:  # a different class, uniformly among the other n_classes - 1
-        flat[idx] = (flat[idx] + rng.integers(1, n_classes, size=m)) % n_classes
-    return y
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, kind: TaskKind, n_classes: int = 10) -> float:
@@ -98,24 +61,6 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, kind: TaskKind, n_classes: 
     den = 2 * tp + fp + fn
     f1 = np.where(den > 0, 2 * tp / np.maximum(den, 1), 0.0)
     return float(f1.mean())
-
-
-def load_split(
-    kind: TaskKind, seed: int, test_fraction: float = 0.3
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Standardised digits features and clean labels, split by a seeded permutation."""
-    from sklearn.datasets import load_digits
-
-    ds = load_digits()
-    X = ds.data.astype(np.float32)
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(len(X))
-    n_test = int(round(test_fraction * len(X)))
-    te, tr = perm[:n_test], perm[n_test:]
-    mu, sd = X[tr].mean(0), X[tr].std(0) + 1.0  # +1: several pixels are constant
-    X = (X - mu) / sd
-    y = digit_targets(ds.target, kind)
-    return X[tr], y[tr], X[te], y[te]
 
 
 def mlp(n_in: int, hidden: int, n_out: int) -> nn.Module:
@@ -186,92 +131,3 @@ class NoisyLabels(Workload):
         )
 
 
-def fit_direct(task: Task, epochs: int, batch_size: int = 32, lr: float = 1e-3, seed: int = 0
-               ) -> dict[str, float]:
-    """Plain single-process Adam loop (tests and quick studies); the CLI path uses the trainer."""
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(task.model.parameters(), lr=lr)
-    x, y = task.train_data.tensors  # type: ignore[attr-defined]
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
-        for s in range(0, len(x) - batch_size + 1, batch_size):
-            b = perm[s : s + batch_size]
-            opt.zero_grad()
-            task.loss(task.model, (x[b], y[b])).backward()
-            opt.step()
-    task.model.eval()
-    return dict(task.evaluate(task.model, task.val_data))
-
-
-def fit_batched(
-    tasks: Sequence[Task], kind: TaskKind, epochs: int, batch_size: int = 32, lr: float = 1e-3,
-    seeds: Sequence[int] | None = None,
-) -> list[dict[str, float]]:
-    """Train M independent copies of :func:`mlp` at once (one ``bmm`` per layer).
-
-    Same result as :func:`fit_direct` on every task (same initial weights, same batch order
-    from ``seeds``; Adam is elementwise, so stacking parameters keeps the runs independent),
-    but one step serves M runs: a sweep of noise rates × seeds costs about one run's overhead.
-    """
-    seeds = list(seeds) if seeds is not None else [0] * len(tasks)
-    layers = [[m for m in t.model.modules() if isinstance(m, nn.Linear)] for t in tasks]
-    W = [torch.stack([ls[i].weight.detach().T for ls in layers]).requires_grad_() for i in range(3)]
-    B = [torch.stack([ls[i].bias.detach()[None] for ls in layers]).requires_grad_() for i in range(3)]
-    X = torch.stack([t.train_data.tensors[0] for t in tasks])  # type: ignore[attr-defined]
-    Y = torch.stack([t.train_data.tensors[1] for t in tasks])  # type: ignore[attr-defined]
-    gens = [torch.Generator().manual_seed(s) for s in seeds]
-    opt = torch.optim.Adam([*W, *B], lr=lr)
-    n, m_idx = X.shape[1], torch.arange(len(tasks))[:, None]
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(torch.baddbmm(B[0], x, W[0]))
-        h = torch.relu(torch.baddbmm(B[1], h, W[1]))
-        return torch.baddbmm(B[2], h, W[2])
-
-    for _ in range(epochs):
-        perms = torch.stack([torch.randperm(n, generator=g) for g in gens])
-        for s in range(0, n - batch_size + 1, batch_size):
-            b = perms[:, s : s + batch_size]
-            out, y = forward(X[m_idx, b]), Y[m_idx, b]
-            if kind == "multilabel":
-                loss = F.binary_cross_entropy_with_logits(out, y.float(), reduction="none")
-                per_model = loss.mean(dim=(1, 2))
-            else:
-                per_model = F.cross_entropy(out.transpose(1, 2), y, reduction="none").mean(1)
-            opt.zero_grad()
-            per_model.sum().backward()  # disjoint parameters: each run gets its own gradient
-            opt.step()
-    results = []
-    for i, t in enumerate(tasks):
-        for j, lin in enumerate(layers[i]):
-            lin.weight.data.copy_(W[j][i].detach().T)
-            lin.bias.data.copy_(B[j][i, 0].detach())
-        t.model.eval()
-        results.append(dict(t.evaluate(t.model, t.val_data)))
-    return results
-
-
-def knee(x: Sequence[float], y: Sequence[float]) -> float:
-    """Knee of a falling curve: the point farthest above the chord (Kneedle, Satopää 2011).
-
-    The curve is normalised to [0, 1] on both axes; returns the x of the largest
-    (chord − curve) distance for a concave (plateau then drop) curve.
-    """
-    xa, ya = np.asarray(x, float), np.asarray(y, float)
-    xn = (xa - xa[0]) / (xa[-1] - xa[0])
-    span = ya.max() - ya.min()
-    yn = (ya - ya.min()) / (span if span > 0 else 1.0)
-    chord = yn[0] + (yn[-1] - yn[0]) * xn
-    return float(xa[int(np.argmax(yn - chord))])
-
-
-def tolerated_noise(x: Sequence[float], drop: Sequence[float], max_drop: float = 0.05) -> float:
-    """Largest noise rate (linear interpolation) before the F1 drop exceeds ``max_drop``."""
-    xa, da = np.asarray(x, float), np.asarray(drop, float)
-    above = np.flatnonzero(da > max_drop)
-    if len(above) == 0:
-        return float(xa[-1])
-    i = int(above[0])
-    if i == 0:
-        return float(xa[0])
-    return float(xa[i - 1] + (max_drop - da[i - 1]) * (xa[i] - xa[i - 1]) / (da[i] - da[i - 1]))
