@@ -34,7 +34,7 @@ def fit_batched(
     tasks: Sequence[Task], kind: TaskKind, epochs: int, batch_size: int = 32, lr: float = 1e-3,
     seeds: Sequence[int] | None = None,
 ) -> list[dict[str, float]]:
-    """Train M independent copies of :func:`mlp` at once (one ``bmm`` per layer).
+    """Train M independent copies of the workload's MLP at once (one ``bmm`` per layer).
 
     Same result as :func:`fit_direct` on every task (same initial weights, same batch order
     from ``seeds``; Adam is elementwise, so stacking parameters keeps the runs independent),

@@ -15,7 +15,8 @@ other classes uniformly. The tasks derived from a digit d:
 * ``multiclass``: d itself (10 classes);
 * ``multilabel``: [even, d ≥ 5, prime, has a closed loop (0, 6, 8, 9)].
 
-:func:`sweep` trains over noise rates × seeds; :func:`knee` finds the knee of the mean curve.
+:mod:`~scidl.workloads.noisy_labels.sweep` trains many runs (noise rates × seeds) at once and
+summarises the curve (knee, tolerated noise).
 """
 
 from __future__ import annotations
