@@ -28,6 +28,7 @@ from torch.utils.data import TensorDataset
 from scidl.workloads.alloy_epi.bayes import BayesFit, bic, fit_evidence
 from scidl.workloads.alloy_epi.lattice import neighbour_table, pair_counts
 from scidl.workloads.base import BuildContext, Task, Width, Workload, WorkloadConfig
+from scidl.workloads.common.nets import mlp
 
 
 class AlloyEPIConfig(WorkloadConfig):
@@ -172,14 +173,6 @@ def _features(d: AlloyData, shells: int) -> np.ndarray:
     return np.concatenate([d.comp, d.design(shells)], axis=1)
 
 
-def _mlp(n_in: int, hidden: list[int]) -> nn.Module:
-    layers: list[nn.Module] = []
-    for h in hidden:
-        layers += [nn.Linear(n_in, h), nn.SiLU()]
-        n_in = h
-    return nn.Sequential(*layers, nn.Linear(n_in, 1))
-
-
 class AlloyEPI(Workload):
     """Registered as ``alloy_epi``."""
 
@@ -199,7 +192,7 @@ class AlloyEPI(Workload):
         fx, fy = _Whiten(_features(prob.train, shells)), _Standardise(prob.train.energy)
         train = TensorDataset(fx(_features(prob.train, shells)), fy(prob.train.energy)[:, None])
         val = (fx(_features(prob.test, shells)), prob.test.energy)
-        model = _mlp(train.tensors[0].shape[1], cfg.hidden)
+        model = mlp(train.tensors[0].shape[1], cfg.hidden, 1, "silu")
         noise = cfg.noise_std
 
         def loss(m: nn.Module, batch: Any) -> torch.Tensor:

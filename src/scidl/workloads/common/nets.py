@@ -13,6 +13,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "silu": nn.SiLU,
     "elu": nn.ELU,
     "sigmoid": nn.Sigmoid,
+    "leaky_relu": nn.LeakyReLU,
 }
 
 

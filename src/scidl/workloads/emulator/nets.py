@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from scidl.workloads.common.nets import mlp
 from scidl.workloads.emulator.lbl import INPUT_HIGH, INPUT_LOW
 
 
@@ -25,19 +25,6 @@ class Standardise(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.centre) / self.halfwidth
-
-
-def mlp(n_in: int, hidden: list[int], n_out: int, activation: str) -> nn.Sequential:
-    """A plain fully connected network ``n_in -> hidden... -> n_out``."""
-    act: dict[str, Callable[[], nn.Module]] = {
-        "silu": nn.SiLU, "tanh": nn.Tanh, "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU,
-    }
-    layers: list[nn.Module] = []
-    widths = [n_in, *hidden]
-    for a, b in zip(widths[:-1], widths[1:], strict=True):
-        layers += [nn.Linear(a, b), act[activation]()]
-    layers.append(nn.Linear(widths[-1], n_out))
-    return nn.Sequential(*layers)
 
 
 class RegimeEmulator(nn.Module):

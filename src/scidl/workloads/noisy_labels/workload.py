@@ -32,6 +32,7 @@ from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 
 from scidl.workloads.base import BuildContext, Task, Workload, WorkloadConfig
+from scidl.workloads.common.nets import mlp
 from scidl.workloads.noisy_labels.data import TaskKind, inject_noise, load_split, n_outputs
 
 
@@ -62,14 +63,6 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, kind: TaskKind, n_classes: 
     den = 2 * tp + fp + fn
     f1 = np.where(den > 0, 2 * tp / np.maximum(den, 1), 0.0)
     return float(f1.mean())
-
-
-def mlp(n_in: int, hidden: int, n_out: int) -> nn.Module:
-    """Two hidden ReLU layers (enough capacity to memorise noisy labels)."""
-    return nn.Sequential(
-        nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-        nn.Linear(hidden, n_out),
-    )
 
 
 def make_loss(kind: TaskKind) -> Callable[[nn.Module, Any], torch.Tensor]:
@@ -118,7 +111,8 @@ class NoisyLabels(Workload):
         Xtr, ytr, Xte, yte = load_split(cfg.kind, ctx.seed, cfg.test_fraction)
         nseed = ctx.seed if cfg.noise_seed is None else cfg.noise_seed
         noisy = inject_noise(ytr, cfg.noise, cfg.kind, np.random.default_rng([nseed, 1]))
-        model = mlp(Xtr.shape[1], cfg.hidden, n_outputs(cfg.kind))
+        # two hidden ReLU layers: enough capacity to memorise noisy labels
+        model = mlp(Xtr.shape[1], [cfg.hidden, cfg.hidden], n_outputs(cfg.kind))
         train = TensorDataset(torch.from_numpy(Xtr), torch.from_numpy(noisy))
         return Task(
             model=model,
