@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.distributed as dist
 
 from scidl.config import ConfigError, RunConfig, save_config
@@ -26,6 +25,7 @@ from scidl.parallel.pipeline import PipelineError
 from scidl.runtime.dist import DistContext, distributed_context
 from scidl.runtime.env import LaunchError, detect_launch
 from scidl.runtime.seed import seed_everything
+from scidl.runtime.torch_settings import thread_count, torch_settings
 from scidl.runtime.watchdog import StallWatchdog
 from scidl.runtime.worker_errors import exit_with_user_error, report_worker_errors
 from scidl.train.checkpoint import CheckpointError, atomic_write_text
@@ -90,15 +90,9 @@ def train_process(
     from scidl.train.trainer import Trainer
 
     cfg = RunConfig.model_validate(cfg_dict)
-    if cfg.dist.threads_per_proc:
-        torch.set_num_threads(cfg.dist.threads_per_proc)
-    else:  # several processes on one machine: share the cores instead of oversubscribing
-        local = detect_launch().local_world_size
-        if local > 1:
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
-    if cfg.train.deterministic:
-        torch.use_deterministic_algorithms(True)
-    with distributed_context(cfg.dist.device, cfg.dist.backend, cfg.dist.timeout_s) as dctx, \
+    threads = thread_count(cfg.dist.threads_per_proc, detect_launch().local_world_size, os.cpu_count())
+    with torch_settings(threads, cfg.train.deterministic), \
+            distributed_context(cfg.dist.device, cfg.dist.backend, cfg.dist.timeout_s) as dctx, \
             warnings.catch_warnings():
         if not dctx.is_main:  # rank 0 speaks for the job: the same warning once, not N times
             warnings.simplefilter("ignore")

@@ -29,6 +29,11 @@ from typing import Any
 
 import torch
 
+from scidl.runtime.files import atomic_write_bytes as atomic_write_bytes  # re-exported
+from scidl.runtime.files import atomic_write_text as atomic_write_text  # re-exported
+from scidl.runtime.files import create_temp_dir
+from scidl.runtime.files import fsync_dir as _fsync_dir
+
 MANIFEST = "manifest.json"
 PREFIX = "step_"
 SET_ASIDE = "unusable_"  # prefix of checkpoints moved out of the way (kept for inspection)
@@ -43,73 +48,6 @@ class CheckpointError(RuntimeError):
 
 class DiskFullError(CheckpointError):
     """The disk filled up while a checkpoint was written (the previous one is kept)."""
-
-
-# ----------------------------------------------------------------------- atomic files
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unique_name(directory: Path, prefix: str) -> Path:
-    return directory / f"{prefix}{uuid.uuid4().hex[:12]}"
-
-
-def create_temp_file(directory: Path, prefix: str) -> tuple[int, Path]:
-    """A new, exclusively created file in ``directory``: ``(fd open for writing, path)``.
-
-    Unlike ``tempfile.mkstemp`` (always 0600) the file gets the mode ``open()`` would give
-    (0666 less the umask), so results renamed into place are readable by the group when
-    the user's umask says so.
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    for _ in range(100):
-        path = _unique_name(directory, prefix)
-        try:
-            return os.open(path, flags, 0o666), path
-        except FileExistsError:  # pragma: no cover - 48 random bits collided
-            continue
-    raise FileExistsError(errno.EEXIST, "no unused temporary name", str(directory))  # pragma: no cover
-
-
-def create_temp_dir(directory: Path, prefix: str) -> Path:
-    """A new folder in ``directory`` with the mode ``mkdir`` gives (0777 less the umask)."""
-    for _ in range(100):
-        path = _unique_name(directory, prefix)
-        try:
-            path.mkdir(mode=0o777)
-            return path
-        except FileExistsError:  # pragma: no cover
-            continue
-    raise FileExistsError(errno.EEXIST, "no unused temporary name", str(directory))  # pragma: no cover
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via temp file → fsync → rename (mode as ``open()``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = create_temp_file(path.parent, f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
