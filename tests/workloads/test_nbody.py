@@ -60,7 +60,7 @@ def test_kepler_period_composition_and_hyperbola():
 
 
 def test_two_body_conservation_over_many_orbits():
-    # 10^4 orbits are in the docs (nbody_study kepler); 500 orbits here, same step
+    # 10^4 orbits are in the docs (scidl study nbody kepler); 500 orbits here, same step
     es = np.array([0.0, 0.6, 0.9])
     m = np.tile([[1.0, 1e-3]], (3, 1))
     r0, v0 = _orbits(es, mu=1.001)

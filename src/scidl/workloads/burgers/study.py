@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from scidl.config import parse_value
+from scidl.runtime.files import atomic_write_text
 from scidl.workloads.base import BuildContext
 from scidl.workloads.burgers.workload import Burgers, BurgersConfig, CollocationSet
 
@@ -113,6 +114,7 @@ def plot_solution(model: torch.nn.Module, cfg: BurgersConfig, path: Path) -> Non
     import numpy as np
     from matplotlib.figure import Figure
 
+    from scidl.runtime.files import save_figure
     from scidl.workloads.burgers.reference import reference_grid
 
     x, t, u = reference_grid(cfg.ref_nx, cfg.ref_nt, 1.0, cfg.nu, cfg.ref_nodes)
@@ -137,7 +139,7 @@ def plot_solution(model: torch.nn.Module, cfg: BurgersConfig, path: Path) -> Non
     axes[3].set_ylabel("x")
     fig.colorbar(im, ax=axes[3])
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -178,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         "history": hist,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=1))
+    atomic_write_text(out, json.dumps(data, indent=1))
     if args.plot:
         plot_solution(model, cfg, Path(args.plot))
     return 0

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from scidl.runtime.files import atomic_write_text
 from scidl.workloads.base import BuildContext
 from scidl.workloads.nbody.data import orbital_state
 from scidl.workloads.nbody.wh import KickFn, Masses, WHState, integrate, interaction_kick
@@ -105,7 +106,8 @@ def run_long(
             )
         )
         if partial is not None:
-            partial.write_text(
+            atomic_write_text(  # a crash mid-write keeps the previous snapshot
+                partial,
                 json.dumps(
                     {
                         "steps_done": step,
@@ -115,7 +117,8 @@ def run_long(
                         "dL": [r[2].tolist() for r in rows],
                         "x": [r[3].tolist() for r in rows],
                     }
-                )
+                ),
+                durable=False,  # rewritten at every record: atomic, without an fsync each time
             )
 
     t0 = time.perf_counter()
@@ -281,6 +284,8 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     (``<json>.<kick>.partial.json``, written during ``long``), and summarise them."""
     from matplotlib.figure import Figure
 
+    from scidl.runtime.files import save_figure
+
     base = Path(args.json)
     runs = {
         k: json.loads(base.with_suffix(f".{k}.partial.json").read_text())
@@ -328,7 +333,7 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
         a.set_ylabel(lab)
         a.legend()
     fig.tight_layout()
-    fig.savefig(args.plot, dpi=90)
+    save_figure(fig, Path(args.plot), dpi=90)
     return {"kick": "all", **summary}
 
 
@@ -373,7 +378,7 @@ def run(args: argparse.Namespace) -> int:
         data = json.loads(path.read_text()) if path.exists() else {}
         data[key] = rec
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data, indent=1))
+        atomic_write_text(path, json.dumps(data, indent=1))
         print(json.dumps({k: v for k, v in rec.items() if k not in ("steps", "dE")}, indent=1))
     return 0
 
