@@ -40,7 +40,7 @@ def images_task(ctx):
     y = torch.randint(0, 10, (1024,), generator=g)
     ce = nn.functional.cross_entropy
     return Task(model=resnet_sequential(DEPTH, WIDTH, in_ch=3, classes=10),
-                train_data=TensorDataset(x, y), loss=lambda m, b: ce(m(b[0]), b[1]), loss_fn=ce,
+                train_data=TensorDataset(x, y), loss=lambda m, b: ce(m(b[0]), b[1]), criterion=ce,
                 evaluate=lambda m, d: {}, val_data=None)
 
 

@@ -81,7 +81,7 @@ def _slim(summary: dict[str, Any]) -> dict[str, Any]:
 def ising(seeds: int, root: str) -> dict[str, Any]:
     import matplotlib.pyplot as plt
 
-    from scidl.workloads.ising_vae import order_parameter_curve
+    from scidl.workloads.ising_vae.workload import order_parameter_curve
 
     out: dict[str, Any] = {"runs": []}
     curve = None
@@ -125,7 +125,7 @@ def ising(seeds: int, root: str) -> dict[str, Any]:
 def alloy(seeds: int, root: str) -> dict[str, Any]:
     import matplotlib.pyplot as plt
 
-    from scidl.workloads.alloy_epi import (
+    from scidl.workloads.alloy_epi.workload import (
         AlloyEPIConfig,
         closed_form_summary,
         coverage,
@@ -196,7 +196,7 @@ def _node_hist_plot(task: Any, pair: list[str], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     from scidl.analysis.saliency import saliency_report
-    from scidl.workloads.geneexpr_ans import encode
+    from scidl.workloads.geneexpr_ans.workload import encode
 
     val = task.extras["val"]
     codes = encode(task.model, task.val_data)
@@ -224,7 +224,7 @@ def _tsne_plot(task: Any, path: Path) -> float:
     import matplotlib.pyplot as plt
     from sklearn.manifold import TSNE
 
-    from scidl.workloads.geneexpr_ans import encode
+    from scidl.workloads.geneexpr_ans.workload import encode
 
     val = task.extras["val"]
     t0 = time.perf_counter()

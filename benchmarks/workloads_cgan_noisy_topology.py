@@ -1,4 +1,4 @@
-"""Experiments behind docs/workloads/{noisy_labels,cgan_per_label,topology}.md.
+"""Experiments behind docs/workloads/{noisy_labels,cgan_per_label}.md and docs/topology.md.
 
     python benchmarks/workloads_cgan_noisy_topology.py                      # all sections
     python benchmarks/workloads_cgan_noisy_topology.py --only noisy --seeds 3
@@ -65,7 +65,8 @@ def _noisy_f1(kind: str, noise: float, seed: int, epochs: int, engine: str, root
                                      f"train.seed={seed}", f"train.epochs={epochs}"], root)
         return float(summ["final_eval"]["macro_f1"])
     from scidl.workloads.base import BuildContext
-    from scidl.workloads.noisy_labels import NoisyLabels, NoisyLabelsConfig, fit_direct
+    from scidl.workloads.noisy_labels.sweep import fit_direct
+    from scidl.workloads.noisy_labels.workload import NoisyLabels, NoisyLabelsConfig
 
     torch.manual_seed(seed)  # as the trainer does before build
     task = NoisyLabels().build(NoisyLabelsConfig(kind=kind, noise=noise), BuildContext(seed=seed))
@@ -75,7 +76,8 @@ def _noisy_f1(kind: str, noise: float, seed: int, epochs: int, engine: str, root
 def _noisy_batched(kind: str, seeds: int, epochs: int) -> list[float]:
     """All (seed, rate) runs of one task kind trained together by ``fit_batched``."""
     from scidl.workloads.base import BuildContext
-    from scidl.workloads.noisy_labels import NoisyLabels, NoisyLabelsConfig, fit_batched
+    from scidl.workloads.noisy_labels.sweep import fit_batched
+    from scidl.workloads.noisy_labels.workload import NoisyLabels, NoisyLabelsConfig
 
     tasks, order = [], []
     for s in range(seeds):
@@ -89,7 +91,7 @@ def _noisy_batched(kind: str, seeds: int, epochs: int) -> list[float]:
 
 
 def noisy(seeds: int, root: str, engine: str) -> dict[str, Any]:
-    from scidl.workloads.noisy_labels import knee, tolerated_noise
+    from scidl.workloads.noisy_labels.sweep import knee, tolerated_noise
 
     out: dict[str, Any] = {"rates": RATES, "seeds": list(range(seeds)), "engine": engine,
                            "curves": {}}
@@ -150,20 +152,15 @@ def _plot_noisy(out: dict[str, Any]) -> None:
 
 
 def cgan(steps: int, repeats: int, hidden: int) -> dict[str, Any]:
-    from scidl.workloads.cgan_per_label import (
-        CGANConfig,
-        GANPair,
-        load_images,
-        sample,
-        sample_metrics,
-        save_grid,
-        train_classifier,
-    )
-    from scidl.workloads.cgan_per_label_dist import (
+    from scidl.workloads.cgan_per_label.data import load_images
+    from scidl.workloads.cgan_per_label.dist import (
         PerLabelRunConfig,
         run_per_label,
         train_conditional,
     )
+    from scidl.workloads.cgan_per_label.metrics import sample, sample_metrics, train_classifier
+    from scidl.workloads.cgan_per_label.nets import GANPair
+    from scidl.workloads.cgan_per_label.workload import CGANConfig, save_grid
 
     spec = PerLabelRunConfig(model=CGANConfig(hidden=hidden), steps=steps)
     m = spec.model
@@ -199,14 +196,10 @@ def cgan(steps: int, repeats: int, hidden: int) -> dict[str, Any]:
 
 def cgan_budget(steps: int, hidden: int, factor: int) -> dict[str, Any]:
     """The conditional GAN with ``factor`` × the per-label budget: is it slow or broken?"""
-    from scidl.workloads.cgan_per_label import (
-        CGANConfig,
-        load_images,
-        sample,
-        sample_metrics,
-        train_classifier,
-    )
-    from scidl.workloads.cgan_per_label_dist import PerLabelRunConfig, train_conditional
+    from scidl.workloads.cgan_per_label.data import load_images
+    from scidl.workloads.cgan_per_label.dist import PerLabelRunConfig, train_conditional
+    from scidl.workloads.cgan_per_label.metrics import sample, sample_metrics, train_classifier
+    from scidl.workloads.cgan_per_label.workload import CGANConfig
 
     spec = PerLabelRunConfig(model=CGANConfig(hidden=hidden), steps=steps * factor)
     m = spec.model
@@ -221,8 +214,8 @@ def cgan_budget(steps: int, hidden: int, factor: int) -> dict[str, Any]:
 
 def weak(steps: int, repeats: int, hidden: int, per_rank: int = 2) -> dict[str, Any]:
     """Same pairs per rank on 1 and 2 processes, interleaved repeats; median loop seconds."""
-    from scidl.workloads.cgan_per_label import CGANConfig
-    from scidl.workloads.cgan_per_label_dist import PerLabelRunConfig, run_per_label
+    from scidl.workloads.cgan_per_label.dist import PerLabelRunConfig, run_per_label
+    from scidl.workloads.cgan_per_label.workload import CGANConfig
 
     times: dict[int, list[float]] = {1: [], 2: []}
     for _ in range(repeats):

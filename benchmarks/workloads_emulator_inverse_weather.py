@@ -80,8 +80,12 @@ def _train_or_load(name: str, variant: str, overrides: list[str]) -> tuple[Task,
 
 
 def bench_emulator(quick: bool) -> dict[str, Any]:
-    from scidl.workloads.emulator import make_emulator_data, relative_errors, time_per_column
-    from scidl.workloads.emulator_lbl import LookupTable, lbl_optical_depth, make_spectroscopy
+    from scidl.workloads.emulator.lbl import LookupTable, lbl_optical_depth, make_spectroscopy
+    from scidl.workloads.emulator.workload import (
+        make_emulator_data,
+        relative_errors,
+        time_per_column,
+    )
 
     base = ["task.time_columns=0"] + (["train.epochs=3", "task.n_train=20"] if quick else [])
     variants = {
@@ -225,8 +229,8 @@ def plot(results: dict[str, Any], img: Path) -> None:
         fig.savefig(img / "emulator_tradeoff.png", dpi=110)
         plt.close(fig)
     if "inverse" in results:
-        from scidl.workloads.inverse import InverseConfig, make_inverse_data
-        from scidl.workloads.inverse_ops import BlurOperator, Tikhonov, tune_alpha
+        from scidl.workloads.inverse.ops import BlurOperator, Tikhonov, tune_alpha
+        from scidl.workloads.inverse.workload import InverseConfig, make_inverse_data
 
         cfg = InverseConfig(n_train=64, n_val=4)
         d = make_inverse_data(cfg, seed=0)
@@ -243,7 +247,7 @@ def plot(results: dict[str, Any], img: Path) -> None:
         fig.savefig(img / "inverse_samples.png", dpi=100)
         plt.close(fig)
     if "weather_seg" in results:
-        from scidl.workloads.weather_seg_data import make_weather
+        from scidl.workloads.weather_seg.data import make_weather
 
         x, y = make_weather(3, 48, seed=1)
         fig, ax = plt.subplots(3, 4, figsize=(8, 6))

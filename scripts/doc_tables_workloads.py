@@ -246,7 +246,7 @@ def topology_target(d: dict) -> str:
 
 # ----------------------------------------------------------------------------- burgers
 def burgers_budget(d: dict) -> str:
-    """Every record of the longest Adam + L-BFGS run of ``burgers_study``."""
+    """Every record of the longest Adam + L-BFGS run of ``scidl study burgers``."""
     run = max(d.values(), key=lambda r: (r["lbfgs"], r["adam"]))
     rows = [["Adam" if h["phase"] == "adam" else "L-BFGS", h["step"], h["loss_evals"], g(h["rel_l2"], 3),
              g(h["rel_l2_away"], 3), g(h["max_abs_err"], 2)] for h in run["history"]]

@@ -80,8 +80,7 @@ REGISTRY: dict[str, Block] = {
     "scaling_published": _b("scaling_published", t.scaling_published),
     "scaling_flops_basis": _b("scaling_published", t.scaling_flops_basis),
     "scaling_published_summary": _b("scaling_published", t.scaling_published_summary),
-    # docs/workloads/*.md
-    # docs/workloads/*.md
+    # docs/workloads/*.md (and docs/topology.md)
     "emulator": _b("workloads_emulator_inverse_weather", w.emulator),
     "inverse": _b("workloads_emulator_inverse_weather", w.inverse),
     "weather_seg": _b("workloads_emulator_inverse_weather", w.weather_seg),

@@ -25,6 +25,7 @@ _COMMANDS: list[str] = [
     "scidl.commands.predict",
     "scidl.commands.report",
     "scidl.commands.topology",
+    "scidl.commands.study",
 ]
 
 

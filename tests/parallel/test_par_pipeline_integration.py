@@ -27,7 +27,7 @@ def _denoise_task(ctx):
     data = TensorDataset(noisy, clean)
     mse = nn.functional.mse_loss
     return Task(model=unet_sequential(1, 1, width=4, levels=2), train_data=data, val_data=data,
-                loss=lambda m, b: mse(m(b[0]), b[1]), loss_fn=mse,
+                loss=lambda m, b: mse(m(b[0]), b[1]), criterion=mse,
                 evaluate=lambda m, d: {"mse": mse(m(d.tensors[0]), d.tensors[1]).item()}, headline="mse")
 
 

@@ -257,7 +257,7 @@ def apply_pipeline(model: nn.Module, mesh: DeviceMesh, cfg: ParallelConfig, *, l
     from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
     if loss_fn is None:
-        raise PipelineError("this workload's Task has no loss_fn(output, target), which "
+        raise PipelineError("this workload's Task has no criterion(output, target), which "
                             "pipeline stages need (the loss is computed on the last stage)")
     named = blocks_of(model)
     stage, stages = mesh.get_local_rank("pp"), cfg.pipeline_stages
@@ -312,7 +312,7 @@ class PipelinePlan(ParallelPlan):
         ddp_kwargs: dict[str, Any] = dict(strategy.ddp_kwargs())
         if device.type == "cuda":
             ddp_kwargs["device_ids"] = [device.index]
-        stages = apply_pipeline(task.model, mesh, par, loss_fn=task.loss_fn, device=device,
+        stages = apply_pipeline(task.model, mesh, par, loss_fn=task.criterion, device=device,
                                 sample=sample, strategy=strategy, ddp_kwargs=ddp_kwargs)
         full = task.model if dist.get_rank() == 0 else None  # only rank 0 evaluates
         return cls(dims, mesh, stages, device, cfg.train.precision, par, cfg.optim.name, full)

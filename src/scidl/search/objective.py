@@ -268,7 +268,7 @@ class TrainObjective:
         if metric not in final:
             raise RuntimeError(f"run finished without metric {metric!r} (has: {sorted(final)})")
         task = holder.get("task") or self._build(cfg)  # trained model if in-process
-        from scidl.workloads.nets import count_parameters
+        from scidl.workloads.common.nets import count_parameters
 
         return Outcome(
             value=final[metric],

@@ -66,9 +66,9 @@ class Task:
         full_batch: if True the whole shard is one batch (PINN collocation sets).
         eval_needs_grad: evaluate with autograd enabled (PINN residuals).
         extras: anything workload-specific a caller may want (e.g. reference solutions).
-        loss_fn: ``loss_fn(output, target)`` for batches ``(x, y)`` whose loss is
-            ``loss_fn(model(x), y)``; pipeline parallelism needs it (the loss is computed
-            on the last stage), everything else uses ``loss``.
+        criterion: ``criterion(output, target)`` for batches ``(x, y)`` whose loss is
+            ``criterion(model(x), y)``; pipeline parallelism needs it (the loss is computed
+            on the last stage), everything else uses ``loss(model, batch)``.
     """
 
     model: nn.Module
@@ -82,7 +82,7 @@ class Task:
     full_batch: bool = False
     eval_needs_grad: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
-    loss_fn: Callable[[Any, Any], torch.Tensor] | None = None
+    criterion: Callable[[Any, Any], torch.Tensor] | None = None
 
 
 class Workload(abc.ABC):
