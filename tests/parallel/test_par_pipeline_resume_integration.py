@@ -25,7 +25,7 @@ def _tiny_task():
     model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Dropout(0.2), nn.Linear(8, 8), nn.Tanh(),
                           nn.Linear(8, 1))
     return Task(model=model, train_data=TensorDataset(x, y), loss=lambda m, b: mse(m(b[0]), b[1]),
-                loss_fn=mse, evaluate=lambda m, d: {}, val_data=None)
+                criterion=mse, evaluate=lambda m, d: {}, val_data=None)
 
 
 class _CrashAt:
