@@ -148,7 +148,7 @@ def run_bench(
     timeout: float = 300.0,
 ) -> list[dict[str, Any]]:
     """Launch gloo process groups of each size in ``nprocs`` and time the collectives."""
-    from scidl.testing import run_distributed
+    from scidl.runtime.launch import run_distributed
 
     rows: list[dict[str, Any]] = []
     for p in nprocs:
@@ -203,7 +203,7 @@ def measure_compute_slowdown(
     than ranks (or other users' load) the ranks time-share: this is the factor the cost
     model applies to the compute at that p.
     """
-    from scidl.testing import run_distributed
+    from scidl.runtime.launch import run_distributed
 
     counts = sorted({1, *nprocs})
     res = run_distributed(compute_probe_worker, max(counts), n, inner, rounds, counts,
