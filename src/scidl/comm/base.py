@@ -1,4 +1,4 @@
-"""The communication-strategy contract, the DDP hook adapter, and the registry.
+"""The communication-strategy contract and the DDP hook adapter.
 
 Every strategy issues its collectives only from the thread that calls the DDP
 communication hook, in bucket order; completion callbacks do local work only. DDP calls
@@ -10,8 +10,6 @@ gloo when it chains collectives inside callbacks.
 from __future__ import annotations
 
 import abc
-import difflib
-import importlib
 import time
 from typing import Any, ClassVar
 
@@ -262,45 +260,3 @@ class CommStrategy(abc.ABC):
         self.counters.record(op, nbytes, nbytes)
         scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
         return self._timed(scatter(out, inp, group=g, async_op=True), op, out)
-
-
-_BUILTIN: dict[str, str] = {
-    "dense": "scidl.comm.dense:DenseAllreduce",
-    "grouped": "scidl.comm.grouped:GroupedAllreduce",
-    "hierarchical": "scidl.comm.hierarchical:HierarchicalAllreduce",
-    "fp16": "scidl.comm.fp16:FP16Allreduce",
-    "bf16": "scidl.comm.bf16:BF16Allreduce",
-    "powersgd": "scidl.comm.powersgd:PowerSGD",
-    "topk": "scidl.comm.topk:TopK",
-    "lag": "scidl.comm.lag:Lag",
-}
-_EXTRA: dict[str, type[CommStrategy]] = {}
-
-
-def register_strategy(cls: type[CommStrategy]) -> type[CommStrategy]:
-    """Register a user-defined strategy class (usable as a decorator)."""
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} must set a non-empty `name`")
-    _EXTRA[cls.name] = cls
-    return cls
-
-
-def strategy_names() -> list[str]:
-    return sorted({*_BUILTIN, *_EXTRA})
-
-
-def get_strategy_class(name: str) -> type[CommStrategy]:
-    if name in _EXTRA:
-        return _EXTRA[name]
-    if name not in _BUILTIN:
-        close = difflib.get_close_matches(name, strategy_names(), n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise KeyError(f"unknown comm.strategy {name!r}{hint}; choices: {', '.join(strategy_names())}")
-    module, _, attr = _BUILTIN[name].partition(":")
-    cls: type[CommStrategy] = getattr(importlib.import_module(module), attr)
-    return cls
-
-
-def build_strategy(cfg: CommConfig) -> CommStrategy:
-    """Instantiate the configured strategy."""
-    return get_strategy_class(cfg.strategy)(cfg)

@@ -22,8 +22,9 @@ import torch.distributed as dist
 from torch.futures import Future
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from scidl.comm.base import CommStrategy, build_strategy, completed
+from scidl.comm.base import CommStrategy, completed
 from scidl.comm.buckets import Bucket, Layout
+from scidl.comm.registry import build_strategy
 
 
 class Lag(CommStrategy):
