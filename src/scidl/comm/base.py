@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import time
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -28,6 +29,7 @@ from scidl.comm.accounting import (
 from scidl.comm.buckets import Bucket, layout_of
 from scidl.comm.config import CommConfig
 from scidl.comm.sparse_grads import SparseAsDense, ddp_sees_dense
+from scidl.comm.wire import Collective, Shape, bytes_sent
 
 
 def completed(value: torch.Tensor) -> Future[torch.Tensor]:
@@ -260,3 +262,41 @@ class CommStrategy(abc.ABC):
         self.counters.record(op, nbytes, nbytes)
         scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
         return self._timed(scatter(out, inp, group=g, async_op=True), op, out)
+
+    # ------------------------------------------------------------------ wire description
+    #: comm.* settings that shape this strategy's traffic, for the cost model's
+    #: ``--comm`` specs: the first is the ``VALUE`` of ``name:VALUE`` (``topk:0.01``),
+    #: any setting can be given as ``name:key=value``.
+    wire_settings: ClassVar[tuple[str, ...]] = ()
+    #: True: the reduced gradient is applied one step later (overlaps a whole step).
+    lagged: ClassVar[bool] = False
+
+    @classmethod
+    def wire(cls, cfg: CommConfig, numel: int, world: int,
+             shapes: Sequence[Shape] | None = None) -> list[Collective]:
+        """The collectives of one bucket of ``numel`` fp32 gradient entries on ``world``
+        ranks, in steady state (after any warm-up), from ``cfg`` alone; ``shapes`` are the
+        bucket's parameter shapes when known. Default: one fp32 allreduce."""
+        return [Collective("allreduce", 4 * numel)]
+
+    @classmethod
+    def wire_bytes(cls, cfg: CommConfig, numel: int, world: int,
+                   shapes: Sequence[Shape] | None = None, backend: str | None = None) -> float:
+        """Bytes one rank sends for that bucket (what :attr:`counters` will record)."""
+        return bytes_sent(cls.wire(cfg, numel, world, shapes), world, backend)
+
+    @classmethod
+    def allreduce_algorithm(cls, cfg: CommConfig) -> str | None:
+        """The allreduce algorithm the strategy runs itself (None: the backend's)."""
+        return None
+
+    @classmethod
+    def fusion_bytes(cls, cfg: CommConfig) -> float | None:
+        """Size of the groups the strategy fuses gradients into itself (None: it reduces
+        DDP's buckets of ``comm.bucket_cap_mb``)."""
+        return None
+
+    @classmethod
+    def spec_settings(cls, cfg: CommConfig) -> tuple[str, ...]:
+        """The settings a cost-model spec of this strategy carries (see ``wire_settings``)."""
+        return cls.wire_settings
