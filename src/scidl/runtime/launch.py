@@ -2,14 +2,17 @@
 
 Two launchers for one machine, both product code:
 
-* :func:`run_distributed` starts ``world_size`` spawned processes, initialises a process
-  group in each (gloo by default, one torch thread per process), calls
+* :func:`run_distributed` starts ``world_size`` spawned processes, sets one torch thread
+  in each and initialises its process group exactly as a training worker does
+  (``scidl.runtime.dist.distributed_context`` on a torchrun-style environment; gloo on
+  CPU by default, NCCL on the local GPUs with ``backend="nccl"``), calls
   ``fn(rank, world_size, *args)`` and returns the per-rank results. No restarts; a
   failing rank raises in the caller with its traceback; the call is bounded by
   ``timeout``. The collectives benchmark, the per-label GAN and the tests use it.
-* :func:`elastic_run` (``scidl train --nproc``) wraps :func:`torch.distributed.launcher.api.elastic_launch` for one
-node: a c10d rendezvous on a free loopback port and up to ``max_restarts`` restarts of
-the whole group after a failure.
+* :func:`elastic_run` (``scidl train --nproc``) wraps ``elastic_launch`` of
+  ``torch.distributed.launcher.api`` for one node: a c10d rendezvous on a free loopback
+  port and up to ``max_restarts`` restarts of the whole group after a failure; its
+  workers set up their process group with the same ``distributed_context``.
 
 Why the store is not shared. Since torch 2.4 the c10d rendezvous hands its workers one
 TCP store that outlives every restart (``TORCHELASTIC_USE_AGENT_STORE=True``): the
@@ -35,9 +38,9 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from typing import Any
 
+from scidl.runtime.env import LaunchEnv
 from scidl.runtime.ports import free_port
 
 NO_SHARED_STORE = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
@@ -87,25 +90,27 @@ def elastic_run(fn: Callable[..., Any], args: tuple[Any, ...], nproc: int,
 # ----------------------------------------------------------------------------- plain group
 
 
-def rank_env(rank: int, world: int, port: int) -> dict[str, str]:
-    """The ``env://`` variables of ``rank`` in a one-machine group on ``port``."""
-    return {
-        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-        "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(world),
-    }
+def local_env(rank: int, world: int, port: int) -> LaunchEnv:
+    """The launch layout of ``rank`` in a one-machine group on ``port`` (the variables
+    torchrun would set; a trainer started inside sees an ordinary multi-process launch)."""
+    return LaunchEnv("torchrun", rank=rank, world_size=world, local_rank=rank,
+                     local_world_size=world, master_addr="127.0.0.1", master_port=port)
 
 
 def _child(fn: Callable[..., Any], rank: int, world: int, port: int, backend: str,
            args: tuple[Any, ...], q: Any) -> None:
+    """One rank: the process-group set-up of a training worker, then ``fn``."""
     import torch
-    import torch.distributed as dist
+
+    from scidl.runtime.dist import distributed_context
 
     torch.set_num_threads(1)
-    os.environ.update(rank_env(rank, world, port))
+    launch = local_env(rank, world, port)
+    os.environ.update(launch.export())
+    device = "cuda" if backend == "nccl" else "cpu"
     try:
-        dist.init_process_group(backend, rank=rank, world_size=world,
-                                timeout=timedelta(seconds=GROUP_TIMEOUT_S))
-        out = fn(rank, world, *args)
+        with distributed_context(device, backend, GROUP_TIMEOUT_S, launch=launch):
+            out = fn(rank, world, *args)
         # Serialise here: tensors sent through a queue live in shared memory that vanishes
         # when this process exits, possibly before the parent has read them.
         buf = io.BytesIO()
@@ -113,9 +118,6 @@ def _child(fn: Callable[..., Any], rank: int, world: int, port: int, backend: st
         q.put((rank, True, buf.getvalue()))
     except BaseException:  # report every failure to the parent
         q.put((rank, False, traceback.format_exc()))
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
 
 
 def _collect(q: Any, procs: list[Any], timeout: float) -> dict[int, Any]:
