@@ -377,7 +377,7 @@ def _check_registered(cfg: RunConfig) -> None:
     from scidl.optim.registry import OPTIMIZERS
 
     if cfg.optim.name not in OPTIMIZERS:
-        raise ConfigError(f"invalid value for 'optim.name': {OPTIMIZERS.unknown(cfg.optim.name)}")
+        raise ConfigError(f"invalid value for 'optim.name': {OPTIMIZERS.suggest(cfg.optim.name)}")
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

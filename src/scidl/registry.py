@@ -125,12 +125,16 @@ class Registry(Generic[T]):
         return isinstance(name, str) and (
             name in self._objs or name in self._paths or name in self._entry_points())
 
-    def unknown(self, name: str) -> RegistryError:
-        """The error for an unregistered ``name``: close matches, then every choice."""
+    def suggest(self, name: str) -> str:
+        """``'name' (did you mean …?); choices: …`` for an unregistered ``name``."""
         choices = self.names()
         close = difflib.get_close_matches(str(name), choices, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        return RegistryError(f"unknown {self.kind} {name!r}{hint}; choices: {', '.join(choices)}")
+        return f"{name!r}{hint}; choices: {', '.join(choices)}"
+
+    def unknown(self, name: str) -> RegistryError:
+        """The error for an unregistered ``name``: close matches, then every choice."""
+        return RegistryError(f"unknown {self.kind} {self.suggest(name)}")
 
     def check(self, name: str) -> str:
         """``name`` if registered (nothing is imported), else :class:`RegistryError`."""
