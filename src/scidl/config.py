@@ -382,6 +382,6 @@ def _check_registered(cfg: RunConfig) -> None:
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
-    from scidl.train.checkpoint import atomic_write_text
+    from scidl.runtime.files import atomic_write_text
 
     atomic_write_text(Path(path), cfg.to_yaml())

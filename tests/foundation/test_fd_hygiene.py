@@ -44,7 +44,7 @@ def _mode(path) -> int:
 
 def test_atomic_writes_are_group_readable(tmp_path, umask_022):
     """Before, mkstemp left config.yaml, summary.json, comm.json, ... at 0600."""
-    from scidl.train.checkpoint import atomic_write_bytes, atomic_write_text
+    from scidl.runtime.files import atomic_write_bytes, atomic_write_text
 
     atomic_write_text(tmp_path / "summary.json", "{}")
     atomic_write_bytes(tmp_path / "sub" / "comm.json", b"{}")
@@ -54,7 +54,7 @@ def test_atomic_writes_are_group_readable(tmp_path, umask_022):
 
 
 def test_atomic_writes_follow_a_stricter_umask(tmp_path):
-    from scidl.train.checkpoint import atomic_write_text
+    from scidl.runtime.files import atomic_write_text
 
     old = os.umask(0o077)
     try:
@@ -74,7 +74,8 @@ def test_checkpoint_folders_and_files_are_group_readable(tmp_path, umask_022):
 
 
 def test_search_report_files_are_group_readable(tmp_path, umask_022):
-    from scidl.search.report import _atomic_write
+    from scidl.search.report import write_csv
 
-    _atomic_write(tmp_path / "best.yaml", "a: 1\n")
-    assert _mode(tmp_path / "best.yaml") == 0o644 and (tmp_path / "best.yaml").read_text() == "a: 1\n"
+    write_csv([{"a": 1}], tmp_path / "trials.csv")
+    assert _mode(tmp_path / "trials.csv") == 0o644
+    assert (tmp_path / "trials.csv").read_text().splitlines() == ["a", "1"]

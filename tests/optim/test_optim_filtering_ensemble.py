@@ -61,3 +61,36 @@ def test_snapshot_ensemble_averages_probabilities():
     assert torch.allclose(ens(x).exp(), expect)
     reg = SnapshotEnsemble(a, col.snapshots, kind="regression")
     assert torch.allclose(reg(x), (a(x) + b(x)) / 2)
+
+
+class _HasModuleChild(nn.Module):
+    """A user model whose child happens to be called ``module`` (no wrapper)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.module = nn.Linear(2, 2)
+        self.head = nn.Linear(2, 1)
+
+
+def test_snapshots_unwrap_ddp_but_not_a_child_called_module():
+    """Before, the ensemble's own ``_unwrap`` took any ``.module`` attribute, so a model with
+    a child of that name was snapshotted as the child only (and could not be reloaded)."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from scidl.runtime.dist import unwrap_model
+
+    model = _HasModuleChild()
+    assert unwrap_model(model) is model
+    col = SnapshotCollector([1])
+    col.take(model, 1)
+    assert sorted(col.snapshots[0]) == sorted(model.state_dict())
+    SnapshotEnsemble(model, col.snapshots)  # loads every snapshot
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        ddp = DistributedDataParallel(model)
+        assert unwrap_model(ddp) is model and unwrap_model(nn.DataParallel(ddp)) is model
+        col.take(ddp, 2)
+        assert sorted(col.snapshots[1]) == sorted(model.state_dict())  # no "module." prefix
+    finally:
+        dist.destroy_process_group()

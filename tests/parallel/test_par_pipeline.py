@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
+from scidl.config import ConfigError
 from scidl.parallel.blocks import resnet_sequential, unet_sequential
 from scidl.parallel.pipeline import (
-    Layout,
     PipelineError,
     balance,
     blocks_of,
@@ -12,14 +12,15 @@ from scidl.parallel.pipeline import (
     measure_block_costs,
     stage_costs,
 )
+from scidl.parallel.plan import ParallelDims
 
 
 def test_layout_grid():
-    lay = Layout.of(world=6, rank=4, stages=2)
-    assert (lay.stage, lay.replica, lay.replicas) == (0, 2, 3)
-    assert lay.pipeline_ranks() == [4, 5] and lay.replica_ranks() == [0, 2, 4]
-    with pytest.raises(PipelineError, match="does not divide"):
-        Layout.of(world=3, rank=0, stages=2)
+    dims = ParallelDims(world_size=6, pp=2)
+    assert (dims.coordinate(4)["pp"], dims.coordinate(4)["dp"], dims.dp) == (0, 2, 3)
+    assert dims.group_ranks(4, "pp") == [4, 5] and dims.group_ranks(4, "dp") == [0, 2, 4]
+    with pytest.raises(ConfigError, match="does not divide"):
+        ParallelDims(world_size=3, pp=2)
 
 
 def test_balance_minimises_the_slowest_stage():

@@ -21,10 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    inner = getattr(model, "module", model)
-    return inner if isinstance(inner, nn.Module) else model
+from scidl.runtime.dist import unwrap_model
 
 
 class SnapshotCollector:
@@ -46,7 +43,7 @@ class SnapshotCollector:
 
     def take(self, model: nn.Module, step: int) -> None:
         """Store a CPU copy of ``model``'s state (also usable without a trainer)."""
-        sd = _unwrap(model).state_dict()
+        sd = unwrap_model(model).state_dict()
         self.snapshots.append({k: v.detach().to("cpu", copy=True) for k, v in sd.items()})
         self.taken_at.append(step)
 
@@ -70,7 +67,7 @@ class SnapshotEnsemble(nn.Module):
             raise ValueError("SnapshotEnsemble needs at least one snapshot")
         members = []
         for sd in states:
-            m = copy.deepcopy(_unwrap(template))
+            m = copy.deepcopy(unwrap_model(template))
             m.load_state_dict(sd)
             members.append(m)
         self.members = nn.ModuleList(members)

@@ -29,6 +29,8 @@ from typing import Literal
 import numpy as np
 from scipy.spatial import cKDTree
 
+from scidl.runtime.files import save_figure
+
 __all__ = [
     "CellSummary",
     "MorseSmale",
@@ -356,15 +358,14 @@ def plot_morse_smale(
     title: str = "",
 ) -> Path:
     """Two panels over the first two input dimensions: the scalar, and the cells (worst boxed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
 
     X = np.asarray(X, dtype=float)
     X = X[:, None] if X.ndim == 1 else X
     y = X[:, 1] if X.shape[1] > 1 else np.asarray(f)
-    fig, ax = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig = Figure(figsize=(10, 4.2))
+    ax = fig.subplots(1, 2)
     sc = ax[0].scatter(X[:, 0], y, c=f, s=8, cmap="viridis")
     fig.colorbar(sc, ax=ax[0], label="scalar")
     ax[1].scatter(X[:, 0], y, c=ms.cell, s=8, cmap="tab20")
@@ -376,7 +377,7 @@ def plot_morse_smale(
     w = ms.worst()
     if X.shape[1] > 1:
         ax[1].add_patch(
-            plt.Rectangle(
+            Rectangle(
                 (w.hot_lo[0], w.hot_lo[1]), w.hot_hi[0] - w.hot_lo[0], w.hot_hi[1] - w.hot_lo[1],
                 fill=False, ec="red", lw=2, label="hot samples of the worst cell",
             )
@@ -385,8 +386,4 @@ def plot_morse_smale(
     ax[1].set_title(f"{len(ms.cells)} Morse–Smale cells ({len(ms.maxima)} max, {len(ms.minima)} min)")
     ax[1].legend(loc="lower left", fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, Path(path))

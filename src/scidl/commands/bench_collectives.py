@@ -7,6 +7,8 @@ import json
 import time
 from pathlib import Path
 
+from scidl.runtime.files import atomic_write_text
+
 NAME = "bench-collectives"
 HELP = "time collectives over message sizes, fit alpha/beta/gamma, save a hardware profile"
 
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     slowdown = {} if args.no_compute_probe else measure_compute_slowdown(nprocs)
     hw = Hardware.model_validate(local_hardware(fit, flops, max(nprocs), per_p, slowdown))
     hw_path = save_hardware(hw, args.hardware_out or out / "hardware.yaml")
-    (out / "bench.json").write_text(json.dumps(
+    atomic_write_text(out / "bench.json", json.dumps(
         {"rows": rows, "fit": fit, "fit_by_ranks": per_p, "device_flops": flops,
          "compute_slowdown": slowdown,
          "nproc": nprocs, "sizes": sizes},
@@ -93,10 +95,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _plot(rows: list[dict], fit: dict, path: Path) -> None:
     from scidl.scaling.collectives import model_coefficients
-    from scidl.scaling.report import _plt, _save
+    from scidl.scaling.report import _save, new_figure
 
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = new_figure()
+    ax = fig.subplots()
     for (op, p) in sorted({(r["op"], r["ranks"]) for r in rows}):
         pts = [r for r in rows if r["op"] == op and r["ranks"] == p]
         n = [r["bytes"] for r in pts]

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scidl.runtime.files import atomic_write_text
+
 NAME = "predict"
 HELP = "predict step time and scaling efficiency on a hardware profile (cost model)"
 
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     data = {"hardware": hw.name, "hardware_profile": hw.model_dump(mode="json"),
             "profile": prof.model_dump(mode="json"), "mode": args.mode, "ranks": ranks,
             "notes": notes, "curves": curves}
-    (out / "prediction.json").write_text(json.dumps(data, indent=2))
+    atomic_write_text(out / "prediction.json", json.dumps(data, indent=2))
     report = render_predict(out)
     for name, pts in curves.items():
         print(f"\n{name} on {hw.name}, {args.mode} scaling")

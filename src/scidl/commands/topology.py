@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from scidl.runtime.files import atomic_write_text
+
 NAME = "topology"
 HELP = "Morse–Smale cells of a scalar over samples (a surrogate's error): where does it fail?"
 
@@ -95,5 +97,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"plot: {args.plot}")
     if args.json_out:
         rows = [c.__dict__ for c in ms.cells]
-        Path(args.json_out).write_text(json.dumps({"names": names, "cells": rows}, indent=2))
+        atomic_write_text(Path(args.json_out), json.dumps({"names": names, "cells": rows}, indent=2))
     return 0

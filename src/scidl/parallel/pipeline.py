@@ -1,8 +1,10 @@
 """Hybrid parallelism: pipeline stages x data-parallel replicas (HyPar-Flow style).
 
-World = S stages x D replicas. Rank ``r`` is stage ``r % S`` of replica ``r // S``, so a
-pipeline's stages are neighbouring ranks (one node) and each stage's replicas form a
-data-parallel group whose gradients the configured communication strategy reduces.
+World = S stages x D replicas on the device mesh ``("dp", "pp")`` of
+:class:`~scidl.parallel.plan.ParallelDims`: rank ``r`` is stage ``r % S`` of replica
+``r // S``, so a pipeline's stages are neighbouring ranks (one node, the mesh's ``pp``
+group) and each stage's replicas form a data-parallel group (the ``dp`` group) whose
+gradients the configured communication strategy reduces.
 The model must be an ``nn.Sequential`` of blocks (see :mod:`scidl.parallel.blocks`); it is
 cut into contiguous stages balanced by per-block forward+backward time measured on a
 sample microbatch (rank 0 measures and broadcasts, so every rank cuts identically).
@@ -15,63 +17,39 @@ Bubble fraction of both schedules: (S - 1) / (M + S - 1). Predicted step time:
 from __future__ import annotations
 
 import copy
+import io
 import resource
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
 
+from scidl.config import ConfigError
 from scidl.parallel.config import ParallelConfig
+from scidl.parallel.plan import ParallelDims, ParallelPlan, per_replica_batch
+
+if TYPE_CHECKING:
+    from torch.distributed.device_mesh import DeviceMesh
+
+    from scidl.comm.base import CommStrategy
+    from scidl.config import RunConfig
+    from scidl.workloads.base import Task
+
+__all__ = [
+    "BlockCost", "PipelineError", "PipelinePlan", "PipelineStages", "StageModule", "apply_pipeline",
+    "balance", "blocks_of", "check_sizes", "gather_full_state", "measure_block_costs", "stage_costs",
+]
 
 
 class PipelineError(ValueError):
     """The model or the requested layout cannot be pipelined; the message says why."""
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where this rank sits in the stages x replicas grid."""
-
-    stages: int
-    replicas: int
-    stage: int
-    replica: int
-
-    @staticmethod
-    def of(world: int, rank: int, stages: int) -> Layout:
-        if world % stages:
-            raise PipelineError(
-                f"parallel.pipeline_stages={stages} does not divide the {world} processes; "
-                f"use a process count that is a multiple of {stages}"
-            )
-        return Layout(stages, world // stages, rank % stages, rank // stages)
-
-    def pipeline_ranks(self, replica: int | None = None) -> list[int]:
-        d = self.replica if replica is None else replica
-        return [d * self.stages + s for s in range(self.stages)]
-
-    def replica_ranks(self, stage: int | None = None) -> list[int]:
-        s = self.stage if stage is None else stage
-        return [d * self.stages + s for d in range(self.replicas)]
-
-
-def make_groups(layout: Layout) -> tuple[Any, Any]:
-    """(pipeline group, data-parallel group) of this rank. Call on all ranks."""
-    pp_group = dp_group = None
-    for d in range(layout.replicas):  # every rank creates every group, in the same order
-        g = dist.new_group(layout.pipeline_ranks(d))
-        if d == layout.replica:
-            pp_group = g
-    for s in range(layout.stages):
-        g = dist.new_group(layout.replica_ranks(s))
-        if s == layout.stage:
-            dp_group = g
-    return pp_group, dp_group
 
 
 # ------------------------------------------------------------------ cost and balance
@@ -232,91 +210,173 @@ class StageModule(nn.Sequential):
 
 
 
-class PipelineEngine:
-    """One rank's stage of a pipelined, data-parallel model.
+@dataclass
+class PipelineStages:
+    """This rank's stage of a pipelined model (what :func:`apply_pipeline` returns).
 
-    Args:
-        model: the full ``nn.Sequential`` (identical on every rank).
-        loss_fn: ``loss_fn(output, target)`` evaluated on the last stage per microbatch.
-        cfg: the ``parallel`` config.
-        device: this rank's device.
-        sample: one microbatch of inputs, for measuring block costs.
-        ddp_kwargs: keyword arguments for the stage's DDP wrapper (from the comm strategy).
+    Attributes:
+        module: the stage's blocks (parameter names as in the full model).
+        ddp: ``module`` inside DDP over the stage's replicas (the mesh's ``dp`` group).
+        schedule: the ``torch.distributed.pipelining`` schedule over the ``pp`` group.
+        stage: this rank's stage index; stages: the number of stages.
+        costs: measured cost of every block; sizes: blocks per stage.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: Any, cfg: ParallelConfig, device: torch.device,
-                 sample: torch.Tensor, ddp_kwargs: dict[str, Any]) -> None:
-        from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
-
-        if loss_fn is None:
-            raise PipelineError("this workload's Task has no loss_fn(output, target), which "
-                                "pipeline stages need (the loss is computed on the last stage)")
-        named = blocks_of(model)
-        self.cfg = cfg
-        self.layout = Layout.of(dist.get_world_size(), dist.get_rank(), cfg.pipeline_stages)
-        self.pp_group, self.dp_group = make_groups(self.layout)
-        box: list[Any] = [None]
-        if dist.get_rank() == 0:  # one measurement, so every rank cuts identically
-            box[0] = [asdict(c) for c in measure_block_costs([b for _, b in named], sample)]
-        dist.broadcast_object_list(box, src=0)
-        self.costs = [BlockCost(**c) for c in box[0]]
-        times = [c.time_s for c in self.costs]
-        if cfg.stage_sizes is not None:
-            check_sizes(cfg.stage_sizes, times, cfg.pipeline_stages, cfg.max_imbalance)
-            self.sizes = list(cfg.stage_sizes)
-        else:
-            self.sizes = balance(times, cfg.pipeline_stages)
-        start = sum(self.sizes[: self.layout.stage])
-        mine = named[start:start + self.sizes[self.layout.stage]]
-        self.module = StageModule(OrderedDict(mine)).to(device)  # keys as in the full model
-        # find_unused_parameters=True turns off DDP's bucket rebuild after the first step,
-        # whose bookkeeping double-counts parameters when one step runs M backwards.
-        self.ddp = DDP(self.module, process_group=self.dp_group, find_unused_parameters=True,
-                       **ddp_kwargs)
-        self.stage = PipelineStage(self.ddp, self.layout.stage, cfg.pipeline_stages, device,
-                                   group=self.pp_group)
-        sched = ScheduleGPipe if cfg.schedule == "gpipe" else Schedule1F1B
-        self.schedule = sched(self.stage, n_microbatches=cfg.microbatches, loss_fn=loss_fn)
-        self.device = device
+    module: StageModule
+    ddp: DDP
+    schedule: Any
+    stage: int
+    stages: int
+    costs: list[BlockCost]
+    sizes: list[int]
 
     @property
     def is_last(self) -> bool:
-        return self.layout.stage == self.layout.stages - 1
+        return self.stage == self.stages - 1
 
-    def forward_backward(self, batch: Any) -> torch.Tensor:
-        """Run one pipelined step on ``(x, y)``; returns the mean loss on the last stage, else 0."""
-        x, y = batch[0], batch[1]
-        if x.shape[0] % self.cfg.microbatches:
+
+def _measured_costs(named: list[tuple[str, nn.Module]], sample: torch.Tensor) -> list[BlockCost]:
+    """Block costs measured on rank 0 and broadcast, so every rank cuts identically."""
+    box: list[Any] = [None]
+    if dist.get_rank() == 0:
+        box[0] = [asdict(c) for c in measure_block_costs([b for _, b in named], sample)]
+    dist.broadcast_object_list(box, src=0)
+    return [BlockCost(**c) for c in box[0]]
+
+
+def apply_pipeline(model: nn.Module, mesh: DeviceMesh, cfg: ParallelConfig, *, loss_fn: Any,
+                   device: torch.device, sample: torch.Tensor, strategy: CommStrategy,
+                   ddp_kwargs: dict[str, Any]) -> PipelineStages:
+    """Cut ``model`` into ``mesh["pp"]`` stages and keep this rank's (all ranks).
+
+    The stage is wrapped in DDP over the mesh's ``dp`` group (``find_unused_parameters``
+    on: it turns off DDP's bucket rebuild after the first step, whose bookkeeping
+    double-counts parameters when one step runs M backwards) with ``strategy`` as its
+    communication hook, and scheduled over the ``pp`` group.
+    """
+    from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+
+    if loss_fn is None:
+        raise PipelineError("this workload's Task has no loss_fn(output, target), which "
+                            "pipeline stages need (the loss is computed on the last stage)")
+    named = blocks_of(model)
+    stage, stages = mesh.get_local_rank("pp"), cfg.pipeline_stages
+    costs = _measured_costs(named, sample)
+    times = [c.time_s for c in costs]
+    if cfg.stage_sizes is not None:
+        check_sizes(cfg.stage_sizes, times, stages, cfg.max_imbalance)
+        sizes = list(cfg.stage_sizes)
+    else:
+        sizes = balance(times, stages)
+    start = sum(sizes[:stage])
+    module = StageModule(OrderedDict(named[start:start + sizes[stage]])).to(device)
+    ddp = DDP(module, process_group=mesh.get_group("dp"), find_unused_parameters=True, **ddp_kwargs)
+    pipe_stage = PipelineStage(ddp, stage, stages, device, group=mesh.get_group("pp"))
+    sched = ScheduleGPipe if cfg.schedule == "gpipe" else Schedule1F1B
+    schedule = sched(pipe_stage, n_microbatches=cfg.microbatches, loss_fn=loss_fn)
+    strategy.install(ddp, mesh.get_group("dp"))
+    return PipelineStages(module, ddp, schedule, stage, stages, costs, sizes)
+
+
+def sample_microbatch(task: Task, batch_size: int) -> torch.Tensor:
+    """The inputs of the first microbatch of ``task``'s data (for measuring block costs)."""
+    loader = DataLoader(task.train_data, batch_size=max(batch_size, 1), collate_fn=task.collate_fn,
+                        generator=torch.Generator())
+    sample: torch.Tensor = next(iter(loader))[0]
+    return sample
+
+
+class PipelinePlan(ParallelPlan):
+    """Pipeline stages x data-parallel replicas: this rank trains one stage of one replica.
+
+    Rank 0 keeps the whole model for evaluation and gathers the stages' weights into it
+    (:meth:`eval_model`); every rank checkpoints its own stage (:meth:`split_state`).
+    """
+
+    wrapped: DDP
+
+    def __init__(self, dims: ParallelDims, mesh: DeviceMesh, stages: PipelineStages,
+                 device: torch.device, precision: str, par: ParallelConfig, optimizer_name: str,
+                 full_model: nn.Module | None) -> None:
+        super().__init__(dims, mesh, stages.module, stages.ddp, device, precision)
+        self.stages, self.par = stages, par
+        self._optimizer_name, self._full_model = optimizer_name, full_model
+
+    @classmethod
+    def build(cls, cfg: RunConfig, task: Task, dims: ParallelDims, mesh: DeviceMesh,
+              device: torch.device, strategy: CommStrategy) -> PipelinePlan:
+        if cfg.train.grad_accum != 1:
+            raise ConfigError("with pipeline stages use parallel.microbatches, not train.grad_accum")
+        par = cfg.parallel
+        sample = sample_microbatch(task, per_replica_batch(cfg, dims.dp) // par.microbatches)
+        ddp_kwargs: dict[str, Any] = dict(strategy.ddp_kwargs())
+        if device.type == "cuda":
+            ddp_kwargs["device_ids"] = [device.index]
+        stages = apply_pipeline(task.model, mesh, par, loss_fn=task.loss_fn, device=device,
+                                sample=sample, strategy=strategy, ddp_kwargs=ddp_kwargs)
+        full = task.model if dist.get_rank() == 0 else None  # only rank 0 evaluates
+        return cls(dims, mesh, stages, device, cfg.train.precision, par, cfg.optim.name, full)
+
+    def forward_backward(self, micro: list[Any]) -> torch.Tensor:
+        """One pipelined step on ``(x, y)`` (train.grad_accum is 1: ``micro`` is one batch);
+        the mean loss on the last stage, 0 on the others."""
+        x, y = micro[0][0], micro[0][1]
+        if x.shape[0] % self.par.microbatches:
             raise PipelineError(f"batch of {x.shape[0]} does not split into "
-                                f"parallel.microbatches={self.cfg.microbatches}")
+                                f"parallel.microbatches={self.par.microbatches}")
         losses: list[torch.Tensor] = []
-        if self.layout.stage == 0:
-            self.schedule.step(x)
-        elif self.is_last:
-            self.schedule.step(target=y, losses=losses)
-        else:
-            self.schedule.step()
-        if self.is_last:
+        st = self.stages
+        with self.autocast():
+            if st.stage == 0:
+                st.schedule.step(x)
+            elif st.is_last:
+                st.schedule.step(target=y, losses=losses)
+            else:
+                st.schedule.step()
+        if st.is_last:
             return torch.stack([loss.detach().float() for loss in losses]).mean()
         return torch.zeros((), device=self.device)
 
-    def grad_norm(self) -> torch.Tensor:
-        """Global gradient 2-norm over all stages (replicas hold equal gradients)."""
-        sq = sum((p.grad.float() ** 2).sum() for p in self.module.parameters() if p.grad is not None)
-        sq = torch.as_tensor(sq, device=self.device, dtype=torch.float32)
-        dist.all_reduce(sq, group=self.pp_group)
-        return sq.sqrt()
+    def closure(self, optimizer: torch.optim.Optimizer, micro: list[Any]) -> Callable[[], torch.Tensor]:
+        raise ConfigError(f"optimizer {self._optimizer_name!r} re-evaluates the loss (closure), "
+                          "which pipeline stages do not support")
 
-    def report(self, measured_step_s: float | None = None) -> dict[str, Any]:
+    def clip_grad_norm(self, max_norm: float) -> float:
+        """Clip by the global 2-norm over all stages (replicas hold equal gradients)."""
+        sq = sum((p.grad.float() ** 2).sum() for p in self.model.parameters() if p.grad is not None)
+        norm = torch.as_tensor(sq, device=self.device, dtype=torch.float32)
+        dist.all_reduce(norm, group=self.mesh.get_group("pp"))
+        norm = norm.sqrt()
+        coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+        for p in self.model.parameters():
+            if p.grad is not None:
+                p.grad.mul_(coef)
+        return float(norm)
+
+    def eval_model(self) -> nn.Module | None:
+        full = gather_full_state(self.stages.module, self.mesh)
+        if full is None or self._full_model is None:
+            return None
+        self._full_model.load_state_dict(full)
+        return self._full_model
+
+    def split_state(self, state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        return {k: None for k in state}, state  # each rank holds a different stage
+
+    def pick_state(self, shared: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+        return own
+
+    def report(self, step_time_s: float | None) -> dict[str, Any]:
         """Stage balance: blocks, predicted time and memory per stage, bubble, step time."""
-        times = [c.time_s for c in self.costs]
-        per_stage = stage_costs(times, self.sizes)
-        acts = stage_costs([float(c.activation_bytes) for c in self.costs], self.sizes)
-        params = stage_costs([float(c.param_bytes) for c in self.costs], self.sizes)
-        S, M = self.layout.stages, self.cfg.microbatches
+        st = self.stages
+        times = [c.time_s for c in st.costs]
+        per_stage = stage_costs(times, st.sizes)
+        acts = stage_costs([float(c.activation_bytes) for c in st.costs], st.sizes)
+        params = stage_costs([float(c.param_bytes) for c in st.costs], st.sizes)
+        S, M = st.stages, self.par.microbatches
         out: dict[str, Any] = {
-            "stages": S, "replicas": self.layout.replicas, "microbatches": M,
-            "schedule": self.cfg.schedule, "stage_sizes": self.sizes,
+            "stages": S, "replicas": self.dp_size, "microbatches": M,
+            "schedule": self.par.schedule, "stage_sizes": st.sizes,
             "stage_time_s": per_stage, "stage_activation_bytes_per_microbatch": acts,
             "stage_param_bytes": params,
             "bubble_fraction": (S - 1) / (M + S - 1),
@@ -324,21 +384,25 @@ class PipelineEngine:
             "imbalance": max(per_stage) / (sum(per_stage) / S) if sum(per_stage) else 1.0,
             "peak_rss_mb_this_rank": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
-        if measured_step_s is not None:
-            out["measured_step_s"] = measured_step_s
-        return out
+        if step_time_s is not None:
+            out["measured_step_s"] = step_time_s
+        return {"pipeline": out}
 
 
-def gather_full_state(engine: PipelineEngine) -> dict[str, torch.Tensor] | None:
-    """The full model's state dict on rank 0 (None elsewhere). Call on all ranks."""
-    import io
+def gather_full_state(module: nn.Module, mesh: DeviceMesh) -> dict[str, torch.Tensor] | None:
+    """The full model's state dict on rank 0, None elsewhere (call on all ranks).
 
-    buf = io.BytesIO()
-    mine = engine.module.state_dict() if engine.layout.replica == 0 else {}
-    torch.save({k: v.cpu() for k, v in mine.items()}, buf)
-    blobs: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(blobs, buf.getvalue())
-    if dist.get_rank() != 0:
+    The stages of replica 0 (rank 0's ``pp`` group) send their state to rank 0; the other
+    replicas hold the same weights and send nothing.
+    """
+    if mesh.get_local_rank("dp") != 0:
+        return None
+    buf = io.BytesIO()  # tensors travel as torch.save bytes, decoded with weights_only=True
+    torch.save({k: v.cpu() for k, v in module.state_dict().items()}, buf)
+    group = mesh.get_group("pp")
+    blobs: list[Any] | None = [None] * dist.get_world_size(group) if dist.get_rank() == 0 else None
+    dist.gather_object(buf.getvalue(), blobs, dst=0, group=group)
+    if blobs is None:
         return None
     full: dict[str, torch.Tensor] = {}
     for b in blobs:

@@ -18,6 +18,8 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from scidl.runtime.env import LaunchEnv, detect_launch
 
@@ -36,6 +38,14 @@ class DistContext:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The user's module inside data-parallel wrappers (``DistributedDataParallel``,
+    ``DataParallel``, nested or not); any other module is returned as it is."""
+    while isinstance(model, DistributedDataParallel | nn.DataParallel):
+        model = model.module
+    return model
 
 
 def pick_device(device: str, local_rank: int) -> torch.device:

@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from scidl.runtime.files import atomic_write_text
+
 STALL_EXIT = 75
 HEARTBEAT_DIR = ".heartbeat"
 STALL_TAG = "scidl stall: "  # marks the message a stall leaves in the agent's error file
@@ -136,11 +138,8 @@ class StallWatchdog:
     def _write(self, done: bool = False) -> None:
         self._beat += 1
         path = heartbeat_path(self.run_dir, self.rank)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(f"pid={os.getpid()} host={self._host} beat={self._beat} "
-                       f"step={self.step()}{' done=1' if done else ''}\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, f"pid={os.getpid()} host={self._host} beat={self._beat} "
+                                f"step={self.step()}{' done=1' if done else ''}\n", durable=False)
 
     def _read(self, rank: int) -> str:
         try:

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from scidl.runtime.files import atomic_write_text
 from scidl.scaling.costmodel import LinkCost, Topology
 
 
@@ -118,6 +119,5 @@ def load_hardware(name_or_path: str | Path) -> Hardware:
 def save_hardware(hw: Hardware, path: str | Path) -> Path:
     """Write a hardware profile as YAML."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(yaml.safe_dump(hw.model_dump(), sort_keys=False))  # int keys stay ints
+    atomic_write_text(p, yaml.safe_dump(hw.model_dump(), sort_keys=False))  # int keys stay ints
     return p

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from scidl.config import RunConfig
+from scidl.runtime.files import atomic_write_text
 from scidl.scaling.profile import median_of, step_rows, summary_median_step
 
 
@@ -128,8 +129,8 @@ def run_scaling(
             pc = point_config(cfg, p, mode, global_batch, run_dir)
             t0 = time.perf_counter()
             result = runner(pc)
-            (run_dir / "profile.json").write_text(
-                json.dumps({"param_bytes": param_bytes, "param_shapes": param_shapes}))
+            atomic_write_text(run_dir / "profile.json",
+                              json.dumps({"param_bytes": param_bytes, "param_shapes": param_shapes}))
             pt = measure_point(run_dir, result.summary)
             pt["wall_s"] = time.perf_counter() - t0
             runs[p].append(pt)
@@ -144,7 +145,7 @@ def run_scaling(
     }
     if hardware:
         data.update(predict_points(points, hardware, mode, comm_spec(cfg)))
-    (out / "scaling.json").write_text(json.dumps(data, indent=2))
+    atomic_write_text(out / "scaling.json", json.dumps(data, indent=2))
     return data
 
 

@@ -16,21 +16,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from scidl.runtime.files import atomic_write_text, save_figure
 
-def _plt() -> Any:
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def new_figure(figsize: tuple[float, float] = (6, 4)) -> Any:
+    """A ``matplotlib.figure.Figure`` of its own: no pyplot, no backend switch, no global state."""
+    from matplotlib.figure import Figure
 
-    return plt
+    return Figure(figsize=figsize)
 
 
 def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- plots
@@ -45,8 +43,8 @@ def _xaxis(ax: Any, series: Mapping[str, Sequence[dict[str, Any]]], logx: bool) 
 
 def plot_efficiency(series: Mapping[str, Sequence[dict[str, Any]]], path: Path, logx: bool) -> Path:
     """Efficiency E(p) of each named series of points (``ranks``, ``efficiency``)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = new_figure()
+    ax = fig.subplots()
     for name, pts in series.items():
         ax.plot([p["ranks"] for p in pts], [p["efficiency"] for p in pts], "o-", label=name)
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
@@ -61,8 +59,8 @@ def plot_efficiency(series: Mapping[str, Sequence[dict[str, Any]]], path: Path, 
 
 def plot_throughput(series: Mapping[str, Sequence[dict[str, Any]]], path: Path, logx: bool) -> Path:
     """Samples/s vs p with the ideal line from p = 1 (weak) for the first series."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = new_figure()
+    ax = fig.subplots()
     for name, pts in series.items():
         ranks = [p["ranks"] for p in pts]
         ax.plot(ranks, [p["samples_per_s"] for p in pts], "o-", label=name)
@@ -82,8 +80,8 @@ def plot_throughput(series: Mapping[str, Sequence[dict[str, Any]]], path: Path, 
 
 def plot_breakdown(pts: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
     """Stacked step time per p: compute, hidden (overlapped) comm, exposed comm."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = new_figure()
+    ax = fig.subplots()
     labels = [str(p["ranks"]) for p in pts]
     comp = [p.get("compute_s", 0.0) or 0.0 for p in pts]
     exp_ = [p.get("exposed_comm_s", 0.0) or 0.0 for p in pts]
@@ -104,9 +102,9 @@ def plot_breakdown(pts: Sequence[dict[str, Any]], path: Path, title: str = "") -
 
 def plot_train_curves(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     """Loss per step, and every ``eval/*`` metric on a second panel."""
-    plt = _plt()
     evals = sorted({k for r in rows for k in r if k.startswith("eval/")})
-    fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(10 if evals else 6, 4))
+    fig = new_figure((10 if evals else 6, 4))
+    axes = fig.subplots(1, 2 if evals else 1)
     axes = list(axes) if evals else [axes]
     train = [r for r in rows if "loss" in r and r.get("loss") is not None]
     if train:
@@ -167,7 +165,7 @@ def write_html(
         f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{secs}"
         f"<h2>Plots</h2>{imgs}</body></html>"
     )
-    path.write_text(doc)
+    atomic_write_text(path, doc)
     return path
 
 

@@ -13,16 +13,10 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from scidl.runtime.files import atomic_write_text, save_figure
 from scidl.search.base import get_searcher
 from scidl.search.heartbeat import RETRY_OF
 from scidl.search.settings import SearchSettings
-
-
-def _atomic_write(path: Path, text: str | bytes) -> None:
-    """Temp file → rename, with the mode ``open()`` gives (group-readable under umask 022)."""
-    from scidl.train.checkpoint import atomic_write_bytes
-
-    atomic_write_bytes(path, text.encode() if isinstance(text, str) else text)
 
 
 def _fmt(v: float | None) -> str:
@@ -95,7 +89,7 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     w = csv.DictWriter(buf, fieldnames=keys)
     w.writeheader()
     w.writerows(rows)
-    _atomic_write(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
 
 
 def utilisation(trials: list[FrozenTrial], workers: int, window: tuple[float, float] | None) -> float | None:
@@ -116,14 +110,12 @@ def utilisation(trials: list[FrozenTrial], workers: int, window: tuple[float, fl
 
 def plot_history(study: optuna.Study, settings: SearchSettings, path: Path) -> None:
     """Metric per trial (and best so far) against trial number."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if result_of(t).get("value") is not None]
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig = Figure(figsize=(6, 3.6))
+    ax = fig.subplots()
     xs = [t.number for t in done]
     ys = [float(result_of(t)["value"]) for t in done]
     depth = next((k for k in ("depth", "n_conv") if done and k in done[0].params), None)
@@ -142,21 +134,16 @@ def plot_history(study: optuna.Study, settings: SearchSettings, path: Path) -> N
     ax.set_title(f"{settings.strategy} on {settings.workload}")
     ax.legend(loc="best")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    _atomic_write(path, buf.getvalue())
+    save_figure(fig, path)
 
 
 def plot_pareto(study: optuna.Study, settings: SearchSettings, front: list[FrozenTrial], path: Path) -> None:
     """All trials in (latency, metric) with the Pareto front highlighted."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig = Figure(figsize=(6, 3.8))
+    ax = fig.subplots()
     ax.scatter([t.values[1] for t in done], [t.values[0] for t in done], s=14, c="0.6", label="trials")
     f = sorted(front, key=lambda t: t.values[1])
     ax.plot([t.values[1] for t in f], [t.values[0] for t in f], "o-", c="C3", label="Pareto front")
@@ -166,10 +153,7 @@ def plot_pareto(study: optuna.Study, settings: SearchSettings, front: list[Froze
     ax.set_title(f"NSGA-II on {settings.workload}")
     ax.legend(loc="best")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    _atomic_write(path, buf.getvalue())
+    save_figure(fig, path)
 
 
 def _trial_brief(t: FrozenTrial) -> dict[str, Any]:
@@ -204,7 +188,7 @@ def write_report(
         summary["best"] = _trial_brief(top)
         cfg = top.user_attrs.get("config")
         if cfg is not None:
-            _atomic_write(out / "best.yaml", yaml.safe_dump(cfg, sort_keys=False))
+            atomic_write_text(out / "best.yaml", yaml.safe_dump(cfg, sort_keys=False))
         if searcher.multi_objective:
             summary["pareto"] = [_trial_brief(t) for t in best]
             write_csv([{"number": t.number, settings.metric: t.values[0], "latency_ms": t.values[1],
@@ -213,7 +197,7 @@ def write_report(
                       out / "pareto.csv")
             plot_pareto(study, settings, best, out / "pareto.png")
         plot_history(study, settings, out / "history.png")
-    _atomic_write(out / "summary.json", json.dumps(summary, indent=2, default=str))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
     return summary
 
 

@@ -16,9 +16,8 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import torch.distributed as dist
 
 from scidl.config import ConfigError, RunConfig, save_config
@@ -26,12 +25,17 @@ from scidl.parallel.pipeline import PipelineError
 from scidl.runtime.dist import DistContext, distributed_context
 from scidl.runtime.env import LaunchError, detect_launch
 from scidl.runtime.seed import seed_everything
+from scidl.runtime.torch_settings import thread_count, torch_settings
 from scidl.runtime.watchdog import StallWatchdog
 from scidl.runtime.worker_errors import exit_with_user_error, report_worker_errors
+from scidl.train.callbacks import TrainerCallback
 from scidl.train.checkpoint import CheckpointError, atomic_write_text
 from scidl.train.preflight import check_resume_world, check_run, warn_oversubscribed
 from scidl.train.rundir import discard_unused_run_dir, make_run_dir
 from scidl.workloads.base import BuildContext, Task
+
+if TYPE_CHECKING:
+    from scidl.train.trainer import Trainer
 
 TaskFactory = Callable[[BuildContext], Task]
 
@@ -79,7 +83,7 @@ def _agree_run_dir(cfg: RunConfig, dctx: DistContext) -> tuple[Path, Path | None
 
 def train_process(
     cfg_dict: dict[str, Any], resume: bool = False, task_factory: TaskFactory | None = None,
-    callbacks: Sequence[Any] = (), from_scratch: bool = False,
+    callbacks: Sequence[TrainerCallback] = (), from_scratch: bool = False,
     on_run_dir: Callable[[Path], None] | None = None,
 ) -> dict[str, Any]:
     """Train as one rank of the job described by the environment (all ranks call this).
@@ -90,15 +94,9 @@ def train_process(
     from scidl.train.trainer import Trainer
 
     cfg = RunConfig.model_validate(cfg_dict)
-    if cfg.dist.threads_per_proc:
-        torch.set_num_threads(cfg.dist.threads_per_proc)
-    else:  # several processes on one machine: share the cores instead of oversubscribing
-        local = detect_launch().local_world_size
-        if local > 1:
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
-    if cfg.train.deterministic:
-        torch.use_deterministic_algorithms(True)
-    with distributed_context(cfg.dist.device, cfg.dist.backend, cfg.dist.timeout_s) as dctx, \
+    threads = thread_count(cfg.dist.threads_per_proc, detect_launch().local_world_size, os.cpu_count())
+    with torch_settings(threads, cfg.train.deterministic), \
+            distributed_context(cfg.dist.device, cfg.dist.backend, cfg.dist.timeout_s) as dctx, \
             warnings.catch_warnings():
         if not dctx.is_main:  # rank 0 speaks for the job: the same warning once, not N times
             warnings.simplefilter("ignore")
@@ -138,7 +136,7 @@ class _StepTracker:
     def __init__(self) -> None:
         self.step = 0
 
-    def on_step_end(self, trainer: Any, row: dict[str, Any]) -> None:
+    def on_step_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
         self.step = trainer.step
 
 
@@ -163,7 +161,7 @@ def _local_worker(*args: Any) -> dict[str, Any]:
 
 
 def _launch_local(cfg: RunConfig, resume: bool, task_factory: TaskFactory | None,
-                  callbacks: Sequence[Any], from_scratch: bool = False) -> dict[str, Any]:
+                  callbacks: Sequence[TrainerCallback], from_scratch: bool = False) -> dict[str, Any]:
     from scidl.runtime.launch import elastic_run
 
     results = elastic_run(_local_worker, (cfg.to_dict(), resume, task_factory, callbacks, from_scratch),
@@ -175,7 +173,7 @@ def run(
     cfg: RunConfig,
     task_factory: TaskFactory | None = None,
     resume: bool = False,
-    callbacks: Sequence[Any] = (),
+    callbacks: Sequence[TrainerCallback] = (),
     restart_from_scratch: bool = False,
     on_run_dir: Callable[[Path], None] | None = None,
 ) -> RunResult:
@@ -188,8 +186,8 @@ def run(
         resume: continue ``cfg.log.run_dir`` from its newest good checkpoint; raises
             :class:`~scidl.train.checkpoint.CheckpointError` when it has none.
         restart_from_scratch: with ``resume``, train from step 0 when no checkpoint is usable.
-        callbacks: trainer callbacks (``on_step_end(trainer, row)``, ``on_train_end(trainer)``),
-            called on every rank; picklable when ``cfg.dist.nproc > 1``.
+        callbacks: trainer callbacks (:mod:`scidl.train.callbacks`: ``on_step_end(trainer, row)``
+            and/or ``on_train_end(trainer)``), called on every rank; picklable when ``cfg.dist.nproc > 1``.
         on_run_dir: called once with the run folder before training starts, in this
             process (local launch) or on rank 0 (under torchrun, Slurm or MPI); the CLI
             prints it there.

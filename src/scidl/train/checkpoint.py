@@ -1,12 +1,30 @@
-"""Atomic, hashed, resumable checkpoints.
+"""Atomic, hashed, resumable checkpoints, written by every rank in parallel.
 
-A checkpoint is a folder ``checkpoints/step_00000123/`` holding ``state.pt`` (model,
-optimizer, scheduler, progress), ``ranks.pt`` (every rank's RNG and strategy state) and
-``manifest.json`` (SHA-256 and size of each file). It is written into a temporary folder,
-every file fsync'ed, and renamed into place in one step, so a crash never leaves a
-half-written checkpoint where a good one was. Loading verifies the manifest: the files
-the loader needs must be listed, every listed file must match its size and hash, and a
-file the manifest does not list makes the checkpoint suspect. A truncated, corrupted or
+A checkpoint is a folder ``checkpoints/step_00000123/``::
+
+    state.pt        shared state, written by rank 0: scheduler, progress, last evaluation,
+                    and model + optimizer when every rank holds the same (data parallel)
+    rank{r}.pt      rank r's own state, written by rank r: its RNG states, its
+                    communication strategy's state (e.g. error-feedback residuals), and
+                    its model + optimizer where ranks hold different parts (pipeline stages)
+    manifest.json   SHA-256 and size of every file above, and the number of rank parts
+
+:func:`save_sharded` (all ranks): rank 0 creates a temporary folder and tells the others
+its name; every rank writes and fsyncs its own file into it; rank 0 gathers only the
+file names, sizes and hashes (no state travels between ranks), writes the manifest and
+renames the folder into place in one step, so a crash never leaves a half-written
+checkpoint where a good one was. A rank reads back only ``state.pt`` and its own part.
+
+Toward ``torch.distributed.checkpoint`` (DCP): model and optimizer state of large or
+sharded models will move out of ``state.pt`` / ``rank{r}.pt`` into a DCP folder in the
+same temporary folder (``model/``: DCP's per-rank ``.distcp`` files and ``.metadata``),
+written by ``dcp.save`` on every rank between the "temporary folder" and "manifest"
+steps above; the manifest then lists those files too, and publishing, verification and
+fallback stay as they are. Per-rank RNG and strategy state stay in ``rank{r}.pt``.
+
+Loading verifies the manifest: the files the loader needs must be listed (every rank
+part the manifest announces, too), every listed file must match its size and hash, and
+a file the manifest does not list makes the checkpoint suspect. A truncated, corrupted or
 suspect checkpoint is reported and the previous good one is used; when none is usable,
 resuming fails (:func:`resume_plan`) unless the caller allows a fresh start.
 A full disk while writing raises :class:`DiskFullError` and keeps the previous checkpoint.
@@ -22,19 +40,31 @@ import os
 import shutil
 import uuid
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
+
+from scidl.runtime.files import atomic_write_bytes as atomic_write_bytes  # re-exported
+from scidl.runtime.files import atomic_write_text as atomic_write_text  # re-exported
+from scidl.runtime.files import create_temp_dir
+from scidl.runtime.files import fsync_dir as _fsync_dir
 
 MANIFEST = "manifest.json"
 PREFIX = "step_"
 SET_ASIDE = "unusable_"  # prefix of checkpoints moved out of the way (kept for inspection)
-REQUIRED: tuple[str, ...] = ("state.pt",)  # what Checkpoint.load needs by default
-TRAINER_FILES: tuple[str, ...] = ("state.pt", "ranks.pt")  # what the trainer's resume needs
+SHARED_FILE = "state.pt"
+REQUIRED: tuple[str, ...] = (SHARED_FILE,)  # what Checkpoint.load needs by default
+TRAINER_FILES: tuple[str, ...] = (SHARED_FILE, "rank0.pt")  # what the trainer's resume needs
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def rank_file(rank: int) -> str:
+    """Name of rank ``rank``'s own part of a checkpoint."""
+    return f"rank{rank}.pt"
 
 
 class CheckpointError(RuntimeError):
@@ -43,73 +73,6 @@ class CheckpointError(RuntimeError):
 
 class DiskFullError(CheckpointError):
     """The disk filled up while a checkpoint was written (the previous one is kept)."""
-
-
-# ----------------------------------------------------------------------- atomic files
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unique_name(directory: Path, prefix: str) -> Path:
-    return directory / f"{prefix}{uuid.uuid4().hex[:12]}"
-
-
-def create_temp_file(directory: Path, prefix: str) -> tuple[int, Path]:
-    """A new, exclusively created file in ``directory``: ``(fd open for writing, path)``.
-
-    Unlike ``tempfile.mkstemp`` (always 0600) the file gets the mode ``open()`` would give
-    (0666 less the umask), so results renamed into place are readable by the group when
-    the user's umask says so.
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    for _ in range(100):
-        path = _unique_name(directory, prefix)
-        try:
-            return os.open(path, flags, 0o666), path
-        except FileExistsError:  # pragma: no cover - 48 random bits collided
-            continue
-    raise FileExistsError(errno.EEXIST, "no unused temporary name", str(directory))  # pragma: no cover
-
-
-def create_temp_dir(directory: Path, prefix: str) -> Path:
-    """A new folder in ``directory`` with the mode ``mkdir`` gives (0777 less the umask)."""
-    for _ in range(100):
-        path = _unique_name(directory, prefix)
-        try:
-            path.mkdir(mode=0o777)
-            return path
-        except FileExistsError:  # pragma: no cover
-            continue
-    raise FileExistsError(errno.EEXIST, "no unused temporary name", str(directory))  # pragma: no cover
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via temp file → fsync → rename (mode as ``open()``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = create_temp_file(path.parent, f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -145,36 +108,110 @@ def _write_object(path: Path, obj: Any) -> None:
         os.fsync(f.fileno())
 
 
+def write_part(folder: Path, name: str, obj: Any) -> dict[str, Any]:
+    """Write ``obj`` to ``folder/name`` (fsync'ed); its manifest entry (size, SHA-256)."""
+    p = folder / name
+    _write_object(p, obj)
+    return {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+
+
+def _publish(root: Path, tmp: Path, final: Path, manifest: dict[str, Any], keep: int) -> Path:
+    """Write the manifest into ``tmp``, fsync, rename ``tmp`` to ``final``, prune."""
+    with open(tmp / MANIFEST, "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(tmp)
+    if final.exists():  # re-saving the same step (e.g. final == periodic): replace
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    _prune(root, keep)
+    return final
+
+
+def write_failure(e: BaseException, root: Path, step: int) -> str:
+    """A one-line reason for a failed checkpoint write."""
+    if isinstance(e, OSError) and e.errno in _DISK_FULL:
+        return disk_full_message(root, step_dir(root, step))
+    if isinstance(e, CheckpointError):
+        return str(e)
+    return f"cannot write checkpoint step {step} in {root}: {e}"
+
+
 def save_checkpoint(root: Path, step: int, files: dict[str, Any], keep: int = 3) -> Path:
     """Write ``{filename: object}`` as checkpoint ``step`` under ``root``; prune old ones.
 
-    Call on one rank only (the trainer gathers every rank's state to rank 0 first).
+    One process writes everything (the trainer uses :func:`save_sharded`).
     """
     root.mkdir(parents=True, exist_ok=True)
     final = step_dir(root, step)
     tmp = create_temp_dir(root, f".{final.name}.tmp-")
     try:
-        manifest: dict[str, Any] = {"step": step, "files": {}}
-        for name, obj in files.items():
-            p = tmp / name
-            _write_object(p, obj)
-            manifest["files"][name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-        with open(tmp / MANIFEST, "w") as f:
-            json.dump(manifest, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync_dir(tmp)
-        if final.exists():  # re-saving the same step (e.g. final == periodic): replace
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(root)
+        entries = {name: write_part(tmp, name, obj) for name, obj in files.items()}
+        return _publish(root, tmp, final, {"step": step, "files": entries}, keep)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError) and e.errno in _DISK_FULL:
             raise DiskFullError(disk_full_message(root, final)) from None
         raise
-    _prune(root, keep)
+
+
+def save_sharded(root: Path, step: int, shared: Any, own: Any, keep: int = 3) -> Path:
+    """Checkpoint ``step``: rank 0 writes ``shared`` (``state.pt``), every rank its ``own``
+    part (``rank{r}.pt``); published atomically by rank 0 (call on all ranks).
+
+    Collectives carry only the temporary folder's name, the files' sizes and hashes and
+    the outcome. Any rank's failure (full disk, I/O error) ends the write on every rank
+    with :class:`CheckpointError` naming the cause; the previous checkpoint is kept.
+    """
+    rank, world = dist.get_rank(), dist.get_world_size()
+    final = step_dir(root, step)
+    box: list[Any] = [None, None]  # (temporary folder, failure)
+    if rank == 0:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            box[0] = str(create_temp_dir(root, f".{final.name}.tmp-"))
+        except OSError as e:
+            box[1] = write_failure(e, root, step)
+    dist.broadcast_object_list(box, src=0)
+    if box[1] is not None:
+        raise CheckpointError(box[1])
+    tmp = Path(box[0])
+    entries: dict[str, Any] = {}
+    failure = None
+    try:
+        entries[rank_file(rank)] = write_part(tmp, rank_file(rank), own)
+        if rank == 0:
+            entries[SHARED_FILE] = write_part(tmp, SHARED_FILE, shared)
+    except Exception as e:  # reported to rank 0, so no rank is left waiting
+        failure = write_failure(e, root, step)
+    parts: list[Any] | None = [None] * world if rank == 0 else None
+    dist.gather_object((entries, failure), parts, dst=0)
+    status: list[Any] = [None]
+    if parts is not None:
+        status[0] = _publish_parts(root, tmp, final, step, parts, keep)
+    dist.broadcast_object_list(status, src=0)
+    if status[0] is not None:
+        raise CheckpointError(status[0])
     return final
+
+
+def _publish_parts(root: Path, tmp: Path, final: Path, step: int, parts: list[Any],
+                   keep: int) -> str | None:
+    """On rank 0: publish the checkpoint the ranks wrote, or clean up; the failure or None."""
+    failure = next((f for _, f in parts if f is not None), None)
+    if failure is None:
+        files: dict[str, Any] = {}
+        for entries, _ in parts:
+            files.update(entries)
+        try:
+            _publish(root, tmp, final, {"step": step, "ranks": len(parts), "files": files}, keep)
+            return None
+        except OSError as e:
+            failure = write_failure(e, root, step)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return failure
 
 
 def disk_full_message(root: Path, final: Path) -> str:
@@ -210,7 +247,11 @@ def verify_checkpoint(path: Path, required: Sequence[str] = REQUIRED) -> str | N
             raise ValueError("'files' is not a mapping")
     except (ValueError, KeyError, TypeError) as e:
         return f"unreadable manifest ({e})"
-    unlisted = [n for n in required if n not in entries]
+    try:
+        parts = [rank_file(r) for r in range(int(manifest.get("ranks", 0)))]
+    except (TypeError, ValueError) as e:
+        return f"unreadable manifest ({e})"
+    unlisted = [n for n in dict.fromkeys([*required, *parts]) if n not in entries]
     if unlisted:
         return f"manifest does not list {', '.join(unlisted)}"
     extra = sorted(p.name for p in path.iterdir() if p.name != MANIFEST and p.name not in entries)
@@ -248,12 +289,6 @@ def latest_good_checkpoint(root: Path, warn: bool = True,
                 stacklevel=2,
             )
     return None
-
-
-def iter_good_checkpoints(root: Path, required: Sequence[str] = REQUIRED) -> Iterable[Checkpoint]:
-    for path in reversed(list_checkpoints(root)):
-        if verify_checkpoint(path, required) is None:
-            yield Checkpoint(path, _step_of(path))
 
 
 def resume_plan(root: Path, allow_none: bool = False, required: Sequence[str] = REQUIRED,

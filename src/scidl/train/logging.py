@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from scidl.train.checkpoint import atomic_write_text
+from scidl.runtime.files import atomic_write_text
 
 
 def _clean(v: Any) -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from scidl.config import ConfigError, RunConfig, check_finite
+from scidl.parallel.plan import ParallelDims
 from scidl.runtime.env import LaunchEnv, detect_launch
 from scidl.train.rundir import check_run_dir
 
@@ -33,13 +34,10 @@ def _check_layout(cfg: RunConfig, world: int) -> None:
     """Process layout and batch arithmetic that need only the config and the world size."""
     t, par = cfg.train, cfg.parallel
     stages = par.pipeline_stages
-    if world % stages:
-        raise ConfigError(f"parallel.pipeline_stages={stages} does not divide the {world} "
-                          f"process(es); use a process count that is a multiple of {stages}")
+    dp = ParallelDims(world, stages).dp  # raises ConfigError for an impossible layout
     if stages > 1 and t.grad_accum != 1:
         raise ConfigError("with parallel.pipeline_stages > 1 use parallel.microbatches, "
                           "not train.grad_accum")
-    dp = world // stages
     if t.global_batch_size is not None and t.global_batch_size % (dp * t.grad_accum):
         raise ConfigError(
             f"train.global_batch_size={t.global_batch_size} is not divisible by "

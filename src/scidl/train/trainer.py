@@ -1,29 +1,25 @@
 """The training loop: one readable path from a single CPU core to many GPUs.
 
-Per optimizer step: ``grad_accum`` micro-batches (forward/backward, DDP ``no_sync`` on all
-but the last) → NaN/Inf check agreed by all ranks → optional clipping → optimizer step →
-LR schedule → communication accounting → metrics, evaluation, checkpoint, callbacks.
-Everything runs inside a process group (a one-member group for a single process), so the
-code path is the same at any scale.
+The trainer holds a :class:`~scidl.parallel.plan.ParallelPlan` (data parallel, or
+pipeline stages x replicas) and never branches on the layout. Per optimizer step: the
+plan's forward/backward (gradients reduced over the replicas by the communication
+strategy) → NaN/Inf check agreed by all ranks → optional clipping (the plan's global
+norm) → optimizer step → LR schedule → communication accounting → metrics, evaluation
+(on the plan's evaluation model), checkpoint, callbacks. Everything runs inside a process
+group (a one-member group for a single process), so the code path is the same at any scale.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
-import io
 import math
-import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 from scidl.comm import build_strategy
@@ -31,9 +27,11 @@ from scidl.comm.sparse_grads import densify_grads, optimizer_takes_sparse, spars
 from scidl.config import ConfigError, RunConfig
 from scidl.data.sampler import ResumableDistributedSampler
 from scidl.optim import build_optimizer, build_scheduler
+from scidl.parallel.plan import build_plan, per_replica_batch
 from scidl.runtime.dist import DistContext
 from scidl.runtime.seed import rng_state, set_rng_state
 from scidl.train import checkpoint as ckpt
+from scidl.train.callbacks import OnStepEnd, OnTrainEnd, TrainerCallback
 from scidl.train.logging import MetricsLogger, truncate_metrics
 from scidl.train.progress import Progress, progress_fields
 from scidl.train.skips import TrainingDiverged, check_skipped
@@ -57,20 +55,6 @@ class WorldSizeMismatch(ConfigError):
     """A checkpoint written by another number of processes (a user error, not a fallback)."""
 
 
-def resolve_batch_size(cfg: RunConfig, world: int) -> int:
-    """Per-rank micro-batch size from ``train.batch_size`` or ``train.global_batch_size``."""
-    t = cfg.train
-    if t.global_batch_size is None:
-        return t.batch_size
-    per = t.global_batch_size // (world * t.grad_accum)
-    if per * world * t.grad_accum != t.global_batch_size or per < 1:
-        raise ConfigError(
-            f"train.global_batch_size={t.global_batch_size} is not divisible by "
-            f"world_size ({world}) x train.grad_accum ({t.grad_accum})"
-        )
-    return per
-
-
 class Trainer:
     """Trains ``task`` under ``cfg`` in the process described by ``dctx``.
 
@@ -79,8 +63,8 @@ class Trainer:
         task: what the workload built (model, data, loss, evaluate).
         dctx: this process's place in the job (from :func:`distributed_context`).
         run_dir: the run folder (shared by all ranks; rank 0 writes it).
-        callbacks: objects with optional ``on_step_end(trainer, row)`` and
-            ``on_train_end(trainer)`` methods, called on every rank.
+        callbacks: objects with ``on_step_end(trainer, row)`` and/or
+            ``on_train_end(trainer)`` (:mod:`scidl.train.callbacks`), called on every rank.
     """
 
     def __init__(
@@ -89,38 +73,29 @@ class Trainer:
         task: Task,
         dctx: DistContext,
         run_dir: Path,
-        callbacks: Sequence[Any] = (),
+        callbacks: Sequence[TrainerCallback] = (),
     ) -> None:
         self.cfg, self.task, self.dctx, self.run_dir = cfg, task, dctx, run_dir
         self.callbacks = list(callbacks)
         run_dir.mkdir(parents=True, exist_ok=True)
         self.device = dctx.device
         self.strategy = build_strategy(cfg.comm)
-        ddp_kw: dict[str, Any] = dict(self.strategy.ddp_kwargs())
-        if self.device.type == "cuda":
-            ddp_kw["device_ids"] = [self.device.index]
-        self.pipe: Any = None
-        self.dp_size, self.dp_rank = dctx.world_size, dctx.rank
-        # find_unused_parameters: auto = off, unless the first backward leaves some
-        # parameter without a gradient on every rank (then DDP is re-wrapped with it on).
-        self._find_unused = cfg.parallel.find_unused_parameters
-        if cfg.parallel.pipeline_stages > 1:  # stages always search for unused parameters
-            self._find_unused = True
-            self._init_pipeline(ddp_kw)
-        else:
-            self.model = task.model.to(self.device)
-            self._ddp_kw = {k: v for k, v in ddp_kw.items() if k == "device_ids"}
-            self.ddp = self.strategy.wrap(self.model, **self._ddp_kw,
-                                          find_unused_parameters=self._find_unused is True)
+        # The layout: the wrapped model, forward/backward, clipping, evaluation model,
+        # checkpoint split and data-parallel size all come from the plan.
+        self.plan = build_plan(cfg, task, self.device, dctx.world_size, self.strategy)
+        self.model = self.plan.model  # this rank's module: the whole model or its stage
         self.optimizer = build_optimizer(self.model, cfg.optim)
+        self._needs_closure = getattr(self.optimizer, "requires_closure", False) or isinstance(
+            self.optimizer, torch.optim.LBFGS
+        )
         # Sparse gradients left sparse by the strategy (``dense``: native sparse allreduce)
         # are densified after the reduction unless the optimizer applies them as they are.
         self._densify = [] if optimizer_takes_sparse(self.optimizer, cfg.train.clip_grad_norm) \
             else [m.weight for m in sparse_modules(self.model)]
         self._dense_bufs: dict[int, torch.Tensor] = {}
-        self.batch_size = resolve_batch_size(cfg, self.dp_size)
+        self.batch_size = per_replica_batch(cfg, self.plan.dp_size)
         self.sampler = ResumableDistributedSampler(
-            task.train_data, self.dp_size, self.dp_rank, shuffle=not task.full_batch,
+            task.train_data, self.plan.dp_size, self.plan.dp_rank, shuffle=not task.full_batch,
             seed=cfg.train.seed, drop_last=cfg.train.drop_last and not task.full_batch,
         )
         if task.full_batch:
@@ -146,27 +121,7 @@ class Trainer:
         per-replica batch x ``grad_accum`` x data-parallel replicas. With pipeline stages
         the replicas are world / stages: the stages of one pipeline share its samples.
         """
-        return self.batch_size * self.cfg.train.grad_accum * self.dp_size
-
-    def _init_pipeline(self, ddp_kw: dict[str, Any]) -> None:
-        """Cut the model into stages; this rank keeps its stage (rank 0 also the full model)."""
-        from scidl.parallel.pipeline import PipelineEngine
-
-        cfg, task = self.cfg, self.task
-        if cfg.train.grad_accum != 1:
-            raise ConfigError("with pipeline stages use parallel.microbatches, not train.grad_accum")
-        stages = cfg.parallel.pipeline_stages
-        per_rank = resolve_batch_size(cfg, self.dctx.world_size // stages)
-        first = next(iter(DataLoader(task.train_data, batch_size=max(per_rank // cfg.parallel.microbatches, 1),
-                                     collate_fn=task.collate_fn, generator=torch.Generator())))
-        self.pipe = PipelineEngine(task.model, task.loss_fn, cfg.parallel, self.device, first[0], ddp_kw)
-        self.model, self.ddp = self.pipe.module, self.pipe.ddp
-        self.strategy.install(self.ddp, self.pipe.dp_group)
-        self.dp_size, self.dp_rank = self.pipe.layout.replicas, self.pipe.layout.replica
-        if not self.dctx.is_main:  # only rank 0 keeps the whole model (for evaluation)
-            import dataclasses
-
-            self.task = dataclasses.replace(task, model=self.model)
+        return self.batch_size * self.cfg.train.grad_accum * self.plan.dp_size
 
     # ------------------------------------------------------------------ budget
 
@@ -205,41 +160,6 @@ class Trainer:
             generator=torch.Generator().manual_seed(self.cfg.train.seed),
         )
 
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.cfg.train.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def _forward_backward(self, micro: list[Any]) -> torch.Tensor:
-        """Loss of the micro-batches (averaged), gradients accumulated and reduced."""
-        if self.pipe is not None:
-            with self._autocast():
-                return self.pipe.forward_backward(micro[0])
-        total = torch.zeros((), device=self.device)
-        for i, batch in enumerate(micro):
-            last = i == len(micro) - 1
-            sync = contextlib.nullcontext() if last else self.ddp.no_sync()
-            with sync:
-                with self._autocast():
-                    loss = self.task.loss(self.ddp, batch) / len(micro)
-                loss.backward()
-            total += loss.detach().float()
-        return total
-
-    def _closure(self, micro: list[Any]) -> Callable[[], torch.Tensor]:
-        """For optimizers that re-evaluate (L-BFGS, safeguarded methods).
-
-        Returns the loss averaged over ranks, so every rank takes identical decisions.
-        """
-
-        def closure() -> torch.Tensor:
-            self.optimizer.zero_grad(set_to_none=False)
-            loss = self._forward_backward(micro)
-            dist.all_reduce(loss)
-            return loss / self.dctx.world_size
-
-        return closure
-
     def _grads_nonfinite(self) -> bool:
         """Whether any local gradient holds a NaN/Inf (sparse ones: their values)."""
         grads = [p.grad._values() if p.grad.is_sparse else p.grad
@@ -250,47 +170,11 @@ class Trainer:
         norms = torch._foreach_norm(grads)
         return not bool(torch.isfinite(torch.stack(norms).sum()))
 
-    def _resolve_unused(self) -> bool:
-        """``find_unused_parameters=auto``, after the first backward (all ranks).
-
-        If some parameter got no gradient on any rank, DDP (built without the search) has
-        left that step's reduction unfinished: re-wrap the model with the search on,
-        forget the strategy's state of the aborted step, and return True (the caller
-        redoes the step). One small agreement collective, once per run.
-        """
-        self._find_unused = False
-        unused = [n for n, p in self.model.named_parameters() if p.requires_grad and p.grad is None]
-        flag = torch.tensor([float(len(unused))], device=self.device)
-        dist.all_reduce(flag)
-        if flag.item() == 0:
-            return False
-        self.strategy.on_skipped_step()
-        del self.ddp
-        gc.collect()  # the old DDP's autograd hooks go with it
-        self.ddp = self.strategy.wrap(self.model, **self._ddp_kw, find_unused_parameters=True)
-        self.ddp.train(self.model.training)
-        self._find_unused = True
-        if self.dctx.is_main:
-            names = (", ".join(unused[:3]) + (f" and {len(unused) - 3} more" if len(unused) > 3 else "")
-                     ) or "some parameters (on other ranks)"
-            print(f"scidl: hint: {names} got no gradient in the first step; DDP now searches for "
-                  "unused parameters every step (set parallel.find_unused_parameters=true to "
-                  "say so and skip this check)", file=sys.stderr, flush=True)
-        return True
-
     def _step(self, micro: list[Any]) -> dict[str, float]:
         t0 = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
-        needs_closure = getattr(self.optimizer, "requires_closure", False) or isinstance(
-            self.optimizer, torch.optim.LBFGS
-        )
-        if needs_closure and self.pipe is not None:
-            raise ConfigError(f"optimizer {self.cfg.optim.name!r} re-evaluates the loss (closure), "
-                             "which pipeline stages do not support")
-        loss = self._forward_backward(micro)
-        if self._find_unused == "auto" and self.pipe is None and self._resolve_unused():
-            self.optimizer.zero_grad(set_to_none=True)
-            loss = self._forward_backward(micro)
+        closure = self.plan.closure(self.optimizer, micro) if self._needs_closure else None
+        loss = self.plan.forward_backward(micro)
         if self._densify:
             densify_grads(self._densify, self._dense_bufs)
         # One small collective: the loss sum (for logging) and a bad-step flag (MAX via SUM).
@@ -299,7 +183,7 @@ class Trainer:
         )
         flag = torch.stack([loss.detach().float(), torch.tensor(float(bad), device=self.device)])
         dist.all_reduce(flag)
-        loss_mean = flag[0].item() / self.dp_size  # pipelines: only last stages hold a loss
+        loss_mean = flag[0].item() / self.plan.dp_size  # pipelines: only last stages hold a loss
         skipped = flag[1].item() > 0
         grad_norm = float("nan")
         if skipped:
@@ -312,10 +196,10 @@ class Trainer:
                 raise TrainingDiverged(failure)
         else:
             if self.cfg.train.clip_grad_norm is not None:
-                grad_norm = self._clip(self.cfg.train.clip_grad_norm)
-            if needs_closure:
+                grad_norm = self.plan.clip_grad_norm(self.cfg.train.clip_grad_norm)
+            if closure is not None:
                 # torch annotates closures as returning float; LBFGS and ours take the loss tensor
-                self.optimizer.step(self._closure(micro))  # type: ignore[arg-type]
+                self.optimizer.step(closure)  # type: ignore[arg-type]
             else:
                 self.optimizer.step()
         lr = self.optimizer.param_groups[0]["lr"]
@@ -335,33 +219,15 @@ class Trainer:
         row.update({f"comm_{k}" if not k.startswith("comm") else k: v for k, v in comm.items()})
         return row
 
-    def _clip(self, max_norm: float) -> float:
-        if self.pipe is None:
-            return float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
-        norm = self.pipe.grad_norm()  # across stages
-        coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
-        for p in self.model.parameters():
-            if p.grad is not None:
-                p.grad.mul_(coef)
-        return float(norm)
-
     def evaluate(self) -> dict[str, float]:
         """Evaluate on rank 0 with the plain (whole) model; returns {} on other ranks.
 
-        Call on all ranks: with pipeline stages, rank 0 first gathers every stage's weights.
+        Call on all ranks: the plan may gather the model's weights to rank 0 first.
         """
         if self.task.val_data is None and not self.task.extras.get("eval_without_data"):
             return {}
-        model = self.model
-        if self.pipe is not None:
-            from scidl.parallel.pipeline import gather_full_state
-
-            full = gather_full_state(self.pipe)
-            if full is None:  # only rank 0 receives the full state
-                return {}
-            model = self.task.model
-            model.load_state_dict(full)
-        if not self.dctx.is_main:
+        model = self.plan.eval_model()
+        if model is None:  # only rank 0 evaluates
             return {}
         model.eval()
         grad = torch.enable_grad() if self.task.eval_needs_grad else torch.no_grad()
@@ -378,43 +244,20 @@ class Trainer:
         return self.run_dir / "checkpoints"
 
     def save(self) -> None:
-        """Gather every rank's RNG/strategy state and write a checkpoint (call on all ranks)."""
-        mine: dict[str, Any] = {"rng": _rng_for_save(), "strategy": _strategy_state(self.strategy)}
-        if self.pipe is not None:  # each rank holds a different stage: save it per rank
-            mine["model"] = self.model.state_dict()
-            mine["optimizer"] = self.optimizer.state_dict()
-        # Objects holding tensors are sent as torch.save bytes (pickling tensors through
-        # all_gather_object is fragile) and decoded with weights_only=True.
-        buf = io.BytesIO()
-        torch.save(mine, buf)
-        blobs: list[Any] = [None] * self.dctx.world_size
-        dist.all_gather_object(blobs, buf.getvalue())
-        gathered = [torch.load(io.BytesIO(b), weights_only=True) for b in blobs] if self.dctx.is_main else []
-        if self.dctx.is_main:
-            state = {
-                "model": None if self.pipe else self.model.state_dict(),
-                "optimizer": None if self.pipe else self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "progress": {"step": self.step, "epoch": self.epoch, "micro": self.micro_in_epoch,
-                             "skipped": self.skipped_steps, "world_size": self.dctx.world_size},
-                "last_eval": self.last_eval,
-            }
-        # Rank 0 writes; every rank learns whether that worked (instead of a bare barrier,
-        # which would leave the others waiting for a rank 0 that has failed).
-        status: list[Any] = [None]
-        if self.dctx.is_main:
-            try:
-                ckpt.save_checkpoint(
-                    self.ckpt_root, self.step, {"state.pt": state, "ranks.pt": gathered},
-                    keep=self.cfg.checkpoint.keep,
-                )
-            except ckpt.CheckpointError as e:
-                status[0] = str(e)
-            except OSError as e:
-                status[0] = f"cannot write checkpoint step {self.step} in {self.ckpt_root}: {e}"
-        dist.broadcast_object_list(status, src=0)
-        if status[0] is not None:
-            raise ckpt.CheckpointError(status[0])
+        """Write a checkpoint (call on all ranks): rank 0 writes the shared state, every
+        rank its own part (RNG, strategy state, and its model/optimizer where the plan
+        keeps them per rank). Nothing is exchanged but file names and hashes."""
+        shared, own = self.plan.split_state(
+            {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()})
+        own = {"rng": _rng_for_save(), "strategy": _strategy_state(self.strategy), **own}
+        shared = {
+            **shared,
+            "scheduler": self.scheduler.state_dict(),
+            "progress": {"step": self.step, "epoch": self.epoch, "micro": self.micro_in_epoch,
+                         "skipped": self.skipped_steps, "world_size": self.dctx.world_size},
+            "last_eval": self.last_eval,
+        }
+        ckpt.save_sharded(self.ckpt_root, self.step, shared, own, keep=self.cfg.checkpoint.keep)
 
     def resume(self, allow_none: bool = False) -> int:
         """Continue from the newest checkpoint that verifies and loads; returns its step.
@@ -457,19 +300,17 @@ class Trainer:
 
     def _load_checked(self, good: ckpt.Checkpoint) -> tuple[dict[str, Any], dict[str, Any]]:
         """This rank's part of ``good``, checked against the model before anything is applied."""
-        state, ranks = good.load("state.pt"), good.load("ranks.pt")
+        state = good.load(ckpt.SHARED_FILE)
         prog = state["progress"]
         if prog["world_size"] != self.dctx.world_size:
             raise WorldSizeMismatch(
                 f"checkpoint {good.path} was written by {prog['world_size']} processes; "
                 f"resume with --nproc {prog['world_size']}"
             )
-        if len(ranks) != self.dctx.world_size:
-            raise KeyError(f"ranks.pt holds {len(ranks)} ranks, not {self.dctx.world_size}")
-        mine = ranks[self.dctx.rank]
-        model_state = state["model"] if self.pipe is None else mine["model"]
-        _check_same_tensors(self.model.state_dict(), model_state)
-        opt = state["optimizer"] if self.pipe is None else mine["optimizer"]
+        mine = good.load(ckpt.rank_file(self.dctx.rank))
+        both = self.plan.pick_state(state, mine)
+        _check_same_tensors(self.model.state_dict(), both["model"])
+        opt = both["optimizer"]
         if not all(isinstance(x, dict) for x in (opt, state["scheduler"], mine["rng"])):
             raise KeyError("optimizer, scheduler or RNG state missing")
         if "param_groups" in opt:  # torch optimizers (wrappers may keep their own layout)
@@ -481,9 +322,9 @@ class Trainer:
         return state, mine
 
     def _apply_checkpoint(self, good: ckpt.Checkpoint, state: dict[str, Any], mine: dict[str, Any]) -> None:
-        prog = state["progress"]
-        self.model.load_state_dict(state["model"] if self.pipe is None else mine["model"])
-        self.optimizer.load_state_dict(state["optimizer"] if self.pipe is None else mine["optimizer"])
+        prog, both = state["progress"], self.plan.pick_state(state, mine)
+        self.model.load_state_dict(both["model"])
+        self.optimizer.load_state_dict(both["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.micro_in_epoch = prog["step"], prog["epoch"], prog["micro"]
         self.skipped_steps = prog["skipped"]
@@ -531,7 +372,7 @@ class Trainer:
                             description=self.cfg.workload, every_s=self.cfg.log.every_s,
                             samples_per_step=self.global_batch)
         progress.update(self.step)
-        self.ddp.train()
+        self.plan.train()
         try:
             while self.step < self.total_steps:
                 for micro in self._micro_batches():
@@ -552,7 +393,7 @@ class Trainer:
             if self.cfg.checkpoint.final:
                 self.save()
             for cb in self.callbacks:
-                if hasattr(cb, "on_train_end"):
+                if isinstance(cb, OnTrainEnd):
                     cb.on_train_end(self)
         finally:
             progress.close()
@@ -570,7 +411,7 @@ class Trainer:
                              or self.step == self.total_steps):
             self._logger.log(row)
         for cb in self.callbacks:
-            if hasattr(cb, "on_step_end"):
+            if isinstance(cb, OnStepEnd):
                 cb.on_step_end(self, row)
         progress.update(self.step, progress_fields(row, self.task.headline), lr=row.get("lr"))
         if self._should_checkpoint(end_epoch) and self.step < self.total_steps:
@@ -596,13 +437,13 @@ class Trainer:
             "launcher": self.dctx.launcher,
             "batch_size_per_rank": self.batch_size,
             "global_batch_size": self.global_batch,
-            "data_parallel_size": self.dp_size,
+            "data_parallel_size": self.plan.dp_size,
             "steps_per_epoch": self.steps_per_epoch,
             "wall_s": wall,
             **timing,
             "samples_per_s": self.global_batch / mean if mean and mean > 0 else None,
             "comm": self.strategy.report(),
-            **({"pipeline": self.pipe.report(mean)} if self.pipe is not None else {}),
+            **self.plan.report(mean),
         }
 
 
@@ -670,6 +511,3 @@ def _strategy_state(strategy: Any) -> Any:
     fn = getattr(strategy, "state_dict", None)
     return fn() if callable(fn) else None
 
-
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, DDP) else model

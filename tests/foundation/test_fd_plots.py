@@ -1,0 +1,88 @@
+"""Library plots leave matplotlib's global state alone: no backend switch, no pyplot figures.
+
+Before, ``scidl.scaling.report``, ``scidl.search.report`` and ``scidl.analysis.topology``
+called ``matplotlib.use("Agg")``, which switched the backend of a user's notebook or GUI
+session under their feet.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import matplotlib
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def user_backend(monkeypatch):
+    """A session whose backend is not Agg; any ``matplotlib.use`` call fails the test."""
+    import matplotlib.pyplot as plt
+
+    before = matplotlib.get_backend()
+    plt.switch_backend("svg")
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError(f"library code called matplotlib.use{args}")
+
+    monkeypatch.setattr(matplotlib, "use", forbidden)
+    open_figures = plt.get_fignums()
+    yield
+    assert matplotlib.get_backend() == "svg"
+    assert plt.get_fignums() == open_figures
+    plt.switch_backend(before)
+
+
+def _is_png(path) -> bool:
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_scaling_plots(tmp_path, user_backend):
+    from scidl.scaling.report import (
+        plot_breakdown,
+        plot_efficiency,
+        plot_throughput,
+        plot_train_curves,
+    )
+
+    pts = [{"ranks": p, "efficiency": 1 / p, "samples_per_s": 10.0 * p, "compute_s": 0.1,
+            "comm_s": 0.05, "exposed_comm_s": 0.02} for p in (1, 2, 4)]
+    rows = [{"step": i, "loss": 1.0 / i} for i in range(1, 5)] + [{"step": 4, "eval/acc": 0.5}]
+    outs = [plot_efficiency({"m": pts}, tmp_path / "e.png", logx=False),
+            plot_throughput({"m": pts}, tmp_path / "t.png", logx=True),
+            plot_breakdown(pts, tmp_path / "b.png", "title"),
+            plot_train_curves(rows, tmp_path / "c.png")]
+    assert all(_is_png(p) for p in outs)
+
+
+def test_search_pareto_plot(tmp_path, user_backend):
+    import optuna
+
+    from scidl.search.report import plot_pareto
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    for i in range(4):
+        study.add_trial(optuna.trial.create_trial(values=[1.0 / (i + 1), 0.1 * (i + 1)]))
+    settings = SimpleNamespace(metric="loss", workload="toy")
+    plot_pareto(study, settings, study.best_trials, tmp_path / "pareto.png")  # type: ignore[arg-type]
+    assert _is_png(tmp_path / "pareto.png")
+
+
+def test_morse_smale_plot(tmp_path, user_backend):
+    from scidl.analysis.topology import morse_smale, plot_morse_smale
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(size=(200, 2))
+    f = np.exp(-20 * ((X - 0.3) ** 2).sum(1)) + np.exp(-20 * ((X - 0.7) ** 2).sum(1))
+    out = plot_morse_smale(X, f, morse_smale(X, f, k=8), tmp_path / "sub" / "ms.png")
+    assert _is_png(out)
+
+
+def test_collectives_plot(tmp_path, user_backend):
+    from scidl.commands.bench_collectives import _plot
+
+    rows = [{"op": "allreduce", "ranks": 2, "bytes": b, "time_s": 1e-5 + b * 1e-9}
+            for b in (1024, 4096, 16384)]
+    _plot(rows, {"alpha": 1e-5, "beta": 1e-9, "gamma": 0.0}, tmp_path / "bw.png")
+    assert _is_png(tmp_path / "bw.png")

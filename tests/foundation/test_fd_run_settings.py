@@ -1,0 +1,72 @@
+"""An in-process ``scidl.run`` leaves torch's thread count and determinism flag as it found them.
+
+Before, ``train_process`` called ``torch.set_num_threads`` and
+``torch.use_deterministic_algorithms(True)`` and never undid them, so a notebook or a
+script that trained once ran everything after it on the run's thread count and with
+deterministic algorithms forced on (errors for CUDA ops without a deterministic kernel).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import scidl
+from scidl.config import load_config
+from scidl.runtime.torch_settings import thread_count
+
+
+@pytest.fixture
+def caller_settings():
+    """The caller's settings: 3 threads, deterministic algorithms off; reset afterwards."""
+    torch.set_num_threads(3)
+    torch.use_deterministic_algorithms(False)
+    yield
+    torch.use_deterministic_algorithms(False)
+
+
+def _cfg(tmp_path, *extra):
+    return load_config("admissions", overrides=[
+        "log.tensorboard=false", "log.progress=false", "checkpoint.final=false",
+        "train.max_steps=2", "dist.threads_per_proc=2", "train.deterministic=true",
+        f"log.root={tmp_path}", *extra])
+
+
+class _SeenSettings:
+    """Trainer callback: the settings in force while the run trains."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, bool]] = []
+
+    def on_step_end(self, trainer, row) -> None:
+        self.seen.append((torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()))
+
+
+@pytest.mark.timeout(120)
+def test_run_restores_threads_and_determinism(tmp_path, caller_settings):
+    seen = _SeenSettings()
+    scidl.run(_cfg(tmp_path), callbacks=[seen])
+    assert seen.seen and set(seen.seen) == {(2, True)}  # the run's settings while it trained
+    assert torch.get_num_threads() == 3
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def _failing_task(ctx):
+    raise RuntimeError("no data")
+
+
+@pytest.mark.timeout(60)
+def test_run_restores_settings_when_it_raises(tmp_path, caller_settings):
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    with pytest.raises(RuntimeError, match="no data"):
+        scidl.run(_cfg(tmp_path, "train.deterministic=false"), task_factory=_failing_task)
+    assert torch.get_num_threads() == 3
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.is_deterministic_algorithms_warn_only_enabled()
+
+
+def test_thread_count():
+    assert thread_count(4, 8, 16) == 4  # configured
+    assert thread_count(None, 4, 16) == 4  # cores shared among local processes
+    assert thread_count(None, 32, 16) == 1
+    assert thread_count(None, 1, 16) is None  # a lone process keeps torch's default
