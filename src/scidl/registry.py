@@ -125,12 +125,14 @@ class Registry(Generic[T]):
         return isinstance(name, str) and (
             name in self._objs or name in self._paths or name in self._entry_points())
 
+    def hint(self, name: str) -> str:
+        """`` (did you mean a, b?)`` for a name close to registered ones, else ``""``."""
+        close = difflib.get_close_matches(str(name), self.names(), n=3)
+        return f" (did you mean {', '.join(close)}?)" if close else ""
+
     def suggest(self, name: str) -> str:
         """``'name' (did you mean …?); choices: …`` for an unregistered ``name``."""
-        choices = self.names()
-        close = difflib.get_close_matches(str(name), choices, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        return f"{name!r}{hint}; choices: {', '.join(choices)}"
+        return f"{name!r}{self.hint(name)}; choices: {', '.join(self.names())}"
 
     def unknown(self, name: str) -> RegistryError:
         """The error for an unregistered ``name``: close matches, then every choice."""

@@ -102,14 +102,17 @@ def test_broken_entry_point_names_the_entry_point(monkeypatch):
     assert "scidl.test" in msg and "ModuleNotFoundError" in msg and "\n" not in msg
 
 
-def test_builtin_registries_take_plugins_from_their_groups(monkeypatch):
+def test_builtin_registries_take_plugins_from_their_groups():
     from scidl.comm.registry import STRATEGIES
     from scidl.optim.registry import OPTIMIZERS
     from scidl.search.base import SEARCHERS
+    from scidl.search.objective import OBJECTIVES
     from scidl.workloads.registry import WORKLOADS
 
-    groups = {r.group for r in (STRATEGIES, OPTIMIZERS, SEARCHERS, WORKLOADS)}
-    assert groups == {"scidl.comm", "scidl.optim", "scidl.search", "scidl.workloads"}
+    regs = (STRATEGIES, OPTIMIZERS, SEARCHERS, WORKLOADS, OBJECTIVES)
+    assert all(isinstance(r, Registry) for r in regs)
+    assert {r.group for r in regs} == {"scidl.comm", "scidl.optim", "scidl.search",
+                                       "scidl.workloads", "scidl.search_objectives"}
 
 
 def test_comm_plugin_is_a_valid_comm_strategy(monkeypatch):
