@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from scidl.comm import CommConfig, build_strategy
 from scidl.comm.accounting import ring_allreduce_bytes
-from scidl.testing import run_distributed
+from scidl.runtime.launch import run_distributed
 
 RESULTS = Path(__file__).parent / "results" / "comm.json"
 

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 import scidl
 from scidl.runtime.dist import distributed_context
-from scidl.testing import run_distributed
+from scidl.runtime.launch import run_distributed
 from scidl.train.trainer import Trainer
 from scidl.workloads import Task
 

@@ -27,7 +27,7 @@ from torch.utils.data import TensorDataset
 
 from scidl.config import load_config
 from scidl.parallel.blocks import resnet_sequential
-from scidl.testing import run_distributed
+from scidl.runtime.launch import run_distributed
 from scidl.train.api import train_process
 from scidl.workloads import Task
 

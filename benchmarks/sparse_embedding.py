@@ -34,7 +34,7 @@ from torch.utils.data import TensorDataset
 import scidl
 from scidl.config import load_config
 from scidl.runtime.dist import distributed_context
-from scidl.testing import run_distributed
+from scidl.runtime.launch import run_distributed
 from scidl.train.trainer import Trainer
 from scidl.workloads import Task
 

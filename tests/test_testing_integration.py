@@ -24,3 +24,34 @@ def test_run_distributed_allreduce():
 def test_run_distributed_reports_failure():
     with pytest.raises(RuntimeError, match="boom"):
         run_distributed(_boom, 2)
+
+
+def test_testing_reexports_the_product_launcher():
+    from scidl.runtime import launch
+
+    assert run_distributed is launch.run_distributed
+
+
+def test_library_does_not_import_the_test_helpers():
+    import pathlib
+
+    import scidl
+
+    root = pathlib.Path(scidl.__file__).parent
+    users = [str(p.relative_to(root)) for p in root.rglob("*.py")
+             if p.name != "testing.py" and "scidl.testing" in p.read_text()]
+    assert users == []
+
+
+@pytest.mark.timeout(120)
+def test_run_distributed_times_out_on_a_hung_rank():
+    with pytest.raises(TimeoutError, match="did not finish"):
+        run_distributed(_hang, 2, timeout=3)
+
+
+def _hang(rank, world):
+    import time
+
+    if rank == 1:
+        time.sleep(60)
+    return rank

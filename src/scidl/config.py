@@ -372,16 +372,12 @@ def _forget_used_run_dir(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_registered(cfg: RunConfig) -> None:
-    """Names chosen from registries fail at load time, with the choices."""
-    from scidl.comm import strategy_names
-    from scidl.optim import optimizer_names
+    """``optim.name`` fails at load time, with the choices (``comm.strategy`` and
+    ``comm.lag_inner`` are checked by :class:`CommConfig` itself)."""
+    from scidl.optim.registry import OPTIMIZERS
 
-    for key, value, choices in (("optim.name", cfg.optim.name, optimizer_names()),
-                                ("comm.strategy", cfg.comm.strategy, strategy_names())):
-        if value not in choices:
-            close = difflib.get_close_matches(value, choices, n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise ConfigError(f"invalid value for '{key}': {value!r}{hint}; choices: {', '.join(choices)}")
+    if cfg.optim.name not in OPTIMIZERS:
+        raise ConfigError(f"invalid value for 'optim.name': {OPTIMIZERS.suggest(cfg.optim.name)}")
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch.futures import Future
 
 from scidl.comm.base import CommStrategy
 from scidl.comm.buckets import Bucket
+from scidl.comm.wire import Collective, Shape
 
 
 class CastAllreduce(CommStrategy):
@@ -21,6 +23,12 @@ class CastAllreduce(CommStrategy):
     """
 
     wire_dtype: ClassVar[torch.dtype] = torch.float16
+
+    @classmethod
+    def wire(cls, cfg: Any, numel: int, world: int,
+             shapes: Sequence[Shape] | None = None) -> list[Collective]:
+        """One allreduce of the bucket in the wire dtype (2 bytes per entry)."""
+        return [Collective("allreduce", cls.wire_dtype.itemsize * numel)]
 
     def reduce(self, bucket: Bucket) -> Future[torch.Tensor]:
         buf = bucket.buffer

@@ -35,38 +35,53 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+Num = TypeVar("Num", int, float)
 
 # Backends whose reduce-scatter is an allreduce on the wire (measured, see the module doc).
 REDUCE_SCATTER_AS_ALLREDUCE = frozenset({"gloo"})
 
 
-def ring_allreduce_bytes(nbytes: int, world: int, backend: str | None = None) -> int:
+def ring_steps(world: int) -> int:
+    """Messages each rank sends in one pass around a ring of ``world`` ranks: p-1."""
+    return max(world - 1, 0)
+
+
+def ring_allreduce_bytes(nbytes: Num, world: int, backend: str | None = None) -> Num:
     """Bytes one rank sends (and receives) in an allreduce of ``nbytes``: 2(p-1)/p·n.
 
-    The same on every backend (ring, or gloo's ring/halving-doubling).
+    The one place SciDL writes this formula: the byte counters, the cost model and the
+    collective benchmark's fit all use it. The same on every backend (ring, or gloo's
+    ring/halving-doubling). Integer ``nbytes`` gives whole bytes (rounded down).
     """
+    sent = 2 * ring_steps(world) * nbytes
     if world <= 1:
-        return 0
-    return int(2 * (world - 1) * nbytes // world)
+        return sent
+    return sent // world if isinstance(sent, int) else sent / world
 
 
-def reduce_scatter_bytes(nbytes: int, world: int, backend: str | None = None) -> int:
+def ring_pass_bytes(nbytes: float, world: int) -> float:
+    """(p-1)/p·n: the bytes one ring pass moves per rank (a reduce-scatter of ``nbytes``
+    in total, or an allgather producing ``nbytes``); half an allreduce."""
+    return ring_allreduce_bytes(float(nbytes), world) / 2
+
+
+def reduce_scatter_bytes(nbytes: Num, world: int, backend: str | None = None) -> Num:
     """Bytes one rank sends in a reduce-scatter of ``nbytes`` total on ``backend``.
 
     (p-1)/p·n for a ring reduce-scatter (nccl, and the default when ``backend`` is None);
     gloo sends an allreduce's 2(p-1)/p·n.
     """
-    if world <= 1:
-        return 0
+    full = ring_allreduce_bytes(nbytes, world, backend)
     if backend in REDUCE_SCATTER_AS_ALLREDUCE:
-        return ring_allreduce_bytes(nbytes, world, backend)
-    return int((world - 1) * nbytes // world)
+        return full
+    return full // 2 if isinstance(full, int) else full / 2
 
 
-def allgather_bytes(block_bytes: int, world: int, backend: str | None = None) -> int:
+def allgather_bytes(block_bytes: Num, world: int, backend: str | None = None) -> Num:
     """Bytes one rank sends when every rank contributes ``block_bytes``: (p-1)·b (all backends)."""
-    return int(max(world - 1, 0) * block_bytes)
+    return ring_steps(world) * block_bytes
 
 
 def broadcast_bytes(nbytes: int, world: int, rank: int, root: int = 0,

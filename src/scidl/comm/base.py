@@ -1,4 +1,4 @@
-"""The communication-strategy contract, the DDP hook adapter, and the registry.
+"""The communication-strategy contract and the DDP hook adapter.
 
 Every strategy issues its collectives only from the thread that calls the DDP
 communication hook, in bucket order; completion callbacks do local work only. DDP calls
@@ -10,9 +10,8 @@ gloo when it chains collectives inside callbacks.
 from __future__ import annotations
 
 import abc
-import difflib
-import importlib
 import time
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -30,6 +29,7 @@ from scidl.comm.accounting import (
 from scidl.comm.buckets import Bucket, layout_of
 from scidl.comm.config import CommConfig
 from scidl.comm.sparse_grads import SparseAsDense, ddp_sees_dense
+from scidl.comm.wire import Collective, Shape, bytes_sent
 
 
 def completed(value: torch.Tensor) -> Future[torch.Tensor]:
@@ -263,44 +263,40 @@ class CommStrategy(abc.ABC):
         scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
         return self._timed(scatter(out, inp, group=g, async_op=True), op, out)
 
+    # ------------------------------------------------------------------ wire description
+    #: comm.* settings that shape this strategy's traffic, for the cost model's
+    #: ``--comm`` specs: the first is the ``VALUE`` of ``name:VALUE`` (``topk:0.01``),
+    #: any setting can be given as ``name:key=value``.
+    wire_settings: ClassVar[tuple[str, ...]] = ()
+    #: True: the reduced gradient is applied one step later (overlaps a whole step).
+    lagged: ClassVar[bool] = False
 
-_BUILTIN: dict[str, str] = {
-    "dense": "scidl.comm.dense:DenseAllreduce",
-    "grouped": "scidl.comm.grouped:GroupedAllreduce",
-    "hierarchical": "scidl.comm.hierarchical:HierarchicalAllreduce",
-    "fp16": "scidl.comm.fp16:FP16Allreduce",
-    "bf16": "scidl.comm.bf16:BF16Allreduce",
-    "powersgd": "scidl.comm.powersgd:PowerSGD",
-    "topk": "scidl.comm.topk:TopK",
-    "lag": "scidl.comm.lag:Lag",
-}
-_EXTRA: dict[str, type[CommStrategy]] = {}
+    @classmethod
+    def wire(cls, cfg: CommConfig, numel: int, world: int,
+             shapes: Sequence[Shape] | None = None) -> list[Collective]:
+        """The collectives of one bucket of ``numel`` fp32 gradient entries on ``world``
+        ranks, in steady state (after any warm-up), from ``cfg`` alone; ``shapes`` are the
+        bucket's parameter shapes when known. Default: one fp32 allreduce."""
+        return [Collective("allreduce", 4 * numel)]
 
+    @classmethod
+    def wire_bytes(cls, cfg: CommConfig, numel: int, world: int,
+                   shapes: Sequence[Shape] | None = None, backend: str | None = None) -> float:
+        """Bytes one rank sends for that bucket (what :attr:`counters` will record)."""
+        return bytes_sent(cls.wire(cfg, numel, world, shapes), world, backend)
 
-def register_strategy(cls: type[CommStrategy]) -> type[CommStrategy]:
-    """Register a user-defined strategy class (usable as a decorator)."""
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} must set a non-empty `name`")
-    _EXTRA[cls.name] = cls
-    return cls
+    @classmethod
+    def allreduce_algorithm(cls, cfg: CommConfig) -> str | None:
+        """The allreduce algorithm the strategy runs itself (None: the backend's)."""
+        return None
 
+    @classmethod
+    def fusion_bytes(cls, cfg: CommConfig) -> float | None:
+        """Size of the groups the strategy fuses gradients into itself (None: it reduces
+        DDP's buckets of ``comm.bucket_cap_mb``)."""
+        return None
 
-def strategy_names() -> list[str]:
-    return sorted({*_BUILTIN, *_EXTRA})
-
-
-def get_strategy_class(name: str) -> type[CommStrategy]:
-    if name in _EXTRA:
-        return _EXTRA[name]
-    if name not in _BUILTIN:
-        close = difflib.get_close_matches(name, strategy_names(), n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise KeyError(f"unknown comm.strategy {name!r}{hint}; choices: {', '.join(strategy_names())}")
-    module, _, attr = _BUILTIN[name].partition(":")
-    cls: type[CommStrategy] = getattr(importlib.import_module(module), attr)
-    return cls
-
-
-def build_strategy(cfg: CommConfig) -> CommStrategy:
-    """Instantiate the configured strategy."""
-    return get_strategy_class(cfg.strategy)(cfg)
+    @classmethod
+    def spec_settings(cls, cfg: CommConfig) -> tuple[str, ...]:
+        """The settings a cost-model spec of this strategy carries (see ``wire_settings``)."""
+        return cls.wire_settings

@@ -76,12 +76,10 @@ class CommConfig(BaseModel):
     @field_validator("strategy", "lag_inner")
     @classmethod
     def _known_strategy(cls, name: str) -> str:
-        from scidl.comm.base import get_strategy_class
+        from scidl.comm.registry import STRATEGIES
 
-        try:
-            get_strategy_class(name)
-        except KeyError as e:
-            raise ValueError(str(e.args[0])) from None
+        if name not in STRATEGIES:
+            raise ValueError(str(STRATEGIES.unknown(name)))
         return name
 
     @model_validator(mode="after")

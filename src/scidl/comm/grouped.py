@@ -48,6 +48,7 @@ class GroupedAllreduce(CommStrategy):
 
     name = "grouped"
     description = "static groups from the observed backward order, one fused allreduce each"
+    wire_settings = ("group_mb",)
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
@@ -57,6 +58,11 @@ class GroupedAllreduce(CommStrategy):
         self._pending: list[tuple[Bucket, Future[torch.Tensor]]] = []
         self.group_bytes: list[int] = []
         self._device = torch.device("cpu")
+
+    @classmethod
+    def fusion_bytes(cls, cfg: Any) -> float | None:
+        """Groups of up to ``comm.group_mb`` (also split at backward gaps, not modelled)."""
+        return float(cfg.group_mb * 2**20)
 
     def ddp_kwargs(self) -> dict[str, Any]:
         # A cap below any tensor's size gives one DDP bucket per parameter tensor.

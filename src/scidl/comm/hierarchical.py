@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.futures import Future
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from scidl.comm.accounting import allgather_bytes, reduce_scatter_bytes, ring_allreduce_bytes
 from scidl.comm.base import CommStrategy, completed
 from scidl.comm.buckets import Bucket
+from scidl.comm.wire import Shape
 
 
 def node_layout(ranks: list[int], per_node: int) -> tuple[list[list[int]], list[list[int]]]:
@@ -42,6 +46,24 @@ class HierarchicalAllreduce(CommStrategy):
 
     name = "hierarchical"
     description = "two-level allreduce (intra-node reduce-scatter/allgather, inter-node allreduce)"
+
+    @classmethod
+    def allreduce_algorithm(cls, cfg: Any) -> str | None:
+        return "two-level"
+
+    @classmethod
+    def wire_bytes(cls, cfg: Any, numel: int, world: int,
+                   shapes: Sequence[Shape] | None = None, backend: str | None = None) -> float:
+        """The three phases on g = ``comm.ranks_per_node`` (default: one node) ranks."""
+        g = min(cfg.ranks_per_node or world, world)
+        if world <= 1:
+            return 0
+        if g <= 1:  # one rank per node: a flat allreduce across nodes
+            return ring_allreduce_bytes(4 * numel, world, backend)
+        shard = 4 * math.ceil(numel / g)
+        return (reduce_scatter_bytes(shard * g, g, backend)
+                + ring_allreduce_bytes(shard, world // g, backend)
+                + allgather_bytes(shard, g, backend))
 
     def setup(self, ddp_model: DDP | None, group: dist.ProcessGroup | None) -> None:
         super().setup(ddp_model, group)

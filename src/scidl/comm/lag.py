@@ -15,6 +15,7 @@ rank); a skipped step drops the lagged results, so the next step applies zero.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -22,8 +23,16 @@ import torch.distributed as dist
 from torch.futures import Future
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from scidl.comm.base import CommStrategy, build_strategy, completed
+from scidl.comm.base import CommStrategy, completed
 from scidl.comm.buckets import Bucket, Layout
+from scidl.comm.registry import build_strategy, get_strategy_class
+from scidl.comm.wire import Collective, Shape
+
+
+def inner_of(cfg: Any) -> tuple[type[CommStrategy], Any]:
+    """The inner strategy's class and its config (``comm.lag_inner``)."""
+    inner = cfg.model_copy(update={"strategy": cfg.lag_inner})
+    return get_strategy_class(cfg.lag_inner), inner
 
 
 class Lag(CommStrategy):
@@ -31,6 +40,36 @@ class Lag(CommStrategy):
 
     name = "lag"
     description = "one-step gradient lag wrapping any other strategy (comm.lag_inner)"
+    wire_settings = ("lag_inner",)
+    lagged = True
+
+    @classmethod
+    def wire(cls, cfg: Any, numel: int, world: int,
+             shapes: Sequence[Shape] | None = None) -> list[Collective]:
+        """The inner strategy's collectives (one step later)."""
+        inner_cls, inner = inner_of(cfg)
+        return inner_cls.wire(inner, numel, world, shapes)
+
+    @classmethod
+    def wire_bytes(cls, cfg: Any, numel: int, world: int,
+                   shapes: Sequence[Shape] | None = None, backend: str | None = None) -> float:
+        inner_cls, inner = inner_of(cfg)
+        return inner_cls.wire_bytes(inner, numel, world, shapes, backend)
+
+    @classmethod
+    def allreduce_algorithm(cls, cfg: Any) -> str | None:
+        inner_cls, inner = inner_of(cfg)
+        return inner_cls.allreduce_algorithm(inner)
+
+    @classmethod
+    def fusion_bytes(cls, cfg: Any) -> float | None:
+        inner_cls, inner = inner_of(cfg)
+        return inner_cls.fusion_bytes(inner)
+
+    @classmethod
+    def spec_settings(cls, cfg: Any) -> tuple[str, ...]:
+        inner_cls, inner = inner_of(cfg)
+        return (*cls.wire_settings, *inner_cls.spec_settings(inner))
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)

@@ -21,6 +21,8 @@ step, and ``on_skipped_step`` resets e and Q.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -28,14 +30,17 @@ from torch.futures import Future
 
 from scidl.comm.base import CommStrategy, completed
 from scidl.comm.buckets import Bucket
+from scidl.comm.wire import Collective, Shape, numel_of
 
 
-def matrix_shape(p: torch.Tensor, rank: int) -> tuple[int, int] | None:
-    """(rows, cols) when compressing ``p`` at ``rank`` saves bytes, else None."""
-    if p.dim() < 2:
+def matrix_shape(p: torch.Tensor | Sequence[int], rank: int) -> tuple[int, int] | None:
+    """(rows, cols) when compressing ``p`` (a tensor or its shape) at ``rank`` saves bytes,
+    else None."""
+    shape = tuple(p.shape) if isinstance(p, torch.Tensor) else tuple(p)
+    if len(shape) < 2 or shape[0] == 0:
         return None
-    rows = p.shape[0]
-    cols = p.numel() // rows
+    rows = shape[0]
+    cols = numel_of(shape) // rows
     if rank * (rows + cols) >= rows * cols:
         return None
     return rows, cols
@@ -51,6 +56,27 @@ class PowerSGD(CommStrategy):
 
     name = "powersgd"
     description = "PowerSGD rank-r compression with error feedback (ordered collectives)"
+    wire_settings = ("rank",)
+
+    @classmethod
+    def wire(cls, cfg: Any, numel: int, world: int,
+             shapes: Sequence[Shape] | None = None) -> list[Collective]:
+        """Two fp32 allreduces: the vectors plus every P (rows×r), then every Q (cols×r).
+
+        Without shapes the bucket is taken as one square matrix (an estimate)."""
+        if shapes is None:
+            side = max(1, math.isqrt(numel))
+            shapes = [(side, numel // side)] + ([(numel - side * (numel // side),)]
+                                                if numel % side else [])
+        first = second = 0
+        for shape in shapes:
+            m = matrix_shape(shape, cfg.rank)
+            if m is None:
+                first += numel_of(shape)
+            else:
+                first += m[0] * cfg.rank
+                second += m[1] * cfg.rank
+        return [Collective("allreduce", 4 * first), Collective("allreduce", 4 * second)]
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)

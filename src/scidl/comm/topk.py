@@ -28,6 +28,7 @@ residual. Dense paths pass a NaN through the allreduce to every rank;
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -37,7 +38,22 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from scidl.comm.base import CommStrategy, completed
 from scidl.comm.buckets import Bucket, FlatStore
-from scidl.comm.sparse import pack, prefer_dense, segments_k, select_segments, unpack_sum
+from scidl.comm.sparse import (
+    INDEX_BYTES,
+    pack,
+    prefer_dense,
+    segments_k,
+    select_segments,
+    unpack_sum,
+)
+from scidl.comm.wire import Collective, Shape, numel_of
+
+COUNT_BYTES = 16  # each rank's (count, non-finite) pair: two int64
+
+
+def value_bytes(cfg: Any) -> int:
+    """Wire bytes of one sent value (``comm.value_dtype``)."""
+    return 2 if cfg.value_dtype == "fp16" else 4
 
 
 class TopK(CommStrategy):
@@ -45,6 +61,21 @@ class TopK(CommStrategy):
 
     name = "topk"
     description = "top-k sparse all-gather with error feedback and sparse→dense switch"
+    wire_settings = ("density", "value_dtype")
+
+    @classmethod
+    def wire(cls, cfg: Any, numel: int, world: int,
+             shapes: Sequence[Shape] | None = None) -> list[Collective]:
+        """k = Σ⌈density·n_i⌉ per parameter (one segment when shapes are unknown): the
+        (count, finite) all-gather, then k (index, value) pairs from every rank; or one
+        dense allreduce in the value dtype when the switch rule prefers it."""
+        vb = value_bytes(cfg)
+        sizes = [numel_of(s) for s in shapes] if shapes else [numel]
+        k = segments_k([(0, n) for n in sizes], cfg.density)
+        if prefer_dense(world, k, numel, vb):
+            return [Collective("allreduce", vb * numel)]
+        return [Collective("allgather", COUNT_BYTES),
+                Collective("allgather", k * (INDEX_BYTES + vb))]
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)

@@ -23,7 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ranks", default="1,2,4,...,1024",
                    help="process counts: '1,2,4' or 'A,B,...,Z' (doubling up to Z)")
     p.add_argument("--comm", default="dense",
-                   help="comma-separated: dense, hierarchical, fp16, topk:DENSITY (one curve each)")
+                   help="comma-separated comm strategies, one curve each: NAME[:VALUE]"
+                   "[:key=value...], e.g. dense,fp16,hierarchical,topk:0.01,powersgd:4,"
+                   "grouped:4,lag:powersgd")
     p.add_argument("--algorithm", help="ring | tree | rabenseifner | two-level[:tree|:rabenseifner]"
                    " (default: the hardware profile's)")
     p.add_argument("--mode", choices=["weak", "strong"], default="weak")

@@ -16,8 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("workload", nargs="?", help="workload (not needed with --join/--resume)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="run-config overrides for every trial (e.g. train.epochs=5 dist.nproc=2)")
-    p.add_argument("--strategy", "-s", choices=["greedy", "evolution", "bayes", "random"],
-                   default="bayes", help="search strategy (default: bayes)")
+    p.add_argument("--strategy", "-s", default="bayes",
+                   help="search method: greedy, evolution, bayes, random or an installed "
+                   "plugin's (default: bayes)")
     p.add_argument("--trials", "-n", type=int, help="trial budget of the whole study (default 20)")
     p.add_argument("--workers", "-w", type=int, default=1, help="local worker processes")
     p.add_argument("--storage", help="SQLite path (default <out>/study.db), journal:PATH, "
@@ -112,6 +113,10 @@ def _check_arguments(args: argparse.Namespace) -> None:
             raise UserError(f"{flag} must be a finite number >= 0 (got {value})")
     if args.config and not Path(args.config).is_file():
         raise UserError(f"config file not found: {args.config}")
+    from scidl.search.base import SEARCHERS
+
+    if args.strategy not in SEARCHERS:
+        raise UserError(f"--strategy: {SEARCHERS.unknown(args.strategy)}")
 
 
 def _warn_random_only(trials: int, population: int) -> None:

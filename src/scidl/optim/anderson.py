@@ -54,7 +54,8 @@ import torch
 import torch.distributed as dist
 
 from scidl.optim.config import OptimConfig
-from scidl.optim.registry import _REGISTRY, _load_extras, register_optimizer
+from scidl.optim.registry import OPTIMIZERS
+from scidl.registry import RegistryError
 
 _CHUNK = 1 << 22  # columns per pass when converting low-precision history to fp32
 
@@ -385,11 +386,10 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch
 
 def anderson_from_config(params: Iterable[Any], cfg: OptimConfig) -> AndersonAcceleration:
     """Build ``cfg.aa_base`` over ``params`` and wrap it."""
-    _load_extras()
-    if cfg.aa_base == "anderson" or cfg.aa_base not in _REGISTRY:
-        raise KeyError(f"optim.aa_base={cfg.aa_base!r} is not a base optimizer; choices: "
-                       f"{', '.join(sorted(k for k in _REGISTRY if k != 'anderson'))}")
-    base = _REGISTRY[cfg.aa_base](params, cfg)
+    if cfg.aa_base == "anderson" or cfg.aa_base not in OPTIMIZERS:
+        raise RegistryError(f"optim.aa_base={cfg.aa_base!r} is not a base optimizer; choices: "
+                       f"{', '.join(n for n in OPTIMIZERS.names() if n != 'anderson')}")
+    base = OPTIMIZERS.get(cfg.aa_base)(params, cfg)
     return AndersonAcceleration(
         base, history=cfg.aa_history, every=cfg.aa_every, store_every=cfg.aa_store_every,
         wait=cfg.aa_wait, reg=cfg.aa_reg, relaxation=cfg.aa_relaxation,
@@ -398,5 +398,3 @@ def anderson_from_config(params: Iterable[Any], cfg: OptimConfig) -> AndersonAcc
         state_policy=cfg.aa_state_policy,
     )
 
-
-register_optimizer("anderson")(anderson_from_config)

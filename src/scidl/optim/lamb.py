@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from scidl.optim.config import OptimConfig
-from scidl.optim.registry import LAMB_EPS, register_optimizer
+from scidl.optim.registry import LAMB_EPS
 
 
 class LAMB(torch.optim.Optimizer):
@@ -93,8 +93,7 @@ class LAMB(torch.optim.Optimizer):
         p.sub_(r * (group["lr"] * ratio))
 
 
-@register_optimizer("lamb")
-def _lamb(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Optimizer:
+def lamb_from_config(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Optimizer:
     return LAMB(
         params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps_or(LAMB_EPS), weight_decay=cfg.weight_decay,
         exclude_1d=cfg.exclude_1d,

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from scidl.optim.config import OptimConfig
-from scidl.optim.registry import ADAM_EPS, register_optimizer
+from scidl.optim.registry import ADAM_EPS
 
 
 def trust_ratio(
@@ -108,8 +108,7 @@ class LARS(torch.optim.Optimizer):
         p.sub_(d)
 
 
-@register_optimizer("lars")
-def _lars(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Optimizer:
+def lars_from_config(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Optimizer:
     return LARS(
         params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
         trust_coefficient=cfg.trust_coefficient, eps=cfg.eps_or(ADAM_EPS), clip=cfg.clip,
@@ -117,8 +116,7 @@ def _lars(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Optimizer:
     )
 
 
-@register_optimizer("larc")
-def _larc(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Optimizer:
+def larc_from_config(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Optimizer:
     return LARS(
         params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
         trust_coefficient=cfg.trust_coefficient, eps=cfg.eps_or(ADAM_EPS), clip=True,

@@ -1,8 +1,18 @@
-"""Start N local training processes under the torch elastic agent.
+"""Start N local processes: under the torch elastic agent, or as a plain process group.
 
-:func:`elastic_run` wraps :func:`torch.distributed.launcher.api.elastic_launch` for one
-node: a c10d rendezvous on a free loopback port and up to ``max_restarts`` restarts of
-the whole group after a failure.
+Two launchers for one machine, both product code:
+
+* :func:`run_distributed` starts ``world_size`` spawned processes, sets one torch thread
+  in each and initialises its process group exactly as a training worker does
+  (``scidl.runtime.dist.distributed_context`` on a torchrun-style environment; gloo on
+  CPU by default, NCCL on the local GPUs with ``backend="nccl"``), calls
+  ``fn(rank, world_size, *args)`` and returns the per-rank results. No restarts; a
+  failing rank raises in the caller with its traceback; the call is bounded by
+  ``timeout``. The collectives benchmark, the per-label GAN and the tests use it.
+* :func:`elastic_run` (``scidl train --nproc``) wraps ``elastic_launch`` of
+  ``torch.distributed.launcher.api`` for one node: a c10d rendezvous on a free loopback
+  port and up to ``max_restarts`` restarts of the whole group after a failure; its
+  workers set up their process group with the same ``distributed_context``.
 
 Why the store is not shared. Since torch 2.4 the c10d rendezvous hands its workers one
 TCP store that outlives every restart (``TORCHELASTIC_USE_AGENT_STORE=True``): the
@@ -20,16 +30,22 @@ duration of the launch and restores the previous value afterwards, so users set 
 
 from __future__ import annotations
 
+import io
+import multiprocessing as mp
 import os
+import queue
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from scidl.runtime.env import LaunchEnv
 from scidl.runtime.ports import free_port
 
 NO_SHARED_STORE = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
 SHUTDOWN_TIMEOUT_S = 10  # SIGTERM → SIGKILL grace for the workers of a failed attempt
+GROUP_TIMEOUT_S = 120  # collective timeout inside run_distributed's process groups
 
 
 @contextmanager
@@ -69,3 +85,84 @@ def elastic_run(fn: Callable[..., Any], args: tuple[Any, ...], nproc: int,
 
     with _env(NO_SHARED_STORE, "1"):
         return elastic_launch(launch_config(nproc, max_restarts), fn)(*args)
+
+
+# ----------------------------------------------------------------------------- plain group
+
+
+def local_env(rank: int, world: int, port: int) -> LaunchEnv:
+    """The launch layout of ``rank`` in a one-machine group on ``port`` (the variables
+    torchrun would set; a trainer started inside sees an ordinary multi-process launch)."""
+    return LaunchEnv("torchrun", rank=rank, world_size=world, local_rank=rank,
+                     local_world_size=world, master_addr="127.0.0.1", master_port=port)
+
+
+def _child(fn: Callable[..., Any], rank: int, world: int, port: int, backend: str,
+           args: tuple[Any, ...], q: Any) -> None:
+    """One rank: the process-group set-up of a training worker, then ``fn``."""
+    import torch
+
+    from scidl.runtime.dist import distributed_context
+
+    torch.set_num_threads(1)
+    launch = local_env(rank, world, port)
+    os.environ.update(launch.export())
+    device = "cuda" if backend == "nccl" else "cpu"
+    try:
+        with distributed_context(device, backend, GROUP_TIMEOUT_S, launch=launch):
+            out = fn(rank, world, *args)
+        # Serialise here: tensors sent through a queue live in shared memory that vanishes
+        # when this process exits, possibly before the parent has read them.
+        buf = io.BytesIO()
+        torch.save(out, buf)
+        q.put((rank, True, buf.getvalue()))
+    except BaseException:  # report every failure to the parent
+        q.put((rank, False, traceback.format_exc()))
+
+
+def _collect(q: Any, procs: list[Any], timeout: float) -> dict[int, Any]:
+    """Every rank's result from ``q``; RuntimeError with the first failure's traceback."""
+    import torch
+
+    results: dict[int, Any] = {}
+    for _ in range(len(procs)):
+        try:
+            rank, ok, out = q.get(timeout=timeout)
+        except queue.Empty as e:  # a rank hung or died silently
+            dead = [r for r, p in enumerate(procs) if not p.is_alive() and r not in results]
+            raise TimeoutError(
+                f"distributed run did not finish within {timeout}s "
+                f"(ranks done: {sorted(results)}; exited without a result: {dead})"
+            ) from e
+        if not ok:
+            raise RuntimeError(f"rank {rank} failed:\n{out}")
+        # our own child's bytes (trusted), so full unpickling is fine here
+        results[rank] = torch.load(io.BytesIO(out), weights_only=False)
+    return results
+
+
+def run_distributed(fn: Callable[..., Any], world_size: int, *args: Any,
+                    timeout: float = 180.0, backend: str = "gloo") -> list[Any]:
+    """Run ``fn(rank, world_size, *args)`` on ``world_size`` local processes; return results.
+
+    Each process is spawned, sets one torch thread, joins a ``backend`` process group on
+    a free loopback port and returns ``fn``'s (picklable) result, listed by rank. A rank
+    that raises makes this raise ``RuntimeError`` with its traceback; no result from some
+    rank within ``timeout`` seconds raises ``TimeoutError``; every child is killed then.
+    ``fn`` must be importable (a module-level function).
+    """
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    port = free_port()
+    procs = [ctx.Process(target=_child, args=(fn, r, world_size, port, backend, args, q),
+                         daemon=True) for r in range(world_size)]
+    for p in procs:
+        p.start()
+    try:
+        results = _collect(q, procs, timeout)
+    finally:
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+    return [results[r] for r in range(world_size)]

@@ -25,25 +25,26 @@ from typing import Any
 
 import numpy as np
 
+from scidl.comm.accounting import ring_allreduce_bytes, ring_pass_bytes, ring_steps
+
 OPS = ("allreduce", "allgather", "reduce_scatter")
 
 
 def busbw_factor(op: str, p: int) -> float:
-    """busbw / algbw for ``op`` on ``p`` ranks."""
+    """busbw / algbw for ``op`` on ``p`` ranks: the bytes per rank per payload byte."""
     if p <= 1:
         return 0.0
-    return 2 * (p - 1) / p if op == "allreduce" else (p - 1) / p
+    return ring_allreduce_bytes(1.0, p) if op == "allreduce" else ring_pass_bytes(1.0, p)
 
 
 def model_coefficients(op: str, p: int, n: float) -> tuple[float, float, float]:
     """(coefficient of α, of β, of γ) of the ring model of ``op``."""
-    f = (p - 1) / p
     if op == "allreduce":
-        return 2 * (p - 1), 2 * f * n, f * n
+        return 2 * ring_steps(p), ring_allreduce_bytes(float(n), p), ring_pass_bytes(n, p)
     if op == "allgather":
-        return p - 1, f * n, 0.0
+        return ring_steps(p), ring_pass_bytes(n, p), 0.0
     if op == "reduce_scatter":
-        return p - 1, f * n, f * n
+        return ring_steps(p), ring_pass_bytes(n, p), ring_pass_bytes(n, p)
     raise KeyError(f"unknown collective {op!r}; choices: {', '.join(OPS)}")
 
 
@@ -148,7 +149,7 @@ def run_bench(
     timeout: float = 300.0,
 ) -> list[dict[str, Any]]:
     """Launch gloo process groups of each size in ``nprocs`` and time the collectives."""
-    from scidl.testing import run_distributed
+    from scidl.runtime.launch import run_distributed
 
     rows: list[dict[str, Any]] = []
     for p in nprocs:
@@ -203,7 +204,7 @@ def measure_compute_slowdown(
     than ranks (or other users' load) the ranks time-share: this is the factor the cost
     model applies to the compute at that p.
     """
-    from scidl.testing import run_distributed
+    from scidl.runtime.launch import run_distributed
 
     counts = sorted({1, *nprocs})
     res = run_distributed(compute_probe_worker, max(counts), n, inner, rounds, counts,

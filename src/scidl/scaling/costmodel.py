@@ -20,7 +20,17 @@ for the links it actually uses. All functions are pure and take seconds and byte
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from scidl.comm.accounting import ring_allreduce_bytes, ring_pass_bytes, ring_steps
+
+if TYPE_CHECKING:
+    from scidl.comm.base import CommStrategy
+    from scidl.comm.config import CommConfig
+    from scidl.comm.wire import Collective, Shape
 
 ALGORITHMS = ("ring", "tree", "rabenseifner", "two-level")
 
@@ -48,7 +58,8 @@ def ring_allreduce_time(n: float, p: int, c: LinkCost) -> float:
     """Ring allreduce: 2(p−1)α + 2(p−1)/p·nβ + (p−1)/p·nγ."""
     if p <= 1:
         return 0.0
-    return 2 * (p - 1) * c.alpha + 2 * (p - 1) / p * n * c.beta + (p - 1) / p * n * c.gamma
+    return 2 * ring_steps(p) * c.alpha + ring_allreduce_bytes(n, p) * c.beta \
+        + ring_pass_bytes(n, p) * c.gamma
 
 
 def recursive_doubling_allreduce_time(n: float, p: int, c: LinkCost) -> float:
@@ -61,26 +72,27 @@ def rabenseifner_allreduce_time(n: float, p: int, c: LinkCost) -> float:
     2⌈log₂p⌉α + 2(p−1)/p·nβ + (p−1)/p·nγ."""
     if p <= 1:
         return 0.0
-    return 2 * _log2_ceil(p) * c.alpha + 2 * (p - 1) / p * n * c.beta + (p - 1) / p * n * c.gamma
+    return 2 * _log2_ceil(p) * c.alpha + ring_allreduce_bytes(n, p) * c.beta \
+        + ring_pass_bytes(n, p) * c.gamma
 
 
 def ring_allgather_time(n_out: float, p: int, c: LinkCost) -> float:
     """Ring allgather producing ``n_out`` bytes per rank: (p−1)α + (p−1)/p·n_out·β."""
     if p <= 1:
         return 0.0
-    return (p - 1) * c.alpha + (p - 1) / p * n_out * c.beta
+    return ring_steps(p) * c.alpha + ring_pass_bytes(n_out, p) * c.beta
 
 
 def ring_reduce_scatter_time(n_in: float, p: int, c: LinkCost) -> float:
     """Ring reduce-scatter of ``n_in`` bytes per rank: (p−1)α + (p−1)/p·n_in·(β+γ)."""
     if p <= 1:
         return 0.0
-    return (p - 1) * c.alpha + (p - 1) / p * n_in * (c.beta + c.gamma)
+    return ring_steps(p) * c.alpha + ring_pass_bytes(n_in, p) * (c.beta + c.gamma)
 
 
 def allreduce_lower_bound_bytes(n: float, p: int) -> float:
     """Bytes every rank must send in any allreduce of ``n`` bytes: 2(p−1)/p·n."""
-    return 0.0 if p <= 1 else 2 * (p - 1) / p * n
+    return ring_allreduce_bytes(float(n), p)
 
 
 def allreduce_bandwidth_bound_time(n: float, p: int, beta: float) -> float:
@@ -202,74 +214,173 @@ def allgather_cost(n_out: float, p: int, topo: Topology) -> float:
     return ring_allgather_time(n_out, p, c)
 
 
+def reduce_scatter_cost(n_in: float, p: int, topo: Topology) -> float:
+    """Ring reduce-scatter of ``n_in`` bytes per rank on a two-level machine."""
+    if p <= 1:
+        return 0.0
+    g, nodes = _split(p, topo.devices_per_node)
+    if nodes == 1:
+        return ring_reduce_scatter_time(n_in, p, topo.intra)
+    c = LinkCost(max(topo.intra.alpha, topo.inter.alpha), max(topo.intra.beta, topo.inter.beta),
+                 topo.intra.gamma)
+    return ring_reduce_scatter_time(n_in, p, c)
+
+
+def collective_cost(c: Collective, p: int, topo: Topology, algorithm: str) -> float:
+    """Seconds for one collective of a strategy's plan (:mod:`scidl.comm.wire`)."""
+    if c.op == "allreduce":
+        return allreduce_cost(c.nbytes, p, topo, algorithm)
+    if c.op == "allgather":
+        return allgather_cost(c.nbytes * p, p, topo)
+    return reduce_scatter_cost(c.nbytes, p, topo)
+
+
 # --------------------------------------------------------------------------- compression
 
 
 @dataclass(frozen=True)
 class Compression:
-    """How gradients travel: ``dense`` (fp32), ``fp16`` (half the bytes) or
-    ``topk`` at ``density`` (sparse values + int32 indices, allgathered; switches to a
-    dense allreduce when that is cheaper, SparCML's rule)."""
+    """A gradient-communication strategy with its settings, as the cost model prices it.
+
+    The strategy describes its own traffic (:meth:`scidl.comm.CommStrategy.wire`); the
+    cost model only prices the collectives it names.
+
+    Attributes:
+        kind: a registered ``comm.strategy`` (``dense``, ``fp16``, ``topk``, ``powersgd``,
+            ``grouped``, ``lag``, ``hierarchical``, ``bf16`` or a plugin's).
+        density: ``comm.density`` (``topk``); None: the default.
+        value_bytes: ``topk``: bytes per sent value (2: ``comm.value_dtype=fp16``); the
+            other strategies have a wire type of their own.
+        options: any other ``comm.*`` settings, as ``(key, value)`` pairs.
+    """
 
     kind: str = "dense"
-    density: float = 1.0
-    value_bytes: int = 4
-    index_bytes: int = 4
+    density: float | None = None
+    value_bytes: int | None = None
+    options: tuple[tuple[str, Any], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        _ = self.config  # an unknown strategy or a bad setting fails here
+
+    @cached_property
+    def config(self) -> CommConfig:
+        """The ``comm`` settings this stands for (ValueError names a bad one)."""
+        from pydantic import ValidationError
+
+        from scidl.comm.config import CommConfig
+
+        upd: dict[str, Any] = dict(self.options)
+        if self.density is not None:
+            upd["density"] = self.density
+        if self.value_bytes is not None and self.kind == "topk":
+            upd["value_dtype"] = {2: "fp16", 4: "fp32"}.get(self.value_bytes, self.value_bytes)
+        try:
+            return CommConfig(strategy=self.kind, **upd)
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(x) for x in err["loc"])
+            raise ValueError(f"comm.{loc}: {err['msg'].removeprefix('Value error, ')}") from None
 
     @property
-    def dense_ratio(self) -> float:
-        """Bytes on the wire relative to fp32 for the dense path."""
-        return 0.5 if self.kind == "fp16" else 1.0
+    def strategy(self) -> type[CommStrategy]:
+        from scidl.comm.registry import get_strategy_class
+
+        return get_strategy_class(self.kind)
+
+    @property
+    def algorithm(self) -> str | None:
+        """The allreduce algorithm the strategy runs itself (None: the machine's)."""
+        return self.strategy.allreduce_algorithm(self.config)
+
+    @property
+    def lagged(self) -> bool:
+        """The reduced gradients are applied one step late (overlapping a whole step)."""
+        return self.strategy.lagged
+
+    @property
+    def fusion_bytes(self) -> float | None:
+        """Size of the groups the strategy fuses gradients into (None: DDP's buckets)."""
+        return self.strategy.fusion_bytes(self.config)
+
+    def plan(self, numel: int, p: int, shapes: Sequence[Shape] | None = None
+             ) -> list[Collective]:
+        """The strategy's collectives for one bucket of ``numel`` fp32 entries."""
+        return self.strategy.wire(self.config, numel, p, shapes)
+
+    def bytes_sent(self, numel: int, p: int, shapes: Sequence[Shape] | None = None) -> float:
+        """Bytes one rank sends for that bucket."""
+        return self.strategy.wire_bytes(self.config, numel, p, shapes)
+
+
+def spec_of(cfg: CommConfig) -> str:
+    """The ``--comm`` spec of a run's ``comm`` settings: ``name[:VALUE][:key=value…]``
+    with the settings the strategy's traffic depends on (non-default ones as key=value)."""
+    from scidl.comm.config import CommConfig
+    from scidl.comm.registry import get_strategy_class
+
+    keys = get_strategy_class(cfg.strategy).spec_settings(cfg)
+    default = CommConfig()
+    parts = [cfg.strategy]
+    for i, key in enumerate(keys):
+        value = getattr(cfg, key)
+        if i == 0:
+            parts.append(str(value))
+        elif value != getattr(default, key):
+            parts.append(f"{key}={value}")
+    return ":".join(parts)
 
 
 def parse_comm(spec: str) -> tuple[Compression, str | None]:
-    """Parse ``dense | hierarchical | fp16 | topk:0.01`` into (compression, forced algorithm).
+    """Parse ``NAME[:VALUE][:key=value…]`` into (compression, the algorithm it implies).
 
-    ``hierarchical`` means dense with the two-level algorithm.
+    ``NAME`` is a registered ``comm.strategy``; ``VALUE`` sets its first wire setting
+    (``topk:0.01`` → ``comm.density``, ``powersgd:8`` → ``comm.rank``, ``lag:fp16`` →
+    ``comm.lag_inner``, ``grouped:4`` → ``comm.group_mb``); ``key=value`` sets any
+    ``comm.*`` setting. ``hierarchical`` implies the two-level algorithm. Errors are
+    ``KeyError`` with one readable line.
     """
-    name, _, arg = spec.partition(":")
-    if name == "dense":
-        return Compression(), None
-    if name == "hierarchical":
-        return Compression(), "two-level"
-    if name == "fp16":
-        return Compression("fp16", value_bytes=2), None
-    if name == "topk":
-        try:
-            d = float(arg) if arg else 0.01
-        except ValueError:
-            raise KeyError(f"topk density must be a number, got {arg!r}") from None
-        if not 0 < d <= 1:
-            raise KeyError(f"topk density must be in (0, 1], got {d}")
-        return Compression("topk", density=d), None
-    raise KeyError(f"unknown --comm {spec!r}; choices: dense, hierarchical, fp16, topk:DENSITY")
+    from scidl.comm.registry import STRATEGIES
+    from scidl.config import parse_value
+
+    name, *args = spec.strip().split(":")
+    cls = STRATEGIES.get(name)  # RegistryError (a KeyError) lists the choices
+    opts: dict[str, Any] = {}
+    for i, arg in enumerate(args):
+        key, eq, raw = arg.partition("=")
+        if not eq:
+            first = cls.wire_settings[:1]
+            if i or not first:
+                raise KeyError(f"--comm {spec!r}: {name} takes "
+                               + (f"{name}:VALUE for comm.{first[0]}, then " if first else "")
+                               + "key=value settings")
+            key, raw = first[0], arg
+        opts[key.strip()] = parse_value(raw)
+    density = opts.pop("density", None)
+    try:
+        comp = Compression(name, density=density, options=tuple(sorted(opts.items())))
+    except ValueError as e:
+        raise KeyError(f"--comm {spec!r}: {e}") from None
+    return comp, comp.algorithm
 
 
-def compression_ratio(comp: Compression, p: int) -> float:
-    """Bytes each rank sends relative to a dense fp32 ring allreduce (lower is better).
+def compression_ratio(comp: Compression, p: int, numel: int = 10**9) -> float:
+    """Bytes each rank sends relative to a dense fp32 ring allreduce (lower is better),
+    for one large bucket of ``numel`` entries (control messages vanish); p ≥ 2.
 
-    fp16: 0.5. topk: sparse allgather sends (p−1)·nnz·(s_val+s_idx) vs 2(p−1)/p·n·4,
-    i.e. p·d·(s_val+s_idx)/(2·4), capped at 1 (dense fallback).
+    fp16: 0.5. topk: ≈ p·d·(s_val+s_idx)/(2·4), 1 where it switches to dense.
     """
-    if comp.kind != "topk":
-        return comp.dense_ratio
-    if p <= 1:
-        return comp.density * (comp.value_bytes + comp.index_bytes) / 4
-    sparse = p * comp.density * (comp.value_bytes + comp.index_bytes) / (2 * 4)
-    return min(1.0, sparse)
+    p = max(p, 2)
+    return comp.bytes_sent(numel, p) / ring_allreduce_bytes(4.0 * numel, p)
 
 
 def gradient_comm_time(
-    grad_bytes_fp32: float, p: int, topo: Topology, algorithm: str, comp: Compression
+    grad_bytes_fp32: float, p: int, topo: Topology, algorithm: str, comp: Compression,
+    shapes: Sequence[Shape] | None = None,
 ) -> float:
-    """Seconds to reduce one bucket of ``grad_bytes_fp32`` (fp32 size) under ``comp``."""
+    """Seconds to reduce one bucket of ``grad_bytes_fp32`` (fp32 size) under ``comp``:
+    the strategy's collectives priced on ``topo`` (``shapes``: its parameters' shapes)."""
     if p <= 1 or grad_bytes_fp32 <= 0:
         return 0.0
-    dense_bytes = grad_bytes_fp32 * comp.dense_ratio
-    dense = allreduce_cost(dense_bytes, p, topo, algorithm)
-    if comp.kind != "topk":
-        return dense
-    numel = grad_bytes_fp32 / 4
-    per_rank = comp.density * numel * (comp.value_bytes + comp.index_bytes)
-    sparse = allgather_cost(per_rank * p, p, topo)
-    return min(sparse, dense)
+    alg = comp.algorithm or algorithm
+    plan = comp.plan(int(grad_bytes_fp32 // 4), p, shapes)
+    return sum(collective_cost(c, p, topo, alg) for c in plan)

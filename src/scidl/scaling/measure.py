@@ -112,7 +112,7 @@ def run_scaling(
     ``hardware`` (a profile written by ``scidl bench-collectives``) adds the cost model's
     prediction of every point from the smallest-p run's measured profile.
     """
-    from scidl.scaling.profile import model_grad_sizes
+    from scidl.scaling.profile import fp32_bytes, model_grad_shapes
     from scidl.train.api import run as run_training
 
     runner = runner or run_training
@@ -120,7 +120,8 @@ def run_scaling(
         raise ValueError(f"mode must be weak or strong, got {mode!r}")
     out.mkdir(parents=True, exist_ok=True)
     global_batch = cfg.train.global_batch_size or cfg.train.batch_size * cfg.train.grad_accum
-    param_bytes = model_grad_sizes(cfg.to_dict())
+    param_shapes = model_grad_shapes(cfg.to_dict())
+    param_bytes = [fp32_bytes(s) for s in param_shapes]
     runs: dict[int, list[dict[str, Any]]] = {p: [] for p in sorted(set(nprocs))}
     for r in range(repeats):
         for p in runs:
@@ -128,7 +129,8 @@ def run_scaling(
             pc = point_config(cfg, p, mode, global_batch, run_dir)
             t0 = time.perf_counter()
             result = runner(pc)
-            atomic_write_text(run_dir / "profile.json", json.dumps({"param_bytes": param_bytes}))
+            atomic_write_text(run_dir / "profile.json",
+                              json.dumps({"param_bytes": param_bytes, "param_shapes": param_shapes}))
             pt = measure_point(run_dir, result.summary)
             pt["wall_s"] = time.perf_counter() - t0
             runs[p].append(pt)
@@ -148,15 +150,10 @@ def run_scaling(
 
 
 def comm_spec(cfg: RunConfig) -> str:
-    """The cost model's ``--comm`` for the run's strategy (dense for the others)."""
-    name = cfg.comm.strategy
-    if name in ("dense", "hierarchical", "fp16"):
-        return name
-    if name == "bf16":
-        return "fp16"  # same bytes on the wire
-    if name == "topk":
-        return f"topk:{cfg.comm.density}"
-    return "dense"
+    """The cost model's ``--comm`` spec of the run's strategy and its settings."""
+    from scidl.scaling.costmodel import spec_of
+
+    return spec_of(cfg.comm)
 
 
 def predict_points(

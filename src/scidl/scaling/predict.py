@@ -37,6 +37,11 @@ class StepProfile(BaseModel):
     bucket_bytes: list[float] | None = Field(
         default=None, description="gradient buckets in backward order (None: split by fusion size)"
     )
+    bucket_shapes: list[list[list[int]]] | None = Field(
+        default=None,
+        description="parameter shapes of each bucket (parallel to bucket_bytes), for "
+        "strategies whose traffic depends on them (powersgd) or that regroup (grouped)",
+    )
     backward_fraction: float = Field(
         default=2 / 3, gt=0, le=1, description="share of compute in backward"
     )
@@ -94,20 +99,49 @@ def compute_time(profile: StepProfile, hw: Hardware, p: int, mode: str) -> float
 
 
 def exposed_comm(
-    t_fwd: float, t_bwd: float, costs: Sequence[float], sizes: Sequence[float], overlap: float
+    t_fwd: float, t_bwd: float, costs: Sequence[float], sizes: Sequence[float], overlap: float,
+    lagged: bool = False,
 ) -> float:
-    """Exposed seconds of bucketed communication overlapped with the backward pass."""
+    """Exposed seconds of bucketed communication overlapped with the backward pass.
+
+    ``lagged``: a bucket's result is needed only when the same bucket is ready in the
+    next step (one step later), not at the end of this backward pass.
+    """
     total = sum(costs)
     if total <= 0:
         return 0.0
     all_bytes = sum(sizes) or 1.0
-    done, finish = 0.0, 0.0
+    done, finish, late = 0.0, 0.0, 0.0
     for c, s in zip(costs, sizes, strict=True):
         done += s
         ready = t_fwd + t_bwd * done / all_bytes
         finish = max(ready, finish) + c
-    ideal = max(0.0, finish - (t_fwd + t_bwd))
+        late = max(late, finish - (t_fwd + t_bwd + ready))
+    ideal = late if lagged else max(0.0, finish - (t_fwd + t_bwd))
     return overlap * ideal + (1 - overlap) * total
+
+
+def comm_buckets(profile: StepProfile, hw: Hardware, comp: Compression
+                 ) -> list[tuple[float, list[list[int]] | None]]:
+    """(fp32 bytes, parameter shapes or None) of each reduction, in backward order.
+
+    The profile's buckets (else ``grad_bytes`` split at the machine's fusion size); a
+    strategy that fuses gradients into groups of its own size regroups the parameters
+    (or, without shapes, splits ``grad_bytes`` at that size).
+    """
+    group = comp.fusion_bytes
+    shapes = profile.bucket_shapes
+    if group is not None:
+        if shapes:
+            from scidl.scaling.profile import bucketize_shapes, fp32_bytes
+
+            groups = bucketize_shapes([s for b in shapes for s in b], group)
+            return [(float(sum(fp32_bytes(s) for s in g)), g) for g in groups]
+        return [(b, None) for b in split_buckets(profile.grad_bytes, group, first=group)]
+    sizes = profile.bucket_bytes or split_buckets(profile.grad_bytes, hw.fusion_bytes)
+    if shapes and len(shapes) == len(sizes):
+        return list(zip(sizes, shapes, strict=True))
+    return [(b, None) for b in sizes]
 
 
 def predict_point(
@@ -124,10 +158,11 @@ def predict_point(
     alg = algorithm or hw.algorithm
     topo = hw.topology(p)
     compute = compute_time(profile, hw, p, mode)
-    sizes = profile.bucket_bytes or split_buckets(profile.grad_bytes, hw.fusion_bytes)
-    costs = [gradient_comm_time(b, p, topo, alg, comp) for b in sizes]
+    buckets = comm_buckets(profile, hw, comp)
+    sizes = [b for b, _ in buckets]
+    costs = [gradient_comm_time(b, p, topo, alg, comp, shapes) for b, shapes in buckets]
     t_bwd = compute * profile.backward_fraction
-    exposed = exposed_comm(compute - t_bwd, t_bwd, costs, sizes, hw.overlap)
+    exposed = exposed_comm(compute - t_bwd, t_bwd, costs, sizes, hw.overlap, comp.lagged)
     step = compute + exposed
     batch = profile.samples_per_step
     samples = batch * p if mode == "weak" else batch

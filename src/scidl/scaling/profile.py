@@ -10,6 +10,7 @@ from rebuilding the workload's model and counting its trainable parameters.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,8 @@ def step_rows(run_dir: Path) -> list[dict[str, Any]]:
     return rows[1:] if len(rows) > 2 else rows
 
 
-def model_grad_sizes(cfg_dict: dict[str, Any]) -> list[int]:
-    """fp32 bytes of each trainable parameter, in reverse registration order (≈ the order
+def model_grad_shapes(cfg_dict: dict[str, Any]) -> list[list[int]]:
+    """Shape of each trainable parameter, in reverse registration order (≈ the order
     gradients become ready in backward), from rebuilding the workload's model."""
     from scidl.config import RunConfig
     from scidl.runtime.seed import seed_everything
@@ -54,8 +55,18 @@ def model_grad_sizes(cfg_dict: dict[str, Any]) -> list[int]:
     cfg = RunConfig.model_validate(cfg_dict)
     seed_everything(cfg.train.seed)
     task = get_workload(cfg.workload).build(cfg.task_config(), BuildContext(seed=cfg.train.seed))
-    sizes = [p.numel() * 4 for p in task.model.parameters() if p.requires_grad]
-    return sizes[::-1]
+    shapes = [list(p.shape) for p in task.model.parameters() if p.requires_grad]
+    return shapes[::-1]
+
+
+def fp32_bytes(shape: list[int]) -> int:
+    """Bytes of an fp32 tensor of ``shape``."""
+    return 4 * math.prod(shape)
+
+
+def model_grad_sizes(cfg_dict: dict[str, Any]) -> list[int]:
+    """fp32 bytes of each trainable parameter, in backward order (see model_grad_shapes)."""
+    return [fp32_bytes(s) for s in model_grad_shapes(cfg_dict)]
 
 
 def bucketize(sizes: list[int], cap: float) -> list[float]:
@@ -67,6 +78,22 @@ def bucketize(sizes: list[int], cap: float) -> list[float]:
             out.append(cur)
             cur = 0.0
         cur += s
+    if cur:
+        out.append(cur)
+    return out
+
+
+def bucketize_shapes(shapes: list[list[int]], cap: float) -> list[list[list[int]]]:
+    """The parameter shapes of each bucket :func:`bucketize` forms (same grouping)."""
+    out: list[list[list[int]]] = []
+    cur: list[list[int]] = []
+    size = 0.0
+    for s in shapes:
+        if cur and size + fp32_bytes(s) > cap:
+            out.append(cur)
+            cur, size = [], 0.0
+        cur.append(s)
+        size += fp32_bytes(s)
     if cur:
         out.append(cur)
     return out
@@ -88,7 +115,10 @@ def profile_from_run(run_dir: str | Path) -> StepProfile:
     prof_json = d / "profile.json"
     if prof_json.is_file():
         extra = json.loads(prof_json.read_text())
-    sizes = extra.get("param_bytes") or model_grad_sizes(cfg)
+    shapes = extra.get("param_shapes")
+    if shapes is None and not extra.get("param_bytes"):
+        shapes = model_grad_shapes(cfg)
+    sizes = [fp32_bytes(s) for s in shapes] if shapes is not None else extra["param_bytes"]
     cap = float(cfg.get("comm", {}).get("bucket_cap_mb", 25.0)) * 2**20
     world = int(summary.get("world_size") or 1)
     overlap = None if comm <= 0 or world <= 1 else max(0.0, 1.0 - exposed / comm)
@@ -96,6 +126,7 @@ def profile_from_run(run_dir: str | Path) -> StepProfile:
         compute_s=max(step - exposed, 1e-9),
         grad_bytes=float(sum(sizes)),
         bucket_bytes=bucketize(list(sizes), cap) or split_buckets(0, cap),
+        bucket_shapes=bucketize_shapes(shapes, cap) if shapes else None,
         samples_per_step=int(summary.get("batch_size_per_rank") or 1)
         * int(cfg.get("train", {}).get("grad_accum", 1)),
         overlap_measured=overlap,

@@ -1,12 +1,18 @@
 """Architecture and hyperparameter search on shared Optuna storage.
 
-Strategies (``greedy``, ``evolution``, ``bayes``, ``random``) propose trials; every trial
+Searchers (``greedy``, ``evolution``, ``bayes``, ``random``) propose trials; every trial
 runs the normal training path; every trial and result lives in an Optuna storage (SQLite
 file, journal file, or PostgreSQL), so any number of workers share one study and a killed
 worker loses nothing. Entry points: :func:`run_search` (Python), ``scidl search`` (CLI).
 """
 
-from scidl.search.base import Strategy, get_strategy, strategy_names
+from scidl.search.base import (
+    Searcher,
+    get_searcher,
+    get_strategy,
+    searcher_names,
+    strategy_names,
+)
 from scidl.search.greedy import adjusted_error, greedy_plan, size_penalty
 from scidl.search.objective import (
     ObjectiveError,
@@ -29,11 +35,12 @@ __all__ = [
     "SearchResult",
     "SearchSettings",
     "SearchSpace",
-    "Strategy",
+    "Searcher",
     "TrainObjective",
     "adjusted_error",
     "build_space",
     "describe_objective",
+    "get_searcher",
     "get_strategy",
     "greedy_plan",
     "load_space",
@@ -43,6 +50,7 @@ __all__ = [
     "open_storage",
     "register_objective",
     "run_search",
+    "searcher_names",
     "size_penalty",
     "strategy_names",
     "work",

@@ -1,9 +1,11 @@
-"""The search-strategy contract and its registry.
+"""The searcher contract and its registry.
 
-A strategy decides three things for a study: the objective directions, the Optuna
+A searcher (the search *method*: ``greedy``, ``evolution``, ``bayes``, ``random``; chosen
+by ``scidl search --strategy``, stored as ``SearchSettings.strategy``) decides three
+things for a study: the objective directions, the Optuna
 sampler (and pruner) that proposes trials, and how a trial's :class:`Outcome` becomes
 the values Optuna stores. Everything else (storage, workers, crash safety, reports) is
-shared by all strategies in ``runner.py``/``worker.py``.
+shared by all searchers in ``runner.py``/``worker.py``.
 
 Lifecycle: ``directions(settings)`` once when the study is created; in each worker
 ``sampler(settings, space, seed)`` and ``pruner(settings)`` once; ``values(outcome,
@@ -13,20 +15,23 @@ settings)`` after each finished trial; ``best_trials(study)`` for the report.
 from __future__ import annotations
 
 import abc
-import difflib
-import importlib
 from typing import ClassVar
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from scidl.registry import Registry
 from scidl.search.objective import Outcome
 from scidl.search.settings import SearchSettings
 from scidl.search.space import SearchSpace
 
 
-class Strategy(abc.ABC):
-    """Base class of search strategies (single objective, no pruning by default)."""
+class Searcher(abc.ABC):
+    """Base class of search methods (single objective, no pruning by default).
+
+    Named ``Searcher`` so that "strategy" in code means a gradient-communication
+    strategy (:class:`scidl.comm.CommStrategy`) only.
+    """
 
     name: ClassVar[str] = ""
     multi_objective: ClassVar[bool] = False
@@ -38,7 +43,7 @@ class Strategy(abc.ABC):
     def sampler(
         self, settings: SearchSettings, space: SearchSpace, seed: int
     ) -> optuna.samplers.BaseSampler:
-        """The Optuna sampler that proposes this strategy's trials."""
+        """The Optuna sampler that proposes this searcher's trials."""
 
     def pruner(self, settings: SearchSettings) -> optuna.pruners.BasePruner:
         return optuna.pruners.NopPruner()
@@ -54,23 +59,24 @@ class Strategy(abc.ABC):
         return [study.best_trial]
 
 
-_BUILTIN: dict[str, str] = {
+SEARCHERS: Registry[type[Searcher]] = Registry("search strategy", {
     "greedy": "scidl.search.greedy:Greedy",
     "evolution": "scidl.search.evolution:Evolution",
     "bayes": "scidl.search.bayes:Bayes",
     "random": "scidl.search.randomsearch:RandomSearch",
-}
+}, group="scidl.search")
 
 
-def strategy_names() -> list[str]:
-    return sorted(_BUILTIN)
+def searcher_names() -> list[str]:
+    """Every registered search method, sorted."""
+    return SEARCHERS.names()
 
 
-def get_strategy(name: str) -> Strategy:
-    """A fresh strategy instance by name (KeyError lists the choices)."""
-    if name not in _BUILTIN:
-        close = difflib.get_close_matches(name, list(_BUILTIN), n=2)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise KeyError(f"unknown search strategy {name!r}{hint}; choices: {', '.join(strategy_names())}")
-    module, _, attr = _BUILTIN[name].partition(":")
-    return getattr(importlib.import_module(module), attr)()
+def get_searcher(name: str) -> Searcher:
+    """A fresh searcher by name (RegistryError lists the choices)."""
+    return SEARCHERS.get(name)()
+
+
+# The names before searchers had their own word; kept for existing callers.
+get_strategy = get_searcher
+strategy_names = searcher_names

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import optuna
 
-from scidl.search.base import Strategy
+from scidl.search.base import Searcher
 from scidl.search.settings import SearchSettings
 from scidl.search.space import SearchSpace
 
 
-class Bayes(Strategy):
+class Bayes(Searcher):
     """TPE (default) or GP sampler; median or successive-halving pruner."""
 
     name = "bayes"

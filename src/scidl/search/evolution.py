@@ -16,7 +16,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from scidl.search.base import Strategy
+from scidl.search.base import Searcher
 from scidl.search.objective import Outcome
 from scidl.search.settings import SearchSettings
 from scidl.search.space import SearchSpace
@@ -31,7 +31,7 @@ def random_only_message(trials: int, population: int) -> str | None:
             "trials than --population, e.g. several generations")
 
 
-class Evolution(Strategy):
+class Evolution(Searcher):
     """NSGA-II over (metric, latency ms/sample)."""
 
     name = "evolution"

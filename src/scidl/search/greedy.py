@@ -43,7 +43,7 @@ import optuna
 from optuna.distributions import BaseDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from scidl.search.base import Strategy
+from scidl.search.base import Searcher
 from scidl.search.objective import Outcome
 from scidl.search.settings import SearchSettings
 from scidl.search.space import SearchSpace
@@ -153,7 +153,7 @@ class GreedySampler(optuna.samplers.BaseSampler):
         return self._others.sample_independent(study, trial, param_name, param_distribution)
 
 
-class Greedy(Strategy):
+class Greedy(Searcher):
     """Greedy constructive search; the stored value is the adjusted error (minimised)."""
 
     name = "greedy"

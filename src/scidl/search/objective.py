@@ -17,8 +17,6 @@ A name that is not registered is refused with :class:`ObjectiveError`.
 
 from __future__ import annotations
 
-import difflib
-import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from typing import Any, Protocol
 
 import optuna
 
+from scidl.registry import Registry
 from scidl.search.settings import SearchSettings
 from scidl.search.space import SearchSpace
 
@@ -68,14 +67,16 @@ class ObjectiveError(ValueError):
 
 ENTRY_POINT_GROUP = "scidl.search_objectives"
 
-_BUILTIN: dict[str, str] = {
-    "train": "scidl.search.objective:TrainObjective",
-    "toy": "scidl.search.toy:ToyObjective",
-}
 # Studies created before objectives had names stored these import paths; they name the
 # same built-in classes, so they are read as the names.
-_LEGACY: dict[str, str] = {path: name for name, path in _BUILTIN.items()}
-_EXTRA: dict[str, type] = {}
+_LEGACY: dict[str, str] = {
+    "scidl.search.objective:TrainObjective": "train",
+    "scidl.search.toy:ToyObjective": "toy",
+}
+OBJECTIVES: Registry[type] = Registry("search objective", {
+    "train": "scidl.search.objective:TrainObjective",
+    "toy": "scidl.search.toy:ToyObjective",
+}, group=ENTRY_POINT_GROUP)
 
 
 def register_objective(name: str) -> Callable[[type], type]:
@@ -87,43 +88,24 @@ def register_objective(name: str) -> Callable[[type], type]:
     """
     if not name or ":" in name:
         raise ValueError(f"objective name {name!r} must be non-empty and without ':'")
-
-    def deco(cls: type) -> type:
-        _EXTRA[name] = cls
-        return cls
-
-    return deco
-
-
-def _entry_points() -> dict[str, Any]:
-    from importlib.metadata import entry_points
-
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return OBJECTIVES.register(name)
 
 
 def objective_names() -> list[str]:
     """Every registered objective name, sorted."""
-    return sorted({*_BUILTIN, *_EXTRA, *_entry_points()})
+    return OBJECTIVES.names()
 
 
 def resolve_objective(name: str) -> type:
     """The class registered as ``name`` (a built-in import path of old studies is accepted)."""
     name = _LEGACY.get(name, name)
-    if name in _EXTRA:
-        return _EXTRA[name]
-    if name in _BUILTIN:
-        module, _, attr = _BUILTIN[name].partition(":")
-        return getattr(importlib.import_module(module), attr)
-    eps = _entry_points()
-    if name in eps:
-        return eps[name].load()
-    close = difflib.get_close_matches(name, objective_names(), n=2)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise ObjectiveError(
-        f"objective {name!r} is not a registered search objective{hint}; SciDL runs only "
-        f"registered objectives, never an import path from the storage: "
-        f"{', '.join(objective_names())}"
-    )
+    if name not in OBJECTIVES:
+        raise ObjectiveError(
+            f"objective {name!r} is not a registered search objective{OBJECTIVES.hint(name)}; "
+            f"SciDL runs only registered objectives, never an import path from the storage: "
+            f"{', '.join(objective_names())}"
+        )
+    return OBJECTIVES.get(name)
 
 
 def load_objective(settings: SearchSettings) -> Objective:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import optuna
 
-from scidl.search.base import Strategy
+from scidl.search.base import Searcher
 from scidl.search.settings import SearchSettings
 from scidl.search.space import SearchSpace
 
 
-class RandomSearch(Strategy):
+class RandomSearch(Searcher):
     """Every trial drawn independently from the space's distributions."""
 
     name = "random"

@@ -14,7 +14,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from scidl.runtime.files import atomic_write_text, save_figure
-from scidl.search.base import get_strategy
+from scidl.search.base import get_searcher
 from scidl.search.heartbeat import RETRY_OF
 from scidl.search.settings import SearchSettings
 
@@ -170,8 +170,8 @@ def write_report(
     """Write trials.csv, best.yaml, pareto.csv, history/pareto PNGs and summary.json."""
     out.mkdir(parents=True, exist_ok=True)
     write_csv(trial_rows(study, settings), out / "trials.csv")
-    strategy = get_strategy(settings.strategy)
-    best = strategy.best_trials(study)
+    searcher = get_searcher(settings.strategy)
+    best = searcher.best_trials(study)
     summary: dict[str, Any] = {"study": study.study_name, "strategy": settings.strategy,
                                "workload": settings.workload, "metric": settings.metric}
     trials = study.get_trials(deepcopy=False)
@@ -189,7 +189,7 @@ def write_report(
         cfg = top.user_attrs.get("config")
         if cfg is not None:
             atomic_write_text(out / "best.yaml", yaml.safe_dump(cfg, sort_keys=False))
-        if strategy.multi_objective:
+        if searcher.multi_objective:
             summary["pareto"] = [_trial_brief(t) for t in best]
             write_csv([{"number": t.number, settings.metric: t.values[0], "latency_ms": t.values[1],
                         "n_params": result_of(t).get("n_params"),

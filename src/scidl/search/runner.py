@@ -29,7 +29,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
-from scidl.search.base import get_strategy
+from scidl.search.base import get_searcher
 from scidl.search.objective import resolve_objective
 from scidl.search.report import progress_line, write_report
 from scidl.search.settings import SETTINGS_ATTR, SearchSettings
@@ -71,9 +71,9 @@ def create_or_load(
         raise SearchError(f"cannot resume: no study {name!r} in {redact(url)}")
     if settings is None:
         raise SearchError(f"no study {name!r} in {redact(url)} yet; give WORKLOAD and --strategy")
-    strategy = get_strategy(settings.strategy)
+    searcher = get_searcher(settings.strategy)
     study = optuna.create_study(
-        study_name=name, storage=storage, directions=strategy.directions(settings),  # type: ignore[arg-type]
+        study_name=name, storage=storage, directions=searcher.directions(settings),  # type: ignore[arg-type]
         load_if_exists=True,  # several joining workers may create it at the same moment
     )
     if SETTINGS_ATTR not in study.user_attrs:

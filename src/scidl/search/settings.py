@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SETTINGS_ATTR = "scidl_settings"
 
@@ -21,7 +21,9 @@ class SearchSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     workload: str = Field(description="registered workload (or a label for custom objectives)")
-    strategy: Literal["greedy", "evolution", "bayes", "random"] = Field(description="search strategy")
+    strategy: str = Field(
+        description="search method: a registered searcher (greedy, evolution, bayes, random, "
+                    "or a plugin's)")
     trials: int = Field(20, ge=1, description="trial budget of the whole study (all workers)")
     space: dict[str, Any] = Field(default_factory=dict, description="search space (space.py schema)")
     base: dict[str, Any] = Field(default_factory=dict, description="run-config overrides for every trial")
@@ -42,6 +44,15 @@ class SearchSettings(BaseModel):
     tol: float = Field(0.01, ge=0, description="greedy: relative improvement to go deeper")
     penalty: float = Field(0.1, ge=0, description="greedy: weight λ of the size penalty")
     latency_batch: int = Field(64, ge=1, description="samples per batch when timing inference")
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_searcher(cls, name: str) -> str:
+        from scidl.search.base import SEARCHERS
+
+        if name not in SEARCHERS:
+            raise ValueError(str(SEARCHERS.unknown(name)))
+        return name
 
     @property
     def grace(self) -> float:

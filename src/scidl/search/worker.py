@@ -25,7 +25,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
-from scidl.search.base import Strategy, get_strategy
+from scidl.search.base import Searcher, get_searcher
 from scidl.search.heartbeat import OWNER, Heartbeat, budget_used, fail_stale_trials, owner_identity
 from scidl.search.objective import Objective, Outcome, load_objective
 from scidl.search.settings import SETTINGS_ATTR, SearchSettings
@@ -84,12 +84,12 @@ def load_settings(study: optuna.Study) -> SearchSettings:
 
 
 def open_worker_study(
-    storage: BaseStorage, name: str, strategy: Strategy, settings: SearchSettings,
+    storage: BaseStorage, name: str, searcher: Searcher, settings: SearchSettings,
     space: SearchSpace, seed: int,
 ) -> optuna.Study:
     return optuna.load_study(
         study_name=name, storage=storage,
-        sampler=strategy.sampler(settings, space, seed), pruner=strategy.pruner(settings),
+        sampler=searcher.sampler(settings, space, seed), pruner=searcher.pruner(settings),
     )
 
 
@@ -111,7 +111,7 @@ def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> bool:
 
 
 def run_trial(
-    study: optuna.Study, storage: BaseStorage, settings: SearchSettings, strategy: Strategy,
+    study: optuna.Study, storage: BaseStorage, settings: SearchSettings, searcher: Searcher,
     objective: Objective, space: SearchSpace, name: str,
 ) -> TrialState:
     """Ask, run under a heartbeat, tell; returns the trial's final state.
@@ -132,7 +132,7 @@ def run_trial(
     with Heartbeat(storage, trial._trial_id, settings.heartbeat_s):
         try:
             outcome = objective(trial, space)
-            values = strategy.values(outcome, settings)
+            values = searcher.values(outcome, settings)
             attrs = _outcome_attrs(outcome, time.time() - t0)
             state = TrialState.COMPLETE
         except optuna.TrialPruned:
@@ -176,12 +176,12 @@ def work(storage: BaseStorage, study_name: str, index: int | None = None) -> Wor
     """
     probe = optuna.load_study(study_name=study_name, storage=storage)
     settings = load_settings(probe)
-    strategy = get_strategy(settings.strategy)
+    searcher = get_searcher(settings.strategy)
     space = build_space(settings.space)
     if index is None:
         index = launcher_index()
         index = int.from_bytes(os.urandom(3), "little") if index is None else index
-    study = open_worker_study(storage, study_name, strategy, settings, space, settings.seed + index)
+    study = open_worker_study(storage, study_name, searcher, settings, space, settings.seed + index)
     objective = load_objective(settings)
     stats = WorkerStats(worker_name())
     t_start = time.time()
@@ -196,7 +196,7 @@ def work(storage: BaseStorage, study_name: str, index: int | None = None) -> Wor
                 time.sleep(poll_interval(settings))  # in flight elsewhere: finishes or turns stale
                 continue
             t0 = time.time()
-            state = run_trial(study, storage, settings, strategy, objective, space, stats.worker)
+            state = run_trial(study, storage, settings, searcher, objective, space, stats.worker)
             stats.busy_s += time.time() - t0
             stats.done[state.name] = stats.done.get(state.name, 0) + 1
     stats.wall_s = time.time() - t_start

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import difflib
-import importlib
-
+from scidl.registry import Registry, RegistryError
 from scidl.workloads.base import Workload
 
 # One line per workload. Modules are imported lazily (no import-time side effects).
@@ -24,42 +22,31 @@ _BUILTIN: dict[str, str] = {
     "cgan_per_label": "scidl.workloads.cgan_per_label:CGANPerLabel",
 }
 
-_EXTRA: dict[str, type[Workload]] = {}
+WORKLOADS: Registry[type[Workload]] = Registry("workload", _BUILTIN, group="scidl.workloads")
 
-
-class UnknownWorkloadError(KeyError):
-    """Raised for a workload name that is not registered; the message lists the choices."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
-        return str(self.args[0])
+# Kept for callers that catch the old name: the registry's one lookup error.
+UnknownWorkloadError = RegistryError
 
 
 def register_workload(cls: type[Workload]) -> type[Workload]:
-    """Register a user-defined workload class (usable as a decorator)."""
+    """Register a user-defined workload class under ``cls.name`` (usable as a decorator).
+
+    Installed packages can instead declare an entry point in the group
+    ``scidl.workloads`` (``name = "package.module:Class"``).
+    """
     if not cls.name:
         raise ValueError(f"{cls.__name__} must set a non-empty `name`")
-    _EXTRA[cls.name] = cls
-    return cls
+    return WORKLOADS.register(cls.name, cls)
 
 
 def workload_names() -> list[str]:
     """All registered workload names, sorted."""
-    return sorted({*_BUILTIN, *_EXTRA})
+    return WORKLOADS.names()
 
 
 def get_workload(name: str) -> Workload:
     """Return a fresh instance of the workload called ``name``."""
-    if name in _EXTRA:
-        return _EXTRA[name]()
-    if name not in _BUILTIN:
-        close = difflib.get_close_matches(name, workload_names(), n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise UnknownWorkloadError(
-            f"unknown workload {name!r}{hint}; choices: {', '.join(workload_names())}"
-        )
-    module, _, attr = _BUILTIN[name].partition(":")
-    cls = getattr(importlib.import_module(module), attr)
-    return cls()
+    return WORKLOADS.get(name)()
 
 
 def describe_workloads() -> list[tuple[str, str]]:

@@ -129,7 +129,7 @@ class PerLabelResult:
 
 def run_per_label(spec: PerLabelRunConfig, nproc: int, timeout: float = 600.0) -> PerLabelResult:
     """Spawn ``nproc`` gloo processes running :func:`per_label_worker`; collect generators."""
-    from scidl.testing import run_distributed
+    from scidl.runtime.launch import run_distributed
 
     t0 = time.perf_counter()
     out = run_distributed(per_label_worker, nproc, spec.model_dump(mode="json"), timeout=timeout)
