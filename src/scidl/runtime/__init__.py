@@ -8,6 +8,7 @@ Public modules (imported on use, so ``import scidl.runtime`` starts nothing):
 * :mod:`scidl.runtime.launch` — in-process multi-rank launch (elastic agent, tests, benchmarks).
 * :mod:`scidl.runtime.seed` — seeding and RNG-state capture.
 * :mod:`scidl.runtime.files` — atomic results files and figures.
+* :mod:`scidl.runtime.plotting` — human units on plot axes, provenance captions.
 """
 
-__all__ = ["dist", "env", "files", "launch", "seed"]
+__all__ = ["dist", "env", "files", "launch", "plotting", "seed"]

@@ -1,13 +1,24 @@
-"""Metrics to files: ``metrics.jsonl`` (one JSON object per row) and TensorBoard events."""
+"""Metrics to files: ``metrics.jsonl`` (one JSON object per row) and TensorBoard events.
+
+``metrics.jsonl`` keeps the trainer's flat keys (``loss``, ``comm_s``, ``eval/rel_l2``).
+TensorBoard gets the same values under grouped tags (:func:`tb_tag`): ``train/…`` for the
+optimisation (loss, lr, step time, throughput), ``comm/…`` for gradient communication and
+``eval/…`` for evaluations, so its dashboard shows three sections rather than one long
+list. The run's ``config.yaml`` is logged as hyperparameters (HParams dashboard) with the
+last value of each evaluation metric and of the loss.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from scidl.runtime.files import atomic_write_text
+
+NOT_PLOTTED = ("step", "epoch")
 
 
 def _clean(v: Any) -> Any:
@@ -18,17 +29,60 @@ def _clean(v: Any) -> Any:
     return v
 
 
+def tb_tag(key: str) -> str:
+    """TensorBoard tag of a ``metrics.jsonl`` key.
+
+    ``eval/rel_l2`` stays (already grouped), ``comm_bytes_sent`` → ``comm/bytes_sent``,
+    ``comm_s`` → ``comm/s``, anything else → ``train/<key>`` (``train/loss``, ``train/lr``).
+    """
+    if "/" in key:
+        return key
+    if key.startswith("comm_"):
+        return f"comm/{key[len('comm_'):]}"
+    return f"train/{key}"
+
+
+def flat_hparams(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{"optim.lr": 0.001, ...}`` with values TensorBoard accepts.
+
+    Numbers, strings and booleans stay; anything else (None, lists) becomes its string.
+    """
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flat_hparams(v, f"{name}."))
+        elif isinstance(v, (bool, int, float, str)):
+            out[name] = v
+        else:
+            out[name] = str(v)
+    return out
+
+
+def _read_config(run_dir: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 class MetricsLogger:
     """Append-only metrics writer used on rank 0.
 
     ``log(row)`` appends one JSON line (flushed, so a crash loses at most the row being
-    written) and mirrors every numeric value to TensorBoard under the same key.
+    written) and mirrors every numeric value to TensorBoard under its grouped tag
+    (:func:`tb_tag`). ``close()`` logs the run's config as hyperparameters.
     """
 
     def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
+        self.run_dir = run_dir
         self.path = run_dir / "metrics.jsonl"
         self._file = open(self.path, "a", buffering=1)
         self._tb = None
+        self._last: dict[str, float] = {}
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -40,12 +94,28 @@ class MetricsLogger:
         if self._tb is not None:
             step = int(row.get("step", 0))
             for k, v in row.items():
-                if k not in ("step", "epoch") and isinstance(v, (int, float)):
-                    self._tb.add_scalar(k, v, step)
+                if k not in NOT_PLOTTED and isinstance(v, (int, float)):
+                    tag = tb_tag(k)
+                    self._tb.add_scalar(tag, v, step)
+                    if tag.startswith("eval/") or tag == "train/loss":
+                        self._last[tag] = float(v)
+
+    def _log_hparams(self) -> None:
+        """The config as hyperparameters, against the last eval metrics and loss."""
+        from torch.utils.tensorboard.summary import hparams
+
+        params = flat_hparams(_read_config(self.run_dir))
+        if self._tb is None or not params:
+            return
+        metrics = {k: v for k, v in self._last.items() if math.isfinite(v)}
+        writer = self._tb._get_file_writer()
+        for summary in hparams(params, metrics):
+            writer.add_summary(summary)
 
     def close(self) -> None:
         self._file.close()
         if self._tb is not None:
+            self._log_hparams()
             self._tb.flush()
             self._tb.close()
 
