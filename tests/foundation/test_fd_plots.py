@@ -84,5 +84,41 @@ def test_collectives_plot(tmp_path, user_backend):
 
     rows = [{"op": "allreduce", "ranks": 2, "bytes": b, "time_s": 1e-5 + b * 1e-9}
             for b in (1024, 4096, 16384)]
-    _plot(rows, {"alpha": 1e-5, "beta": 1e-9, "gamma": 0.0}, tmp_path / "bw.png")
-    assert _is_png(tmp_path / "bw.png")
+    outs = _plot(rows, {"alpha": 1e-5, "beta": 1e-9, "gamma": 0.0}, tmp_path, "caption")
+    assert [p.name for p in outs] == ["collectives_busbw.png", "collectives_time.png"]
+    assert all(_is_png(p) for p in outs)
+
+
+def test_busbw_plot_shows_bus_bandwidth(user_backend):
+    """``collectives_busbw.png`` plotted the time per collective; it plots busbw now.
+
+    busbw = n / t · 2(p−1)/p for allreduce and n / t · (p−1)/p for allgather (nccl-tests),
+    with error bars from the fastest and slowest repeat.
+    """
+    from scidl.commands.bench_collectives import busbw_figure
+
+    rows = []
+    for op in ("allreduce", "allgather"):
+        for b in (4096, 65536, 1048576):
+            t = 2e-5 + b * 1e-9
+            rows.append({"op": op, "ranks": 4, "bytes": b, "time_s": t,
+                         "time_s_min": 0.8 * t, "time_s_max": 1.5 * t})
+    fit = {"alpha": 1e-5, "beta": 1e-9, "gamma": 0.0}
+    fig = busbw_figure(rows, fit)
+    ax = fig.axes[0]
+    assert "bus bandwidth" in ax.get_ylabel()
+    got = {c.get_label(): c for c in ax.containers}
+    factor = {"allreduce": 2 * 3 / 4, "allgather": 3 / 4}
+    for op, f in factor.items():
+        mine = [r for r in rows if r["op"] == op]
+        cont = got[f"{op}, p = 4"]
+        np.testing.assert_allclose(np.asarray(cont.lines[0].get_xdata(), float), [r["bytes"] for r in mine])
+        np.testing.assert_allclose(np.asarray(cont.lines[0].get_ydata(), float),
+                                   [r["bytes"] / r["time_s"] * f for r in mine])
+        segs = cont.lines[2][0].get_segments()  # error bar: slowest to fastest repeat
+        np.testing.assert_allclose([s[0][1] for s in segs],
+                                   [r["bytes"] / r["time_s_max"] * f for r in mine])
+        np.testing.assert_allclose([s[1][1] for s in segs],
+                                   [r["bytes"] / r["time_s_min"] * f for r in mine])
+    assert ax.yaxis.get_major_formatter()(1.5e9, 0) == "1.5 GB/s"
+    assert ax.xaxis.get_major_formatter()(65536, 0) == "64 KiB"

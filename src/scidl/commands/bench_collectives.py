@@ -6,6 +6,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from scidl.runtime.files import atomic_write_text
 
@@ -39,6 +40,7 @@ def _table(rows: list[dict]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from scidl.cli import UserError
+    from scidl.runtime.plotting import caption_text, provenance
     from scidl.scaling.collectives import (
         OPS,
         fit_alpha_beta_gamma,
@@ -73,12 +75,13 @@ def run(args: argparse.Namespace) -> int:
     slowdown = {} if args.no_compute_probe else measure_compute_slowdown(nprocs)
     hw = Hardware.model_validate(local_hardware(fit, flops, max(nprocs), per_p, slowdown))
     hw_path = save_hardware(hw, args.hardware_out or out / "hardware.yaml")
+    prov = provenance()
     atomic_write_text(out / "bench.json", json.dumps(
-        {"rows": rows, "fit": fit, "fit_by_ranks": per_p, "device_flops": flops,
+        {"provenance": prov, "rows": rows, "fit": fit, "fit_by_ranks": per_p, "device_flops": flops,
          "compute_slowdown": slowdown,
          "nproc": nprocs, "sizes": sizes},
         indent=2))
-    _plot(rows, fit, out / "collectives_busbw.png")
+    _plot(rows, fit, out, caption_text(prov))
     print(_table(rows))
     print(f"\nfit: alpha = {fit['alpha'] * 1e6:.1f} us, beta = {fit['beta']:.3g} s/B "
           f"({fit['bandwidth'] / 1e9:.3f} GB/s), gamma = {fit['gamma']:.3g} s/B, "
@@ -93,23 +96,93 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plot(rows: list[dict], fit: dict, path: Path) -> None:
-    from scidl.scaling.collectives import model_coefficients
-    from scidl.scaling.report import _save, new_figure
+def busbw_curves(rows: list[dict]) -> dict[tuple[str, int], dict[str, list[float]]]:
+    """Per (op, p): message sizes, bus bandwidth (B/s) and its spread over the timed repeats.
 
-    fig = new_figure()
+    busbw = n / t · busbw_factor(op, p) (nccl-tests), from each row's median time; the
+    low/high ends use the slowest/fastest repeat (``time_s_max``/``time_s_min``) when the
+    row has them.
+    """
+    from scidl.scaling.collectives import busbw_factor
+
+    out: dict[tuple[str, int], dict[str, list[float]]] = {}
+    for op, p in sorted({(r["op"], r["ranks"]) for r in rows}):
+        pts = sorted((r for r in rows if r["op"] == op and r["ranks"] == p), key=lambda r: r["bytes"])
+        f = busbw_factor(op, p)
+        out[(op, p)] = {
+            "bytes": [r["bytes"] for r in pts],
+            "busbw": [r["bytes"] / r["time_s"] * f for r in pts],
+            "busbw_low": [r["bytes"] / r.get("time_s_max", r["time_s"]) * f for r in pts],
+            "busbw_high": [r["bytes"] / r.get("time_s_min", r["time_s"]) * f for r in pts],
+        }
+    return out
+
+
+def _model_time(op: str, p: int, n: float, fit: dict) -> float:
+    from scidl.scaling.collectives import model_coefficients
+
+    coef = model_coefficients(op, p, n)
+    return sum(c * x for c, x in zip(coef, (fit["alpha"], fit["beta"], fit["gamma"]), strict=True))
+
+
+def busbw_figure(rows: list[dict], fit: dict, caption: str = "") -> Any:
+    """Bus bandwidth against message size per (op, p): measured (median, bars from the
+    fastest to the slowest repeat) and the fitted α-β-γ model."""
+    from scidl.runtime.plotting import new_figure, si_axis
+    from scidl.scaling.collectives import busbw_factor
+
+    fig = new_figure((6.6, 4.4))
     ax = fig.subplots()
-    for (op, p) in sorted({(r["op"], r["ranks"]) for r in rows}):
-        pts = [r for r in rows if r["op"] == op and r["ranks"] == p]
-        n = [r["bytes"] for r in pts]
-        line = ax.loglog(n, [r["time_s"] for r in pts], "o", label=f"{op} p={p}")[0]
-        model = [sum(c * x for c, x in zip(model_coefficients(op, p, b),
-                                            (fit["alpha"], fit["beta"], fit["gamma"]),
-                                            strict=True)) for b in n]
-        ax.loglog(n, model, "-", color=line.get_color(), alpha=0.6)
-    ax.set_xlabel("message size n (bytes)")
-    ax.set_ylabel("time (s)")
-    ax.set_title("measured (dots) vs fitted alpha-beta-gamma model (lines)", fontsize=9)
+    for (op, p), c in busbw_curves(rows).items():
+        err = [[b - lo for b, lo in zip(c["busbw"], c["busbw_low"], strict=True)],
+               [hi - b for b, hi in zip(c["busbw"], c["busbw_high"], strict=True)]]
+        line = ax.errorbar(c["bytes"], c["busbw"], yerr=err, fmt="o", ms=4, capsize=2,
+                           label=f"{op}, p = {p}")[0]
+        f = busbw_factor(op, p)
+        model = [n / _model_time(op, p, n, fit) * f for n in c["bytes"]]
+        ax.plot(c["bytes"], model, "-", color=line.get_color(), alpha=0.5)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    si_axis(ax.xaxis, "B", binary=True)
+    si_axis(ax.yaxis, "B/s")
+    ax.set_xlabel("message size n")
+    ax.set_ylabel("bus bandwidth (busbw)")
+    ax.set_title("Collective bus bandwidth: measured (dots) vs fitted α-β-γ model (lines)",
+                 fontsize=9)
     ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    _save(fig, path)
+    ax.grid(alpha=0.3, which="both")
+    return fig
+
+
+def time_figure(rows: list[dict], fit: dict) -> Any:
+    """Time per collective against message size, measured and fitted (the fit's check)."""
+    from scidl.runtime.plotting import new_figure, si_axis
+
+    fig = new_figure((6.6, 4.4))
+    ax = fig.subplots()
+    for op, p in sorted({(r["op"], r["ranks"]) for r in rows}):
+        pts = sorted((r for r in rows if r["op"] == op and r["ranks"] == p), key=lambda r: r["bytes"])
+        n, t = [r["bytes"] for r in pts], [r["time_s"] for r in pts]
+        err = [[r["time_s"] - r.get("time_s_min", r["time_s"]) for r in pts],
+               [r.get("time_s_max", r["time_s"]) - r["time_s"] for r in pts]]
+        line = ax.errorbar(n, t, yerr=err, fmt="o", ms=4, capsize=2, label=f"{op}, p = {p}")[0]
+        ax.plot(n, [_model_time(op, p, b, fit) for b in n], "-", color=line.get_color(), alpha=0.5)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    si_axis(ax.xaxis, "B", binary=True)
+    si_axis(ax.yaxis, "s")
+    ax.set_xlabel("message size n")
+    ax.set_ylabel("time per collective")
+    ax.set_title("Collective time: measured (dots, median and min–max) vs α-β-γ fit (lines)",
+                 fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, which="both")
+    return fig
+
+
+def _plot(rows: list[dict], fit: dict, out: Path, caption: str = "") -> list[Path]:
+    """``collectives_busbw.png`` (bus bandwidth) and ``collectives_time.png`` in ``out``."""
+    from scidl.runtime.plotting import finish
+
+    return [finish(busbw_figure(rows, fit), out / "collectives_busbw.png", caption),
+            finish(time_figure(rows, fit), out / "collectives_time.png", caption)]

@@ -94,7 +94,7 @@ def size_sweep(min_bytes: int, max_bytes: int, factor: int = 4) -> list[int]:
     return sizes
 
 
-def _time_op(op: str, n: int, p: int, iters: int) -> float:
+def _time_op(op: str, n: int, p: int, iters: int) -> list[float]:
     import torch
     import torch.distributed as dist
 
@@ -126,9 +126,9 @@ def _time_op(op: str, n: int, p: int, iters: int) -> float:
         t0 = time.perf_counter()
         call()
         times.append(time.perf_counter() - t0)
-    med = torch.tensor([statistics.median(times)], dtype=torch.float64)
-    dist.all_reduce(med, op=dist.ReduceOp.MAX)  # the collective ends with its slowest rank
-    return float(med.item())
+    per_iter = torch.tensor(times, dtype=torch.float64)
+    dist.all_reduce(per_iter, op=dist.ReduceOp.MAX)  # each call ends with its slowest rank
+    return sorted(per_iter.tolist())
 
 
 def bench_worker(rank: int, world: int, sizes: list[int], ops: list[str], iters: int) -> list:
@@ -139,8 +139,9 @@ def bench_worker(rank: int, world: int, sizes: list[int], ops: list[str], iters:
     rows = []
     for n in sizes:
         for op in ops:
-            t = _time_op(op, n, world, iters)
-            rows.append({"op": op, "ranks": world, "bytes": n, "time_s": t})
+            ts = _time_op(op, n, world, iters)
+            rows.append({"op": op, "ranks": world, "bytes": n, "time_s": statistics.median(ts),
+                         "time_s_min": ts[0], "time_s_max": ts[-1]})
     return rows
 
 
