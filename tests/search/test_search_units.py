@@ -149,3 +149,23 @@ def test_trials_of_a_worker_started_by_srun_train_as_single_jobs(monkeypatch):
     with isolated_launch_env():
         assert detect_launch().launcher == "single"
     assert detect_launch().world_size == 4  # restored
+
+
+def test_history_plot_has_whole_trial_numbers():
+    """Trial numbers are integers: the x axis no longer shows 0.5, 1.5, 2.5 ..."""
+    from types import SimpleNamespace
+
+    from scidl.search.report import history_figure
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize")
+    for i, v in enumerate([0.5, 0.3, 0.4, 0.2]):
+        study.add_trial(optuna.trial.create_trial(value=v, user_attrs={"result": {"value": v}},
+                                                  params={"i": i},
+                                                  distributions={"i": optuna.distributions.IntDistribution(0, 9)}))
+    settings = SimpleNamespace(metric="loss", workload="toy", strategy="random", direction="minimize")
+    ax = history_figure(study, settings).axes[0]  # type: ignore[arg-type]
+    ticks = [t for t in ax.get_xticks() if 0 <= t <= 3]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    assert ax.get_xlabel() == "trial number"
+    assert "lower is better" in ax.get_ylabel()

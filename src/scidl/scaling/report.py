@@ -140,9 +140,10 @@ def plot_breakdown(pts: Sequence[dict[str, Any]], path: Path, title: str = "",
            label="overlapped comm (hidden)")
     spans = [spread(p, "step_s") for p in pts]
     if any(spans):
-        err = [[max(t - s[0] / factor, 0.0) if s else 0.0 for t, s in zip(tops, spans, strict=True)],
-               [max(s[1] / factor - t, 0.0) if s else 0.0 for t, s in zip(tops, spans, strict=True)]]
-        ax.errorbar(x, tops, yerr=err, fmt="none", ecolor="black", capsize=3,
+        mid = [p.get("step_s", t * factor) / factor for p, t in zip(pts, tops, strict=True)]
+        err = [[max(m - s[0] / factor, 0.0) if s else 0.0 for m, s in zip(mid, spans, strict=True)],
+               [max(s[1] / factor - m, 0.0) if s else 0.0 for m, s in zip(mid, spans, strict=True)]]
+        ax.errorbar(x, mid, yerr=err, fmt="none", ecolor="black", capsize=3,
                     label="step time, min–max over repeats")
     ax.set_xticks(x, labels, rotation=45 if len(labels) > 8 else 0)
     ax.set_xlabel("processes p")

@@ -13,7 +13,8 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from scidl.runtime.files import atomic_write_text, save_figure
+from scidl.runtime.files import atomic_write_text
+from scidl.runtime.plotting import caption_text, finish, integer_ticks, new_figure, si_axis
 from scidl.search.base import get_searcher
 from scidl.search.heartbeat import RETRY_OF
 from scidl.search.settings import SearchSettings
@@ -108,52 +109,61 @@ def utilisation(trials: list[FrozenTrial], workers: int, window: tuple[float, fl
     return sum(b - a for a, b in spans) / (workers * wall) if wall > 0 else None
 
 
-def plot_history(study: optuna.Study, settings: SearchSettings, path: Path) -> None:
-    """Metric per trial (and best so far) against trial number."""
-    from matplotlib.figure import Figure
-
+def history_figure(study: optuna.Study, settings: SearchSettings) -> Any:
+    """Metric per trial (and best so far) against trial number (whole-number ticks)."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if result_of(t).get("value") is not None]
-    fig = Figure(figsize=(6, 3.6))
+    fig = new_figure((6.4, 4.0))
     ax = fig.subplots()
     xs = [t.number for t in done]
     ys = [float(result_of(t)["value"]) for t in done]
     depth = next((k for k in ("depth", "n_conv") if done and k in done[0].params), None)
     if depth:
         sc = ax.scatter(xs, ys, c=[t.params.get(depth, 0) for t in done], cmap="viridis", s=18)
-        fig.colorbar(sc, ax=ax, label=depth)
+        integer_ticks(fig.colorbar(sc, ax=ax, label=depth).ax.yaxis)
     else:
-        ax.scatter(xs, ys, s=18)
+        ax.scatter(xs, ys, s=18, label="trials")
     best, run = [], None
     for y in ys:
         run = y if run is None else (max(run, y) if settings.direction == "maximize" else min(run, y))
         best.append(run)
     ax.step(xs, best, where="post", color="C3", label="best so far")
-    ax.set_xlabel("trial")
-    ax.set_ylabel(settings.metric)
-    ax.set_title(f"{settings.strategy} on {settings.workload}")
+    integer_ticks(ax.xaxis)
+    ax.set_xlabel("trial number")
+    better = "higher" if settings.direction == "maximize" else "lower"
+    ax.set_ylabel(f"{settings.metric} ({better} is better)")
+    ax.set_title(f"{settings.strategy} search on {settings.workload}: {len(done)} complete trials")
+    ax.grid(alpha=0.3)
     ax.legend(loc="best")
-    fig.tight_layout()
-    save_figure(fig, path)
+    return fig
 
 
-def plot_pareto(study: optuna.Study, settings: SearchSettings, front: list[FrozenTrial], path: Path) -> None:
+def plot_history(study: optuna.Study, settings: SearchSettings, path: Path,
+                 caption: str | None = None) -> None:
+    """:func:`history_figure` saved as PNG, with a provenance footer."""
+    finish(history_figure(study, settings), path, caption_text(None) if caption is None else caption)
+
+
+def plot_pareto(study: optuna.Study, settings: SearchSettings, front: list[FrozenTrial], path: Path,
+                caption: str | None = None) -> None:
     """All trials in (latency, metric) with the Pareto front highlighted."""
-    from matplotlib.figure import Figure
-
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    fig = Figure(figsize=(6, 3.8))
+    fig = new_figure((6.4, 4.2))
     ax = fig.subplots()
-    ax.scatter([t.values[1] for t in done], [t.values[0] for t in done], s=14, c="0.6", label="trials")
+    # values[1] is the latency in ms: plotted in seconds so the axis picks µs / ms / s
+    ax.scatter([t.values[1] * 1e-3 for t in done], [t.values[0] for t in done], s=14, c="0.6",
+               label="trials")
     f = sorted(front, key=lambda t: t.values[1])
-    ax.plot([t.values[1] for t in f], [t.values[0] for t in f], "o-", c="C3", label="Pareto front")
+    ax.plot([t.values[1] * 1e-3 for t in f], [t.values[0] for t in f], "o-", c="C3",
+            label="Pareto front")
     ax.set_xscale("log")
-    ax.set_xlabel("inference latency per sample (ms)")
+    si_axis(ax.xaxis, "s")
+    ax.set_xlabel("inference latency per sample")
     ax.set_ylabel(settings.metric)
-    ax.set_title(f"NSGA-II on {settings.workload}")
+    ax.set_title(f"NSGA-II on {settings.workload}: accuracy vs latency ({len(done)} trials)")
+    ax.grid(alpha=0.3, which="both")
     ax.legend(loc="best")
-    fig.tight_layout()
-    save_figure(fig, path)
+    finish(fig, path, caption_text(None) if caption is None else caption)
 
 
 def _trial_brief(t: FrozenTrial) -> dict[str, Any]:
