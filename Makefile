@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench docs-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/engine_overhead.py
+
+# every report page screenshotted in headless Chromium (needs `chromium` on PATH)
+docs-check: $(STAMP)
+	$(PY) scripts/docs_check.py --out runs/docs-check
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

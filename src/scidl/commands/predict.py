@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from scidl.runtime.files import atomic_write_text
+from scidl.runtime.plotting import provenance
 
 NAME = "predict"
 HELP = "predict step time and scaling efficiency on a hardware profile (cost model)"
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     data = {"hardware": hw.name, "hardware_profile": hw.model_dump(mode="json"),
             "profile": prof.model_dump(mode="json"), "mode": args.mode, "ranks": ranks,
-            "notes": notes, "curves": curves}
+            "notes": notes, "provenance": provenance(), "curves": curves}
     atomic_write_text(out / "prediction.json", json.dumps(data, indent=2))
     report = render_predict(out)
     for name, pts in curves.items():

@@ -22,6 +22,7 @@ from typing import Any
 
 from scidl.config import RunConfig
 from scidl.runtime.files import atomic_write_text
+from scidl.runtime.plotting import provenance
 from scidl.scaling.profile import median_of, step_rows, summary_median_step
 
 
@@ -140,7 +141,7 @@ def run_scaling(
         "workload": cfg.workload, "mode": mode, "nproc": sorted(set(nprocs)),
         "repeats": repeats,
         "comm": cfg.comm.strategy, "global_batch_at_p1": global_batch,
-        "grad_bytes": sum(param_bytes), "host": platform.node(),
+        "grad_bytes": sum(param_bytes), "host": platform.node(), "provenance": provenance(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "points": points,
     }
     if hardware:

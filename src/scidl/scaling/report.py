@@ -149,7 +149,10 @@ def plot_breakdown(pts: Sequence[dict[str, Any]], path: Path, title: str = "",
     ax.set_xlabel("processes p")
     ax.set_ylabel(f"time per step ({unit})")
     ax.set_title(title or "where a step's time goes")
-    ax.legend(fontsize=8)
+    top = max([t + h / factor for t, h in zip(tops, raw_hid, strict=True)], default=0.0)
+    if top > 0:
+        ax.set_ylim(0, top * 1.35)  # headroom: the legend sits above the bars
+    ax.legend(fontsize=7, loc="upper left", ncol=2)
     return finish(fig, path, caption)
 
 

@@ -24,6 +24,7 @@ from scidl.config import ConfigError, RunConfig, save_config
 from scidl.parallel.pipeline import PipelineError
 from scidl.runtime.dist import DistContext, distributed_context
 from scidl.runtime.env import LaunchError, detect_launch
+from scidl.runtime.plotting import provenance
 from scidl.runtime.seed import seed_everything
 from scidl.runtime.torch_settings import thread_count, torch_settings
 from scidl.runtime.watchdog import StallWatchdog
@@ -124,6 +125,7 @@ def train_process(
                 trainer.resume(allow_none=from_scratch or (restarted and not resume))
             summary = trainer.fit()
         summary["run_dir"] = str(run_dir)
+        summary["provenance"] = provenance()  # host, CPUs, versions, date: for report captions
         if dctx.is_main:
             atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
             atomic_write_text(run_dir / "comm.json", json.dumps(trainer.strategy.report(), indent=2, default=str))
