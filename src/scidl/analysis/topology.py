@@ -29,8 +29,6 @@ from typing import Literal
 import numpy as np
 from scipy.spatial import cKDTree
 
-from scidl.runtime.files import save_figure
-
 __all__ = [
     "CellSummary",
     "MorseSmale",
@@ -356,10 +354,18 @@ def plot_morse_smale(
     path: str | Path,
     names: Sequence[str] = ("x0", "x1"),
     title: str = "",
+    scalar: str = "scalar",
+    caption: str | None = None,
 ) -> Path:
-    """Two panels over the first two input dimensions: the scalar, and the cells (worst boxed)."""
+    """Two panels over the first two input dimensions: the scalar, and the cells (worst boxed).
+
+    ``scalar`` names the colour scale (e.g. ``|error|``); ``caption`` is the footer line
+    (default: this machine, torch and SciDL versions, date).
+    """
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
+
+    from scidl.runtime.plotting import caption_text, finish
 
     X = np.asarray(X, dtype=float)
     X = X[:, None] if X.ndim == 1 else X
@@ -367,13 +373,13 @@ def plot_morse_smale(
     fig = Figure(figsize=(10, 4.2))
     ax = fig.subplots(1, 2)
     sc = ax[0].scatter(X[:, 0], y, c=f, s=8, cmap="viridis")
-    fig.colorbar(sc, ax=ax[0], label="scalar")
+    fig.colorbar(sc, ax=ax[0], label=scalar)
     ax[1].scatter(X[:, 0], y, c=ms.cell, s=8, cmap="tab20")
     for a in ax:
         a.scatter(X[ms.maxima, 0], y[ms.maxima], marker="^", c="red", s=60, label="maxima")
         a.scatter(X[ms.minima, 0], y[ms.minima], marker="v", c="blue", s=40, label="minima")
         a.set_xlabel(names[0])
-        a.set_ylabel(names[1] if X.shape[1] > 1 else "scalar")
+        a.set_ylabel(names[1] if X.shape[1] > 1 else scalar)
     w = ms.worst()
     if X.shape[1] > 1:
         ax[1].add_patch(
@@ -382,8 +388,7 @@ def plot_morse_smale(
                 fill=False, ec="red", lw=2, label="hot samples of the worst cell",
             )
         )
-    ax[0].set_title(title or "scalar over samples")
+    ax[0].set_title(title or f"{scalar} over {len(X)} samples")
     ax[1].set_title(f"{len(ms.cells)} Morse–Smale cells ({len(ms.maxima)} max, {len(ms.minima)} min)")
     ax[1].legend(loc="lower left", fontsize=7)
-    fig.tight_layout()
-    return save_figure(fig, Path(path))
+    return finish(fig, Path(path), caption_text(None) if caption is None else caption)

@@ -93,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  cell {c.cell:3d}: {describe_cell(c, names)}")
     print(f"worst region: {describe_cell(ms.worst(), names)}")
     if args.plot:
-        plot_morse_smale(X, f, ms, args.plot, names=names[:2] if len(names) > 1 else (names[0], "f"))
+        plot_morse_smale(X, f, ms, args.plot, names=names[:2] if len(names) > 1 else (names[0], "f"),
+                         scalar="f" if args.input else "|error|")
         print(f"plot: {args.plot}")
     if args.json_out:
         rows = [c.__dict__ for c in ms.cells]

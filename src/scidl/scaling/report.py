@@ -108,7 +108,10 @@ def plot_throughput(series: Series, path: Path, logx: bool, title: str = "",
         ax.plot(r, [first[0]["samples_per_s"] * x for x in r], ":", color="grey", label="ideal")
     _xaxis(ax, series, logx)
     if logx:
+        from matplotlib.ticker import FuncFormatter
+
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}"))
     ax.set_ylabel("throughput (samples/s)")
     ax.set_title(title or "throughput")
     ax.legend(fontsize=8)
@@ -265,10 +268,20 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
+def _cell(col: str, v: Any) -> str:
+    """A table cell: durations (columns ending in ``_s``) in human units, rates with commas."""
+    if (col.endswith("_s") and not col.endswith("per_s") and isinstance(v, (int, float))
+            and not isinstance(v, bool) and math.isfinite(v)):
+        return html.escape(format_si(float(v), "s"))
+    if col.endswith("per_s") and isinstance(v, float) and math.isfinite(v) and abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return _fmt(v)
+
+
 def html_table(rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = "".join(
-        "<tr>" + "".join(f"<td>{_fmt(r.get(c, ''))}</td>" for c in cols) + "</tr>" for r in rows
+        "<tr>" + "".join(f"<td>{_cell(c, r.get(c, ''))}</td>" for c in cols) + "</tr>" for r in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
 
