@@ -27,6 +27,7 @@ def _burgers_like_run(tmp_path):
     rows = [{"step": s, "loss": 1.0 / s} for s in range(10, 310, 10)]
     evals = [(100, 0.20, 3.0), (200, 0.034, 1.0), (300, 0.054, 2.0)]
     rows += [{"step": s, "eval/rel_l2": a, "eval/max_abs_err": m} for s, a, m in evals]
+    rows.append({"step": 300, "epoch": 3, "eval/rel_l2": 0.054, "eval/max_abs_err": 2.0})
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "summary.json").write_text(json.dumps(
         {"workload": "burgers", "headline": "rel_l2", "higher_is_better": False,
@@ -53,6 +54,9 @@ def test_train_report_leads_with_headline_and_curves(tmp_path):
     assert "final <b>0.054</b> (step 300)" in lead and "lower is better" in lead
     assert "trained on node7 (16 CPUs) · torch 2.13.0 · SciDL 0.1.0 · 2026-12-01" in body[:img]
     assert "4.2 ms per step" in lead
+    assert body.count("<tr><td>300</td>") == 1  # the final eval repeats step 300: one row
+
+
 
 
 def test_each_eval_metric_has_its_own_axis(tmp_path):

@@ -210,15 +210,16 @@ def train_curves_figure(rows: Sequence[dict[str, Any]], headline: str | None = N
             axes[0].set_yscale("log")
     axes[0].set_title("training loss")
     axes[0].set_ylabel("loss")
+    ev_rows = eval_rows(rows)
     for ax, key in zip(axes[1:], evals, strict=False):
         name = key[5:]
-        steps, vals = _finite_points(rows, key)
+        steps, vals = _finite_points(ev_rows, key)
         is_head = name == headline
         ax.plot(steps, vals, "o-", ms=3, color="C1" if is_head else "C2")
         ax.set_ylabel(name)
         ax.set_title(name)
         if is_head:
-            bf = best_and_final(rows, key, higher_is_better)
+            bf = best_and_final(ev_rows, key, higher_is_better)
             if bf is not None:
                 ax.plot([bf["best_step"]], [bf["best"]], "*", ms=12, color="C3", ls="none",
                         label=f"best {bf['best']:.4g} (step {bf['best_step']})")
@@ -399,6 +400,16 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def eval_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows holding ``eval/*`` values, one per step (the final evaluation repeats the last
+    periodic one at the same step: merged)."""
+    by_step: dict[Any, dict[str, Any]] = {}
+    for r in rows:
+        if any(k.startswith("eval/") for k in r):
+            by_step.setdefault(r.get("step"), {}).update(r)
+    return list(by_step.values())
+
+
 def headline_html(summary: Mapping[str, Any], rows: Sequence[dict[str, Any]]) -> str:
     """The report's first lines: headline metric best and final, then the run in one line."""
     evals = _eval_keys(rows, summary.get("headline"))
@@ -444,7 +455,7 @@ def render_train(run_dir: Path) -> Path:
                               summary.get("higher_is_better"),
                               title=f"{workload}: {run_dir.name}", caption=cap)]
     sections = []
-    evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
+    evals = eval_rows(rows)
     if evals:
         cols = ["step"] + _eval_keys(evals, summary.get("headline"))
         sections.append(("Evaluations", html_table(evals, cols)))
