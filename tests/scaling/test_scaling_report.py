@@ -57,7 +57,6 @@ def test_train_report_leads_with_headline_and_curves(tmp_path):
     assert body.count("<tr><td>300</td>") == 1  # the final eval repeats step 300: one row
 
 
-
 def test_each_eval_metric_has_its_own_axis(tmp_path):
     """max_abs_err (≈ 1–3) no longer flattens rel_l2 (≈ 0.03–0.2) on one shared axis."""
     from scidl.scaling.report import best_and_final, train_curves_figure
