@@ -88,6 +88,7 @@ def test_scale_report_error_bars_from_repeats(tmp_path):
     html = render_run(tmp_path).read_text()
     assert html.count("data:image/png") == 3
     assert "measured on h1" in html
+    assert "<td>4 ms</td><td>3.5 ms</td><td>5 ms</td>" in html  # step_s, its min and max
     lo, hi = spread(pts[1], "samples_per_s")
     assert lo == pytest.approx(500.0 * 0.008 / 0.010) and hi == pytest.approx(500.0 * 0.008 / 0.007)
     assert spread({"ranks": 1, "step_s": 1.0}, "step_s") is None

@@ -12,6 +12,7 @@ import base64
 import html
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -271,7 +272,7 @@ def _fmt(v: Any) -> str:
 
 def _cell(col: str, v: Any) -> str:
     """A table cell: durations (columns ending in ``_s``) in human units, rates with commas."""
-    if (col.endswith("_s") and not col.endswith("per_s") and isinstance(v, (int, float))
+    if (re.search(r"_s(_min|_max)?$", col) and not col.endswith("per_s") and isinstance(v, (int, float))
             and not isinstance(v, bool) and math.isfinite(v)):
         return html.escape(format_si(float(v), "s"))
     if col.endswith("per_s") and isinstance(v, float) and math.isfinite(v) and abs(v) >= 1000:
