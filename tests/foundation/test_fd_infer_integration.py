@@ -2,7 +2,6 @@
 fallback to the newest checkpoint; pipeline stages assembled; bad input is one line, exit 2."""
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -166,7 +166,7 @@ def write_outputs(path: Path, out: np.ndarray) -> None:
         if suffix == ".npy":
             np.save(buf, out)
         else:
-            np.savez(buf, **{OUTPUT_NAME: out})
+            np.savez(buf, outputs=out)  # the array is called OUTPUT_NAME
         atomic_write_bytes(path, buf.getvalue())
         return
     h5py = _h5py()
@@ -308,8 +308,8 @@ def run(args: argparse.Namespace) -> int:
 def launch(fn: Any, nproc: int, *args: Any) -> list[Any]:
     """``fn(rank, world, *args)`` on ``nproc`` local gloo processes (the local launcher)."""
     import scidl.runtime.launch as local
+    import scidl.testing
 
-    run_distributed = getattr(local, "run_distributed", None)
-    if run_distributed is None:  # pragma: no cover - launchers before run_distributed moved there
-        from scidl.testing import run_distributed
-    return list(run_distributed(fn, nproc, *args, timeout=3600.0))
+    # scidl.runtime.launch.run_distributed; scidl.testing re-exports it (older trees hold it there)
+    start: Any = getattr(local, "run_distributed", None) or scidl.testing.run_distributed
+    return list(start(fn, nproc, *args, timeout=3600.0))

@@ -393,9 +393,9 @@ class Trainer:
             fn = lr_factor_fn(self.cfg.optim, self.total_steps, self.global_batch)
             self.scheduler.lr_lambdas = [fn] * len(self.optimizer.param_groups)
             lrs = [base * fn(self.scheduler.last_epoch) for base in self.scheduler.base_lrs]
-            for group, lr in zip(self.optimizer.param_groups, lrs):
+            for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
                 group["lr"] = lr
-            self.scheduler._last_lr = lrs  # type: ignore[attr-defined]
+            self.scheduler._last_lr = lrs
             self.schedule_total = self.total_steps
             return
         fn = lr_factor_fn(self.cfg.optim, planned, self.global_batch)
