@@ -86,6 +86,8 @@ class CheckpointConfig(_Section):
     every_steps: int = Field(0, ge=0, description="checkpoint every N steps (0: epoch ends, at most ~20 a run)")
     keep: int = Field(3, ge=1, description="checkpoints kept on disk")
     final: bool = Field(True, description="write a checkpoint at the end")
+    best: bool = Field(True, description="keep the model of the best evaluation of the headline "
+                                         "metric in checkpoints/best_step_*/")
 
 
 class LogConfig(_Section):

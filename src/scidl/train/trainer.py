@@ -262,7 +262,7 @@ class Trainer:
                           "metric): no best checkpoint is kept", stacklevel=2)
         if self.dctx.is_main and value is not None:
             new_best, stop = self.best.update(float(value), self.step)
-            if new_best and self._evaluated is not None:
+            if new_best and self._evaluated is not None and self.cfg.checkpoint.best:
                 state = {k: v.detach().cpu() for k, v in self._evaluated.state_dict().items()}
                 try:
                     ckpt.save_best(self.ckpt_root, self.step, state, self.task.headline,
@@ -537,7 +537,8 @@ class Trainer:
             return None
         return {"metric": self.best.metric, "value": self.best.value, "step": self.best.step,
                 "higher_is_better": self.best.higher_is_better,
-                "checkpoint": str(ckpt.best_dir(self.ckpt_root, self.best.step))}
+                "checkpoint": str(ckpt.best_dir(self.ckpt_root, self.best.step))
+                if self.cfg.checkpoint.best else None}
 
 
 def step_timing(step_times: Sequence[float], steps_per_epoch: int, wall: float) -> dict[str, float]:
