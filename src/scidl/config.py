@@ -42,6 +42,13 @@ class TrainConfig(_Section):
     grad_accum: int = Field(1, ge=1, description="micro-steps per optimizer step")
     eval_every: int = Field(0, ge=0, description="evaluate every N steps (0: epoch ends, at most ~20 a run)")
     log_every: int = Field(10, ge=1, description="write metrics every N steps")
+    early_stop_patience: int | None = Field(
+        None, ge=1,
+        description="stop after this many evaluations without the headline metric improving "
+                    "by more than early_stop_min_delta on the best so far (None: never)")
+    early_stop_min_delta: float = Field(
+        0.0, ge=0, description="smallest change of the headline metric that counts as an "
+                               "improvement for early stopping")
     clip_grad_norm: float | None = Field(None, gt=0, description="max global grad norm")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = autocast forward")
     skip_nonfinite: bool = Field(True, description="skip steps whose gradients are NaN/Inf")
@@ -79,6 +86,8 @@ class CheckpointConfig(_Section):
     every_steps: int = Field(0, ge=0, description="checkpoint every N steps (0: epoch ends, at most ~20 a run)")
     keep: int = Field(3, ge=1, description="checkpoints kept on disk")
     final: bool = Field(True, description="write a checkpoint at the end")
+    best: bool = Field(True, description="keep the model of the best evaluation of the headline "
+                                         "metric in checkpoints/best_step_*/")
 
 
 class LogConfig(_Section):

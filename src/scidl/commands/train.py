@@ -29,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--restart-from-scratch", action="store_true",
                    help="with --resume: train from step 0 when no checkpoint is usable "
                         "(default: fail)")
+    p.add_argument("--extend", action="store_true",
+                   help="with --resume and a larger budget: stretch the LR schedule to the new "
+                        "total (default: keep the schedule the run started with)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
@@ -95,11 +98,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("name a workload (see `scidl workloads`) or pass --config FILE")
     if args.restart_from_scratch and not args.resume:
         raise UserError("--restart-from-scratch only applies with --resume RUN_DIR")
+    if args.extend and not args.resume:
+        raise UserError("--extend only applies with --resume RUN_DIR (and a new --max-steps or --epochs)")
     cfg = load_config(workload, config_path, overrides, extra)
     try:
         result = run_training(cfg, resume=bool(args.resume),
                               restart_from_scratch=args.restart_from_scratch,
-                              on_run_dir=_announce)
+                              on_run_dir=_announce, extend=args.extend)
     except CheckpointError as e:  # no usable checkpoint, full disk: one line, exit 2
         raise UserError(str(e)) from None
     if not reports(os.environ):
@@ -113,4 +118,21 @@ def run(args: argparse.Namespace) -> int:
         f"process(es) [{s['backend']}], {s['wall_s']:.1f} s, "
         f"{(s.get('samples_per_s') or 0):.0f} samples/s"
     )
+    line = best_final_line(s)
+    if line:
+        print(line)
     return 0
+
+
+def best_final_line(summary: Mapping[str, Any]) -> str | None:
+    """``best: rel_l2 0.034 at step 2000 · final: rel_l2 0.054 at step 3000`` (and why the
+    run stopped early); None when the run was never evaluated on its headline metric."""
+    best, final = summary.get("best"), summary.get("final") or {}
+    if not best:
+        return None
+    parts = [f"best: {best['metric']} {best['value']:.4g} at step {best['step']}"]
+    if isinstance(final.get("value"), (int, float)):
+        parts.append(f"final: {final['metric']} {final['value']:.4g} at step {final['step']}")
+    if summary.get("stopped_early"):
+        parts.append(f"stopped early at step {summary.get('stopped_at_step')}")
+    return " · ".join(parts)

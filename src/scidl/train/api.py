@@ -85,12 +85,13 @@ def _agree_run_dir(cfg: RunConfig, dctx: DistContext) -> tuple[Path, Path | None
 def train_process(
     cfg_dict: dict[str, Any], resume: bool = False, task_factory: TaskFactory | None = None,
     callbacks: Sequence[TrainerCallback] = (), from_scratch: bool = False,
-    on_run_dir: Callable[[Path], None] | None = None,
+    on_run_dir: Callable[[Path], None] | None = None, extend: bool = False,
 ) -> dict[str, Any]:
     """Train as one rank of the job described by the environment (all ranks call this).
 
     ``from_scratch``: when resuming finds no usable checkpoint, train from step 0 instead
     of failing. ``on_run_dir(path)`` is called on rank 0 once the run folder is agreed.
+    ``extend``: stretch the resumed run's LR schedule to this budget.
     """
     from scidl.train.trainer import Trainer
 
@@ -122,7 +123,7 @@ def train_process(
             # (none yet: from step 0, with the dead attempt's metrics rows dropped).
             restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
             if resume or restarted:
-                trainer.resume(allow_none=from_scratch or (restarted and not resume))
+                trainer.resume(allow_none=from_scratch or (restarted and not resume), extend=extend)
             summary = trainer.fit()
         summary["run_dir"] = str(run_dir)
         summary["provenance"] = provenance()  # host, CPUs, versions, date: for report captions
@@ -163,10 +164,12 @@ def _local_worker(*args: Any) -> dict[str, Any]:
 
 
 def _launch_local(cfg: RunConfig, resume: bool, task_factory: TaskFactory | None,
-                  callbacks: Sequence[TrainerCallback], from_scratch: bool = False) -> dict[str, Any]:
+                  callbacks: Sequence[TrainerCallback], from_scratch: bool = False,
+                  extend: bool = False) -> dict[str, Any]:
     from scidl.runtime.launch import elastic_run
 
-    results = elastic_run(_local_worker, (cfg.to_dict(), resume, task_factory, callbacks, from_scratch),
+    results = elastic_run(_local_worker, (cfg.to_dict(), resume, task_factory, callbacks, from_scratch,
+                                          None, extend),
                           cfg.dist.nproc, cfg.dist.max_restarts)
     return results[0]
 
@@ -178,6 +181,7 @@ def run(
     callbacks: Sequence[TrainerCallback] = (),
     restart_from_scratch: bool = False,
     on_run_dir: Callable[[Path], None] | None = None,
+    extend: bool = False,
 ) -> RunResult:
     """Train ``cfg`` and return where the results are.
 
@@ -188,6 +192,9 @@ def run(
         resume: continue ``cfg.log.run_dir`` from its newest good checkpoint; raises
             :class:`~scidl.train.checkpoint.CheckpointError` when it has none.
         restart_from_scratch: with ``resume``, train from step 0 when no checkpoint is usable.
+        extend: with ``resume``, stretch the LR schedule to the new budget
+            (``train.max_steps``/``train.epochs``) instead of keeping the one the run was
+            started with (see docs/training.md, "Extending a run").
         callbacks: trainer callbacks (:mod:`scidl.train.callbacks`: ``on_step_end(trainer, row)``
             and/or ``on_train_end(trainer)``), called on every rank; picklable when ``cfg.dist.nproc > 1``.
         on_run_dir: called once with the run folder before training starts, in this
@@ -198,6 +205,8 @@ def run(
     guard: the processes are started with ``spawn`` and import the script.
     """
     launch = detect_launch()
+    if extend and not resume:
+        raise ConfigError("extend only applies when resuming a run (--resume RUN_DIR --extend)")
     check_run(cfg, resume, launch, own_task=task_factory is not None)
     if resume:  # fail here, before any process starts, when nothing can be resumed
         from scidl.train.checkpoint import TRAINER_FILES, resume_plan
@@ -217,11 +226,12 @@ def run(
     try:
         if local:
             summary = report_worker_errors(
-                lambda: _launch_local(cfg, resume, task_factory, callbacks, restart_from_scratch))
+                lambda: _launch_local(cfg, resume, task_factory, callbacks, restart_from_scratch,
+                                      extend))
         else:
             summary = train_process(cfg.to_dict(), resume, task_factory, callbacks,
                                     restart_from_scratch,
-                                    on_run_dir if launch.launcher != "single" else None)
+                                    on_run_dir if launch.launcher != "single" else None, extend)
     except BaseException:
         if launch.launcher == "single" and not resume:
             discard_unused_run_dir(Path(str(cfg.log.run_dir)), created)

@@ -28,6 +28,13 @@ a file the manifest does not list makes the checkpoint suspect. A truncated, cor
 suspect checkpoint is reported and the previous good one is used; when none is usable,
 resuming fails (:func:`resume_plan`) unless the caller allows a fresh start.
 A full disk while writing raises :class:`DiskFullError` and keeps the previous checkpoint.
+
+The best model (by the workload's headline metric) lives beside them in
+``checkpoints/best_step_00000123/``: ``model.pt`` (the whole model's state dict, written
+by rank 0 from the model it evaluated) and a ``manifest.json`` that also names the
+metric, its value and direction. :func:`save_best` publishes it atomically (temporary
+folder, fsync, rename) and then removes older ``best_step_*`` folders, so the newest one
+that verifies is the best; rotation (``checkpoint.keep``) never touches it.
 Files are read with ``torch.load(weights_only=True)``: no arbitrary code runs on load.
 """
 
@@ -55,6 +62,8 @@ from scidl.runtime.files import fsync_dir as _fsync_dir
 
 MANIFEST = "manifest.json"
 PREFIX = "step_"
+BEST_PREFIX = "best_step_"  # the best model's folders (one, except after a crash mid-update)
+BEST_MODEL = "model.pt"  # the whole model's state dict in a best folder
 SET_ASIDE = "unusable_"  # prefix of checkpoints moved out of the way (kept for inspection)
 SHARED_FILE = "state.pt"
 REQUIRED: tuple[str, ...] = (SHARED_FILE,)  # what Checkpoint.load needs by default
@@ -273,7 +282,7 @@ def verify_checkpoint(path: Path, required: Sequence[str] = REQUIRED) -> str | N
 
 
 def _step_of(path: Path) -> int:
-    return int(path.name[len(PREFIX):])
+    return int(path.name.rpartition("_")[2])
 
 
 def latest_good_checkpoint(root: Path, warn: bool = True,
@@ -318,15 +327,99 @@ def resume_plan(root: Path, allow_none: bool = False, required: Sequence[str] = 
 
 
 def set_aside_after(root: Path, step: int) -> list[Path]:
-    """Rename checkpoints newer than ``step`` to ``unusable_step_...`` (kept, never loaded).
+    """Rename checkpoints (and best models) newer than ``step`` to ``unusable_...``
+    (kept, never loaded).
 
     Called after resuming from ``step``: a newer folder could not be used, and left in
-    place it would shadow the run's new checkpoints when old ones are pruned.
+    place it would shadow the run's new checkpoints when old ones are pruned; a newer
+    best model belongs to the steps that will be trained again.
     """
     moved = []
-    for path in list_checkpoints(root):
+    for path in [*list_checkpoints(root), *list_best(root)]:
         if _step_of(path) > step:
             dest = path.with_name(f"{SET_ASIDE}{path.name}-{uuid.uuid4().hex[:4]}")
             os.replace(path, dest)
             moved.append(dest)
     return moved
+
+
+# ------------------------------------------------------------------------ the best model
+
+
+@dataclass(frozen=True)
+class BestModel:
+    """A verified best-model folder: its step and what made it the best."""
+
+    path: Path
+    step: int
+    metric: str
+    value: float
+    higher_is_better: bool
+
+    def load(self) -> dict[str, Any]:
+        """The whole model's state dict (CPU tensors)."""
+        state: dict[str, Any] = torch.load(self.path / BEST_MODEL, map_location="cpu",
+                                           weights_only=True)
+        return state
+
+
+def best_dir(root: Path, step: int) -> Path:
+    return root / f"{BEST_PREFIX}{step:08d}"
+
+
+def list_best(root: Path) -> list[Path]:
+    """Best-model folders under ``root``, oldest first (unverified)."""
+    if not root.is_dir():
+        return []
+    dirs = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(BEST_PREFIX)]
+    return sorted(dirs, key=lambda p: p.name)
+
+
+def save_best(root: Path, step: int, model_state: dict[str, Any], metric: str, value: float,
+              higher_is_better: bool) -> Path:
+    """Publish ``model_state`` as the best model (one process): temporary folder, manifest
+    (with the metric), rename into place, then remove older best folders. A crash at any
+    point leaves the previous best or the new one intact."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = best_dir(root, step)
+    tmp = create_temp_dir(root, f".{final.name}.tmp-")
+    try:
+        entries = {BEST_MODEL: write_part(tmp, BEST_MODEL, model_state)}
+        with open(tmp / MANIFEST, "w") as f:
+            json.dump({"step": step, "files": entries, "metric": metric, "value": value,
+                       "higher_is_better": higher_is_better}, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        if final.exists():  # the same step evaluated twice (periodic and final)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(root)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in _DISK_FULL:
+            raise DiskFullError(f"no space left on device while writing the best model {final}"
+                                " (the previous best is kept)") from None
+        raise
+    for old in list_best(root):
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(f".{BEST_PREFIX}*.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def latest_best(root: Path, warn: bool = True) -> BestModel | None:
+    """The newest best-model folder that verifies (bad ones reported), or None."""
+    for path in reversed(list_best(root)):
+        reason = verify_checkpoint(path, (BEST_MODEL,))
+        if reason is None:
+            try:
+                meta = json.loads((path / MANIFEST).read_text())
+                return BestModel(path, _step_of(path), str(meta["metric"]),
+                                 float(meta["value"]), bool(meta["higher_is_better"]))
+            except (KeyError, TypeError, ValueError) as e:
+                reason = f"unreadable manifest ({e})"
+        if warn:
+            warnings.warn(f"best model {path} is unusable: {reason}", stacklevel=2)
+    return None

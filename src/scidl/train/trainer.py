@@ -27,10 +27,12 @@ from scidl.comm.sparse_grads import densify_grads, optimizer_takes_sparse, spars
 from scidl.config import ConfigError, RunConfig
 from scidl.data.sampler import ResumableDistributedSampler
 from scidl.optim import build_optimizer, build_scheduler
+from scidl.optim.schedules import lr_factor_fn
 from scidl.parallel.plan import build_plan, per_replica_batch
 from scidl.runtime.dist import DistContext
 from scidl.runtime.seed import rng_state, set_rng_state
 from scidl.train import checkpoint as ckpt
+from scidl.train.best import BestTracker
 from scidl.train.callbacks import OnStepEnd, OnTrainEnd, TrainerCallback
 from scidl.train.logging import MetricsLogger, truncate_metrics
 from scidl.train.progress import Progress, progress_fields
@@ -103,6 +105,16 @@ class Trainer:
         self.steps_per_epoch = self._steps_per_epoch()
         self.total_steps = self._total_steps()
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.total_steps, self.global_batch)
+        self.schedule_total = self.total_steps  # the steps the LR schedule spans
+        if cfg.train.early_stop_patience is not None and task.val_data is None \
+                and not task.extras.get("eval_without_data"):
+            raise ConfigError("train.early_stop_patience needs evaluations, but this workload "
+                              "has no validation data")
+        self.best = BestTracker(task.headline, task.higher_is_better,
+                                cfg.train.early_stop_patience, cfg.train.early_stop_min_delta)
+        self.stop_reason: str | None = None  # set when early stopping ends the run
+        self._evaluated: torch.nn.Module | None = None  # the model of the last evaluation (rank 0)
+        self._warned_no_headline = False
         self.step = 0
         self.epoch = 0
         self.micro_in_epoch = 0  # micro-batches consumed in the current epoch
@@ -235,7 +247,36 @@ class Trainer:
             out = {k: float(v) for k, v in self.task.evaluate(model, self.task.val_data).items()}
         model.train()
         self.last_eval = out
+        self._evaluated = model
         return out
+
+    def _track_best(self, ev: dict[str, float], may_stop: bool = True) -> None:
+        """After an evaluation (all ranks): rank 0 updates the best value, publishes the
+        evaluated model as the best checkpoint when it improved, and decides on early
+        stopping; every rank learns the decision (and any write failure) by broadcast."""
+        decision: list[Any] = [None, None]  # (stop reason, failure)
+        value = ev.get(self.task.headline)
+        if self.dctx.is_main and value is None and ev and not self._warned_no_headline:
+            self._warned_no_headline = True
+            warnings.warn(f"the evaluation has no {self.task.headline!r} (the workload's headline "
+                          "metric): no best checkpoint is kept", stacklevel=2)
+        if self.dctx.is_main and value is not None:
+            new_best, stop = self.best.update(float(value), self.step)
+            if new_best and self._evaluated is not None and self.cfg.checkpoint.best:
+                state = {k: v.detach().cpu() for k, v in self._evaluated.state_dict().items()}
+                try:
+                    ckpt.save_best(self.ckpt_root, self.step, state, self.task.headline,
+                                   float(value), self.task.higher_is_better)
+                except Exception as e:  # reported on every rank, so none is left waiting
+                    decision[1] = ckpt.write_failure(e, self.ckpt_root, self.step)
+            if stop and may_stop:
+                decision[0] = self.best.stop_message()
+        if self.dctx.world_size > 1:
+            dist.broadcast_object_list(decision, src=0)
+        if decision[1] is not None:
+            raise ckpt.CheckpointError(decision[1])
+        if decision[0] is not None:
+            self.stop_reason = decision[0]
 
     # ------------------------------------------------------------- checkpoints
 
@@ -256,10 +297,12 @@ class Trainer:
             "progress": {"step": self.step, "epoch": self.epoch, "micro": self.micro_in_epoch,
                          "skipped": self.skipped_steps, "world_size": self.dctx.world_size},
             "last_eval": self.last_eval,
+            "best": self.best.state_dict(),
+            "schedule_total": self.schedule_total,
         }
         ckpt.save_sharded(self.ckpt_root, self.step, shared, own, keep=self.cfg.checkpoint.keep)
 
-    def resume(self, allow_none: bool = False) -> int:
+    def resume(self, allow_none: bool = False, extend: bool = False) -> int:
         """Continue from the newest checkpoint that verifies and loads; returns its step.
 
         A checkpoint that verifies but cannot be loaded (unreadable, wrong keys or shapes)
@@ -267,6 +310,9 @@ class Trainer:
         With no usable checkpoint this raises :class:`~scidl.train.checkpoint.CheckpointError`,
         or, with ``allow_none``, trains from step 0. Either way ``metrics.jsonl`` keeps only
         the rows up to the step resumed from, and unusable newer checkpoints are set aside.
+
+        The LR schedule keeps the number of steps it was made for, unless ``extend``: then
+        it spans this run's budget from here on (see :meth:`_fit_schedule`).
         """
         candidates = ckpt.resume_plan(self.ckpt_root, allow_none, CKPT_FILES, warn=self.dctx.is_main)
         chosen: tuple[ckpt.Checkpoint, Any, Any] | None = None
@@ -292,6 +338,7 @@ class Trainer:
                 "to train from step 0")
         if chosen is not None:
             self._apply_checkpoint(*chosen)
+            self._fit_schedule(int(chosen[1].get("schedule_total") or self.total_steps), extend)
         if self.dctx.is_main:
             ckpt.set_aside_after(self.ckpt_root, self.step)
             truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
@@ -330,9 +377,35 @@ class Trainer:
         self.skipped_steps = prog["skipped"]
         self._last_ckpt_step = self._last_eval_step = self.step
         self.last_eval = state.get("last_eval", {})
+        self.best.load_state_dict(state.get("best") or {})
         _rng_from_save(mine["rng"])
         if mine.get("strategy") is not None and hasattr(self.strategy, "load_state_dict"):
             self.strategy.load_state_dict(mine["strategy"])
+
+    def _fit_schedule(self, planned: int, extend: bool) -> None:
+        """After resuming a run whose schedule spans ``planned`` steps with a budget of
+        ``total_steps``: with ``extend`` the schedule is that of a ``total_steps`` run from
+        the current step on; otherwise it stays the ``planned`` one (past its end a
+        decaying schedule stays at its floor), with a warning when the budget grew."""
+        if planned == self.total_steps:
+            return
+        if extend:
+            fn = lr_factor_fn(self.cfg.optim, self.total_steps, self.global_batch)
+            self.scheduler.lr_lambdas = [fn] * len(self.optimizer.param_groups)
+            lrs = [base * fn(self.scheduler.last_epoch) for base in self.scheduler.base_lrs]
+            for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+                group["lr"] = lr
+            self.scheduler._last_lr = lrs
+            self.schedule_total = self.total_steps
+            return
+        fn = lr_factor_fn(self.cfg.optim, planned, self.global_batch)
+        self.scheduler.lr_lambdas = [fn] * len(self.optimizer.param_groups)
+        self.schedule_total = planned
+        if self.total_steps > planned and self.cfg.optim.schedule != "constant" and self.dctx.is_main:
+            warnings.warn(
+                f"the {self.cfg.optim.schedule} LR schedule spans the run's first {planned} steps "
+                f"and is not stretched to the new budget of {self.total_steps}; pass --extend "
+                "to stretch it", stacklevel=3)
 
     def _epoch_end_due(self, end_of_epoch: bool, last: int) -> bool:
         """At an epoch end, but no more than ~20 times a run (full-batch: 1 step = 1 epoch)."""
@@ -374,22 +447,24 @@ class Trainer:
         progress.update(self.step)
         self.plan.train()
         try:
-            while self.step < self.total_steps:
+            while self.step < self.total_steps and self.stop_reason is None:
                 for micro in self._micro_batches():
                     row = self._step(micro)
                     self.step += 1
                     self.micro_in_epoch += len(micro)
                     end_epoch = self.micro_in_epoch >= self.steps_per_epoch * self.cfg.train.grad_accum
                     self._after_step(row, end_epoch, progress)
-                    if end_epoch or self.step >= self.total_steps:
+                    if end_epoch or self.step >= self.total_steps or self.stop_reason:
                         break
                 if self.micro_in_epoch >= self.steps_per_epoch * self.cfg.train.grad_accum:
                     self.epoch += 1
                     self.micro_in_epoch = 0
-            final_eval = self.evaluate()
-            if self.dctx.is_main and final_eval and self._logger:
-                self._logger.log({"step": self.step, "epoch": self.epoch,
-                                  **{f"eval/{k}": v for k, v in final_eval.items()}})
+            if self.stop_reason is None:  # early stopping has just evaluated this model
+                final_eval = self.evaluate()
+                self._track_best(final_eval, may_stop=False)
+                if self.dctx.is_main and final_eval and self._logger:
+                    self._logger.log({"step": self.step, "epoch": self.epoch,
+                                      **{f"eval/{k}": v for k, v in final_eval.items()}})
             if self.cfg.checkpoint.final:
                 self.save()
             for cb in self.callbacks:
@@ -399,6 +474,8 @@ class Trainer:
             progress.close()
             if self._logger:
                 self._logger.close()
+        if self.stop_reason is not None and self.dctx.is_main:
+            print(f"step {self.step}/{self.total_steps}: {self.stop_reason}", flush=True)
         return self._summary(time.perf_counter() - t_start)
 
     def _after_step(self, row: dict[str, Any], end_epoch: bool, progress: Progress) -> None:
@@ -407,6 +484,7 @@ class Trainer:
             self._last_eval_step = self.step
             ev = self.evaluate()
             row.update({f"eval/{k}": v for k, v in ev.items()})
+            self._track_best(ev)
         if self._logger and (self.step % self.cfg.train.log_every == 0 or "eval/" in "".join(row)
                              or self.step == self.total_steps):
             self._logger.log(row)
@@ -414,7 +492,8 @@ class Trainer:
             if isinstance(cb, OnStepEnd):
                 cb.on_step_end(self, row)
         progress.update(self.step, progress_fields(row, self.task.headline), lr=row.get("lr"))
-        if self._should_checkpoint(end_epoch) and self.step < self.total_steps:
+        if self._should_checkpoint(end_epoch) and self.step < self.total_steps \
+                and self.stop_reason is None:  # the final checkpoint follows
             self._last_ckpt_step = self.step
             self.save()
 
@@ -427,6 +506,12 @@ class Trainer:
             "higher_is_better": self.task.higher_is_better,
             "headline_value": self.last_eval.get(self.task.headline),
             "final_eval": self.last_eval,
+            "final": {"metric": self.task.headline, "value": self.last_eval.get(self.task.headline),
+                      "step": self.step},
+            "best": self._best_summary(),
+            "stopped_early": self.stop_reason is not None,
+            "stopped_at_step": self.step if self.stop_reason is not None else None,
+            "stop_reason": self.stop_reason,
             "final_loss": self.history[-1]["loss"] if self.history else None,
             "steps": self.step,
             "epochs": self.epoch,
@@ -445,6 +530,15 @@ class Trainer:
             "comm": self.strategy.report(),
             **self.plan.report(mean),
         }
+
+    def _best_summary(self) -> dict[str, Any] | None:
+        """The best evaluation and its checkpoint folder (None before any evaluation)."""
+        if self.best.value is None or self.best.step is None:
+            return None
+        return {"metric": self.best.metric, "value": self.best.value, "step": self.best.step,
+                "higher_is_better": self.best.higher_is_better,
+                "checkpoint": str(ckpt.best_dir(self.ckpt_root, self.best.step))
+                if self.cfg.checkpoint.best else None}
 
 
 def step_timing(step_times: Sequence[float], steps_per_epoch: int, wall: float) -> dict[str, float]:
