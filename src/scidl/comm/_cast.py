@@ -21,6 +21,7 @@ class CastAllreduce(CommStrategy):
     """
 
     wire_dtype: ClassVar[torch.dtype] = torch.float16
+    nonfinite_agreed = True  # a NaN/Inf survives the cast and the sum
 
     def reduce(self, bucket: Bucket) -> Future[torch.Tensor]:
         buf = bucket.buffer

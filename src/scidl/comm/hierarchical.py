@@ -42,6 +42,7 @@ class HierarchicalAllreduce(CommStrategy):
 
     name = "hierarchical"
     description = "two-level allreduce (intra-node reduce-scatter/allgather, inter-node allreduce)"
+    nonfinite_agreed = True
 
     def setup(self, ddp_model: DDP | None, group: dist.ProcessGroup | None) -> None:
         super().setup(ddp_model, group)

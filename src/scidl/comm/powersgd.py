@@ -51,6 +51,7 @@ class PowerSGD(CommStrategy):
 
     name = "powersgd"
     description = "PowerSGD rank-r compression with error feedback (ordered collectives)"
+    nonfinite_agreed = True
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)

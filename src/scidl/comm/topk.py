@@ -45,6 +45,7 @@ class TopK(CommStrategy):
 
     name = "topk"
     description = "top-k sparse all-gather with error feedback and sparse→dense switch"
+    nonfinite_agreed = True
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)

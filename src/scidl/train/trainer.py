@@ -37,6 +37,7 @@ from scidl.train import checkpoint as ckpt
 from scidl.train.logging import MetricsLogger, truncate_metrics
 from scidl.train.progress import Progress, progress_fields
 from scidl.train.skips import TrainingDiverged, check_skipped
+from scidl.train.step_stats import GradCheck, PendingLosses, backward_seed
 from scidl.workloads.base import Task
 
 CKPT_FILES = ckpt.TRAINER_FILES  # what a trainer checkpoint must hold
@@ -138,6 +139,8 @@ class Trainer:
         self._logger: MetricsLogger | None = None
         self._last_ckpt_step = 0
         self._last_eval_step = 0
+        self._losses = PendingLosses(self.dp_size)  # rank-mean losses, reduced when logged
+        self._grad_check = GradCheck(self.model.parameters())
 
     @property
     def global_batch(self) -> int:
@@ -215,15 +218,19 @@ class Trainer:
         if self.pipe is not None:
             with self._autocast():
                 return self.pipe.forward_backward(micro[0])
-        total = torch.zeros((), device=self.device)
+        total: torch.Tensor | None = None
         for i, batch in enumerate(micro):
             last = i == len(micro) - 1
             sync = contextlib.nullcontext() if last else self.ddp.no_sync()
             with sync:
                 with self._autocast():
-                    loss = self.task.loss(self.ddp, batch) / len(micro)
-                loss.backward()
-            total += loss.detach().float()
+                    loss = self.task.loss(self.ddp, batch)
+                    loss = loss / len(micro) if len(micro) > 1 else loss
+                # a NaN/Inf loss seeds NaN gradients: the reduction tells every rank
+                loss.backward(backward_seed(loss) if self.cfg.train.skip_nonfinite else None)
+            part = loss.detach().float()
+            total = part if total is None else total + part
+        assert total is not None
         return total
 
     def _closure(self, micro: list[Any]) -> Callable[[], torch.Tensor]:
@@ -240,15 +247,16 @@ class Trainer:
 
         return closure
 
-    def _grads_nonfinite(self) -> bool:
-        """Whether any local gradient holds a NaN/Inf (sparse ones: their values)."""
-        grads = [p.grad._values() if p.grad.is_sparse else p.grad
-                 for p in self.model.parameters() if p.grad is not None]
-        grads = [g for g in grads if g.numel()]
-        if not grads:
-            return False
-        norms = torch._foreach_norm(grads)
-        return not bool(torch.isfinite(torch.stack(norms).sum()))
+    def _agree_on_step(self, loss: torch.Tensor) -> tuple[bool, float]:
+        """(skip, rank-mean loss) agreed with one small collective: the loss sum and a
+        bad-step flag (MAX via SUM), for strategies without ``nonfinite_agreed``."""
+        bad = self.cfg.train.skip_nonfinite and (
+            self._grad_check.check() or not bool(torch.isfinite(loss))
+        )
+        flag = torch.stack([loss.detach().float(), torch.tensor(float(bad), device=self.device)])
+        dist.all_reduce(flag)
+        # pipelines: only last stages hold a loss
+        return flag[1].item() > 0, flag[0].item() / self.dp_size
 
     def _resolve_unused(self) -> bool:
         """``find_unused_parameters=auto``, after the first backward (all ranks).
@@ -293,14 +301,12 @@ class Trainer:
             loss = self._forward_backward(micro)
         if self._densify:
             densify_grads(self._densify, self._dense_bufs)
-        # One small collective: the loss sum (for logging) and a bad-step flag (MAX via SUM).
-        bad = self.cfg.train.skip_nonfinite and (
-            self._grads_nonfinite() or not bool(torch.isfinite(loss))
-        )
-        flag = torch.stack([loss.detach().float(), torch.tensor(float(bad), device=self.device)])
-        dist.all_reduce(flag)
-        loss_mean = flag[0].item() / self.dp_size  # pipelines: only last stages hold a loss
-        skipped = flag[1].item() > 0
+        loss_mean: float | None = None  # filled in when the row is logged (PendingLosses)
+        if self.strategy.nonfinite_agreed and self.pipe is None:
+            # every rank's reduced gradients carry any rank's NaN/Inf: no collective
+            skipped = self.cfg.train.skip_nonfinite and self._grad_check.check()
+        else:
+            skipped, loss_mean = self._agree_on_step(loss)
         grad_norm = float("nan")
         if skipped:
             self.skipped_steps += 1
@@ -325,11 +331,13 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         dt = time.perf_counter() - t0
         self.step_times.append(dt)
-        row = {
+        row: dict[str, Any] = {
             "step": self.step + 1, "epoch": self.epoch, "loss": loss_mean, "lr": lr,
             "step_time_s": dt, "samples_per_s": self.global_batch / dt if dt > 0 else 0.0,
             "skipped": int(skipped),
         }
+        if loss_mean is None:
+            self._losses.add(row, loss)
         if not math.isnan(grad_norm):
             row["grad_norm"] = grad_norm
         row.update({f"comm_{k}" if not k.startswith("comm") else k: v for k, v in comm.items()})
@@ -535,16 +543,13 @@ class Trainer:
         try:
             while self.step < self.total_steps:
                 for micro in self._micro_batches():
-                    row = self._step(micro)
-                    self.step += 1
-                    self.micro_in_epoch += len(micro)
-                    end_epoch = self.micro_in_epoch >= self.steps_per_epoch * self.cfg.train.grad_accum
-                    self._after_step(row, end_epoch, progress)
-                    if end_epoch or self.step >= self.total_steps:
+                    self.train_step(micro, progress)
+                    if self._epoch_done() or self.step >= self.total_steps:
                         break
                 if self.micro_in_epoch >= self.steps_per_epoch * self.cfg.train.grad_accum:
                     self.epoch += 1
                     self.micro_in_epoch = 0
+            self._losses.resolve()
             final_eval = self.evaluate()
             if self.dctx.is_main and final_eval and self._logger:
                 self._logger.log({"step": self.step, "epoch": self.epoch,
@@ -560,19 +565,37 @@ class Trainer:
                 self._logger.close()
         return self._summary(time.perf_counter() - t_start)
 
-    def _after_step(self, row: dict[str, Any], end_epoch: bool, progress: Progress) -> None:
+    def train_step(self, micro: list[Any], progress: Progress | None = None) -> dict[str, Any]:
+        """One optimizer step on ``micro`` (``grad_accum`` micro-batches already on the
+        device), then what :meth:`fit` does after each step (metrics row, evaluation,
+        checkpoint, callbacks). Call on all ranks; returns the step's row."""
+        row = self._step(micro)
+        self.step += 1
+        self.micro_in_epoch += len(micro)
+        self._after_step(row, self._epoch_done(), progress)
+        return row
+
+    def _epoch_done(self) -> bool:
+        return self.micro_in_epoch >= self.steps_per_epoch * self.cfg.train.grad_accum
+
+    def _after_step(self, row: dict[str, Any], end_epoch: bool, progress: Progress | None) -> None:
         self.history.append(row)
-        if self._should_eval(end_epoch):
+        eval_due = self._should_eval(end_epoch)
+        if eval_due:
             self._last_eval_step = self.step
             ev = self.evaluate()
             row.update({f"eval/{k}": v for k, v in ev.items()})
+        if self.step % self.cfg.train.log_every == 0 or eval_due or self.step == self.total_steps:
+            self._losses.resolve()  # the same steps on every rank
         if self._logger and (self.step % self.cfg.train.log_every == 0 or "eval/" in "".join(row)
                              or self.step == self.total_steps):
             self._logger.log(row)
         for cb in self.callbacks:
             if hasattr(cb, "on_step_end"):
                 cb.on_step_end(self, row)
-        progress.update(self.step, progress_fields(row, self.task.headline), lr=row.get("lr"))
+        if progress is not None:
+            fields = progress_fields(row, self.task.headline) if row["loss"] is not None else None
+            progress.update(self.step, fields, lr=row.get("lr"))
         if self._should_checkpoint(end_epoch) and self.step < self.total_steps:
             self._last_ckpt_step = self.step
             self.save()
