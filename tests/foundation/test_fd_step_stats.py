@@ -3,14 +3,38 @@
 import torch
 from torch import nn
 
-from scidl.train.step_stats import GradCheck, _buckets_or_grads, backward_seed
+from scidl.train.step_stats import GradCheck, _buckets_or_grads, backward_seed, step_schedule
 
 
 def test_backward_seed_is_one_or_nan():
-    assert backward_seed(torch.tensor(3.5)).item() == 1.0
-    assert backward_seed(torch.tensor(-0.0)).item() == 1.0
+    assert backward_seed(torch.tensor(3.5)) is None  # CPU: backward() as usual
+    assert backward_seed(torch.tensor(-0.0)) is None
     for bad in (float("nan"), float("inf"), -float("inf")):
         assert torch.isnan(backward_seed(torch.tensor(bad)))
+
+
+def test_a_nan_seed_makes_every_gradient_nan():
+    lin = nn.Linear(3, 2)
+    loss = lin(torch.randn(4, 3)).sum() + float("inf")  # gradients alone would be finite
+    loss.backward(backward_seed(loss))
+    assert all(torch.isnan(p.grad).all() for p in lin.parameters())
+
+
+def test_constant_schedule_steps_leave_the_same_state_as_torch():
+    def sched():
+        opt = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1)
+        fn = lambda s: 1.0 if s < 3 else 0.5  # noqa: E731 - constant, then a drop
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, fn)
+
+    (o1, s1), (o2, s2) = sched(), sched()
+    for _ in range(6):
+        o1.step(), o2.step()
+        s1.step()
+        step_schedule(s2)
+        assert o1.param_groups[0]["lr"] == o2.param_groups[0]["lr"]
+        a, b = s1.state_dict(), s2.state_dict()
+        a.pop("lr_lambdas"), b.pop("lr_lambdas")
+        assert a == b
 
 
 def _model_with_bucket_views() -> tuple[nn.Module, torch.Tensor]:

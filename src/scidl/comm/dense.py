@@ -46,7 +46,7 @@ class DenseAllreduce(CommStrategy):
         super().__init__(cfg)
         self.builtin: DDP | None = None  # the model DDP reduces without a Python hook
         self._syncs = 0  # synchronising backward passes prepared this step
-        self._buckets: list[int] = []
+        self._buckets: list[int] = []  # [allreduce calls, bytes sent] per synchronisation
 
     def wrap(self, module: nn.Module, group: dist.ProcessGroup | None = None,
              **ddp_kwargs: Any) -> DDP:
@@ -88,11 +88,12 @@ class DenseAllreduce(CommStrategy):
         if not self._syncs:
             return
         if self.step < 3 or not self._buckets:  # DDP rebuilds its buckets after step 1
-            self._buckets = ddp_bucket_bytes(ddp_model)
-        for _ in range(self._syncs):
-            for nbytes in self._buckets:
-                sent = ring_allreduce_bytes(nbytes, self.world, self.backend)
-                self.counters.record("allreduce", sent, sent)
+            sizes = ddp_bucket_bytes(ddp_model)
+            self._buckets = [len(sizes), sum(ring_allreduce_bytes(b, self.world, self.backend)
+                                             for b in sizes)]
+        calls, sent = self._buckets
+        self.counters.record("allreduce", sent * self._syncs, sent * self._syncs,
+                             calls=calls * self._syncs)
         self._syncs = 0
 
     def report(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ allreduce would give.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,11 +25,30 @@ import torch
 import torch.distributed as dist
 
 
-def backward_seed(loss: torch.Tensor) -> torch.Tensor:
-    """The gradient to start ``loss.backward`` with: 1, or NaN when ``loss`` is NaN/Inf
-    (0·NaN = 0·Inf = NaN), so every gradient of this rank, and of the reduction, is NaN.
-    Two scalar ops, no host sync."""
+def backward_seed(loss: torch.Tensor) -> torch.Tensor | None:
+    """The gradient to start ``loss.backward`` with: 1 (None on CPU), or NaN when ``loss``
+    is NaN/Inf, so every gradient of this rank, and of the reduction, is NaN.
+
+    On CPU one read of the value; on an accelerator two scalar ops (0·NaN = 0·Inf = NaN),
+    no host sync.
+    """
+    if loss.device.type == "cpu":
+        return None if math.isfinite(loss.item()) else torch.full_like(loss, math.nan)
     return loss.detach() * 0.0 + 1.0
+
+
+def step_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """``scheduler.step()``; when no group's learning rate changes (a constant stretch
+    of the schedule) only its step counters move, which leaves the same state."""
+    if scheduler._step_count > 1:  # torch checks the call order at the first step
+        nxt = scheduler.last_epoch + 1
+        values = [base * f(nxt) for f, base in zip(scheduler.lr_lambdas, scheduler.base_lrs, strict=True)]
+        current = [g["lr"] for g in scheduler.optimizer.param_groups]
+        if all(isinstance(v, float) for v in current) and values == current == scheduler._last_lr:
+            scheduler._step_count += 1
+            scheduler.last_epoch = nxt
+            return
+    scheduler.step()
 
 
 class GradCheck:
@@ -59,8 +79,9 @@ class GradCheck:
         sums = [g.sum() for g in parts if g.numel()]
         if not sums:
             return False
-        total = sums[0] if len(sums) == 1 else torch.stack(sums).sum()
-        return not bool(torch.isfinite(total))
+        if sums[0].device.type == "cpu":  # reading a CPU scalar costs less than an op
+            return not math.isfinite(sum(x.item() for x in sums))
+        return not bool(torch.isfinite(torch.stack(sums).sum()))
 
 
 def _buckets_or_grads(grads: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -111,9 +132,10 @@ class PendingLosses:
         return len(self._rows)
 
     def add(self, row: dict[str, Any], loss: torch.Tensor) -> None:
-        """Fill ``row["loss"]`` at the next :meth:`resolve` with the rank mean of ``loss``."""
+        """Fill ``row["loss"]`` at the next :meth:`resolve` with the rank mean of ``loss``
+        (a detached float32 scalar)."""
         self._rows.append(row)
-        self._losses.append(loss.detach().float())
+        self._losses.append(loss)
 
     def resolve(self) -> None:
         """One allreduce for every pending row (call on all ranks at the same steps)."""

@@ -37,7 +37,7 @@ from scidl.train import checkpoint as ckpt
 from scidl.train.logging import MetricsLogger, truncate_metrics
 from scidl.train.progress import Progress, progress_fields
 from scidl.train.skips import TrainingDiverged, check_skipped
-from scidl.train.step_stats import GradCheck, PendingLosses, backward_seed
+from scidl.train.step_stats import GradCheck, PendingLosses, backward_seed, step_schedule
 from scidl.workloads.base import Task
 
 CKPT_FILES = ckpt.TRAINER_FILES  # what a trainer checkpoint must hold
@@ -228,7 +228,8 @@ class Trainer:
                     loss = loss / len(micro) if len(micro) > 1 else loss
                 # a NaN/Inf loss seeds NaN gradients: the reduction tells every rank
                 loss.backward(backward_seed(loss) if self.cfg.train.skip_nonfinite else None)
-            part = loss.detach().float()
+            part = loss.detach()
+            part = part if part.dtype == torch.float32 else part.float()
             total = part if total is None else total + part
         assert total is not None
         return total
@@ -325,7 +326,7 @@ class Trainer:
             else:
                 self.optimizer.step()
         lr = self.optimizer.param_groups[0]["lr"]
-        self.scheduler.step()
+        step_schedule(self.scheduler)
         comm = self.strategy.end_step()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
