@@ -61,7 +61,7 @@ class GradCheck:
     """
 
     def __init__(self, params: Iterable[torch.nn.Parameter]) -> None:
-        self.params = [p for p in params if p.requires_grad]
+        self.params = list(params)  # frozen ones have no gradient and are passed over
         self._key: tuple[int, ...] = ()
         self._flats: list[torch.Tensor] = []
 

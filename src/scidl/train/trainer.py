@@ -1,8 +1,9 @@
 """The training loop: one readable path from a single CPU core to many GPUs.
 
 Per optimizer step: ``grad_accum`` micro-batches (forward/backward, DDP ``no_sync`` on all
-but the last) → NaN/Inf check agreed by all ranks → optional clipping → optimizer step →
-LR schedule → communication accounting → metrics, evaluation, checkpoint, callbacks.
+but the last) → NaN/Inf check that all ranks answer alike (``scidl.train.step_stats``) →
+optional clipping → optimizer step → LR schedule → communication accounting → metrics
+(loss averaged over ranks when a row is logged), evaluation, checkpoint, callbacks.
 Everything runs inside a process group (a one-member group for a single process), so the
 code path is the same at any scale.
 """
@@ -81,7 +82,8 @@ class Trainer:
         dctx: this process's place in the job (from :func:`distributed_context`).
         run_dir: the run folder (shared by all ranks; rank 0 writes it).
         callbacks: objects with optional ``on_step_end(trainer, row)`` and
-            ``on_train_end(trainer)`` methods, called on every rank.
+            ``on_train_end(trainer)`` methods, called on every rank (``row["loss"]`` is
+            None until the row is logged: every ``train.log_every`` steps).
     """
 
     def __init__(
