@@ -157,8 +157,8 @@ def ratio_stats(ours: list[float], plain: list[float], boot: int = 2000) -> dict
             "extra_ms": statistics.median(a - b for a, b in zip(ours, plain, strict=True)) * 1e3}
 
 
-def summarize(res: dict[str, Any]) -> dict[str, Any]:
-    """Per model: wall and CPU statistics from rank 0's pairs (rank 1's wall ratio kept too)."""
+def summarize(res: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per model: wall and CPU statistics from rank 0's pairs (every rank's wall ratio too)."""
     out = {}
     for name, width in MODELS.items():
         per_rank = [r[name] for r in res]

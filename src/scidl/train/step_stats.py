@@ -102,7 +102,7 @@ def _buckets_or_grads(grads: list[torch.Tensor]) -> list[torch.Tensor]:
                  and sum(g.numel() for g in gs) == n
                  and sorted(g.storage_offset() for g in gs) == _offsets(gs))
         if tiles:
-            out.append(torch.empty(0, dtype=dtype, device=gs[0].device).set_(st, 0, (n,)))
+            out.append(torch.empty(0, dtype=dtype, device=gs[0].device).set_(st, 0, (n,), (1,)))
         else:
             out.extend(gs)
     return out
