@@ -1,45 +1,55 @@
-"""SciDL step time vs a hand-written DDP loop: same model, batch and data, 2 processes.
+"""SciDL's per-step cost vs a hand-written DDP loop, measured step by step in pairs.
 
-Both loops run in the same processes, interleaved in repeats (A, B, A, B, ...), so machine
-noise hits both alike; the reported figure is median(SciDL step) / median(plain step).
-Target: ≤ 1.02. Writes benchmarks/results/engine_overhead.json.
+Both loops live in the same 2 gloo processes (``torch.set_num_threads(1)``), train
+copies of the same MLP with Adam on the same pre-built batches (fetching is outside
+both timings), and alternate one step at a time: pair i runs a plain step and a SciDL
+step (``Trainer.train_step``, the body of ``fit``'s loop), in alternating order, so
+machine noise and cache effects hit both alike. Each step records wall time
+(``perf_counter``) and the CPU time of the whole process (``process_time``: compute
+plus the communication threads). The figure is, per model, the median over pairs of
+SciDL step ÷ plain step, with its interquartile range and a bootstrap 95 % interval.
+Target: ≤ 1.02. Writes benchmarks/results/engine_overhead.json (render it into
+docs/benchmarks.md with ``python scripts/render_docs.py``).
 
-    python benchmarks/engine_overhead.py [--steps 30] [--repeats 5] [--width 1024] [--nproc 2]
+    python benchmarks/engine_overhead.py [--pairs 300] [--warmup 30] [--batch 64] [--nproc 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
 import platform
+import random
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from torch.utils.data import TensorDataset
 
 import scidl
 from scidl.runtime.dist import distributed_context
 from scidl.runtime.launch import run_distributed
+from scidl.train.logging import MetricsLogger
 from scidl.train.trainer import Trainer
 from scidl.workloads import Task
 
-
-def _data(n: int, d: int) -> TensorDataset:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, d, generator=g)
-    return TensorDataset(x, x[:, :1].sin())
+DIM = 64
+#: name -> hidden width of a 64 → w → w → w → 1 MLP (2,166,785 and 139,873 parameters)
+MODELS = {"mlp_2.2M": 1024, "mlp_140k": 248}
 
 
-def _model(d: int, width: int) -> nn.Module:
+def _model(width: int) -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(d, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
+    return nn.Sequential(nn.Linear(DIM, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
                          nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 1))
 
 
@@ -47,75 +57,166 @@ def _loss(m: nn.Module, b: list[torch.Tensor]) -> torch.Tensor:
     return nn.functional.mse_loss(m(b[0]), b[1])
 
 
-def _plain(data: TensorDataset, width: int, steps: int, batch: int) -> float:
-    model = _model(data.tensors[0].shape[1], width)
+def _batches(steps: int, batch: int, rank: int, world: int) -> tuple[TensorDataset, list[list[torch.Tensor]]]:
+    """The whole data set, and this rank's batches (one per step), built before timing."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(steps * batch * world, DIM, generator=g)
+    data = TensorDataset(x, x[:, :1].sin())
+    out = []
+    for i in range(steps):
+        lo = (i * world + rank) * batch
+        out.append([x[lo:lo + batch].contiguous(), data.tensors[1][lo:lo + batch].contiguous()])
+    return data, out
+
+
+def _plain_step(width: int) -> Callable[[list[torch.Tensor]], None]:
+    """The loop anyone would write: zero_grad, forward, backward (DDP allreduce), step."""
+    model = _model(width)
     ddp = DDP(model)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    sampler = DistributedSampler(data, dist.get_world_size(), dist.get_rank(), seed=0, drop_last=True)
-    loader = iter(DataLoader(data, batch_size=batch, sampler=sampler, drop_last=True))
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        x, y = next(loader)
+
+    def step(b: list[torch.Tensor]) -> None:
         opt.zero_grad(set_to_none=True)
-        loss = _loss(ddp, [x, y])
-        loss.backward()
+        _loss(ddp, b).backward()
         opt.step()
-        loss.item()  # both loops read the loss once per step
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times[2:])
+
+    return step
 
 
-def _scidl(data: TensorDataset, width: int, steps: int, batch: int, root: str) -> float:
+def _scidl_step(width: int, data: TensorDataset, steps: int, batch: int, root: str,
+                rank: int) -> tuple[Trainer, Callable[[list[torch.Tensor]], None]]:
+    """SciDL's trainer with its defaults (dense strategy, NaN/Inf skipping, metrics every
+    ``train.log_every`` steps to metrics.jsonl), one ``train_step`` per call."""
     cfg = scidl.load_config("admissions", overrides=[
-        f"train.max_steps={steps}", f"train.batch_size={batch}", "optim.lr=1e-4",
-        "log.tensorboard=false", "log.progress=false", "checkpoint.final=false",
-        "train.log_every=1000000", f"log.run_dir={root}"])
-    task = Task(model=_model(data.tensors[0].shape[1], width), train_data=data, loss=_loss,
-                evaluate=lambda m, d: {}, val_data=None)
+        f"train.max_steps={steps}", f"train.batch_size={batch}", "optim.name=adam", "optim.lr=1e-4",
+        "log.tensorboard=false", "log.progress=false", "checkpoint.final=false", f"log.run_dir={root}"])
+    task = Task(model=_model(width), train_data=data, loss=_loss, evaluate=lambda m, d: {}, val_data=None)
     with distributed_context() as dctx:
         tr = Trainer(cfg, task, dctx, Path(root))
-        tr.fit()
-    return statistics.median(tr.step_times[2:])
+    if rank == 0:  # what fit() opens on rank 0
+        tr._logger = MetricsLogger(Path(root), tensorboard=False)
+    tr.ddp.train()
+
+    def step(b: list[torch.Tensor]) -> None:
+        tr.train_step([b])
+
+    return tr, step
 
 
-def _worker(rank: int, world: int, args: dict, root: str) -> dict:
-    data = _data(args["batch"] * world * (args["steps"] + 2), 64)
-    plain, ours = [], []
-    for r in range(args["repeats"]):
-        plain.append(_plain(data, args["width"], args["steps"], args["batch"]))
-        ours.append(_scidl(data, args["width"], args["steps"], args["batch"], f"{root}/r{r}"))
-    return {"plain": plain, "scidl": ours}
+def _timed(fn: Callable[[list[torch.Tensor]], None], b: list[torch.Tensor]) -> tuple[float, float, float]:
+    w0, c0, t0 = time.perf_counter(), time.process_time(), time.thread_time()
+    fn(b)
+    return time.perf_counter() - w0, time.process_time() - c0, time.thread_time() - t0
+
+
+def _pairs(width: int, args: dict[str, Any], root: str, rank: int, world: int) -> dict[str, Any]:
+    steps = args["warmup"] + args["pairs"]
+    data, batches = _batches(steps, args["batch"], rank, world)
+    plain = _plain_step(width)
+    tr, ours = _scidl_step(width, data, steps, args["batch"], root, rank)
+    times: dict[str, list[tuple[float, float, float]]] = {"plain": [], "scidl": []}
+    gc.collect()
+    for i, b in enumerate(batches):
+        order = (("plain", plain), ("scidl", ours)) if i % 2 == 0 else (("scidl", ours), ("plain", plain))
+        for name, fn in order:
+            t = _timed(fn, b)
+            if i >= args["warmup"]:
+                times[name].append(t)
+    if tr._logger is not None:
+        tr._logger.close()
+    same = all(torch.equal(a, b) for a, b in zip(plain_params(plain), tr.model.parameters(), strict=True))
+    return {"times": times, "skipped": tr.skipped_steps, "same_weights": same}
+
+
+def plain_params(step: Callable[..., None]) -> list[torch.Tensor]:
+    """The plain loop's parameters (its DDP module, from the closure)."""
+    cells = {c.cell_contents for c in step.__closure__ or () if isinstance(c.cell_contents, DDP)}
+    return list(next(iter(cells)).module.parameters())
+
+
+def _worker(rank: int, world: int, args: dict[str, Any], root: str) -> dict[str, Any]:
+    return {name: _pairs(width, args, f"{root}/{name}", rank, world) for name, width in MODELS.items()}
+
+
+def _quantile(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    pos = q * (len(s) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def ratio_stats(ours: list[float], plain: list[float], boot: int = 2000) -> dict[str, Any]:
+    """Median of the paired ratios ours_i / plain_i, its IQR and a bootstrap 95 % interval."""
+    r = [a / b for a, b in zip(ours, plain, strict=True)]
+    rng = random.Random(0)
+    meds = sorted(statistics.median(rng.choices(r, k=len(r))) for _ in range(boot))
+    return {"ratio": statistics.median(r), "iqr": [_quantile(r, 0.25), _quantile(r, 0.75)],
+            "ci95": [_quantile(meds, 0.025), _quantile(meds, 0.975)],
+            "plain_ms": statistics.median(plain) * 1e3, "scidl_ms": statistics.median(ours) * 1e3,
+            "extra_ms": statistics.median(a - b for a, b in zip(ours, plain, strict=True)) * 1e3}
+
+
+def summarize(res: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per model: wall and CPU statistics from rank 0's pairs (every rank's wall ratio too)."""
+    out = {}
+    for name, width in MODELS.items():
+        per_rank = [r[name] for r in res]
+        t = per_rank[0]["times"]
+        col = {k: list(zip(*t[k], strict=True)) for k in ("plain", "scidl")}
+        out[name] = {
+            "width": width,
+            "params": sum(p.numel() for p in _model(width).parameters()),
+            "pairs": len(t["plain"]),
+            "wall": ratio_stats(list(col["scidl"][0]), list(col["plain"][0])),
+            "cpu": ratio_stats(list(col["scidl"][1]), list(col["plain"][1])),
+            "cpu_main_thread": ratio_stats(list(col["scidl"][2]), list(col["plain"][2])),
+            "wall_ratio_per_rank": [
+                statistics.median(a[0] / b[0] for a, b in zip(r["times"]["scidl"], r["times"]["plain"],
+                                                              strict=True)) for r in per_rank],
+            "same_weights": all(r["same_weights"] for r in per_rank),
+            "skipped_steps": per_rank[0]["skipped"],
+        }
+    return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--width", type=int, default=1024)
-    ap.add_argument("--batch", type=int, default=64)
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--pairs", type=int, default=300, help="timed step pairs per model (≥ 150)")
+    ap.add_argument("--warmup", type=int, default=30, help="untimed pairs first")
+    ap.add_argument("--batch", type=int, default=64, help="samples per rank per step")
     ap.add_argument("--nproc", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/engine_overhead.json")
     args = ap.parse_args()
+    if args.pairs < 150:
+        ap.error("--pairs must be at least 150")
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as root:
-        res = run_distributed(_worker, args.nproc, vars(args), root, timeout=1800)[0]
-    plain, ours = statistics.median(res["plain"]), statistics.median(res["scidl"])
-    ratio = ours / plain
-    params = sum(p.numel() for p in _model(64, args.width).parameters())
-    print(f"{'loop':<12}{'median step (ms)':>18}  repeats (ms)")
-    print(f"{'plain DDP':<12}{plain * 1e3:>18.2f}  " + " ".join(f"{t * 1e3:.1f}" for t in res["plain"]))
-    print(f"{'SciDL':<12}{ours * 1e3:>18.2f}  " + " ".join(f"{t * 1e3:.1f}" for t in res["scidl"]))
-    print(f"overhead ratio SciDL/plain = {ratio:.3f} (target <= 1.02)")
+        res = run_distributed(_worker, args.nproc, vars(args), root, timeout=3600)
+    load_after = os.getloadavg()
+    models = summarize(res)
+    print(f"{'model':<10}{'params':>11}{'plain ms':>10}{'SciDL ms':>10}  {'wall ratio [IQR]':<24}"
+          f"{'CPU ratio [IQR]':<24}")
+    for name, m in models.items():
+        w, c = m["wall"], m["cpu"]
+        print(f"{name:<10}{m['params']:>11,}{w['plain_ms']:>10.2f}{w['scidl_ms']:>10.2f}  "
+              f"{w['ratio']:.3f} [{w['iqr'][0]:.3f}, {w['iqr'][1]:.3f}]".ljust(24 + 41)
+              + f"{c['ratio']:.3f} [{c['iqr'][0]:.3f}, {c['iqr'][1]:.3f}]")
+    print(f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after (target <= 1.02)")
     out = {
-        "benchmark": "engine_overhead", "ratio": ratio, "target": 1.02,
-        "plain_step_s": plain, "scidl_step_s": ours, "repeats": res,
-        "config": {**vars(args), "params": params, "backend": "gloo", "device": "cpu"},
-        "versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
-        "hardware": {"machine": platform.machine(), "cpus": __import__("os").cpu_count()},
+        "benchmark": "engine_overhead", "target": 1.02, "models": models,
+        "config": {"pairs": args.pairs, "warmup": args.warmup, "batch": args.batch,
+                   "nproc": args.nproc, "backend": "gloo", "device": "cpu", "threads_per_process": 1,
+                   "optimizer": "adam", "dim": DIM},
+        "load_avg": {"before": list(load_before), "after": list(load_after)},
+        "versions": {"torch": torch.__version__, "python": sys.version.split()[0],
+                     "scidl": getattr(scidl, "__version__", None)},
+        "hardware": {"machine": platform.machine(), "cpus": os.cpu_count()},
         "date": time.strftime("%Y-%m-%d"),
+        "command": "python benchmarks/engine_overhead.py " + " ".join(sys.argv[1:]),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

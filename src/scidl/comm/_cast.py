@@ -23,6 +23,7 @@ class CastAllreduce(CommStrategy):
     """
 
     wire_dtype: ClassVar[torch.dtype] = torch.float16
+    nonfinite_agreed = True  # a NaN/Inf survives the cast and the sum
 
     @classmethod
     def wire(cls, cfg: Any, numel: int, world: int,

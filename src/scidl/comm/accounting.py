@@ -129,18 +129,19 @@ class CommCounters:
     _last_done: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def record(self, op: str, sent: int, recv: int, seconds: float = 0.0) -> None:
-        """Account one collective ``op`` moving ``sent``/``recv`` bytes (and its seconds)."""
+    def record(self, op: str, sent: int, recv: int, seconds: float = 0.0, calls: int = 1) -> None:
+        """Account ``calls`` collectives ``op`` moving ``sent``/``recv`` bytes in all (and
+        their seconds)."""
         with self._lock:
             self.bytes_sent += int(sent)
             self.bytes_recv += int(recv)
-            self.calls += 1
+            self.calls += calls
             s = self._step
             s["bytes_sent"] = s.get("bytes_sent", 0) + int(sent)
             s["bytes_recv"] = s.get("bytes_recv", 0) + int(recv)
-            s["calls"] = s.get("calls", 0) + 1
+            s["calls"] = s.get("calls", 0) + calls
             o = self.by_op.setdefault(op, {"calls": 0, "bytes_sent": 0, "seconds": 0.0})
-            o["calls"] += 1
+            o["calls"] += calls
             o["bytes_sent"] += int(sent)
         if seconds:
             self.add_seconds(op, seconds)

@@ -63,6 +63,12 @@ class CommStrategy(abc.ABC):
     #: tensors by the backend (gloo; NCCL has no sparse allreduce); False: they are
     #: handed to DDP (and the strategy) dense.
     native_sparse: ClassVar[bool] = False
+    #: True: when any rank's input is NaN/Inf, every rank's reduced gradient is non-finite
+    #: (the contract above), so the trainer checks its own reduced gradients and needs no
+    #: extra collective to agree on skipping a step. False (the safe default for
+    #: strategies registered by users, and ``lag``, which applies last step's result):
+    #: the ranks agree on the skip with one small allreduce per step.
+    nonfinite_agreed: ClassVar[bool] = False
 
     def __init__(self, cfg: CommConfig) -> None:
         self.cfg = cfg

@@ -18,6 +18,10 @@ class CommConfig(BaseModel):
     Attributes:
         strategy: registered strategy name (``scidl.comm.strategy_names()`` lists them).
         bucket_cap_mb: DDP gradient bucket size in MiB (also the first bucket's cap).
+        timing: ``dense``: measure the time of each allreduce (``comm_s``,
+            ``comm_exposed_s``) with a Python communication hook. Off, DDP reduces with
+            its built-in allreduce and only bytes are counted (the other strategies
+            always time their collectives).
         density: ``topk``: fraction k/n of each bucket's entries sent per rank.
         error_feedback: ``topk``/``powersgd``: keep what was not sent and add it next step.
         value_dtype: ``topk``: wire type of the sent values (indices are always int32).
@@ -41,6 +45,9 @@ class CommConfig(BaseModel):
 
     strategy: str = Field("dense", description="gradient reduction strategy (registry name)")
     bucket_cap_mb: float = Field(25.0, gt=0, description="DDP bucket size in MiB")
+    timing: bool = Field(
+        False, description="dense: time every allreduce (comm_s, comm_exposed_s) through a "
+                           "Python communication hook; off: DDP's built-in allreduce, bytes only")
     density: float = Field(
         0.01, gt=0, le=1, description="topk: fraction of each bucket's entries sent per rank"
     )

@@ -48,6 +48,7 @@ class GroupedAllreduce(CommStrategy):
 
     name = "grouped"
     description = "static groups from the observed backward order, one fused allreduce each"
+    nonfinite_agreed = True
     wire_settings = ("group_mb",)
 
     def __init__(self, cfg: Any) -> None:

@@ -46,6 +46,7 @@ class HierarchicalAllreduce(CommStrategy):
 
     name = "hierarchical"
     description = "two-level allreduce (intra-node reduce-scatter/allgather, inter-node allreduce)"
+    nonfinite_agreed = True
 
     @classmethod
     def allreduce_algorithm(cls, cfg: Any) -> str | None:

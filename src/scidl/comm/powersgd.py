@@ -56,6 +56,7 @@ class PowerSGD(CommStrategy):
 
     name = "powersgd"
     description = "PowerSGD rank-r compression with error feedback (ordered collectives)"
+    nonfinite_agreed = True
     wire_settings = ("rank",)
 
     @classmethod

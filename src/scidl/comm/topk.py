@@ -61,6 +61,7 @@ class TopK(CommStrategy):
 
     name = "topk"
     description = "top-k sparse all-gather with error feedback and sparse→dense switch"
+    nonfinite_agreed = True
     wire_settings = ("density", "value_dtype")
 
     @classmethod

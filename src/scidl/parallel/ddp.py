@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from scidl.parallel.plan import ParallelDims, ParallelPlan
+from scidl.train.step_stats import backward_seed
 
 if TYPE_CHECKING:
     from torch.distributed.device_mesh import DeviceMesh
@@ -46,12 +47,14 @@ class DataParallelPlan(ParallelPlan):
     """
 
     wrapped: DDP
+    carries_nonfinite = True  # a NaN/Inf loss seeds NaN gradients (see :meth:`_accumulate`)
 
     def __init__(self, dims: ParallelDims, mesh: DeviceMesh, model: nn.Module, ddp: DDP,
                  device: torch.device, precision: str, loss: LossFn, strategy: CommStrategy,
-                 find_unused: bool | Literal["auto"]) -> None:
+                 find_unused: bool | Literal["auto"], seed_nonfinite: bool = True) -> None:
         super().__init__(dims, mesh, model, ddp, device, precision)
         self.loss, self.strategy, self._find_unused = loss, strategy, find_unused
+        self.seed_nonfinite = seed_nonfinite
 
     @classmethod
     def build(cls, cfg: RunConfig, task: Task, dims: ParallelDims, mesh: DeviceMesh,
@@ -59,7 +62,8 @@ class DataParallelPlan(ParallelPlan):
         model = task.model.to(device)
         find = cfg.parallel.find_unused_parameters
         ddp = apply_ddp(model, mesh, strategy, device=device, find_unused=find is True)
-        return cls(dims, mesh, model, ddp, device, cfg.train.precision, task.loss, strategy, find)
+        return cls(dims, mesh, model, ddp, device, cfg.train.precision, task.loss, strategy, find,
+                   seed_nonfinite=cfg.train.skip_nonfinite)
 
     def forward_backward(self, micro: list[Any]) -> torch.Tensor:
         loss = self._accumulate(micro)
@@ -69,15 +73,20 @@ class DataParallelPlan(ParallelPlan):
         return loss
 
     def _accumulate(self, micro: list[Any]) -> torch.Tensor:
-        total = torch.zeros((), device=self.device)
+        total: torch.Tensor | None = None
         for i, batch in enumerate(micro):
             last = i == len(micro) - 1
             sync = contextlib.nullcontext() if last else self.wrapped.no_sync()
             with sync:
                 with self.autocast():
-                    loss = self.loss(self.wrapped, batch) / len(micro)
-                loss.backward()
-            total += loss.detach().float()
+                    loss = self.loss(self.wrapped, batch)
+                    loss = loss / len(micro) if len(micro) > 1 else loss
+                # a NaN/Inf loss seeds NaN gradients: the reduction tells every rank
+                loss.backward(backward_seed(loss) if self.seed_nonfinite else None)
+            part = loss.detach()
+            part = part if part.dtype == torch.float32 else part.float()
+            total = part if total is None else total + part
+        assert total is not None
         return total
 
     def _resolve_unused(self) -> bool:

@@ -124,7 +124,13 @@ class ParallelPlan(abc.ABC):
         dims: the layout. mesh: its device mesh. model: this rank's module (the whole
             model, or its pipeline stage): the optimizer and checkpoints hold its
             parameters. wrapped: what trains (``model`` inside DDP).
+        carries_nonfinite: whether, after :meth:`forward_backward`, every rank's reduced
+            gradients hold any rank's NaN/Inf (then a local check agrees on all ranks and
+            the trainer needs no agreement collective, for strategies that reduce every
+            entry: ``CommStrategy.nonfinite_agreed``).
     """
+
+    carries_nonfinite = False
 
     def __init__(self, dims: ParallelDims, mesh: DeviceMesh, model: nn.Module,
                  wrapped: nn.Module, device: torch.device, precision: str) -> None:

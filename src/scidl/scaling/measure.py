@@ -49,6 +49,7 @@ def point_config(
         "log": cfg.log.model_copy(update={"run_dir": str(run_dir), "progress": False,
                                           "tensorboard": False}),
         "checkpoint": cfg.checkpoint.model_copy(update={"final": False}),
+        "comm": cfg.comm.model_copy(update={"timing": True}),  # comm_s, comm_exposed_s per step
     })
 
 

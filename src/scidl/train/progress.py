@@ -143,8 +143,13 @@ class Progress:
             if sps is not None:
                 info += f"  {sps:.0f} samples/s"
             self._bar.update(self._task, completed=step, info=info)
-        elif self.lines and self._fields and line_due(now, self._last_line, self.every_s):
+        elif self.lines and self._moved() and line_due(now, self._last_line, self.every_s):
             self._print_line(now)
+
+    def _moved(self) -> bool:
+        """Something to show: fields, or steps since the first update (the loss may come
+        later: the trainer averages it over ranks when it logs a row)."""
+        return bool(self._fields) or (self._start is not None and self._step > self._start[0])
 
     def _print_line(self, now: float) -> None:
         sps, eta = self._rates(now)
@@ -157,5 +162,5 @@ class Progress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
-        if self.lines and self._fields and self._printed_step != self._step:
+        if self.lines and self._moved() and self._printed_step != self._step:
             self._print_line(self.clock())  # the last step always gets a line

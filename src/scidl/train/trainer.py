@@ -3,9 +3,10 @@
 The trainer holds a :class:`~scidl.parallel.plan.ParallelPlan` (data parallel, or
 pipeline stages x replicas) and never branches on the layout. Per optimizer step: the
 plan's forward/backward (gradients reduced over the replicas by the communication
-strategy) → NaN/Inf check agreed by all ranks → optional clipping (the plan's global
-norm) → optimizer step → LR schedule → communication accounting → metrics, evaluation
-(on the plan's evaluation model), checkpoint, callbacks. Everything runs inside a process
+strategy) → NaN/Inf check that all ranks answer alike (``scidl.train.step_stats``) →
+optional clipping (the plan's global norm) → optimizer step → LR schedule → communication
+accounting → metrics (loss averaged over ranks when a row is logged), evaluation (on the
+plan's evaluation model), checkpoint, callbacks. Everything runs inside a process
 group (a one-member group for a single process), so the code path is the same at any scale.
 """
 
@@ -37,6 +38,7 @@ from scidl.train.callbacks import OnStepEnd, OnTrainEnd, TrainerCallback
 from scidl.train.logging import MetricsLogger, truncate_metrics
 from scidl.train.progress import Progress, progress_fields
 from scidl.train.skips import TrainingDiverged, check_skipped
+from scidl.train.step_stats import GradCheck, PendingLosses, step_schedule
 from scidl.workloads.base import Task
 
 CKPT_FILES = ckpt.TRAINER_FILES  # what a trainer checkpoint must hold
@@ -66,7 +68,8 @@ class Trainer:
         dctx: this process's place in the job (from :func:`distributed_context`).
         run_dir: the run folder (shared by all ranks; rank 0 writes it).
         callbacks: objects with ``on_step_end(trainer, row)`` and/or
-            ``on_train_end(trainer)`` (:mod:`scidl.train.callbacks`), called on every rank.
+            ``on_train_end(trainer)`` (:mod:`scidl.train.callbacks`), called on every rank
+            (``row["loss"]`` is None until the row is logged: every ``train.log_every`` steps).
     """
 
     def __init__(
@@ -125,6 +128,8 @@ class Trainer:
         self._logger: MetricsLogger | None = None
         self._last_ckpt_step = 0
         self._last_eval_step = 0
+        self._losses = PendingLosses(self.plan.dp_size)  # rank-mean losses, reduced when logged
+        self._grad_check = GradCheck(self.model.parameters())
 
     @property
     def global_batch(self) -> int:
@@ -172,15 +177,17 @@ class Trainer:
             generator=torch.Generator().manual_seed(self.cfg.train.seed),
         )
 
-    def _grads_nonfinite(self) -> bool:
-        """Whether any local gradient holds a NaN/Inf (sparse ones: their values)."""
-        grads = [p.grad._values() if p.grad.is_sparse else p.grad
-                 for p in self.model.parameters() if p.grad is not None]
-        grads = [g for g in grads if g.numel()]
-        if not grads:
-            return False
-        norms = torch._foreach_norm(grads)
-        return not bool(torch.isfinite(torch.stack(norms).sum()))
+    def _agree_on_step(self, loss: torch.Tensor) -> tuple[bool, float]:
+        """(skip, rank-mean loss) agreed with one small collective: the loss sum and a
+        bad-step flag (MAX via SUM), where the reduced gradients may not carry every
+        rank's NaN/Inf (``CommStrategy.nonfinite_agreed``, ``ParallelPlan.carries_nonfinite``)."""
+        bad = self.cfg.train.skip_nonfinite and (
+            self._grad_check.check() or not bool(torch.isfinite(loss))
+        )
+        flag = torch.stack([loss.detach().float(), torch.tensor(float(bad), device=self.device)])
+        dist.all_reduce(flag)
+        # pipelines: only last stages hold a loss
+        return flag[1].item() > 0, flag[0].item() / self.plan.dp_size
 
     def _step(self, micro: list[Any]) -> dict[str, float]:
         t0 = time.perf_counter()
@@ -189,14 +196,12 @@ class Trainer:
         loss = self.plan.forward_backward(micro)
         if self._densify:
             densify_grads(self._densify, self._dense_bufs)
-        # One small collective: the loss sum (for logging) and a bad-step flag (MAX via SUM).
-        bad = self.cfg.train.skip_nonfinite and (
-            self._grads_nonfinite() or not bool(torch.isfinite(loss))
-        )
-        flag = torch.stack([loss.detach().float(), torch.tensor(float(bad), device=self.device)])
-        dist.all_reduce(flag)
-        loss_mean = flag[0].item() / self.plan.dp_size  # pipelines: only last stages hold a loss
-        skipped = flag[1].item() > 0
+        loss_mean: float | None = None  # filled in when the row is logged (PendingLosses)
+        if self.strategy.nonfinite_agreed and self.plan.carries_nonfinite:
+            # every rank's reduced gradients carry any rank's NaN/Inf: no collective
+            skipped = self.cfg.train.skip_nonfinite and self._grad_check.check()
+        else:
+            skipped, loss_mean = self._agree_on_step(loss)
         grad_norm = float("nan")
         if skipped:
             self.skipped_steps += 1
@@ -215,17 +220,19 @@ class Trainer:
             else:
                 self.optimizer.step()
         lr = self.optimizer.param_groups[0]["lr"]
-        self.scheduler.step()
+        step_schedule(self.scheduler)
         comm = self.strategy.end_step()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         dt = time.perf_counter() - t0
         self.step_times.append(dt)
-        row = {
+        row: dict[str, Any] = {
             "step": self.step + 1, "epoch": self.epoch, "loss": loss_mean, "lr": lr,
             "step_time_s": dt, "samples_per_s": self.global_batch / dt if dt > 0 else 0.0,
             "skipped": int(skipped),
         }
+        if loss_mean is None:
+            self._losses.add(row, loss)
         if not math.isnan(grad_norm):
             row["grad_norm"] = grad_norm
         row.update({f"comm_{k}" if not k.startswith("comm") else k: v for k, v in comm.items()})
@@ -449,16 +456,13 @@ class Trainer:
         try:
             while self.step < self.total_steps and self.stop_reason is None:
                 for micro in self._micro_batches():
-                    row = self._step(micro)
-                    self.step += 1
-                    self.micro_in_epoch += len(micro)
-                    end_epoch = self.micro_in_epoch >= self.steps_per_epoch * self.cfg.train.grad_accum
-                    self._after_step(row, end_epoch, progress)
-                    if end_epoch or self.step >= self.total_steps or self.stop_reason:
+                    self.train_step(micro, progress)
+                    if self._epoch_done() or self.step >= self.total_steps or self.stop_reason:
                         break
-                if self.micro_in_epoch >= self.steps_per_epoch * self.cfg.train.grad_accum:
+                if self._epoch_done():
                     self.epoch += 1
                     self.micro_in_epoch = 0
+            self._losses.resolve()
             if self.stop_reason is None:  # early stopping has just evaluated this model
                 final_eval = self.evaluate()
                 self._track_best(final_eval, may_stop=False)
@@ -478,20 +482,38 @@ class Trainer:
             print(f"step {self.step}/{self.total_steps}: {self.stop_reason}", flush=True)
         return self._summary(time.perf_counter() - t_start)
 
-    def _after_step(self, row: dict[str, Any], end_epoch: bool, progress: Progress) -> None:
+    def train_step(self, micro: list[Any], progress: Progress | None = None) -> dict[str, Any]:
+        """One optimizer step on ``micro`` (``grad_accum`` micro-batches already on the
+        device), then what :meth:`fit` does after each step (metrics row, evaluation,
+        checkpoint, callbacks). Call on all ranks; returns the step's row."""
+        row = self._step(micro)
+        self.step += 1
+        self.micro_in_epoch += len(micro)
+        self._after_step(row, self._epoch_done(), progress)
+        return row
+
+    def _epoch_done(self) -> bool:
+        return self.micro_in_epoch >= self.steps_per_epoch * self.cfg.train.grad_accum
+
+    def _after_step(self, row: dict[str, Any], end_epoch: bool, progress: Progress | None) -> None:
         self.history.append(row)
-        if self._should_eval(end_epoch):
+        eval_due = self._should_eval(end_epoch)
+        if eval_due:
             self._last_eval_step = self.step
             ev = self.evaluate()
             row.update({f"eval/{k}": v for k, v in ev.items()})
             self._track_best(ev)
+        if self.step % self.cfg.train.log_every == 0 or eval_due or self.step == self.total_steps:
+            self._losses.resolve()  # the same steps on every rank
         if self._logger and (self.step % self.cfg.train.log_every == 0 or "eval/" in "".join(row)
                              or self.step == self.total_steps):
             self._logger.log(row)
         for cb in self.callbacks:
             if isinstance(cb, OnStepEnd):
                 cb.on_step_end(self, row)
-        progress.update(self.step, progress_fields(row, self.task.headline), lr=row.get("lr"))
+        if progress is not None:
+            fields = progress_fields(row, self.task.headline) if row["loss"] is not None else None
+            progress.update(self.step, fields, lr=row.get("lr"))
         if self._should_checkpoint(end_epoch) and self.step < self.total_steps \
                 and self.stop_reason is None:  # the final checkpoint follows
             self._last_ckpt_step = self.step

@@ -1,0 +1,148 @@
+"""What a step reports without costing a collective: the NaN/Inf check and the logged loss.
+
+Non-finite steps. When the comm strategy guarantees that a NaN/Inf on any rank reaches
+every rank's reduced gradient (``CommStrategy.nonfinite_agreed``: a NaN in a sum stays a
+NaN), every rank finds the same answer by checking its own reduced gradients, so no
+collective is needed to agree on skipping a step. A rank whose loss is NaN/Inf while its
+gradients are finite backpropagates a NaN seed (:func:`backward_seed`), so the reduced
+gradients carry that too.
+
+Loss. Each step's loss stays on the device; :class:`PendingLosses` averages the losses of
+all steps since the last logged row over the ranks in one allreduce, when a row is
+logged (every ``train.log_every`` steps, at evaluations and at the last step; the
+decision is the same on every rank). Rows of the steps in between get their loss then,
+so ``metrics.jsonl`` and ``trainer.history`` hold the same values as a per-step
+allreduce would give.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+def backward_seed(loss: torch.Tensor) -> torch.Tensor | None:
+    """The gradient to start ``loss.backward`` with: 1 (None on CPU), or NaN when ``loss``
+    is NaN/Inf, so every gradient of this rank, and of the reduction, is NaN.
+
+    On CPU one read of the value; on an accelerator two scalar ops (0·NaN = 0·Inf = NaN),
+    no host sync.
+    """
+    if loss.device.type == "cpu":
+        return None if math.isfinite(loss.item()) else torch.full_like(loss, math.nan)
+    return loss.detach() * 0.0 + 1.0
+
+
+def step_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """``scheduler.step()``; when no group's learning rate changes (a constant stretch
+    of the schedule) only its step counters move, which leaves the same state."""
+    if scheduler._step_count > 1:  # torch checks the call order at the first step
+        nxt = scheduler.last_epoch + 1
+        values = [base * f(nxt) for f, base in zip(scheduler.lr_lambdas, scheduler.base_lrs, strict=True)]
+        current = [g["lr"] for g in scheduler.optimizer.param_groups]
+        if all(isinstance(v, float) for v in current) and values == current == scheduler._last_lr:
+            scheduler._step_count += 1
+            scheduler.last_epoch = nxt
+            return
+    scheduler.step()
+
+
+class GradCheck:
+    """``check()``: whether any gradient of ``params`` holds a NaN/Inf.
+
+    One sum per gradient buffer (a NaN or ±Inf anywhere makes the sum non-finite, and a
+    sum overflows later than a norm): when the gradients tile a shared buffer exactly
+    (DDP's buckets with ``gradient_as_bucket_view``), one sum over the whole bucket;
+    otherwise one per gradient (sparse ones: their values).
+    """
+
+    def __init__(self, params: Iterable[torch.nn.Parameter]) -> None:
+        self.params = list(params)  # frozen ones have no gradient and are passed over
+        self._key: tuple[int, ...] = ()
+        self._flats: list[torch.Tensor] = []
+
+    def check(self) -> bool:
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if not grads:
+            return False
+        if any(g.is_sparse for g in grads):
+            parts = [g._values() if g.is_sparse else g for g in grads]
+        else:
+            key = tuple(g.data_ptr() for g in grads)
+            if key != self._key:
+                self._key, self._flats = key, _buckets_or_grads(grads)
+            parts = self._flats
+        sums = [g.sum() for g in parts if g.numel()]
+        if not sums:
+            return False
+        if sums[0].device.type == "cpu":  # reading a CPU scalar costs less than an op
+            return not math.isfinite(sum(x.item() for x in sums))
+        return not bool(torch.isfinite(torch.stack(sums).sum()))
+
+
+def _buckets_or_grads(grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The flat buffers the gradients tile exactly (one tensor each), else the gradients.
+
+    Only buffers shared by several gradients are returned whole (they are DDP's buckets,
+    alive anyway); a gradient with a storage of its own is returned as itself, so
+    nothing here keeps an old gradient's memory alive.
+    """
+    groups: dict[int, list[torch.Tensor]] = {}
+    for g in grads:
+        groups.setdefault(g.untyped_storage().data_ptr(), []).append(g)
+    out: list[torch.Tensor] = []
+    for gs in groups.values():
+        st, dtype = gs[0].untyped_storage(), gs[0].dtype
+        n = st.nbytes() // gs[0].element_size()
+        tiles = (len(gs) > 1 and all(g.dtype == dtype and g.is_contiguous() for g in gs)
+                 and sum(g.numel() for g in gs) == n
+                 and sorted(g.storage_offset() for g in gs) == _offsets(gs))
+        if tiles:
+            out.append(torch.empty(0, dtype=dtype, device=gs[0].device).set_(st, 0, (n,), (1,)))
+        else:
+            out.extend(gs)
+    return out
+
+
+def _offsets(gs: list[torch.Tensor]) -> list[int]:
+    """Where each gradient starts if they are laid end to end in storage order."""
+    sizes = [g.numel() for g in sorted(gs, key=lambda g: g.storage_offset())]
+    return [sum(sizes[:i]) for i in range(len(sizes))]
+
+
+class PendingLosses:
+    """Rows whose rank-mean loss is still to be computed, and their local losses.
+
+    Args:
+        replicas: the number of ranks whose losses are summed (the data-parallel size).
+        group: the process group to reduce over (default: the world).
+    """
+
+    def __init__(self, replicas: int, group: dist.ProcessGroup | None = None) -> None:
+        self.replicas = replicas
+        self.group = group
+        self._rows: list[dict[str, Any]] = []
+        self._losses: list[torch.Tensor] = []
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def add(self, row: dict[str, Any], loss: torch.Tensor) -> None:
+        """Fill ``row["loss"]`` at the next :meth:`resolve` with the rank mean of ``loss``
+        (a detached float32 scalar)."""
+        self._rows.append(row)
+        self._losses.append(loss)
+
+    def resolve(self) -> None:
+        """One allreduce for every pending row (call on all ranks at the same steps)."""
+        if not self._rows:
+            return
+        sums = torch.stack(self._losses)
+        dist.all_reduce(sums, group=self.group)
+        for row, total in zip(self._rows, sums.tolist(), strict=True):
+            row["loss"] = total / self.replicas
+        self._rows, self._losses = [], []

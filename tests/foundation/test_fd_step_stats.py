@@ -1,0 +1,91 @@
+"""The trainer's per-step NaN/Inf check and backward seed (``scidl.train.step_stats``)."""
+
+import torch
+from torch import nn
+
+from scidl.train.step_stats import GradCheck, _buckets_or_grads, backward_seed, step_schedule
+
+
+def test_backward_seed_is_one_or_nan():
+    assert backward_seed(torch.tensor(3.5)) is None  # CPU: backward() as usual
+    assert backward_seed(torch.tensor(-0.0)) is None
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        assert torch.isnan(backward_seed(torch.tensor(bad)))
+
+
+def test_a_nan_seed_makes_every_gradient_nan():
+    lin = nn.Linear(3, 2)
+    loss = lin(torch.randn(4, 3)).sum() + float("inf")  # gradients alone would be finite
+    loss.backward(backward_seed(loss))
+    assert all(torch.isnan(p.grad).all() for p in lin.parameters())
+
+
+def test_constant_schedule_steps_leave_the_same_state_as_torch():
+    def sched():
+        opt = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1)
+        fn = lambda s: 1.0 if s < 3 else 0.5  # noqa: E731 - constant, then a drop
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, fn)
+
+    (o1, s1), (o2, s2) = sched(), sched()
+    for _ in range(6):
+        o1.step(), o2.step()
+        s1.step()
+        step_schedule(s2)
+        assert o1.param_groups[0]["lr"] == o2.param_groups[0]["lr"]
+        a, b = s1.state_dict(), s2.state_dict()
+        a.pop("lr_lambdas"), b.pop("lr_lambdas")
+        assert a == b
+
+
+def _model_with_bucket_views() -> tuple[nn.Module, torch.Tensor]:
+    """Gradients laid end to end in one flat buffer, as DDP's ``gradient_as_bucket_view``."""
+    m = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    flat = torch.zeros(sum(p.numel() for p in m.parameters()))
+    start = 0
+    for p in m.parameters():
+        p.grad = flat[start:start + p.numel()].view_as(p)
+        start += p.numel()
+    return m, flat
+
+
+def test_bucket_views_are_checked_with_one_sum_and_every_entry_counts():
+    m, flat = _model_with_bucket_views()
+    grads = [p.grad for p in m.parameters()]
+    (whole,) = _buckets_or_grads(grads)
+    assert whole.data_ptr() == flat.data_ptr() and whole.numel() == flat.numel()
+    check = GradCheck(m.parameters())
+    assert check.check() is False
+    for i in range(flat.numel()):
+        for bad in (float("nan"), float("inf")):
+            flat[i] = bad
+            assert check.check() is True, (i, bad)
+        flat[i] = 0.0
+    assert check.check() is False
+
+
+def test_separate_and_partial_gradients_are_checked_one_by_one():
+    m = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    m(torch.randn(5, 3)).sum().backward()
+    grads = [p.grad for p in m.parameters()]
+    assert [g.data_ptr() for g in _buckets_or_grads(grads)] == [g.data_ptr() for g in grads]
+    check = GradCheck(m.parameters())
+    assert check.check() is False
+    m[1].bias.grad[0] = float("-inf")
+    assert check.check() is True
+    # a bucket not covered exactly (one parameter without a gradient): each view alone
+    m2, flat = _model_with_bucket_views()
+    m2[1].bias.grad = None
+    parts = _buckets_or_grads([p.grad for p in m2.parameters() if p.grad is not None])
+    assert len(parts) == 3
+    flat[-1] = float("nan")  # the missing gradient's entries do not count
+    assert GradCheck(m2.parameters()).check() is False
+
+
+def test_sparse_gradients_are_checked_by_their_values():
+    emb = nn.Embedding(10, 3, sparse=True)
+    emb(torch.tensor([1, 2])).sum().backward()
+    check = GradCheck(emb.parameters())
+    assert check.check() is False
+    emb.weight.grad = torch.sparse_coo_tensor(torch.tensor([[1]]), torch.tensor([[float("nan")] * 3]), (10, 3),
+                                             check_invariants=True)
+    assert check.check() is True
