@@ -73,7 +73,7 @@ def test_only_global_rank_0_reports(env, expected):
     assert reports(env) is expected
 
 
-def _fake_run(cfg, *, resume, restart_from_scratch, on_run_dir):
+def _fake_run(cfg, *, resume, restart_from_scratch, on_run_dir, **_):
     run_dir = Path("/tmp/fake-run")
     if reports(os.environ):
         on_run_dir(run_dir)  # what api.run does on rank 0
@@ -106,4 +106,4 @@ def test_run_outside_a_terminal_prints_folder_first_then_progress_lines(tmp_path
     steps = [ln.split()[1] for ln in out if ln.startswith("step ")]
     assert steps == ["1/3", "2/3", "3/3"]
     assert all("samples/s" in ln and "lr " in ln for ln in out if ln.startswith("step 2"))
-    assert out[-1].startswith("admissions: mse =")
+    assert out[-2].startswith("admissions: mse =") and out[-1].startswith("best: mse ")
