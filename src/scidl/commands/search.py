@@ -151,7 +151,11 @@ def run(args: argparse.Namespace) -> int:
     _check_arguments(args)
     if not workload and not (args.study and (args.join or args.resume)):
         raise UserError("name a WORKLOAD, or give --study (and --storage) with --join/--resume")
-    study = args.study or f"{workload}-{args.strategy}"
+    if workload and not args.study:  # a task factory's study is named after the factory
+        from scidl.workloads import workload_label
+
+        args.study = f"{workload_label(workload)}-{args.strategy}"
+    study = args.study
     out = args.out or str(Path("runs") / "search" / study)
     storage = args.storage or env_storage or str(Path(out) / "study.db")
     try:

@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"run folder: {result.run_dir}")
     shown = f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
     print(
-        f"{cfg.workload}: {name} = {shown} after {s['steps']} steps on {s['world_size']} "
+        f"{cfg.workload_label()}: {name} = {shown} after {s['steps']} steps on {s['world_size']} "
         f"process(es) [{s['backend']}], {s['wall_s']:.1f} s, "
         f"{(s.get('samples_per_s') or 0):.0f} samples/s"
     )
