@@ -19,7 +19,6 @@ Workload's ``name``, else the module's last part (``hf_gpt2`` for
 
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.util
 import inspect
@@ -174,7 +173,6 @@ def factory_label(ref: str) -> str:
     return stem if attr == DEFAULT_ATTR else f"{stem}.{attr}"
 
 
-@functools.lru_cache(maxsize=None)
 def load_factory(ref: str) -> type[Workload]:
     """The Workload class ``ref`` (``module:attr``) names; FactoryError if it cannot be used."""
     module, attr = _split(ref)
