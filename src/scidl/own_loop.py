@@ -81,9 +81,9 @@ def shard_loader(loader: DataLoader, rank: int, world: int, seed: int = 0) -> Sh
     if loader.batch_size is None:
         raise TypeError("scidl.setup: the loader has a custom batch_sampler; pass a "
                         "DataLoader built with batch_size (it is used per rank)")
-    sampler = DistributedSampler(loader.dataset, num_replicas=world, rank=rank,
-                                 shuffle=isinstance(loader.sampler, RandomSampler), seed=seed,
-                                 drop_last=loader.drop_last)
+    sampler: DistributedSampler[Any] = DistributedSampler(
+        loader.dataset, num_replicas=world, rank=rank, seed=seed, drop_last=loader.drop_last,
+        shuffle=isinstance(loader.sampler, RandomSampler))
     return ShardedLoader(
         loader.dataset, batch_size=loader.batch_size, sampler=sampler,
         collate_fn=loader.collate_fn, num_workers=loader.num_workers,
