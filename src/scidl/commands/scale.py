@@ -11,7 +11,7 @@ HELP = "run a workload at several process counts; efficiency, comm breakdown, re
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("workload", help="workload name (see `scidl workloads`)")
+    p.add_argument("workload", help="workload name (see `scidl workloads`) or a task factory module:attr")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--config", "-c", help="YAML run config")
     p.add_argument("--nproc", default="1,2,4", help="process counts (default 1,2,4)")

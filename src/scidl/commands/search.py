@@ -13,7 +13,7 @@ HELP = "search architectures/hyperparameters (greedy, evolution, bayes, random) 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("workload", nargs="?", help="workload (not needed with --join/--resume)")
+    p.add_argument("workload", nargs="?", help="workload or task factory module:attr (not needed with --join/--resume)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="run-config overrides for every trial (e.g. train.epochs=5 dist.nproc=2)")
     p.add_argument("--strategy", "-s", default="bayes",
