@@ -326,7 +326,10 @@ def load_config(
     try:
         wl = get_workload(name)
     except KeyError as e:
-        raise ConfigError(str(e.args[0] if e.args else e)) from None
+        msg = str(e.args[0] if e.args else e)
+        if msg.startswith("unknown workload"):
+            msg += ", or a task factory as module:attr"
+        raise ConfigError(msg) from None
     merged = _deep_merge(copy.deepcopy(wl.defaults), user)
     merged["workload"] = name
     task_data = merged.get("task", {})

@@ -144,3 +144,9 @@ def test_cli_trains_a_factory_on_two_processes_under_its_own_name_and_predict_pr
     capsys.readouterr()
     profile = json.loads((tmp_path / "pred" / "prediction.json").read_text())["profile"]
     assert profile["grad_bytes"] == 4 * n_params(6)
+
+
+def test_unknown_workload_name_points_to_module_attr(capsys):
+    assert main(["config", "burgerz"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean burgers" in err and "task factory as module:attr" in err
