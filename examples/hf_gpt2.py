@@ -51,7 +51,7 @@ def _loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tenso
 
 def _evaluate(model: torch.nn.Module, data: CountingSequences) -> dict[str, float]:
     ids = data.ids.to(next(model.parameters()).device)
-    loss = float(model(input_ids=ids, labels=ids).loss)
+    loss = model(input_ids=ids, labels=ids).loss.detach().item()
     return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
 
 
@@ -65,8 +65,8 @@ def make_task(cfg: GPT2Settings, ctx: scidl.BuildContext) -> scidl.Task:
         vocab_size=cfg.vocab_size, n_positions=cfg.seq_len, n_embd=cfg.n_embd,
         n_layer=cfg.n_layer, n_head=cfg.n_head,
         bos_token_id=0, eos_token_id=0,  # inside the small vocabulary
-        loss_type="ForCausalLM",
     )
+    config.loss_type = "ForCausalLM"  # named: no "unrecognised loss_type" notice
     model = GPT2LMHeadModel(config)  # seeded by SciDL: the same weights on every rank
     train = CountingSequences(cfg.n_train, cfg.seq_len, cfg.vocab_size, ctx.seed)
     val = CountingSequences(cfg.n_val, cfg.seq_len, cfg.vocab_size, ctx.seed + 1)
