@@ -12,6 +12,7 @@ everything.
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -21,9 +22,9 @@ import scidl
 class FrozenSettings(scidl.WorkloadConfig):
     """``task.*`` settings."""
 
-    freeze: bool = True
-    features: int = 32
-    n: int = 1024
+    freeze: bool = Field(True, description="keep the backbone's weights fixed")
+    features: int = Field(32, ge=1, description="width of the backbone's output")
+    n: int = Field(1024, ge=8, description="training samples")
 
 
 class Classifier(nn.Module):
@@ -55,3 +56,6 @@ def make_task(cfg: FrozenSettings, ctx: scidl.BuildContext) -> scidl.Task:
     data = TensorDataset(x, y)
     return scidl.Task(model=model, train_data=data, val_data=data, loss=loss, evaluate=evaluate,
                       headline="accuracy", higher_is_better=True)
+
+
+make_task.defaults = {"optim": {"lr": 1e-2}}  # type: ignore[attr-defined]

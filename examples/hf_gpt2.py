@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
+from pydantic import Field
 from torch.utils.data import Dataset
 
 import scidl
@@ -21,13 +22,13 @@ import scidl
 class GPT2Settings(scidl.WorkloadConfig):
     """The model and data sizes (``task.*`` on the command line)."""
 
-    n_layer: int = 2
-    n_head: int = 2
-    n_embd: int = 32
-    vocab_size: int = 100
-    seq_len: int = 16
-    n_train: int = 512
-    n_val: int = 64
+    n_layer: int = Field(2, ge=1, description="transformer blocks")
+    n_head: int = Field(2, ge=1, description="attention heads (divides n_embd)")
+    n_embd: int = Field(32, ge=1, description="embedding width")
+    vocab_size: int = Field(100, ge=2, description="tokens (sequences count modulo this)")
+    seq_len: int = Field(16, ge=2, description="tokens per sequence (= n_positions)")
+    n_train: int = Field(512, ge=1, description="training sequences")
+    n_val: int = Field(64, ge=1, description="validation sequences")
 
 
 class CountingSequences(Dataset):
