@@ -1,4 +1,13 @@
-"""Bring your own model: train any nn.Module + dataset + loss on 2 processes with SciDL."""
+"""Bring your own model: any nn.Module + dataset + loss, trained by SciDL on 2 processes.
+
+From the command line (the run is filed under runs/byo_model/):
+
+    scidl train examples/byo_model.py:make_task --nproc 2 --epochs 20 optim.lr=3e-3
+
+or from Python, as below: ``python examples/byo_model.py [key=value ...]``.
+"""
+
+import sys
 
 import torch
 from torch import nn
@@ -8,6 +17,7 @@ import scidl
 
 
 def make_task(ctx: scidl.BuildContext) -> scidl.Task:
+    """A small MLP fitting sin(pi x) cos(pi y) on [-1, 1]^2."""
     g = torch.Generator().manual_seed(ctx.seed)          # same data on every rank
     x = torch.rand(2048, 2, generator=g) * 2 - 1
     y = torch.sin(torch.pi * x[:, :1]) * torch.cos(torch.pi * x[:, 1:])  # your science here
@@ -24,7 +34,7 @@ def make_task(ctx: scidl.BuildContext) -> scidl.Task:
 
 
 if __name__ == "__main__":  # the spawned processes import this file: keep the launch here
-    cfg = scidl.load_config("admissions", overrides=["train.epochs=20", "train.batch_size=64", "optim.lr=3e-3"],
-                            extra={"dist": {"nproc": 2}, "log": {"root": "runs/byo"}})
-    result = scidl.run(cfg, task_factory=make_task)
+    cfg = scidl.load_config(make_task, overrides=["train.epochs=20", "train.batch_size=64", "optim.lr=3e-3",
+                                                  "dist.nproc=2", *sys.argv[1:]])
+    result = scidl.run(cfg)
     print(result.run_dir, result.headline)

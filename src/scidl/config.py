@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -109,7 +110,8 @@ class LogConfig(_Section):
 class RunConfig(_Section):
     """Everything that defines a run. ``task`` holds the workload's own settings."""
 
-    workload: str = Field("burgers", description="registered workload name")
+    workload: str = Field("burgers", description="registered workload name, or a task "
+                          "factory as module:attr")
     task: dict[str, Any] = Field(default_factory=dict, description="workload settings")
     train: TrainConfig = Field(default_factory=TrainConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -125,6 +127,13 @@ class RunConfig(_Section):
 
         wl = get_workload(self.workload)
         return _validate(wl.Config, self.task, prefix="task")
+
+    def workload_label(self) -> str:
+        """The name this run is filed under (run folder, summary, output): the workload
+        name, or a task factory's own name when ``workload`` is ``module:attr``."""
+        from scidl.workloads import workload_label
+
+        return workload_label(self.workload)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -226,6 +235,8 @@ def _format_error(err: ValidationError, prefix: str, model: type[BaseModel]) -> 
         if not close:  # suggest siblings of the unknown key
             parent = path.rpartition(".")[0]
             close = [k for k in valid if k.rpartition(".")[0] == parent][:8]
+        if not close:
+            return f"unknown config key '{path}': '{parent or prefix}' takes no keys here"
         return f"unknown config key '{path}'; valid keys near it: {', '.join(close)}"
     return f"invalid value for '{path}': {e['msg']} (got {e.get('input')!r})"
 
@@ -286,7 +297,7 @@ def overrides_to_dict(overrides: list[str]) -> dict[str, Any]:
 
 
 def load_config(
-    workload: str | None = None,
+    workload: str | Callable[..., Any] | None = None,
     path: str | Path | None = None,
     overrides: list[str] | None = None,
     extra: dict[str, Any] | None = None,
@@ -294,7 +305,9 @@ def load_config(
     """Resolve a run config from defaults, workload defaults, YAML and overrides.
 
     Args:
-        workload: workload name (overrides the file's ``workload`` key if given).
+        workload: workload name (overrides the file's ``workload`` key if given): a
+            registered name, a task factory as ``"module:attr"``, or the factory itself
+            (a top-level function returning a Task, or a Workload subclass).
         path: optional YAML file.
         overrides: ``dotted.key=value`` strings.
         extra: a nested dict applied last (CLI flags such as ``--nproc``).
@@ -313,12 +326,19 @@ def load_config(
         data = _forget_used_run_dir(data)
     user = merge_sources(data, cli, f"config file {path}", "the command line")
     name = workload or user.get("workload") or RunConfig.model_fields["workload"].default
+    if callable(name):  # a task factory or Workload class passed from Python
+        from scidl.workloads.factory import reference_of
+
+        name = reference_of(name)
     if not isinstance(name, str):
         raise ConfigError(f"invalid value for 'workload': a workload name (got {name!r})")
     try:
         wl = get_workload(name)
     except KeyError as e:
-        raise ConfigError(str(e.args[0] if e.args else e)) from None
+        msg = str(e.args[0] if e.args else e)
+        if msg.startswith("unknown workload"):
+            msg += ", or a task factory as module:attr"
+        raise ConfigError(msg) from None
     merged = _deep_merge(copy.deepcopy(wl.defaults), user)
     merged["workload"] = name
     task_data = merged.get("task", {})

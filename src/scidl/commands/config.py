@@ -9,7 +9,7 @@ HELP = "print the resolved default config of a workload as YAML (with overrides 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("workload", help="workload name")
+    p.add_argument("workload", help="workload name, or your task factory as module:attr")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--config", "-c", help="YAML file to start from")
 

@@ -11,7 +11,7 @@ HELP = "run a workload at several process counts; efficiency, comm breakdown, re
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("workload", help="workload name (see `scidl workloads`)")
+    p.add_argument("workload", help="workload name (see `scidl workloads`) or a task factory module:attr")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--config", "-c", help="YAML run config")
     p.add_argument("--nproc", default="1,2,4", help="process counts (default 1,2,4)")
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         extra["comm"] = {"strategy": args.comm}
     cfg = load_config(args.workload, args.config, list(args.overrides), extra)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = Path(args.out or Path(cfg.log.root) / "scale" / f"{cfg.workload}-{args.mode}-{stamp}")
+    out = Path(args.out or Path(cfg.log.root) / "scale" / f"{cfg.workload_label()}-{args.mode}-{stamp}")
     try:
         data = run_scaling(cfg, nprocs, args.mode, out, hardware=args.hardware,
                            repeats=max(1, args.repeats))
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         head += f" {'min-max ms':>15s}"
     if pred:
         head += f" {'pred_ms':>8s} {'pred_E':>6s} {'err':>6s}"
-    print(f"{cfg.workload}: {args.mode} scaling, comm={cfg.comm.strategy} (times in ms/step)")
+    print(f"{cfg.workload_label()}: {args.mode} scaling, comm={cfg.comm.strategy} (times in ms/step)")
     print(head)
     for q in data["points"]:
         line = (f"{q['ranks']:3d} {q['global_batch']:6d} {q['samples_per_s']:10.1f} "

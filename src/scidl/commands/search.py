@@ -13,7 +13,7 @@ HELP = "search architectures/hyperparameters (greedy, evolution, bayes, random) 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("workload", nargs="?", help="workload (not needed with --join/--resume)")
+    p.add_argument("workload", nargs="?", help="workload or task factory module:attr (not needed with --join/--resume)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="run-config overrides for every trial (e.g. train.epochs=5 dist.nproc=2)")
     p.add_argument("--strategy", "-s", default="bayes",
@@ -151,7 +151,11 @@ def run(args: argparse.Namespace) -> int:
     _check_arguments(args)
     if not workload and not (args.study and (args.join or args.resume)):
         raise UserError("name a WORKLOAD, or give --study (and --storage) with --join/--resume")
-    study = args.study or f"{workload}-{args.strategy}"
+    if workload and not args.study:  # a task factory's study is named after the factory
+        from scidl.workloads import workload_label
+
+        args.study = f"{workload_label(workload)}-{args.strategy}"
+    study = args.study
     out = args.out or str(Path("runs") / "search" / study)
     storage = args.storage or env_storage or str(Path(out) / "study.db")
     try:

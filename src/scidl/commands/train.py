@@ -14,7 +14,7 @@ HELP = "train a workload; overrides as key=value (e.g. train.batch_size=64)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("workload", nargs="?", help="workload name (see `scidl workloads`)")
+    p.add_argument("workload", nargs="?", help="workload name (see `scidl workloads`) or a task factory module:attr")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--config", "-c", help="YAML run config (e.g. a search's best.yaml)")
     p.add_argument("--nproc", type=int, help="local processes (dist.nproc)")
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"run folder: {result.run_dir}")
     shown = f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
     print(
-        f"{cfg.workload}: {name} = {shown} after {s['steps']} steps on {s['world_size']} "
+        f"{cfg.workload_label()}: {name} = {shown} after {s['steps']} steps on {s['world_size']} "
         f"process(es) [{s['backend']}], {s['wall_s']:.1f} s, "
         f"{(s.get('samples_per_s') or 0):.0f} samples/s"
     )

@@ -83,6 +83,27 @@ def shared_store_warning(env: Mapping[str, str]) -> str | None:
     return None
 
 
+def init_process_group(launch: LaunchEnv, backend: str, timeout_s: float = 600.0) -> None:
+    """Initialise the default process group for ``launch`` (one process: a one-member
+    group on an in-memory store; otherwise ``env://`` from the launcher's variables)."""
+    timeout = timedelta(seconds=timeout_s)
+    if launch.world_size == 1 and launch.launcher == "single":
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1,
+                                timeout=timeout)
+        return
+    for k, v in launch.export().items():
+        os.environ.setdefault(k, v)
+    msg = shared_store_warning(os.environ)
+    if msg and launch.rank == 0:
+        warnings.warn(msg, stacklevel=4)
+    # env://: under the elastic agent this follows TORCHELASTIC_USE_AGENT_STORE.
+    # SciDL's own launcher turns store sharing off (scidl.runtime.launch), so each
+    # attempt's rank 0 hosts a fresh store on the port of that rendezvous round
+    # and a restarted group never sees a dead attempt's keys.
+    dist.init_process_group(backend, init_method="env://", rank=launch.rank,
+                            world_size=launch.world_size, timeout=timeout)
+
+
 @contextmanager
 def distributed_context(
     device: str = "auto",
@@ -96,26 +117,7 @@ def distributed_context(
     be = pick_backend(backend, dev)
     owns_group = not dist.is_initialized()
     if owns_group:
-        timeout = timedelta(seconds=timeout_s)
-        if launch.world_size == 1 and launch.launcher == "single":
-            dist.init_process_group(be, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
-        else:
-            for k, v in launch.export().items():
-                os.environ.setdefault(k, v)
-            msg = shared_store_warning(os.environ)
-            if msg and launch.rank == 0:
-                warnings.warn(msg, stacklevel=3)
-            # env://: under the elastic agent this follows TORCHELASTIC_USE_AGENT_STORE.
-            # SciDL's own launcher turns store sharing off (scidl.runtime.launch), so each
-            # attempt's rank 0 hosts a fresh store on the port of that rendezvous round
-            # and a restarted group never sees a dead attempt's keys.
-            dist.init_process_group(
-                be,
-                init_method="env://",
-                rank=launch.rank,
-                world_size=launch.world_size,
-                timeout=timeout,
-            )
+        init_process_group(launch, be, timeout_s)
     try:
         yield DistContext(
             rank=dist.get_rank(),

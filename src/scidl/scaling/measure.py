@@ -139,7 +139,7 @@ def run_scaling(
     points = [_median_point(v) for v in runs.values()]
     add_efficiency(points, mode)
     data: dict[str, Any] = {
-        "workload": cfg.workload, "mode": mode, "nproc": sorted(set(nprocs)),
+        "workload": cfg.workload_label(), "mode": mode, "nproc": sorted(set(nprocs)),
         "repeats": repeats,
         "comm": cfg.comm.strategy, "global_batch_at_p1": global_batch,
         "grad_bytes": sum(param_bytes), "host": platform.node(), "provenance": provenance(),

@@ -61,12 +61,14 @@ USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, PipelineError, LaunchEr
 
 def build_task(cfg: RunConfig, ctx: BuildContext, task_factory: TaskFactory | None) -> Task:
     """Seed, then build the workload's task (identical on every rank)."""
+    from scidl.workloads.factory import check_task
+
     seed_everything(cfg.train.seed)
     if task_factory is not None:
-        return task_factory(ctx)
+        return check_task(task_factory(ctx), getattr(task_factory, "__qualname__", "task_factory"))
     from scidl.workloads import get_workload
 
-    return get_workload(cfg.workload).build(cfg.task_config(), ctx)
+    return check_task(get_workload(cfg.workload).build(cfg.task_config(), ctx), cfg.workload)
 
 
 def _agree_run_dir(cfg: RunConfig, dctx: DistContext) -> tuple[Path, Path | None]:

@@ -22,7 +22,7 @@ from scidl.runtime.watchdog import HEARTBEAT_DIR
 def new_run_dir(cfg: RunConfig) -> Path:
     """``<log.root>/<workload>/<UTC timestamp>-<4 hex>``, created now."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    path = Path(cfg.log.root) / cfg.workload / f"{stamp}-{uuid.uuid4().hex[:4]}"
+    path = Path(cfg.log.root) / cfg.workload_label() / f"{stamp}-{uuid.uuid4().hex[:4]}"
     path.mkdir(parents=True, exist_ok=False)
     return path
 
@@ -58,7 +58,7 @@ def check_run_dir(cfg: RunConfig, resume: bool) -> None:
         if not _writable(path):
             raise ConfigError(f"cannot resume {path}: the folder is not writable")
         return
-    target = Path(cfg.log.run_dir) if cfg.log.run_dir else Path(cfg.log.root) / cfg.workload
+    target = Path(cfg.log.run_dir) if cfg.log.run_dir else Path(cfg.log.root) / cfg.workload_label()
     if cfg.log.run_dir and folder_in_use(target):
         if not target.is_dir():
             raise ConfigError(f"invalid value for 'log.run_dir': {target} is a file, not a folder")
@@ -86,7 +86,7 @@ def _topmost_missing(path: Path) -> Path | None:
 def make_run_dir(cfg: RunConfig) -> tuple[Path, Path | None]:
     """Create the run folder; returns it and the topmost folder this call created."""
     explicit = cfg.log.run_dir is not None
-    target = Path(str(cfg.log.run_dir)) if explicit else Path(cfg.log.root) / cfg.workload
+    target = Path(str(cfg.log.run_dir)) if explicit else Path(cfg.log.root) / cfg.workload_label()
     top = _topmost_missing(target)
     try:
         path = target if explicit else new_run_dir(cfg)

@@ -449,7 +449,7 @@ class Trainer:
         if self.dctx.is_main:
             self._logger = MetricsLogger(self.run_dir, self.cfg.log.tensorboard)
         progress = Progress(self.total_steps, self.cfg.log.progress and self.dctx.is_main,
-                            description=self.cfg.workload, every_s=self.cfg.log.every_s,
+                            description=self.cfg.workload_label(), every_s=self.cfg.log.every_s,
                             samples_per_step=self.global_batch)
         progress.update(self.step)
         self.plan.train()
@@ -523,7 +523,7 @@ class Trainer:
         timing = step_timing(self.step_times, self.steps_per_epoch, wall)
         mean = timing["step_time_s"]
         return {
-            "workload": self.cfg.workload,
+            "workload": self.cfg.workload_label(),
             "headline": self.task.headline,
             "higher_is_better": self.task.higher_is_better,
             "headline_value": self.last_eval.get(self.task.headline),

@@ -5,6 +5,8 @@ from scidl.workloads.registry import (
     describe_workloads,
     get_workload,
     register_workload,
+    workload_class,
+    workload_label,
     workload_names,
 )
 
@@ -16,5 +18,7 @@ __all__ = [
     "describe_workloads",
     "get_workload",
     "register_workload",
+    "workload_class",
+    "workload_label",
     "workload_names",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from scidl.registry import Registry, RegistryError
 from scidl.workloads.base import Workload
+from scidl.workloads.factory import is_reference, load_factory
 
 # One line per workload. Modules are imported lazily (no import-time side effects).
 _BUILTIN: dict[str, str] = {
@@ -39,14 +40,29 @@ def register_workload(cls: type[Workload]) -> type[Workload]:
     return WORKLOADS.register(cls.name, cls)
 
 
+def workload_class(name: str) -> type[Workload]:
+    """The Workload class ``name`` selects: a registered name, or a user's task factory
+    as ``module:attr`` (see :mod:`scidl.workloads.factory`). The one place a workload
+    name is resolved."""
+    if is_reference(name):
+        return load_factory(name)
+    return WORKLOADS.get(name)
+
+
+def workload_label(name: str) -> str:
+    """The name a run of workload ``name`` is filed under (run folder, summary, output):
+    ``name`` itself, or a task factory's own name for a ``module:attr`` reference."""
+    return load_factory(name).name if is_reference(name) else name
+
+
 def workload_names() -> list[str]:
     """All registered workload names, sorted."""
     return WORKLOADS.names()
 
 
 def get_workload(name: str) -> Workload:
-    """Return a fresh instance of the workload called ``name``."""
-    return WORKLOADS.get(name)()
+    """Return a fresh instance of the workload called ``name`` (or ``module:attr``)."""
+    return workload_class(name)()
 
 
 def describe_workloads() -> list[tuple[str, str]]:
