@@ -23,8 +23,8 @@ from torch.utils.data import TensorDataset
 
 from scidl.comm import CommConfig, build_strategy
 from scidl.comm.accounting import ring_allreduce_bytes
-from scidl.comm.registry import register_strategy
 from scidl.comm.dense import DenseAllreduce
+from scidl.comm.registry import register_strategy
 from scidl.config import load_config
 from scidl.runtime.dist import distributed_context
 from scidl.testing import run_distributed
