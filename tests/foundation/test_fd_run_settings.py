@@ -13,7 +13,7 @@ import torch
 
 import scidl
 from scidl.config import load_config
-from scidl.runtime.torch_settings import thread_count
+from scidl.runtime.torch_settings import choose_threads, threads_for_this_machine
 
 
 @pytest.fixture
@@ -65,8 +65,33 @@ def test_run_restores_settings_when_it_raises(tmp_path, caller_settings):
     assert torch.is_deterministic_algorithms_warn_only_enabled()
 
 
-def test_thread_count():
-    assert thread_count(4, 8, 16) == 4  # configured
-    assert thread_count(None, 4, 16) == 4  # cores shared among local processes
-    assert thread_count(None, 32, 16) == 1
-    assert thread_count(None, 1, 16) is None  # a lone process keeps torch's default
+def test_thread_count_configured_wins():
+    c = choose_threads(4, 8, 16, 16, load=30.0)
+    assert c.threads == 4 and c.line == "threads per process: 4 (dist.threads_per_proc)"
+
+
+def test_thread_count_shares_usable_cores():
+    assert choose_threads(None, 4, 16).threads == 4  # cores shared among local processes
+    assert choose_threads(None, 32, 16).threads == 1  # never below 1
+    # a lone process uses the cores it may run on (its affinity), not torch's default
+    assert choose_threads(None, 1, 2, total_cores=64, load=0.0).threads == 2
+
+
+def test_thread_count_lowered_on_a_loaded_machine():
+    c = choose_threads(None, 2, 2, total_cores=2, load=9.3)
+    assert c.threads == 1
+    assert c.line == "threads per process: 1 (2 usable cores, 2 processes, load 9.3)"
+    # 16 usable of 32 cores, 28 busy: 4 idle cores for one process
+    assert choose_threads(None, 1, 16, total_cores=32, load=28.0).threads == 4
+    assert choose_threads(None, 1, 16, total_cores=32, load=2.0).threads == 16
+    assert choose_threads(None, 1, 8, total_cores=8, load=100.0).threads == 1
+    assert choose_threads(None, 1, 1, total_cores=8, load=None).line == (
+        "threads per process: 1 (1 usable core, 1 process)")
+
+
+def test_thread_count_of_this_machine_respects_affinity():
+    import os
+
+    c = threads_for_this_machine(None, 1)
+    assert 1 <= c.threads <= len(os.sched_getaffinity(0))
+    assert c.line.startswith(f"threads per process: {c.threads} (")
