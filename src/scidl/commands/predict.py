@@ -16,26 +16,29 @@ HELP = "predict step time and scaling efficiency on a hardware profile (cost mod
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from scidl.commands.options import option
+
     p.add_argument("--profile", required=True, metavar="RUN_DIR|FILE",
                    help="a finished run folder (train or scale point, any process count: "
                    "one rank's compute is used, and a multi-process run's measured step is "
                    "shown beside the prediction at its process count), or a YAML/JSON step "
                    "profile")
-    p.add_argument("--hardware", required=True,
-                   help="preset name (summit, horovod_p100_roce, bigbasin, stampede2_skx, "
-                   "stampede2_knl) or a YAML written by `scidl bench-collectives`")
+    option(p, "--hardware", required=True, choices_from="scidl.scaling.hardware:preset_names",
+           help="a preset name or a YAML written by `scidl bench-collectives`")
     p.add_argument("--ranks", default="1,2,4,...,1024",
                    help="process counts: '1,2,4' or 'A,B,...,Z' (doubling up to Z)")
-    p.add_argument("--comm", default="dense",
-                   help="comma-separated comm strategies, one curve each: NAME[:VALUE]"
+    option(p, "--comm", default="dense", choices_from="scidl.comm.registry:STRATEGIES",
+           help="comma-separated comm strategies, one curve each: NAME[:VALUE]"
                    "[:key=value...], e.g. dense,fp16,hierarchical,topk:0.01,powersgd:4,"
                    "grouped:4,lag:powersgd")
     p.add_argument("--algorithm", help="ring | tree | rabenseifner | two-level[:tree|:rabenseifner]"
                    " (default: the hardware profile's)")
-    p.add_argument("--mode", choices=["weak", "strong"], default="weak")
+    p.add_argument("--mode", choices=["weak", "strong"], default="weak",
+                   help="weak: fixed per-rank batch; strong: fixed global batch")
     p.add_argument("--compute-s", type=float,
-                   help="override the per-step compute time on the target (seconds)")
-    p.add_argument("--out", help="output folder (default runs/predict/<time>)")
+                   help="override the per-step compute time on the target (seconds; "
+                   "default: the profile's)")
+    p.add_argument("--out", help="output folder (default: runs/predict/<time>)")
 
 
 def run(args: argparse.Namespace) -> int:
