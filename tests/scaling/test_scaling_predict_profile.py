@@ -83,3 +83,12 @@ def test_predict_command_with_recorded_profile(tmp_path, capsys):
     data = json.loads((Path(out) / "prediction.json").read_text())
     assert data["profile"]["measured_ranks"] == 4
     assert next(iter(data["measured"].values()))["measured_comm_s"] == 0.012
+
+
+def test_strong_scaling_keeps_the_measured_runs_global_batch():
+    hw = load_hardware("summit")
+    out, notes = per_rank_profile(StepProfile.model_validate(RECORDED), hw, "strong")
+    assert out.samples_per_step == 4 * 32 and abs(out.compute_s - 0.08) < 1e-12
+    assert "global batch" in notes[-1]
+    curve = predict_curve(out, hw, [1, 4], mode="strong")
+    assert abs(curve[1]["compute_s"] - 0.02) < 1e-12  # p = 4 is the measured run's compute

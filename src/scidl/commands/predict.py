@@ -62,9 +62,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--algorithm {args.algorithm!r}; choices: {', '.join(ALGORITHMS)}, "
                         "two-level:tree, two-level:rabenseifner")
     hw = load_hardware(args.hardware)
-    prof, notes = per_rank_profile(load_profile(args.profile), hw)
-    if args.compute_s:
-        notes = notes[-1:]  # the compute notes no longer apply; the communication one does
+    prof, notes = per_rank_profile(load_profile(args.profile), hw, args.mode)
+    if args.compute_s:  # the compute notes no longer apply; the communication one does
+        notes = [n for n in notes if "measured communication" in n]
         prof = prof.model_copy(update={"compute_s": args.compute_s, "flops_per_step": None})
         hw = hw.model_copy(update={"measured_here": True})
         notes.append(f"compute time set to {args.compute_s} s per step by --compute-s")

@@ -168,7 +168,7 @@ def predict_points(
 
     hw = load_hardware(hardware)
     base = min(points, key=lambda q: q["ranks"])
-    prof, _ = per_rank_profile(profile_from_run(Path(base["run_dir"])), hw)
+    prof, _ = per_rank_profile(profile_from_run(Path(base["run_dir"])), hw, mode)
     comp, forced = parse_comm(comm)
     curve = predict_curve(prof, hw, [q["ranks"] for q in points], algorithm=forced,
                           comp=comp, mode=mode)

@@ -76,7 +76,8 @@ class StepProfile(BaseModel):
         description="median communication per step not hidden behind compute, measured (s)")
 
 
-def per_rank_profile(profile: StepProfile, hw: Hardware) -> tuple[StepProfile, list[str]]:
+def per_rank_profile(profile: StepProfile, hw: Hardware, mode: str = "weak"
+                     ) -> tuple[StepProfile, list[str]]:
     """The profile as one rank's compute, and notes saying how it was obtained.
 
     A profile measured on one process is returned as it is. One measured on N processes
@@ -85,6 +86,8 @@ def per_rank_profile(profile: StepProfile, hw: Hardware) -> tuple[StepProfile, l
     ``hw`` (see :func:`measured_comparison` for the measured numbers beside the
     prediction). When ``hw`` was measured on this same machine and holds the slowdown
     of N busy ranks, the compute is divided by it, so it is not counted twice at p = N.
+    Strong scaling keeps the measured run's global batch (N × its per-rank batch), whose
+    one-rank compute is taken as N × one rank's, so the point p = N is the measured run.
     """
     n = profile.measured_ranks
     if n <= 1:
@@ -105,6 +108,12 @@ def per_rank_profile(profile: StepProfile, hw: Hardware) -> tuple[StepProfile, l
                      "is used as the compute of every rank")
     notes.append(f"the profile's measured communication ({measured} at p = {n}) is not "
                  f"reused: communication is modelled on {hw.name}")
+    if mode == "strong":
+        profile = profile.model_copy(update={
+            "compute_s": profile.compute_s * n, "samples_per_step": profile.samples_per_step * n,
+            "flops_per_step": profile.flops_per_step * n if profile.flops_per_step else None})
+        notes.append(f"strong scaling of the measured run's global batch "
+                     f"({profile.samples_per_step} samples per step, {n} x its per-rank batch)")
     return profile, notes
 
 
