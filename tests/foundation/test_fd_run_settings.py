@@ -89,6 +89,17 @@ def test_thread_count_lowered_on_a_loaded_machine():
         "threads per process: 1 (1 usable core, 1 process)")
 
 
+def test_thread_count_with_cores_of_its_own():
+    # srun --cpus-per-task=8 bound each of 4 tasks on a 32-core node to 8 cores of its own
+    c = choose_threads(None, 4, 8, total_cores=32, load=0.5, own_cores=True)
+    assert c.threads == 8
+    assert c.line == "threads per process: 8 (8 usable cores of its own, 4 processes, load 0.5)"
+    # the node is busy: 12 idle cores shared by the 4 tasks
+    assert choose_threads(None, 4, 8, total_cores=32, load=20.0, own_cores=True).threads == 3
+    # the same 8 cores shared by 4 processes (one affinity for all, e.g. a container)
+    assert choose_threads(None, 4, 8, total_cores=32, load=0.5).threads == 2
+
+
 def test_thread_count_of_this_machine_respects_affinity():
     import os
 
