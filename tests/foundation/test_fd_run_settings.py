@@ -106,3 +106,18 @@ def test_thread_count_of_this_machine_respects_affinity():
     c = threads_for_this_machine(None, 1)
     assert 1 <= c.threads <= len(os.sched_getaffinity(0))
     assert c.line.startswith(f"threads per process: {c.threads} (")
+
+
+def test_process_pinned_narrower_than_its_parent_has_own_cores():
+    import os
+    import subprocess
+    import sys
+
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("needs two usable cores")
+    code = ("import os; from scidl.runtime.torch_settings import has_own_cores as h; "
+            f"a = h(); os.sched_setaffinity(0, {{{cores[0]}}}); print(a, h())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split()
+    assert out == ["False", "True"]  # same cores as its parent: shared; pinned: its own
