@@ -19,7 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     option(p, "workload", nargs="?", choices_from="scidl.workloads.registry:WORKLOADS",
            help="workload name (see `scidl workloads`; not needed with --config or --resume)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
-    p.add_argument("--config", "-c", help="YAML run config (e.g. a search's best.yaml; default: the workload's defaults)")
+    p.add_argument("--config", "-c",
+                   help="YAML run config (e.g. a search's best.yaml; default: the workload's "
+                   "defaults)")
     option(p, "--nproc", type=int, config_key="dist.nproc", help="local processes")
     option(p, "--max-restarts", type=int, config_key="dist.max_restarts",
            help="elastic restarts after a failure")
