@@ -39,10 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="scidl",
         description="Scalable deep learning for science: train, scale, predict and search.",
     )
+    from scidl.commands.options import HelpFormatter
+
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for modname in _COMMANDS:
         mod = importlib.import_module(modname)
-        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP,
+                           formatter_class=HelpFormatter)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser

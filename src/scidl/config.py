@@ -78,7 +78,10 @@ class DistConfig(_Section):
         120.0, gt=0, allow_inf_nan=False,
         description="a rank with no heartbeat for this many seconds is reported and the job fails "
                     "(or restarts under max_restarts)")
-    threads_per_proc: int | None = Field(None, ge=1, description="torch threads per process (default: cores / local processes)")
+    threads_per_proc: int | None = Field(
+        None, ge=1,
+        description="torch threads per process (default: the cores this process may use, "
+                    "shared among the local processes, fewer when the machine is loaded)")
 
 
 class CheckpointConfig(_Section):

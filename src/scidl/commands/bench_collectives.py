@@ -15,18 +15,18 @@ HELP = "time collectives over message sizes, fit alpha/beta/gamma, save a hardwa
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nproc", default="2", help="process counts, comma-separated (default 2)")
+    p.add_argument("--nproc", default="2", help="process counts, comma-separated")
     p.add_argument("--min-bytes", type=int, default=4096, help="smallest message (bytes)")
     p.add_argument("--max-bytes", type=int, default=16 * 2**20, help="largest message (bytes)")
     p.add_argument("--factor", type=int, default=4, help="size multiplier between points")
     p.add_argument("--iters", type=int, default=10, help="timed repeats per point (median)")
     p.add_argument("--ops", default="allreduce,allgather,reduce_scatter",
                    help="collectives to time (comma-separated)")
-    p.add_argument("--out", help="output folder (default runs/bench-collectives/<time>)")
+    p.add_argument("--out", help="output folder (default: runs/bench-collectives/<time>)")
     p.add_argument("--no-compute-probe", action="store_true",
                    help="skip measuring the compute slowdown with p busy ranks")
     p.add_argument("--hardware-out", help="where to write the hardware YAML "
-                   "(default OUT/hardware.yaml)")
+                   "(default: OUT/hardware.yaml)")
 
 
 def _table(rows: list[dict]) -> str:

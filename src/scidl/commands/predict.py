@@ -16,30 +16,41 @@ HELP = "predict step time and scaling efficiency on a hardware profile (cost mod
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", required=True,
-                   help="run folder of a 1-process run, or a YAML/JSON step profile")
-    p.add_argument("--hardware", required=True,
-                   help="preset name (summit, horovod_p100_roce, bigbasin, stampede2_skx, "
-                   "stampede2_knl) or a YAML written by `scidl bench-collectives`")
+    from scidl.commands.options import option
+
+    p.add_argument("--profile", required=True, metavar="RUN_DIR|FILE",
+                   help="a finished run folder (train or scale point, any process count: "
+                   "one rank's compute is used, and a multi-process run's measured step is "
+                   "shown beside the prediction at its process count), or a YAML/JSON step "
+                   "profile")
+    option(p, "--hardware", required=True, choices_from="scidl.scaling.hardware:preset_names",
+           help="a preset name or a YAML written by `scidl bench-collectives`")
     p.add_argument("--ranks", default="1,2,4,...,1024",
                    help="process counts: '1,2,4' or 'A,B,...,Z' (doubling up to Z)")
-    p.add_argument("--comm", default="dense",
-                   help="comma-separated comm strategies, one curve each: NAME[:VALUE]"
+    option(p, "--comm", default="dense", choices_from="scidl.comm.registry:STRATEGIES",
+           help="comma-separated comm strategies, one curve each: NAME[:VALUE]"
                    "[:key=value...], e.g. dense,fp16,hierarchical,topk:0.01,powersgd:4,"
                    "grouped:4,lag:powersgd")
     p.add_argument("--algorithm", help="ring | tree | rabenseifner | two-level[:tree|:rabenseifner]"
                    " (default: the hardware profile's)")
-    p.add_argument("--mode", choices=["weak", "strong"], default="weak")
+    p.add_argument("--mode", choices=["weak", "strong"], default="weak",
+                   help="weak: fixed per-rank batch; strong: fixed global batch")
     p.add_argument("--compute-s", type=float,
-                   help="override the per-step compute time on the target (seconds)")
-    p.add_argument("--out", help="output folder (default runs/predict/<time>)")
+                   help="override the per-step compute time on the target (seconds; "
+                   "default: the profile's)")
+    p.add_argument("--out", help="output folder (default: runs/predict/<time>)")
 
 
 def run(args: argparse.Namespace) -> int:
     from scidl.cli import UserError
     from scidl.scaling.costmodel import ALGORITHMS, parse_comm
     from scidl.scaling.hardware import load_hardware
-    from scidl.scaling.predict import parse_ranks, predict_curve
+    from scidl.scaling.predict import (
+        measured_comparison,
+        parse_ranks,
+        per_rank_profile,
+        predict_curve,
+    )
     from scidl.scaling.profile import load_profile
     from scidl.scaling.report import render_predict
 
@@ -51,9 +62,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--algorithm {args.algorithm!r}; choices: {', '.join(ALGORITHMS)}, "
                         "two-level:tree, two-level:rabenseifner")
     hw = load_hardware(args.hardware)
-    prof = load_profile(args.profile)
-    notes = []
-    if args.compute_s:
+    prof, notes = per_rank_profile(load_profile(args.profile), hw, args.mode)
+    if args.compute_s:  # the compute notes no longer apply; the communication one does
+        notes = [n for n in notes if "measured communication" in n]
         prof = prof.model_copy(update={"compute_s": args.compute_s, "flops_per_step": None})
         hw = hw.model_copy(update={"measured_here": True})
         notes.append(f"compute time set to {args.compute_s} s per step by --compute-s")
@@ -74,9 +85,12 @@ def run(args: argparse.Namespace) -> int:
                                                   mode=args.mode)
     out = Path(args.out or Path("runs") / "predict" / time.strftime("%Y%m%d-%H%M%S"))
     out.mkdir(parents=True, exist_ok=True)
+    measured = {name: m for name, pts in curves.items()
+                if (m := measured_comparison(prof, pts)) is not None}
     data = {"hardware": hw.name, "hardware_profile": hw.model_dump(mode="json"),
             "profile": prof.model_dump(mode="json"), "mode": args.mode, "ranks": ranks,
-            "notes": notes, "provenance": provenance(), "curves": curves}
+            "notes": notes, "provenance": provenance(), "curves": curves,
+            "measured": measured}
     atomic_write_text(out / "prediction.json", json.dumps(data, indent=2))
     report = render_predict(out)
     for name, pts in curves.items():
@@ -87,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{p['ranks']:7d} {p['compute_s']:10.4g} {p['comm_s']:10.4g} "
                   f"{p['exposed_comm_s']:10.4g} {p['step_s']:10.4g} {p['samples_per_s']:12.4g} "
                   f"{p['efficiency']:6.3f}")
+    for name, m in measured.items():
+        print(f"measured at p = {m['ranks']}: step {m['measured_step_s']:.4g} s, "
+              f"predicted {m['predicted_step_s']:.4g} s ({name})")
     for n in notes:
         print(f"note: {n}")
     print(f"\nreport: {report}")

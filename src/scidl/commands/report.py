@@ -9,7 +9,7 @@ HELP = "regenerate plots and a self-contained report.html for a run folder"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", help="a run folder (train, scale or predict)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (train, scale or predict)")
 
 
 def run(args: argparse.Namespace) -> int:

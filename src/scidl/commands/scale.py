@@ -11,19 +11,24 @@ HELP = "run a workload at several process counts; efficiency, comm breakdown, re
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("workload", help="workload name (see `scidl workloads`) or a task factory module:attr")
+    from scidl.commands.options import option
+
+    option(p, "workload", choices_from="scidl.workloads.registry:WORKLOADS",
+           help="workload name (see `scidl workloads`) or a task factory module:attr")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
-    p.add_argument("--config", "-c", help="YAML run config")
-    p.add_argument("--nproc", default="1,2,4", help="process counts (default 1,2,4)")
+    p.add_argument("--config", "-c", help="YAML run config (default: the workload's defaults)")
+    p.add_argument("--nproc", default="1,2,4", help="process counts, comma-separated")
     p.add_argument("--mode", choices=["weak", "strong"], default="weak",
                    help="weak: fixed per-rank batch; strong: fixed global batch")
-    p.add_argument("--comm", help="gradient communication strategy (comm.strategy)")
-    p.add_argument("--steps", type=int, default=30, help="optimizer steps per point")
+    option(p, "--comm", config_key="comm.strategy", choices_from="scidl.comm.registry:STRATEGIES",
+           help="gradient communication strategy")
+    option(p, "--max-steps", type=int, default=30, aliases=("--steps",),
+           help="optimizer steps per point (train.max_steps; the first is a warm-up)")
     p.add_argument("--repeats", type=int, default=1,
                    help="interleaved rounds over the process counts; each point is the median")
-    p.add_argument("--hardware", help="hardware YAML from `scidl bench-collectives`: adds the "
-                   "cost model's prediction next to each measurement")
-    p.add_argument("--out", help="output folder (default runs/scale/<workload>-<mode>-<time>)")
+    p.add_argument("--hardware", help="preset name or a YAML from `scidl bench-collectives`: adds "
+                   "the cost model's prediction next to each measurement (default: none)")
+    p.add_argument("--out", help="output folder (default: LOG_ROOT/scale/<workload>-<mode>-<time>)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,9 +43,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--nproc {args.nproc!r}: expected integers like 1,2,4") from None
     if not nprocs or nprocs[0] < 1:
         raise UserError("--nproc: need positive process counts")
-    if args.steps < 3:
-        raise UserError("--steps: need at least 3 steps (the first is a warm-up)")
-    extra: dict = {"train": {"max_steps": args.steps}}
+    if args.max_steps < 3:
+        raise UserError("--max-steps: need at least 3 steps (the first is a warm-up)")
+    extra: dict = {"train": {"max_steps": args.max_steps}}
     if args.comm:
         extra["comm"] = {"strategy": args.comm}
     cfg = load_config(args.workload, args.config, list(args.overrides), extra)

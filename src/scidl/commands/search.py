@@ -13,26 +13,35 @@ HELP = "search architectures/hyperparameters (greedy, evolution, bayes, random) 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("workload", nargs="?", help="workload or task factory module:attr (not needed with --join/--resume)")
+    from scidl.commands.options import option
+
+    option(p, "workload", nargs="?", choices_from="scidl.workloads.registry:WORKLOADS",
+           help="workload or task factory module:attr (not needed with --join/--resume)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="run-config overrides for every trial (e.g. train.epochs=5 dist.nproc=2)")
-    p.add_argument("--strategy", "-s", default="bayes",
-                   help="search method: greedy, evolution, bayes, random or an installed "
-                   "plugin's (default: bayes)")
-    p.add_argument("--trials", "-n", type=int, help="trial budget of the whole study (default 20)")
+    option(p, "--strategy", "-s", default="bayes", choices_from="scidl.search.base:SEARCHERS",
+           help="search method (installed plugins add their own)")
+    p.add_argument("--trials", "-n", type=int, help="trial budget of the whole study (default: 20)")
     p.add_argument("--workers", "-w", type=int, default=1, help="local worker processes")
     p.add_argument("--storage", help="SQLite path (default <out>/study.db), journal:PATH, "
                    "or postgresql://user:pass@host/db (default: $SCIDL_SEARCH_STORAGE; keep "
                    "database passwords there, not on the command line)")
-    p.add_argument("--study", help="study name (default WORKLOAD-STRATEGY)")
+    p.add_argument("--study", help="study name (default: WORKLOAD-STRATEGY)")
     p.add_argument("--join", action="store_true", help="run one worker on an existing/shared study")
-    p.add_argument("--resume", action="store_true", help="continue an existing study")
-    p.add_argument("--space", help="YAML search space merged over the workload's default")
-    p.add_argument("--config", "-c", help="base run config YAML for every trial")
-    p.add_argument("--out", help="output folder (default runs/search/STUDY)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the existing study named by --study/--out (a flag: the "
+                   "study's folder is --out, unlike `scidl train --resume RUN_DIR`)")
+    p.add_argument("--space", help="YAML search space merged over the workload's "
+                   "(default: the workload's search space)")
+    p.add_argument("--config", "-c",
+                   help="base run config YAML for every trial (default: the workload's defaults)")
+    p.add_argument("--out", help="output folder (default: runs/search/STUDY)")
     p.add_argument("--metric", help="metric to optimise (default: the workload's headline)")
-    p.add_argument("--direction", choices=["maximize", "minimize"], help="of --metric")
-    p.add_argument("--seed", type=int, default=0, help="sampler seed (worker i: seed + i)")
+    p.add_argument("--direction", choices=["maximize", "minimize"],
+                   help="of --metric (default: the metric's own)")
+    option(p, "--sampler-seed", type=int, default=0, aliases=("--seed",),
+           help="seed of the search's sampler (worker i: seed + i); each trial trains with "
+           "the base config's train.seed (set it with train.seed=N)")
     p.add_argument("--sampler", choices=["tpe", "gp"], default="tpe", help="bayes: sampler")
     p.add_argument("--pruner", choices=["median", "sha", "none"], default="median", help="bayes: pruner")
     p.add_argument("--population", type=int, default=8, help="evolution: NSGA-II population")
@@ -40,7 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tol", type=float, default=0.01, help="greedy: relative gain to go deeper")
     p.add_argument("--penalty", type=float, default=0.1, help="greedy: size-penalty weight λ")
     p.add_argument("--heartbeat", type=float, default=10.0, help="trial heartbeat interval (s)")
-    p.add_argument("--grace", type=float, help="a trial silent this long is failed (default 3x heartbeat)")
+    p.add_argument("--grace", type=float,
+                   help="a trial silent this long (s) is failed (default: 3x --heartbeat)")
     p.add_argument("--max-retries", type=int, default=1, help="re-queues of a crashed trial")
     p.add_argument("--objective", help=argparse.SUPPRESS)  # a registered objective name (toy, ...)
     p.add_argument("--objective-arg", action="append", default=[], help=argparse.SUPPRESS)
@@ -78,7 +88,7 @@ def _settings(args: argparse.Namespace, study: str, out: str) -> Any:
         space = TOY_SPACE
     fields: dict[str, Any] = dict(
         workload=args.workload, strategy=args.strategy, trials=args.trials or 20, space=space,
-        base=_base_overrides(args), out=str(Path(out).resolve()), seed=args.seed, metric=args.metric or "",
+        base=_base_overrides(args), out=str(Path(out).resolve()), seed=args.sampler_seed, metric=args.metric or "",
         heartbeat_s=args.heartbeat, grace_s=args.grace, max_retries=args.max_retries,
         sampler=args.sampler, pruner=args.pruner, population=args.population,
         per_depth=args.per_depth, tol=args.tol, penalty=args.penalty,

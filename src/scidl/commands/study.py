@@ -34,7 +34,6 @@ def _epilog() -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = _epilog()
     p.add_argument("study", nargs="?", metavar="STUDY", help=f"one of: {', '.join(STUDIES)}")
     p.add_argument("study_args", nargs=argparse.REMAINDER, metavar="...",

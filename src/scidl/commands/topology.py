@@ -24,16 +24,18 @@ HELP = "Morse–Smale cells of a scalar over samples (a surrogate's error): wher
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", help="npz file with arrays X (n, d) and f (n,)")
-    src.add_argument("--run", help="run folder of a grid-evaluated surrogate (e.g. burgers)")
-    p.add_argument("--k", type=int, default=10, help="neighbours per sample (default 10)")
+    src.add_argument("--run", metavar="RUN_DIR",
+                     help="run folder of a grid-evaluated surrogate (e.g. burgers)")
+    p.add_argument("--k", type=int, default=10, help="neighbours per sample")
     p.add_argument("--graph", choices=["knn", "gabriel"], default="knn", help="neighbourhood graph")
     p.add_argument("--persistence", default="auto",
                    help="simplification threshold as a fraction of the range, or 'auto' "
                    "(middle of the largest gap of the persistence diagram; default)")
     p.add_argument("--max-samples", type=int, default=6000, help="random subsample above this")
-    p.add_argument("--names", help="comma-separated input names (default x0,x1,...)")
-    p.add_argument("--plot", help="write a PNG of the scalar and the cells")
-    p.add_argument("--json", dest="json_out", help="write the cell summaries as JSON")
+    p.add_argument("--names", help="comma-separated input names (default: x0,x1,...)")
+    p.add_argument("--plot", help="write a PNG of the scalar and the cells (default: none)")
+    p.add_argument("--json", dest="json_out",
+                   help="write the cell summaries as JSON (default: none)")
     p.add_argument("--top", type=int, default=5, help="cells listed (most excess over the 95th percentile first)")
 
 

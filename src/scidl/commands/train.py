@@ -14,18 +14,32 @@ HELP = "train a workload; overrides as key=value (e.g. train.batch_size=64)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("workload", nargs="?", help="workload name (see `scidl workloads`) or a task factory module:attr")
+    from scidl.commands.options import option
+
+    option(p, "workload", nargs="?", choices_from="scidl.workloads.registry:WORKLOADS",
+           help="workload name (see `scidl workloads`) or a task factory module:attr; not needed with --config or --resume")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
-    p.add_argument("--config", "-c", help="YAML run config (e.g. a search's best.yaml)")
-    p.add_argument("--nproc", type=int, help="local processes (dist.nproc)")
-    p.add_argument("--max-restarts", type=int, help="elastic restarts after a failure")
-    p.add_argument("--seed", type=int, help="train.seed")
-    p.add_argument("--comm", help="gradient communication strategy (comm.strategy)")
-    p.add_argument("--optim", help="optimizer (optim.name)")
-    p.add_argument("--epochs", type=int, help="train.epochs")
-    p.add_argument("--max-steps", type=int, help="train.max_steps")
-    p.add_argument("--run-dir", help="explicit run folder (log.run_dir)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest good checkpoint")
+    p.add_argument("--config", "-c",
+                   help="YAML run config (e.g. a search's best.yaml; default: the workload's "
+                   "defaults)")
+    option(p, "--nproc", type=int, config_key="dist.nproc", help="local processes")
+    option(p, "--max-restarts", type=int, config_key="dist.max_restarts",
+           help="elastic restarts after a failure")
+    option(p, "--seed", type=int, config_key="train.seed",
+           help="seed of model init, data generation and data order")
+    option(p, "--comm", config_key="comm.strategy", choices_from="scidl.comm.registry:STRATEGIES",
+           help="gradient communication strategy")
+    option(p, "--optim", config_key="optim.name", choices_from="scidl.optim.registry:OPTIMIZERS",
+           help="optimizer")
+    option(p, "--epochs", type=int, config_key="train.epochs", help="passes over the data")
+    option(p, "--max-steps", type=int, config_key="train.max_steps", aliases=("--steps",),
+           help="optimizer steps; none: --epochs decides")
+    option(p, "--out", metavar="RUN_DIR", dest="run_dir", config_key="log.run_dir",
+           aliases=("--run-dir",),
+           help="the run folder to write; none: a new timestamped folder under log.root")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its newest good checkpoint "
+                   "(default: start a new run)")
     p.add_argument("--restart-from-scratch", action="store_true",
                    help="with --resume: train from step 0 when no checkpoint is usable "
                         "(default: fail)")
@@ -86,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         if args.run_dir and Path(args.run_dir).absolute() != run_dir.absolute():
-            raise UserError(f"--resume {run_dir} and --run-dir {args.run_dir} name different "
+            raise UserError(f"--resume {run_dir} and --out {args.run_dir} name different "
                             "folders; --resume continues its own run folder")
         if args.config:
             raise UserError("--resume uses the run's own config.yaml; do not pass --config")

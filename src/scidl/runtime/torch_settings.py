@@ -7,20 +7,88 @@ and its own determinism setting for what it does next.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 
 
-def thread_count(threads_per_proc: int | None, local_procs: int, cores: int | None) -> int | None:
-    """Torch threads for one process: the configured count, or the cores shared among the
-    processes on this machine; None (keep torch's default) for a lone process."""
-    if threads_per_proc:
-        return threads_per_proc
-    if local_procs > 1:  # several processes on one machine: share the cores, don't oversubscribe
-        return max(1, (cores or 1) // local_procs)
-    return None
+@dataclass(frozen=True)
+class ThreadChoice:
+    """Torch threads for one process and why: ``line`` is what the run log prints."""
+
+    threads: int
+    line: str
+
+
+def choose_threads(configured: int | None, local_procs: int, usable_cores: int,
+                   total_cores: int | None = None, load: float | None = None,
+                   own_cores: bool = False) -> ThreadChoice:
+    """Torch threads for one of ``local_procs`` processes on this machine.
+
+    ``configured`` (``dist.threads_per_proc``) wins. Otherwise the cores this process may
+    run on (``usable_cores``, its CPU affinity) are shared among the local processes, and
+    fewer are used when the machine is busy: with a 1-minute ``load`` average over
+    ``total_cores`` cores, only the idle ones (``total_cores - load``) are shared.
+    ``own_cores``: the launcher already gave this process cores of its own (Slurm's
+    ``--cpus-per-task`` binding), so they are not divided again. Never below 1.
+    """
+    if configured:
+        return ThreadChoice(configured, f"threads per process: {configured} "
+                                        "(dist.threads_per_proc)")
+    procs = max(1, local_procs)
+    usable = max(1, usable_cores)
+    idle = float(usable * (procs if own_cores else 1))  # no load figure: all idle
+    if load is not None and total_cores:
+        idle = max(1.0, total_cores - load)
+    if own_cores:  # this process's share of the idle cores, to the nearest whole core
+        threads = min(usable, round(idle / procs))
+    else:  # whole cores, never more threads than cores among the processes
+        threads = min(usable, round(idle)) // procs
+    threads = max(1, threads)
+    why = (f"{usable} usable core{'s' if usable > 1 else ''}"
+           f"{' of its own' if own_cores else ''}, {procs} process{'es' if procs > 1 else ''}")
+    if load is not None:
+        why += f", load {load:.1f}"
+    return ThreadChoice(threads, f"threads per process: {threads} ({why})")
+
+
+def _affinity(pid: int) -> set[int] | None:
+    try:
+        return set(os.sched_getaffinity(pid))
+    except (AttributeError, OSError):  # macOS, Windows: no affinity API; parent gone
+        return None
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    mine = _affinity(0)
+    return len(mine) if mine else os.cpu_count() or 1
+
+
+def has_own_cores() -> bool:
+    """Whether this process was bound to fewer cores than its parent (a launcher such as
+    ``srun`` pinning each task), rather than sharing its parent's cores with siblings."""
+    mine, parent = _affinity(0), _affinity(os.getppid())
+    return bool(mine and parent and mine < parent)
+
+
+def load_average() -> float | None:
+    """The machine's 1-minute load average (None where the OS has none)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def threads_for_this_machine(configured: int | None, local_procs: int) -> ThreadChoice:
+    """:func:`choose_threads` with this process's affinity and the machine's load."""
+    if configured:
+        return choose_threads(configured, local_procs, 1)
+    return choose_threads(None, local_procs, usable_cores(), os.cpu_count(), load_average(),
+                          own_cores=has_own_cores())
 
 
 @contextmanager

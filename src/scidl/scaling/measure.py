@@ -164,12 +164,12 @@ def predict_points(
     """Cost-model prediction of every measured point from the smallest-p run's profile."""
     from scidl.scaling.costmodel import parse_comm
     from scidl.scaling.hardware import load_hardware
-    from scidl.scaling.predict import predict_curve
+    from scidl.scaling.predict import per_rank_profile, predict_curve
     from scidl.scaling.profile import profile_from_run
 
     hw = load_hardware(hardware)
     base = min(points, key=lambda q: q["ranks"])
-    prof = profile_from_run(Path(base["run_dir"]))
+    prof, _ = per_rank_profile(profile_from_run(Path(base["run_dir"])), hw, mode)
     comp, forced = parse_comm(comm)
     curve = predict_curve(prof, hw, [q["ranks"] for q in points], algorithm=forced,
                           comp=comp, mode=mode)

@@ -61,6 +61,78 @@ class StepProfile(BaseModel):
         "to other hardware by FLOP/s ratios; otherwise compute_s is the target's",
     )
     source: str = Field(default="", description="run folder or assumption set it came from")
+    measured_ranks: int = Field(
+        default=1, ge=1,
+        description="processes of the run it was measured on; above 1, compute_s is one "
+        "rank's compute with that many ranks busy and the measured_* fields hold the "
+        "communication that run saw",
+    )
+    measured_step_s: float | None = Field(
+        default=None, ge=0, description="median step time of the measured run (s)")
+    measured_comm_s: float | None = Field(
+        default=None, ge=0, description="median gradient communication per step of the measured run (s)")
+    measured_exposed_comm_s: float | None = Field(
+        default=None, ge=0,
+        description="median communication per step not hidden behind compute, measured (s)")
+
+
+def per_rank_profile(profile: StepProfile, hw: Hardware, mode: str = "weak"
+                     ) -> tuple[StepProfile, list[str]]:
+    """The profile as one rank's compute, and notes saying how it was obtained.
+
+    A profile measured on one process is returned as it is. One measured on N processes
+    keeps its per-rank compute (``step − exposed communication``) and not its measured
+    communication, which belongs to the machine it ran on: communication is modelled on
+    ``hw`` (see :func:`measured_comparison` for the measured numbers beside the
+    prediction). When ``hw`` was measured on this same machine and holds the slowdown
+    of N busy ranks, the compute is divided by it, so it is not counted twice at p = N.
+    Strong scaling keeps the measured run's global batch (N × its per-rank batch), whose
+    one-rank compute is taken as N × one rank's, so the point p = N is the measured run.
+    """
+    n = profile.measured_ranks
+    if n <= 1:
+        return profile, []
+    notes = []
+    comm = profile.measured_comm_s
+    measured = (f"{comm:.4g} s communication per step, {profile.measured_exposed_comm_s or 0:.4g} s"
+                " exposed" if comm is not None else "its communication")
+    slow = hw.compute_slowdown.get(n) if profile.measured_here and hw.measured_here else None
+    if slow and slow > 0:
+        profile = profile.model_copy(update={"compute_s": profile.compute_s / slow})
+        notes.append(f"profile measured on {n} processes: one rank's compute "
+                     f"({profile.compute_s * slow:.4g} s per step with {n} ranks busy) divided "
+                     f"by the measured slowdown x{slow:.2f} of {n} busy ranks")
+    else:
+        notes.append(f"profile measured on {n} processes: one rank's compute "
+                     f"({profile.compute_s:.4g} s per step, measured with {n} ranks busy) "
+                     "is used as the compute of every rank")
+    notes.append(f"the profile's measured communication ({measured} at p = {n}) is not "
+                 f"reused: communication is modelled on {hw.name}")
+    if mode == "strong":
+        profile = profile.model_copy(update={
+            "compute_s": profile.compute_s * n, "samples_per_step": profile.samples_per_step * n,
+            "flops_per_step": profile.flops_per_step * n if profile.flops_per_step else None})
+        notes.append(f"strong scaling of the measured run's global batch "
+                     f"({profile.samples_per_step} samples per step, {n} x its per-rank batch)")
+    return profile, notes
+
+
+def measured_comparison(profile: StepProfile, curve: Sequence[dict[str, Any]]
+                        ) -> dict[str, Any] | None:
+    """Measured vs predicted step at the process count a multi-process profile ran on
+    (None for a one-process profile, without a measured step, or when that count is not
+    on the curve)."""
+    n = profile.measured_ranks
+    if n <= 1 or profile.measured_step_s is None:
+        return None
+    pt = next((q for q in curve if q["ranks"] == n), None)
+    if pt is None:
+        return None
+    return {"ranks": n, "measured_step_s": profile.measured_step_s,
+            "measured_comm_s": profile.measured_comm_s,
+            "measured_exposed_comm_s": profile.measured_exposed_comm_s,
+            "predicted_step_s": pt["step_s"], "predicted_comm_s": pt["comm_s"],
+            "predicted_exposed_comm_s": pt["exposed_comm_s"]}
 
 
 def split_buckets(grad_bytes: float, cap: float, first: float = DDP_FIRST_BUCKET) -> list[float]:

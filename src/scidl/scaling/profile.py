@@ -132,6 +132,10 @@ def profile_from_run(run_dir: str | Path) -> StepProfile:
         overlap_measured=overlap,
         measured_here=True,
         source=str(d),
+        measured_ranks=world,
+        measured_step_s=step if world > 1 else None,
+        measured_comm_s=comm if world > 1 else None,
+        measured_exposed_comm_s=exposed if world > 1 else None,
     )
 
 

@@ -26,7 +26,7 @@ from scidl.runtime.dist import DistContext, distributed_context
 from scidl.runtime.env import LaunchError, detect_launch
 from scidl.runtime.plotting import provenance
 from scidl.runtime.seed import seed_everything
-from scidl.runtime.torch_settings import thread_count, torch_settings
+from scidl.runtime.torch_settings import threads_for_this_machine, torch_settings
 from scidl.runtime.watchdog import StallWatchdog
 from scidl.runtime.worker_errors import exit_with_user_error, report_worker_errors
 from scidl.train.callbacks import TrainerCallback
@@ -98,8 +98,8 @@ def train_process(
     from scidl.train.trainer import Trainer
 
     cfg = RunConfig.model_validate(cfg_dict)
-    threads = thread_count(cfg.dist.threads_per_proc, detect_launch().local_world_size, os.cpu_count())
-    with torch_settings(threads, cfg.train.deterministic), \
+    threads = threads_for_this_machine(cfg.dist.threads_per_proc, detect_launch().local_world_size)
+    with torch_settings(threads.threads, cfg.train.deterministic), \
             distributed_context(cfg.dist.device, cfg.dist.backend, cfg.dist.timeout_s) as dctx, \
             warnings.catch_warnings():
         if not dctx.is_main:  # rank 0 speaks for the job: the same warning once, not N times
@@ -107,6 +107,8 @@ def train_process(
         run_dir, created = _agree_run_dir(cfg, dctx)
         if on_run_dir is not None and dctx.is_main:
             on_run_dir(run_dir)
+        if dctx.is_main and cfg.log.progress:
+            print(threads.line, flush=True)
         watchdog = _StepTracker()
         with _watch(cfg, dctx, run_dir, watchdog):
             try:
