@@ -4,7 +4,9 @@ Both loops live in the same 2 gloo processes (``torch.set_num_threads(1)``), tra
 copies of the same MLP with Adam on the same pre-built batches (fetching is outside
 both timings), and alternate one step at a time: pair i runs a plain step and a SciDL
 step (``Trainer.train_step``, the body of ``fit``'s loop), in alternating order, so
-machine noise and cache effects hit both alike. Each step records wall time
+machine noise and cache effects hit both alike. A third loop, the plain one with DDP's
+``gradient_as_bucket_view=True`` (what SciDL's ``dense`` strategy sets), runs in the same
+rotation, so the ratio against it isolates SciDL's own per-step work from that setting. Each step records wall time
 (``perf_counter``) and the CPU time of the whole process (``process_time``: compute
 plus the communication threads). The figure is, per model, the median over pairs of
 SciDL step ÷ plain step, with its interquartile range and a bootstrap 95 % interval.
@@ -69,10 +71,10 @@ def _batches(steps: int, batch: int, rank: int, world: int) -> tuple[TensorDatas
     return data, out
 
 
-def _plain_step(width: int) -> Callable[[list[torch.Tensor]], None]:
+def _plain_step(width: int, bucket_view: bool = False) -> Callable[[list[torch.Tensor]], None]:
     """The loop anyone would write: zero_grad, forward, backward (DDP allreduce), step."""
     model = _model(width)
-    ddp = DDP(model)
+    ddp = DDP(model, gradient_as_bucket_view=bucket_view)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     def step(b: list[torch.Tensor]) -> None:
@@ -95,7 +97,7 @@ def _scidl_step(width: int, data: TensorDataset, steps: int, batch: int, root: s
         tr = Trainer(cfg, task, dctx, Path(root))
     if rank == 0:  # what fit() opens on rank 0
         tr._logger = MetricsLogger(Path(root), tensorboard=False)
-    tr.ddp.train()
+    tr.plan.train()
 
     def step(b: list[torch.Tensor]) -> None:
         tr.train_step([b])
@@ -112,12 +114,15 @@ def _timed(fn: Callable[[list[torch.Tensor]], None], b: list[torch.Tensor]) -> t
 def _pairs(width: int, args: dict[str, Any], root: str, rank: int, world: int) -> dict[str, Any]:
     steps = args["warmup"] + args["pairs"]
     data, batches = _batches(steps, args["batch"], rank, world)
-    plain = _plain_step(width)
+    plain, plain_bv = _plain_step(width), _plain_step(width, bucket_view=True)
     tr, ours = _scidl_step(width, data, steps, args["batch"], root, rank)
-    times: dict[str, list[tuple[float, float, float]]] = {"plain": [], "scidl": []}
+    loops = [("plain", plain), ("scidl", ours), ("plain_bv", plain_bv)]
+    times: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _ in loops}
     gc.collect()
     for i, b in enumerate(batches):
-        order = (("plain", plain), ("scidl", ours)) if i % 2 == 0 else (("scidl", ours), ("plain", plain))
+        order = loops[i % 3:] + loops[:i % 3]  # each loop first, second and third in turn
+        if i % 2:
+            order = order[::-1]
         for name, fn in order:
             t = _timed(fn, b)
             if i >= args["warmup"]:
@@ -163,7 +168,7 @@ def summarize(res: list[dict[str, Any]]) -> dict[str, Any]:
     for name, width in MODELS.items():
         per_rank = [r[name] for r in res]
         t = per_rank[0]["times"]
-        col = {k: list(zip(*t[k], strict=True)) for k in ("plain", "scidl")}
+        col = {k: list(zip(*t[k], strict=True)) for k in ("plain", "scidl", "plain_bv")}
         out[name] = {
             "width": width,
             "params": sum(p.numel() for p in _model(width).parameters()),
@@ -171,6 +176,8 @@ def summarize(res: list[dict[str, Any]]) -> dict[str, Any]:
             "wall": ratio_stats(list(col["scidl"][0]), list(col["plain"][0])),
             "cpu": ratio_stats(list(col["scidl"][1]), list(col["plain"][1])),
             "cpu_main_thread": ratio_stats(list(col["scidl"][2]), list(col["plain"][2])),
+            "vs_bucket_view": {"wall": ratio_stats(list(col["scidl"][0]), list(col["plain_bv"][0])),
+                               "cpu": ratio_stats(list(col["scidl"][1]), list(col["plain_bv"][1]))},
             "wall_ratio_per_rank": [
                 statistics.median(a[0] / b[0] for a, b in zip(r["times"]["scidl"], r["times"]["plain"],
                                                               strict=True)) for r in per_rank],
@@ -202,6 +209,10 @@ def main() -> None:
         print(f"{name:<10}{m['params']:>11,}{w['plain_ms']:>10.2f}{w['scidl_ms']:>10.2f}  "
               f"{w['ratio']:.3f} [{w['iqr'][0]:.3f}, {w['iqr'][1]:.3f}]".ljust(24 + 41)
               + f"{c['ratio']:.3f} [{c['iqr'][0]:.3f}, {c['iqr'][1]:.3f}]")
+    for name, m in models.items():
+        v = m["vs_bucket_view"]
+        print(f"{name:<10} vs plain with gradient_as_bucket_view: wall {v['wall']['ratio']:.3f}, "
+              f"CPU {v['cpu']['ratio']:.3f}")
     print(f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after (target <= 1.02)")
     out = {
         "benchmark": "engine_overhead", "target": 1.02, "models": models,

@@ -77,13 +77,21 @@ def engine_overhead(d: dict) -> str:
              f"{f(m['wall']['ci95'][0])}–{f(m['wall']['ci95'][1])}", spread(m["cpu"]),
              f"{f(m['cpu']['ci95'][0])}–{f(m['cpu']['ci95'][1])}", f"≤ {d['target']}"]
             for name, m in d["models"].items()]
+    bv = [m["vs_bucket_view"] for m in d["models"].values() if "vs_bucket_view" in m]
+    if len(bv) == len(rows):  # ratios against the plain loop with gradient_as_bucket_view
+        head[-1:-1] = ["wall ratio, bucket-view plain [IQR]", "CPU ratio, bucket-view plain [IQR]"]
+        for row, v in zip(rows, bv, strict=True):
+            row[-1:-1] = [spread(v["wall"]), spread(v["cpu"])]
     load = d["load_avg"]
     note = (f"{c['nproc']} {c['backend']} processes, {c['threads_per_process']} thread each, "
             f"batch {c['batch']} per rank, {c['optimizer']}; {c['pairs']} step pairs per model after "
             f"{c['warmup']} untimed; load average {load['before'][0]:.2f} before and "
             f"{load['after'][0]:.2f} after the run on {d['hardware']['cpus']} CPU cores; "
             f"torch {d['versions']['torch']}, {d['date']}. Ratios are medians over pairs of "
-            "SciDL step ÷ plain step (IQR: quartiles of those ratios; CI: bootstrap of the median).")
+            "SciDL step ÷ plain step (IQR: quartiles of those ratios; CI: bootstrap of the median)"
+            + ("; bucket-view plain: the plain loop with DDP's gradient_as_bucket_view=True, as "
+               "SciDL's dense strategy sets it, timed in the same rotation." if len(bv) == len(rows)
+               else "."))
     return table(head, rows) + "\n\n" + note
 
 
