@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -115,3 +116,21 @@ def test_launcher_turns_store_sharing_off_only_during_the_launch(monkeypatch):
     monkeypatch.delenv(launch.NO_SHARED_STORE, raising=False)
     assert launch.elastic_run(lambda x: x + 1, (1,), 2, 0) == {0: 2}
     assert seen["env"] == "1" and launch.NO_SHARED_STORE not in os.environ
+
+
+def test_stalled_peers_are_killed_only_after_the_reporting_rank_has_exited():
+    # killing first let the launcher see a peer killed by a signal before the stall report
+    # of the rank that found it, and print the agent's traceback instead of the one line
+    from scidl.runtime.watchdog import KILL_DELAY_S, _kill_after_exit
+
+    host = socket.gethostname()
+    victim = subprocess.Popen(["sleep", "60"])
+    try:
+        t0 = time.monotonic()
+        _kill_after_exit([{"host": host, "pid": str(victim.pid)}, {"host": "elsewhere", "pid": "1"}],
+                         host)
+        assert time.monotonic() - t0 < KILL_DELAY_S / 2 and victim.poll() is None
+        assert victim.wait(timeout=10) == -signal.SIGKILL
+        assert time.monotonic() - t0 >= KILL_DELAY_S * 0.9
+    finally:
+        victim.kill()

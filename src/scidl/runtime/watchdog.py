@@ -167,16 +167,33 @@ class StallWatchdog:
             self.on_stall(line)
             return True
         report_stall(line)
-        for s in stalled:
-            _kill_local(parse_heartbeat(self._seen[s].content), self._host)
+        _kill_after_exit([parse_heartbeat(self._seen[s].content) for s in stalled], self._host)
         os._exit(STALL_EXIT)
 
 
-def _kill_local(info: dict[str, str], host: str) -> None:
-    """SIGKILL a stalled rank on this host (a stopped process ignores SIGTERM until resumed)."""
-    if info.get("host") != host or not info.get("pid", "").isdigit():
+KILL_DELAY_S = 1.0
+"""How long after this rank's exit its stalled peers are killed: the launcher polls its
+workers every 0.1 s and names the first exit it sees, which must be this rank's."""
+
+
+def _local_pids(infos: list[dict[str, str]], host: str) -> list[int]:
+    return [int(i["pid"]) for i in infos if i.get("host") == host and i.get("pid", "").isdigit()]
+
+
+def _kill_after_exit(infos: list[dict[str, str]], host: str) -> None:
+    """SIGKILL the stalled ranks on this host (a stopped process ignores SIGTERM until
+    resumed) :data:`KILL_DELAY_S` after this process exits, from a forked child that only
+    sleeps and signals. Killing them first let the launcher see a rank killed by a signal
+    before this rank's stall report, and name that instead."""
+    pids = _local_pids(infos, host)
+    if not pids or os.fork() != 0:
         return
-    try:
-        os.kill(int(info["pid"]), signal.SIGKILL)
-    except OSError:
-        pass
+    try:  # the child: no locks, no I/O, just the delayed signals
+        time.sleep(KILL_DELAY_S)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    finally:
+        os._exit(0)
