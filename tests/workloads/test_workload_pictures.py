@@ -48,6 +48,7 @@ def test_workload_writes_its_pictures_and_the_report_embeds_them(tmp_path, name,
     path = run_dir / "pictures" / picture
     assert path.read_bytes().startswith(PNG)
     assert summary["pictures"] == [f"pictures/{picture}"]
+    assert summary["pictures_from"] == f"best model, step {summary['best']['step']}"
     page = render_run(run_dir).read_text()
     assert f'alt="{picture}"' in page
     assert base64.b64encode(path.read_bytes()).decode() in page

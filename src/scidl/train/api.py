@@ -130,11 +130,14 @@ def train_process(
             if resume or restarted:
                 trainer.resume(allow_none=from_scratch or (restarted and not resume), extend=extend)
             summary = trainer.fit()
-            pictures = draw_after_fit(cfg, trainer, task, run_dir, own_task=task_factory is not None)
+            pictures, drawn_from = draw_after_fit(cfg, trainer, task, run_dir,
+                                                  own_task=task_factory is not None)
         if pictures:
-            summary["pictures"] = [str(p.relative_to(run_dir)) for p in pictures]
+            summary["pictures"] = [os.path.relpath(p, run_dir) for p in pictures]
+            summary["pictures_from"] = drawn_from
             if cfg.log.progress:
-                print(f"pictures: {len(pictures)} in {run_dir / PICTURES_DIR}", flush=True)
+                print(f"pictures: {len(pictures)} in {run_dir / PICTURES_DIR} ({drawn_from})",
+                      flush=True)
         summary["run_dir"] = str(run_dir)
         summary["provenance"] = provenance()  # host, CPUs, versions, date: for report captions
         if dctx.is_main:

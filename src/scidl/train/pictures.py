@@ -52,31 +52,31 @@ def _one_line(e: BaseException) -> str:
 
 
 def draw_pictures(workload: Workload, cfg: Any, model: nn.Module, task: Task,
-                  run_dir: Path) -> list[Path]:
-    """Run the workload's hook on a copy of ``model`` (rank 0); the PNGs written, or none
-    and one warning when the hook fails."""
+                  run_dir: Path) -> tuple[list[Path], str]:
+    """Run the workload's hook on a copy of ``model`` (rank 0): the PNGs written and which
+    weights they show; no files and one warning when the hook fails."""
     try:
-        net, _source = picture_model(model, run_dir)
-        return [Path(p) for p in workload.pictures(cfg, net, task, run_dir / PICTURES_DIR)]
+        net, source = picture_model(model, run_dir)
+        return [Path(p) for p in workload.pictures(cfg, net, task, run_dir / PICTURES_DIR)], source
     except Exception as e:  # a picture is never worth a failed run
         warnings.warn(f"{workload.name or 'workload'} pictures not drawn ({_one_line(e)}); "
                       "the run itself is fine (log.pictures=false turns them off)", stacklevel=2)
-        return []
+        return [], ""
 
 
 def draw_after_fit(cfg: RunConfig, trainer: Trainer, task: Task, run_dir: Path,
-                   own_task: bool) -> list[Path]:
+                   own_task: bool) -> tuple[list[Path], str]:
     """After ``fit`` (call on every rank: the plan may gather the weights to rank 0): the
-    workload's pictures, on rank 0; nothing for a Python task factory (``own_task``),
-    with ``log.pictures=false``, or for a workload without pictures."""
+    workload's pictures and which weights they show, on rank 0; nothing for a Python task
+    factory (``own_task``), with ``log.pictures=false``, or for a workload without pictures."""
     if own_task or not cfg.log.pictures:
-        return []
+        return [], ""
     from scidl.workloads import get_workload
 
     workload = get_workload(cfg.workload)
     if not has_pictures(workload):
-        return []
+        return [], ""
     model = trainer.plan.eval_model()
     if model is None:  # not rank 0
-        return []
+        return [], ""
     return draw_pictures(workload, cfg.task_config(), model, task, run_dir)
