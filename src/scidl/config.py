@@ -103,6 +103,10 @@ class LogConfig(_Section):
     progress: bool = Field(
         True, description="progress on rank 0: a bar in a terminal, plain lines otherwise"
     )
+    pictures: bool = Field(
+        True, description="after training, draw the workload's own pictures of the trained "
+                          "model (solution, error field, masks) into RUN_DIR/pictures/",
+    )
     every_s: float = Field(
         30.0, ge=0,
         description="seconds between plain progress lines when stdout is not a terminal "

@@ -14,7 +14,8 @@ from scidl.workloads import get_workload, workload_names
 
 ROOT = Path(__file__).resolve().parents[2]
 PKG = Path(scidl.workloads.__file__).parent
-SHARED_TESTS = {"test_all_workloads_integration.py", "test_workload_layout.py", "test_studies.py"}
+SHARED_TESTS = {"test_all_workloads_integration.py", "test_workload_layout.py", "test_studies.py",
+                "test_workload_pictures.py"}
 
 
 def _builtin() -> list[str]:
@@ -27,7 +28,7 @@ def test_builtin_workloads_are_all_registered_packages():
     names = set(_builtin())
     packages = {d.name for d in PKG.iterdir() if (d / "__init__.py").is_file()} - {"common"}
     assert packages == names
-    assert {p.name for p in PKG.glob("*.py")} == {"__init__.py", "base.py", "registry.py"}
+    assert {p.name for p in PKG.glob("*.py")} == {"__init__.py", "base.py", "factory.py", "registry.py"}
 
 
 def test_each_package_exports_its_workload_and_config():

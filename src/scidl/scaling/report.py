@@ -445,8 +445,15 @@ def headline_html(summary: Mapping[str, Any], rows: Sequence[dict[str, Any]]) ->
     return "".join(parts)
 
 
+def run_pictures(run_dir: Path) -> list[Path]:
+    """The workload's own pictures of the trained model (``RUN_DIR/pictures/*.png``)."""
+    folder = run_dir / "pictures"
+    return sorted(folder.glob("*.png")) if folder.is_dir() else []
+
+
 def render_train(run_dir: Path) -> Path:
-    """``report.html`` of a training run: headline, curves, evaluations, then config and summary."""
+    """``report.html`` of a training run: headline, curves, the workload's pictures,
+    evaluations, then config and summary."""
     rows = read_jsonl(run_dir / "metrics.jsonl")
     summ_path = run_dir / "summary.json"
     summary = _read_json(summ_path)
@@ -455,6 +462,7 @@ def render_train(run_dir: Path) -> Path:
     imgs = [plot_train_curves(rows, run_dir / "train_curves.png", summary.get("headline"),
                               summary.get("higher_is_better"),
                               title=f"{workload}: {run_dir.name}", caption=cap)]
+    imgs += run_pictures(run_dir)
     sections = []
     evals = eval_rows(rows)
     if evals:

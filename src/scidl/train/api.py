@@ -31,6 +31,7 @@ from scidl.runtime.watchdog import StallWatchdog
 from scidl.runtime.worker_errors import exit_with_user_error, report_worker_errors
 from scidl.train.callbacks import TrainerCallback
 from scidl.train.checkpoint import CheckpointError, atomic_write_text
+from scidl.train.pictures import PICTURES_DIR, draw_after_fit
 from scidl.train.preflight import check_resume_world, check_run, warn_oversubscribed
 from scidl.train.rundir import discard_unused_run_dir, make_run_dir
 from scidl.workloads.base import BuildContext, Task
@@ -129,6 +130,14 @@ def train_process(
             if resume or restarted:
                 trainer.resume(allow_none=from_scratch or (restarted and not resume), extend=extend)
             summary = trainer.fit()
+            pictures, drawn_from = draw_after_fit(cfg, trainer, task, run_dir,
+                                                  own_task=task_factory is not None)
+        if pictures:
+            summary["pictures"] = [os.path.relpath(p, run_dir) for p in pictures]
+            summary["pictures_from"] = drawn_from
+            if cfg.log.progress:
+                print(f"pictures: {len(pictures)} in {run_dir / PICTURES_DIR} ({drawn_from})",
+                      flush=True)
         summary["run_dir"] = str(run_dir)
         summary["provenance"] = provenance()  # host, CPUs, versions, date: for report captions
         if dctx.is_main:

@@ -106,3 +106,17 @@ class Workload(abc.ABC):
     @abc.abstractmethod
     def build(self, cfg: WorkloadConfig, ctx: BuildContext) -> Task:
         """Build the task (model, data, loss, evaluation) for ``cfg``."""
+
+    def pictures(self, cfg: WorkloadConfig, model: nn.Module, task: Task,
+                 out_dir: Path) -> list[Path]:
+        """Optional: draw the trained model's results as PNG files in ``out_dir``.
+
+        Called once after training, on rank 0, unless ``log.pictures=false``: ``model`` is
+        a copy of the whole model (the best checkpoint's weights when the run kept one,
+        else the final ones) in eval mode on the training device, yours to change (move,
+        cast); autograd is enabled. ``task`` is the task :meth:`build` returned (reuse its
+        reference data and evaluation). Keep it to seconds. An exception does not fail
+        the run: it is reported as one warning line. Returns the files written (default:
+        none).
+        """
+        return []

@@ -16,6 +16,7 @@ The headline metric is the relative L2 error against the Cole–Hopf solution
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -234,3 +235,11 @@ class Burgers(Workload):
             eval_needs_grad=False,
             extras={"lbfgs": lbfgs, "rar": rar, "nu": cfg.nu},
         )
+
+    def pictures(self, cfg: WorkloadConfig, model: nn.Module, task: Task,
+                 out_dir: Path) -> list[Path]:
+        """The solution, the Cole–Hopf reference and the error field (``burgers_solution.png``)."""
+        from scidl.workloads.burgers.pictures import solution_picture
+
+        assert isinstance(cfg, BurgersConfig)
+        return [solution_picture(cfg, model, task, out_dir / "burgers_solution.png")]

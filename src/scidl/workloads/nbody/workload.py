@@ -16,6 +16,7 @@ error, other masses, a fourth body, time per step) are in :mod:`scidl.workloads.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -98,3 +99,12 @@ class NBody(Workload):
             higher_is_better=False,
             eval_needs_grad=cfg.model == "hamiltonian",
         )
+
+    def pictures(self, cfg: WorkloadConfig, model: nn.Module, task: Task,
+                 out_dir: Path) -> list[Path]:
+        """Orbits of the test system and its energy error, learned vs exact kick
+        (``nbody_orbits.png``)."""
+        from scidl.workloads.nbody.pictures import orbits_picture
+
+        assert isinstance(cfg, NBodyConfig)
+        return [orbits_picture(model, out_dir / "nbody_orbits.png", model_name=cfg.model)]

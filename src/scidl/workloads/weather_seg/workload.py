@@ -21,6 +21,7 @@ training set.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -66,6 +67,19 @@ def class_weights(label: torch.Tensor, n_classes: int, power: float) -> torch.Te
     return (w / (freq * w).sum()).float()
 
 
+def predict_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Class scores ``[n, classes, h, w]`` of ``x`` (in chunks of 64, no autograd)."""
+    with torch.no_grad():
+        return torch.cat([model(xb) for xb in torch.split(x, 64)])
+
+
+def decide(logits: torch.Tensor, weights: torch.Tensor, decision: str) -> torch.Tensor:
+    """Masks from class scores: ``argmax`` or ``argmax(logits - log w)`` (``prior_corrected``)."""
+    if decision == "argmax":
+        return logits.argmax(1)
+    return (logits - torch.log(weights.to(logits.device))[None, :, None, None]).argmax(1)
+
+
 def build_seg_model(cfg: WeatherSegConfig) -> nn.Module:
     if cfg.arch == "unet":
         return UNet(3, len(CLASSES), base=cfg.base, depth=cfg.depth)
@@ -105,10 +119,8 @@ class WeatherSeg(Workload):
 
         def evaluate(m: nn.Module, val: Any) -> dict[str, float]:
             x, y = val
-            with torch.no_grad():
-                logits = torch.cat([m(xb) for xb in torch.split(x, 64)])
-            shifted = logits - torch.log(weights.to(logits.device))[None, :, None, None]
-            pred_plain, pred_corr = logits.argmax(1), shifted.argmax(1)
+            logits = predict_logits(m, x)
+            pred_plain, pred_corr = decide(logits, weights, "argmax"), decide(logits, weights, "prior_corrected")
             pred = pred_corr if cfg.decision == "prior_corrected" else pred_plain
             iou = per_class_iou(pred, y, n_cls)
             other = per_class_iou(pred_plain if pred is pred_corr else pred_corr, y, n_cls)
@@ -125,3 +137,16 @@ class WeatherSeg(Workload):
             val_data=(x_va, y_va), headline="event_miou", higher_is_better=True,
             extras={"class_weights": weights, "thresholds": th, "heuristic_iou": base_iou},
         )
+
+    def pictures(self, cfg: WorkloadConfig, model: nn.Module, task: Task,
+                 out_dir: Path) -> list[Path]:
+        """A few held-out samples: moisture field, true mask, predicted mask with each
+        sample's IoU (``weather_seg_masks.png``)."""
+        from scidl.workloads.weather_seg.pictures import masks_picture
+
+        assert isinstance(cfg, WeatherSegConfig)
+        x, y = task.val_data
+        device = next(model.parameters()).device
+        pred = decide(predict_logits(model, x.to(device)), task.extras["class_weights"],
+                      cfg.decision).cpu()
+        return [masks_picture(x, y, pred, out_dir / "weather_seg_masks.png", cfg.decision)]
