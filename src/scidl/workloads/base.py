@@ -106,3 +106,8 @@ class Workload(abc.ABC):
     @abc.abstractmethod
     def build(self, cfg: WorkloadConfig, ctx: BuildContext) -> Task:
         """Build the task (model, data, loss, evaluation) for ``cfg``."""
+
+    def build_note(self, cfg: WorkloadConfig) -> str:
+        """What :meth:`build` spends its time on, for the start-up line ``building NAME
+        (note)…`` (e.g. ``reference solution, 8000 collocation points``); empty: none."""
+        return ""
