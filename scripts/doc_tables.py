@@ -95,6 +95,23 @@ def engine_overhead(d: dict) -> str:
     return table(head, rows) + "\n\n" + note
 
 
+def first_result(d: dict) -> str:
+    """Per command: seconds from a fresh process to the run folder, the first progress
+    line and the summary, with the start-up phases and the machine's load."""
+    head = ["command", "run folder (s)", "first progress line (s)", "summary (s)",
+            "start-up phases (s at which each began)", "load before"]
+    rows = [[f"`{r['command']}`", f(r["run_folder_s"], 1), f(r["first_progress_s"], 1),
+             f(r["summary_s"], 1),
+             "; ".join(f"{k.rstrip('…')} {v:.1f}" for k, v in r["phases_s"].items()),
+             f"{r['load_avg_before'][0]:.2f}"] for r in d["results"].values()]
+    v, load = d["versions"], d["load_avg"]
+    note = (f"Wall time from starting `scidl train` (a fresh process, output to a pipe) to each "
+            f"line; one run each, {d['hardware']['cpus']} CPU cores, load average "
+            f"{load['before'][0]:.2f} before and {load['after'][0]:.2f} after; Python "
+            f"{v['python']}, torch {v['torch']}, SciDL {v['scidl']}, {d['date']}.")
+    return table(head, rows) + "\n\n" + note
+
+
 def sparse_embedding(d: dict) -> str:
     """Step time of a sparse-embedding model under each strategy ÷ plain torch DDP (SGD)."""
     c = d["config"]

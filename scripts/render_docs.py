@@ -55,6 +55,7 @@ def _b(name: str, render: Callable[[Any], str]) -> Block:
 REGISTRY: dict[str, Block] = {
     # docs/benchmarks.md
     "engine_overhead": _b("engine_overhead", t.engine_overhead),
+    "first_result": _b("first_result", t.first_result),
     # docs/hybrid.md
     "hybrid": _b("hybrid", t.hybrid),
     "hybrid_memory": _b("hybrid", t.hybrid_memory),

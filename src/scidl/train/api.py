@@ -31,6 +31,7 @@ from scidl.runtime.watchdog import StallWatchdog
 from scidl.runtime.worker_errors import exit_with_user_error, report_worker_errors
 from scidl.train.callbacks import TrainerCallback
 from scidl.train.checkpoint import CheckpointError, atomic_write_text
+from scidl.train.phases import FIRST_STEP, SETUP, STARTING, Phases, building_line
 from scidl.train.pictures import PICTURES_DIR, draw_after_fit
 from scidl.train.preflight import check_resume_world, check_run, warn_oversubscribed
 from scidl.train.rundir import discard_unused_run_dir, make_run_dir
@@ -72,6 +73,17 @@ def build_task(cfg: RunConfig, ctx: BuildContext, task_factory: TaskFactory | No
     return check_task(get_workload(cfg.workload).build(cfg.task_config(), ctx), cfg.workload)
 
 
+def build_phase_line(cfg: RunConfig, task_factory: TaskFactory | None) -> str:
+    """The start-up line shown while the task is built (the workload's own note, e.g.
+    what reference it computes; none for a user's task factory)."""
+    note = ""
+    if task_factory is None:
+        from scidl.workloads import get_workload
+
+        note = get_workload(cfg.workload).build_note(cfg.task_config())
+    return building_line(cfg.workload_label(), note)
+
+
 def _agree_run_dir(cfg: RunConfig, dctx: DistContext) -> tuple[Path, Path | None]:
     """The run folder of all ranks (rank 0 creates it) and, on rank 0, the topmost folder
     it created (None: nothing, or on other ranks)."""
@@ -111,16 +123,20 @@ def train_process(
         if dctx.is_main and cfg.log.progress:
             print(threads.line, flush=True)
         watchdog = _StepTracker()
+        phases = Phases(dctx.is_main and cfg.log.progress)
         with _watch(cfg, dctx, run_dir, watchdog):
             try:
                 if dctx.is_main and not (run_dir / "config.yaml").exists():
                     save_config(cfg.model_copy(update={"log": cfg.log.model_copy(update={"run_dir": str(run_dir)})}), run_dir / "config.yaml")
                 ctx = BuildContext(seed=cfg.train.seed, device=dctx.device, run_dir=run_dir,
                                    data_dir=Path(cfg.log.root) / ".data")
+                phases.show(build_phase_line(cfg, task_factory))
                 task = build_task(cfg, ctx, task_factory)
                 seed_everything(cfg.train.seed + 1 + dctx.rank)  # per-rank stream (dropout, noise)
+                phases.show(SETUP)
                 trainer = Trainer(cfg, task, dctx, run_dir, [watchdog, *callbacks])
             except BaseException:
+                phases.close()
                 if created is not None:
                     discard_unused_run_dir(run_dir, created)
                 raise
@@ -129,6 +145,8 @@ def train_process(
             restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
             if resume or restarted:
                 trainer.resume(allow_none=from_scratch or (restarted and not resume), extend=extend)
+            phases.show(FIRST_STEP)
+            phases.close()  # the progress bar takes over
             summary = trainer.fit()
             pictures, drawn_from = draw_after_fit(cfg, trainer, task, run_dir,
                                                   own_task=task_factory is not None)
@@ -236,6 +254,8 @@ def run(
         cfg = cfg.model_copy(update={"log": cfg.log.model_copy(update={"run_dir": str(path)})})
     if launch.launcher == "single" and on_run_dir is not None:  # folder known before launching
         on_run_dir(Path(str(cfg.log.run_dir)))
+    if local and cfg.log.progress:  # the longest silent phase: spawn, import torch, rendezvous
+        print(STARTING.format(n=cfg.dist.nproc), flush=True)
     try:
         if local:
             summary = report_worker_errors(

@@ -120,3 +120,8 @@ class Workload(abc.ABC):
         none).
         """
         return []
+
+    def build_note(self, cfg: WorkloadConfig) -> str:
+        """What :meth:`build` spends its time on, for the start-up line ``building NAME
+        (note)…`` (e.g. ``reference solution, 8000 collocation points``); empty: none."""
+        return ""

@@ -209,6 +209,10 @@ class Burgers(Workload):
         "dist": {"nproc": 2},
     }
 
+    def build_note(self, cfg: WorkloadConfig) -> str:
+        assert isinstance(cfg, BurgersConfig)
+        return f"reference solution, {cfg.n_collocation} collocation points"
+
     def build(self, cfg: WorkloadConfig, ctx: BuildContext) -> Task:
         assert isinstance(cfg, BurgersConfig)
         gen = torch.Generator().manual_seed(ctx.seed)
