@@ -11,27 +11,22 @@ import torch
 from scidl.testing import run_distributed
 
 
+def _small_config():
+    from scidl.workloads.burgers.workload import BurgersConfig
+
+    return BurgersConfig(n_collocation=400, n_initial=32, n_boundary=32, hidden=8, depth=2,
+                         ref_nx=32, ref_nt=11, ref_nodes=401, rar_every=1, rar_points=10,
+                         rar_candidates=200, hard_constraints=False)
+
+
 def _worker(rank: int, world: int) -> dict:
     from torch.nn.parallel import DistributedDataParallel as DDP
     from torch.utils.data import DataLoader, DistributedSampler
 
     from scidl.workloads.base import BuildContext
-    from scidl.workloads.burgers.workload import Burgers, BurgersConfig
+    from scidl.workloads.burgers.workload import Burgers
 
-    cfg = BurgersConfig(
-        n_collocation=400,
-        n_initial=32,
-        n_boundary=32,
-        hidden=8,
-        depth=2,
-        ref_nx=32,
-        ref_nt=11,
-        ref_nodes=401,
-        rar_every=1,
-        rar_points=10,
-        rar_candidates=200,
-        hard_constraints=False,
-    )
+    cfg = _small_config()
     torch.manual_seed(0)
     task = Burgers().build(cfg, BuildContext(seed=0))
     sampler = DistributedSampler(task.train_data, world, rank, shuffle=True, seed=0)
@@ -58,23 +53,10 @@ def _worker(rank: int, world: int) -> dict:
 def test_ddp_gradient_equals_global_loss_gradient():
     out = run_distributed(_worker, 2)
     from scidl.workloads.base import BuildContext
-    from scidl.workloads.burgers.workload import Burgers, BurgersConfig
+    from scidl.workloads.burgers.workload import Burgers
 
     assert sorted(out[0]["idx"] + out[1]["idx"]) == list(range(400))  # disjoint shards
-    cfg = BurgersConfig(
-        n_collocation=400,
-        n_initial=32,
-        n_boundary=32,
-        hidden=8,
-        depth=2,
-        ref_nx=32,
-        ref_nt=11,
-        ref_nodes=401,
-        rar_every=1,
-        rar_points=10,
-        rar_candidates=200,
-        hard_constraints=False,
-    )
+    cfg = _small_config()
     torch.manual_seed(0)
     task = Burgers().build(cfg, BuildContext(seed=0))
     pts = task.train_data.points

@@ -128,7 +128,7 @@ def _model_time(op: str, p: int, n: float, fit: dict) -> float:
 def busbw_figure(rows: list[dict], fit: dict, caption: str = "") -> Any:
     """Bus bandwidth against message size per (op, p): measured (median, bars from the
     fastest to the slowest repeat) and the fitted α-β-γ model."""
-    from scidl.runtime.plotting import new_figure, si_axis
+    from scidl.runtime.plotting import new_figure
     from scidl.scaling.collectives import busbw_factor
 
     fig = new_figure((6.6, 4.4))
@@ -141,22 +141,14 @@ def busbw_figure(rows: list[dict], fit: dict, caption: str = "") -> Any:
         f = busbw_factor(op, p)
         model = [n / _model_time(op, p, n, fit) * f for n in c["bytes"]]
         ax.plot(c["bytes"], model, "-", color=line.get_color(), alpha=0.5)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    si_axis(ax.xaxis, "B", binary=True)
-    si_axis(ax.yaxis, "B/s")
-    ax.set_xlabel("message size n")
-    ax.set_ylabel("bus bandwidth (busbw)")
-    ax.set_title("Collective bus bandwidth: measured (dots) vs fitted α-β-γ model (lines)",
-                 fontsize=9)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3, which="both")
+    _log_axes(ax, "B/s", "bus bandwidth (busbw)",
+              "Collective bus bandwidth: measured (dots) vs fitted α-β-γ model (lines)")
     return fig
 
 
 def time_figure(rows: list[dict], fit: dict) -> Any:
     """Time per collective against message size, measured and fitted (the fit's check)."""
-    from scidl.runtime.plotting import new_figure, si_axis
+    from scidl.runtime.plotting import new_figure
 
     fig = new_figure((6.6, 4.4))
     ax = fig.subplots()
@@ -167,17 +159,24 @@ def time_figure(rows: list[dict], fit: dict) -> Any:
                [r.get("time_s_max", r["time_s"]) - r["time_s"] for r in pts]]
         line = ax.errorbar(n, t, yerr=err, fmt="o", ms=4, capsize=2, label=f"{op}, p = {p}")[0]
         ax.plot(n, [_model_time(op, p, b, fit) for b in n], "-", color=line.get_color(), alpha=0.5)
+    _log_axes(ax, "s", "time per collective",
+              "Collective time: measured (dots, median and min–max) vs α-β-γ fit (lines)")
+    return fig
+
+
+def _log_axes(ax: Any, y_unit: str, y_label: str, title: str) -> None:
+    """Log-log axes over message size (binary prefixes) with SI units on y."""
+    from scidl.runtime.plotting import si_axis
+
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     si_axis(ax.xaxis, "B", binary=True)
-    si_axis(ax.yaxis, "s")
+    si_axis(ax.yaxis, y_unit)
     ax.set_xlabel("message size n")
-    ax.set_ylabel("time per collective")
-    ax.set_title("Collective time: measured (dots, median and min–max) vs α-β-γ fit (lines)",
-                 fontsize=9)
+    ax.set_ylabel(y_label)
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
-    return fig
 
 
 def _plot(rows: list[dict], fit: dict, out: Path, caption: str = "") -> list[Path]:
