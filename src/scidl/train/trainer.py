@@ -129,6 +129,7 @@ class Trainer:
         self._last_ckpt_step = 0
         self._last_eval_step = 0
         self._losses = PendingLosses(self.plan.dp_size)  # rank-mean losses, reduced when logged
+        self._due_rows: list[dict[str, Any]] = []  # rows to log once their loss arrives
         self._grad_check = GradCheck(self.model.parameters())
 
     @property
@@ -462,7 +463,7 @@ class Trainer:
                 if self._epoch_done():
                     self.epoch += 1
                     self.micro_in_epoch = 0
-            self._losses.resolve()
+            self._flush_losses()
             if self.stop_reason is None:  # early stopping has just evaluated this model
                 final_eval = self.evaluate()
                 self._track_best(final_eval, may_stop=False)
@@ -474,6 +475,9 @@ class Trainer:
             for cb in self.callbacks:
                 if isinstance(cb, OnTrainEnd):
                     cb.on_train_end(self)
+        except TrainingDiverged:  # every rank stops at the same step: log what led there
+            self._flush_losses()
+            raise
         finally:
             progress.close()
             if self._logger:
@@ -504,20 +508,36 @@ class Trainer:
             row.update({f"eval/{k}": v for k, v in ev.items()})
             self._track_best(ev)
         if self.step % self.cfg.train.log_every == 0 or eval_due or self.step == self.total_steps:
-            self._losses.resolve()  # the same steps on every rank
-        if self._logger and (self.step % self.cfg.train.log_every == 0 or "eval/" in "".join(row)
-                             or self.step == self.total_steps):
-            self._logger.log(row)
+            # the same steps on every rank; the loss arrives by the next due row
+            self._losses.launch()
+            self._losses.collect(wait=self.step == self.total_steps)
+            self._due_rows.append(row)
+        shown = self._log_ready()
         for cb in self.callbacks:
             if isinstance(cb, OnStepEnd):
                 cb.on_step_end(self, row)
         if progress is not None:
-            fields = progress_fields(row, self.task.headline) if row["loss"] is not None else None
-            progress.update(self.step, fields, lr=row.get("lr"))
+            progress.update(self.step, shown, lr=row.get("lr"))
         if self._should_checkpoint(end_epoch) and self.step < self.total_steps \
                 and self.stop_reason is None:  # the final checkpoint follows
             self._last_ckpt_step = self.step
             self.save()
+
+    def _log_ready(self) -> dict[str, float] | None:
+        """Log the due rows whose loss has arrived, in step order; returns what the
+        progress display shows for the newest (None when none arrived)."""
+        shown = None
+        while self._due_rows and self._due_rows[0]["loss"] is not None:
+            row = self._due_rows.pop(0)
+            if self._logger:
+                self._logger.log(row)
+            shown = progress_fields(row, self.task.headline)
+        return shown
+
+    def _flush_losses(self) -> None:
+        """Wait for every pending loss and log the rows (all ranks, at the same point)."""
+        self._losses.resolve()
+        self._log_ready()
 
     def _summary(self, wall: float) -> dict[str, Any]:
         timing = step_timing(self.step_times, self.steps_per_epoch, wall)
