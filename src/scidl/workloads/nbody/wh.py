@@ -38,6 +38,7 @@ from typing import Literal
 
 import numpy as np
 
+from scidl.workloads.nbody import small
 from scidl.workloads.nbody.kepler import KeplerParams, kepler_drift_pv, kepler_params
 
 Scheme = Literal["whfast", "wh91"]
@@ -227,6 +228,30 @@ def _state(w: np.ndarray, ms: Masses) -> WHState:
     return WHState(w[:, :, 0].copy(), w[:, :, 1].copy(), ms)
 
 
+def _kick_w(w: np.ndarray, ms: Masses, kick: KickFn, h: float) -> None:
+    """Kick (in place) of stacked Jacobi states ``w`` (B, N, 2, 3) by ``h``."""
+    if kick is interaction_kick:
+        w[:, 1:, 1] += h * _planet_kick(w[:, 1:, 0], ms)
+    else:
+        w[:, :, 1] += h * kick(w[:, :, 0], ms)
+
+
+def _advance(w: np.ndarray, ms: Masses, kick: KickFn, h: float, n: int, kick_first: bool) -> None:
+    """``n`` merged steps (kick(h) then drift(h), or drift then kick) in place; a small
+    batch with the exact kick runs in Python floats (:mod:`scidl.workloads.nbody.small`)."""
+    if n <= 0:
+        return
+    if kick is interaction_kick and w.shape[0] * (w.shape[1] - 1) <= small.MAX_ORBITS:
+        small.advance(w, ms, h, n, kick_first)
+        return
+    for _ in range(n):
+        if kick_first:
+            _kick_w(w, ms, kick, h)
+        _drift_w(w, ms.kepler, h)
+        if not kick_first:
+            _kick_w(w, ms, kick, h)
+
+
 def integrate(
     s: WHState,
     h: float,
@@ -236,50 +261,40 @@ def integrate(
     on_record: Callable[[int, WHState], None] | None = None,
 ) -> WHState:
     """Advance ``n_steps`` Wisdom–Holman steps of size ``h`` of every system of the batch,
-    in the scheme of ``s.ms`` (``whfast``: drift–kick–drift; ``wh91``: kick–drift–kick;
-    neighbouring half steps merged: one Kepler solve and one kick evaluation per step).
-    ``kick`` must belong to the same split (``interaction_kick`` does; a kick network
-    is trained for one).
+    in the scheme of ``s.ms``, and return the synchronised state.
+
+    ``whfast`` (drift–kick–drift) runs on ``M_k = drift(h/2) S_k``, for which a step is
+    ``M_{k+1} = drift(h) kick(h) M_k``; ``wh91`` (kick–drift–kick) on ``M_k = kick(h/2)
+    S_k``, ``M_{k+1} = kick(h) drift(h) M_k``: one Kepler solve and one kick evaluation per
+    step; the synchronised state ``S_k`` is recovered by the inverse half step. ``kick`` must
+    belong to the same split (``interaction_kick`` does; a kick network is trained for one).
 
     ``on_record(step, state)`` is called at step 0 and every ``record_every`` steps with a
     synchronised copy of the state."""
     ms = s.ms
-    kp = ms.kepler
+    dkd = ms.scheme == "whfast"
     w = np.stack([s.q, s.u], axis=2)  # (B, N, 2, 3): one array, one matmul per drift
-    q, u = w[:, :, 0], w[:, :, 1]  # views
-    fast = kick is interaction_kick
+
+    def half(x: np.ndarray, sign: float) -> None:
+        if dkd:
+            _drift_w(x, ms.kepler, sign * 0.5 * h)
+        else:
+            _kick_w(x, ms, kick, sign * 0.5 * h)
+
     if on_record is not None:
         on_record(0, _state(w, ms))
-
-    def rec(step: int) -> bool:
-        return on_record is not None and record_every > 0 and step % record_every == 0
-
-    if ms.scheme == "whfast":
-        _drift_w(w, kp, 0.5 * h)
-        for step in range(1, n_steps + 1):
-            if fast:
-                u[:, 1:] += h * _planet_kick(q[:, 1:], ms)
-            else:
-                u += h * kick(q, ms)
-            if step == n_steps:
-                _drift_w(w, kp, 0.5 * h)
-                if rec(step):
-                    on_record(step, _state(w, ms))  # type: ignore[misc]
-            else:
-                if rec(step):
-                    synced = w.copy()
-                    _drift_w(synced, kp, 0.5 * h)
-                    on_record(step, _state(synced, ms))  # type: ignore[misc]
-                _drift_w(w, kp, h)
-        return _state(w, ms)
-    acc = kick(q, ms)
-    u += 0.5 * h * acc
-    for step in range(1, n_steps + 1):
-        _drift_w(w, kp, h)
-        acc = kick(q, ms)
-        if rec(step):
-            synced = w.copy()
-            synced[:, :, 1] += 0.5 * h * acc
-            on_record(step, _state(synced, ms))  # type: ignore[misc]
-        u += (0.5 if step == n_steps else 1.0) * h * acc
-    return _state(w, ms)
+    marks = list(range(record_every, n_steps, record_every)) if on_record and record_every > 0 else []
+    half(w, 1.0)
+    done = 0
+    for mark in marks:
+        _advance(w, ms, kick, h, mark - done, dkd)
+        done = mark
+        synced = w.copy()
+        half(synced, -1.0)
+        on_record(mark, _state(synced, ms))  # type: ignore[misc]
+    _advance(w, ms, kick, h, n_steps - done, dkd)
+    half(w, -1.0)
+    out = _state(w, ms)
+    if on_record is not None and record_every > 0 and n_steps > 0 and n_steps % record_every == 0:
+        on_record(n_steps, _state(w, ms))
+    return out
