@@ -324,3 +324,20 @@ def nbody_speed(d: dict) -> str:
     rows = [[k, f(v, 2), f(s["ms_per_kick"][k], 2), f(v / base, 1)] for k, v in s["ms_per_step"].items()]
     return (f"{s['repeats']} interleaved repeats × {s['steps']} steps, median:\n\n"
             + table(["kick", "ms / step", "ms / kick", "step time vs classical"], rows))
+
+
+def nbody_integrator(d: dict) -> str:
+    """System-steps per second of SciDL (per batch size) and REBOUND, ratio per repeat."""
+    rows = [[n(r["batch"]), r["loop"], n(r["steps"]), n(r["system_steps_per_s"]), g(r["us_per_step"], 3),
+             f"{g(r['ratio_to_rebound'], 2)} [{g(r['ratio_min'], 2)}–{g(r['ratio_max'], 2)}]"] for r in d["rows"]]
+    rb = d["rebound"]
+    rows.append([f"REBOUND {rb['version']} (one `Simulation` per system)", "C", n(rb["steps"]),
+                 n(rb["system_steps_per_s"]), g(1e6 / rb["system_steps_per_s"], 3), "1"])
+    head = ["systems per call", "inner loop", "steps timed", "system-steps / s", "µs per call-step",
+            "× REBOUND, median [min–max]"]
+    lb, la = d["load_avg"]["before"][0], d["load_avg"]["after"][0]
+    diff = ", ".join(f"batch {k}: {v:.1e}" for k, v in d["same_map_max_pos_diff"].items()) or "–"
+    return (f"{d['system']}; scheme {d['scheme']}; {d['repeats']} interleaved repeats; "
+            f"{d['hardware']['cpus']} CPUs, 1-min load average {lb:.1f} before, {la:.1f} after "
+            f"({d['date']}, `{d['command'].strip()}`):\n\n" + table(head, rows)
+            + f"\n\nSame map: largest position difference SciDL vs REBOUND after the timed steps, {diff}.")

@@ -220,7 +220,7 @@ def test_small_batch_loop_matches_numpy(scheme, monkeypatch):
 
 
 def test_batch_of_systems_matches_one_at_a_time():
-    x, v, m = random_systems(6, 2, np.random.default_rng(3))  # 12 orbits: the numpy loop
+    x, v, m = random_systems(20, 2, np.random.default_rng(3))  # 40 orbits: the numpy loop
     h = 2 * math.pi / 40
     batch = integrate(WHState.from_inertial(x, v, m), h, 300)
     for i in range(6):

@@ -17,7 +17,7 @@ import numpy as np
 from scidl.workloads.nbody.kepler import kepler_drift
 
 #: systems × planets up to which :func:`scidl.workloads.nbody.wh.integrate` uses this loop
-MAX_ORBITS = 8
+MAX_ORBITS = 32
 
 
 def _kepler(st: list[float], mu: float, sqmu: float, dt: float) -> None:
