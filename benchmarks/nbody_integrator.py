@@ -104,7 +104,7 @@ def energy_errors(steps: int, every: int = 1000) -> dict[str, Any]:
         e0 = s0.energy()[0]
         errs: list[float] = []
         s = integrate(s0, H, steps, record_every=every,
-                      on_record=lambda _, st: errs.append(abs((st.energy()[0] - e0) / e0)))
+                      on_record=lambda _, st, errs=errs, e0=e0: errs.append(abs((st.energy()[0] - e0) / e0)))
         out[f"scidl_{scheme}_dE_max"] = max(errs)
         pos[scheme] = s.inertial()[0][0]
     sim = rebound_sim(x[0], v[0], m[0])

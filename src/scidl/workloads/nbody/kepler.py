@@ -170,17 +170,17 @@ def kepler_drift_pv(w: np.ndarray, kp: KeplerParams, dt: float) -> np.ndarray:
 
     solved by two Newton steps from its second-order series solution, then the f and g
     functions ``f = 1 - a/r0 (1 - cos x)``, ``g = dt - (x - sin x)/n``,
-    ``fdot = -sqrt(mu a) sin x / (r r0)``, ``gdot = 1 - a/r (1 - cos x)``, applied as one
-    2×2 matrix per orbit. A few dozen numpy calls per drift whatever the batch, so the
-    cost per call stays low at batch size 1 and is shared by all systems at large batch.
+    ``fdot = -sqrt(mu a) sin x / (r r0)``, ``gdot = 1 - a/r (1 - cos x)``. Element-wise
+    numpy calls only (stacked 2×2 or 3×3 matmuls cost far more per element), a few dozen
+    per drift whatever the batch, so their cost is shared by all systems of a batch.
     A hyperbolic or parabolic orbit, or a Newton iteration whose last correction exceeds
     1e-8 of ``x`` (below that, quadratic convergence leaves ``x`` at rounding level), sends
     the whole call to :func:`kepler_drift` (universal variables, Laguerre–Conway), which
     handles every case."""
-    gram = w @ w.swapaxes(-1, -2)  # r.r, r.v, v.v in one call
-    rv = gram[..., 0, 1]
-    r0 = np.sqrt(gram[..., 0, 0])
-    alpha = 2.0 / r0 - gram[..., 1, 1] * kp.inv_mu  # 1 / semi-major axis
+    r, v = w[..., 0, :], w[..., 1, :]
+    rv = np.einsum("...i,...i->...", r, v)
+    r0 = np.sqrt(np.einsum("...i,...i->...", r, r))
+    alpha = 2.0 / r0 - np.einsum("...i,...i->...", v, v) * kp.inv_mu  # 1 / semi-major axis
     if not _min(alpha) > 0.0:
         return _drift_general(w, kp.mu, dt)
     sqa = np.sqrt(alpha)
@@ -188,28 +188,29 @@ def kepler_drift_pv(w: np.ndarray, kp: KeplerParams, dt: float) -> np.ndarray:
     mean = n * dt
     ecos = 1.0 - r0 * alpha  # e cos E0
     esin = rv * sqa * kp.inv_sqrt_mu  # e sin E0
-    # F(x) = x + Re(p e^{ix}) + esin - mean,  F'(x) = 1 - Im(p e^{ix}) = r / a
-    p = 1j * ecos - esin
+    # F(x) = x - ecos sin x - esin cos x + esin - mean,  F'(x) = 1 - ecos cos x + esin sin x = r/a
     shift = esin - mean
     x = mean / (1.0 - ecos)
     x = x - 0.5 * esin * x * x / (1.0 - ecos)
     for _ in range(2):
-        pe = p * np.exp(1j * x)
-        dx = (x + pe.real + shift) / (1.0 - pe.imag)
+        c, s = np.cos(x), np.sin(x)
+        dx = (x - ecos * s - esin * c + shift) / (1.0 - ecos * c + esin * s)
         x = x - dx
     if not _max(np.abs(dx / x)) <= 1e-8:
         return _drift_general(w, kp.mu, dt)
-    e = np.exp(1j * x)
-    s = e.imag
+    c, s = np.cos(x), np.sin(x)
     a = 1.0 / alpha
-    k = a * (1.0 - e.real)
-    r = a * (1.0 - (p * e).imag)
-    out = np.empty(gram.shape)
-    out[..., 0, 0] = 1.0 - k / r0
-    out[..., 0, 1] = dt - (x - s) / n
-    out[..., 1, 0] = (kp.sqrt_mu / sqa) * s / (-r * r0)
-    out[..., 1, 1] = 1.0 - k / r
-    return out @ w
+    k = a * (1.0 - c)
+    r = a * (1.0 - ecos * c + esin * s)
+    f = (1.0 - k / r0)[..., None]
+    g = (dt - (x - s) / n)[..., None]
+    fd = ((kp.sqrt_mu / sqa) * s / (-r * r0))[..., None]
+    gd = (1.0 - k / r)[..., None]
+    out = np.empty(w.shape)
+    rv0, vv0 = w[..., 0, :], w[..., 1, :]
+    out[..., 0, :] = f * rv0 + g * vv0
+    out[..., 1, :] = fd * rv0 + gd * vv0
+    return out
 
 
 def _drift_general(w: np.ndarray, mu: np.ndarray, dt: float) -> np.ndarray:

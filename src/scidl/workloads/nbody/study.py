@@ -74,7 +74,8 @@ def load_kick(spec: str, scheme: str = "whfast") -> tuple[str, KickFn, str]:
     if spec == "classical":
         return ("classical" if scheme == "whfast" else f"classical_{scheme}"), interaction_kick, scheme
     blob = torch.load(spec, weights_only=True)
-    cfg = NBodyConfig.model_validate(blob["cfg"])
+    # models saved before the scheme existed were trained on the wh91 split
+    cfg = NBodyConfig.model_validate({"scheme": "wh91", **blob["cfg"]})
     model = build_model(cfg)
     model.load_state_dict(blob["state"])
     return cfg.model, neural_kick(model), cfg.scheme

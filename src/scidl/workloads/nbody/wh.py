@@ -144,11 +144,18 @@ class Masses:
 
 
 def _planet_kick(qp: np.ndarray, ms: Masses) -> np.ndarray:
-    """Jacobi accelerations (B, N-1, 3) of the planets from H_int (few numpy calls)."""
-    d = ms.g @ qp
-    r2 = np.vecdot(d, d)
-    w = ms.c / (r2 * np.sqrt(r2))
-    return ms.kmat @ (w[..., None] * d)
+    """Jacobi accelerations (B, N-1, 3) of the planets from H_int: element-wise numpy calls
+    over the batch, a loop over the N-1 planets (stacked tiny matmuls are slow)."""
+    n = qp.shape[1]
+    d = ms.g[:, :, 0, None] * qp[:, None, 0]  # d_k = sum_j G_kj q_j   (B, K, 3)
+    for j in range(1, n):
+        d += ms.g[:, :, j, None] * qp[:, None, j]
+    r2 = np.einsum("bki,bki->bk", d, d)
+    wd = (ms.c / (r2 * np.sqrt(r2)))[..., None] * d
+    acc = np.empty(qp.shape)
+    for j in range(n):
+        acc[:, j] = np.einsum("bk,bki->bi", ms.kmat[:, j], wd)
+    return acc
 
 
 def interaction_kick(q: np.ndarray, ms: Masses) -> np.ndarray:
