@@ -5,12 +5,14 @@ Saturn-like masses, e = 0.04, small inclinations), same step (inner period / 40)
 steps, REBOUND configured to the same scheme: ``whfast`` in Jacobi coordinates (its
 default), no symplectic corrector (``corrector = 0``), the standard kernel
 (``kernel = "default"``), drift–kick–drift. The two codes then compute the same map, so
-they differ only by rounding: measured here, the largest relative energy errors agree to
-~1e-7 of their size and the final positions to ~3e-10 (units of the inner semi-major axis)
-after 10^5 steps. The tolerances (1e-4 relative on the energy error, 1e-8 on positions)
-leave room for rounding growth across platforms and are still far below the difference
-between the schemes (the WH91 kick–drift–kick map's energy error is 2× larger,
-``test_whfast_dkd_energy_error_below_wh91_kdk``).
+they differ only by rounding: measured here, the energy-error curves agree to ~3e-7 of
+their largest value and the final positions to 3e-10 – 2e-9 (units of the inner
+semi-major axis) after 10^5 steps, depending on where the rounding falls: a difference of
+one rounding step shifts an orbit's phase, and the shift grows along the orbit. The
+tolerances (1e-4 of the largest energy error, 1e-7 on positions) leave that growth
+50× room and stay far below the difference between the schemes (the WH91
+kick–drift–kick map ends ~1e-2 away from REBOUND's positions and its energy error is
+2× larger, ``test_whfast_dkd_energy_error_below_wh91_kdk``).
 """
 
 from __future__ import annotations
@@ -68,4 +70,4 @@ def test_whfast_matches_rebound_over_1e5_steps():
     assert len(err) == len(rb_err) == STEPS // EVERY
     assert abs(err.max() - rb_err.max()) < 1e-4 * rb_err.max()
     assert np.abs(err - rb_err).max() < 1e-4 * rb_err.max()  # the whole energy-error curve
-    assert np.abs(pos - rb_pos).max() < 1e-8
+    assert np.abs(pos - rb_pos).max() < 1e-7

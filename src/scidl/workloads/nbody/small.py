@@ -44,8 +44,8 @@ def _kepler(st: list[float], mu: float, sqmu: float, dt: float) -> None:
             e = e - dx
         ok = abs(dx) <= 1e-8 * abs(e)
     if not ok:
-        r, v = kepler_drift(np.array([[x, y, z]]), np.array([[vx, vy, vz]]), mu, dt)
-        st[:] = [*r[0].tolist(), *v[0].tolist()]
+        r1, v1 = kepler_drift(np.array([[x, y, z]]), np.array([[vx, vy, vz]]), mu, dt)
+        st[:] = [*r1[0].tolist(), *v1[0].tolist()]
         return
     c, s = math.cos(e), math.sin(e)
     a = 1.0 / alpha

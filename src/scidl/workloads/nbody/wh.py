@@ -85,15 +85,6 @@ def from_jacobi(q: np.ndarray, m: np.ndarray) -> np.ndarray:
     return np.einsum("bij,bjk->bik", np.linalg.inv(jacobi_matrix(m)), q)
 
 
-def pair_forces(x: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """Newtonian forces ``F_a = sum_b m_a m_b (x_b - x_a) / |x_b - x_a|^3`` (B, N, 3)."""
-    d = x[:, None, :, :] - x[:, :, None, :]  # d[a, b] = x_b - x_a
-    r2 = np.einsum("bijk,bijk->bij", d, d)
-    np.einsum("bii->bi", r2)[...] = np.inf
-    w = m[:, :, None] * m[:, None, :] / (r2 * np.sqrt(r2))
-    return np.einsum("bij,bijk->bik", w, d)
-
-
 def interaction_terms(
     m: np.ndarray, binv: np.ndarray, mp: np.ndarray, kepler_c: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -221,14 +212,6 @@ def _drift_w(w: np.ndarray, kp: KeplerParams, h: float) -> None:
     exact for the planets, uniform motion for the centre of mass."""
     w[:, 1:] = kepler_drift_pv(w[:, 1:], kp, h)
     w[:, 0, 0] += h * w[:, 0, 1]
-
-
-def drift(s: WHState, h: float) -> None:
-    """Exact Kepler flow of every Jacobi body for time ``h`` (in place)."""
-    w = np.stack([s.q, s.u], axis=2)
-    _drift_w(w, s.ms.kepler, h)
-    s.q[...] = w[:, :, 0]
-    s.u[...] = w[:, :, 1]
 
 
 def _state(w: np.ndarray, ms: Masses) -> WHState:
