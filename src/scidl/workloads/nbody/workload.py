@@ -113,4 +113,5 @@ class NBody(Workload):
         from scidl.workloads.nbody.pictures import orbits_picture
 
         assert isinstance(cfg, NBodyConfig)
-        return [orbits_picture(model, out_dir / "nbody_orbits.png", model_name=cfg.model)]
+        return [orbits_picture(model, out_dir / "nbody_orbits.png", model_name=cfg.model,
+                               scheme=cfg.scheme)]
