@@ -17,6 +17,7 @@ import torch
 from scidl.config import ConfigError, RunConfig, check_finite
 from scidl.parallel.plan import ParallelDims
 from scidl.runtime.env import LaunchEnv, detect_launch
+from scidl.train.loggers import check_loggers
 from scidl.train.rundir import check_run_dir
 
 
@@ -70,6 +71,7 @@ def check_run(cfg: RunConfig, resume: bool = False, launch: LaunchEnv | None = N
     _check_device(cfg)
     world = cfg.dist.nproc if launch.launcher == "single" else launch.world_size
     _check_layout(cfg, world)
+    check_loggers(cfg)
     check_run_dir(cfg, resume)
 
 

@@ -35,6 +35,7 @@ from scidl.runtime.seed import rng_state, set_rng_state
 from scidl.train import checkpoint as ckpt
 from scidl.train.best import BestTracker
 from scidl.train.callbacks import OnStepEnd, OnTrainEnd, TrainerCallback
+from scidl.train.loggers import build_loggers
 from scidl.train.logging import MetricsLogger, truncate_metrics
 from scidl.train.progress import Progress, progress_fields
 from scidl.train.skips import TrainingDiverged, check_skipped
@@ -448,12 +449,13 @@ class Trainer:
         """Train to the budget; returns the summary (also written to summary.json)."""
         t_start = time.perf_counter()
         if self.dctx.is_main:
-            self._logger = MetricsLogger(self.run_dir, self.cfg.log.tensorboard)
+            self._logger = MetricsLogger(self.run_dir, loggers=build_loggers(self.cfg, self.run_dir))
         progress = Progress(self.total_steps, self.cfg.log.progress and self.dctx.is_main,
                             description=self.cfg.workload_label(), every_s=self.cfg.log.every_s,
                             samples_per_step=self.global_batch)
         progress.update(self.step)
         self.plan.train()
+        finished = False
         try:
             while self.step < self.total_steps and self.stop_reason is None:
                 for micro in self._micro_batches():
@@ -475,16 +477,20 @@ class Trainer:
             for cb in self.callbacks:
                 if isinstance(cb, OnTrainEnd):
                     cb.on_train_end(self)
+            finished = True
         except TrainingDiverged:  # every rank stops at the same step: log what led there
             self._flush_losses()
             raise
         finally:
             progress.close()
-            if self._logger:
-                self._logger.close()
+            if self._logger and not finished:
+                self._logger.close(None)
         if self.stop_reason is not None and self.dctx.is_main:
             print(f"step {self.step}/{self.total_steps}: {self.stop_reason}", flush=True)
-        return self._summary(time.perf_counter() - t_start)
+        summary = self._summary(time.perf_counter() - t_start)
+        if self._logger:
+            self._logger.close(summary)
+        return summary
 
     def train_step(self, micro: list[Any], progress: Progress | None = None) -> dict[str, Any]:
         """One optimizer step on ``micro`` (``grad_accum`` micro-batches already on the
