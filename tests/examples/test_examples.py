@@ -81,3 +81,52 @@ def test_byo_model_script_files_the_run_under_its_own_name(tmp_path):
     run_dir = _only_run(tmp_path, "byo_model")
     assert str(run_dir) in r.stdout and not (tmp_path / "admissions").exists()
     assert json.loads((run_dir / "summary.json").read_text())["workload"] == "byo_model"
+
+
+@pytest.mark.timeout(300)
+def test_lightning_module_trains_through_scidl_with_its_validation_logs_as_metrics(tmp_path):
+    pytest.importorskip("lightning")
+    import scidl
+
+    spec = importlib.util.spec_from_file_location("lightning_module", EXAMPLES / "lightning_module.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cfg = scidl.load_config(f"{EXAMPLES / 'lightning_module.py'}:make_task", overrides=[
+        "train.max_steps=40", "optim.lr=3e-3", "log.tensorboard=false", "log.progress=false",
+        f"log.root={tmp_path}", "dist.nproc=1"])
+    result = scidl.run(cfg)
+    s = result.summary
+    assert s["headline"] == "val_rel_l2" and set(s["final_eval"]) == {"val_loss", "val_rel_l2"}
+    # the metrics are the module's own validation_step on the final weights
+    model = mod.Heat1D()
+    state = torch.load(latest_good_checkpoint(result.run_dir / "checkpoints").path / "state.pt",
+                       weights_only=False)["model"]
+    model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
+    data = mod.HeatData(cfg.train.seed)
+    data.setup()
+    x, u = data.val.tensors
+    with torch.no_grad():
+        pred = model.net(x)
+    assert s["final_eval"]["val_loss"] == pytest.approx(torch.nn.functional.mse_loss(pred, u).item(), rel=1e-5)
+    assert s["final_eval"]["val_rel_l2"] < 0.9  # it trained: an untrained net is near 1
+
+
+def test_lightning_adapter_refuses_manual_optimisation_and_a_step_without_loss():
+    L = pytest.importorskip("lightning")
+    from scidl.adapters.lightning import TrainingStep, lightning_task
+    from scidl.config import ConfigError
+
+    class Manual(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+
+    with pytest.raises(ConfigError, match="manual optimisation"):
+        lightning_task(Manual(), train_data=[0])
+
+    class NoLoss(L.LightningModule):
+        def training_step(self, batch, batch_idx):
+            return {"acc": 1.0}
+
+    with pytest.raises(ConfigError, match="not a loss tensor"):
+        TrainingStep(NoLoss())(torch.zeros(1))
