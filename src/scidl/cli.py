@@ -27,6 +27,7 @@ _COMMANDS: list[str] = [
     "scidl.commands.report",
     "scidl.commands.topology",
     "scidl.commands.study",
+    "scidl.commands.cluster",
 ]
 
 
