@@ -4,7 +4,9 @@ Everything lives in network namespaces this package creates (``sd-NAME-*``): the
 sits in its own "switch" namespace and every veth end is created directly inside its
 namespace, so nothing appears in the host's namespace and no host setting (sysctl,
 firewall, bridge netfilter) is read or changed. Removing the namespaces removes every
-interface and bridge in them.
+interface and bridge in them. The one file outside them is each node's
+``/etc/netns/sd-NAME-n<i>/hosts`` (``ip netns exec`` shows it as the node's /etc/hosts),
+naming the nodes; ``down`` removes it.
 
 The state file (``$SCIDL_CLUSTER_DIR/NAME.json``, default ``/run/scidl/clusters``) is
 written before anything is created, so :func:`down` removes a half-built cluster after
@@ -126,6 +128,32 @@ def build_commands(spec: ClusterSpec) -> list[list[str]]:
     return cmds
 
 
+NETNS_ETC = Path("/etc/netns")  # `ip netns exec NS` shows /etc/netns/NS/hosts as /etc/hosts
+
+
+def write_hosts(spec: ClusterSpec, etc: Path = NETNS_ETC) -> None:
+    """Each node's /etc/hosts (seen inside its namespace only): the node names, so peers'
+    addresses resolve without a DNS server (none is reachable from a namespace)."""
+    text = "127.0.0.1 localhost\n::1 localhost\n" + "".join(
+        f"{spec.address(i)} {spec.node_ns(i)} n{i}\n::ffff:{spec.address(i)} {spec.node_ns(i)}\n"
+        for i in range(spec.nodes))  # the second form: peers of dual-stack sockets
+    for i in range(spec.nodes):
+        folder = etc / spec.node_ns(i)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "hosts").write_text(text)
+
+
+def remove_hosts(namespaces: Sequence[str], etc: Path = NETNS_ETC) -> None:
+    """Remove the /etc/netns folders :func:`write_hosts` made (only our hosts file)."""
+    for ns in namespaces:
+        folder = etc / ns
+        (folder / "hosts").unlink(missing_ok=True)
+        try:
+            folder.rmdir()
+        except OSError:  # absent, or holds files that are not ours: leave it
+            pass
+
+
 def is_up(spec: ClusterSpec) -> bool:
     state = read_state(spec.name)
     return bool(state and state.get("complete")) and set(spec.namespaces) <= existing_namespaces()
@@ -152,6 +180,7 @@ def up(spec: ClusterSpec) -> str:
     try:
         for cmd in build_commands(spec):
             _run(cmd)
+        write_hosts(spec)
     except BaseException:
         down(spec.name)
         raise
@@ -177,6 +206,7 @@ def down(name: str) -> str:
     gone = sorted((names & present) | set(leftover_namespaces(name)))
     for ns in gone:
         _run(["ip", "netns", "delete", ns])
+    remove_hosts(sorted(names | set(gone)))
     state_path(name).unlink(missing_ok=True)
     if not gone and state is None:
         return f"cluster {name!r} is not up (nothing to remove)"
