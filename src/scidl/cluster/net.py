@@ -34,9 +34,10 @@ class ClusterError(RuntimeError):
     """The cluster cannot be made, found or used (one line, exit status 2)."""
 
 
-def missing_requirements(euid: int | None = None, which: Any = shutil.which) -> str | None:
+def missing_requirements(euid: int | None = None, which: Any = None) -> str | None:
     """What this machine lacks to build a virtual cluster (None: nothing)."""
     euid = os.geteuid() if euid is None else euid
+    which = which or shutil.which
     missing = [tool for tool in ("ip", "tc") if which(tool) is None]
     if missing:
         return f"the virtual cluster needs the {' and '.join(missing)} command(s) (iproute2)"
