@@ -8,6 +8,13 @@ each node's launcher is the ordinary ``scidl train ... --nproc K --nnodes N
 (the lowest address) hosts the rendezvous and holds rank 0: its output is streamed
 here; the other nodes write to log files, shown when they fail. A failing node, an
 interrupt or the timeout stops every node launcher (and its workers).
+
+A node whose launcher is killed (a signal: the node "crashed") is started again, up to
+``--max-restarts`` times, as a scheduler replaces a failed node: the other nodes' agents
+restart their workers (using their own ``--max-restarts``), the replacement joins the
+next rendezvous round and every rank resumes from the newest checkpoint
+(:func:`scidl.train.api.any_rank_restarted`). Node 0 hosts the rendezvous store, so
+its loss ends the job (as with torchrun's c10d rendezvous on a real cluster).
 """
 
 from __future__ import annotations
@@ -92,11 +99,12 @@ def _tail(path: Path, n: int = LOG_TAIL) -> str:
 
 
 def supervise(spec: ClusterSpec, argvs: list[list[str]], timeout_s: float,
-              log_dir: Path) -> int:
-    """Start every node launcher, wait for all of them (at most ``timeout_s``); the first
-    failure stops the others. Returns the job's exit status."""
+              log_dir: Path, max_restarts: int = 0) -> int:
+    """Start every node launcher, wait for all of them (at most ``timeout_s``); a node
+    other than 0 killed by a signal is started again (at most ``max_restarts`` times in
+    all); any other failure stops the others. Returns the job's exit status."""
     logs = [log_dir / f"n{i}.log" for i in range(spec.nodes)]
-    files = [None, *(open(p, "wb") for p in logs[1:])]  # noqa: SIM115 - closed below
+    files = [None, *(open(p, "ab") for p in logs[1:])]  # noqa: SIM115 - closed below
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for i, argv in enumerate(argvs):
@@ -105,6 +113,15 @@ def supervise(spec: ClusterSpec, argvs: list[list[str]], timeout_s: float,
         while True:
             codes = [p.poll() for p in procs]
             failed = [i for i, c in enumerate(codes) if c not in (None, 0)]
+            crashed = [i for i in failed if i > 0 and (codes[i] or 0) < 0]
+            if crashed and max_restarts > 0 and codes[0] is None:
+                i = crashed[0]
+                max_restarts -= 1
+                print(f"scidl: node n{i} of cluster {spec.name!r} died (signal "
+                      f"{-(codes[i] or 0)}); starting its launcher again ({max_restarts} "
+                      "restart(s) left)", file=sys.stderr, flush=True)
+                procs[i] = _start(spec, i, argvs[i], files[i])
+                continue
             if failed:
                 i = failed[0]
                 stop(procs)
@@ -159,7 +176,7 @@ def train_on_cluster(args: argparse.Namespace) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix=f"scidl-cluster-{spec.name}-"))
     code = 1
     try:
-        code = supervise(spec, argvs, args.cluster_timeout, log_dir)
+        code = supervise(spec, argvs, args.cluster_timeout, log_dir, args.max_restarts or 0)
     finally:
         if code == 0:
             shutil.rmtree(log_dir, ignore_errors=True)

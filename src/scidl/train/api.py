@@ -144,7 +144,7 @@ def train_process(
                 raise
             # An elastic restart re-enters here: continue from the newest good checkpoint
             # (none yet: from step 0, with the dead attempt's metrics rows dropped).
-            restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+            restarted = any_rank_restarted(dctx)
             if resume or restarted:
                 trainer.resume(allow_none=from_scratch or (restarted and not resume), extend=extend)
             phases.show(FIRST_STEP)
@@ -164,6 +164,21 @@ def train_process(
             atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
             atomic_write_text(run_dir / "comm.json", json.dumps(trainer.strategy.report(), indent=2, default=str))
         return summary
+
+
+def any_rank_restarted(dctx: DistContext) -> bool:
+    """Whether this attempt follows a failure, on any rank. Each node's agent counts its
+    own restarts (``TORCHELASTIC_RESTART_COUNT``); a node launcher started afresh in
+    place of a dead one (by a scheduler, or ``scidl train --cluster``) counts 0 while the
+    others count 1, and must resume with them, not start from step 0."""
+    mine = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    if dctx.world_size == 1:
+        return mine
+    import torch
+
+    flag = torch.tensor([int(mine)], device=dctx.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 class _StepTracker:
@@ -252,7 +267,11 @@ def run(
                            local_world_size=cfg.dist.nproc)
     if extend and not resume:
         raise ConfigError("extend only applies when resuming a run (--resume RUN_DIR --extend)")
-    check_run(cfg, resume, launch, own_task=task_factory is not None)
+    # With several nodes only the head checks that the run folder is new: the others may
+    # start after rank 0 created it, or replace a dead node of a running job.
+    head = not multi or nodes.node_rank == 0  # type: ignore[union-attr]
+    check_run(cfg if head else cfg.model_copy(update={"log": cfg.log.model_copy(update={"run_dir": None})}),
+              resume, launch, own_task=task_factory is not None)
     if resume:  # fail here, before any process starts, when nothing can be resumed
         from scidl.train.checkpoint import TRAINER_FILES, resume_plan
 
