@@ -67,8 +67,9 @@ def node_argv(argv: Sequence[str], spec: ClusterSpec, i: int, ranks_per_node: in
             "--rdzv-id", rdzv_id, "--local-addr", spec.address(i)]
 
 
-def _start(spec: ClusterSpec, i: int, argv: list[str], out: IO[Any] | None) -> subprocess.Popen[bytes]:
-    cmd = ["ip", "netns", "exec", spec.node_ns(i), sys.executable, "-m", "scidl", *argv]
+def _start(spec: ClusterSpec, i: int, argv: list[str], out: IO[Any] | None,
+           module: str = "scidl") -> subprocess.Popen[bytes]:
+    cmd = ["ip", "netns", "exec", spec.node_ns(i), sys.executable, "-m", module, *argv]
     env = {**os.environ, "GLOO_SOCKET_IFNAME": NODE_IF, "PYTHONUNBUFFERED": "1"}
     # A session of its own: stopping a node stops its agent and every worker it started.
     return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
@@ -99,16 +100,17 @@ def _tail(path: Path, n: int = LOG_TAIL) -> str:
 
 
 def supervise(spec: ClusterSpec, argvs: list[list[str]], timeout_s: float,
-              log_dir: Path, max_restarts: int = 0) -> int:
+              log_dir: Path, max_restarts: int = 0, module: str = "scidl") -> int:
     """Start every node launcher, wait for all of them (at most ``timeout_s``); a node
     other than 0 killed by a signal is started again (at most ``max_restarts`` times in
-    all); any other failure stops the others. Returns the job's exit status."""
+    all); any other failure stops the others. Each node runs ``python -m MODULE ARGV``.
+    Returns the job's exit status."""
     logs = [log_dir / f"n{i}.log" for i in range(spec.nodes)]
     files = [None, *(open(p, "ab") for p in logs[1:])]  # noqa: SIM115 - closed below
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for i, argv in enumerate(argvs):
-            procs.append(_start(spec, i, argv, files[i]))
+            procs.append(_start(spec, i, argv, files[i], module))
         deadline = time.monotonic() + timeout_s
         while True:
             codes = [p.poll() for p in procs]
@@ -120,7 +122,7 @@ def supervise(spec: ClusterSpec, argvs: list[list[str]], timeout_s: float,
                 print(f"scidl: node n{i} of cluster {spec.name!r} died (signal "
                       f"{-(codes[i] or 0)}); starting its launcher again ({max_restarts} "
                       "restart(s) left)", file=sys.stderr, flush=True)
-                procs[i] = _start(spec, i, argvs[i], files[i])
+                procs[i] = _start(spec, i, argvs[i], files[i], module)
                 continue
             if failed:
                 i = failed[0]
