@@ -98,6 +98,9 @@ def test_physical_layout_follows_the_node_boundary():
     treated as one node; now each rank's node is rank // LOCAL_WORLD_SIZE."""
     assert physical_layout([0, 1, 2, 3], 2) == ([[0, 1], [2, 3]], [[0, 2], [1, 3]])
     assert physical_layout([0, 2], 2) == ([[0], [2]], [[0, 2]])
+    # one node, a sub-group (a pipeline layout's data-parallel group): the old code raised
+    # "comm.ranks_per_node=4 must divide the number of ranks (2)"
+    assert physical_layout([0, 2], 4) == ([[0, 2]], [[0], [2]])
     assert physical_layout([1, 3, 5, 7], 4) == ([[1, 3], [5, 7]], [[1, 5], [3, 7]])
     with pytest.raises(ValueError, match="unevenly"):
         physical_layout([0, 1, 2], 2)
