@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     flops = measure_matmul_flops()
     slowdown = {} if args.no_compute_probe or spec else measure_compute_slowdown(nprocs)
     hw = Hardware.model_validate(
-        cluster_hardware(spec, fit, flops) if spec is not None  # type: ignore[possibly-undefined]
+        cluster_hardware(spec, fit, flops) if spec is not None
         else local_hardware(fit, flops, max(nprocs), per_p, slowdown))
     hw_path = save_hardware(hw, args.hardware_out or out / "hardware.yaml")
     prov = provenance()
