@@ -7,7 +7,6 @@ import contextlib
 import io
 import os
 import subprocess
-import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,15 +53,6 @@ def cluster_name(_netns_reason, tmp_path, monkeypatch):
         from scidl.cluster import net
 
         net.down(name)
-
-
-def scidl(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """``python -m scidl ARGS`` (bounded); asserts success unless ``check`` is False."""
-    r = subprocess.run([sys.executable, "-m", "scidl", *args], capture_output=True, text=True,
-                       timeout=timeout)
-    if check:
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return r
 
 
 @dataclass
