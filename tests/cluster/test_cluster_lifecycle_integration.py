@@ -54,6 +54,7 @@ def test_up_status_exec_idempotent_down(cluster_name, capfd):
     assert "is down" in cli("cluster", "down", "--name", name).stdout
     assert _ours(name) == [] and not net.state_path(name).exists()
     assert not any(p.name.startswith(f"sd-{name}-") for p in net.NETNS_ETC.glob("*"))
+    assert not net.NETNS_ETC.exists() or any(net.NETNS_ETC.iterdir())  # no empty folder left
     assert "not up" in cli("cluster", "down", "--name", name).stdout
 
 

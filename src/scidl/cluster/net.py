@@ -153,6 +153,10 @@ def remove_hosts(namespaces: Sequence[str], etc: Path = NETNS_ETC) -> None:
             folder.rmdir()
         except OSError:  # absent, or holds files that are not ours: leave it
             pass
+    try:
+        etc.rmdir()  # only when empty: another tool's files there stay
+    except OSError:
+        pass
 
 
 def is_up(spec: ClusterSpec) -> bool:
