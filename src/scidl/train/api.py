@@ -269,7 +269,7 @@ def run(
         raise ConfigError("extend only applies when resuming a run (--resume RUN_DIR --extend)")
     # With several nodes only the head checks that the run folder is new: the others may
     # start after rank 0 created it, or replace a dead node of a running job.
-    head = not multi or nodes.node_rank == 0  # type: ignore[union-attr]
+    head = not multi or nodes.node_rank == 0 or resume  # type: ignore[union-attr]
     check_run(cfg if head else cfg.model_copy(update={"log": cfg.log.model_copy(update={"run_dir": None})}),
               resume, launch, own_task=task_factory is not None)
     if resume:  # fail here, before any process starts, when nothing can be resumed
