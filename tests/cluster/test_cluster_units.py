@@ -113,3 +113,16 @@ def test_slurm_tasks_per_node_from_the_tasks_list():
            "SLURM_TASKS_PER_NODE": "2(x3)", "SLURM_JOB_NODELIST": "n[1-3]"}
     assert detect_launch(env).local_world_size == 2
     assert detect_launch({**env, "SLURM_TASKS_PER_NODE": "4,2"}).local_world_size == 6
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "digits", "--cluster", "x", "train.max_steps=abc"], "'train.max_steps'"),
+    (["train", "digits", "--ranks-per-node", "2"], "--ranks-per-node only applies"),
+    (["train", "digits", "--nnodes", "2"], "--rdzv-endpoint"),
+])
+def test_train_cluster_bad_input_is_one_line_before_any_node_starts(argv, message, capsys):
+    from scidl.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err

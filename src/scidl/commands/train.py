@@ -115,11 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if workload and "=" in workload:  # `scidl train --config f.yaml key=value`
         overrides.insert(0, workload)
         workload = None
-    if getattr(args, "cluster", None):  # the node launchers run this command again, per node
-        from scidl.cluster.launch import train_on_cluster
-
-        return train_on_cluster(args)
-    if args.ranks_per_node is not None:
+    if args.ranks_per_node is not None and not args.cluster:
         raise UserError("--ranks-per-node only applies with --cluster NAME (use --nproc)")
     config_path = args.config
     extra = _flags(args)
@@ -140,7 +136,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--restart-from-scratch only applies with --resume RUN_DIR")
     if args.extend and not args.resume:
         raise UserError("--extend only applies with --resume RUN_DIR (and a new --max-steps or --epochs)")
-    cfg = load_config(workload, config_path, overrides, extra)
+    cfg = load_config(workload, config_path, overrides, extra)  # bad input: one line, here
+    if args.cluster:  # the node launchers run this command again, one per node
+        from scidl.cluster.launch import train_on_cluster
+
+        return train_on_cluster(args)
     from scidl.runtime.launch import node_spec
 
     nodes = node_spec(args.nnodes, args.node_rank, args.rdzv_endpoint, args.rdzv_id,
