@@ -27,6 +27,7 @@ _COMMANDS: list[str] = [
     "scidl.commands.report",
     "scidl.commands.topology",
     "scidl.commands.study",
+    "scidl.commands.cluster",
 ]
 
 
@@ -72,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     # key=value overrides may come after options (`scidl train digits --nproc 2 a.b=1`).
     args, unknown = parser.parse_known_args(argv)
+    args._argv = list(sys.argv[1:] if argv is None else argv)  # `train --cluster` re-runs it per node
     if unknown:
         if hasattr(args, "overrides") and all("=" in u and not u.startswith("-") for u in unknown):
             args.overrides = [*args.overrides, *unknown]

@@ -9,7 +9,15 @@ Three phases per bucket of n entries on N nodes of g ranks each (p = N·g):
 3. allgather inside the node (sends (g-1)/g·n values).
 
 Only phase 2 crosses nodes: n·2(N-1)/(N·g) values per rank instead of 2(p-1)/p·n.
-On one machine, ``ranks_per_node`` declares virtual nodes so the path is testable.
+
+Where the nodes are. Unset ``comm.ranks_per_node`` means the launcher's real node
+boundary: global rank r sits on node r // ``LOCAL_WORLD_SIZE`` (torch elastic, torchrun,
+Slurm and ``scidl train --nnodes``/``--cluster`` number each node's ranks
+consecutively), so the intra-node groups are the group's members on one node and the
+inter-node groups join the members with the same position on each node, also when the
+strategy reduces over a sub-group (a data-parallel group of a pipeline layout). On one
+machine, ``ranks_per_node`` declares virtual nodes (consecutive members of the group)
+so the path is testable without a cluster.
 """
 
 from __future__ import annotations
@@ -28,6 +36,26 @@ from scidl.comm.accounting import allgather_bytes, reduce_scatter_bytes, ring_al
 from scidl.comm.base import CommStrategy, completed
 from scidl.comm.buckets import Bucket
 from scidl.comm.wire import Shape
+
+
+def physical_layout(ranks: list[int], local_world: int) -> tuple[list[list[int]], list[list[int]]]:
+    """Intra-node lists (the members of ``ranks`` on each node, node of global rank r =
+    r // ``local_world``) and inter-node lists (the members at the same position on
+    each node); every node must hold the same number of members."""
+    if local_world < 1:
+        raise ValueError(f"LOCAL_WORLD_SIZE={local_world} must be at least 1")
+    by_node: dict[int, list[int]] = {}
+    for r in ranks:
+        by_node.setdefault(r // local_world, []).append(r)
+    intra = [by_node[n] for n in sorted(by_node)]
+    sizes = {len(m) for m in intra}
+    if len(sizes) != 1:
+        raise ValueError(f"hierarchical: the group's ranks {ranks} are spread unevenly over "
+                         f"the nodes ({[len(m) for m in intra]} per node); set "
+                         "comm.ranks_per_node or use another strategy")
+    per_node = sizes.pop()
+    inter = [[m[j] for m in intra] for j in range(per_node)]
+    return intra, inter
 
 
 def node_layout(ranks: list[int], per_node: int) -> tuple[list[list[int]], list[list[int]]]:
@@ -68,9 +96,13 @@ class HierarchicalAllreduce(CommStrategy):
 
     def setup(self, ddp_model: DDP | None, group: dist.ProcessGroup | None) -> None:
         super().setup(ddp_model, group)
-        per_node = self.cfg.ranks_per_node or int(os.environ.get("LOCAL_WORLD_SIZE", self.world))
         ranks = dist.get_process_group_ranks(group or dist.group.WORLD)
-        intra, inter = node_layout(ranks, per_node)
+        if self.cfg.ranks_per_node:  # declared (virtual) nodes
+            intra, inter = node_layout(ranks, self.cfg.ranks_per_node)
+        else:  # the launcher's nodes
+            local_world = int(os.environ.get("LOCAL_WORLD_SIZE") or dist.get_world_size())
+            intra, inter = physical_layout(ranks, local_world)
+        per_node = len(intra[0])
         me = ranks[self.rank]
         # new_group must be called by every rank for every group, in the same order.
         self.intra = self.inter = None

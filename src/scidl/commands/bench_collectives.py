@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip measuring the compute slowdown with p busy ranks")
     p.add_argument("--hardware-out", help="where to write the hardware YAML "
                    "(default: OUT/hardware.yaml)")
+    p.add_argument("--cluster", metavar="NAME", default=None,
+                   help="time across the nodes of virtual cluster NAME, one process per node "
+                        "(scidl cluster up; --nproc is then the node count)")
 
 
 def _table(rows: list[dict]) -> str:
@@ -65,15 +69,28 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--ops: unknown {', '.join(bad)}; choices: {', '.join(OPS)}")
     if args.min_bytes < 4 or args.max_bytes < args.min_bytes or args.factor < 2:
         raise UserError("need 4 <= --min-bytes <= --max-bytes and --factor >= 2")
+    spec = _cluster(args.cluster) if args.cluster else None
     out = Path(args.out or Path("runs") / "bench-collectives" / time.strftime("%Y%m%d-%H%M%S"))
     out.mkdir(parents=True, exist_ok=True)
     sizes = size_sweep(args.min_bytes, args.max_bytes, args.factor)
-    rows = run_bench(nprocs, sizes, ops, iters=args.iters)
+    if spec is not None:
+        from scidl.cluster.bench import cluster_hardware, run_on_cluster
+
+        nprocs = [spec.nodes]
+        try:
+            rows = run_on_cluster(spec, sizes, ops, args.iters, out)
+        except RuntimeError as e:
+            print(f"scidl: error: {e}", file=sys.stderr)
+            return 1
+    else:
+        rows = run_bench(nprocs, sizes, ops, iters=args.iters)
     fit = fit_alpha_beta_gamma(rows)
-    per_p = fit_by_ranks(rows)
+    per_p = fit_by_ranks(rows) if spec is None else {}
     flops = measure_matmul_flops()
-    slowdown = {} if args.no_compute_probe else measure_compute_slowdown(nprocs)
-    hw = Hardware.model_validate(local_hardware(fit, flops, max(nprocs), per_p, slowdown))
+    slowdown = {} if args.no_compute_probe or spec else measure_compute_slowdown(nprocs)
+    hw = Hardware.model_validate(
+        cluster_hardware(spec, fit, flops) if spec is not None
+        else local_hardware(fit, flops, max(nprocs), per_p, slowdown))
     hw_path = save_hardware(hw, args.hardware_out or out / "hardware.yaml")
     prov = provenance()
     atomic_write_text(out / "bench.json", json.dumps(
@@ -94,6 +111,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"  compute slowdown of the slowest of {p} busy ranks: x{factor:.2f}")
     print(f"hardware profile: {hw_path}\nresults: {out / 'bench.json'}")
     return 0
+
+
+def _cluster(name: str) -> Any:
+    """The spec of the running virtual cluster ``name`` (UserError when it is not up)."""
+    from scidl.cli import UserError
+    from scidl.cluster import net
+
+    try:
+        spec = net.load(name)
+    except net.ClusterError as e:
+        raise UserError(str(e)) from None
+    if spec.nodes < 2:
+        raise UserError(f"--cluster {name}: collectives need at least 2 nodes")
+    return spec
 
 
 def busbw_curves(rows: list[dict]) -> dict[tuple[str, int], dict[str, list[float]]]:

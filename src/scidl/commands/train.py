@@ -47,6 +47,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --resume and a larger budget: stretch the LR schedule to the new "
                         "total (default: keep the schedule the run started with)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    nodes = p.add_argument_group(
+        "several nodes", "torchrun-style: start `scidl train ... --nproc K --nnodes N "
+        "--rdzv-endpoint HEAD:PORT` once per node (defaults from torchrun's PET_* variables; "
+        "under srun with one task per node and --nproc > 1, from Slurm's), or let "
+        "--cluster start one per node of a virtual cluster (docs/cluster.md)")
+    option(nodes, "--nnodes", type=int, help="nodes in the job (none: PET_NNODES, Slurm, or 1)")
+    option(nodes, "--node-rank", type=int,
+           help="this node's index; node 0 hosts the rendezvous (none: PET_NODE_RANK, or "
+                "torch decides)")
+    option(nodes, "--rdzv-endpoint", metavar="HOST[:PORT]",
+           help="where the node launchers meet, on the head node (port 29400 if not given)")
+    option(nodes, "--rdzv-id", help="job id shared by the node launchers (none: scidl)")
+    option(nodes, "--local-addr", help="this node's address as the other nodes reach it "
+                                       "(none: the host name)")
+    option(nodes, "--cluster", metavar="NAME",
+           help="run on the virtual cluster NAME (scidl cluster up): one launcher per node")
+    option(nodes, "--ranks-per-node", type=int,
+           help="with --cluster: processes per node (none: --nproc, or 1)")
+    option(nodes, "--cluster-timeout", type=float, default=3600.0,
+           help="with --cluster: stop every node after this many seconds")
 
 
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -95,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
     if workload and "=" in workload:  # `scidl train --config f.yaml key=value`
         overrides.insert(0, workload)
         workload = None
+    if args.ranks_per_node is not None and not args.cluster:
+        raise UserError("--ranks-per-node only applies with --cluster NAME (use --nproc)")
     config_path = args.config
     extra = _flags(args)
     if args.resume:
@@ -114,14 +136,22 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--restart-from-scratch only applies with --resume RUN_DIR")
     if args.extend and not args.resume:
         raise UserError("--extend only applies with --resume RUN_DIR (and a new --max-steps or --epochs)")
-    cfg = load_config(workload, config_path, overrides, extra)
+    cfg = load_config(workload, config_path, overrides, extra)  # bad input: one line, here
+    if args.cluster:  # the node launchers run this command again, one per node
+        from scidl.cluster.launch import train_on_cluster
+
+        return train_on_cluster(args)
+    from scidl.runtime.launch import node_spec
+
+    nodes = node_spec(args.nnodes, args.node_rank, args.rdzv_endpoint, args.rdzv_id,
+                      args.local_addr, nproc=cfg.dist.nproc)
     try:
         result = run_training(cfg, resume=bool(args.resume),
                               restart_from_scratch=args.restart_from_scratch,
-                              on_run_dir=_announce, extend=args.extend)
+                              on_run_dir=_announce, extend=args.extend, nodes=nodes)
     except CheckpointError as e:  # no usable checkpoint, full disk: one line, exit 2
         raise UserError(str(e)) from None
-    if not reports(os.environ):
+    if not result.reports or (not nodes.multi and not reports(os.environ)):
         return 0
     name, value = result.headline
     s = result.summary

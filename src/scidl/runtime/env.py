@@ -93,6 +93,15 @@ def _from_torchrun(env: Mapping[str, str]) -> LaunchEnv:
     )
 
 
+def slurm_tasks_per_node(env: Mapping[str, str]) -> int | None:
+    """Tasks on each node: ``SLURM_NTASKS_PER_NODE``, else ``SLURM_TASKS_PER_NODE`` when
+    every node has the same count (``"2(x3)"`` → 2); None when unknown or uneven."""
+    if env.get("SLURM_NTASKS_PER_NODE", "").isdigit():
+        return int(env["SLURM_NTASKS_PER_NODE"])
+    counts = set(re.findall(r"(\d+)(?:\(x\d+\))?", env.get("SLURM_TASKS_PER_NODE", "")))
+    return int(counts.pop()) if len(counts) == 1 else None
+
+
 def _from_slurm(env: Mapping[str, str]) -> LaunchEnv:
     nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env.get(
         "SLURM_NODELIST", "127.0.0.1"
@@ -103,9 +112,7 @@ def _from_slurm(env: Mapping[str, str]) -> LaunchEnv:
         rank=_int(env, "SLURM_PROCID"),
         world_size=world,
         local_rank=_int(env, "SLURM_LOCALID") if "SLURM_LOCALID" in env else 0,
-        local_world_size=_int(env, "SLURM_NTASKS_PER_NODE")
-        if env.get("SLURM_NTASKS_PER_NODE", "").isdigit()
-        else world,
+        local_world_size=slurm_tasks_per_node(env) or world,
         master_addr=env.get("MASTER_ADDR") or first_slurm_host(nodelist),
         master_port=_int(env, "MASTER_PORT") if "MASTER_PORT" in env else slurm_port(
             env.get("SLURM_JOB_ID")

@@ -10,9 +10,12 @@ Two launchers for one machine, both product code:
   failing rank raises in the caller with its traceback; the call is bounded by
   ``timeout``. The collectives benchmark, the per-label GAN and the tests use it.
 * :func:`elastic_run` (``scidl train --nproc``) wraps ``elastic_launch`` of
-  ``torch.distributed.launcher.api`` for one node: a c10d rendezvous on a free loopback
-  port and up to ``max_restarts`` restarts of the whole group after a failure; its
-  workers set up their process group with the same ``distributed_context``.
+  ``torch.distributed.launcher.api``: on one node, a c10d rendezvous on a free loopback
+  port; on several nodes (a :class:`NodeSpec`: ``--nnodes``, ``--node-rank``,
+  ``--rdzv-endpoint``, as torchrun takes them, or from ``PET_*``/Slurm variables, see
+  :func:`node_spec`), one such agent per node meeting at the head node's endpoint. Up to
+  ``max_restarts`` restarts of the whole group after a failure; its workers set up their
+  process group with the same ``distributed_context``.
 
 Why the store is not shared. Since torch 2.4 the c10d rendezvous hands its workers one
 TCP store that outlives every restart (``TORCHELASTIC_USE_AGENT_STORE=True``): the
@@ -36,11 +39,12 @@ import os
 import queue
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from scidl.runtime.env import LaunchEnv
+from scidl.runtime.env import LaunchEnv, LaunchError, first_slurm_host, slurm_port
 from scidl.runtime.ports import free_port
 
 NO_SHARED_STORE = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
@@ -62,21 +66,102 @@ def _env(key: str, value: str) -> Iterator[None]:
             os.environ[key] = old
 
 
-def launch_config(nproc: int, max_restarts: int) -> Any:
-    """The agent's settings for ``nproc`` processes on this machine."""
+RDZV_PORT = 29400  # torchrun's default rendezvous port
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """Where this node launcher sits in a multi-node job (torchrun's ``--nnodes``,
+    ``--node-rank``, ``--rdzv-endpoint``, ``--rdzv-id`` and ``--local-addr``)."""
+
+    nnodes: int = 1
+    node_rank: int | None = None  # None: torch decides which node hosts the rendezvous
+    rdzv_endpoint: str | None = None
+    rdzv_id: str | None = None
+    local_addr: str | None = None
+
+    @property
+    def multi(self) -> bool:
+        return self.nnodes > 1
+
+
+def _slurm_nodes(env: Mapping[str, str]) -> NodeSpec | None:
+    """One task per node under ``srun`` (``SLURM_NTASKS == SLURM_NNODES > 1``): each task
+    is a node launcher; the head is the first host of the step's node list."""
+    nodes, tasks = env.get("SLURM_NNODES", ""), env.get("SLURM_NTASKS", "")
+    if not (nodes.isdigit() and int(nodes) > 1 and tasks == nodes and "SLURM_NODEID" in env):
+        return None
+    nodelist = (env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST")
+                or env.get("SLURM_NODELIST", ""))
+    job = env.get("SLURM_JOB_ID")
+    return NodeSpec(int(nodes), int(env["SLURM_NODEID"]),
+                    f"{first_slurm_host(nodelist)}:{slurm_port(job)}", f"slurm-{job or 0}")
+
+
+def node_spec(nnodes: int | None = None, node_rank: int | None = None,
+              rdzv_endpoint: str | None = None, rdzv_id: str | None = None,
+              local_addr: str | None = None, nproc: int = 1,
+              env: Mapping[str, str] | None = None) -> NodeSpec:
+    """This node's place in the job: the arguments given; else torchrun's ``PET_NNODES``,
+    ``PET_NODE_RANK``, ``PET_RDZV_ENDPOINT``, ``PET_RDZV_ID``, ``PET_LOCAL_ADDR``; else, for
+    ``nproc`` > 1 under ``srun`` with one task per node, Slurm's ``SLURM_NNODES``,
+    ``SLURM_NODEID`` and the first host of the node list; else one node.
+    """
+    env = os.environ if env is None else env
+
+    def pick(value: Any, key: str) -> Any:
+        return value if value is not None else env.get(key) or None
+
+    nnodes = pick(nnodes, "PET_NNODES")
+    if nnodes is None:
+        slurm = _slurm_nodes(env) if nproc > 1 else None
+        return slurm or NodeSpec()
+    try:
+        rank = pick(node_rank, "PET_NODE_RANK")
+        spec = NodeSpec(int(nnodes), None if rank is None else int(rank),
+                        pick(rdzv_endpoint, "PET_RDZV_ENDPOINT"), pick(rdzv_id, "PET_RDZV_ID"),
+                        pick(local_addr, "PET_LOCAL_ADDR"))
+    except ValueError as e:
+        raise LaunchError(f"--nnodes/--node-rank must be integers ({e})") from None
+    if spec.nnodes < 1 or not 0 <= (spec.node_rank or 0) < spec.nnodes:
+        raise LaunchError(f"--node-rank {spec.node_rank} must lie in 0..{spec.nnodes - 1} "
+                          f"(--nnodes {spec.nnodes})")
+    if spec.multi and not spec.rdzv_endpoint:
+        raise LaunchError(f"--nnodes {spec.nnodes} needs --rdzv-endpoint HOST[:PORT] (the "
+                          "head node, where every node launcher meets)")
+    return spec
+
+
+def launch_config(nproc: int, max_restarts: int, nodes: NodeSpec | None = None) -> Any:
+    """The agent's settings for ``nproc`` processes on this machine (one node), or on
+    this node of ``nodes`` (every node's agent meets at ``nodes.rdzv_endpoint``; the head
+    node, node rank 0, hosts the rendezvous store; ranks are ordered by node address)."""
     from torch.distributed.launcher.api import LaunchConfig
 
+    if nodes is None or not nodes.multi:
+        return LaunchConfig(
+            min_nodes=1, max_nodes=1, nproc_per_node=nproc,
+            run_id=f"scidl-{uuid.uuid4().hex[:8]}", rdzv_backend="c10d",
+            rdzv_endpoint=f"127.0.0.1:{free_port()}", max_restarts=max_restarts,
+            monitor_interval=0.1, start_method="spawn", shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        )
+    endpoint = str(nodes.rdzv_endpoint)
+    if ":" not in endpoint:
+        endpoint = f"{endpoint}:{RDZV_PORT}"
     return LaunchConfig(
-        min_nodes=1, max_nodes=1, nproc_per_node=nproc,
-        run_id=f"scidl-{uuid.uuid4().hex[:8]}", rdzv_backend="c10d",
-        rdzv_endpoint=f"127.0.0.1:{free_port()}", max_restarts=max_restarts,
+        min_nodes=nodes.nnodes, max_nodes=nodes.nnodes, nproc_per_node=nproc,
+        run_id=nodes.rdzv_id or "scidl", rdzv_backend="c10d", rdzv_endpoint=endpoint,
+        rdzv_configs={} if nodes.node_rank is None else {"is_host": nodes.node_rank == 0},
+        max_restarts=max_restarts,
         monitor_interval=0.1, start_method="spawn", shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        local_addr=nodes.local_addr,
     )
 
 
 def elastic_run(fn: Callable[..., Any], args: tuple[Any, ...], nproc: int,
-                max_restarts: int) -> dict[int, Any]:
-    """Run ``fn(*args)`` on ``nproc`` local processes; returns ``{rank: result}``.
+                max_restarts: int, nodes: NodeSpec | None = None) -> dict[int, Any]:
+    """Run ``fn(*args)`` on ``nproc`` local processes (of ``nodes``: this node's share of
+    a multi-node job); returns ``{global rank: result}`` of this node's processes.
 
     Every attempt (the first and each restart) forms its process group on a store of
     its own (see the module docstring).
@@ -84,7 +169,7 @@ def elastic_run(fn: Callable[..., Any], args: tuple[Any, ...], nproc: int,
     from torch.distributed.launcher.api import elastic_launch
 
     with _env(NO_SHARED_STORE, "1"):
-        return elastic_launch(launch_config(nproc, max_restarts), fn)(*args)
+        return elastic_launch(launch_config(nproc, max_restarts, nodes), fn)(*args)
 
 
 # ----------------------------------------------------------------------------- plain group

@@ -23,7 +23,8 @@ import torch.distributed as dist
 from scidl.config import ConfigError, RunConfig, save_config
 from scidl.parallel.pipeline import PipelineError
 from scidl.runtime.dist import DistContext, distributed_context
-from scidl.runtime.env import LaunchError, detect_launch
+from scidl.runtime.env import LaunchEnv, LaunchError, detect_launch
+from scidl.runtime.launch import NodeSpec
 from scidl.runtime.plotting import provenance
 from scidl.runtime.seed import seed_everything
 from scidl.runtime.torch_settings import threads_for_this_machine, torch_settings
@@ -49,6 +50,7 @@ class RunResult:
 
     run_dir: Path
     summary: dict[str, Any]
+    reports: bool = True  # False on the node launchers of a multi-node job without rank 0
 
     @property
     def headline(self) -> tuple[str, float | None]:
@@ -142,7 +144,7 @@ def train_process(
                 raise
             # An elastic restart re-enters here: continue from the newest good checkpoint
             # (none yet: from step 0, with the dead attempt's metrics rows dropped).
-            restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+            restarted = any_rank_restarted(dctx)
             if resume or restarted:
                 trainer.resume(allow_none=from_scratch or (restarted and not resume), extend=extend)
             phases.show(FIRST_STEP)
@@ -167,6 +169,21 @@ def train_process(
                 attach_files(run_dir, [(run_dir / "summary.json", None), (run_dir / "comm.json", None),
                                        *((Path(p), PICTURES_DIR) for p in pictures or ())])
         return summary
+
+
+def any_rank_restarted(dctx: DistContext) -> bool:
+    """Whether this attempt follows a failure, on any rank. Each node's agent counts its
+    own restarts (``TORCHELASTIC_RESTART_COUNT``); a node launcher started afresh in
+    place of a dead one (by a scheduler, or ``scidl train --cluster``) counts 0 while the
+    others count 1, and must resume with them, not start from step 0."""
+    mine = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    if dctx.world_size == 1:
+        return mine
+    import torch
+
+    flag = torch.tensor([int(mine)], device=dctx.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 class _StepTracker:
@@ -201,13 +218,17 @@ def _local_worker(*args: Any) -> dict[str, Any]:
 
 def _launch_local(cfg: RunConfig, resume: bool, task_factory: TaskFactory | None,
                   callbacks: Sequence[TrainerCallback], from_scratch: bool = False,
-                  extend: bool = False) -> dict[str, Any]:
+                  extend: bool = False, nodes: NodeSpec | None = None,
+                  on_run_dir: Callable[[Path], None] | None = None) -> dict[str, Any]:
+    """This node's processes under the elastic agent; the summary of its lowest rank
+    (rank 0's on the node that holds it), with ``"rank"`` added."""
     from scidl.runtime.launch import elastic_run
 
     results = elastic_run(_local_worker, (cfg.to_dict(), resume, task_factory, callbacks, from_scratch,
-                                          None, extend),
-                          cfg.dist.nproc, cfg.dist.max_restarts)
-    return results[0]
+                                          on_run_dir, extend),
+                          cfg.dist.nproc, cfg.dist.max_restarts, nodes)
+    first = min(results)
+    return {**results[first], "rank": first}
 
 
 def run(
@@ -218,6 +239,7 @@ def run(
     restart_from_scratch: bool = False,
     on_run_dir: Callable[[Path], None] | None = None,
     extend: bool = False,
+    nodes: NodeSpec | None = None,
 ) -> RunResult:
     """Train ``cfg`` and return where the results are.
 
@@ -234,44 +256,59 @@ def run(
         callbacks: trainer callbacks (:mod:`scidl.train.callbacks`: ``on_step_end(trainer, row)``
             and/or ``on_train_end(trainer)``), called on every rank; picklable when ``cfg.dist.nproc > 1``.
         on_run_dir: called once with the run folder before training starts, in this
-            process (local launch) or on rank 0 (under torchrun, Slurm or MPI); the CLI
-            prints it there.
+            process (local launch) or on rank 0 (under torchrun, Slurm or MPI, or with
+            several ``nodes``); the CLI prints it there.
+        nodes: this process launches one node's ``cfg.dist.nproc`` processes of a
+            multi-node job (:func:`scidl.runtime.launch.node_spec`); None: one node.
 
     Scripts that call this with ``cfg.dist.nproc > 1`` need an ``if __name__ == "__main__":``
     guard: the processes are started with ``spawn`` and import the script.
     """
     launch = detect_launch()
+    multi = nodes is not None and nodes.multi  # this process is one node's launcher
+    if multi:  # the job's layout, as its workers will see it
+        assert nodes is not None
+        launch = LaunchEnv("torchrun", world_size=cfg.dist.nproc * nodes.nnodes,
+                           local_world_size=cfg.dist.nproc)
     if extend and not resume:
         raise ConfigError("extend only applies when resuming a run (--resume RUN_DIR --extend)")
-    check_run(cfg, resume, launch, own_task=task_factory is not None)
+    # With several nodes only the head checks that the run folder is new: the others may
+    # start after rank 0 created it, or replace a dead node of a running job.
+    head = not multi or nodes.node_rank == 0 or resume  # type: ignore[union-attr]
+    check_run(cfg if head else cfg.model_copy(update={"log": cfg.log.model_copy(update={"run_dir": None})}),
+              resume, launch, own_task=task_factory is not None)
     if resume:  # fail here, before any process starts, when nothing can be resumed
         from scidl.train.checkpoint import TRAINER_FILES, resume_plan
 
         plan = resume_plan(Path(str(cfg.log.run_dir)) / "checkpoints", restart_from_scratch,
                            TRAINER_FILES, warn=False)  # the training processes report unusable ones
         check_resume_world(plan, cfg.dist.nproc if launch.launcher == "single" else launch.world_size)
-    local = cfg.dist.nproc > 1 and launch.launcher == "single"
+    local = multi or (cfg.dist.nproc > 1 and launch.launcher == "single")
     if local:
         warn_oversubscribed(cfg.dist.nproc)
     created: Path | None = None
-    if launch.launcher == "single" and not resume:  # this process creates the folder
+    single = launch.launcher == "single"
+    if single and not resume:  # this process creates the folder
         path, created = make_run_dir(cfg)
         cfg = cfg.model_copy(update={"log": cfg.log.model_copy(update={"run_dir": str(path)})})
-    if launch.launcher == "single" and on_run_dir is not None:  # folder known before launching
+    if single and on_run_dir is not None:  # folder known before launching
         on_run_dir(Path(str(cfg.log.run_dir)))
-    if local and cfg.log.progress:  # the longest silent phase: spawn, import torch, rendezvous
-        print(STARTING.format(n=cfg.dist.nproc), flush=True)
+    if local and cfg.log.progress and (not multi or nodes.node_rank in (None, 0)):  # type: ignore[union-attr]
+        # the longest silent phase: spawn, import torch, rendezvous
+        print(STARTING.format(n=cfg.dist.nproc * (nodes.nnodes if multi else 1)),  # type: ignore[union-attr]
+              flush=True)
     try:
         if local:
+            # Several nodes: rank 0 (on whichever node) creates the run folder and names it.
             summary = report_worker_errors(
                 lambda: _launch_local(cfg, resume, task_factory, callbacks, restart_from_scratch,
-                                      extend))
+                                      extend, nodes, on_run_dir if multi else None))
         else:
             summary = train_process(cfg.to_dict(), resume, task_factory, callbacks,
                                     restart_from_scratch,
                                     on_run_dir if launch.launcher != "single" else None, extend)
     except BaseException:
-        if launch.launcher == "single" and not resume:
+        if single and not resume:
             discard_unused_run_dir(Path(str(cfg.log.run_dir)), created)
         raise
-    return RunResult(Path(summary["run_dir"]), summary)
+    return RunResult(Path(summary["run_dir"]), summary, reports=summary.pop("rank", 0) == 0)

@@ -1,0 +1,6 @@
+"""A virtual cluster on one machine: network namespaces joined by shaped links.
+
+``scidl cluster up|down|status|exec`` (:mod:`scidl.commands.cluster`) and
+``scidl train ... --cluster NAME`` (:mod:`scidl.cluster.launch`) use it; see
+docs/cluster.md. Nothing is imported or created at import time.
+"""

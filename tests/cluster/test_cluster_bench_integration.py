@@ -1,0 +1,40 @@
+"""`scidl bench-collectives --cluster`: the fitted link bandwidth recovers the configured
+rate within 10% at two rates, and the hardware file loads as `scidl predict` reads it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import cli
+
+from scidl.cluster import net
+from scidl.scaling.hardware import load_hardware
+
+RATES = {"100mbit": 100e6 / 8, "200mbit": 200e6 / 8}  # bytes/s
+
+
+@pytest.mark.timeout(240)
+def test_fitted_bandwidth_recovers_the_link_rate(cluster_name, tmp_path):
+    names = {rate: cluster_name[:7] + str(k) for k, rate in enumerate(RATES)}
+    try:
+        for rate, name in names.items():
+            cli("cluster", "up", "--name", name, "--nodes", "2", "--link", rate)
+        # both benchmarks at once: each is limited by its own shaped link, not by the CPU
+        procs = {rate: subprocess.Popen(
+            [sys.executable, "-m", "scidl", "bench-collectives", "--cluster", name,
+             "--ops", "allreduce", "--min-bytes", str(2**20), "--max-bytes", str(2**22),
+             "--iters", "3", "--out", str(tmp_path / rate)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for rate, name in names.items()}
+        outs = {rate: p.communicate(timeout=200)[0] for rate, p in procs.items()}
+        for rate, p in procs.items():
+            assert p.returncode == 0, outs[rate][-3000:]
+            hw = load_hardware(tmp_path / rate / "hardware.yaml")
+            assert hw.devices_per_node == 1 and hw.inter is not None
+            bandwidth = 1 / hw.inter.beta
+            assert abs(bandwidth / RATES[rate] - 1) < 0.10, (rate, bandwidth, outs[rate])
+    finally:
+        for name in names.values():
+            net.down(name)
