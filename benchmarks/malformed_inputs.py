@@ -55,6 +55,7 @@ class Case:
     subprocess: bool = False
     needs_root_not: bool = False  # a permission case that root bypasses
     needs_no_cuda: bool = False  # only an error on a machine without CUDA
+    needs_root: bool = False  # the message of a root-only command (else: "needs root")
 
 
 def _train(*args: str) -> list[str]:
@@ -198,6 +199,11 @@ CASES: list[Case] = [
     Case("search-config-missing", ["search", "admissions", "--config", "{tmp}/nope.yaml",
                                    "--out", "{tmp}/s"], "config file not found"),
     Case("command-unknown", ["trian", "admissions"], "invalid choice: 'trian'"),
+    # ---- metrics destinations and the virtual cluster
+    Case("logger-unknown", _train("log.loggers=[cvs]"), "unknown log.loggers 'cvs' (did you mean csv"),
+    Case("logger-module-missing", _train("log.loggers=[nomod:Cls]"), "log.loggers: cannot load 'nomod:Cls'"),
+    Case("cluster-not-up", _train("--cluster", "nosuch", "--ranks-per-node", "1"),
+         "cluster 'nosuch' is not up", needs_root=True),
 ]
 
 
@@ -208,6 +214,8 @@ def skip_reason(case: Case) -> str | None:
     """Why ``case`` cannot be checked on this machine (None: it can)."""
     if case.needs_root_not and hasattr(os, "geteuid") and os.geteuid() == 0:
         return "root ignores folder permissions"
+    if case.needs_root and not (hasattr(os, "geteuid") and os.geteuid() == 0):
+        return "the virtual cluster needs root"
     if case.needs_no_cuda:
         import torch
 
