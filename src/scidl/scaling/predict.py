@@ -364,3 +364,63 @@ def parse_ranks(text: str) -> list[int]:
     if not vals or any(v < 1 for v in vals):
         raise ValueError(f"ranks {text!r}: need positive integers")
     return sorted(set(vals))
+
+
+RECOMMEND_COMMS = ("dense", "hierarchical", "fp16", "bf16", "topk:0.01", "powersgd:4")
+LOSSY = {"topk", "powersgd"}
+
+
+def _layouts(g: int) -> list[int]:
+    """Ranks per node to try: every divisor of the node's device count."""
+    return [d for d in range(1, g + 1) if g % d == 0]
+
+
+def _reason(pt: dict[str, Any], kind: str, alg: str, per_node: int, nodes: int) -> str:
+    step = pt["step_s"] or 1.0
+    parts = [("exposed communication", pt["exposed_comm_s"]),
+             ("stragglers", pt.get("straggler_s", 0.0)),
+             ("interference", pt.get("interference_s", 0.0)),
+             ("input stall", pt.get("io_stall_s", 0.0))]
+    name, worst = max(parts, key=lambda x: x[1])
+    lost = f"{name} {worst / step:.0%} of the step" if worst > 0 else "nothing lost beyond compute"
+    hidden = max(0.0, pt["comm_s"] - pt["exposed_comm_s"])
+    text = (f"{nodes} node(s) x {per_node} rank(s), {alg}: {lost}; "
+            f"{hidden / pt['comm_s']:.0%} of {pt['comm_s'] * 1e3:.3g} ms communication hidden"
+            if pt["comm_s"] > 0 else f"{nodes} node(s) x {per_node} rank(s): no communication")
+    if kind in LOSSY:
+        text += "; lossy compression: check convergence (error feedback)"
+    elif kind in ("fp16", "bf16"):
+        text += "; reduced-precision gradients"
+    return text
+
+
+def recommend(profile: StepProfile, hw: Hardware, p: int, *, mode: str = "weak",
+              comms: Sequence[str] = RECOMMEND_COMMS, algorithm: str | None = None
+              ) -> list[dict[str, Any]]:
+    """Comm strategies × node layouts at ``p`` ranks, best expected efficiency first.
+
+    Layouts place 1…g ranks on each node of ``hw`` (g = its devices per node; fewer
+    ranks per node use more nodes and give each rank more of the node's network). Each
+    entry: ``comm``, ``algorithm``, ``ranks_per_node``, ``nodes``, ``efficiency``,
+    ``step_s`` and a one-line ``reason`` naming the largest cost besides compute.
+    """
+    from scidl.scaling.costmodel import parse_comm
+
+    out = []
+    for spec in comms:
+        comp, forced = parse_comm(spec)
+        alg = forced or algorithm or hw.algorithm
+        for g in _layouts(hw.devices_per_node):
+            if g > p:
+                continue
+            layout = hw.model_copy(update={"devices_per_node": g})
+            pts = predict_curve(profile, layout, [1, p], algorithm=alg, comp=comp, mode=mode)
+            pt = pts[-1]
+            nodes = math.ceil(p / g)
+            out.append({"comm": spec, "algorithm": alg, "ranks_per_node": g, "nodes": nodes,
+                        "efficiency": pt["efficiency"], "step_s": pt["step_s"],
+                        "efficiency_lo": pt["efficiency_lo"], "efficiency_hi": pt["efficiency_hi"],
+                        "reason": _reason(pt, comp.kind, alg, g, nodes)})
+    # ties (same efficiency) go to the denser layout: fewer nodes for the same result
+    out.sort(key=lambda r: (-round(r["efficiency"], 3), r["nodes"], r["comm"] != "dense"))
+    return out
