@@ -103,7 +103,7 @@ def test_profile_then_predict_recommend_cli(tmp_path, capsys):
     from scidl.scaling.profile import load_profile
 
     out = tmp_path / "prof"
-    rc = main(["profile", "digits", "--steps", "3", "--batches", "8,16", "--no-interference",
+    rc = main(["profile", "digits", "--max-steps", "3", "--batches", "8,16", "--no-interference",
                "--out", str(out), "train.batch_size=16", f"log.root={tmp_path}"])
     assert rc == 0
     prof = load_profile(out / "profile.yaml")

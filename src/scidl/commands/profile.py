@@ -23,8 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
            help="workload name (see `scidl workloads`) or a task factory module:attr")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--config", "-c", help="YAML run config (default: the workload's defaults)")
-    p.add_argument("--steps", type=int, default=10,
-                   help="timed steps at the run's batch size (after one warm-up)")
+    option(p, "--max-steps", type=int, default=10, aliases=("--steps",),
+           help="timed steps at the run's batch size (after one warm-up)")
     p.add_argument("--batches", help="local batch sizes of the batch-efficiency curve, "
                    "comma-separated (default: b/4, b/2, b of train.batch_size)")
     p.add_argument("--no-interference", action="store_true",
@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from scidl.config import load_config
     from scidl.scaling.calibrate import measure_profile
 
-    if args.steps < 3:
-        raise UserError("--steps: need at least 3 timed steps (the spread needs them)")
+    if args.max_steps < 3:
+        raise UserError("--max-steps: need at least 3 timed steps (the spread needs them)")
     batches = None
     if args.batches:
         try:
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or Path(cfg.log.root) / "profile"
                / f"{cfg.workload_label()}-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
-    prof, raw = measure_profile(cfg, steps=args.steps, batches=batches,
+    prof, raw = measure_profile(cfg, steps=args.max_steps, batches=batches,
                                 interference=not args.no_interference)
     atomic_write_text(out / "profile.yaml",
                       yaml.safe_dump(prof.model_dump(mode="json"), sort_keys=False))
