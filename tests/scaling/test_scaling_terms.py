@@ -114,3 +114,14 @@ def test_hardware_noise_and_fs_contention():
     pt = predict_point(prof, hw, 1000)
     assert pt["straggler_s"] == pytest.approx(0.001 * expected_max_z(1000))
     assert pt["io_stall_s"] == pytest.approx(1000 * 1e6 / 1e9 - 0.1)  # 0.9 s
+
+
+def test_spread_measured_here_does_not_travel_to_a_preset():
+    summit = load_hardware("summit").model_copy(update={"straggler_cv": 0.01})
+    here = StepProfile(compute_s=0.1, grad_bytes=0, step_cv=0.5, interference=3.0,
+                       measured_here=True)
+    pt = predict_point(here, summit, 64)
+    assert pt["straggler_s"] == pytest.approx(0.01 * pt["compute_s"] * expected_max_z(64))
+    local = summit.model_copy(update={"measured_here": True})
+    pt = predict_point(here, local, 64)
+    assert pt["straggler_s"] == pytest.approx(0.5 * 0.1 * expected_max_z(64))

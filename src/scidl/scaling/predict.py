@@ -294,15 +294,21 @@ def step_terms(profile: StepProfile, hw: Hardware, p: int, compute: float,
     communication overlaps it), stragglers (the slowest of p ranks), input stall
     (loader time and file-system contention), their sum with compute as ``step_s``,
     and ``step_lo_s``/``step_hi_s``: the step with compute at ±1 measured spread.
+    A profile measured on this machine (``measured_here``) brings its spread and
+    interference only to a hardware file calibrated here too; on any other machine
+    the hardware file's ``straggler_cv`` and ``interference`` apply.
     """
     t_bwd = compute * profile.backward_fraction
     own_buckets = comp.fusion_bytes is None and profile.bucket_ready is not None
     exposed = exposed_comm(compute - t_bwd, t_bwd, costs, sizes, hw.overlap, comp.lagged,
                            profile.bucket_ready if own_buckets else None)
     hidden = max(0.0, sum(costs) - exposed)
-    slow = profile.interference if profile.interference is not None else hw.interference
+    # the spread and interference a profile measured here belong to this machine: on a
+    # machine described by a preset, that machine's own values are used
+    own = not (profile.measured_here and not hw.measured_here)
+    slow = profile.interference if own and profile.interference is not None else hw.interference
     interference = interference_time(hidden, t_bwd, slow)
-    cv = profile.step_cv if profile.step_cv is not None else hw.straggler_cv
+    cv = profile.step_cv if own and profile.step_cv is not None else hw.straggler_cv
     straggler = straggler_time(p, cv * compute)
     shrink = p if mode == "strong" else 1
     io = io_time((profile.loader_s or 0.0) / shrink, (profile.input_bytes_per_step or 0.0) / shrink,
