@@ -119,6 +119,9 @@ def test_profile_then_predict_recommend_cli(tmp_path, capsys):
     assert data["recommend"] and data["recommend"][0]["reason"]
     pt = data["curves"]["dense (two-level:rabenseifner)"][-1]
     assert pt["efficiency_lo"] <= pt["efficiency"] <= pt["efficiency_hi"]
+    # this machine's spread does not travel to Summit, --compute-s or not
+    assert pt["straggler_s"] == 0.0 and data["curves"]["dense (two-level:rabenseifner)"][0][
+        "efficiency_lo"] == 1.0
 
 
 def test_profile_bad_batches_is_one_line_error(tmp_path, capsys):

@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="rank comm strategies (dense, hierarchical, fp16, bf16, topk:0.01, "
                    "powersgd:4, or --comm's list if given) and node layouts (ranks per node) "
                    "at the largest --ranks, with expected efficiency and the reason")
+    p.add_argument("--top", type=int, default=10,
+                   help="recommendations printed (all are stored in prediction.json)")
     p.add_argument("--out", help="output folder (default: runs/predict/<time>)")
 
 
@@ -69,8 +71,10 @@ def run(args: argparse.Namespace) -> int:
     prof, notes = per_rank_profile(load_profile(args.profile), hw, args.mode)
     if args.compute_s:  # the compute notes no longer apply; the communication one does
         notes = [n for n in notes if "measured communication" in n]
-        prof = prof.model_copy(update={"compute_s": args.compute_s, "flops_per_step": None})
-        hw = hw.model_copy(update={"measured_here": True})
+        # no FLOP/s conversion (neither FLOPs nor the profile's device rate is known),
+        # while hw keeps saying which machine it is (its noise terms stay its own)
+        prof = prof.model_copy(update={"compute_s": args.compute_s, "flops_per_step": None,
+                                       "device_flops": None})
         notes.append(f"compute time set to {args.compute_s} s per step by --compute-s")
     elif (prof.measured_here and not hw.measured_here and not prof.flops_per_step
           and not prof.device_flops):
@@ -119,10 +123,12 @@ def run(args: argparse.Namespace) -> int:
     if ranked:
         print(f"\nrecommended at {max(ranks)} ranks on {hw.name} ({args.mode} scaling), "
               "best first:")
-        for i, r in enumerate(ranked, 1):
+        for i, r in enumerate(ranked[:args.top], 1):
             print(f"{i:3d}. {r['comm']} ({r['algorithm']}), {r['ranks_per_node']} rank(s)/node: "
                   f"E = {r['efficiency']:.3f} [{r['efficiency_lo']:.3f}-{r['efficiency_hi']:.3f}], "
                   f"step {r['step_s']:.4g} s: {r['reason']}")
+        if len(ranked) > args.top:
+            print(f"  ... {len(ranked) - args.top} more in prediction.json (--top)")
     for name, m in measured.items():
         print(f"measured at p = {m['ranks']}: step {m['measured_step_s']:.4g} s, "
               f"predicted {m['predicted_step_s']:.4g} s ({name})")

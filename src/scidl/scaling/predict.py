@@ -342,9 +342,14 @@ def predict_curve(
         pt = predict_point(profile, hw, p, algorithm=algorithm, comp=comp, mode=mode)
         denom = pt["step_s"] if mode == "weak" else p * pt["step_s"]
         pt["efficiency"] = base / denom if denom > 0 else math.nan
+        # band: this p's step one measured spread slower / faster against the median
+        # baseline (E(1) = 1 by definition)
         scale = 1 if mode == "weak" else p
-        pt["efficiency_lo"] = base / (scale * pt["step_hi_s"]) if pt["step_hi_s"] > 0 else math.nan
-        pt["efficiency_hi"] = base / (scale * pt["step_lo_s"]) if pt["step_lo_s"] > 0 else math.nan
+        if p == 1:
+            pt["efficiency_lo"] = pt["efficiency_hi"] = pt["efficiency"]
+        else:
+            pt["efficiency_lo"] = base / (scale * pt["step_hi_s"]) if pt["step_hi_s"] > 0 else math.nan
+            pt["efficiency_hi"] = base / (scale * pt["step_lo_s"]) if pt["step_lo_s"] > 0 else math.nan
         out.append(pt)
     return out
 
