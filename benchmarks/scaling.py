@@ -3,8 +3,9 @@
     python benchmarks/scaling.py published [--csv ../shared/reference/published_scaling.csv]
     python benchmarks/scaling.py local SCALE_DIR [SCALE_DIR ...]
 
-``published`` predicts every row of the published-scaling CSV (one assumption set per
-hardware system, see ``scidl.scaling.published``), prints a markdown table and writes
+``published`` predicts every row of the published-scaling CSV and of
+``benchmarks/data/published_more.csv`` (one assumption set per hardware system, see
+``scidl.scaling.published``; each system's straggler spread fitted on one row), prints a markdown table and writes
 ``benchmarks/results/scaling_published.json``; it also prints the sensitivity of the
 Summit row to its two unknowns and the VGG-16 row with compute from FLOPs instead of a
 measured single-GPU rate. ``local`` tabulates measured vs predicted points of
@@ -26,17 +27,21 @@ from scidl.scaling.published import validate
 RESULTS = Path(__file__).parent / "results"
 
 
-def published(csv: Path) -> None:
-    rows = validate(csv)
-    print("| source | model | ranks | preset (algorithm) | batch/rank | compute s | comm s "
-          "| exposed s | predicted E | reported E | Δ points |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+MORE = Path(__file__).parent / "data" / "published_more.csv"
+
+
+def published(csv: Path, more: Path = MORE) -> None:
+    rows = validate(csv, more=more)
+    print("| source | model | ranks | scaling | role | compute s | comm s | exposed s "
+          "| straggler s | predicted E | reported E | Δ points |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['source'].split('(')[0].strip()} | {r['model']} | {r['ranks']} | "
-              f"{r['hardware']} ({r['algorithm']}) | {r['batch_per_rank']} | "
+              f"{r['scaling']} | {r['role']} | "
               f"{r['compute_s']:.3f} | {r['comm_s']:.3f} | {r['exposed_comm_s']:.3f} | "
+              f"{r['straggler_s']:.3f} | "
               f"{r['predicted']:.3f} | {r['reported_text']} | {r['delta_points']:+.1f} |")
-    flops_rows = validate(csv, use_measured=False)
+    flops_rows = validate(csv, use_measured=False, more=more)
     print("\nCompute from FLOPs x sustained fraction instead of measured single-GPU rates:")
     for a, b in zip(rows, flops_rows, strict=True):
         if a["compute_basis"] == "measured":
@@ -45,7 +50,8 @@ def published(csv: Path) -> None:
     summit_sensitivity()
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "scaling_published.json"
-    out.write_text(json.dumps({"csv": str(csv), "rows": rows, "flops_basis": flops_rows},
+    out.write_text(json.dumps({"csv": str(csv), "more": str(more.relative_to(Path(__file__).parent.parent)),
+                               "rows": rows, "flops_basis": flops_rows},
                               indent=2, default=str))
     print(f"\nwrote {out}")
 

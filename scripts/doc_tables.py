@@ -376,14 +376,18 @@ def scaling_published(d: dict) -> str:
     rows = []
     for r in d["rows"]:
         bpr = r.get("batch_per_rank")
+        role = r.get("role", "predicted")
+        met = "fitted" if role == "fit" else ("yes" if abs(r["delta_points"]) <= 5 else "no")
         rows.append([
             r["source"],
-            r["model"], _ranks(r), f"{r['hardware']} ({r['algorithm']})", "–" if bpr is None else bpr,
-            f(r["compute_s"]), f(r["comm_s"]), f(r["exposed_comm_s"]), f(r["predicted"]),
-            r.get("reported_text") or f(r["reported"], 2), f"{r['delta_points']:+.1f}",
+            r["model"], _ranks(r), r.get("scaling", "weak"), f"{r['hardware']} ({r['algorithm']})",
+            "–" if bpr is None else bpr,
+            f(r["compute_s"]), f(r["comm_s"]), f(r["exposed_comm_s"]), f(r.get("straggler_s")),
+            f(r.get("straggler_cv"), 4), f(r["predicted"]),
+            r.get("reported_text") or f(r["reported"], 2), f"{r['delta_points']:+.1f}", met,
         ])
-    head = ["source", "model", "ranks", "preset (algorithm)", "batch/rank", "compute s", "comm s", "exposed s",
-            "predicted E", "reported E", "Δ points"]
+    head = ["source", "model", "ranks", "scaling", "preset (algorithm)", "batch/rank", "compute s", "comm s",
+            "exposed s", "straggler s", "σ/step", "predicted E", "reported E", "Δ points", "within ±5"]
     return table(head, rows)
 
 
@@ -434,10 +438,14 @@ def optim_admissions_summary(d: dict) -> str:
 
 
 def scaling_published_summary(d: dict) -> str:
-    rows = d["rows"]
+    fit = [r for r in d["rows"] if r.get("role") == "fit"]
+    rows = [r for r in d["rows"] if r.get("role") != "fit"]
     within = [r for r in rows if abs(r["delta_points"]) <= 5]
     above = sum(r["delta_points"] > 0 for r in rows)
     listed = ", ".join(f"{r['model']} {r['delta_points']:+.1f}" for r in within)
-    rest = ", ".join(f"{r['model']} {r['delta_points']:+.1f}" for r in rows if r not in within)
-    return (f"{len(within)} of {len(rows)} rows fall within ±5 points of the reported efficiency ({listed}); "
-            f"the others: {rest}. {above} of {len(rows)} predictions are above the reported value.")
+    rest = ", ".join(f"{r['model']} ({r['ranks']:,}, {r.get('scaling', 'weak')}) {r['delta_points']:+.1f}"
+                     for r in rows if r not in within) or "none"
+    fitted = ", ".join(f"{r['system']} σ/step = {r['straggler_cv']:.4f} (on {r['model']})" for r in fit)
+    return (f"{len(within)} of {len(rows)} predicted rows fall within ±5 points of the reported efficiency ({listed}); "
+            f"outside: {rest}. {above} of {len(rows)} predictions are above the reported value. "
+            f"{len(fit)} rows were used to fit their system's straggler spread ({fitted}) and are not counted.")

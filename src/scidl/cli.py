@@ -23,6 +23,7 @@ _COMMANDS: list[str] = [
     "scidl.commands.scale",
     "scidl.commands.bench_collectives",
     "scidl.commands.predict",
+    "scidl.commands.profile",
     "scidl.commands.infer",
     "scidl.commands.report",
     "scidl.commands.topology",

@@ -71,3 +71,30 @@ def test_measured_compute_slowdown_replaces_core_rule():
     assert compute_time(prof, hw, 2, "weak") == 0.15000000000000002
     assert compute_time(prof, hw, 4, "weak") == 0.2  # no probe at 4: p/cores
     assert compute_time(prof, hw, 4, "strong") == 0.05
+
+
+MORE = """source,system,model,params_millions,ranks,device,devices_per_node,intra_node_link,inter_node_link,scaling,reported_efficiency,notes,sustained_tflops,baseline_ranks,global_batch
+Cavdar,Stampede2 (TACC),Transformer (big; NMT),,1200,Xeon,4,,OPA,weak,0.91,x,,4,
+Cavdar,Stampede2 (TACC),Transformer (big; NMT),,400,Xeon,2,,OPA,strong,0.65,x,,2,2000000
+"""
+
+
+def test_straggler_fitted_on_one_row_predicts_the_others(tmp_path):
+    from scidl.scaling.published import validate
+
+    f, more = tmp_path / "p.csv", tmp_path / "more.csv"
+    f.write_text(CSV)
+    more.write_text(MORE)
+    vgg, hypar, weak, strong = validate(f, more=more)
+    # Stampede2 is fitted on the weak Transformer row: it reproduces it
+    assert weak["role"] == "fit" and weak["delta_points"] == pytest.approx(0.0, abs=0.05)
+    assert weak["straggler_cv"] > 0
+    # the system's other rows use that spread and stay predictions
+    assert hypar["role"] == strong["role"] == "predicted"
+    assert hypar["straggler_cv"] == strong["straggler_cv"] == weak["straggler_cv"]
+    assert strong["scaling"] == "strong" and strong["batch_per_rank"] == 5000
+    # Horovod's fit row (Inception V3) is absent: VGG-16 gets the median of fitted systems
+    assert vgg["cv_source"] == "median of the fitted systems"
+    assert vgg["straggler_cv"] == pytest.approx(weak["straggler_cv"])
+    # the spread costs efficiency: VGG-16 below its prediction without stragglers
+    assert vgg["predicted"] < predict_row(read_rows(f)[0])["predicted"]

@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
            help="a preset name or a YAML written by `scidl bench-collectives`")
     p.add_argument("--ranks", default="1,2,4,...,1024",
                    help="process counts: '1,2,4' or 'A,B,...,Z' (doubling up to Z)")
-    option(p, "--comm", default="dense", choices_from="scidl.comm.registry:STRATEGIES",
+    option(p, "--comm", default=None, choices_from="scidl.comm.registry:STRATEGIES",
            help="comma-separated comm strategies, one curve each: NAME[:VALUE]"
                    "[:key=value...], e.g. dense,fp16,hierarchical,topk:0.01,powersgd:4,"
                    "grouped:4,lag:powersgd")
@@ -38,6 +38,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compute-s", type=float,
                    help="override the per-step compute time on the target (seconds; "
                    "default: the profile's)")
+    p.add_argument("--recommend", action="store_true",
+                   help="rank comm strategies (dense, hierarchical, fp16, bf16, topk:0.01, "
+                   "powersgd:4, or --comm's list if given) and node layouts (ranks per node) "
+                   "at the largest --ranks, with expected efficiency and the reason")
+    p.add_argument("--top", type=int, default=10,
+                   help="recommendations printed (all are stored in prediction.json)")
     p.add_argument("--out", help="output folder (default: runs/predict/<time>)")
 
 
@@ -65,8 +71,10 @@ def run(args: argparse.Namespace) -> int:
     prof, notes = per_rank_profile(load_profile(args.profile), hw, args.mode)
     if args.compute_s:  # the compute notes no longer apply; the communication one does
         notes = [n for n in notes if "measured communication" in n]
-        prof = prof.model_copy(update={"compute_s": args.compute_s, "flops_per_step": None})
-        hw = hw.model_copy(update={"measured_here": True})
+        # no FLOP/s conversion (neither FLOPs nor the profile's device rate is known),
+        # while hw keeps saying which machine it is (its noise terms stay its own)
+        prof = prof.model_copy(update={"compute_s": args.compute_s, "flops_per_step": None,
+                                       "device_flops": None})
         notes.append(f"compute time set to {args.compute_s} s per step by --compute-s")
     elif (prof.measured_here and not hw.measured_here and not prof.flops_per_step
           and not prof.device_flops):
@@ -78,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
                      f"one-thread matmul FLOP/s ({local_flops / 1e9:.1f} GFLOP/s) to "
                      f"its sustained FLOP/s")
     curves: dict[str, list[dict[str, Any]]] = {}
-    for spec in [s.strip() for s in args.comm.split(",") if s.strip()]:
+    specs = [s.strip() for s in (args.comm or "dense").split(",") if s.strip()]
+    for spec in specs:
         comp, forced = parse_comm(spec)
         alg = forced or args.algorithm or hw.algorithm
         curves[f"{spec} ({alg})"] = predict_curve(prof, hw, ranks, algorithm=alg, comp=comp,
@@ -87,20 +96,39 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     measured = {name: m for name, pts in curves.items()
                 if (m := measured_comparison(prof, pts)) is not None}
+    ranked: list[dict[str, Any]] = []
+    if args.recommend:
+        from scidl.scaling.predict import RECOMMEND_COMMS, recommend
+
+        ranked = recommend(prof, hw, max(ranks), mode=args.mode,
+                           comms=specs if args.comm else RECOMMEND_COMMS,
+                           algorithm=args.algorithm)
     data = {"hardware": hw.name, "hardware_profile": hw.model_dump(mode="json"),
             "profile": prof.model_dump(mode="json"), "mode": args.mode, "ranks": ranks,
             "notes": notes, "provenance": provenance(), "curves": curves,
-            "measured": measured}
+            "measured": measured, "recommend": ranked}
     atomic_write_text(out / "prediction.json", json.dumps(data, indent=2))
     report = render_predict(out)
     for name, pts in curves.items():
         print(f"\n{name} on {hw.name}, {args.mode} scaling")
         print(f"{'ranks':>7s} {'compute_s':>10s} {'comm_s':>10s} {'exposed_s':>10s} "
-              f"{'step_s':>10s} {'samples/s':>12s} {'E(p)':>6s}")
+              f"{'interf_s':>9s} {'straggl_s':>9s} {'input_s':>9s} "
+              f"{'step_s':>10s} {'samples/s':>12s} {'E(p)':>6s} {'E band':>13s}")
         for p in pts:
             print(f"{p['ranks']:7d} {p['compute_s']:10.4g} {p['comm_s']:10.4g} "
-                  f"{p['exposed_comm_s']:10.4g} {p['step_s']:10.4g} {p['samples_per_s']:12.4g} "
-                  f"{p['efficiency']:6.3f}")
+                  f"{p['exposed_comm_s']:10.4g} {p['interference_s']:9.3g} "
+                  f"{p['straggler_s']:9.3g} {p['io_stall_s']:9.3g} "
+                  f"{p['step_s']:10.4g} {p['samples_per_s']:12.4g} "
+                  f"{p['efficiency']:6.3f} {p['efficiency_lo']:6.3f}-{p['efficiency_hi']:.3f}")
+    if ranked:
+        print(f"\nrecommended at {max(ranks)} ranks on {hw.name} ({args.mode} scaling), "
+              "best first:")
+        for i, r in enumerate(ranked[:args.top], 1):
+            print(f"{i:3d}. {r['comm']} ({r['algorithm']}), {r['ranks_per_node']} rank(s)/node: "
+                  f"E = {r['efficiency']:.3f} [{r['efficiency_lo']:.3f}-{r['efficiency_hi']:.3f}], "
+                  f"step {r['step_s']:.4g} s: {r['reason']}")
+        if len(ranked) > args.top:
+            print(f"  ... {len(ranked) - args.top} more in prediction.json (--top)")
     for name, m in measured.items():
         print(f"measured at p = {m['ranks']}: step {m['measured_step_s']:.4g} s, "
               f"predicted {m['predicted_step_s']:.4g} s ({name})")

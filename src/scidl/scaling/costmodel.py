@@ -384,3 +384,125 @@ def gradient_comm_time(
     alg = comp.algorithm or algorithm
     plan = comp.plan(int(grad_bytes_fp32 // 4), p, shapes)
     return sum(collective_cost(c, p, topo, alg) for c in plan)
+
+
+# --------------------------------------------------------------------------- step terms
+#
+# Costs of a data-parallel step other than the collectives, each with the parameter a
+# user measures on one node (``scidl profile``) and the source of its form.
+
+
+def expected_max_z(p: int) -> float:
+    """E[max of p iid standard normal draws], Blom's approximation
+    Φ⁻¹((p − 0.375)/(p + 0.25)) (Blom 1958, *Statistical Estimates and Transformed
+    Beta-Variables*; within 3 % of the exact value for p ≥ 2, and it grows like
+    √(2 ln p), the Gumbel limit of the maximum). 0 for p = 1; p = 2 gives 0.589
+    (exact 1/√π = 0.564)."""
+    if p <= 1:
+        return 0.0
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf((p - 0.375) / (p + 0.25))
+
+
+def straggler_time(p: int, sigma: float) -> float:
+    """Seconds a synchronous step waits for the slowest of p ranks: σ·E[max of p z].
+
+    A step ends when the last rank's gradients arrive, so the step takes the maximum
+    of the p per-rank step times, not their mean (Dean & Barroso 2013, "The tail at
+    scale", CACM 56(2); the order-statistics form as in Hoefler, Schneider & Lumsdaine
+    2010, "Characterizing the influence of system noise on large-scale applications by
+    simulation", SC'10). ``sigma``: standard deviation of one rank's step time,
+    measured as the robust spread (1.4826·MAD) of its step times over steps.
+    """
+    if p <= 1 or sigma <= 0:
+        return 0.0
+    return sigma * expected_max_z(p)
+
+
+def compute_at_batch(batch: float, curve: Sequence[tuple[float, float]]) -> float:
+    """Compute seconds per step at a local ``batch`` from a measured curve of
+    (local batch, seconds per step) points.
+
+    Linear interpolation between measured points; outside them, the affine model
+    t(b) = t₀ + k·b through the two nearest points (a fixed cost per step plus a cost
+    per sample, Hockney 1994's latency–throughput form), never below 5 % of the
+    nearest measured time. Strong scaling shrinks the local batch, and small batches
+    use a device less well: this is the term that bends strong-scaling curves.
+    """
+    pts = sorted((float(b), float(t)) for b, t in curve)
+    if not pts:
+        raise ValueError("empty batch-efficiency curve")
+    if len(pts) == 1:
+        b0, t0 = pts[0]
+        return t0 * batch / b0
+    if batch <= pts[0][0]:
+        (b0, t0), (b1, t1) = pts[0], pts[1]
+        floor = 0.05 * t0
+    elif batch >= pts[-1][0]:
+        (b0, t0), (b1, t1) = pts[-2], pts[-1]
+        floor = 0.05 * t1
+    else:
+        i = next(i for i in range(1, len(pts)) if pts[i][0] >= batch)
+        (b0, t0), (b1, t1) = pts[i - 1], pts[i]
+        floor = 0.0
+    k = (t1 - t0) / (b1 - b0)
+    return max(t0 + k * (batch - b0), floor)
+
+
+def interference_time(overlapped_s: float, t_bwd: float, slowdown: float) -> float:
+    """Extra compute seconds while communication overlaps the backward pass.
+
+    Echo (Feng et al. 2024, "Echo: Simulating Distributed Training At Scale", arXiv
+    2412.12487) models compute kernels slowed by concurrent collectives (shared memory
+    bandwidth, SMs or cores spent on communication). Here the backward pass runs
+    ``slowdown``× slower (measured: backward time with concurrent collectives ÷
+    without) for as long as communication overlaps it: (slowdown − 1)·min(overlap, T_bwd).
+    """
+    if slowdown <= 1.0 or overlapped_s <= 0:
+        return 0.0
+    return (slowdown - 1.0) * min(overlapped_s, t_bwd)
+
+
+def io_time(loader_s: float, bytes_per_rank: float, p: int, fs_bytes_per_s: float | None
+            ) -> float:
+    """Seconds to read one step's input on each of p ranks sharing one file system.
+
+    One rank alone takes ``loader_s`` (measured from its data loader); p ranks reading
+    ``bytes_per_rank`` each at once share the file system's aggregate bandwidth, so the
+    read takes at least p·bytes/B_fs (Mohan et al. 2021, "Analyzing and Mitigating
+    Data Stalls in DNN Training", VLDB 14(5); Chowdhury et al. 2019, "I/O
+    characterization and performance evaluation of BeeGFS for deep learning", ICPP).
+    """
+    shared = p * bytes_per_rank / fs_bytes_per_s if fs_bytes_per_s and bytes_per_rank > 0 else 0.0
+    return max(loader_s, shared)
+
+
+def io_stall(io_s: float, compute_s: float, prefetch: bool = True) -> float:
+    """Seconds a step waits for its input: a prefetching loader (workers reading the
+    next batch during this step) stalls only by what reading takes beyond the step's
+    compute (Mohan et al. 2021's data stall); without prefetching, all of it."""
+    return max(0.0, io_s - compute_s) if prefetch else max(0.0, io_s)
+
+
+def timeline_ready_times(t_fwd: float, t_bwd: float, fractions: Sequence[float] | None,
+                         sizes: Sequence[float]) -> list[float]:
+    """When each gradient bucket is ready in the backward pass (seconds from the step's
+    start).
+
+    ``fractions``: the recorded bucket timeline, each bucket's ready time as a fraction
+    of the backward pass (``scidl profile`` records it from per-parameter gradient
+    hooks); None: ready in proportion to the bytes done so far (uniform backward). The
+    recorded timeline matters because the last layers of the backward pass (the first
+    layers of the model: convolutions over large images) are often the slowest, so
+    buckets are ready later than their bytes say (Li et al. 2020, "PyTorch Distributed",
+    VLDB 13(12), sec. 5).
+    """
+    if fractions is not None and len(fractions) == len(sizes):
+        return [t_fwd + t_bwd * min(max(float(f), 0.0), 1.0) for f in fractions]
+    total = sum(sizes) or 1.0
+    out, done = [], 0.0
+    for s in sizes:
+        done += s
+        out.append(t_fwd + t_bwd * done / total)
+    return out

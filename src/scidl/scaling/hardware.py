@@ -76,6 +76,19 @@ class Hardware(BaseModel):
         description="measured slowest-rank compute slowdown with p ranks busy (p -> factor); "
         "replaces the concurrent_devices rule at that p",
     )
+    straggler_cv: float = Field(
+        default=0.0, ge=0,
+        description="per-rank step-time spread relative to the step (σ/median) on this machine, "
+        "used when the profile has no step_cv (a system's noise; fitted for the published "
+        "systems)")
+    interference: float = Field(
+        default=1.0, ge=1,
+        description="backward slowdown while collectives run concurrently (Echo 2024), used "
+        "when the profile has none")
+    fs_bandwidth: float | None = Field(
+        default=None, gt=0,
+        description="aggregate bytes/s of the shared file system the ranks read input from "
+        "(None: input reads do not contend)")
     measured_here: bool = Field(default=False, description="calibrated on the machine that runs it")
     sources: list[str] = Field(default_factory=list)
     assumptions: list[str] = Field(default_factory=list)

@@ -2,7 +2,10 @@
 
 Step model (per rank, data parallel):
 
-    T(p) = T_compute(p) + T_exposed(p)
+    T(p) = T_compute(p) + T_exposed(p) + T_interference + T_straggler + T_input
+
+(the last three: :func:`step_terms`, each priced by a function of
+:mod:`scidl.scaling.costmodel` with its source and the parameter ``scidl profile`` measures).
 
 Gradient buckets b₁…b_K (backward order) become ready during the backward pass at
 ``t_i = T_fwd + T_bwd·(bytes of b₁…b_i)/(all bytes)``; one communication channel reduces
@@ -21,7 +24,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from scidl.scaling.costmodel import Compression, gradient_comm_time
+from scidl.scaling.costmodel import (
+    Compression,
+    compute_at_batch,
+    gradient_comm_time,
+    interference_time,
+    io_stall,
+    io_time,
+    straggler_time,
+    timeline_ready_times,
+)
 from scidl.scaling.hardware import Hardware
 
 DDP_FIRST_BUCKET = 2**20
@@ -74,6 +86,27 @@ class StepProfile(BaseModel):
     measured_exposed_comm_s: float | None = Field(
         default=None, ge=0,
         description="median communication per step not hidden behind compute, measured (s)")
+    step_cv: float | None = Field(
+        default=None, ge=0,
+        description="per-rank step-time spread relative to the median (1.4826·MAD/median of "
+        "one rank's step times): the straggler term's σ = step_cv × compute (None: the "
+        "hardware's straggler_cv)")
+    batch_curve: list[tuple[float, float]] | None = Field(
+        default=None,
+        description="(local batch, compute s per step) measured on the profile's device; "
+        "strong scaling reads the compute at the shrunk local batch from it")
+    interference: float | None = Field(
+        default=None, ge=1,
+        description="backward time with concurrent collectives / without (≥ 1; None: the "
+        "hardware's interference)")
+    loader_s: float | None = Field(
+        default=None, ge=0, description="seconds per step the data loader took (one rank)")
+    input_bytes_per_step: float | None = Field(
+        default=None, ge=0, description="bytes of input one rank reads per step")
+    bucket_ready: list[float] | None = Field(
+        default=None,
+        description="recorded bucket timeline: each bucket's ready time as a fraction of "
+        "the backward pass (parallel to bucket_bytes; None: in proportion to bytes)")
 
 
 def per_rank_profile(profile: StepProfile, hw: Hardware, mode: str = "weak"
@@ -162,7 +195,12 @@ def compute_time(profile: StepProfile, hw: Hardware, p: int, mode: str) -> float
         elif profile.device_flops:
             t = profile.compute_s * profile.device_flops / hw.sustained_flops
     if mode == "strong":
-        t /= p
+        b = profile.samples_per_step
+        if profile.batch_curve and p > 1:
+            t *= compute_at_batch(b / p, profile.batch_curve) / compute_at_batch(
+                b, profile.batch_curve)
+        else:
+            t /= p
     if p in hw.compute_slowdown:
         t *= hw.compute_slowdown[p]
     elif hw.concurrent_devices and p > hw.concurrent_devices:
@@ -172,21 +210,21 @@ def compute_time(profile: StepProfile, hw: Hardware, p: int, mode: str) -> float
 
 def exposed_comm(
     t_fwd: float, t_bwd: float, costs: Sequence[float], sizes: Sequence[float], overlap: float,
-    lagged: bool = False,
+    lagged: bool = False, ready_fraction: Sequence[float] | None = None,
 ) -> float:
     """Exposed seconds of bucketed communication overlapped with the backward pass.
 
     ``lagged``: a bucket's result is needed only when the same bucket is ready in the
     next step (one step later), not at the end of this backward pass.
+    ``ready_fraction``: the recorded bucket timeline (see
+    :func:`scidl.scaling.costmodel.timeline_ready_times`).
     """
     total = sum(costs)
     if total <= 0:
         return 0.0
-    all_bytes = sum(sizes) or 1.0
-    done, finish, late = 0.0, 0.0, 0.0
-    for c, s in zip(costs, sizes, strict=True):
-        done += s
-        ready = t_fwd + t_bwd * done / all_bytes
+    finish, late = 0.0, 0.0
+    readies = timeline_ready_times(t_fwd, t_bwd, ready_fraction, sizes)
+    for c, ready in zip(costs, readies, strict=True):
         finish = max(ready, finish) + c
         late = max(late, finish - (t_fwd + t_bwd + ready))
     ideal = late if lagged else max(0.0, finish - (t_fwd + t_bwd))
@@ -233,19 +271,58 @@ def predict_point(
     buckets = comm_buckets(profile, hw, comp)
     sizes = [b for b, _ in buckets]
     costs = [gradient_comm_time(b, p, topo, alg, comp, shapes) for b, shapes in buckets]
-    t_bwd = compute * profile.backward_fraction
-    exposed = exposed_comm(compute - t_bwd, t_bwd, costs, sizes, hw.overlap, comp.lagged)
-    step = compute + exposed
+    terms = step_terms(profile, hw, p, compute, costs, sizes, comp, mode)
     batch = profile.samples_per_step
     samples = batch * p if mode == "weak" else batch
+    step = terms["step_s"]
     return {
         "ranks": p,
         "compute_s": compute,
         "comm_s": sum(costs),
-        "exposed_comm_s": exposed,
-        "step_s": step,
+        **terms,
         "samples_per_s": samples / step,
         "buckets": len(sizes),
+    }
+
+
+def step_terms(profile: StepProfile, hw: Hardware, p: int, compute: float,
+               costs: Sequence[float], sizes: Sequence[float], comp: Compression,
+               mode: str = "weak") -> dict[str, float]:
+    """The step's parts at p ranks besides compute and the collectives' own cost.
+
+    exposed communication (bucket timeline), interference (compute slowed while
+    communication overlaps it), stragglers (the slowest of p ranks), input stall
+    (loader time and file-system contention), their sum with compute as ``step_s``,
+    and ``step_lo_s``/``step_hi_s``: the step with compute at ±1 measured spread.
+    A profile measured on this machine (``measured_here``) brings its spread and
+    interference only to a hardware file calibrated here too; on any other machine
+    the hardware file's ``straggler_cv`` and ``interference`` apply.
+    """
+    t_bwd = compute * profile.backward_fraction
+    own_buckets = comp.fusion_bytes is None and profile.bucket_ready is not None
+    exposed = exposed_comm(compute - t_bwd, t_bwd, costs, sizes, hw.overlap, comp.lagged,
+                           profile.bucket_ready if own_buckets else None)
+    hidden = max(0.0, sum(costs) - exposed)
+    # the spread and interference a profile measured here belong to this machine: on a
+    # machine described by a preset, that machine's own values are used
+    own = not (profile.measured_here and not hw.measured_here)
+    slow = profile.interference if own and profile.interference is not None else hw.interference
+    interference = interference_time(hidden, t_bwd, slow)
+    cv = profile.step_cv if own and profile.step_cv is not None else hw.straggler_cv
+    straggler = straggler_time(p, cv * compute)
+    shrink = p if mode == "strong" else 1
+    io = io_time((profile.loader_s or 0.0) / shrink, (profile.input_bytes_per_step or 0.0) / shrink,
+                 p, hw.fs_bandwidth)
+    stall = io_stall(io, compute)
+    step = compute + exposed + interference + straggler + stall
+    return {
+        "exposed_comm_s": exposed,
+        "interference_s": interference,
+        "straggler_s": straggler,
+        "io_stall_s": stall,
+        "step_s": step,
+        "step_lo_s": step - cv * compute,
+        "step_hi_s": step + cv * compute,
     }
 
 
@@ -265,6 +342,14 @@ def predict_curve(
         pt = predict_point(profile, hw, p, algorithm=algorithm, comp=comp, mode=mode)
         denom = pt["step_s"] if mode == "weak" else p * pt["step_s"]
         pt["efficiency"] = base / denom if denom > 0 else math.nan
+        # band: this p's step one measured spread slower / faster against the median
+        # baseline (E(1) = 1 by definition)
+        scale = 1 if mode == "weak" else p
+        if p == 1:
+            pt["efficiency_lo"] = pt["efficiency_hi"] = pt["efficiency"]
+        else:
+            pt["efficiency_lo"] = base / (scale * pt["step_hi_s"]) if pt["step_hi_s"] > 0 else math.nan
+            pt["efficiency_hi"] = base / (scale * pt["step_lo_s"]) if pt["step_lo_s"] > 0 else math.nan
         out.append(pt)
     return out
 
@@ -290,3 +375,63 @@ def parse_ranks(text: str) -> list[int]:
     if not vals or any(v < 1 for v in vals):
         raise ValueError(f"ranks {text!r}: need positive integers")
     return sorted(set(vals))
+
+
+RECOMMEND_COMMS = ("dense", "hierarchical", "fp16", "bf16", "topk:0.01", "powersgd:4")
+LOSSY = {"topk", "powersgd"}
+
+
+def _layouts(g: int) -> list[int]:
+    """Ranks per node to try: every divisor of the node's device count."""
+    return [d for d in range(1, g + 1) if g % d == 0]
+
+
+def _reason(pt: dict[str, Any], kind: str, alg: str, per_node: int, nodes: int) -> str:
+    step = pt["step_s"] or 1.0
+    parts = [("exposed communication", pt["exposed_comm_s"]),
+             ("stragglers", pt.get("straggler_s", 0.0)),
+             ("interference", pt.get("interference_s", 0.0)),
+             ("input stall", pt.get("io_stall_s", 0.0))]
+    name, worst = max(parts, key=lambda x: x[1])
+    lost = f"{name} {worst / step:.0%} of the step" if worst > 0 else "nothing lost beyond compute"
+    hidden = max(0.0, pt["comm_s"] - pt["exposed_comm_s"])
+    text = (f"{nodes} node(s) x {per_node} rank(s), {alg}: {lost}; "
+            f"{hidden / pt['comm_s']:.0%} of {pt['comm_s'] * 1e3:.3g} ms communication hidden"
+            if pt["comm_s"] > 0 else f"{nodes} node(s) x {per_node} rank(s): no communication")
+    if kind in LOSSY:
+        text += "; lossy compression: check convergence (error feedback)"
+    elif kind in ("fp16", "bf16"):
+        text += "; reduced-precision gradients"
+    return text
+
+
+def recommend(profile: StepProfile, hw: Hardware, p: int, *, mode: str = "weak",
+              comms: Sequence[str] = RECOMMEND_COMMS, algorithm: str | None = None
+              ) -> list[dict[str, Any]]:
+    """Comm strategies × node layouts at ``p`` ranks, best expected efficiency first.
+
+    Layouts place 1…g ranks on each node of ``hw`` (g = its devices per node; fewer
+    ranks per node use more nodes and give each rank more of the node's network). Each
+    entry: ``comm``, ``algorithm``, ``ranks_per_node``, ``nodes``, ``efficiency``,
+    ``step_s`` and a one-line ``reason`` naming the largest cost besides compute.
+    """
+    from scidl.scaling.costmodel import parse_comm
+
+    out = []
+    for spec in comms:
+        comp, forced = parse_comm(spec)
+        alg = forced or algorithm or hw.algorithm
+        for g in _layouts(hw.devices_per_node):
+            if g > p:
+                continue
+            layout = hw.model_copy(update={"devices_per_node": g})
+            pts = predict_curve(profile, layout, [1, p], algorithm=alg, comp=comp, mode=mode)
+            pt = pts[-1]
+            nodes = math.ceil(p / g)
+            out.append({"comm": spec, "algorithm": alg, "ranks_per_node": g, "nodes": nodes,
+                        "efficiency": pt["efficiency"], "step_s": pt["step_s"],
+                        "efficiency_lo": pt["efficiency_lo"], "efficiency_hi": pt["efficiency_hi"],
+                        "reason": _reason(pt, comp.kind, alg, g, nodes)})
+    # ties (same efficiency) go to the denser layout: fewer nodes for the same result
+    out.sort(key=lambda r: (-round(r["efficiency"], 3), r["nodes"], r["comm"] != "dense"))
+    return out

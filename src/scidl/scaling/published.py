@@ -2,20 +2,26 @@
 
 One assumption set per hardware system (:data:`SYSTEMS`: preset, per-device batch,
 gradient precision) and one figure set per model (:data:`MODELS`: forward FLOPs per
-sample, parameters); nothing is fitted per row. The compute time of one step is
-``3·F_fwd·batch / sustained_flops`` (backward ≈ 2× forward), gradients are
-``params·bytes`` reduced in the system's fusion buckets.
+sample, parameters). The compute time of one step is ``3·F_fwd·batch / sustained_flops``
+(backward ≈ 2× forward; the sustained rate the paper reports where it reports one),
+gradients are ``params·bytes`` reduced in the system's fusion buckets.
+
+The only fitted parameter is each system's straggler spread (``straggler_cv``, see
+:func:`scidl.scaling.costmodel.straggler_time`): fitted on the one row a system names
+(``SYSTEMS[...]["fit"]``), then used to predict that system's other rows. Systems with a
+single row get the median of the fitted systems' spreads, so their rows are predictions too.
 """
 
 from __future__ import annotations
 
 import csv
+import statistics
 from pathlib import Path
 from typing import Any
 
 from scidl.scaling.costmodel import Compression
-from scidl.scaling.hardware import load_hardware
-from scidl.scaling.predict import StepProfile, predict_curve
+from scidl.scaling.hardware import Hardware, load_hardware
+from scidl.scaling.predict import StepProfile, predict_point
 
 # Forward FLOPs per sample = 2 × multiply-accumulates (torchvision model docs list MACs as
 # "GFLOPS": inception_v3 5.71, resnet101 7.80, vgg16 15.47, resnet50 4.09 at 224/299 px).
@@ -46,6 +52,24 @@ MODELS: dict[str, dict[str, Any]] = {
         "source": "ASSUMPTION: pre-activation ResNet-1001 at 32x32 px, 3x111 bottleneck "
         "blocks ≈ 1.5 GMAC (counted from He et al. 2016's architecture)",
     },
+    "Tiramisu (climate segmentation)": {
+        "train_flops": 4.2e12, "params_millions": 7.2, "batch": 2,
+        "source": "ASSUMPTION: Kurth et al.'s modified Tiramisu on 1152x768x16 climate images, "
+        "about 4.2 TFLOP per sample for forward+backward, 7.2 M parameters, 2 images per GPU",
+    },
+    "DeepLabv3+ (climate segmentation)": {
+        "train_flops": 14.4e12, "params_millions": 43.7, "batch": 2, "grad": "dense",
+        "source": "ASSUMPTION: Kurth et al.'s DeepLabv3+ on 1152x768x16 climate images, about "
+        "14.4 TFLOP per sample for forward+backward, 43.7 M parameters, 2 images per GPU; "
+        "fp32 gradients (the single-precision run)",
+    },
+    "Transformer (big; NMT)": {
+        "fwd_flops": 2 * 213e6, "params_millions": 213.0, "batch": 4096,
+        "source": "Transformer big, 213 M parameters (Vaswani et al. 2017, Table 3); forward "
+        "FLOPs per token = 2 x parameters (Kaplan et al. 2020); ASSUMPTION: 4,096 tokens per "
+        "process per step (tensor2tensor transformer_big batch_size); embeddings densified "
+        "(sparse_as_dense), so every gradient is allreduced dense",
+    },
     "fully convolutional inverse-problem network": {
         "fwd_flops": None,
         "params_millions": 200.0,
@@ -59,6 +83,7 @@ MODELS: dict[str, dict[str, Any]] = {
 SYSTEMS: dict[str, dict[str, Any]] = {
     "128 servers x 4 Pascal GPUs": {
         "hardware": "horovod_p100_roce", "batch": 64, "grad": "dense", "p100_scale": 9.3 / 10.6,
+        "fit": "Inception V3",
         "why": "tf_cnn_benchmarks --batch_size 64 (Horovod benchmark docs), fp32 gradients; "
         "P100 SXM2 rates x 9.3/10.6 for the PCIe P100",
     },
@@ -69,7 +94,12 @@ SYSTEMS: dict[str, dict[str, Any]] = {
     },
     "Summit (ORNL)": {
         "hardware": "summit", "batch": None, "grad": "fp16",
+        "fit": "DeepLabv3+ (climate segmentation)",
         "why": "fp16 gradients (Laanait et al. train in fp16)",
+    },
+    "Piz Daint (CSCS)": {
+        "hardware": "piz_daint", "batch": 2, "grad": "dense",
+        "why": "one P100 per node, fp32 gradients, Horovod-style allreduce (Kurth et al. 2018)",
     },
     "Intel Xeon cluster (Stampede2 / MareNostrum class)": {
         "hardware": "stampede2_knl", "batch": 32, "grad": "dense", "cores_per_rank": 68,
@@ -78,10 +108,21 @@ SYSTEMS: dict[str, dict[str, Any]] = {
     },
     "Stampede2 (TACC)": {
         "hardware": "stampede2_skx", "batch": 128, "grad": "dense",
+        "fit": "Transformer (big; NMT)@weak",
         "why": "ASSUMPTION: 128 images per node, pure data parallelism (the paper's run is "
-        "hybrid model+data parallel), fp32 gradients",
+        "hybrid model+data parallel), fp32 gradients; processes per node as the paper ran "
+        "them (the node's FLOP/s shared among them)",
     },
 }
+
+
+def _row_key(row: dict[str, str]) -> str:
+    return f"{row['model']}@{row.get('scaling') or 'weak'}"
+
+
+def _fits(sys_cfg: dict[str, Any], row: dict[str, str]) -> bool:
+    want = sys_cfg.get("fit")
+    return want is not None and want in (row["model"], _row_key(row))
 
 
 def _ranks(text: str, sys_cfg: dict[str, Any]) -> int:
@@ -97,6 +138,18 @@ def _efficiency(text: str, ranks: int) -> tuple[float, str]:
     return float(t), t
 
 
+def _row_hardware(row: dict[str, str], sys_cfg: dict[str, Any]) -> Hardware:
+    """The system's preset, with the row's processes per node sharing a one-rank-per-node
+    CPU preset's FLOP/s (Cavdar et al. ran 2 and 4 MPI processes per Stampede2 node)."""
+    hw = load_hardware(sys_cfg["hardware"])
+    ppn = int(row.get("devices_per_node") or 1)
+    if hw.devices_per_node == 1 and ppn > 1:
+        assert hw.sustained_flops
+        hw = hw.model_copy(update={"devices_per_node": ppn,
+                                   "sustained_flops": hw.sustained_flops / ppn})
+    return hw
+
+
 def row_profile(
     row: dict[str, str], use_measured: bool = True
 ) -> tuple[StepProfile, dict[str, Any]]:
@@ -104,17 +157,25 @@ def row_profile(
 
     With ``use_measured`` the compute time comes from a published single-GPU throughput
     where the model has one on the system's device; otherwise from FLOPs and the
-    system's sustained FLOP/s.
+    sustained FLOP/s (the row's ``sustained_tflops`` where the paper reports its rate,
+    else the preset's). Strong-scaling rows hold the whole global batch at p = 1.
     """
     sys_cfg = SYSTEMS[row["system"]]
     model = MODELS[row["model"]]
-    hw = load_hardware(sys_cfg["hardware"])
+    hw = _row_hardware(row, sys_cfg)
     params_m = float(row["params_millions"]) if row["params_millions"] else model["params_millions"]
-    batch = sys_cfg["batch"] or 1
+    batch = model.get("batch") or sys_cfg["batch"] or 1
+    if (row.get("scaling") or "weak") == "strong" and row.get("global_batch"):
+        batch = int(float(row["global_batch"]))
     rates = model.get("p100_img_s", {})
+    sustained = float(row["sustained_tflops"]) * 1e12 if row.get("sustained_tflops") else None
+    if sustained:
+        hw = hw.model_copy(update={"sustained_flops": sustained})
     basis = "flops"
-    if model["fwd_flops"] is not None:
-        flops = 3 * model["fwd_flops"] * batch
+    train_flops = model.get("train_flops") or (
+        3 * model["fwd_flops"] if model.get("fwd_flops") is not None else None)
+    if train_flops is not None:
+        flops = train_flops * batch
         assert hw.sustained_flops
         compute = flops / hw.sustained_flops
         if use_measured and "p100_scale" in sys_cfg and batch in rates:
@@ -130,22 +191,32 @@ def row_profile(
     return prof, {**info, "basis": basis}
 
 
-def predict_row(row: dict[str, str], use_measured: bool = True) -> dict[str, Any]:
-    """Predicted vs reported efficiency for one CSV row."""
+def predict_row(row: dict[str, str], use_measured: bool = True, straggler_cv: float = 0.0
+                ) -> dict[str, Any]:
+    """Predicted vs reported efficiency for one CSV row, the system's straggler spread
+    ``straggler_cv`` given."""
     prof, info = row_profile(row, use_measured)
     hw, sys_cfg = info["hardware"], info["system"]
-    comp = Compression("fp16", value_bytes=2) if sys_cfg["grad"] == "fp16" else Compression()
+    hw = hw.model_copy(update={"straggler_cv": straggler_cv})
+    grad = info["model"].get("grad", sys_cfg["grad"])
+    comp = Compression("fp16", value_bytes=2) if grad == "fp16" else Compression()
+    mode = row.get("scaling") or "weak"
+    mode = "strong" if mode == "strong" else "weak"
     ranks = _ranks(row["ranks"], sys_cfg)
-    base = 8 if row["source"].startswith("Goyal") else 1  # Goyal quote: from 8 to 256 GPUs
-    pts = predict_curve(prof, hw, [base, ranks], comp=comp, mode="weak")
-    pred = pts[1]["step_s"] and pts[0]["step_s"] / pts[1]["step_s"]
+    base = int(row.get("baseline_ranks") or (8 if row["source"].startswith("Goyal") else 1))
+    pts = [predict_point(prof, hw, q, comp=comp, mode=mode) for q in (base, ranks)]
+    scale = ranks / base if mode == "strong" else 1.0
+    pred = pts[0]["step_s"] / (scale * pts[1]["step_s"])
     reported, rep_text = _efficiency(row["reported_efficiency"], ranks)
     return {
         "source": row["source"], "system": row["system"], "model": row["model"],
-        "ranks": ranks, "hardware": hw.name, "algorithm": hw.algorithm,
-        "batch_per_rank": prof.samples_per_step, "params_millions": info["params_m"],
+        "ranks": ranks, "hardware": hw.name, "algorithm": hw.algorithm, "scaling": mode,
+        "batch_per_rank": prof.samples_per_step if mode == "weak"
+        else round(prof.samples_per_step / ranks),
+        "params_millions": info["params_m"],
         "compute_s": pts[1]["compute_s"], "comm_s": pts[1]["comm_s"],
-        "exposed_comm_s": pts[1]["exposed_comm_s"], "step_s": pts[1]["step_s"],
+        "exposed_comm_s": pts[1]["exposed_comm_s"], "straggler_s": pts[1]["straggler_s"],
+        "step_s": pts[1]["step_s"], "straggler_cv": straggler_cv,
         "predicted": pred, "reported": reported, "reported_text": rep_text,
         "baseline_ranks": base, "delta_points": 100 * (pred - reported),
         "compute_basis": info["basis"],
@@ -153,11 +224,47 @@ def predict_row(row: dict[str, str], use_measured: bool = True) -> dict[str, Any
     }
 
 
+def fit_straggler_cv(row: dict[str, str], use_measured: bool = True) -> float:
+    """The straggler spread σ/step that makes the model reproduce ``row``'s reported
+    efficiency (bisection; 0 where the model without stragglers is already below it)."""
+    target = predict_row(row, use_measured)["reported"]
+    lo, hi = 0.0, 0.5
+    if predict_row(row, use_measured, 0.0)["predicted"] <= target:
+        return 0.0
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        if predict_row(row, use_measured, mid)["predicted"] > target:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
 def read_rows(path: str | Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
 
-def validate(path: str | Path, use_measured: bool = True) -> list[dict[str, Any]]:
-    """Predictions for every row of the published-scaling CSV at ``path``."""
-    return [predict_row(r, use_measured) for r in read_rows(path)]
+def validate(path: str | Path, use_measured: bool = True,
+             more: str | Path | None = None) -> list[dict[str, Any]]:
+    """Predictions for every row of the published-scaling CSV at ``path`` (and of the
+    rows in ``more``): each system's straggler spread fitted on its ``fit`` row, the
+    median of those for systems without one. Each row says whether it was the fitted
+    one (``role``: ``fit``) or a prediction."""
+    rows = read_rows(path) + (read_rows(more) if more else [])
+    fitted: dict[str, float] = {}
+    for r in rows:
+        sys_cfg = SYSTEMS[r["system"]]
+        if _fits(sys_cfg, r) and r["system"] not in fitted:
+            fitted[r["system"]] = fit_straggler_cv(r, use_measured)
+    pooled = statistics.median(fitted.values()) if fitted else 0.0
+    out = []
+    for r in rows:
+        cv = fitted.get(r["system"], pooled)
+        res = predict_row(r, use_measured, cv)
+        res["role"] = "fit" if _fits(SYSTEMS[r["system"]], r) else "predicted"
+        res["cv_source"] = ("fitted on this row" if res["role"] == "fit" else
+                            f"fitted on the {SYSTEMS[r['system']]['fit']} row"
+                            if r["system"] in fitted else "median of the fitted systems")
+        out.append(res)
+    return out

@@ -1,0 +1,133 @@
+"""One-node calibration (`scidl profile`) and `scidl predict --recommend`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from scidl.scaling.calibrate import (
+    BackwardTimeline,
+    batch_bytes,
+    measure_interference,
+    robust_cv,
+    time_steps,
+)
+from scidl.scaling.hardware import load_hardware
+from scidl.scaling.predict import StepProfile, recommend
+
+
+def test_robust_cv_hand_computed():
+    # median 1.0; |dev| = 0.1, 0, 0.1, 0, 5 → MAD 0.1 → 1.4826·0.1/1.0 (the 6.0 outlier
+    # does not move it)
+    assert robust_cv([0.9, 1.0, 1.1, 1.0, 6.0]) == pytest.approx(0.14826)
+    assert robust_cv([1.0, 1.0]) == 0.0
+
+
+def test_batch_bytes():
+    assert batch_bytes((torch.zeros(4, 3), torch.zeros(4, dtype=torch.int64))) == 48 + 32
+    assert batch_bytes({"x": torch.zeros(2)}) == 8
+
+
+def _tiny() -> tuple[nn.Module, object]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(),
+                          nn.Linear(64, 1))
+
+    def loss(m: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        return m(batch).pow(2).mean()
+
+    return model, loss
+
+
+def _batches(n: int = 32):
+    while True:
+        yield torch.randn(n, 8)
+
+
+def test_bucket_timeline_is_ordered_and_ends_at_the_backward_end():
+    model, loss = _tiny()
+    tl = BackwardTimeline(model)
+    out = loss(model, torch.randn(16, 8))
+    import time
+
+    t0 = time.perf_counter()
+    out.backward()
+    t1 = time.perf_counter()
+    # a cap of one layer's weights: several buckets, in backward order
+    fr = tl.bucket_fractions(t0, t1, cap=64 * 64 * 4)
+    tl.close()
+    assert len(fr) >= 2
+    assert all(0.0 <= f <= 1.0 for f in fr)
+    assert fr == sorted(fr)
+
+
+def test_time_steps_reports_every_part():
+    model, loss = _tiny()
+    r = time_steps(model, loss, _batches(), 4, cap=1e9)
+    for k in ("loader_s", "fwd_s", "bwd_s", "opt_s", "compute_s", "step_cv", "in_bytes"):
+        assert r[k] >= 0
+    assert r["in_bytes"] == 32 * 8 * 4
+    assert len(r["bucket_ready"]) == 1
+
+
+@pytest.mark.timeout(120)
+def test_interference_measured_against_a_concurrent_allreduce():
+    torch.set_num_threads(1)
+    model, loss = _tiny()
+    alone, busy, slow = measure_interference(model, loss, _batches(), 4)
+    assert alone > 0 and busy > 0
+    assert slow >= 1.0
+
+
+def test_recommend_ranks_and_explains():
+    hw = load_hardware("horovod_p100_roce")
+    prof = StepProfile(compute_s=0.3, grad_bytes=4 * 138e6, samples_per_step=64)
+    ranked = recommend(prof, hw, 512, comms=("dense", "fp16", "topk:0.01"))
+    effs = [r["efficiency"] for r in ranked]
+    assert effs == sorted(effs, reverse=True)
+    assert {r["ranks_per_node"] for r in ranked} == {1, 2, 4}
+    # comm-bound VGG-like model on 25 Gbit/s: halving the bytes beats dense fp32
+    best_fp16 = max(r["efficiency"] for r in ranked if r["comm"] == "fp16")
+    best_dense = max(r["efficiency"] for r in ranked if r["comm"] == "dense")
+    assert best_fp16 > best_dense
+    assert all(r["reason"] for r in ranked)
+    assert any("lossy" in r["reason"] for r in ranked if r["comm"].startswith("topk"))
+
+
+@pytest.mark.timeout(300)
+def test_profile_then_predict_recommend_cli(tmp_path, capsys):
+    from scidl.cli import main
+    from scidl.scaling.profile import load_profile
+
+    out = tmp_path / "prof"
+    rc = main(["profile", "digits", "--max-steps", "3", "--batches", "8,16", "--no-interference",
+               "--out", str(out), "train.batch_size=16", f"log.root={tmp_path}"])
+    assert rc == 0
+    prof = load_profile(out / "profile.yaml")
+    assert prof.batch_curve and [b for b, _ in prof.batch_curve] == [8.0, 16.0]
+    assert prof.step_cv is not None and prof.loader_s is not None and prof.bucket_ready
+    pred = tmp_path / "pred"
+    rc = main(["predict", "--profile", str(out / "profile.yaml"), "--hardware", "summit",
+               "--ranks", "1,6,12", "--recommend", "--compute-s", "0.1", "--out", str(pred)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "E band" in text and "recommended at 12 ranks" in text
+    data = json.loads((pred / "prediction.json").read_text())
+    assert data["recommend"] and data["recommend"][0]["reason"]
+    pt = data["curves"]["dense (two-level:rabenseifner)"][-1]
+    assert pt["efficiency_lo"] <= pt["efficiency"] <= pt["efficiency_hi"]
+    # this machine's spread does not travel to Summit, --compute-s or not
+    assert pt["straggler_s"] == 0.0 and data["curves"]["dense (two-level:rabenseifner)"][0][
+        "efficiency_lo"] == 1.0
+
+
+def test_profile_bad_batches_is_one_line_error(tmp_path, capsys):
+    from scidl.cli import main
+
+    rc = main(["profile", "digits", "--batches", "a,b", "--out", str(tmp_path)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--batches" in err and "Traceback" not in err
