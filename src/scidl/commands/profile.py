@@ -62,8 +62,9 @@ def run(args: argparse.Namespace) -> int:
           f"spread σ/step {prof.step_cv:.3f}")
     print("batch-efficiency curve: " + ", ".join(
         f"b={b:g}: {t * 1e3:.3g} ms ({b / t:.4g} samples/s)" for b, t in prof.batch_curve or []))
-    print(f"loader {prof.loader_s * 1e3:.3g} ms per step, {prof.input_bytes_per_step:.0f} "
-          "input bytes per step")
+    if prof.loader_s is not None:
+        print(f"loader {prof.loader_s * 1e3:.3g} ms per step, {prof.input_bytes_per_step:.0f} "
+              "input bytes per step")
     if prof.bucket_ready:
         print(f"{len(prof.bucket_ready)} gradient buckets ready at "
               + ", ".join(f"{f:.2f}" for f in prof.bucket_ready) + " of the backward pass")

@@ -19,6 +19,7 @@ Every function returns plain numbers; :func:`measure_profile` assembles a
 
 from __future__ import annotations
 
+import datetime
 import statistics
 import threading
 import time
@@ -139,14 +140,16 @@ def time_steps(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tenso
 
 # ----------------------------------------------------------------------- interference
 
+_TIMEOUT = datetime.timedelta(seconds=120)  # a partner that died: an error, not a hang
+
 def _partner(addr: str, port: int, numel: int) -> None:  # pragma: no cover - subprocess
     torch.set_num_threads(1)
     store = torch.distributed.TCPStore(addr, port, 2, False)
-    pg = torch.distributed.ProcessGroupGloo(store, 1, 2)
+    pg = torch.distributed.ProcessGroupGloo(store, 1, 2, _TIMEOUT)
     buf = torch.zeros(numel)
     while True:
         buf[0] = 0.0
-        pg.allreduce([buf]).wait()
+        pg.allreduce([buf]).wait()  # type: ignore[attr-defined]
         if buf[0] > 0.5:
             return
 
@@ -166,7 +169,7 @@ class ConcurrentAllreduce:
         self.proc = mp.get_context("spawn").Process(
             target=_partner, args=("127.0.0.1", port, numel), daemon=True)
         self.proc.start()
-        self.pg = torch.distributed.ProcessGroupGloo(self.store, 0, 2)
+        self.pg = torch.distributed.ProcessGroupGloo(self.store, 0, 2, _TIMEOUT)
         self.buf = torch.zeros(numel)
         self._run = threading.Event()
         self._stop = False
@@ -177,7 +180,7 @@ class ConcurrentAllreduce:
         while True:
             self._run.wait()
             self.buf[0] = 1.0 if self._stop else 0.0
-            self.pg.allreduce([self.buf]).wait()
+            self.pg.allreduce([self.buf]).wait()  # type: ignore[attr-defined]
             if self._stop:
                 return
 
