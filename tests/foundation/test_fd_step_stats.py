@@ -1,5 +1,6 @@
 """The trainer's per-step NaN/Inf check and backward seed (``scidl.train.step_stats``)."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -117,3 +118,38 @@ def test_pending_losses_launch_without_waiting_and_fill_rows_in_order(tmp_path):
         assert second["loss"] == 4.0 and len(p) == 0
     finally:
         dist.destroy_process_group()
+
+
+def test_rows_up_to_a_checkpoint_are_written_before_a_later_crash(tmp_path):
+    """The loss of a row is read one logged row later; a checkpoint writes the rows first,
+    so a run that dies after it has every row up to the checkpoint (resume continues them)."""
+    import json
+    from pathlib import Path
+
+    from torch.utils.data import TensorDataset
+
+    import scidl
+    from scidl.runtime.dist import distributed_context
+    from scidl.train.trainer import Trainer
+    from scidl.workloads import Task
+
+    calls = {"n": 0}
+
+    def loss(m, b):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("node lost")
+        return nn.functional.mse_loss(m(b[0]), b[1])
+
+    x = torch.randn(64, 4)
+    task = Task(model=nn.Linear(4, 1), train_data=TensorDataset(x, x[:, :1]), loss=loss,
+                evaluate=lambda m, d: {}, val_data=None)
+    cfg = scidl.load_config("admissions", overrides=[
+        "train.max_steps=6", "train.batch_size=8", "train.log_every=1", "checkpoint.every_steps=2",
+        "log.tensorboard=false", "log.progress=false", f"log.run_dir={tmp_path}"])
+    with distributed_context() as dctx:
+        tr = Trainer(cfg, task, dctx, Path(tmp_path))
+        with pytest.raises(RuntimeError, match="node lost"):
+            tr.fit()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all(r["loss"] is not None for r in rows)

@@ -527,6 +527,7 @@ class Trainer:
         if self._should_checkpoint(end_epoch) and self.step < self.total_steps \
                 and self.stop_reason is None:  # the final checkpoint follows
             self._last_ckpt_step = self.step
+            self._flush_losses()  # every row up to the checkpoint is written before it
             self.save()
 
     def _log_ready(self) -> dict[str, float] | None:
