@@ -112,3 +112,13 @@ def test_run_outside_a_terminal_prints_folder_first_then_progress_lines(tmp_path
     assert out[-3].startswith("admissions: mse =") and out[-2].startswith("best: mse ")
     assert [ln for ln in out if ln.startswith("run folder:")] == [out[0]]
     assert out[-1] == f"results: {run_dir / 'summary.json'} · report: scidl report {run_dir}"
+
+
+def test_first_progress_line_shows_the_loss(tmp_path, capsys):
+    # the loss is averaged over ranks at logged steps only; before, the lines until step
+    # train.log_every (the demo's first one, at step 1) showed no loss
+    assert main(["train", "admissions", f"log.root={tmp_path}", "train.max_steps=3",
+                 "train.log_every=50", "log.every_s=0.000001", "log.tensorboard=false",
+                 "dist.nproc=1"]) == 0
+    first = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("step 1/3"))
+    assert " loss " in first, first

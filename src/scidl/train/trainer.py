@@ -503,8 +503,9 @@ class Trainer:
             ev = self.evaluate()
             row.update({f"eval/{k}": v for k, v in ev.items()})
             self._track_best(ev)
-        if self.step % self.cfg.train.log_every == 0 or eval_due or self.step == self.total_steps:
-            self._losses.resolve()  # the same steps on every rank
+        if self.step % self.cfg.train.log_every == 0 or eval_due or self.step == self.total_steps \
+                or self.step == 1:  # the same steps on every rank; step 1: the first progress line
+            self._losses.resolve()
         if self._logger and (self.step % self.cfg.train.log_every == 0 or "eval/" in "".join(row)
                              or self.step == self.total_steps):
             self._logger.log(row)
