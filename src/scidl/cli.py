@@ -71,6 +71,18 @@ def _one_line_warning(message: Warning | str, category: type[Warning], filename:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``scidl`` command; ``argv`` None: this process's command line, and the process
+    exits when the command returns (its exit skips the garbage collector's passes)."""
+    try:
+        return _main(argv)
+    finally:
+        if argv is None:
+            from scidl.runtime.teardown import freeze_for_exit
+
+            freeze_for_exit()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     # key=value overrides may come after options (`scidl train digits --nproc 2 a.b=1`).
     args, unknown = parser.parse_known_args(argv)

@@ -92,7 +92,10 @@ def test_summary_printed_by_rank_0_only_under_a_launcher(rank, monkeypatch, caps
     assert main(["train", "admissions", "-q"]) == 0
     out = capsys.readouterr().out.splitlines()
     if rank == "0":
-        assert out[0] == "run folder: /tmp/fake-run" and out[-1].startswith("admissions: mse =")
+        assert out[0] == "run folder: /tmp/fake-run" and out[-2].startswith("admissions: mse =")
+        # the folder is named once at the start; the last line points into it
+        assert out.count("run folder: /tmp/fake-run") == 1
+        assert out[-1] == "results: /tmp/fake-run/summary.json · report: scidl report /tmp/fake-run"
     else:
         assert out == []
 
@@ -106,4 +109,16 @@ def test_run_outside_a_terminal_prints_folder_first_then_progress_lines(tmp_path
     steps = [ln.split()[1] for ln in out if ln.startswith("step ")]
     assert steps == ["1/3", "2/3", "3/3"]
     assert all("samples/s" in ln and "lr " in ln for ln in out if ln.startswith("step 2"))
-    assert out[-2].startswith("admissions: mse =") and out[-1].startswith("best: mse ")
+    assert out[-3].startswith("admissions: mse =") and out[-2].startswith("best: mse ")
+    assert [ln for ln in out if ln.startswith("run folder:")] == [out[0]]
+    assert out[-1] == f"results: {run_dir / 'summary.json'} · report: scidl report {run_dir}"
+
+
+def test_first_progress_line_shows_the_loss(tmp_path, capsys):
+    # the loss is averaged over ranks at logged steps only; before, the lines until step
+    # train.log_every (the demo's first one, at step 1) showed no loss
+    assert main(["train", "admissions", f"log.root={tmp_path}", "train.max_steps=3",
+                 "train.log_every=50", "log.every_s=0.000001", "log.tensorboard=false",
+                 "dist.nproc=1"]) == 0
+    first = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("step 1/3"))
+    assert " loss " in first, first

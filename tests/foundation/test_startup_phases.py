@@ -60,7 +60,7 @@ def _train(tmp_path: Path, *extra: str) -> list[str]:
 def test_phase_lines_in_order_once_before_the_first_progress_line(tmp_path):
     out = _train(tmp_path, "dist.nproc=2")
     phases = ["starting 2 processes…",
-              building_line("burgers", "reference solution, 64 collocation points"),
+              building_line("burgers", "64 collocation points"),
               SETUP, FIRST_STEP]
     first_progress = next(i for i, ln in enumerate(out) if ln.startswith("step "))
     # each once (rank 0 only), in order, all before the first progress line

@@ -11,6 +11,7 @@ from scidl.parallel.pipeline import (
     check_sizes,
     measure_block_costs,
     stage_costs,
+    stage_find_unused,
 )
 from scidl.parallel.plan import ParallelDims
 
@@ -76,3 +77,25 @@ def test_resnet_family_and_costs():
     costs = measure_block_costs(list(net.children()), torch.randn(4, 1, 8, 8), repeats=1)
     assert len(costs) == 8 and all(c.time_s > 0 and c.activation_bytes > 0 for c in costs)
     assert costs[-1].param_bytes > 0
+
+
+class _WithSpareHead(nn.Module):
+    """A block with a parameter its forward never uses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.used, self.spare = nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.used(x)
+
+
+def test_unused_parameters_are_found_per_block_and_decide_the_stage():
+    frozen = nn.Linear(4, 4).requires_grad_(False)  # frozen is not unused
+    blocks = [nn.Linear(4, 4), _WithSpareHead(), frozen, nn.Linear(4, 1)]
+    costs = measure_block_costs(blocks, torch.randn(3, 4), repeats=1)
+    assert [c.unused for c in costs] == [[], ["spare.weight", "spare.bias"], [], []]
+    assert all(p.grad is None for b in blocks for p in b.parameters())  # blocks untouched
+    assert stage_find_unused("auto", costs[:1]) is False  # the happy path: no search
+    assert stage_find_unused("auto", costs[:2]) is True
+    assert stage_find_unused(True, costs[:1]) is True and stage_find_unused(False, costs[:2]) is False

@@ -150,3 +150,21 @@ def test_ddp_gradients_match_parameter_layout(tmp_path, hard):
             assert p.grad is not None and p.grad.stride() == p.stride()
     finally:
         dist.destroy_process_group()
+
+
+def test_reference_solution_is_built_at_first_evaluation_only(monkeypatch):
+    import scidl.workloads.burgers.workload as wl
+
+    calls = []
+
+    def counted(*args):
+        calls.append(args)
+        return reference_grid(*args)
+
+    monkeypatch.setattr(wl, "reference_grid", counted)
+    cfg, task = _tiny_task()
+    assert calls == []  # building (every rank) does not solve Cole–Hopf
+    assert "xt" in task.val_data and set(task.val_data) == {"xt", "u", "away"} and calls == []
+    first = task.evaluate(task.model, task.val_data)
+    assert len(calls) == 1 and task.val_data["xt"].shape == (64 * 21, 2)
+    assert task.evaluate(task.model, task.val_data) == first and len(calls) == 1

@@ -136,6 +136,11 @@ class CommStrategy(abc.ABC):
     def reduce(self, bucket: Bucket) -> Future[torch.Tensor]:
         """Return a future of the averaged flat gradient of ``bucket`` (all ranks)."""
 
+    def count_sync(self) -> None:
+        """A gradient reduction was prepared outside DDP's forward (a pipeline stage does
+        it before its last backward). Strategies that count in their hook ignore it."""
+        return None
+
     def end_step(self) -> dict[str, float]:
         """Close the step's accounting and return its counters (bytes, seconds)."""
         self._inflight.clear()

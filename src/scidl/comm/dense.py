@@ -70,6 +70,10 @@ class DenseAllreduce(CommStrategy):
         if torch.is_grad_enabled() and module.require_backward_grad_sync:
             self._syncs += 1
 
+    def count_sync(self) -> None:
+        if self.builtin is not None:
+            self._syncs += 1
+
     def reduce(self, bucket: Bucket) -> Future[torch.Tensor]:
         buf = bucket.buffer
         buf.div_(self.world)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ def error_field_from_run(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, l
         raise UserError(f"{run} has no good checkpoint")
     task = get_workload(cfg.workload).build(cfg.task_config(), BuildContext(seed=cfg.train.seed))
     val = task.val_data
-    if not (isinstance(val, dict) and "xt" in val and "u" in val):
+    if not (isinstance(val, Mapping) and "xt" in val and "u" in val):
         raise UserError(f"workload {cfg.workload!r} has no reference grid (val_data xt/u)")
     task.model.load_state_dict(good.load("state.pt")["model"])
     task.model.eval()

@@ -155,7 +155,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     name, value = result.headline
     s = result.summary
-    print(f"run folder: {result.run_dir}")
     shown = f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
     print(
         f"{cfg.workload_label()}: {name} = {shown} after {s['steps']} steps on {s['world_size']} "
@@ -165,7 +164,14 @@ def run(args: argparse.Namespace) -> int:
     line = best_final_line(s)
     if line:
         print(line)
+    print(results_line(result.run_dir))
     return 0
+
+
+def results_line(run_dir: Path) -> str:
+    """The last line of ``scidl train``: where the results are and how to see them (the
+    run folder's own line opened the output)."""
+    return f"results: {run_dir / 'summary.json'} · report: scidl report {run_dir}"
 
 
 def best_final_line(summary: Mapping[str, Any]) -> str | None:

@@ -23,7 +23,8 @@ class ParallelConfig(BaseModel):
             leaves a parameter without a gradient on every rank; then the step is redone
             with the search on and a one-line hint is printed. ``true``: always search
             (costs a graph traversal per step); ``false``: never (such a model fails).
-            Pipeline stages always search.
+            Pipeline stages: ``auto`` searches in a stage whose blocks left a trainable
+            parameter without a gradient in the cost measurement.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)

@@ -22,7 +22,7 @@ import resource
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BlockCost", "PipelineError", "PipelinePlan", "PipelineStages", "StageModule", "apply_pipeline",
     "balance", "blocks_of", "check_sizes", "gather_full_state", "measure_block_costs", "stage_costs",
+    "stage_find_unused",
 ]
 
 
@@ -57,11 +58,13 @@ class PipelineError(ValueError):
 
 @dataclass
 class BlockCost:
-    """Measured cost of one block on the sample microbatch."""
+    """Measured cost of one block on the sample microbatch, and the names of its trainable
+    parameters that got no gradient there (``unused``)."""
 
     time_s: float
     activation_bytes: int
     param_bytes: int
+    unused: list[str] = field(default_factory=list)
 
 
 def blocks_of(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -108,9 +111,10 @@ def measure_block_costs(blocks: list[nn.Module], sample: torch.Tensor, repeats: 
             torch.stack([t.float().sum() for t in _tensors(out)]).sum().backward()
             if r:  # the first pass warms caches
                 times.append(time.perf_counter() - t0)
+        unused = [n for n, p in block.named_parameters() if p.requires_grad and p.grad is None]
         block.zero_grad(set_to_none=True)
         params = sum(p.numel() * p.element_size() for p in block.parameters())
-        costs.append(BlockCost(sorted(times)[len(times) // 2], saved, params))
+        costs.append(BlockCost(sorted(times)[len(times) // 2], saved, params, unused))
         with torch.no_grad():
             x = block(x)
     return costs
@@ -249,10 +253,11 @@ def apply_pipeline(model: nn.Module, mesh: DeviceMesh, cfg: ParallelConfig, *, l
                    ddp_kwargs: dict[str, Any]) -> PipelineStages:
     """Cut ``model`` into ``mesh["pp"]`` stages and keep this rank's (all ranks).
 
-    The stage is wrapped in DDP over the mesh's ``dp`` group (``find_unused_parameters``
-    on: it turns off DDP's bucket rebuild after the first step, whose bookkeeping
-    double-counts parameters when one step runs M backwards) with ``strategy`` as its
-    communication hook, and scheduled over the ``pp`` group.
+    The stage is wrapped in DDP over the mesh's ``dp`` group with ``strategy`` as its
+    communication hook, and scheduled over the ``pp`` group. DDP searches for unused
+    parameters only where it must: ``cfg.find_unused_parameters`` true/false, or with
+    ``auto`` when a block of this stage left a trainable parameter without a gradient in
+    the cost measurement (:func:`stage_find_unused`).
     """
     from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
@@ -270,12 +275,21 @@ def apply_pipeline(model: nn.Module, mesh: DeviceMesh, cfg: ParallelConfig, *, l
         sizes = balance(times, stages)
     start = sum(sizes[:stage])
     module = StageModule(OrderedDict(named[start:start + sizes[stage]])).to(device)
-    ddp = DDP(module, process_group=mesh.get_group("dp"), find_unused_parameters=True, **ddp_kwargs)
+    find_unused = stage_find_unused(cfg.find_unused_parameters, costs[start:start + sizes[stage]])
+    ddp = DDP(module, process_group=mesh.get_group("dp"), find_unused_parameters=find_unused, **ddp_kwargs)
     pipe_stage = PipelineStage(ddp, stage, stages, device, group=mesh.get_group("pp"))
     sched = ScheduleGPipe if cfg.schedule == "gpipe" else Schedule1F1B
     schedule = sched(pipe_stage, n_microbatches=cfg.microbatches, loss_fn=loss_fn)
     strategy.install(ddp, mesh.get_group("dp"))
     return PipelineStages(module, ddp, schedule, stage, stages, costs, sizes)
+
+
+def stage_find_unused(setting: bool | str, costs: list[BlockCost]) -> bool:
+    """DDP's ``find_unused_parameters`` for a stage made of the blocks measured in ``costs``:
+    the explicit setting, or with ``auto`` whether any of them has an unused parameter."""
+    if isinstance(setting, bool):
+        return setting
+    return any(c.unused for c in costs)
 
 
 def sample_microbatch(task: Task, batch_size: int) -> torch.Tensor:
@@ -297,9 +311,9 @@ class PipelinePlan(ParallelPlan):
 
     def __init__(self, dims: ParallelDims, mesh: DeviceMesh, stages: PipelineStages,
                  device: torch.device, precision: str, par: ParallelConfig, optimizer_name: str,
-                 full_model: nn.Module | None) -> None:
+                 full_model: nn.Module | None, strategy: CommStrategy | None = None) -> None:
         super().__init__(dims, mesh, stages.module, stages.ddp, device, precision)
-        self.stages, self.par = stages, par
+        self.stages, self.par, self.strategy = stages, par, strategy
         self._optimizer_name, self._full_model = optimizer_name, full_model
 
     @classmethod
@@ -315,7 +329,7 @@ class PipelinePlan(ParallelPlan):
         stages = apply_pipeline(task.model, mesh, par, loss_fn=task.criterion, device=device,
                                 sample=sample, strategy=strategy, ddp_kwargs=ddp_kwargs)
         full = task.model if dist.get_rank() == 0 else None  # only rank 0 evaluates
-        return cls(dims, mesh, stages, device, cfg.train.precision, par, cfg.optim.name, full)
+        return cls(dims, mesh, stages, device, cfg.train.precision, par, cfg.optim.name, full, strategy)
 
     def forward_backward(self, micro: list[Any]) -> torch.Tensor:
         """One pipelined step on ``(x, y)`` (train.grad_accum is 1: ``micro`` is one batch);
@@ -326,13 +340,19 @@ class PipelinePlan(ParallelPlan):
                                 f"parallel.microbatches={self.par.microbatches}")
         losses: list[torch.Tensor] = []
         st = self.stages
-        with self.autocast():
+        # One gradient reduction per step: the stage prepares DDP's reducer itself before
+        # its last backward. DDP's forward must not prepare it too; the schedule's shape
+        # pass (first step) calls the stage outside no_sync, which would reduce the first
+        # microbatch's partial gradients as well and count them into the bucket rebuild.
+        with self.autocast(), st.ddp.no_sync():
             if st.stage == 0:
                 st.schedule.step(x)
             elif st.is_last:
                 st.schedule.step(target=y, losses=losses)
             else:
                 st.schedule.step()
+        if self.strategy is not None:
+            self.strategy.count_sync()
         if st.is_last:
             return torch.stack([loss.detach().float() for loss in losses]).mean()
         return torch.zeros((), device=self.device)

@@ -208,12 +208,15 @@ def _local_worker(*args: Any) -> dict[str, Any]:
     """Entry point of each process :func:`run` starts: :func:`train_process`, with user
     errors reported as a message instead of a traceback, and warnings as one line each."""
     from scidl.cli import _one_line_warning
+    from scidl.runtime.teardown import freeze_for_exit
 
     warnings.showwarning = _one_line_warning
     try:
         return train_process(*args)
     except USER_ERRORS as e:
         exit_with_user_error(e)
+    finally:  # this process only exits from here on
+        freeze_for_exit()
 
 
 def _launch_local(cfg: RunConfig, resume: bool, task_factory: TaskFactory | None,

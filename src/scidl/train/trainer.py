@@ -513,12 +513,16 @@ class Trainer:
             ev = self.evaluate()
             row.update({f"eval/{k}": v for k, v in ev.items()})
             self._track_best(ev)
-        if self.step % self.cfg.train.log_every == 0 or eval_due or self.step == self.total_steps:
-            # the same steps on every rank; the loss arrives by the next due row
+        due = self.step % self.cfg.train.log_every == 0 or eval_due or self.step == self.total_steps
+        if due or self.step == 1:  # the same steps on every rank; step 1: the first progress line
+            # the loss arrives by the next due row (at once at the first and the last step)
             self._losses.launch()
-            self._losses.collect(wait=self.step == self.total_steps)
-            self._due_rows.append(row)
+            self._losses.collect(wait=self.step in (1, self.total_steps))
+            if due:
+                self._due_rows.append(row)
         shown = self._log_ready()
+        if shown is None and self.step == 1 and row["loss"] is not None:
+            shown = progress_fields(row, self.task.headline)
         for cb in self.callbacks:
             if isinstance(cb, OnStepEnd):
                 cb.on_step_end(self, row)

@@ -123,5 +123,5 @@ class Workload(abc.ABC):
 
     def build_note(self, cfg: WorkloadConfig) -> str:
         """What :meth:`build` spends its time on, for the start-up line ``building NAME
-        (note)…`` (e.g. ``reference solution, 8000 collocation points``); empty: none."""
+        (note)…`` (e.g. ``8000 collocation points``); empty: none."""
         return ""

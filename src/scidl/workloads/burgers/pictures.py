@@ -3,6 +3,7 @@ the absolute error on the evaluation grid, as three panels over (t, x)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from scidl.workloads.burgers.workload import BurgersConfig, evaluate
 __all__ = ["solution_picture"]
 
 
-def predict_grid(model: nn.Module, data: dict[str, torch.Tensor], shape: tuple[int, int]) -> np.ndarray:
+def predict_grid(model: nn.Module, data: Mapping[str, torch.Tensor], shape: tuple[int, int]) -> np.ndarray:
     """The model's u on the evaluation grid ``data["xt"]`` as an array of ``shape`` (nt, nx)."""
     device = next(model.parameters()).device
     with torch.no_grad():

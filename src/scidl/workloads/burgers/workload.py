@@ -16,6 +16,7 @@ The headline metric is the relative L2 error against the Cole–Hopf solution
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -169,19 +170,56 @@ def make_loss(cfg: BurgersConfig, cond_xt: torch.Tensor, cond_u: torch.Tensor, r
     return loss
 
 
-def make_eval_data(cfg: BurgersConfig) -> dict[str, torch.Tensor]:
-    """Reference grid as flat tensors: ``xt`` (N, 2), ``u`` (N,), ``away`` mask (N,)."""
-    x, t, u = reference_grid(cfg.ref_nx, cfg.ref_nt, 1.0, cfg.nu, cfg.ref_nodes)
-    tt, xx = np.meshgrid(t, x, indexing="ij")
-    xt = torch.from_numpy(np.stack([xx.ravel(), tt.ravel()], 1)).float()
-    return {
-        "xt": xt,
-        "u": torch.from_numpy(u.ravel().copy()).float(),
-        "away": torch.from_numpy(np.abs(xx.ravel()) >= cfg.shock_band),
-    }
+class ReferenceGrid(Mapping[str, torch.Tensor]):
+    """The evaluation grid and its Cole–Hopf solution as flat tensors: ``xt`` (N, 2),
+    ``u`` (N,), ``away`` mask (N,); ``grid()`` gives ``(x[nx], t[nt], u[nt, nx])``.
+
+    Computed at first use (a few seconds of quadrature): only the rank that evaluates
+    (rank 0) pays for it, at its first evaluation, not every rank at build time.
+    """
+
+    KEYS = ("xt", "u", "away")
+
+    def __init__(self, cfg: BurgersConfig) -> None:
+        self.cfg = cfg
+        self._flat: dict[str, torch.Tensor] | None = None
+
+    def grid(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        c = self.cfg
+        return reference_grid(c.ref_nx, c.ref_nt, 1.0, c.nu, c.ref_nodes)
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        if self._flat is None:
+            x, t, u = self.grid()
+            tt, xx = np.meshgrid(t, x, indexing="ij")
+            self._flat = {
+                "xt": torch.from_numpy(np.stack([xx.ravel(), tt.ravel()], 1)).float(),
+                "u": torch.from_numpy(u.ravel().copy()).float(),
+                "away": torch.from_numpy(np.abs(xx.ravel()) >= self.cfg.shock_band),
+            }
+        return self._flat
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self.KEYS:
+            raise KeyError(key)
+        return self._tensors()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.KEYS
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.KEYS)
+
+    def __len__(self) -> int:
+        return len(self.KEYS)
 
 
-def evaluate(model: nn.Module, data: dict[str, torch.Tensor]) -> dict[str, float]:
+def make_eval_data(cfg: BurgersConfig) -> ReferenceGrid:
+    """The reference grid (computed at first use, see :class:`ReferenceGrid`)."""
+    return ReferenceGrid(cfg)
+
+
+def evaluate(model: nn.Module, data: Mapping[str, torch.Tensor]) -> dict[str, float]:
     """Relative L2 error (global and away from the shock) and max abs error on the grid."""
     device = next(model.parameters()).device
     with torch.no_grad():
@@ -211,7 +249,7 @@ class Burgers(Workload):
 
     def build_note(self, cfg: WorkloadConfig) -> str:
         assert isinstance(cfg, BurgersConfig)
-        return f"reference solution, {cfg.n_collocation} collocation points"
+        return f"{cfg.n_collocation} collocation points"
 
     def build(self, cfg: WorkloadConfig, ctx: BuildContext) -> Task:
         assert isinstance(cfg, BurgersConfig)
