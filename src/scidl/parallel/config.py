@@ -24,6 +24,13 @@ class ParallelConfig(BaseModel):
             with the search on and a one-line hint is printed. ``true``: always search
             (costs a graph traversal per step); ``false``: never (such a model fails).
             Pipeline stages always search.
+        shard: parameter sharding of the data-parallel replicas through FSDP2
+            (``torch.distributed.fsdp.fully_shard``): ``none`` (DDP: every rank holds the
+            whole model), ``full`` (parameters, gradients and optimizer state sharded over
+            all data-parallel ranks) or ``hybrid`` (sharded inside groups of
+            ``shard_size`` ranks, one node by default, replicated across the groups).
+        shard_size: ``hybrid``: ranks per sharding group (``None``: the launcher's
+            ``LOCAL_WORLD_SIZE``, the processes of one node); must divide the world size.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -36,3 +43,8 @@ class ParallelConfig(BaseModel):
     find_unused_parameters: bool | Literal["auto"] = Field(
         "auto", description="DDP find_unused_parameters: auto (detect in step 1), true, false"
     )
+    shard: Literal["none", "full", "hybrid"] = Field(
+        "none", description="parameter sharding (FSDP2): none (DDP), full (over all data-parallel "
+                            "ranks), hybrid (inside a node or shard_size ranks, replicated across)")
+    shard_size: int | None = Field(
+        None, ge=1, description="hybrid sharding: ranks per sharding group (None: LOCAL_WORLD_SIZE)")

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from scidl.config import ConfigError, RunConfig, check_finite
+from scidl.parallel.fsdp import check_shard_layout
 from scidl.parallel.plan import ParallelDims
 from scidl.runtime.env import LaunchEnv, detect_launch
 from scidl.train.rundir import check_run_dir
@@ -30,11 +31,12 @@ def _check_device(cfg: RunConfig) -> None:
         raise ConfigError("dist.backend=nccl needs a CUDA device (use dist.backend=gloo or auto)")
 
 
-def _check_layout(cfg: RunConfig, world: int) -> None:
+def _check_layout(cfg: RunConfig, world: int, local_world: int | None = None) -> None:
     """Process layout and batch arithmetic that need only the config and the world size."""
     t, par = cfg.train, cfg.parallel
     stages = par.pipeline_stages
     dp = ParallelDims(world, stages).dp  # raises ConfigError for an impossible layout
+    check_shard_layout(cfg, world, local_world)
     if stages > 1 and t.grad_accum != 1:
         raise ConfigError("with parallel.pipeline_stages > 1 use parallel.microbatches, "
                           "not train.grad_accum")
@@ -69,7 +71,8 @@ def check_run(cfg: RunConfig, resume: bool = False, launch: LaunchEnv | None = N
         cfg.task_config()
     _check_device(cfg)
     world = cfg.dist.nproc if launch.launcher == "single" else launch.world_size
-    _check_layout(cfg, world)
+    single = launch.launcher == "single"
+    _check_layout(cfg, world, world if single else launch.local_world_size)
     check_run_dir(cfg, resume)
 
 

@@ -129,7 +129,7 @@ class Trainer:
         self._last_ckpt_step = 0
         self._last_eval_step = 0
         self._losses = PendingLosses(self.plan.dp_size)  # rank-mean losses, reduced when logged
-        self._grad_check = GradCheck(self.model.parameters())
+        self._grad_check = getattr(self.plan, "grad_check", None) or GradCheck(self.model.parameters())
 
     @property
     def global_batch(self) -> int:
