@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ParallelConfig(BaseModel):
@@ -48,3 +48,9 @@ class ParallelConfig(BaseModel):
                             "ranks), hybrid (inside a node or shard_size ranks, replicated across)")
     shard_size: int | None = Field(
         None, ge=1, description="hybrid sharding: ranks per sharding group (None: LOCAL_WORLD_SIZE)")
+
+    @field_validator("shard", mode="before")
+    @classmethod
+    def _none_word(cls, v: object) -> object:
+        """``parallel.shard=none`` on the command line (YAML reads ``none`` as null)."""
+        return "none" if v is None else v
