@@ -449,6 +449,24 @@ def load_dcp(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimize
                    optim_state_dict=state["optimizer"])
 
 
+def model_state(good: Checkpoint) -> dict[str, Any] | None:
+    """The whole model's state dict of a trainer checkpoint, in one process, without a
+    process group: from ``state.pt``, or assembled from every shard in ``dcp/``; None
+    where each rank kept its own stage (pipeline parts, see ``rank{r}.pt``)."""
+    shared = good.load(SHARED_FILE)
+    if not isinstance(shared, dict):
+        return None
+    if shared.get("format") != "dcp":
+        return shared.get("model")
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.format_utils import _EmptyStateDictLoadPlanner
+
+    state: dict[str, Any] = {}
+    dcp.load(state, checkpoint_id=str(good.path / DCP_DIR),
+             planner=_EmptyStateDictLoadPlanner(keys={"model"}), no_dist=True)
+    return state.get("model")
+
+
 def load_full(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
               model_sd: dict[str, Any], optim_sd: dict[str, Any]) -> None:
     """Load a whole (replicated, ``torch``-format) model and optimizer state into a
