@@ -130,6 +130,9 @@ def test_fsdp_resume_same_size_is_bit_exact_sync_and_async(tmp_path):
     names = set(ck.json.loads((good.path / ck.MANIFEST).read_text())["files"])
     assert any(n.startswith("dcp/__1_") for n in names) and "dcp/.metadata" in names
     assert good.load()["model"] is None and good.load()["format"] == "dcp"
+    whole = ck.model_state(good)  # one process, no group: every shard assembled (scidl infer)
+    assert {k: tuple(v.shape) for k, v in whole.items()} == {
+        k: tuple(v.shape) for k, v in _tiny_task().model.state_dict().items()}
 
 
 test_fsdp_resume_same_size_is_bit_exact_sync_and_async = pytest.mark.timeout(220)(

@@ -458,12 +458,16 @@ def model_state(good: Checkpoint) -> dict[str, Any] | None:
         return None
     if shared.get("format") != "dcp":
         return shared.get("model")
-    import torch.distributed.checkpoint as dcp
+    # as torch's dcp_to_torch_save reads a checkpoint: every key, no template, no group
+    from torch.distributed.checkpoint import FileSystemReader
     from torch.distributed.checkpoint.format_utils import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
     state: dict[str, Any] = {}
-    dcp.load(state, checkpoint_id=str(good.path / DCP_DIR),
-             planner=_EmptyStateDictLoadPlanner(keys={"model"}), no_dist=True)
+    with warnings.catch_warnings():  # "assuming ... a single process": that is the intent
+        warnings.simplefilter("ignore", UserWarning)
+        _load_state_dict(state, storage_reader=FileSystemReader(str(good.path / DCP_DIR)),
+                         planner=_EmptyStateDictLoadPlanner(keys={"model"}), no_dist=True)
     return state.get("model")
 
 
