@@ -144,7 +144,8 @@ def test_resume_on_another_process_count_and_layout_continues_from_the_same_weig
     fsdp4, ddp4 = run_distributed(_save_on_4, 4, str(tmp_path), timeout=140)[0]
     cases = {"fsdp_to_fsdp": ("fsdp", ["parallel.shard=full"]),
              "fsdp_to_ddp": ("fsdp", ["checkpoint.format=dcp"]),
-             "ddp_to_fsdp": ("ddp", ["parallel.shard=full"])}
+             "ddp_to_fsdp": ("ddp", ["parallel.shard=full"]),
+             "ddp_to_ddp": ("ddp", [])}  # whole state in state.pt: any process count
     out = run_distributed(_resume_on_2, 2, str(tmp_path), cases, timeout=140)[0]
     for name, res in out.items():
         want = ddp4 if name.startswith("ddp") else fsdp4
@@ -170,5 +171,7 @@ def test_world_change_and_format_checks(tmp_path):
         check_resume_world([Good({"progress": prog, "format": "dcp", "model": None})], 2, 2)
     with pytest.raises(ConfigError, match="checkpoint.async_save needs checkpoint.format=dcp"):
         _check_checkpoint(_cfg(tmp_path, 2, "checkpoint.async_save=true"))
+    with pytest.raises(ConfigError, match="checkpoint.format=torch does not apply"):
+        _check_checkpoint(_cfg(tmp_path, 2, "checkpoint.format=torch", "parallel.shard=full"))
     with pytest.raises(ConfigError, match="checkpoint.format=dcp does not apply"):
         _check_checkpoint(_cfg(tmp_path, 2, "checkpoint.format=dcp", "parallel.pipeline_stages=2"))

@@ -28,6 +28,19 @@ def _tiny_task():
                 val_data=TensorDataset(x[:16], y[:16]))
 
 
+def _nan_on_rank1_call(task, bad_call):
+    """``task``'s loss is NaN on rank 1's ``bad_call``-th evaluation (only there)."""
+    calls, inner = [0], task.loss
+
+    def loss(model, batch):
+        calls[0] += 1
+        out = inner(model, batch)
+        return out * float("nan") if dist.get_rank() == 1 and calls[0] == bad_call else out
+
+    task.loss = loss
+    return task
+
+
 def _cfg(run_dir, *extra):
     return load_config("admissions", overrides=[
         "log.tensorboard=false", "log.progress=false", "train.max_steps=20", "checkpoint.final=false",
@@ -35,11 +48,12 @@ def _cfg(run_dir, *extra):
         "train.global_batch_size=16", "train.clip_grad_norm=1.0", f"log.run_dir={run_dir}", *extra])
 
 
-def _train(run_dir, *extra):
+def _train(run_dir, *extra, nan_call=None):
     cfg = _cfg(run_dir, *extra)
     with distributed_context() as dctx:
         seed_everything(cfg.train.seed + 1 + dctx.rank)
-        tr = Trainer(cfg, _tiny_task(), dctx, Path(run_dir))
+        task = _tiny_task() if nan_call is None else _nan_on_rank1_call(_tiny_task(), nan_call)
+        tr = Trainer(cfg, task, dctx, Path(run_dir))
         tr.fit()
         full = tr.plan.full_state() if hasattr(tr.plan, "full_state") else tr.model.state_dict()
         return tr, {k: v.detach().cpu().clone() for k, v in full.items()}
@@ -47,11 +61,12 @@ def _train(run_dir, *extra):
 
 def _parity(rank, world, root):
     torch.set_num_threads(1)
-    _, ddp = _train(f"{root}/ddp")
+    accum = ["train.grad_accum=2"] if world == 2 else []  # gradient sync on the last micro-batch only
+    _, ddp = _train(f"{root}/ddp", *accum)
     layouts = ["full"] + (["hybrid"] if world == 4 else [])
     out = {}
     for shard in layouts:
-        extra = [f"parallel.shard={shard}"] + (["parallel.shard_size=2"] if shard == "hybrid" else [])
+        extra = [f"parallel.shard={shard}", *accum] + (["parallel.shard_size=2"] if shard == "hybrid" else [])
         tr, got = _train(f"{root}/{shard}", *extra)
         local = sum(p.to_local().numel() for p in tr.model.parameters())
         total = sum(p.numel() for p in tr.model.parameters())
@@ -59,6 +74,9 @@ def _parity(rank, world, root):
         out[shard] = {"diff": diff, "local": local, "total": total,
                       "grad_norm": [r.get("grad_norm") for r in tr.history],
                       "eval": tr.last_eval.get("loss")}
+    if world == 2:  # a NaN loss on one rank: its gradient shards say so, every rank skips
+        tr, _ = _train(f"{root}/nan", "parallel.shard=full", nan_call=3)
+        out["nan"] = {"skipped": tr.skipped_steps, "rows": [r["skipped"] for r in tr.history][:3]}
     dist.barrier()
     return out
 
@@ -67,6 +85,8 @@ def _parity(rank, world, root):
 @pytest.mark.parametrize("world", [2, 4])
 def test_fsdp_matches_ddp_after_20_steps(tmp_path, world):
     out = run_distributed(_parity, world, str(tmp_path), timeout=180)
+    if world == 2:  # rank 1's 3rd loss (step 3) is NaN: both ranks skip step 3 alone
+        assert [o.pop("nan") for o in out] == [{"skipped": 1, "rows": [0, 0, 1]}] * 2
     for shard, r in out[0].items():
         assert r["diff"] < 1e-5, (shard, r["diff"])  # fp32 rounding of a different reduction order
         assert r["eval"] is not None  # rank 0 evaluated the gathered model

@@ -406,8 +406,9 @@ def set_aside_after(root: Path, step: int) -> list[Path]:
 
 
 def resolve_format(fmt: str, shard: str) -> str:
-    """``checkpoint.format``: ``auto`` is ``dcp`` for sharded runs, ``torch`` otherwise."""
-    return ("dcp" if shard != "none" else "torch") if fmt == "auto" else fmt
+    """``checkpoint.format``: ``dcp`` for sharded runs (preflight rejects ``torch`` there),
+    else ``torch`` for ``auto``."""
+    return "dcp" if shard != "none" else ("torch" if fmt == "auto" else fmt)
 
 
 def state_layout(shared: dict[str, Any]) -> str:

@@ -56,12 +56,12 @@ def _check_checkpoint(cfg: RunConfig) -> None:
     from scidl.train.checkpoint import resolve_format
 
     fmt = resolve_format(cfg.checkpoint.format, cfg.parallel.shard)
+    if cfg.checkpoint.format == "torch" and cfg.parallel.shard != "none":
+        raise ConfigError(f"checkpoint.format=torch does not apply with parallel.shard="
+                          f"{cfg.parallel.shard} (sharded state goes through dcp); use auto")
     if fmt == "dcp" and cfg.parallel.pipeline_stages > 1:
         raise ConfigError("checkpoint.format=dcp does not apply with parallel.pipeline_stages > 1 "
                           "(each stage keeps its own rank{r}.pt); use checkpoint.format=auto")
-    if fmt == "torch" and cfg.parallel.shard != "none":
-        raise ConfigError(f"checkpoint.format=torch does not apply with parallel.shard="
-                          f"{cfg.parallel.shard} (sharded state goes through dcp); use auto")
     if cfg.checkpoint.async_save and fmt != "dcp":
         raise ConfigError("checkpoint.async_save needs checkpoint.format=dcp (or parallel.shard)")
 
