@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from scidl.config import ConfigError, load_config
-from scidl.parallel.fsdp import check_shard_layout, shard_groups
+from scidl.parallel.fsdp import check_shard_layout, fsdp_step_bytes, shard_groups
 from scidl.runtime.dist import distributed_context
 from scidl.runtime.seed import seed_everything
 from scidl.testing import run_distributed
@@ -110,6 +110,10 @@ def test_shard_layout_checks_name_the_key():
         check_shard_layout(cfg, 4)
     with pytest.raises(ConfigError, match="needs parallel.shard=hybrid"):
         check_shard_layout(_cfg("/tmp/unused", "parallel.shard_size=2"), 4)
+    # 4 kB of fp32 parameters on 4 ranks (ring): 2 all-gathers of 3 x 1 kB, a 3/4 x 4 kB reduce-scatter
+    assert fsdp_step_bytes(4096, 4, 1) == 2 * 3 * 1024 + 3 * 1024
+    # hybrid 2 x 2, bf16 gradients: 2 x 2 kB gathered, 1 kB reduce-scattered, 1 kB shard all-reduced
+    assert fsdp_step_bytes(4096, 2, 2, grad_elem_bytes=2) == 2 * 2048 + 1024 + 1024
     assert shard_groups(8, "hybrid", None, 4) == (2, 4)
     assert shard_groups(8, "full", None, 4) == (1, 8)
     check_shard_layout(_cfg("/tmp/unused", "parallel.shard=full", "comm.strategy=bf16"), 2)

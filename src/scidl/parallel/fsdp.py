@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from scidl.workloads.base import LossFn, Task
 
 __all__ = ["SHARD_COMM", "ShardedPlan", "apply_fsdp", "check_shard_comm", "check_shard_layout",
-           "local_bytes", "shard_groups"]
+           "fsdp_step_bytes", "local_bytes", "shard_groups"]
 
 # comm.strategy -> FSDP's gradient reduction dtype (None: the parameters' dtype)
 SHARD_COMM: dict[str, torch.dtype | None] = {"dense": None, "bf16": torch.bfloat16,
@@ -127,6 +127,22 @@ def local_bytes(tensors: Iterable[torch.Tensor]) -> int:
     return sum(_local(t).numel() * _local(t).element_size() for t in tensors)
 
 
+def fsdp_step_bytes(param_bytes: int, shard_size: int, replicas: int, grad_elem_bytes: int = 4,
+                    backend: str | None = None) -> int:
+    """Bytes one rank sends per optimizer step under FSDP (a model, not a measurement):
+    the parameters all-gathered twice (forward, and backward after resharding), the
+    gradients reduce-scattered inside the shard group (at ``grad_elem_bytes`` per
+    element) and, for hybrid, the gradient shard all-reduced across the replicas."""
+    from scidl.comm.accounting import allgather_bytes, reduce_scatter_bytes, ring_allreduce_bytes
+
+    shard = param_bytes // max(shard_size, 1)
+    grads = param_bytes // 4 * grad_elem_bytes
+    sent = 2 * allgather_bytes(shard, shard_size, backend)
+    sent += reduce_scatter_bytes(grads, shard_size, backend)
+    sent += ring_allreduce_bytes(grads // max(shard_size, 1), replicas, backend)
+    return int(sent)
+
+
 class LocalGradCheck:
     """Whether any of this rank's gradient shards holds a NaN/Inf (one sum per shard)."""
 
@@ -153,6 +169,7 @@ class ShardedPlan(ParallelPlan):
         self._full_model = full_model  # rank 0's unsharded copy, loaded for evaluation
         self.seed_nonfinite = seed_nonfinite
         self.grad_check = LocalGradCheck(model.parameters())
+        self._reduce_bytes = 4  # bytes per gradient element on the wire (set by build)
 
     @classmethod
     def build(cls, cfg: RunConfig, task: Task, dims: ParallelDims, mesh: DeviceMesh,
@@ -169,8 +186,11 @@ class ShardedPlan(ParallelPlan):
         model = task.model.to(device)
         full = copy.deepcopy(model) if dist.get_rank() == 0 else None
         apply_fsdp(model, shard_mesh, reduce_dtype=SHARD_COMM[cfg.comm.strategy])
-        return cls(dims, mesh, model, shard_mesh, full, device, cfg.train.precision, task.loss,
+        plan = cls(dims, mesh, model, shard_mesh, full, device, cfg.train.precision, task.loss,
                    par.shard, seed_nonfinite=cfg.train.skip_nonfinite)
+        reduce = SHARD_COMM[cfg.comm.strategy]
+        plan._reduce_bytes = torch.empty((), dtype=reduce).element_size() if reduce else 4
+        return plan
 
     def forward_backward(self, micro: list[Any]) -> torch.Tensor:
         total: torch.Tensor | None = None
@@ -222,9 +242,13 @@ class ShardedPlan(ParallelPlan):
     def report(self, step_time_s: float | None) -> dict[str, Any]:
         names = self.shard_mesh.mesh_dim_names or ()
         sizes = dict(zip(names, self.shard_mesh.shape, strict=True))
-        return {"sharding": {"shard": self.shard, "replicas": sizes.get("replicate", 1),
-                             "shard_size": sizes.get("shard", sizes.get("dp", 1)),
-                             "param_bytes_per_rank": local_bytes(self.model.parameters())}}
+        replicas, size = sizes.get("replicate", 1), sizes.get("shard", sizes.get("dp", 1))
+        full = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        return {"sharding": {
+            "shard": self.shard, "replicas": replicas, "shard_size": size,
+            "param_bytes_per_rank": local_bytes(self.model.parameters()),
+            "bytes_sent_per_step_per_rank": fsdp_step_bytes(
+                full, size, replicas, self._reduce_bytes, dist.get_backend())}}
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:
