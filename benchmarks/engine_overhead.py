@@ -140,7 +140,7 @@ def plain_params(step: Callable[..., None]) -> list[torch.Tensor]:
 
 
 def _worker(rank: int, world: int, args: dict[str, Any], root: str) -> dict[str, Any]:
-    return {name: _pairs(width, args, f"{root}/{name}", rank, world) for name, width in MODELS.items()}
+    return {name: _pairs(MODELS[name], args, f"{root}/{name}", rank, world) for name in args["models"]}
 
 
 def _quantile(xs: list[float], q: float) -> float:
@@ -165,7 +165,8 @@ def ratio_stats(ours: list[float], plain: list[float], boot: int = 2000) -> dict
 def summarize(res: list[dict[str, Any]]) -> dict[str, Any]:
     """Per model: wall and CPU statistics from rank 0's pairs (every rank's wall ratio too)."""
     out = {}
-    for name, width in MODELS.items():
+    for name in res[0]:
+        width = MODELS[name]
         per_rank = [r[name] for r in res]
         t = per_rank[0]["times"]
         col = {k: list(zip(*t[k], strict=True)) for k in ("plain", "scidl", "plain_bv")}
@@ -193,6 +194,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=30, help="untimed pairs first")
     ap.add_argument("--batch", type=int, default=64, help="samples per rank per step")
     ap.add_argument("--nproc", type=int, default=2)
+    ap.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
+                    help="models to measure (the published table has both)")
     ap.add_argument("--out", default="benchmarks/results/engine_overhead.json")
     args = ap.parse_args()
     if args.pairs < 150:

@@ -280,6 +280,14 @@ def nbody_kepler(d: dict) -> str:
     return f"{k['steps']:,} steps:\n\n" + table(head, rows) + f"\n\nTarget \\|ΔE/E\\| ≤ 1e-10: **{met}**."
 
 
+_SCHEME = {"whfast": "`whfast` (WHFast split, drift–kick–drift)",
+           "wh91": "`wh91` (Wisdom–Holman 1991 split, kick–drift–kick)"}
+
+
+def _scheme_line(rec: dict) -> str:
+    return f"Integrator scheme: {_SCHEME[rec['scheme']]}.\n\n"
+
+
 def nbody_long(d: dict) -> str:
     rep = d["report"]
     rows = []
@@ -296,7 +304,7 @@ def nbody_long(d: dict) -> str:
                      f"{r['dE_fit_change_per_1e5_steps']:+.1e}", _e(r["dL_max"]), pos])
     head = ["integrator", "steps run", "max \\|ΔE/E\\|", "mean \\|ΔE/E\\| 1st half → 2nd half",
             "linear-fit ΔE/E per 10⁵ steps", "max \\|ΔL\\|/\\|L\\|", "position error vs classical WH @ step"]
-    return table(head, rows)
+    return _scheme_line(rep) + table(head, rows)
 
 
 _SYSTEMS = {"heavy_masses": "heavier planets", "light_masses": "lighter planets", "four_body": "fourth body"}
@@ -315,12 +323,42 @@ def nbody_general(d: dict) -> str:
     steps = d.get("general_hamiltonian", {}).get("n_steps")
     head = ["system (planet masses)", "network", "kick rel. err", "max \\|ΔE/E\\| (NN)", "max \\|ΔE/E\\| (classical)",
             "position error"]
-    return f"{steps} steps per system:\n\n" + table(head, rows)
+    return _scheme_line(d["general_hamiltonian"]) + f"{steps} steps per system:\n\n" + table(head, rows)
 
 
 def nbody_speed(d: dict) -> str:
     s = d["speed"]
     base = s["ms_per_step"]["classical"]
     rows = [[k, f(v, 2), f(s["ms_per_kick"][k], 2), f(v / base, 1)] for k, v in s["ms_per_step"].items()]
-    return (f"{s['repeats']} interleaved repeats × {s['steps']} steps, median:\n\n"
+    return (_scheme_line(s) + f"{s['repeats']} interleaved repeats × {s['steps']} steps, median:\n\n"
             + table(["kick", "ms / step", "ms / kick", "step time vs classical"], rows))
+
+
+def nbody_integrator(d: dict) -> str:
+    """System-steps per second of SciDL (per batch size) and REBOUND, ratio per repeat."""
+    rows = [[n(r["batch"]), r["loop"], n(r["steps"]), n(r["system_steps_per_s"]), g(r["us_per_step"], 3),
+             f"{g(r['ratio_to_rebound'], 2)} [{g(r['ratio_min'], 2)}–{g(r['ratio_max'], 2)}]"] for r in d["rows"]]
+    rb = d["rebound"]
+    rows.append([f"REBOUND {rb['version']} (one `Simulation` per system)", "C", n(rb["steps"]),
+                 n(rb["system_steps_per_s"]), g(1e6 / rb["system_steps_per_s"], 3), "1"])
+    head = ["systems per call", "inner loop", "steps timed", "system-steps / s", "µs per call-step",
+            "× REBOUND, median [min–max]"]
+    lb, la = d["load_avg"]["before"][0], d["load_avg"]["after"][0]
+    diff = ", ".join(f"batch {k}: {v:.1e}" for k, v in d["same_map_max_pos_diff"].items()) or "–"
+    return (f"{d['system']}; scheme {d['scheme']}; {d['repeats']} interleaved repeats; "
+            f"{d['hardware']['cpus']} CPUs, 1-min load average {lb:.1f} before, {la:.1f} after "
+            f"({d['date']}, `{d['command'].strip()}`):\n\n" + table(head, rows)
+            + f"\n\nSame map: largest position difference SciDL vs REBOUND after the timed steps, {diff}.")
+
+
+def nbody_accuracy(d: dict) -> str:
+    """Max |ΔE/E| at the same step for SciDL's two schemes and REBOUND's WHFast."""
+    e = d["energy"]
+    rb = e["rebound_whfast_dE_max"]
+    rows = [[f"REBOUND {d['rebound']['version']} `whfast` (Jacobi, corrector 0)", _e(rb), "1", "0"],
+            [_SCHEME["whfast"] + ", SciDL default", _e(e["scidl_whfast_dE_max"]), f(e["scidl_whfast_dE_max"] / rb, 3),
+             _e(e["pos_diff_scidl_whfast_vs_rebound"])],
+            [_SCHEME["wh91"] + ", SciDL", _e(e["scidl_wh91_dE_max"]), f(e["scidl_wh91_dE_max"] / rb, 2),
+             _e(e["pos_diff_scidl_wh91_vs_rebound"])]]
+    head = ["integrator", f"max \\|ΔE/E\\| over {e['steps']:,} steps", "÷ REBOUND", "final position difference vs REBOUND"]
+    return table(head, rows)

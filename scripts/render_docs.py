@@ -105,6 +105,8 @@ REGISTRY: dict[str, Block] = {
     "nbody_long": _b("workloads_nbody", w.nbody_long),
     "nbody_general": _b("workloads_nbody", w.nbody_general),
     "nbody_speed": _b("workloads_nbody", w.nbody_speed),
+    "nbody_integrator": _b("nbody_integrator", w.nbody_integrator),
+    "nbody_accuracy": _b("nbody_integrator", w.nbody_accuracy),
     # docs/reliability.md: the malformed-input table (its renderer sits beside its cases)
     "reliability": _b("reliability", malformed_inputs.render),
 }

@@ -119,6 +119,17 @@ class LogConfig(_Section):
         description="seconds between plain progress lines when stdout is not a terminal "
                     "(batch logs, pipes); 0: none",
     )
+    mlflow: bool | str = Field(
+        False, description="MLflow tracking: true = an embedded store under log.root "
+                           "(mlflow.db, mlartifacts/), or a tracking URI (http://host:5000, "
+                           "sqlite:///path); needs scidl[tracking]",
+    )
+    mlflow_experiment: str | None = Field(
+        None, description="MLflow experiment name (default: the workload's name)")
+    loggers: list[str] = Field(
+        default_factory=list,
+        description="more metrics destinations: registered names (csv) or module:attr classes",
+    )
 
 
 class RunConfig(_Section):

@@ -89,3 +89,31 @@ def test_sparse_gradients_are_checked_by_their_values():
     emb.weight.grad = torch.sparse_coo_tensor(torch.tensor([[1]]), torch.tensor([[float("nan")] * 3]), (10, 3),
                                              check_invariants=True)
     assert check.check() is True
+
+
+def _one_rank_group(tmp_path):
+    import torch.distributed as dist
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    return dist
+
+
+def test_pending_losses_launch_without_waiting_and_fill_rows_in_order(tmp_path):
+    from scidl.train.step_stats import PendingLosses
+    dist = _one_rank_group(tmp_path)
+    try:
+        p = PendingLosses(replicas=2)  # two replicas' sum: the mean halves one rank's value
+        first = [{"step": i, "loss": None} for i in (1, 2)]
+        for r, v in zip(first, (4.0, 6.0), strict=True):
+            p.add(r, torch.tensor(v))
+        p.launch()
+        assert p.collect() == 0 and first[0]["loss"] is None  # the newest flight stays out
+        second = {"step": 3, "loss": None}
+        p.add(second, torch.tensor(8.0))
+        p.launch()
+        assert p.collect() == 2 and [r["loss"] for r in first] == [2.0, 3.0]
+        assert second["loss"] is None and len(p) == 1
+        p.resolve()
+        assert second["loss"] == 4.0 and len(p) == 0
+    finally:
+        dist.destroy_process_group()

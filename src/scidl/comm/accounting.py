@@ -121,7 +121,7 @@ class CommCounters:
     seconds: float = 0.0
     exposed: float = 0.0
     calls: int = 0
-    per_step: list[dict[str, float]] = field(default_factory=list)
+    steps: int = 0
     by_op: dict[str, dict[str, float]] = field(default_factory=dict)
     _step: dict[str, float] = field(default_factory=dict)
     _blocked: float = 0.0
@@ -181,18 +181,18 @@ class CommCounters:
             step["exposed_s"] = exposed
             self.exposed += exposed
             self._blocked, self._last_hook, self._last_done = 0.0, None, None
-            self.per_step.append(step)
-            return dict(step)
+            self.steps += 1
+            return step
 
     def summary(self) -> dict[str, Any]:
-        n = max(len(self.per_step), 1)
+        n = max(self.steps, 1)
         return {
             "bytes_sent": self.bytes_sent,
             "bytes_recv": self.bytes_recv,
             "comm_s": self.seconds,
             "exposed_s": self.exposed,
             "calls": self.calls,
-            "steps": len(self.per_step),
+            "steps": self.steps,
             "bytes_sent_per_step": self.bytes_sent / n,
             "bytes_recv_per_step": self.bytes_recv / n,
             "comm_s_per_step": self.seconds / n,

@@ -161,6 +161,11 @@ def train_process(
         if dctx.is_main:
             atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
             atomic_write_text(run_dir / "comm.json", json.dumps(trainer.strategy.report(), indent=2, default=str))
+            if cfg.log.mlflow:
+                from scidl.train.loggers.mlflow import attach_files
+
+                attach_files(run_dir, [(run_dir / "summary.json", None), (run_dir / "comm.json", None),
+                                       *((Path(p), PICTURES_DIR) for p in pictures or ())])
         return summary
 
 

@@ -1,22 +1,25 @@
-"""Metrics to files: ``metrics.jsonl`` (one JSON object per row) and TensorBoard events.
+"""Metrics rows to their destinations (:class:`MetricsLogger`), and reading them back.
 
 ``metrics.jsonl`` keeps the trainer's flat keys (``loss``, ``comm_s``, ``eval/rel_l2``).
 TensorBoard gets the same values under grouped tags (:func:`tb_tag`): ``train/…`` for the
 optimisation (loss, lr, step time, throughput), ``comm/…`` for gradient communication and
 ``eval/…`` for evaluations, so its dashboard shows three sections rather than one long
-list. The run's ``config.yaml`` is logged as hyperparameters (HParams dashboard) with the
-last value of each evaluation metric and of the loss.
+list. The destinations themselves are the classes of :mod:`scidl.train.loggers`
+(``metrics.jsonl``, TensorBoard, MLflow, CSV, and any registered there).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scidl.runtime.files import atomic_write_text
+
+if TYPE_CHECKING:
+    from scidl.train.loggers import Logger
 
 NOT_PLOTTED = ("step", "epoch")
 
@@ -59,7 +62,7 @@ def flat_hparams(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _read_config(run_dir: Path) -> dict[str, Any]:
+def read_config(run_dir: Path) -> dict[str, Any]:
     import yaml
 
     try:
@@ -70,54 +73,40 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
 
 
 class MetricsLogger:
-    """Append-only metrics writer used on rank 0.
+    """The run's loggers behind one ``log``/``close`` (rank 0).
 
-    ``log(row)`` appends one JSON line (flushed, so a crash loses at most the row being
-    written) and mirrors every numeric value to TensorBoard under its grouped tag
-    (:func:`tb_tag`). ``close()`` logs the run's config as hyperparameters.
+    ``log(row)`` turns tensors into numbers and NaN/Inf into strings once, then hands the
+    row to each logger (``metrics.jsonl`` first). ``close(summary)`` closes them all, the
+    run's summary given when it finished (None when it failed).
+
+    Args:
+        run_dir: the run folder.
+        tensorboard: also write TensorBoard events (when ``loggers`` is not given).
+        loggers: the destinations (default: ``metrics.jsonl`` and, if asked, TensorBoard).
     """
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: Path, tensorboard: bool = True,
+                 loggers: Sequence[Logger] | None = None) -> None:
+        from scidl.train.loggers.jsonl import JsonlLogger
+
         self.run_dir = run_dir
         self.path = run_dir / "metrics.jsonl"
-        self._file = open(self.path, "a", buffering=1)
-        self._tb = None
-        self._last: dict[str, float] = {}
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+        if loggers is None:
+            loggers = [JsonlLogger(run_dir)]
+            if tensorboard:
+                from scidl.train.loggers.tensorboard import TensorBoardLogger
 
-            self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+                loggers.append(TensorBoardLogger(run_dir))
+        self.loggers = list(loggers)
 
-    def log(self, row: dict[str, Any]) -> None:
-        row = {k: _clean(v) for k, v in row.items()}
-        self._file.write(json.dumps(row) + "\n")
-        if self._tb is not None:
-            step = int(row.get("step", 0))
-            for k, v in row.items():
-                if k not in NOT_PLOTTED and isinstance(v, (int, float)):
-                    tag = tb_tag(k)
-                    self._tb.add_scalar(tag, v, step)
-                    if tag.startswith("eval/") or tag == "train/loss":
-                        self._last[tag] = float(v)
+    def log(self, row: Mapping[str, Any]) -> None:
+        clean = {k: _clean(v) for k, v in row.items()}
+        for lg in self.loggers:
+            lg.log(clean)
 
-    def _log_hparams(self) -> None:
-        """The config as hyperparameters, against the last eval metrics and loss."""
-        from torch.utils.tensorboard.summary import hparams
-
-        params = flat_hparams(_read_config(self.run_dir))
-        if self._tb is None or not params:
-            return
-        metrics = {k: v for k, v in self._last.items() if math.isfinite(v)}
-        writer = self._tb._get_file_writer()
-        for summary in hparams(params, metrics):
-            writer.add_summary(summary)
-
-    def close(self) -> None:
-        self._file.close()
-        if self._tb is not None:
-            self._log_hparams()
-            self._tb.flush()
-            self._tb.close()
+    def close(self, summary: Mapping[str, Any] | None = None) -> None:
+        for lg in self.loggers:
+            lg.close(summary)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from scidl.config import ConfigError, RunConfig, check_finite
 from scidl.parallel.fsdp import check_shard_layout
 from scidl.parallel.plan import ParallelDims
 from scidl.runtime.env import LaunchEnv, detect_launch
+from scidl.train.loggers import check_loggers
 from scidl.train.rundir import check_run_dir
 
 
@@ -89,6 +90,7 @@ def check_run(cfg: RunConfig, resume: bool = False, launch: LaunchEnv | None = N
     world = cfg.dist.nproc if launch.launcher == "single" else launch.world_size
     single = launch.launcher == "single"
     _check_layout(cfg, world, world if single else launch.local_world_size)
+    check_loggers(cfg)
     check_run_dir(cfg, resume)
 
 

@@ -8,11 +8,13 @@ gradients are finite backpropagates a NaN seed (:func:`backward_seed`), so the r
 gradients carry that too.
 
 Loss. Each step's loss stays on the device; :class:`PendingLosses` averages the losses of
-all steps since the last logged row over the ranks in one allreduce, when a row is
-logged (every ``train.log_every`` steps, at evaluations and at the last step; the
-decision is the same on every rank). Rows of the steps in between get their loss then,
-so ``metrics.jsonl`` and ``trainer.history`` hold the same values as a per-step
-allreduce would give.
+all steps since the last logged row over the ranks in one allreduce, started without
+waiting when a row is due (every ``train.log_every`` steps, at evaluations and at the
+last step; the decision is the same on every rank). Its result is read at the next
+due row, long after it has arrived, so no step waits for it; the last one is waited
+for at the end of training. Rows get their loss then, so ``metrics.jsonl`` and
+``trainer.history`` hold the same values as a per-step allreduce would give, written
+one logging interval later.
 """
 
 from __future__ import annotations
@@ -117,6 +119,10 @@ def _offsets(gs: list[torch.Tensor]) -> list[int]:
 class PendingLosses:
     """Rows whose rank-mean loss is still to be computed, and their local losses.
 
+    :meth:`launch` starts one allreduce for the losses added since the last launch and
+    returns at once; :meth:`collect` fills in the rows of finished reductions, oldest
+    first. Call :meth:`launch` on all ranks at the same steps.
+
     Args:
         replicas: the number of ranks whose losses are summed (the data-parallel size).
         group: the process group to reduce over (default: the world).
@@ -127,22 +133,43 @@ class PendingLosses:
         self.group = group
         self._rows: list[dict[str, Any]] = []
         self._losses: list[torch.Tensor] = []
+        self._flights: list[tuple[list[dict[str, Any]], torch.Tensor, Any]] = []
 
     def __len__(self) -> int:
-        return len(self._rows)
+        """Rows still without their loss (added or in flight)."""
+        return len(self._rows) + sum(len(rows) for rows, _, _ in self._flights)
 
     def add(self, row: dict[str, Any], loss: torch.Tensor) -> None:
-        """Fill ``row["loss"]`` at the next :meth:`resolve` with the rank mean of ``loss``
-        (a detached float32 scalar)."""
+        """Fill ``row["loss"]`` with the rank mean of ``loss`` (a detached float32 scalar)
+        once its reduction has been launched and collected."""
         self._rows.append(row)
         self._losses.append(loss)
 
-    def resolve(self) -> None:
-        """One allreduce for every pending row (call on all ranks at the same steps)."""
+    def launch(self) -> None:
+        """Start one allreduce for every row added since the last launch (no waiting)."""
         if not self._rows:
             return
         sums = torch.stack(self._losses)
-        dist.all_reduce(sums, group=self.group)
-        for row, total in zip(self._rows, sums.tolist(), strict=True):
-            row["loss"] = total / self.replicas
+        work = dist.all_reduce(sums, group=self.group, async_op=True) \
+            if dist.is_initialized() else None
+        self._flights.append((self._rows, sums, work))
         self._rows, self._losses = [], []
+
+    def collect(self, wait: bool = False) -> int:
+        """Fill in the rows of the reductions launched before the latest one (all of them
+        with ``wait``), waiting for each; returns how many rows got their loss."""
+        keep = 0 if wait else 1
+        filled = 0
+        while len(self._flights) > keep:
+            rows, sums, work = self._flights.pop(0)
+            if work is not None:
+                work.wait()
+            for row, total in zip(rows, sums.tolist(), strict=True):
+                row["loss"] = total / self.replicas
+            filled += len(rows)
+        return filled
+
+    def resolve(self) -> None:
+        """Launch what is pending and wait for everything (call on all ranks together)."""
+        self.launch()
+        self.collect(wait=True)

@@ -35,6 +35,7 @@ from scidl.runtime.seed import rng_state, set_rng_state
 from scidl.train import checkpoint as ckpt
 from scidl.train.best import BestTracker
 from scidl.train.callbacks import OnStepEnd, OnTrainEnd, TrainerCallback
+from scidl.train.loggers import build_loggers
 from scidl.train.logging import MetricsLogger, truncate_metrics
 from scidl.train.progress import Progress, progress_fields
 from scidl.train.skips import TrainingDiverged, check_skipped
@@ -129,6 +130,7 @@ class Trainer:
         self._last_ckpt_step = 0
         self._last_eval_step = 0
         self._losses = PendingLosses(self.plan.dp_size)  # rank-mean losses, reduced when logged
+        self._due_rows: list[dict[str, Any]] = []  # rows to log once their loss arrives
         self._grad_check = getattr(self.plan, "grad_check", None) or GradCheck(self.model.parameters())
         self._ckpt_format = ckpt.resolve_format(cfg.checkpoint.format, cfg.parallel.shard)
         self._pending_save: ckpt.PendingSave | None = None  # an async checkpoint being written
@@ -505,12 +507,13 @@ class Trainer:
         """Train to the budget; returns the summary (also written to summary.json)."""
         t_start = time.perf_counter()
         if self.dctx.is_main:
-            self._logger = MetricsLogger(self.run_dir, self.cfg.log.tensorboard)
+            self._logger = MetricsLogger(self.run_dir, loggers=build_loggers(self.cfg, self.run_dir))
         progress = Progress(self.total_steps, self.cfg.log.progress and self.dctx.is_main,
                             description=self.cfg.workload_label(), every_s=self.cfg.log.every_s,
                             samples_per_step=self.global_batch)
         progress.update(self.step)
         self.plan.train()
+        finished = False
         try:
             while self.step < self.total_steps and self.stop_reason is None:
                 for micro in self._micro_batches():
@@ -520,7 +523,7 @@ class Trainer:
                 if self._epoch_done():
                     self.epoch += 1
                     self.micro_in_epoch = 0
-            self._losses.resolve()
+            self._flush_losses()
             if self.stop_reason is None:  # early stopping has just evaluated this model
                 final_eval = self.evaluate()
                 self._track_best(final_eval, may_stop=False)
@@ -533,13 +536,20 @@ class Trainer:
             for cb in self.callbacks:
                 if isinstance(cb, OnTrainEnd):
                     cb.on_train_end(self)
+            finished = True
+        except TrainingDiverged:  # every rank stops at the same step: log what led there
+            self._flush_losses()
+            raise
         finally:
             progress.close()
-            if self._logger:
-                self._logger.close()
+            if self._logger and not finished:
+                self._logger.close(None)
         if self.stop_reason is not None and self.dctx.is_main:
             print(f"step {self.step}/{self.total_steps}: {self.stop_reason}", flush=True)
-        return self._summary(time.perf_counter() - t_start)
+        summary = self._summary(time.perf_counter() - t_start)
+        if self._logger:
+            self._logger.close(summary)
+        return summary
 
     def train_step(self, micro: list[Any], progress: Progress | None = None) -> dict[str, Any]:
         """One optimizer step on ``micro`` (``grad_accum`` micro-batches already on the
@@ -563,20 +573,36 @@ class Trainer:
             row.update({f"eval/{k}": v for k, v in ev.items()})
             self._track_best(ev)
         if self.step % self.cfg.train.log_every == 0 or eval_due or self.step == self.total_steps:
-            self._losses.resolve()  # the same steps on every rank
-        if self._logger and (self.step % self.cfg.train.log_every == 0 or "eval/" in "".join(row)
-                             or self.step == self.total_steps):
-            self._logger.log(row)
+            # the same steps on every rank; the loss arrives by the next due row
+            self._losses.launch()
+            self._losses.collect(wait=self.step == self.total_steps)
+            self._due_rows.append(row)
+        shown = self._log_ready()
         for cb in self.callbacks:
             if isinstance(cb, OnStepEnd):
                 cb.on_step_end(self, row)
         if progress is not None:
-            fields = progress_fields(row, self.task.headline) if row["loss"] is not None else None
-            progress.update(self.step, fields, lr=row.get("lr"))
+            progress.update(self.step, shown, lr=row.get("lr"))
         if self._should_checkpoint(end_epoch) and self.step < self.total_steps \
                 and self.stop_reason is None:  # the final checkpoint follows
             self._last_ckpt_step = self.step
             self.save()
+
+    def _log_ready(self) -> dict[str, float] | None:
+        """Log the due rows whose loss has arrived, in step order; returns what the
+        progress display shows for the newest (None when none arrived)."""
+        shown = None
+        while self._due_rows and self._due_rows[0]["loss"] is not None:
+            row = self._due_rows.pop(0)
+            if self._logger:
+                self._logger.log(row)
+            shown = progress_fields(row, self.task.headline)
+        return shown
+
+    def _flush_losses(self) -> None:
+        """Wait for every pending loss and log the rows (all ranks, at the same point)."""
+        self._losses.resolve()
+        self._log_ready()
 
     def _summary(self, wall: float) -> dict[str, Any]:
         timing = step_timing(self.step_times, self.steps_per_epoch, wall)

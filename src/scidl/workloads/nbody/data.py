@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from scidl.workloads.nbody.wh import WHState, integrate, interaction_kick
+from scidl.workloads.nbody.wh import Masses, WHState, integrate, interaction_kick
 
 if TYPE_CHECKING:  # the config lives with the workload, which imports this module
     from scidl.workloads.nbody.workload import NBodyConfig
@@ -75,9 +75,10 @@ def inner_period(m: np.ndarray) -> float:
 
 
 def generate_samples(n: int, cfg: NBodyConfig, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-    """Jacobi positions, masses and exact interaction kicks along classical WH trajectories."""
+    """Jacobi positions, masses and exact interaction kicks (of ``cfg.scheme``'s split)
+    along classical WH trajectories; all ``n`` systems are integrated as one batch."""
     x, v, m = random_systems(n, cfg.n_planets, rng, cfg.mass_range)
-    state = WHState.from_inertial(x, v, m)
+    state = WHState.from_inertial(x, v, m, cfg.scheme)
     h = inner_period(m) / cfg.steps_per_orbit
     qs: list[np.ndarray] = []
     integrate(
@@ -85,7 +86,7 @@ def generate_samples(n: int, cfg: NBodyConfig, rng: np.random.Generator) -> dict
     )
     q = np.concatenate(qs)
     mm = np.concatenate([m] * len(qs))
-    acc = interaction_kick(q, WHState(q, q, state.ms.__class__(mm)).ms)
+    acc = interaction_kick(q, Masses(mm, cfg.scheme))
     return {
         "q": torch.from_numpy(q).float(),
         "m": torch.from_numpy(mm).float(),

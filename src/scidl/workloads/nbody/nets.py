@@ -7,7 +7,10 @@ sum over pairs, so they apply to any number of bodies and any masses:
 * :class:`HamiltonianKick` learns a scalar pair function ``phi`` and forms the interaction
   Hamiltonian with the structure of the exact one (where ``phi = 1/r``):
 
-      H_NN(q) = sum_{i>=1} m_0 m_i phi(q_i) - sum_{a<b} m_a m_b phi(x_b - x_a),   x = B q;
+      H_NN(q) = sum_{i>=1} C_i phi(q_i) - sum_{a<b} m_a m_b phi(x_b - x_a),   x = B q,
+
+  with the Kepler constants ``C_i`` of the integrator's split (``m_i eta_{i-1}`` for
+  ``whfast``, ``m_0 m_i`` for ``wh91``; :mod:`scidl.workloads.nbody.wh`);
 
   the kick is ``-(1/m'_i) dH_NN/dq_i`` by autograd: a gradient of a function of positions,
   so the map stays symplectic (Cai, Portegies Zwart & Podareanu 2021).
@@ -41,6 +44,16 @@ def jacobi_mass_t(m: torch.Tensor) -> torch.Tensor:
     return torch.cat([eta[:, -1:], m[:, 1:] * eta[:, :-1] / eta[:, 1:]], dim=1)
 
 
+def kepler_coef_t(m: torch.Tensor, scheme: str = "whfast") -> torch.Tensor:
+    """Kepler constants ``C_i`` (B, N-1) of H_Kepler: ``m_i eta_{i-1}`` (WHFast) or
+    ``m_0 m_i`` (WH91)."""
+    if scheme == "whfast":
+        return m[:, 1:] * torch.cumsum(m, dim=1)[:, :-1]
+    if scheme == "wh91":
+        return m[:, :1] * m[:, 1:]
+    raise ValueError(f"unknown Wisdom-Holman scheme {scheme!r}; choose one of ('whfast', 'wh91')")
+
+
 def pair_features(d: torch.Tensor) -> torch.Tensor:
     """(unit vector, log |d|) for displacement vectors ``d`` (..., 3) -> (..., 4)."""
     r = d.norm(dim=-1, keepdim=True)
@@ -71,9 +84,10 @@ def _pairs(x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 class HamiltonianKick(nn.Module):
     """Kick = -(1/m') grad_q H_NN(q); ``forward(q, m) -> a'`` (B, N, 3), ``a'_0 = 0``."""
 
-    def __init__(self, hidden: int = 64, depth: int = 2) -> None:
+    def __init__(self, hidden: int = 64, depth: int = 2, scheme: str = "whfast") -> None:
         super().__init__()
         self.phi = _mlp(4, 1, hidden, depth)
+        self.scheme = scheme
 
     def pair_potential(self, d: torch.Tensor) -> torch.Tensor:
         """Even in ``d`` (the pair energy does not depend on the order of the bodies)."""
@@ -83,7 +97,7 @@ class HamiltonianKick(nn.Module):
         """H_NN per system (B,)."""
         x = torch.linalg.solve(jacobi_matrix_t(m), q)
         d, mm, _ = _pairs(x, m)
-        kepler = (m[:, :1] * m[:, 1:] * self.pair_potential(q[:, 1:])).sum(1)
+        kepler = (kepler_coef_t(m, self.scheme) * self.pair_potential(q[:, 1:])).sum(1)
         return kepler - 0.5 * (mm * self.pair_potential(d)).sum(1)  # ordered pairs: half
 
     def forward(self, q: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -99,9 +113,10 @@ class HamiltonianKick(nn.Module):
 class DirectKick(nn.Module):
     """Accelerations assembled from a learned vector pair force (no gradient structure)."""
 
-    def __init__(self, hidden: int = 64, depth: int = 2) -> None:
+    def __init__(self, hidden: int = 64, depth: int = 2, scheme: str = "whfast") -> None:
         super().__init__()
         self.f = _mlp(4, 3, hidden, depth)
+        self.scheme = scheme
 
     def pair_force(self, d: torch.Tensor) -> torch.Tensor:
         """Odd in ``d`` (Newton's third law), otherwise unconstrained."""
@@ -113,13 +128,14 @@ class DirectKick(nn.Module):
         d, mm, a_idx = _pairs(x, m)
         contrib = mm.unsqueeze(-1) * self.pair_force(d)  # force on body a from b
         forces = torch.zeros_like(x).index_add_(1, a_idx, contrib)
-        # dH/dq = -m0 m_i f(q_i) - B^T F  with B = A^-1
+        # dH/dq = -C_i f(q_i) - B^T F  with B = A^-1
         bt_f = torch.linalg.solve(a_mat.transpose(1, 2), forces)
         grad = -bt_f
         grad = torch.cat(
             [
                 grad[:, :1],
-                grad[:, 1:] - (m[:, :1] * m[:, 1:]).unsqueeze(-1) * self.pair_force(q[:, 1:]),
+                grad[:, 1:]
+                - kepler_coef_t(m, self.scheme).unsqueeze(-1) * self.pair_force(q[:, 1:]),
             ],
             dim=1,
         )
@@ -130,8 +146,13 @@ class DirectKick(nn.Module):
 class ExactKick(nn.Module):
     """The exact interaction kick in the same torch form (for tests and references)."""
 
+    def __init__(self, scheme: str = "whfast") -> None:
+        super().__init__()
+        self.scheme = scheme
+
     def forward(self, q: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         net = DirectKick.__new__(DirectKick)
         nn.Module.__init__(net)
+        net.scheme = self.scheme
         net.pair_force = lambda d: d / d.norm(dim=-1, keepdim=True) ** 3  # type: ignore[method-assign]
         return DirectKick.forward(net, q, m)

@@ -19,13 +19,16 @@ __all__ = ["orbits_picture"]
 INNER_PERIOD = 2.0 * math.pi  # a = 1 around a unit star, G = 1
 
 
-def orbits_picture(model: nn.Module, path: Path, steps: int = 400, model_name: str = "") -> Path:
+def orbits_picture(model: nn.Module, path: Path, steps: int = 400, model_name: str = "",
+                   scheme: str = "whfast") -> Path:
     """Orbits (x, y) of the planets over ``steps`` Wisdom–Holman steps with the learned
     kick (dashed) and the exact kick (solid), and ``|E(t) - E(0)| / |E(0)|`` of both on
     a log axis. ``model`` is cast to float64 on the CPU (pass a copy)."""
     x, v, m = reference_system()
-    runs = {"exact kick (classical WH)": run_long(interaction_kick, x, v, m, steps, n_records=steps),
-            "learned kick": run_long(neural_kick(model.cpu()), x, v, m, steps, n_records=steps)}
+    runs = {"exact kick (classical WH)": run_long(interaction_kick, x, v, m, steps, n_records=steps,
+                                                  scheme=scheme),
+            "learned kick": run_long(neural_kick(model.cpu()), x, v, m, steps, n_records=steps,
+                                     scheme=scheme)}
     fig = new_figure((11.0, 5.6))
     ax_orb, ax_e = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.25]})
     styles = {"exact kick (classical WH)": ("-", 1.6, 0.55), "learned kick": ("--", 1.1, 1.0)}

@@ -4,6 +4,7 @@
     scidl study nbody train  --model direct      --out nbody_dir.pt
     scidl study nbody kepler  --orbits 10000           # two-body check
     scidl study nbody long --kick classical --steps 100000
+    scidl study nbody long --kick classical --scheme wh91 --steps 100000
     scidl study nbody long --kick nbody_ham.pt --steps 100000
     scidl study nbody long --kick nbody_dir.pt --steps 100000
     scidl study nbody general --kick nbody_ham.pt --steps 10000
@@ -30,7 +31,7 @@ import torch
 from scidl.runtime.files import atomic_write_text
 from scidl.workloads.base import BuildContext
 from scidl.workloads.nbody.data import orbital_state
-from scidl.workloads.nbody.wh import KickFn, Masses, WHState, integrate, interaction_kick
+from scidl.workloads.nbody.wh import SCHEMES, KickFn, Masses, WHState, integrate, interaction_kick
 from scidl.workloads.nbody.workload import NBody, NBodyConfig, build_model
 
 H_STEP = 2.0 * math.pi / 40.0  # WH step: inner period / 40
@@ -67,14 +68,17 @@ def neural_kick(model: torch.nn.Module) -> KickFn:
     return kick
 
 
-def load_kick(spec: str) -> tuple[str, KickFn]:
+def load_kick(spec: str, scheme: str = "whfast") -> tuple[str, KickFn, str]:
+    """(name, kick, scheme): the exact kick of ``scheme``'s split for ``classical``, else
+    a trained network with the scheme it was trained for (its saved config)."""
     if spec == "classical":
-        return "classical", interaction_kick
+        return ("classical" if scheme == "whfast" else f"classical_{scheme}"), interaction_kick, scheme
     blob = torch.load(spec, weights_only=True)
-    cfg = NBodyConfig.model_validate(blob["cfg"])
+    # models saved before the scheme existed were trained on the wh91 split
+    cfg = NBodyConfig.model_validate({"scheme": "wh91", **blob["cfg"]})
     model = build_model(cfg)
     model.load_state_dict(blob["state"])
-    return cfg.model, neural_kick(model)
+    return cfg.model, neural_kick(model), cfg.scheme
 
 
 def run_long(
@@ -85,12 +89,13 @@ def run_long(
     steps: int,
     n_records: int = 200,
     partial: Path | None = None,
+    scheme: str = "whfast",
 ) -> dict[str, Any]:
-    """Integrate, recording energy, angular momentum and planet positions.
+    """Integrate with ``scheme``, recording energy, angular momentum and planet positions.
 
     With ``partial``, the records so far are rewritten there at every record (so a run cut
     short still leaves its measured prefix)."""
-    s0 = WHState.from_inertial(x, v, m)
+    s0 = WHState.from_inertial(x, v, m, scheme)
     e0 = s0.energy()
     l0 = s0.angular_momentum()
     rows: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
@@ -110,6 +115,7 @@ def run_long(
                 partial,
                 json.dumps(
                     {
+                        "scheme": scheme,
                         "steps_done": step,
                         "wall_s": time.perf_counter() - t0,
                         "steps": [r[0] for r in rows],
@@ -129,6 +135,7 @@ def run_long(
     dl = np.stack([r[2] for r in rows])
     slope = np.polyfit(steps_arr, de, 1)[0] * steps  # change over the run from a linear fit
     return {
+        "scheme": scheme,
         "steps": steps_arr.tolist(),
         "dE": de.T.tolist(),
         "dL_max": dl.max(0).tolist(),
@@ -190,12 +197,13 @@ def cmd_kepler(args: argparse.Namespace) -> dict[str, Any]:
     period = 2 * math.pi / np.sqrt(mu[0])
     h = 0.7131 * period
     steps = int(math.ceil(args.orbits / 0.7131))
-    s0 = WHState.from_inertial(x, v, m)
+    s0 = WHState.from_inertial(x, v, m, args.scheme)
     e0, l0 = s0.energy(), s0.angular_momentum()
     t0 = time.perf_counter()
     s = integrate(s0, h, steps)
     wall = time.perf_counter() - t0
     return {
+        "scheme": args.scheme,
         "eccentricities": es.tolist(),
         "orbits": steps * 0.7131,
         "steps": steps,
@@ -209,10 +217,16 @@ def cmd_kepler(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_long(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
-    name, kick = load_kick(args.kick)
+    name, kick, scheme = load_kick(args.kick, args.scheme)
     x, v, m = reference_system()
     out = run_long(
-        kick, x, v, m, args.steps, partial=Path(args.json).with_suffix(f".{name}.partial.json")
+        kick,
+        x,
+        v,
+        m,
+        args.steps,
+        partial=Path(args.json).with_suffix(f".{name}.partial.json"),
+        scheme=scheme,
     )
     pos = out.pop("positions")
     np.save(Path(args.json).with_suffix(f".{name}.pos.npy"), pos)
@@ -222,21 +236,21 @@ def cmd_long(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_general(args: argparse.Namespace) -> dict[str, Any]:
     """Systems outside the training set: other masses, and a fourth body."""
     torch.set_num_threads(1)
-    name, kick = load_kick(args.kick)
-    res: dict[str, Any] = {"kick": name, "n_steps": args.steps}
+    name, kick, scheme = load_kick(args.kick, args.scheme)
+    res: dict[str, Any] = {"kick": name, "n_steps": args.steps, "scheme": scheme}
     cases = {
         "heavy_masses": reference_system((5e-3, 4e-3)),
         "light_masses": reference_system((3e-5, 2e-5)),
         "four_body": reference_system((1e-3, 3e-4, 2e-4), (1.0, 1.83, 3.3)),
     }
     for case, (x, v, m) in cases.items():
-        out = run_long(kick, x, v, m, args.steps, n_records=50)
+        out = run_long(kick, x, v, m, args.steps, n_records=50, scheme=scheme)
         ref = (
-            run_long(interaction_kick, x, v, m, args.steps, n_records=50)
-            if name != "classical"
+            run_long(interaction_kick, x, v, m, args.steps, n_records=50, scheme=scheme)
+            if not name.startswith("classical")
             else out
         )
-        s = WHState.from_inertial(x, v, m)
+        s = WHState.from_inertial(x, v, m, scheme)
         kick_err = np.linalg.norm(kick(s.q, s.ms) - interaction_kick(s.q, s.ms)) / np.linalg.norm(
             interaction_kick(s.q, s.ms)
         )
@@ -255,13 +269,13 @@ def cmd_general(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_speed(args: argparse.Namespace) -> dict[str, Any]:
     """Time per WH step (and per kick) for each kick, interleaved repeats, median."""
     torch.set_num_threads(1)
-    kicks = dict(load_kick(k) for k in ["classical", *args.models])
+    kicks = {n: (k, s) for n, k, s in (load_kick(k, args.scheme) for k in ["classical", *args.models])}
     x, v, m = reference_system()
-    s0 = WHState.from_inertial(x, v, m)
     step_t: dict[str, list[float]] = {k: [] for k in kicks}
     kick_t: dict[str, list[float]] = {k: [] for k in kicks}
     for _ in range(args.repeats):
-        for name, kick in kicks.items():
+        for name, (kick, scheme) in kicks.items():
+            s0 = WHState.from_inertial(x, v, m, scheme)
             t0 = time.perf_counter()
             integrate(s0, H_STEP, args.steps, kick)
             step_t[name].append((time.perf_counter() - t0) / args.steps)
@@ -271,9 +285,10 @@ def cmd_speed(args: argparse.Namespace) -> dict[str, Any]:
             kick_t[name].append((time.perf_counter() - t0) / args.steps)
     med = {k: float(np.median(v)) * 1e3 for k, v in step_t.items()}
     return {
+        "scheme": {k: s for k, (_, s) in kicks.items()},
         "ms_per_step": med,
         "ms_per_kick": {k: float(np.median(v)) * 1e3 for k, v in kick_t.items()},
-        "ratio_to_classical": {k: v / med["classical"] for k, v in med.items()},
+        "ratio_to_classical": {k: v / next(iter(med.values())) for k, v in med.items()},
         "steps": args.steps,
         "repeats": args.repeats,
     }
@@ -289,7 +304,7 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     base = Path(args.json)
     runs = {
         k: json.loads(base.with_suffix(f".{k}.partial.json").read_text())
-        for k in ("classical", "hamiltonian", "direct")
+        for k in ("classical", "classical_wh91", "hamiltonian", "direct")
         if base.with_suffix(f".{k}.partial.json").exists()
     }
     ref = (
@@ -308,6 +323,7 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
         de = np.array(rec["dE"])[:, 0]
         half = len(steps) // 2
         summary[kick] = {
+            "scheme": rec.get("scheme", "wh91"),  # records without the field predate whfast
             "steps_done": rec["steps_done"],
             "dE_max": float(np.abs(de).max()),
             "dE_mean_first_half": float(np.abs(de[1:half]).mean()),
@@ -315,9 +331,9 @@ def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
             "dE_fit_change_per_1e5_steps": float(np.polyfit(steps, de, 1)[0] * 1e5),
             "dL_max": float(np.array(rec["dL"]).max()),
         }
-        color = {"classical": "C0", "hamiltonian": "C1", "direct": "C2"}[kick]
+        color = {"classical": "C0", "classical_wh91": "C3", "hamiltonian": "C1", "direct": "C2"}[kick]
         ax[0].plot(steps[1:], np.abs(de[1:]) + 1e-18, label=kick, color=color)
-        if ref and kick != "classical":
+        if ref and not kick.startswith("classical"):
             pairs = [
                 (s, float(np.abs(np.array(x) - ref[s]).max()))
                 for s, x in zip(rec["steps"], rec["x"], strict=True)
@@ -349,6 +365,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", default="nbody_model.pt")
     ap.add_argument("--orbits", type=int, default=10000)
     ap.add_argument("--kick", default="classical", help="'classical' or a trained model file")
+    ap.add_argument(
+        "--scheme",
+        default="whfast",
+        choices=SCHEMES,
+        help="Wisdom-Holman scheme of the classical integrator (a trained kick uses its own)",
+    )
     ap.add_argument("--steps", type=int, default=100000)
     ap.add_argument("--json", default="benchmarks/results/workloads_nbody.json")
     ap.add_argument("--plot", default="docs/img/nbody_energy.png")

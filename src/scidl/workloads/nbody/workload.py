@@ -1,7 +1,7 @@
 """Neural symplectic N-body integrator (Cai, Portegies Zwart & Podareanu 2021).
 
-The Wisdom–Holman map (:mod:`scidl.workloads.nbody.wh`) splits ``H = H_Kepler + H_int``
-in Jacobi coordinates; the Kepler part is solved exactly, the interaction part gives a
+The Wisdom–Holman map (:mod:`scidl.workloads.nbody.wh`; WHFast's drift–kick–drift form
+by default) splits ``H = H_Kepler + H_int`` in Jacobi coordinates; the Kepler part is solved exactly, the interaction part gives a
 kick ``a'_i = -(1/m'_i) dH_int/dq_i``. This workload learns that kick from states generated
 by the classical integrator (star + two planets, random masses and orbits):
 
@@ -33,6 +33,12 @@ class NBodyConfig(WorkloadConfig):
     """Settings of the neural N-body workload (the ``task`` section)."""
 
     model: Literal["hamiltonian", "direct"] = Field("hamiltonian", description="kick network")
+    scheme: Literal["whfast", "wh91"] = Field(
+        "whfast",
+        description="Wisdom-Holman split and step order of the ground truth and of the learned "
+        "kick: whfast (WHFast Jacobi split, drift-kick-drift) or wh91 (Wisdom & Holman 1991 "
+        "split, kick-drift-kick)",
+    )
     hidden: int = Field(64, ge=1, description="hidden width of the pair network")
     depth: int = Field(2, ge=1, description="hidden layers of the pair network (tanh)")
     n_systems: int = Field(96, ge=2, description="training systems (star + planets)")
@@ -66,7 +72,7 @@ def evaluate(model: nn.Module, data: dict[str, torch.Tensor]) -> dict[str, float
 
 def build_model(cfg: NBodyConfig) -> nn.Module:
     cls = HamiltonianKick if cfg.model == "hamiltonian" else DirectKick
-    return cls(cfg.hidden, cfg.depth)
+    return cls(cfg.hidden, cfg.depth, cfg.scheme)
 
 
 class NBody(Workload):
@@ -107,4 +113,5 @@ class NBody(Workload):
         from scidl.workloads.nbody.pictures import orbits_picture
 
         assert isinstance(cfg, NBodyConfig)
-        return [orbits_picture(model, out_dir / "nbody_orbits.png", model_name=cfg.model)]
+        return [orbits_picture(model, out_dir / "nbody_orbits.png", model_name=cfg.model,
+                               scheme=cfg.scheme)]
