@@ -194,6 +194,23 @@ def hybrid_memory(d: dict) -> str:
     )
 
 
+# ----------------------------------------------------------------------------- sharding
+def fsdp_memory(d: dict) -> str:
+    """Parameter + gradient + optimizer MiB per rank, DDP vs FSDP, by process count."""
+    def mib(x: float) -> str:
+        return f"{x / 2**20:.2f}"
+
+    rows = []
+    for r in d["results"]:
+        worst = max(r["per_rank"], key=lambda p: p["params"] + p["grads"] + p["optimizer"])
+        rows.append([r["nproc"], "DDP" if r["layout"] == "ddp" else "FSDP (shard=full)",
+                     mib(worst["params"]), mib(worst["grads"]), mib(worst["optimizer"]),
+                     mib(r["max_bytes_per_rank"]), f"{r['fraction_of_ddp']:.3f}",
+                     "" if r["layout"] == "ddp" else f"{1 / r['nproc']:.3f}"])
+    return table(["processes", "layout", "parameters MiB", "gradients MiB", "optimizer MiB",
+                  "total MiB / rank", "of DDP", "ideal 1/N"], rows)
+
+
 # ----------------------------------------------------------------------------- comm
 def comm_convergence(d: dict, section: str) -> str:
     s = d[section]

@@ -59,6 +59,8 @@ REGISTRY: dict[str, Block] = {
     # docs/hybrid.md
     "hybrid": _b("hybrid", t.hybrid),
     "hybrid_memory": _b("hybrid", t.hybrid_memory),
+    # docs/sharding.md (and docs/benchmarks.md)
+    "fsdp_memory": _b("fsdp_memory", t.fsdp_memory),
     # docs/communication.md
     "sparse_embedding": _b("sparse_embedding", t.sparse_embedding),
     "comm_convergence": _b("comm", partial(t.comm_convergence, section="convergence")),

@@ -92,6 +92,13 @@ class CheckpointConfig(_Section):
     final: bool = Field(True, description="write a checkpoint at the end")
     best: bool = Field(True, description="keep the model of the best evaluation of the headline "
                                          "metric in checkpoints/best_step_*/")
+    format: Literal["auto", "torch", "dcp"] = Field(
+        "auto", description="how model and optimizer state are written: dcp (torch.distributed."
+                            "checkpoint, each rank its own shards, reshardable on load), torch "
+                            "(state.pt / rank{r}.pt files), auto (dcp for sharded runs, else torch)")
+    async_save: bool = Field(False, description="write the dcp part in the background "
+                                                "(dcp.async_save); finished before the next "
+                                                "checkpoint and at exit")
 
 
 class LogConfig(_Section):

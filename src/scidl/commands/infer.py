@@ -69,8 +69,7 @@ def find_weights(run_dir: Path, pipeline_stages: int = 1) -> Weights:
     if good is None:
         raise UserError(f"{run_dir} has no usable checkpoint (no checkpoints/best_step_* or "
                         "checkpoints/step_* that verifies): train the run first")
-    shared = good.load(ckpt.SHARED_FILE)
-    model = shared.get("model") if isinstance(shared, dict) else None
+    model = ckpt.model_state(good)  # state.pt, or the shards of a dcp checkpoint
     if model is None:  # pipeline stages: replica 0's stages are ranks 0..stages-1
         model = {}
         for r in range(pipeline_stages):

@@ -47,7 +47,7 @@ def error_field_from_run(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, l
 
     from scidl.cli import UserError
     from scidl.config import RunConfig
-    from scidl.train.checkpoint import latest_good_checkpoint
+    from scidl.train.checkpoint import latest_good_checkpoint, model_state
     from scidl.workloads import BuildContext, get_workload
 
     run = Path(run_dir)
@@ -61,7 +61,10 @@ def error_field_from_run(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, l
     val = task.val_data
     if not (isinstance(val, Mapping) and "xt" in val and "u" in val):
         raise UserError(f"workload {cfg.workload!r} has no reference grid (val_data xt/u)")
-    task.model.load_state_dict(good.load("state.pt")["model"])
+    state = model_state(good)
+    if state is None:
+        raise UserError(f"{good.path} holds no model state")
+    task.model.load_state_dict(state)
     task.model.eval()
     with torch.no_grad():
         err = (task.model(val["xt"]).reshape(-1).double() - val["u"].double()).abs()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ParallelConfig(BaseModel):
@@ -25,6 +25,13 @@ class ParallelConfig(BaseModel):
             (costs a graph traversal per step); ``false``: never (such a model fails).
             Pipeline stages: ``auto`` searches in a stage whose blocks left a trainable
             parameter without a gradient in the cost measurement.
+        shard: parameter sharding of the data-parallel replicas through FSDP2
+            (``torch.distributed.fsdp.fully_shard``): ``none`` (DDP: every rank holds the
+            whole model), ``full`` (parameters, gradients and optimizer state sharded over
+            all data-parallel ranks) or ``hybrid`` (sharded inside groups of
+            ``shard_size`` ranks, one node by default, replicated across the groups).
+        shard_size: ``hybrid``: ranks per sharding group (``None``: the launcher's
+            ``LOCAL_WORLD_SIZE``, the processes of one node); must divide the world size.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -37,3 +44,14 @@ class ParallelConfig(BaseModel):
     find_unused_parameters: bool | Literal["auto"] = Field(
         "auto", description="DDP find_unused_parameters: auto (detect in step 1), true, false"
     )
+    shard: Literal["none", "full", "hybrid"] = Field(
+        "none", description="parameter sharding (FSDP2): none (DDP), full (over all data-parallel "
+                            "ranks), hybrid (inside a node or shard_size ranks, replicated across)")
+    shard_size: int | None = Field(
+        None, ge=1, description="hybrid sharding: ranks per sharding group (None: LOCAL_WORLD_SIZE)")
+
+    @field_validator("shard", mode="before")
+    @classmethod
+    def _none_word(cls, v: object) -> object:
+        """``parallel.shard=none`` on the command line (YAML reads ``none`` as null)."""
+        return "none" if v is None else v

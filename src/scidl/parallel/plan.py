@@ -15,9 +15,11 @@ shared and which is this rank's own, the data-parallel size (the throughput deno
 and the summary's extra section. Layouts: :class:`~scidl.parallel.ddp.DataParallelPlan`
 (``pp = 1``) and :class:`~scidl.parallel.pipeline.PipelinePlan` (``pp > 1``).
 
-A sharded-data-parallel layout adds a ``shard`` dimension to :class:`ParallelDims` (world
-= dp x shard x pp) and a plan whose state is written per rank (see
-:mod:`scidl.train.checkpoint`).
+Sharded data parallelism (``parallel.shard=full|hybrid``, ``pp = 1``):
+:class:`~scidl.parallel.fsdp.ShardedPlan` shards the model with FSDP2 over the ``dp``
+dimension (full) or over a 2-D ``(replicate, shard)`` mesh of the same ranks (hybrid);
+its model and optimizer state are written per rank through ``torch.distributed.checkpoint``
+(see :mod:`scidl.train.checkpoint`).
 """
 
 from __future__ import annotations
@@ -198,6 +200,11 @@ def build_plan(cfg: RunConfig, task: Task, device: torch.device, world_size: int
         from scidl.parallel.pipeline import PipelinePlan
 
         return PipelinePlan.build(cfg, task, dims, mesh, device, strategy)
+    if cfg.parallel.shard != "none":
+        from scidl.parallel.fsdp import ShardedPlan, check_shard_layout
+
+        check_shard_layout(cfg, world_size)
+        return ShardedPlan.build(cfg, task, dims, mesh, device, strategy)
     from scidl.parallel.ddp import DataParallelPlan
 
     return DataParallelPlan.build(cfg, task, dims, mesh, device, strategy)

@@ -285,7 +285,8 @@ def run(
 
         plan = resume_plan(Path(str(cfg.log.run_dir)) / "checkpoints", restart_from_scratch,
                            TRAINER_FILES, warn=False)  # the training processes report unusable ones
-        check_resume_world(plan, cfg.dist.nproc if launch.launcher == "single" else launch.world_size)
+        check_resume_world(plan, cfg.dist.nproc if launch.launcher == "single" else launch.world_size,
+                           cfg.parallel.pipeline_stages)
     local = multi or (cfg.dist.nproc > 1 and launch.launcher == "single")
     if local:
         warn_oversubscribed(cfg.dist.nproc)

@@ -15,12 +15,18 @@ file names, sizes and hashes (no state travels between ranks), writes the manife
 renames the folder into place in one step, so a crash never leaves a half-written
 checkpoint where a good one was. A rank reads back only ``state.pt`` and its own part.
 
-Toward ``torch.distributed.checkpoint`` (DCP): model and optimizer state of large or
-sharded models will move out of ``state.pt`` / ``rank{r}.pt`` into a DCP folder in the
-same temporary folder (``model/``: DCP's per-rank ``.distcp`` files and ``.metadata``),
-written by ``dcp.save`` on every rank between the "temporary folder" and "manifest"
-steps above; the manifest then lists those files too, and publishing, verification and
-fallback stay as they are. Per-rank RNG and strategy state stay in ``rank{r}.pt``.
+With ``torch.distributed.checkpoint`` (DCP; ``checkpoint.format=dcp``, the default for
+sharded runs), model and optimizer state live in ``dcp/`` inside the checkpoint folder:
+``dcp.save`` on every rank between the "temporary folder" and "manifest" steps above,
+each rank writing its own shards (DCP's ``__{r}_0.distcp`` files, ``.metadata`` from
+rank 0; replicated tensors are written once). The ranks hash the ``dcp/`` files between
+them, the manifest lists them too, and publishing, verification and fallback stay as
+they are; ``state.pt`` then holds ``model``/``optimizer`` = None and ``format: "dcp"``.
+With ``checkpoint.async_save`` the ``dcp/`` part is written in the background
+(``dcp.async_save`` on a process group of its own) and :class:`PendingSave` publishes
+it once written: before the next checkpoint and at the end of training. Loading goes
+through ``dcp.load`` into this run's layout, so it reshards: another process count,
+DDP <-> FSDP (:func:`load_dcp`). Per-rank RNG and strategy state stay in ``rank{r}.pt``.
 
 Loading verifies the manifest: the files the loader needs must be listed (every rank
 part the manifest announces, too), every listed file must match its size and hash, and
@@ -66,6 +72,7 @@ BEST_PREFIX = "best_step_"  # the best model's folders (one, except after a cras
 BEST_MODEL = "model.pt"  # the whole model's state dict in a best folder
 SET_ASIDE = "unusable_"  # prefix of checkpoints moved out of the way (kept for inspection)
 SHARED_FILE = "state.pt"
+DCP_DIR = "dcp"  # model and optimizer state written by torch.distributed.checkpoint
 REQUIRED: tuple[str, ...] = (SHARED_FILE,)  # what Checkpoint.load needs by default
 TRAINER_FILES: tuple[str, ...] = (SHARED_FILE, "rank0.pt")  # what the trainer's resume needs
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -166,15 +173,22 @@ def save_checkpoint(root: Path, step: int, files: dict[str, Any], keep: int = 3)
         raise
 
 
-def save_sharded(root: Path, step: int, shared: Any, own: Any, keep: int = 3) -> Path:
+def save_sharded(root: Path, step: int, shared: Any, own: Any, keep: int = 3,
+                 dcp_state: dict[str, Any] | None = None, async_group: Any = None,
+                 ) -> Path | PendingSave:
     """Checkpoint ``step``: rank 0 writes ``shared`` (``state.pt``), every rank its ``own``
-    part (``rank{r}.pt``); published atomically by rank 0 (call on all ranks).
+    part (``rank{r}.pt``) and, given ``dcp_state``, its shards of it through DCP
+    (``dcp/``); published atomically by rank 0 (call on all ranks).
+
+    With ``async_group`` (a process group for DCP's background collectives) the DCP part
+    is written by ``dcp.async_save`` and a :class:`PendingSave` is returned: call its
+    ``finish()`` on all ranks (it waits, hashes and publishes) before the next save.
 
     Collectives carry only the temporary folder's name, the files' sizes and hashes and
     the outcome. Any rank's failure (full disk, I/O error) ends the write on every rank
     with :class:`CheckpointError` naming the cause; the previous checkpoint is kept.
     """
-    rank, world = dist.get_rank(), dist.get_world_size()
+    rank = dist.get_rank()
     final = step_dir(root, step)
     box: list[Any] = [None, None]  # (temporary folder, failure)
     if rank == 0:
@@ -195,15 +209,58 @@ def save_sharded(root: Path, step: int, shared: Any, own: Any, keep: int = 3) ->
             entries[SHARED_FILE] = write_part(tmp, SHARED_FILE, shared)
     except Exception as e:  # reported to rank 0, so no rank is left waiting
         failure = write_failure(e, root, step)
-    parts: list[Any] | None = [None] * world if rank == 0 else None
-    dist.gather_object((entries, failure), parts, dst=0)
-    status: list[Any] = [None]
-    if parts is not None:
-        status[0] = _publish_parts(root, tmp, final, step, parts, keep)
-    dist.broadcast_object_list(status, src=0)
-    if status[0] is not None:
-        raise CheckpointError(status[0])
-    return final
+    pending = PendingSave(root, step, tmp, final, keep, entries, failure)
+    if dcp_state is not None:
+        import torch.distributed.checkpoint as dcp
+
+        try:
+            if async_group is not None:
+                pending.future = dcp.async_save(dcp_state, checkpoint_id=str(tmp / DCP_DIR),
+                                                process_group=async_group)
+                return pending
+            dcp.save(dcp_state, checkpoint_id=str(tmp / DCP_DIR))
+        except Exception as e:  # DCP raises on every rank when any rank failed
+            pending.failure = pending.failure or write_failure(e, root, step)
+    return pending.finish()
+
+
+class PendingSave:
+    """A checkpoint whose files are (being) written; :meth:`finish` publishes it (all ranks)."""
+
+    def __init__(self, root: Path, step: int, tmp: Path, final: Path, keep: int,
+                 entries: dict[str, Any], failure: str | None) -> None:
+        self.root, self.step, self.tmp, self.final, self.keep = root, step, tmp, final, keep
+        self.entries, self.failure = entries, failure
+        self.future: Any = None  # dcp.async_save's future, when written in the background
+
+    def finish(self) -> Path:
+        """Wait for the background write, hash the DCP files (split over the ranks),
+        publish on rank 0; raises :class:`CheckpointError` on every rank when any failed."""
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if self.future is not None:
+            try:
+                self.future.result()
+            except Exception as e:  # noqa: BLE001 - reported like any write failure
+                self.failure = self.failure or write_failure(e, self.root, self.step)
+            self.future = None
+        folder = self.tmp / DCP_DIR
+        if folder.is_dir() and self.failure is None:
+            try:
+                names = sorted(str(p.relative_to(self.tmp)) for p in folder.rglob("*") if p.is_file())
+                for name in names[rank::world]:  # each rank hashes its share of the files
+                    p = self.tmp / name
+                    self.entries[name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+            except OSError as e:
+                self.failure = write_failure(e, self.root, self.step)
+        parts: list[Any] | None = [None] * world if rank == 0 else None
+        dist.gather_object((self.entries, self.failure), parts, dst=0)
+        status: list[Any] = [None]
+        if parts is not None:
+            status[0] = _publish_parts(self.root, self.tmp, self.final, self.step, parts, self.keep)
+        dist.broadcast_object_list(status, src=0)
+        if status[0] is not None:
+            raise CheckpointError(status[0])
+        return self.final
 
 
 def _publish_parts(root: Path, tmp: Path, final: Path, step: int, parts: list[Any],
@@ -215,6 +272,7 @@ def _publish_parts(root: Path, tmp: Path, final: Path, step: int, parts: list[An
         for entries, _ in parts:
             files.update(entries)
         try:
+            files = dict(sorted(files.items()))
             _publish(root, tmp, final, {"step": step, "ranks": len(parts), "files": files}, keep)
             return None
         except OSError as e:
@@ -263,7 +321,8 @@ def verify_checkpoint(path: Path, required: Sequence[str] = REQUIRED) -> str | N
     unlisted = [n for n in dict.fromkeys([*required, *parts]) if n not in entries]
     if unlisted:
         return f"manifest does not list {', '.join(unlisted)}"
-    extra = sorted(p.name for p in path.iterdir() if p.name != MANIFEST and p.name not in entries)
+    extra = sorted(n for n in (str(p.relative_to(path)) for p in path.rglob("*") if not p.is_dir())
+                   if n != MANIFEST and n not in entries)
     if extra:
         return f"{', '.join(extra)} not in the manifest (suspect)"
     for name, meta in entries.items():
@@ -341,6 +400,94 @@ def set_aside_after(root: Path, step: int) -> list[Path]:
             os.replace(path, dest)
             moved.append(dest)
     return moved
+
+
+# ------------------------------------------------------------------------ DCP state
+
+
+def resolve_format(fmt: str, shard: str) -> str:
+    """``checkpoint.format``: ``dcp`` for sharded runs (preflight rejects ``torch`` there),
+    else ``torch`` for ``auto``."""
+    return "dcp" if shard != "none" else ("torch" if fmt == "auto" else fmt)
+
+
+def state_layout(shared: dict[str, Any]) -> str:
+    """How a trainer checkpoint holds model and optimizer: ``dcp`` (in ``dcp/``,
+    reshardable), ``replicated`` (whole, in ``state.pt``: any process count) or
+    ``per_rank`` (pipeline stages in ``rank{r}.pt``: the same process count only)."""
+    if shared.get("format") == "dcp":
+        return "dcp"
+    return "replicated" if shared.get("model") is not None else "per_rank"
+
+
+def strategy_state_in(part: dict[str, Any]) -> str:
+    """What a rank part's communication-strategy state holds ("" when nothing), e.g.
+    ``"residuals"`` for error feedback."""
+    st = part.get("strategy")
+    if not isinstance(st, dict):
+        return ""
+    return ", ".join(k for k, v in st.items()
+                     if k not in ("step", "gen") and v not in (None, {}, [], 0))
+
+
+def dcp_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Model and optimizer state keyed by parameter name (DTensor shards for FSDP)."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    return {"model": model_sd, "optimizer": optim_sd}
+
+
+def load_dcp(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Load ``path/dcp`` into ``model`` and ``optimizer`` in this run's layout (all
+    ranks): DCP reads each rank's pieces from whichever shards hold them (resharding)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_state_dict
+
+    state = dcp_state(model, optimizer)
+    dcp.load(state, checkpoint_id=str(path / DCP_DIR))
+    set_state_dict(model, optimizer, model_state_dict=state["model"],
+                   optim_state_dict=state["optimizer"])
+
+
+def model_state(good: Checkpoint) -> dict[str, Any] | None:
+    """The whole model's state dict of a trainer checkpoint, in one process, without a
+    process group: from ``state.pt``, or assembled from every shard in ``dcp/``; None
+    where each rank kept its own stage (pipeline parts, see ``rank{r}.pt``)."""
+    shared = good.load(SHARED_FILE)
+    if not isinstance(shared, dict):
+        return None
+    if shared.get("format") != "dcp":
+        return shared.get("model")
+    # as torch's dcp_to_torch_save reads a checkpoint: every key, no template, no group
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.format_utils import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+    state: dict[str, Any] = {}
+    with warnings.catch_warnings():  # "assuming ... a single process": that is the intent
+        warnings.simplefilter("ignore", UserWarning)
+        _load_state_dict(state, storage_reader=FileSystemReader(str(good.path / DCP_DIR)),
+                         planner=_EmptyStateDictLoadPlanner(keys={"model"}), no_dist=True)
+    return state.get("model")
+
+
+def load_full(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+              model_sd: dict[str, Any], optim_sd: dict[str, Any]) -> None:
+    """Load a whole (replicated, ``torch``-format) model and optimizer state into a
+    sharded ``model`` (all ranks; each keeps its shard). The optimizer's state is keyed
+    by position in its parameter groups, mapped to parameter names here."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    names = {id(p): n for n, p in model.named_parameters()}
+    by_pos: dict[int, str] = {}
+    for saved, now in zip(optim_sd["param_groups"], optimizer.param_groups, strict=True):
+        by_pos.update({i: names[id(p)] for i, p in zip(saved["params"], now["params"], strict=True)})
+    named: dict[str, Any] = {"state": {by_pos[int(i)]: v for i, v in optim_sd["state"].items()},
+             "param_groups": [{**g, "params": [by_pos[i] for i in g["params"]]}
+                              for g in optim_sd["param_groups"]]}
+    set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=named,
+                   options=StateDictOptions(full_state_dict=True))
 
 
 # ------------------------------------------------------------------------ the best model

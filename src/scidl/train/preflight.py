@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from scidl.config import ConfigError, RunConfig, check_finite
+from scidl.parallel.fsdp import check_shard_layout
 from scidl.parallel.plan import ParallelDims
 from scidl.runtime.env import LaunchEnv, detect_launch
 from scidl.train.loggers import check_loggers
@@ -31,11 +32,13 @@ def _check_device(cfg: RunConfig) -> None:
         raise ConfigError("dist.backend=nccl needs a CUDA device (use dist.backend=gloo or auto)")
 
 
-def _check_layout(cfg: RunConfig, world: int) -> None:
+def _check_layout(cfg: RunConfig, world: int, local_world: int | None = None) -> None:
     """Process layout and batch arithmetic that need only the config and the world size."""
     t, par = cfg.train, cfg.parallel
     stages = par.pipeline_stages
     dp = ParallelDims(world, stages).dp  # raises ConfigError for an impossible layout
+    check_shard_layout(cfg, world, local_world)
+    _check_checkpoint(cfg)
     if stages > 1 and t.grad_accum != 1:
         raise ConfigError("with parallel.pipeline_stages > 1 use parallel.microbatches, "
                           "not train.grad_accum")
@@ -47,6 +50,21 @@ def _check_layout(cfg: RunConfig, world: int) -> None:
     if stages > 1 and per_rank % par.microbatches:
         raise ConfigError(f"the per-replica batch of {per_rank} does not split into "
                           f"parallel.microbatches={par.microbatches}")
+
+
+def _check_checkpoint(cfg: RunConfig) -> None:
+    """``checkpoint.format`` / ``checkpoint.async_save`` against the layout."""
+    from scidl.train.checkpoint import resolve_format
+
+    fmt = resolve_format(cfg.checkpoint.format, cfg.parallel.shard)
+    if cfg.checkpoint.format == "torch" and cfg.parallel.shard != "none":
+        raise ConfigError(f"checkpoint.format=torch does not apply with parallel.shard="
+                          f"{cfg.parallel.shard} (sharded state goes through dcp); use auto")
+    if fmt == "dcp" and cfg.parallel.pipeline_stages > 1:
+        raise ConfigError("checkpoint.format=dcp does not apply with parallel.pipeline_stages > 1 "
+                          "(each stage keeps its own rank{r}.pt); use checkpoint.format=auto")
+    if cfg.checkpoint.async_save and fmt != "dcp":
+        raise ConfigError("checkpoint.async_save needs checkpoint.format=dcp (or parallel.shard)")
 
 
 def warn_oversubscribed(nproc: int, cores: int | None = None) -> None:
@@ -70,19 +88,27 @@ def check_run(cfg: RunConfig, resume: bool = False, launch: LaunchEnv | None = N
         cfg.task_config()
     _check_device(cfg)
     world = cfg.dist.nproc if launch.launcher == "single" else launch.world_size
-    _check_layout(cfg, world)
+    single = launch.launcher == "single"
+    _check_layout(cfg, world, world if single else launch.local_world_size)
     check_loggers(cfg)
     check_run_dir(cfg, resume)
 
 
-def check_resume_world(plan: Sequence[Any], world: int) -> None:
-    """The newest resumable checkpoint was written by ``world`` processes (checked before
-    any process starts, so a mistaken ``--nproc`` leaves the run folder untouched)."""
+def check_resume_world(plan: Sequence[Any], world: int, pipeline_stages: int = 1) -> None:
+    """The newest resumable checkpoint can be loaded by ``world`` processes (checked before
+    any process starts, so a mistaken ``--nproc`` leaves the run folder untouched): the
+    same count, or any count when its model and optimizer state reshard (a ``dcp`` or
+    replicated checkpoint, and no pipeline stages now)."""
+    from scidl.train.checkpoint import state_layout
+
     for good in plan[:1]:
         try:
-            written_by = good.load("state.pt")["progress"]["world_size"]
+            shared = good.load("state.pt")
+            written_by = shared["progress"]["world_size"]
+            layout = state_layout(shared)
         except Exception:  # noqa: BLE001 - unloadable: the training processes fall back
             return
-        if written_by != world:
-            raise ConfigError(f"checkpoint {good.path} was written by {written_by} processes; "
-                              f"resume with --nproc {written_by}")
+        if written_by != world and (layout == "per_rank" or pipeline_stages > 1):
+            why = "its pipeline stages" if layout == "per_rank" else "pipeline stages"
+            raise ConfigError(f"checkpoint {good.path} was written by {written_by} processes and "
+                              f"{why} do not reshard; resume with --nproc {written_by}")

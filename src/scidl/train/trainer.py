@@ -131,7 +131,10 @@ class Trainer:
         self._last_eval_step = 0
         self._losses = PendingLosses(self.plan.dp_size)  # rank-mean losses, reduced when logged
         self._due_rows: list[dict[str, Any]] = []  # rows to log once their loss arrives
-        self._grad_check = GradCheck(self.model.parameters())
+        self._grad_check = getattr(self.plan, "grad_check", None) or GradCheck(self.model.parameters())
+        self._ckpt_format = ckpt.resolve_format(cfg.checkpoint.format, cfg.parallel.shard)
+        self._pending_save: ckpt.PendingSave | None = None  # an async checkpoint being written
+        self._async_group: Any = None  # DCP's own process group for background saves
 
     @property
     def global_batch(self) -> int:
@@ -297,19 +300,41 @@ class Trainer:
         """Write a checkpoint (call on all ranks): rank 0 writes the shared state, every
         rank its own part (RNG, strategy state, and its model/optimizer where the plan
         keeps them per rank). Nothing is exchanged but file names and hashes."""
-        shared, own = self.plan.split_state(
-            {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()})
+        self.finish_save()
+        dcp_part = None
+        shared: dict[str, Any]
+        own: dict[str, Any]
+        if self._ckpt_format == "dcp":  # model and optimizer: each rank its shards, via DCP
+            dcp_part = ckpt.dcp_state(self.model, self.optimizer)
+            shared, own = {"model": None, "optimizer": None}, {}
+        else:
+            shared, own = self.plan.split_state(
+                {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()})
         own = {"rng": _rng_for_save(), "strategy": _strategy_state(self.strategy), **own}
         shared = {
             **shared,
+            "format": self._ckpt_format,
             "scheduler": self.scheduler.state_dict(),
             "progress": {"step": self.step, "epoch": self.epoch, "micro": self.micro_in_epoch,
-                         "skipped": self.skipped_steps, "world_size": self.dctx.world_size},
+                         "skipped": self.skipped_steps, "world_size": self.dctx.world_size,
+                         "global_batch": self.global_batch},
             "last_eval": self.last_eval,
             "best": self.best.state_dict(),
             "schedule_total": self.schedule_total,
         }
-        ckpt.save_sharded(self.ckpt_root, self.step, shared, own, keep=self.cfg.checkpoint.keep)
+        background = dcp_part is not None and self.cfg.checkpoint.async_save
+        if background and self._async_group is None:
+            self._async_group = dist.new_group(backend="gloo")  # DCP's collectives off the training group
+        out = ckpt.save_sharded(self.ckpt_root, self.step, shared, own, keep=self.cfg.checkpoint.keep,
+                                dcp_state=dcp_part, async_group=self._async_group if background else None)
+        if isinstance(out, ckpt.PendingSave):
+            self._pending_save = out
+
+    def finish_save(self) -> None:
+        """Publish a checkpoint still being written in the background (all ranks)."""
+        pending, self._pending_save = self._pending_save, None
+        if pending is not None:
+            pending.finish()
 
     def resume(self, allow_none: bool = False, extend: bool = False) -> int:
         """Continue from the newest checkpoint that verifies and loads; returns its step.
@@ -355,39 +380,74 @@ class Trainer:
         return self.step
 
     def _load_checked(self, good: ckpt.Checkpoint) -> tuple[dict[str, Any], dict[str, Any]]:
-        """This rank's part of ``good``, checked against the model before anything is applied."""
+        """This rank's part of ``good``, checked against the model before anything is applied.
+
+        A checkpoint of another process count loads when its model and optimizer state
+        reshard (``dcp`` or replicated, and no pipeline now); then this rank's own part
+        (RNG, strategy state) is not carried over (see :meth:`_carried_part`).
+        """
         state = good.load(ckpt.SHARED_FILE)
         prog = state["progress"]
-        if prog["world_size"] != self.dctx.world_size:
+        layout = ckpt.state_layout(state)
+        if prog["world_size"] != self.dctx.world_size and (
+                layout == "per_rank" or self.plan.dims.pp > 1):
             raise WorldSizeMismatch(
                 f"checkpoint {good.path} was written by {prog['world_size']} processes; "
                 f"resume with --nproc {prog['world_size']}"
             )
-        mine = good.load(ckpt.rank_file(self.dctx.rank))
-        both = self.plan.pick_state(state, mine)
-        _check_same_tensors(self.model.state_dict(), both["model"])
-        opt = both["optimizer"]
-        if not all(isinstance(x, dict) for x in (opt, state["scheduler"], mine["rng"])):
-            raise KeyError("optimizer, scheduler or RNG state missing")
-        if "param_groups" in opt:  # torch optimizers (wrappers may keep their own layout)
-            groups = [len(g["params"]) for g in opt["param_groups"]]
-            if groups != [len(g["params"]) for g in self.optimizer.param_groups]:
-                raise ValueError(f"optimizer state has parameter groups of sizes {groups}")
+        mine = good.load(ckpt.rank_file(self.dctx.rank)) if prog["world_size"] == self.dctx.world_size \
+            else self._carried_part(good, int(prog["world_size"]))
+        if layout != "dcp":  # DCP's load checks names and shapes itself
+            both = self.plan.pick_state(state, mine)
+            _check_same_tensors(self.model.state_dict(), both["model"])
+            opt = both["optimizer"]
+            if not isinstance(opt, dict):
+                raise KeyError("optimizer state missing")
+            if "param_groups" in opt:  # torch optimizers (wrappers may keep their own layout)
+                groups = [len(g["params"]) for g in opt["param_groups"]]
+                if groups != [len(g["params"]) for g in self.optimizer.param_groups]:
+                    raise ValueError(f"optimizer state has parameter groups of sizes {groups}")
+        if not isinstance(state["scheduler"], dict) or not isinstance(mine["rng"], dict | None):
+            raise KeyError("scheduler or RNG state missing")
         for key in ("step", "epoch", "micro", "skipped"):
             int(prog[key])
         return state, mine
 
+    def _carried_part(self, good: ckpt.Checkpoint, written_by: int) -> dict[str, Any]:
+        """This rank's own part when resuming on another process count: nothing (RNG
+        streams continue from this run's seeds; the communication strategy starts afresh,
+        with a warning on rank 0 when the checkpoint held its state, e.g. error feedback)."""
+        if self.dctx.is_main:
+            dropped = ckpt.strategy_state_in(good.load(ckpt.rank_file(0)))
+            warnings.warn(
+                f"checkpoint {good.path} was written by {written_by} processes, resuming on "
+                f"{self.dctx.world_size}: model and optimizer state are resharded; per-rank RNG "
+                "streams restart from the seed" + (f"; the communication strategy's state "
+                f"({dropped}) is dropped" if dropped else ""), stacklevel=3)
+        return {"rng": None, "strategy": None}
+
     def _apply_checkpoint(self, good: ckpt.Checkpoint, state: dict[str, Any], mine: dict[str, Any]) -> None:
-        prog, both = state["progress"], self.plan.pick_state(state, mine)
-        self.model.load_state_dict(both["model"])
-        self.optimizer.load_state_dict(both["optimizer"])
+        prog, layout = state["progress"], ckpt.state_layout(state)
+        if layout == "dcp":
+            ckpt.load_dcp(good.path, self.model, self.optimizer)
+        elif self._ckpt_format == "dcp" and self.cfg.parallel.shard != "none":
+            ckpt.load_full(self.model, self.optimizer, state["model"], state["optimizer"])
+        else:
+            both = self.plan.pick_state(state, mine)
+            self.model.load_state_dict(both["model"])
+            self.optimizer.load_state_dict(both["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.micro_in_epoch = prog["step"], prog["epoch"], prog["micro"]
+        if prog["world_size"] != self.dctx.world_size and prog.get("global_batch"):
+            # the epoch's position in samples, in this run's micro-batches
+            per_micro = prog["global_batch"] // self.cfg.train.grad_accum
+            self.micro_in_epoch = prog["micro"] * per_micro // (self.batch_size * self.plan.dp_size)
         self.skipped_steps = prog["skipped"]
         self._last_ckpt_step = self._last_eval_step = self.step
         self.last_eval = state.get("last_eval", {})
         self.best.load_state_dict(state.get("best") or {})
-        _rng_from_save(mine["rng"])
+        if mine["rng"] is not None:
+            _rng_from_save(mine["rng"])
         if mine.get("strategy") is not None and hasattr(self.strategy, "load_state_dict"):
             self.strategy.load_state_dict(mine["strategy"])
 
@@ -474,6 +534,7 @@ class Trainer:
                                       **{f"eval/{k}": v for k, v in final_eval.items()}})
             if self.cfg.checkpoint.final:
                 self.save()
+            self.finish_save()
             for cb in self.callbacks:
                 if isinstance(cb, OnTrainEnd):
                     cb.on_train_end(self)
