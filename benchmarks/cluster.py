@@ -31,6 +31,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -201,6 +202,7 @@ def run_on_cluster(name: str, nodes: int, link: str, ranks_per_node: int, job: d
             raise RuntimeError(f"the benchmark on {nodes} nodes at {link} failed (exit status "
                                f"{code}); node logs in {tmp}")
         steps = json.loads((tmp / "result.json").read_text())
+        shutil.rmtree(tmp, ignore_errors=True)  # kept (with the node logs) when it failed
     finally:
         net.down(name)
     return {"link": link, "nodes": nodes, "ranks_per_node": ranks_per_node,
@@ -257,7 +259,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(table_hier(hier), flush=True)
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python benchmarks/cluster.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python benchmarks/cluster.py", *sys.argv[1:]]),
         "versions": _versions(),
         "machine": {"cpus": os.cpu_count(), "machine": platform.machine()},
         "load_before": list(load_before), "load_after": list(os.getloadavg()),
@@ -280,18 +282,26 @@ def _s(x: float | None, digits: int = 2) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
+def _spread(r: dict[str, Any] | None) -> str:
+    """Median step and the range of the timed steps: ``2.03 [1.48–3.02]``."""
+    if r is None or r["step_s"] is None:
+        return "–"
+    xs = r.get("all_step_s") or []
+    return _s(r["step_s"]) + (f" [{min(xs):.2f}–{max(xs):.2f}]" if len(xs) > 1 else "")
+
+
 def table_flat(flat: list[dict[str, Any]]) -> str:
     """Strategies down, links across: median step (s), × dense, exposed comm (s)."""
     head = ["strategy"]
     for part in flat:
-        head += [f"{part['link']} step (s)", "× dense", "exposed (s)"]
+        head += [f"{part['link']} step (s) [range]", "× dense", "exposed (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for case in [r["case"] for r in flat[0]["rows"]]:
         cells = [case]
         for part in flat:
             r, d = _row(part["rows"], case), _row(part["rows"], "dense")
             ratio = r["step_s"] / d["step_s"] if r and d and r["step_s"] and d["step_s"] else None
-            cells += [_s(r and r["step_s"]), _s(ratio), _s(r and r["exposed_s"])]
+            cells += [_spread(r), _s(ratio), _s(r and r["exposed_s"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -323,21 +333,27 @@ def render(d: dict[str, Any]) -> str:
            "communication per step; `compute_only` is the floor):", "",
            table_flat(d["flat"]), ""]
     for part in d["flat"]:
-        rows = [r for r in part["rows"] if r["case"] != "compute_only" and r["step_s"]]
-        best = min(rows, key=lambda r: r["step_s"])
         dense = _row(part["rows"], "dense")
         floor = _row(part["rows"], "compute_only")
-        slower = [r["case"] for r in rows if r["step_s"] > dense["step_s"]]
-        out.append(f"- {part['link']}: fastest `{best['case']}` at "
-                   f"{best['step_s'] / dense['step_s']:.2f}× dense's {dense['step_s']:.2f} s "
-                   f"(floor {floor['step_s']:.2f} s); slower than dense: "
-                   f"{', '.join(f'`{s}`' for s in slower) or 'none'}.")
+        rows = sorted((r for r in part["rows"] if r["case"] not in ("dense", "compute_only")
+                       and r["step_s"]), key=lambda r: r["step_s"])
+
+        def listed(rs: list[dict[str, Any]], dense: dict[str, Any] = dense) -> str:
+            return ", ".join(f"`{r['case']}` {r['step_s'] / dense['step_s']:.2f}×"
+                             for r in rs) or "none"
+
+        out.append(f"- {part['link']}: `dense` {dense['step_s']:.2f} s per step, "
+                   f"{_s(dense['exposed_s'])} s of it exposed communication, floor "
+                   f"{floor['step_s']:.2f} s; faster than dense: "
+                   f"{listed([r for r in rows if r['step_s'] < dense['step_s']])}; slower: "
+                   f"{listed([r for r in rows if r['step_s'] >= dense['step_s']])}.")
     h = d["hier"]
     hd, hh = _row(h["rows"], "dense"), _row(h["rows"], "hierarchical")
     out += ["", f"**2 nodes × 2 ranks, {h['link']} node links** (flat ring vs hierarchical):",
             "", table_hier(h), "",
             f"- `hierarchical` takes {hh['step_s'] / hd['step_s']:.2f}× the flat ring's step "
-            f"time ({hh['step_s']:.2f} s vs {hd['step_s']:.2f} s)."]
+            f"time ({hh['step_s']:.2f} s vs {hd['step_s']:.2f} s; exposed communication "
+            f"{_s(hh['exposed_s'])} s vs {_s(hd['exposed_s'])} s)."]
     return "\n".join(out)
 
 

@@ -35,7 +35,7 @@ def test_combine_takes_the_slowest_rank_per_step_and_rank0_bytes():
 
 def _part(link, dense, fp16, floor):
     rows = [{"case": c, "step_s": s, "exposed_s": None if c == "compute_only" else s / 2,
-             "comm_s": None, "bytes_per_step": None, "all_step_s": [s]}
+             "comm_s": None, "bytes_per_step": None, "all_step_s": [s, s / 2]}
             for c, s in (("dense", dense), ("fp16", fp16), ("compute_only", floor))]
     return {"link": link, "nodes": 4, "ranks_per_node": 1, "rows": rows}
 
@@ -52,7 +52,8 @@ def test_render_quotes_the_ratios_of_the_json():
              {"case": "dense", "step_s": 8.0, "exposed_s": 6.0, "bytes_per_step": 1e8},
              {"case": "hierarchical", "step_s": 6.0, "exposed_s": 4.0, "bytes_per_step": 1e8}]}}
     out = b.render(d)
-    assert "| fp16 | 4.00 | 0.40 | 2.00 | 3.00 | 1.50 | 1.50 |" in out
-    assert "100mbit: fastest `fp16` at 0.40× dense" in out
-    assert "10gbit: fastest `dense` at 1.00× dense" in out and "slower than dense: `fp16`" in out
-    assert "0.75× the flat ring" in out
+    assert "| fp16 | 4.00 [2.00–4.00] | 0.40 | 2.00 | 3.00 [1.50–3.00] | 1.50 | 1.50 |" in out
+    assert "100mbit: `dense` 10.00 s per step, 5.00 s of it exposed" in out
+    assert "faster than dense: `fp16` 0.40×; slower: none" in out
+    assert "faster than dense: none; slower: `fp16` 1.50×" in out
+    assert "0.75× the flat ring's step time (6.00 s vs 8.00 s; exposed communication 4.00" in out
