@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -237,6 +238,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     why = missing_requirements()
     if why:
         raise SystemExit(f"benchmarks/cluster.py: {why}")
+    # SIGTERM (a timeout, a kill) unwinds like Ctrl-C, so the `finally` removes the cluster
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     # the node launchers run `python -m cluster` (this file) with scidl importable
     src = str(HERE.parent / "src")
     os.environ["PYTHONPATH"] = os.pathsep.join(
