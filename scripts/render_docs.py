@@ -34,6 +34,7 @@ import doc_tables as t  # noqa: E402
 import doc_tables_workloads as w  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import cluster as cluster_bench  # noqa: E402  (benchmarks/cluster.py)
 import malformed_inputs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,6 +108,8 @@ REGISTRY: dict[str, Block] = {
     "nbody_speed": _b("workloads_nbody", w.nbody_speed),
     "nbody_integrator": _b("nbody_integrator", w.nbody_integrator),
     "nbody_accuracy": _b("nbody_integrator", w.nbody_accuracy),
+    # docs/cluster.md: strategies over shaped links (its renderer sits beside the benchmark)
+    "cluster": _b("cluster", cluster_bench.render),
     # docs/reliability.md: the malformed-input table (its renderer sits beside its cases)
     "reliability": _b("reliability", malformed_inputs.render),
 }
