@@ -121,12 +121,17 @@ class RAR:
         self.gen = torch.Generator().manual_seed(seed + 7919)
         self.points = torch.zeros(0, 2)
         self.calls = 0
+        self.frozen = False  # set before a line-search phase: one fixed objective
+
+    def freeze(self) -> None:
+        """Stop refining: the point set stays as it is (L-BFGS needs a fixed objective)."""
+        self.frozen = True
 
     def step(self, model: nn.Module) -> None:
         """Count one loss evaluation; refine when due."""
         self.calls += 1
         c = self.cfg
-        if not c.rar_every or self.calls % c.rar_every or len(self.points) >= c.rar_max:
+        if self.frozen or not c.rar_every or self.calls % c.rar_every or len(self.points) >= c.rar_max:
             return
         net = getattr(model, "module", model)  # score without the DDP wrapper (no sync needed)
         device = next(net.parameters()).device
@@ -237,7 +242,8 @@ class Burgers(Workload):
             higher_is_better=False,
             full_batch=True,
             eval_needs_grad=False,
-            extras={"lbfgs": lbfgs, "rar": rar, "nu": cfg.nu},
+            extras={"lbfgs": lbfgs, "rar": rar, "nu": cfg.nu,
+                    "freeze_objective": rar.freeze if rar is not None else None},
         )
 
     def pictures(self, cfg: WorkloadConfig, model: nn.Module, task: Task,
