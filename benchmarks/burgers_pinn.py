@@ -35,8 +35,7 @@ RUNS: dict[str, tuple[str, float, list[str]]] = {
         "train.phases=[{optim: adam, steps: 200}, {optim: lbfgs, steps: 60, lbfgs_max_iter: 50, "
         "lbfgs_tolerance_change: 0, lbfgs_tolerance_grad: 0}]"]),
     "hd_d2": ("burgers_hd, d = 2", 5e-3, [
-        "burgers_hd", "--nproc", "2", "task.d=2",
-        "train.phases=[{optim: adam, steps: 1000}, {optim: lbfgs, steps: 50}]"]),
+        "burgers_hd", "--nproc", "2", "task.d=2", "train.phases=adam:200,lbfgs:20"]),
     "hd_d100": ("burgers_hd, d = 100 (sdgd-16)", 0.2, [
         "burgers_hd", "--nproc", "2", "task.d=100", "task.n_collocation=1000",
         "train.phases=adam:300"]),
