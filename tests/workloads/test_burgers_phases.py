@@ -3,7 +3,6 @@ frozen in ``burgers``; ``burgers_hd`` refuses a random Laplacian estimate), and 
 defaults train Adam then L-BFGS."""
 
 import pytest
-import torch
 
 from scidl.config import ConfigError, load_config
 from scidl.workloads.burgers.nets import BurgersNet
