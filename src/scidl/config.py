@@ -371,7 +371,26 @@ def load_config(
     merged["task"] = task.model_dump(mode="json")
     cfg = _validate(RunConfig, merged)
     _check_registered(cfg)
+    _check_phases_used(cfg, user)
     return cfg
+
+
+def _check_phases_used(cfg: RunConfig, user: dict[str, Any]) -> None:
+    """With ``train.phases`` (a workload's defaults may set them) the budget and the
+    optimizers come from the phases: a ``train.epochs`` or an ``optim.name`` the user gave
+    that they override is a ConfigError, not silently ignored."""
+    phases = cfg.train.phases
+    train, optim = user.get("train"), user.get("optim")
+    if not phases or (isinstance(train, dict) and "phases" in train):
+        return
+    listed = ", ".join(f"{p.optim} {p.steps}" for p in phases)
+    hint = (f"this run trains in phases (train.phases: {listed}) from the workload's "
+            "defaults; set train.phases (train.phases=none: one optimizer for train.epochs)")
+    if isinstance(train, dict) and "epochs" in train:
+        raise ConfigError(f"train.epochs does not apply: {hint}, or cap the phases with "
+                          "train.max_steps")
+    if isinstance(optim, dict) and "name" in optim and optim["name"] not in {p.optim for p in phases}:
+        raise ConfigError(f"optim.name={optim['name']} does not apply: {hint}")
 
 
 def _read_config_file(p: Path) -> dict[str, Any]:

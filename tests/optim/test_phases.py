@@ -66,3 +66,12 @@ def test_cast_batch_makes_floating_tensors_float64_only():
     out = cast_batch({"x": torch.zeros(2), "i": torch.arange(2), "t": (torch.ones(1),)})
     assert out["x"].dtype == torch.float64 and out["t"][0].dtype == torch.float64
     assert out["i"].dtype == torch.int64
+
+
+def test_a_workloads_phases_are_not_silently_overridden():
+    # burgers' defaults train in phases: --epochs / another optimizer must not be ignored
+    for over in (["train.epochs=5"], ["optim.name=sgd"]):
+        with pytest.raises(ConfigError, match="train.phases"):
+            load_config("burgers", overrides=over)
+    assert load_config("burgers", overrides=["train.phases=none", "train.epochs=5"]).train.epochs == 5
+    assert load_config("burgers", overrides=["train.max_steps=5"]).train.phases
