@@ -83,15 +83,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="scidl-burgers-") as tmp:
         for label in args.only:
             what, target, cli = RUNS[label]
-            seeds = [run_one(cli, seed, Path(tmp)) for seed in args.seeds]
-            for r in seeds:
-                print(json.dumps({"run": label, **r}), flush=True)
             data[label] = {"what": what, "target_rel_l2": target,
                            "command": "scidl train " + " ".join(
                                a if " " not in a else f"'{a}'" for a in cli),
-                           "cpus": os.cpu_count(), "seeds": seeds}
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(data, indent=1) + "\n")
+                           "cpus": os.cpu_count(), "seeds": []}
+            for seed in args.seeds:  # written after each seed: a cut-short run keeps its seeds
+                r = run_one(cli, seed, Path(tmp))
+                print(json.dumps({"run": label, **r}), flush=True)
+                data[label]["seeds"].append(r)
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps(data, indent=1) + "\n")
     return 0
 
 
