@@ -329,6 +329,9 @@ class Trainer:
         The LR schedule keeps the number of steps it was made for, unless ``extend``: then
         it spans this run's budget from here on (see :meth:`_fit_schedule`).
         """
+        if extend and self.phases.active:
+            raise ConfigError("--extend does not apply with train.phases: each phase's LR "
+                              "schedule spans that phase's steps")
         candidates = ckpt.resume_plan(self.ckpt_root, allow_none, CKPT_FILES, warn=self.dctx.is_main)
         chosen: tuple[ckpt.Checkpoint, Any, Any] | None = None
         for good in candidates:
