@@ -120,11 +120,14 @@ class PhasePlan:
         """The ``phase`` column of a metrics row (nothing without phases)."""
         return {"phase": self.index} if self.active else {}
 
-    def summary(self, history: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    def summary(self, history: Sequence[dict[str, Any]], final_eval: dict[str, float] | None = None
+                ) -> list[dict[str, Any]] | None:
         """Per phase: optimizer, planned and trained steps, step time, last logged loss
-        and the last evaluation of the headline metric within the phase."""
+        and the last evaluation within the phase (``final_eval``, the evaluation at the end
+        of training, for the phase training ended in)."""
         if not self.active:
             return None
+        last = history[-1].get("phase") if history else None
         out = []
         for i, p in enumerate(self.phases):
             rows = [r for r in history if r.get("phase") == i]
@@ -136,8 +139,8 @@ class PhasePlan:
                 "first_step": self.starts[i] + 1, "last_step": self.starts[i] + p.steps,
                 "train_time_s": math.fsum(times),
                 "final_loss": losses[-1] if losses else None,
-                "final_eval": {k[5:]: v for k, v in evals[-1].items() if k.startswith("eval/")}
-                if evals else {},
+                "final_eval": dict(final_eval) if final_eval and i == last else
+                {k[5:]: v for k, v in evals[-1].items() if k.startswith("eval/")} if evals else {},
             })
         return out
 

@@ -584,7 +584,7 @@ class Trainer:
             **timing,
             "samples_per_s": self.global_batch / mean if mean and mean > 0 else None,
             "comm": self.strategy.report(),
-            "phases": self.phases.summary(self.history),
+            "phases": self.phases.summary(self.history, self.last_eval),
             **self.plan.report(mean),
         }
 
