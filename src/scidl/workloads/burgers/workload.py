@@ -207,13 +207,13 @@ class Burgers(Workload):
     name = "burgers"
     description = "PINN for viscous Burgers (u_t + u u_x = 0.01/pi u_xx), rel. L2 vs Cole-Hopf"
     Config = BurgersConfig
-    # Adam leaves the initial plateau, full-batch L-BFGS converges: rel L2 1.4e-2 after 50
-    # L-BFGS steps of up to 20 iterations, 7e-3 after 80 (benchmarks/burgers_pinn.py).
+    # Adam leaves the initial plateau, full-batch L-BFGS converges (L-BFGS steps of up to
+    # 20 iterations); results in benchmarks/results/burgers_pinn.json.
     # train.phases=none trains Adam for train.epochs steps instead.
     defaults = {
         "task": {"n_collocation": 4000},
         "train": {"epochs": 3000, "eval_every": 50, "log_every": 10, "batch_size": 4000,
-                  "phases": [{"optim": "adam", "steps": 150}, {"optim": "lbfgs", "steps": 80}]},
+                  "phases": [{"optim": "adam", "steps": 400}, {"optim": "lbfgs", "steps": 80}]},
         "optim": {"name": "adam", "lr": 3e-3, "schedule": "cosine", "min_lr_factor": 0.03},
         "checkpoint": {"every_steps": 50},
         "dist": {"nproc": 2},
