@@ -232,7 +232,7 @@ def timing(repeats: int, epochs: int, variants: list[str], batch: int = 40) -> d
 
 
 def burgers(steps: int, seeds: list[int]) -> dict[str, Any]:
-    common = [f"train.epochs={steps}", "train.eval_every=" + str(max(steps // 10, 1)),
+    common = ["train.phases=none", f"train.epochs={steps}", "train.eval_every=" + str(max(steps // 10, 1)),
               "task.n_collocation=2000", "task.rar_every=0", "optim.lr=3e-3",
               "optim.schedule=cosine", "optim.min_lr_factor=0.03"]
     variants = {

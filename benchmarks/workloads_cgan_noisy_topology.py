@@ -286,6 +286,7 @@ def _burgers_error(root: str, steps: int) -> dict[str, Any]:
     from scidl.workloads import BuildContext, get_workload
 
     over = [f"log.root={root}", "log.tensorboard=false", "log.progress=false", "dist.nproc=1",
+            "train.phases=none",
             f"train.max_steps={steps}", "train.eval_every=0", "task.rar_every=0",
             "task.n_collocation=2000", "task.ref_nx=101", "task.ref_nt=101",
             "checkpoint.every_steps=0", "checkpoint.final=false"]

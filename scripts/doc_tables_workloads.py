@@ -266,6 +266,49 @@ def burgers_target(d: dict) -> str:
             f"({last['loss_evals']} loss evaluations).")
 
 
+def _gspread(values: list[float | None], digits: int = 2) -> str:
+    """``mean [min–max]`` in significant digits (the mean alone for one value)."""
+    have = [v for v in values if v is not None]
+    if not have:
+        return "–"
+    m = g(statistics.fmean(have), digits)
+    return m if len(have) == 1 else f"{m} [{g(min(have), digits)}–{g(max(have), digits)}]"
+
+
+def _ispread(values: list[float]) -> str:
+    """``mean [min–max]`` rounded to integers (the mean alone for one value)."""
+    m = f"{statistics.fmean(values):.0f}"
+    return m if len(values) == 1 else f"{m} [{min(values):.0f}–{max(values):.0f}]"
+
+
+def burgers_pinn(d: dict, labels: tuple[str, ...]) -> str:
+    """Runs of ``benchmarks/burgers_pinn.py`` through the trainer: rel_l2 after each phase
+    and at the end, training time, the machine's load, whether the target is met."""
+    rows = []
+    for label in labels:
+        if label not in d:
+            continue
+        r = d[label]
+        seeds = r["seeds"]
+        final = [s["rel_l2"] for s in seeds]
+        phases = " → ".join(
+            f"{p['optim']} {p['steps']}: {_gspread([s['phases'][i]['rel_l2'] for s in seeds])}"
+            for i, p in enumerate(seeds[0]["phases"]))
+        load = [s["loadavg_before"][0] for s in seeds if s.get("loadavg_before")]
+        met = "met" if max(final) <= r["target_rel_l2"] else (
+            "met on average" if statistics.fmean(final) <= r["target_rel_l2"] else "not met")
+        others = [k for k in seeds[0]["final_eval"] if k not in ("rel_l2", "max_abs_err")]
+        other = ", ".join(f"{k} {_gspread([x['final_eval'].get(k) for x in seeds])}" for k in others)
+        rows.append([r["what"], len(seeds), phases or "–", _gspread(final, 2), other or "–",
+                     f"≤ {r['target_rel_l2']:g}: **{met}**",
+                     _ispread([s["train_s"] for s in seeds]),
+                     _gspread(load, 2)])
+    head = ["run", "seeds", "rel_l2 after each phase (mean [min–max])", "final rel_l2",
+            "other final errors", "target", "training s", "load avg (1 min)"]
+    cmds = "\n".join(f"    {d[k]['command']}" for k in labels if k in d)
+    return table(head, rows) + "\n\nCommands (each seed adds `train.seed=N`):\n\n" + cmds
+
+
 # ----------------------------------------------------------------------------- nbody
 def _e(x: float | None) -> str:
     return "–" if x is None else f"{x:.1e}"

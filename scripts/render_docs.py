@@ -102,6 +102,8 @@ REGISTRY: dict[str, Block] = {
     "topology_target": _b("workloads_cgan_noisy_topology", w.topology_target),
     "burgers_budget": _b("workloads_burgers", w.burgers_budget),
     "burgers_target": _b("workloads_burgers", w.burgers_target),
+    "burgers_pinn": _b("burgers_pinn", partial(w.burgers_pinn, labels=("demo", "fp64"))),
+    "burgers_hd_pinn": _b("burgers_pinn", partial(w.burgers_pinn, labels=("hd_d2", "hd_d100"))),
     "nbody_kepler": _b("workloads_nbody", w.nbody_kepler),
     "nbody_long": _b("workloads_nbody", w.nbody_long),
     "nbody_general": _b("workloads_nbody", w.nbody_general),

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from scidl.comm.config import CommConfig
-from scidl.optim.config import OptimConfig
+from scidl.optim.config import OptimConfig, PhaseConfig, parse_phases
 from scidl.parallel.config import ParallelConfig
 
 
@@ -51,7 +51,13 @@ class TrainConfig(_Section):
         0.0, ge=0, description="smallest change of the headline metric that counts as an "
                                "improvement for early stopping")
     clip_grad_norm: float | None = Field(None, gt=0, description="max global grad norm")
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = autocast forward")
+    precision: Literal["fp32", "bf16", "fp64"] = Field(
+        "fp32", description="bf16 = autocast forward; fp64 = model, data and optimizer in float64")
+    phases: list[PhaseConfig] = Field(
+        default_factory=list,
+        description="optimizer phases run in order, e.g. [{optim: adam, steps: 1000}, {optim: "
+                    "lbfgs, steps: 50}] or adam:1000,lbfgs:50; the budget is their steps "
+                    "(train.max_steps caps it); empty: one phase of optim.name")
     skip_nonfinite: bool = Field(True, description="skip steps whose gradients are NaN/Inf")
     # 0.1: a healthy run skips (almost) no steps; a tenth of the budget skipped is already
     # a different experiment and, in practice, divergence (the rest of it gets skipped
@@ -64,6 +70,12 @@ class TrainConfig(_Section):
     seed: int = Field(0, description="seed for model init, data generation and data order")
     deterministic: bool = Field(False, description="torch.use_deterministic_algorithms")
     drop_last: bool = Field(True, description="drop the last incomplete batch of each epoch")
+
+    @field_validator("phases", mode="before")
+    @classmethod
+    def _phases_from_text(cls, v: object) -> object:
+        """``adam:1000,lbfgs:50`` (the command-line form) or null: see :func:`parse_phases`."""
+        return [] if v is None else parse_phases(v)
 
 
 class DistConfig(_Section):
@@ -377,7 +389,26 @@ def load_config(
     merged["task"] = task.model_dump(mode="json")
     cfg = _validate(RunConfig, merged)
     _check_registered(cfg)
+    _check_phases_used(cfg, user)
     return cfg
+
+
+def _check_phases_used(cfg: RunConfig, user: dict[str, Any]) -> None:
+    """With ``train.phases`` (a workload's defaults may set them) the budget and the
+    optimizers come from the phases: a ``train.epochs`` or an ``optim.name`` the user gave
+    that they override is a ConfigError, not silently ignored."""
+    phases = cfg.train.phases
+    train, optim = user.get("train"), user.get("optim")
+    if not phases or (isinstance(train, dict) and "phases" in train):
+        return
+    listed = ", ".join(f"{p.optim} {p.steps}" for p in phases)
+    hint = (f"this run trains in phases (train.phases: {listed}) from the workload's "
+            "defaults; set train.phases (train.phases=none: one optimizer for train.epochs)")
+    if isinstance(train, dict) and "epochs" in train:
+        raise ConfigError(f"train.epochs does not apply: {hint}, or cap the phases with "
+                          "train.max_steps")
+    if isinstance(optim, dict) and "name" in optim and optim["name"] not in {p.optim for p in phases}:
+        raise ConfigError(f"optim.name={optim['name']} does not apply: {hint}")
 
 
 def _read_config_file(p: Path) -> dict[str, Any]:
@@ -432,6 +463,28 @@ def _check_registered(cfg: RunConfig) -> None:
 
     if cfg.optim.name not in OPTIMIZERS:
         raise ConfigError(f"invalid value for 'optim.name': {OPTIMIZERS.suggest(cfg.optim.name)}")
+    for i, phase in enumerate(cfg.train.phases):
+        if phase.optim not in OPTIMIZERS:
+            raise ConfigError(f"invalid value for 'train.phases.{i}.optim': "
+                              f"{OPTIMIZERS.suggest(phase.optim)}")
+    _check_precision(cfg)
+
+
+#: gradient reductions that keep every bit of a float64 gradient
+LOSSLESS_COMM = ("dense", "grouped", "hierarchical")
+
+
+def _check_precision(cfg: RunConfig) -> None:
+    """``train.precision=fp64`` where it cannot apply is a ConfigError naming the key."""
+    if cfg.train.precision != "fp64":
+        return
+    if cfg.parallel.pipeline_stages > 1:
+        raise ConfigError("train.precision=fp64 is not supported with pipeline stages "
+                          f"(parallel.pipeline_stages={cfg.parallel.pipeline_stages}); use 1")
+    if cfg.comm.strategy not in LOSSLESS_COMM:
+        raise ConfigError(f"train.precision=fp64 needs a lossless gradient reduction "
+                          f"(comm.strategy one of {', '.join(LOSSLESS_COMM)}), not "
+                          f"comm.strategy={cfg.comm.strategy}")
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

@@ -91,7 +91,7 @@ def test_burgers_trains_through_the_trainer_on_two_processes(tmp_path, capfd):
             "ref_nodes": 801, "rar_every": 20, "rar_points": 10}
     cfg = scidl.load_config(
         "burgers",
-        overrides=["train.epochs=60", "optim.lr=1e-2", *QUIET, f"log.run_dir={tmp_path / 'run'}"],
+        overrides=["train.phases=none", "train.epochs=60", "optim.lr=1e-2", *QUIET, f"log.run_dir={tmp_path / 'run'}"],
         extra={"dist": {"nproc": 2}, "task": tiny},
     )
     summary = scidl.run(cfg).summary

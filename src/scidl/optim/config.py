@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class OptimConfig(BaseModel):
@@ -55,6 +55,13 @@ class OptimConfig(BaseModel):
         aa_state_policy: what happens to the base optimizer's state after an
             extrapolation: keep it, reset first moments (momentum / Adam exp_avg), or
             reset all state.
+        lbfgs_max_iter: L-BFGS iterations per optimizer step (``name=lbfgs``).
+        lbfgs_history: L-BFGS history size (stored curvature pairs).
+        lbfgs_line_search: ``strong_wolfe`` (step length found by a line search on the
+            rank-averaged loss) or ``none`` (fixed step ``lr``).
+        lbfgs_tolerance_grad: an L-BFGS step stops when the largest gradient entry is below this.
+        lbfgs_tolerance_change: an L-BFGS step stops when the loss or the parameters change
+            by less than this between iterations.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -101,6 +108,15 @@ class OptimConfig(BaseModel):
         "keep", description="base optimizer state after an extrapolation"
     )
 
+    lbfgs_max_iter: int = Field(20, ge=1, description="L-BFGS iterations per optimizer step")
+    lbfgs_history: int = Field(50, ge=1, description="L-BFGS history size")
+    lbfgs_line_search: Literal["strong_wolfe", "none"] = Field(
+        "strong_wolfe", description="L-BFGS line search (none: fixed step lr)")
+    lbfgs_tolerance_grad: float = Field(
+        1e-7, ge=0, description="L-BFGS: stop a step when max |gradient| is below this")
+    lbfgs_tolerance_change: float = Field(
+        1e-9, ge=0, description="L-BFGS: stop a step when loss/parameter changes are below this")
+
     def eps_or(self, default: float) -> float:
         """``eps`` if set, else the optimizer's own ``default``."""
         return default if self.eps is None else self.eps
@@ -112,3 +128,64 @@ class OptimConfig(BaseModel):
         if isinstance(v, bool):
             return "on" if v else "off"
         return v
+
+
+#: Settings a phase of an optimizer gets unless the phase sets them itself: L-BFGS takes
+#: unit steps found by its line search, so the section's schedule (made for Adam/SGD) and
+#: learning rate do not carry over.
+PHASE_DEFAULTS: dict[str, dict[str, object]] = {
+    "lbfgs": {"lr": 1.0, "schedule": "constant", "warmup_steps": 0, "reference_batch": None},
+}
+
+
+class PhaseConfig(BaseModel):
+    """One training phase (an item of ``train.phases``): an optimizer for a number of steps.
+
+    Any other key is an ``optim.*`` setting for this phase only (``lr``, ``schedule``,
+    ``lbfgs_max_iter``, ...); unset ones come from :data:`PHASE_DEFAULTS` for the phase's
+    optimizer, then from the ``optim`` section.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    optim: str = Field(description="optimizer of this phase (an optim.name)")
+    steps: int = Field(ge=1, description="optimizer steps of this phase (L-BFGS: each up to "
+                                         "optim.lbfgs_max_iter iterations)")
+
+    @model_validator(mode="after")
+    def _known_settings(self) -> PhaseConfig:
+        extra = dict(self.model_extra or {})
+        unknown = sorted(k for k in extra if k not in OptimConfig.model_fields or k == "name")
+        if unknown:
+            raise ValueError(f"unknown phase setting {unknown[0]!r}: a phase takes optim, steps "
+                             "and optim.* settings (lr, schedule, lbfgs_max_iter, ...)")
+        self.optim_config(OptimConfig())  # the settings themselves must be valid
+        return self
+
+    def settings(self) -> dict[str, object]:
+        """This phase's own ``optim.*`` settings (without ``optim`` and ``steps``)."""
+        return dict(self.model_extra or {})
+
+    def optim_config(self, base: OptimConfig) -> OptimConfig:
+        """The ``optim`` section this phase trains with: ``base`` updated by the phase's
+        optimizer defaults and its own settings."""
+        data = {**base.model_dump(), **PHASE_DEFAULTS.get(self.optim, {}), **self.settings(),
+                "name": self.optim}
+        return OptimConfig.model_validate(data)
+
+
+def parse_phases(value: object) -> object:
+    """``"adam:1000,lbfgs:50"`` (the command-line form) as a list of phase mappings;
+    other values unchanged (a YAML list of mappings, None)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.lower() in ("", "none", "null", "[]"):
+        return []
+    out = []
+    for item in text.split(","):
+        name, sep, steps = item.strip().partition(":")
+        if not sep or not name.strip() or not steps.strip().isdigit():
+            raise ValueError(f"phase {item.strip()!r} is not OPTIM:STEPS (e.g. adam:1000,lbfgs:50)")
+        out.append({"optim": name.strip(), "steps": int(steps)})
+    return out

@@ -28,6 +28,7 @@ OPTIMIZERS: Registry[OptimFactory] = Registry("optim.name", {
     "larc": "scidl.optim.lars:larc_from_config",
     "lamb": "scidl.optim.lamb:lamb_from_config",
     "anderson": "scidl.optim.anderson:anderson_from_config",
+    "lbfgs": "scidl.optim.registry:lbfgs_from_config",
 }, group="scidl.optim")
 
 
@@ -49,6 +50,16 @@ def adam_from_config(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Opt
 def adamw_from_config(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(
         params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps_or(ADAM_EPS), weight_decay=cfg.weight_decay
+    )
+
+
+def lbfgs_from_config(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """``torch.optim.LBFGS``: the trainer passes a closure returning the rank-averaged loss
+    (gradients averaged by DDP), so every rank takes the same line-search decisions."""
+    return torch.optim.LBFGS(
+        params, lr=cfg.lr, max_iter=cfg.lbfgs_max_iter, history_size=cfg.lbfgs_history,
+        tolerance_grad=cfg.lbfgs_tolerance_grad, tolerance_change=cfg.lbfgs_tolerance_change,
+        line_search_fn=None if cfg.lbfgs_line_search == "none" else cfg.lbfgs_line_search,
     )
 
 

@@ -38,6 +38,7 @@ from scidl.train.callbacks import OnStepEnd, OnTrainEnd, TrainerCallback
 from scidl.train.loggers import build_loggers
 from scidl.train.logging import MetricsLogger, truncate_metrics
 from scidl.train.progress import Progress, progress_fields
+from scidl.train.schedule_phases import PhasePlan, batch_caster, needs_closure, use_fp64
 from scidl.train.skips import TrainingDiverged, check_skipped
 from scidl.train.step_stats import GradCheck, PendingLosses, step_schedule
 from scidl.workloads.base import Task
@@ -86,14 +87,15 @@ class Trainer:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.device = dctx.device
         self.strategy = build_strategy(cfg.comm)
+        use_fp64(cfg, task)  # train.precision=fp64: before the plan wraps the model
+        self._cast = batch_caster(cfg)
+        self.phases = PhasePlan(cfg)  # train.phases: the optimizer of each stretch of steps
         # The layout: the wrapped model, forward/backward, clipping, evaluation model,
         # checkpoint split and data-parallel size all come from the plan.
         self.plan = build_plan(cfg, task, self.device, dctx.world_size, self.strategy)
         self.model = self.plan.model  # this rank's module: the whole model or its stage
         self.optimizer = build_optimizer(self.model, cfg.optim)
-        self._needs_closure = getattr(self.optimizer, "requires_closure", False) or isinstance(
-            self.optimizer, torch.optim.LBFGS
-        )
+        self._needs_closure = needs_closure(self.optimizer)
         # Sparse gradients left sparse by the strategy (``dense``: native sparse allreduce)
         # are densified after the reduction unless the optimizer applies them as they are.
         self._densify = [] if optimizer_takes_sparse(self.optimizer, cfg.train.clip_grad_norm) \
@@ -110,6 +112,7 @@ class Trainer:
         self.total_steps = self._total_steps()
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.total_steps, self.global_batch)
         self.schedule_total = self.total_steps  # the steps the LR schedule spans
+        self.phases.enter(self, 0, force=True)  # with phases: the first one's optimizer
         if cfg.train.early_stop_patience is not None and task.val_data is None \
                 and not task.extras.get("eval_without_data"):
             raise ConfigError("train.early_stop_patience needs evaluations, but this workload "
@@ -165,7 +168,10 @@ class Trainer:
         return steps
 
     def _total_steps(self) -> int:
-        """``train.max_steps`` if set, else ``train.epochs`` full epochs."""
+        """The phases' steps (capped by ``train.max_steps``), else ``train.max_steps`` if
+        set, else ``train.epochs`` full epochs."""
+        if self.phases.active:
+            return self.phases.total_steps()
         if self.cfg.train.max_steps is not None:
             return self.cfg.train.max_steps
         return self.cfg.train.epochs * self.steps_per_epoch
@@ -317,7 +323,11 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "progress": {"step": self.step, "epoch": self.epoch, "micro": self.micro_in_epoch,
                          "skipped": self.skipped_steps, "world_size": self.dctx.world_size,
+<<<<<<< HEAD
                          "global_batch": self.global_batch},
+=======
+                         "phase": self.phases.index},
+>>>>>>> h-pinn
             "last_eval": self.last_eval,
             "best": self.best.state_dict(),
             "schedule_total": self.schedule_total,
@@ -348,6 +358,9 @@ class Trainer:
         The LR schedule keeps the number of steps it was made for, unless ``extend``: then
         it spans this run's budget from here on (see :meth:`_fit_schedule`).
         """
+        if extend and self.phases.active:
+            raise ConfigError("--extend does not apply with train.phases: each phase's LR "
+                              "schedule spans that phase's steps")
         candidates = ckpt.resume_plan(self.ckpt_root, allow_none, CKPT_FILES, warn=self.dctx.is_main)
         chosen: tuple[ckpt.Checkpoint, Any, Any] | None = None
         for good in candidates:
@@ -372,7 +385,8 @@ class Trainer:
                 "to train from step 0")
         if chosen is not None:
             self._apply_checkpoint(*chosen)
-            self._fit_schedule(int(chosen[1].get("schedule_total") or self.total_steps), extend)
+            if not self.phases.active:  # with phases each schedule spans its phase
+                self._fit_schedule(int(chosen[1].get("schedule_total") or self.total_steps), extend)
         if self.dctx.is_main:
             ckpt.set_aside_after(self.ckpt_root, self.step)
             truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
@@ -427,6 +441,7 @@ class Trainer:
         return {"rng": None, "strategy": None}
 
     def _apply_checkpoint(self, good: ckpt.Checkpoint, state: dict[str, Any], mine: dict[str, Any]) -> None:
+<<<<<<< HEAD
         prog, layout = state["progress"], ckpt.state_layout(state)
         if layout == "dcp":
             ckpt.load_dcp(good.path, self.model, self.optimizer)
@@ -436,6 +451,12 @@ class Trainer:
             both = self.plan.pick_state(state, mine)
             self.model.load_state_dict(both["model"])
             self.optimizer.load_state_dict(both["optimizer"])
+=======
+        prog, both = state["progress"], self.plan.pick_state(state, mine)
+        self.model.load_state_dict(both["model"])
+        self.phases.enter(self, int(prog.get("phase", 0)))  # the optimizer the state is of
+        self.optimizer.load_state_dict(both["optimizer"])
+>>>>>>> h-pinn
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.micro_in_epoch = prog["step"], prog["epoch"], prog["micro"]
         if prog["world_size"] != self.dctx.world_size and prog.get("global_batch"):
@@ -500,7 +521,7 @@ class Trainer:
         self.sampler.set_start(self.micro_in_epoch * self.batch_size)
         group: list[Any] = []
         for batch in self._loader():
-            group.append(to_device(batch, self.device))
+            group.append(self._cast(to_device(batch, self.device)))
             if len(group) == self.cfg.train.grad_accum:
                 yield group
                 group = []
@@ -557,7 +578,9 @@ class Trainer:
         """One optimizer step on ``micro`` (``grad_accum`` micro-batches already on the
         device), then what :meth:`fit` does after each step (metrics row, evaluation,
         checkpoint, callbacks). Call on all ranks; returns the step's row."""
+        self.phases.enter_for_step(self)  # a new phase starts: its optimizer and schedule
         row = self._step(micro)
+        row.update(self.phases.row_fields())
         self.step += 1
         self.micro_in_epoch += len(micro)
         self._after_step(row, self._epoch_done(), progress)
@@ -568,7 +591,7 @@ class Trainer:
 
     def _after_step(self, row: dict[str, Any], end_epoch: bool, progress: Progress | None) -> None:
         self.history.append(row)
-        eval_due = self._should_eval(end_epoch)
+        eval_due = self._should_eval(end_epoch) or self.phases.ends_at(self.step)
         if eval_due:
             self._last_eval_step = self.step
             ev = self.evaluate()
@@ -642,6 +665,7 @@ class Trainer:
             **timing,
             "samples_per_s": self.global_batch / mean if mean and mean > 0 else None,
             "comm": self.strategy.report(),
+            "phases": self.phases.summary(self.history, self.last_eval),
             **self.plan.report(mean),
         }
 

@@ -120,6 +120,26 @@ def residual(
     return u, r / d
 
 
+def laplacian_is_exact(cfg: BurgersHDConfig) -> bool:
+    """Whether the Laplacian is computed exactly (then the loss is one fixed function)."""
+    kind = cfg.laplacian
+    if kind == "auto":
+        kind = "exact" if cfg.d <= cfg.probes else "sdgd"
+    return kind == "exact" or (kind == "sdgd" and cfg.probes >= cfg.d)
+
+
+def check_fixed_objective(cfg: BurgersHDConfig) -> None:
+    """Called when an L-BFGS phase starts: its line search needs one fixed objective, but
+    sdgd and Hutchinson draw new directions at every loss call."""
+    from scidl.config import ConfigError
+
+    if not laplacian_is_exact(cfg):
+        raise ConfigError(
+            f"an L-BFGS phase needs a fixed loss, but task.laplacian={cfg.laplacian} draws "
+            f"random directions at d={cfg.d} (task.probes={cfg.probes}): use "
+            "task.laplacian=exact or train Adam only")
+
+
 def make_loss(cfg: BurgersHDConfig, cond: torch.Tensor, seed: int):
     """``loss(model, batch)`` = mean (r/d)^2 on the shard + cond_weight * misfit on conditions."""
     gen = torch.Generator().manual_seed(seed + 4242)  # random Laplacian directions
@@ -186,5 +206,5 @@ class BurgersHD(Workload):
             headline="rel_l2",
             higher_is_better=False,
             full_batch=True,
-            extras={"d": cfg.d},
+            extras={"d": cfg.d, "freeze_objective": lambda: check_fixed_objective(cfg)},
         )

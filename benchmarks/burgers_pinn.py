@@ -1,0 +1,100 @@
+"""Burgers PINNs through the trainer: Adam then full-batch L-BFGS (``train.phases``).
+
+Each run is a fresh ``scidl train`` process (the command recorded in the JSON is the one
+a user types); per seed it records the final ``rel_l2`` (and the other metrics), each
+phase's last evaluation, the training time (``wall_s`` of ``summary.json``: the training
+loop, start-up excluded), the process's whole wall time and the machine's load average
+before and after (the machine may be shared). Results are merged into
+benchmarks/results/burgers_pinn.json, one entry per run label; render them into
+docs/workloads/burgers.md and burgers_hd.md with ``python scripts/render_docs.py``.
+
+    python benchmarks/burgers_pinn.py --only demo --seeds 0 1 2
+    python benchmarks/burgers_pinn.py --only fp64 --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "burgers_pinn.json"
+
+#: label -> (what it shows, the target rel_l2, arguments after ``scidl train``)
+RUNS: dict[str, tuple[str, float, list[str]]] = {
+    "demo": ("`make demo`: the burgers defaults", 1e-2, ["burgers", "--nproc", "2"]),
+    "fp64": ("float64, longer L-BFGS", 1e-3, [
+        "burgers", "--nproc", "2", "train.precision=fp64", "task.n_collocation=4000",
+        "train.phases=[{optim: adam, steps: 200}, {optim: lbfgs, steps: 60, lbfgs_max_iter: 50, "
+        "lbfgs_tolerance_change: 0, lbfgs_tolerance_grad: 0}]"]),
+    "hd_d2": ("burgers_hd, d = 2", 5e-3, [
+        "burgers_hd", "--nproc", "2", "task.d=2", "train.phases=adam:200,lbfgs:20"]),
+    "hd_d100": ("burgers_hd, d = 100 (sdgd-16)", 0.2, [
+        "burgers_hd", "--nproc", "2", "task.d=100", "task.n_collocation=1000",
+        "train.phases=adam:300"]),
+}
+
+
+def loadavg() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def run_one(args: list[str], seed: int, root: Path) -> dict[str, Any]:
+    """One ``scidl train`` process; the summary's results and timings."""
+    run_dir = root / f"seed{seed}-{time.time_ns()}"
+    cmd = [sys.executable, "-m", "scidl", "train", *args, f"train.seed={seed}",
+           f"log.run_dir={run_dir}", "log.progress=false", "log.tensorboard=false",
+           "log.pictures=false"]
+    before = loadavg()
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=os.environ.copy())
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    s = json.loads((run_dir / "summary.json").read_text())
+    return {
+        "seed": seed, "final_eval": s["final_eval"], "rel_l2": s["final_eval"].get("rel_l2"),
+        "train_s": s["wall_s"], "process_s": round(wall, 1), "steps": s["steps"],
+        "phases": [{"optim": p["optim"], "steps": p["trained_steps"],
+                    "train_time_s": p["train_time_s"], "final_loss": p["final_loss"],
+                    "rel_l2": p["final_eval"].get("rel_l2")} for p in s.get("phases") or []],
+        "loadavg_before": before, "loadavg_after": loadavg(),
+        "threads_per_proc": s.get("threads_per_proc"),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="+", choices=sorted(RUNS), default=sorted(RUNS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    data = json.loads(args.out.read_text()) if args.out.exists() else {}
+    with tempfile.TemporaryDirectory(prefix="scidl-burgers-") as tmp:
+        for label in args.only:
+            what, target, cli = RUNS[label]
+            data[label] = {"what": what, "target_rel_l2": target,
+                           "command": "scidl train " + " ".join(
+                               a if " " not in a else f"'{a}'" for a in cli),
+                           "cpus": os.cpu_count(), "seeds": []}
+            for seed in args.seeds:  # written after each seed: a cut-short run keeps its seeds
+                r = run_one(cli, seed, Path(tmp))
+                print(json.dumps({"run": label, **r}), flush=True)
+                data[label]["seeds"].append(r)
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps(data, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
