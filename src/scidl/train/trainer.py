@@ -323,11 +323,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "progress": {"step": self.step, "epoch": self.epoch, "micro": self.micro_in_epoch,
                          "skipped": self.skipped_steps, "world_size": self.dctx.world_size,
-<<<<<<< HEAD
-                         "global_batch": self.global_batch},
-=======
-                         "phase": self.phases.index},
->>>>>>> h-pinn
+                         "global_batch": self.global_batch, "phase": self.phases.index},
             "last_eval": self.last_eval,
             "best": self.best.state_dict(),
             "schedule_total": self.schedule_total,
@@ -441,8 +437,8 @@ class Trainer:
         return {"rng": None, "strategy": None}
 
     def _apply_checkpoint(self, good: ckpt.Checkpoint, state: dict[str, Any], mine: dict[str, Any]) -> None:
-<<<<<<< HEAD
         prog, layout = state["progress"], ckpt.state_layout(state)
+        self.phases.enter(self, int(prog.get("phase", 0)))  # the optimizer the state is of
         if layout == "dcp":
             ckpt.load_dcp(good.path, self.model, self.optimizer)
         elif self._ckpt_format == "dcp" and self.cfg.parallel.shard != "none":
@@ -451,12 +447,6 @@ class Trainer:
             both = self.plan.pick_state(state, mine)
             self.model.load_state_dict(both["model"])
             self.optimizer.load_state_dict(both["optimizer"])
-=======
-        prog, both = state["progress"], self.plan.pick_state(state, mine)
-        self.model.load_state_dict(both["model"])
-        self.phases.enter(self, int(prog.get("phase", 0)))  # the optimizer the state is of
-        self.optimizer.load_state_dict(both["optimizer"])
->>>>>>> h-pinn
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.micro_in_epoch = prog["step"], prog["epoch"], prog["micro"]
         if prog["world_size"] != self.dctx.world_size and prog.get("global_batch"):
