@@ -14,6 +14,7 @@ CASES = {
     "sgd": {}, "adam": {}, "adamw": {"weight_decay": 0.01},
     "lars": {"weight_decay": 1e-4}, "larc": {"weight_decay": 1e-4},
     "lamb": {"weight_decay": 0.01},
+    "lbfgs": {"lbfgs_max_iter": 3},
     "anderson": {"aa_base": "sgd", "aa_history": 4, "aa_every": 3},
     "anderson-adam-ma-bf16": {"name": "anderson", "aa_base": "adam", "aa_history": 4,
                               "aa_every": 2, "aa_ma": "on", "aa_ma_window": 3,
@@ -50,7 +51,8 @@ def _train(model, opt, sched, steps, start):
             return loss.detach()
 
         closure()
-        opt.step(closure) if getattr(opt, "requires_closure", False) else opt.step()
+        closes = getattr(opt, "requires_closure", False) or isinstance(opt, torch.optim.LBFGS)
+        opt.step(closure) if closes else opt.step()
         sched.step()
 
 
