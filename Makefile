@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/mypy src
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider --durations=30 tests
 
 # The unit tests (no *_integration.py, no slow ones) against the oldest versions SciDL
 # declares: every `>=` floor of pyproject.toml (dependencies + dev extra) pinned with `==`
