@@ -160,7 +160,7 @@ def interaction_kick(q: np.ndarray, ms: Masses) -> np.ndarray:
 def interaction_energy(q: np.ndarray, ms: Masses) -> np.ndarray:
     """H_int per system (B,) (for tests: the kick is its gradient)."""
     d = ms.g @ q[:, 1:]
-    return (ms.c / np.sqrt(np.vecdot(d, d))).sum(1)
+    return (ms.c / np.sqrt((d * d).sum(-1))).sum(1)
 
 
 def energy(x: np.ndarray, v: np.ndarray, m: np.ndarray) -> np.ndarray:
