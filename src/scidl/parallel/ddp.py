@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -116,15 +115,6 @@ class DataParallelPlan(ParallelPlan):
                   "unused parameters every step (set parallel.find_unused_parameters=true to "
                   "say so and skip this check)", file=sys.stderr, flush=True)
         return True
-
-    def closure(self, optimizer: torch.optim.Optimizer, micro: list[Any]) -> Callable[[], torch.Tensor]:
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad(set_to_none=False)
-            loss = self.forward_backward(micro)
-            dist.all_reduce(loss, group=self.dp_group)
-            return loss / self.dp_size
-
-        return closure
 
     def clip_grad_norm(self, max_norm: float) -> float:
         return float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))

@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -205,15 +205,6 @@ class ShardedPlan(ParallelPlan):
             total = part if total is None else total + part
         assert total is not None
         return total
-
-    def closure(self, optimizer: torch.optim.Optimizer, micro: list[Any]) -> Callable[[], torch.Tensor]:
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad(set_to_none=False)
-            loss = self.forward_backward(micro)
-            dist.all_reduce(loss, group=self.dp_group)
-            return loss / self.dp_size
-
-        return closure
 
     def clip_grad_norm(self, max_norm: float) -> float:
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)

@@ -163,11 +163,18 @@ class ParallelPlan(abc.ABC):
         """Loss of ``micro`` (averaged over its micro-batches), gradients accumulated and
         reduced over the replicas (all ranks). Ranks holding no loss return 0."""
 
-    @abc.abstractmethod
     def closure(self, optimizer: torch.optim.Optimizer, micro: list[Any]) -> Callable[[], torch.Tensor]:
         """For optimizers that re-evaluate the loss (L-BFGS, safeguarded methods): a closure
         returning the loss averaged over replicas, so every rank takes identical decisions.
-        Raises ConfigError where the layout cannot re-evaluate."""
+        Layouts that cannot re-evaluate override it to raise ConfigError."""
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad(set_to_none=False)
+            loss = self.forward_backward(micro)
+            torch.distributed.all_reduce(loss, group=self.dp_group)
+            return loss / self.dp_size
+
+        return closure
 
     @abc.abstractmethod
     def clip_grad_norm(self, max_norm: float) -> float:
