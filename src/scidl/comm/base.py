@@ -136,6 +136,12 @@ class CommStrategy(abc.ABC):
     def reduce(self, bucket: Bucket) -> Future[torch.Tensor]:
         """Return a future of the averaged flat gradient of ``bucket`` (all ranks)."""
 
+    def caller_counts_syncs(self) -> None:
+        """From now on the caller calls :meth:`count_sync` before every backward pass that
+        reduces gradients (the trainer's plans do); a strategy that counted them with a
+        module hook drops it. Others ignore it."""
+        return None
+
     def count_sync(self) -> None:
         """A gradient reduction was prepared outside DDP's forward (a pipeline stage does
         it before its last backward). Strategies that count in their hook ignore it."""
