@@ -130,6 +130,8 @@ class FileDataset(Dataset):
         return self.transform(out) if self.transform else out
 
     def _tensor(self, name: str, a: np.ndarray) -> torch.Tensor:
+        if not a.dtype.isnative:  # big-endian files (netCDF-3 is big-endian)
+            a = a.astype(a.dtype.newbyteorder("="))
         t = torch.from_numpy(np.ascontiguousarray(a))
         dt = self.dtypes.get(name)
         return t if dt is None else t.to(dt)
