@@ -117,6 +117,8 @@ class FileDataset(Dataset):
 
     def _source(self, file: int) -> Source:
         if self._pid != os.getpid():  # a forked copy: the parent's handles are not ours
+            # kept, unused and unclosed: closing a handle inherited through fork is not ours to do
+            self._inherited = [*getattr(self, "_inherited", []), *self._open.values()]
             self._open, self._pid = {}, os.getpid()
         src = self._open.get(file)
         if src is None:
@@ -145,6 +147,7 @@ class FileDataset(Dataset):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_open"] = {}  # never pickle an open handle
+        state.pop("_inherited", None)
         return state
 
     def __del__(self) -> None:
