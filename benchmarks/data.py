@@ -357,6 +357,11 @@ def render(d: dict[str, Any]) -> str:
                    f"**{row['ratio_median']:.3f}** ({row['ratio_q1_q3'][0]:.3f}–"
                    f"{row['ratio_q1_q3'][1]:.3f})"] for row in t["rows"]]
     load = ", ".join(f"{v:g}" for v in m["loadavg_before"])
+    read_ok = [row["format"] for row in r["rows"] if row["ratio_median"] >= 0.9]
+    train_ok = [str(row["num_workers"]) for row in t["rows"] if row["ratio_median"] <= 1.05]
+    verdict = (f"Targets met in this run: read ≥ 0.90 for {', '.join(read_ok) or 'no format'} "
+               f"(of {len(r['rows'])}); disk ÷ memory ≤ 1.05 with "
+               f"{', '.join(train_ok) or 'no'} worker setting(s) (of {len(t['rows'])}).")
     return "\n".join([
         f"Read throughput, {r['samples']} samples of {shape} float32 fields + uint8 labels, "
         f"one sample at a time in order, median over {r['rows'][0]['pairs'] if r['rows'] else 0} "
@@ -374,6 +379,8 @@ def render(d: dict[str, Any]) -> str:
         "",
         f"Page cache: {d['page_cache']}. Machine: {m['cpus']} CPUs, load average {load} at "
         f"the start (1, 5, 15 min); command: `{d['command']}`.",
+        "",
+        verdict,
     ])
 
 

@@ -128,7 +128,7 @@ class FileDataset(Dataset):
     def __getitem__(self, index: int) -> Any:
         f, i = self.locate(int(index))
         src = self._source(f)
-        out = tuple(self._tensor(v, src.read(v, i)) for v in self.variables)
+        out = tuple([self._tensor(v, src.read(v, i)) for v in self.variables])
         return self.transform(out) if self.transform else out
 
     def _tensor(self, name: str, a: np.ndarray) -> torch.Tensor:
