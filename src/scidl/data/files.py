@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from scidl.data.formats import ZARR_MARKERS, DataError, Source, detect_format, open_source
+from scidl.data.formats import ZARR_MARKERS, DataError, Source, open_source
 
 DATA_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nc", ".nc4", ".npy", ".zarr")
 
@@ -169,9 +169,6 @@ class FileDataset(Dataset):
             out.paths[i] = c
         out._pid = os.getpid()
         return out
-
-    def describe_formats(self) -> list[str]:
-        return sorted({detect_format(p) for p in self.paths})
 
 
 def stage_files(paths: Sequence[Path], stage_dir: str | Path) -> list[Path]:

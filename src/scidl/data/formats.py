@@ -167,6 +167,7 @@ class ZarrSource:
         zarr = require("zarr", "reading Zarr stores")
         self.path = path
         self._root = zarr.open(str(path), mode="r")
+        self._cache: dict[str, Any] | None = None
 
     def _arrays(self) -> dict[str, Any]:
         root = self._root
@@ -190,14 +191,14 @@ class ZarrSource:
         return out
 
     def read(self, name: str, index: int | slice) -> np.ndarray:
-        arrays = self._arrays() if not hasattr(self, "_cache") else self._cache
-        self._cache = arrays
-        if name not in arrays:
-            raise _sample_axis_error(self.path, name, list(arrays))
-        return np.asarray(arrays[name][index])
+        if self._cache is None:
+            self._cache = self._arrays()
+        if name not in self._cache:
+            raise _sample_axis_error(self.path, name, list(self._cache))
+        return np.asarray(self._cache[name][index])
 
     def close(self) -> None:
-        self._cache = {}
+        self._cache = None
 
 
 class NpySource:
