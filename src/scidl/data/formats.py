@@ -186,8 +186,7 @@ class ZarrSource:
     def variables(self) -> dict[str, VarInfo]:
         out = {}
         for name, a in self._arrays().items():
-            comp = getattr(a, "compressor", None) or getattr(a, "compressors", None)
-            out[name] = VarInfo(tuple(a.shape), str(a.dtype), tuple(a.chunks), str(comp) if comp else None)
+            out[name] = VarInfo(tuple(a.shape), str(a.dtype), tuple(a.chunks), _zarr_codecs(a))
         return out
 
     def read(self, name: str, index: int | slice) -> np.ndarray:
@@ -199,6 +198,18 @@ class ZarrSource:
 
     def close(self) -> None:
         self._cache = None
+
+
+def _zarr_codecs(a: Any) -> str | None:
+    """The compressor(s) of a Zarr array (v2: ``compressor``, v3: ``compressors``)."""
+    for attr in ("compressors", "compressor"):
+        try:
+            codecs = getattr(a, attr)
+        except Exception:  # noqa: BLE001 (zarr 3 raises for the v2 attribute on v3 arrays)
+            continue
+        if codecs:
+            return str(codecs)
+    return None
 
 
 class NpySource:
