@@ -3,7 +3,6 @@
 import pickle
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
@@ -20,6 +19,8 @@ from scidl.data import (
     open_source,
 )
 from scidl.data.staging import loader_options, stage_for_rank
+
+h5py = pytest.importorskip("h5py", reason="h5py is not installed (pip install scidl[hdf5])")
 
 
 def _h5_files(root: Path, n_files=4, per_file=5, chunks=True) -> tuple[list[Path], np.ndarray]:

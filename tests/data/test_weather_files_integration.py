@@ -16,6 +16,8 @@ from scidl.train.trainer import Trainer
 from scidl.workloads import BuildContext
 from scidl.workloads.weather_seg.files import CHANNELS, write_weather_files
 
+pytest.importorskip("h5py", reason="h5py is not installed (pip install scidl[hdf5])")
+
 QUIET = ["log.tensorboard=false", "log.progress=false", "log.pictures=false"]
 
 
