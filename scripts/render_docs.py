@@ -37,6 +37,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import cluster as cluster_bench  # noqa: E402  (benchmarks/cluster.py)
 import malformed_inputs  # noqa: E402
 
+
+def _bench_module(name: str):  # noqa: ANN202
+    """benchmarks/NAME.py under the name NAME_bench (benchmarks/data.py sits beside a
+    benchmarks/data/ folder, so a plain import of ``data`` is ambiguous)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        f"{name}_bench", Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+data_bench = _bench_module("data")
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = "benchmarks/results"
 
@@ -114,6 +129,8 @@ REGISTRY: dict[str, Block] = {
     "cluster": _b("cluster", cluster_bench.render),
     # docs/reliability.md: the malformed-input table (its renderer sits beside its cases)
     "reliability": _b("reliability", malformed_inputs.render),
+    # docs/data.md: file datasets vs plain reads, training from disk vs memory
+    "data": _b("data", data_bench.render),
 }
 
 BEGIN = re.compile(r"^<!-- generated:([\w.-]+) -->$")
