@@ -20,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ins.add_argument("path", help="file, store or folder")
     option(ins, "--seconds", type=float, default=1.0,
            help="how long to time reading (0: no measurement)")
+    option(ins, "--reader", choices=("auto", "hdf5", "zarr", "npy", "netcdf3", "xarray"),
+           default="auto", help="auto: detected from the bytes; xarray: CF-decoded through "
+                                "xarray's installed backends (also GRIB with cfgrib)")
     wr = sub.add_parser("write-weather", formatter_class=HelpFormatter,
                         help="write weather_seg's 16-channel synthetic fields to DIR/train and "
                              "DIR/val; train on them with task.data_dir=DIR")
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
         if args.seconds < 0:
             raise UserError(f"--seconds must be >= 0 (got {args.seconds})")
-        for line in format_inspection(inspect_path(args.path, args.seconds)):
+        for line in format_inspection(inspect_path(args.path, args.seconds, args.reader)):
             print(line)
         return 0
     from scidl.workloads.weather_seg.files import write_weather_files

@@ -67,7 +67,8 @@ class FileDataset(Dataset):
 
     def __init__(self, paths: str | Path | Sequence[str | Path], variables: Sequence[str],
                  dtypes: dict[str, torch.dtype] | None = None,
-                 transform: Callable[[tuple[torch.Tensor, ...]], Any] | None = None) -> None:
+                 transform: Callable[[tuple[torch.Tensor, ...]], Any] | None = None,
+                 reader: str = "auto") -> None:
         if isinstance(paths, (str, Path)):
             paths = find_files(paths)
         if not paths:
@@ -78,13 +79,14 @@ class FileDataset(Dataset):
         self.variables = list(variables)
         self.dtypes = dict(dtypes or {})
         self.transform = transform
+        self.reader = reader  # "auto" (detected per file) or a reader of scidl.data.formats
         self.sizes = [self._size_of(p) for p in self.paths]
         self._offsets = np.concatenate([[0], np.cumsum(self.sizes)]).tolist()
         self._open: dict[int, Source] = {}
         self._pid = os.getpid()
 
     def _size_of(self, path: Path) -> int:
-        src = open_source(path)
+        src = open_source(path, self.reader)
         try:
             info = src.variables()
             sizes = set()
@@ -122,7 +124,7 @@ class FileDataset(Dataset):
             self._open, self._pid = {}, os.getpid()
         src = self._open.get(file)
         if src is None:
-            src = self._open[file] = open_source(self.paths[file])
+            src = self._open[file] = open_source(self.paths[file], self.reader)
         return src
 
     def __getitem__(self, index: int) -> Any:

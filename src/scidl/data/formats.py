@@ -15,7 +15,15 @@ Formats and the package each needs (a missing one is a :class:`DataError` naming
 * Zarr stores (a folder with ``.zgroup``/``.zarray``/``zarr.json``): ``zarr``;
 * NumPy: one ``.npy`` file (one variable named after the file) or a folder of ``.npy``
   files (one variable each), memory-mapped: numpy only;
-* netCDF-3 (classic) files: ``scipy`` (memory-mapped through ``scipy.io.netcdf_file``).
+* netCDF-3 (classic) files: ``scipy`` (memory-mapped through ``scipy.io.netcdf_file``);
+* anything ``xarray`` opens (``reader="xarray"``: netCDF through netCDF4/h5netcdf/scipy,
+  GRIB through cfgrib, ...), decoded as CF says: packed values unpacked with
+  ``scale_factor``/``add_offset``, ``_FillValue`` as NaN. Files in a format SciDL does
+  not recognise are tried with xarray when it is installed.
+
+The HDF5 reader unpacks ``scale_factor``/``add_offset`` too (packed netCDF-4 variables
+read through h5py give the same values as through xarray); it leaves fill values as
+stored.
 
 Readers hold open file handles: never pickle one (datasets reopen them per process).
 """
@@ -23,15 +31,19 @@ Readers hold open file handles: never pickle one (datasets reopen them per proce
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
 
 from scidl.config import ConfigError
 
-FORMATS = ("hdf5", "zarr", "npy", "netcdf3")
+FORMATS = ("hdf5", "zarr", "npy", "netcdf3", "xarray")
+#: what ``reader`` may be: auto-detect, or one of the formats' readers by name
+READERS = ("auto", *FORMATS)
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 NPY_MAGIC = b"\x93NUMPY"
 NETCDF3_MAGIC = (b"CDF\x01", b"CDF\x02", b"CDF\x05")
@@ -102,14 +114,24 @@ def detect_format(path: str | Path) -> str:
         return "npy"
     if head[:4] in NETCDF3_MAGIC:
         return "netcdf3"
-    raise DataError(f"{p}: unknown data format (not HDF5/netCDF, Zarr, .npy or netCDF-3)")
+    if importlib.util.find_spec("xarray") is not None:
+        return "xarray"  # GRIB and the other formats of xarray's installed backends
+    raise DataError(f"{p}: unknown data format (not HDF5/netCDF, Zarr, .npy or netCDF-3; "
+                    "with xarray installed, its backends are tried too)")
 
 
-def open_source(path: str | Path) -> Source:
-    """A reader for ``path`` (format detected by :func:`detect_format`)."""
-    fmt = detect_format(path)
-    return {"hdf5": H5Source, "zarr": ZarrSource, "npy": NpySource,
-            "netcdf3": NetCDF3Source}[fmt](Path(path))
+def open_source(path: str | Path, reader: str = "auto") -> Source:
+    """A reader for ``path``: ``reader="auto"`` detects the format
+    (:func:`detect_format`); a name from :data:`FORMATS` forces that reader."""
+    if reader not in READERS:
+        raise DataError(f"reader {reader!r}: expected one of {', '.join(READERS)}")
+    fmt = detect_format(path) if reader == "auto" else reader
+    if not Path(path).exists():
+        raise DataError(f"no such file or folder: {path}")
+    readers: dict[str, Callable[[Path], Source]] = {
+        "hdf5": H5Source, "zarr": ZarrSource, "npy": NpySource, "netcdf3": NetCDF3Source,
+        "xarray": XarraySource}
+    return readers[fmt](Path(path))
 
 
 def _sample_axis_error(path: Path, name: str, known: list[str]) -> DataError:
@@ -126,6 +148,7 @@ class H5Source:
         self.path = path
         self._f = h5py.File(path, "r")
         self._ds: dict[str, Any] = {}
+        self._packing: dict[str, tuple[Any, Any]] = {}  # CF scale_factor, add_offset
 
     def variables(self) -> dict[str, VarInfo]:
         import h5py
@@ -137,7 +160,11 @@ class H5Source:
                 comp = obj.compression
                 if comp and obj.compression_opts is not None:
                     comp = f"{comp}({obj.compression_opts})"
-                out[name] = VarInfo(tuple(obj.shape), str(obj.dtype), obj.chunks, comp)
+                dtype = obj.dtype
+                sf, ao = cf_packing(obj.attrs)
+                if (sf, ao) != (None, None):  # read() unpacks: report the unpacked type
+                    dtype = np.result_type(*(np.asarray(v) for v in (sf, ao) if v is not None))
+                out[name] = VarInfo(tuple(obj.shape), str(dtype), obj.chunks, comp)
 
         self._f.visititems(visit)
         return out
@@ -151,7 +178,12 @@ class H5Source:
         return ds
 
     def read(self, name: str, index: int | slice) -> np.ndarray:
-        return self._dataset(name)[index]
+        ds = self._dataset(name)
+        out = ds[index]
+        packed = self._packing.get(name)
+        if packed is None:
+            packed = self._packing[name] = cf_packing(ds.attrs)
+        return out if packed == (None, None) else unpack(out, *packed)
 
     def close(self) -> None:
         self._ds.clear()
@@ -263,3 +295,70 @@ class NetCDF3Source:
 
     def close(self) -> None:
         self._f.close()
+
+
+def cf_packing(attrs: Any) -> tuple[Any, Any]:
+    """The CF ``(scale_factor, add_offset)`` of a variable's attributes (None when absent)."""
+    def one(key: str) -> Any:
+        v = attrs.get(key)
+        if v is None:
+            return None
+        v = np.asarray(v)
+        return v.reshape(-1)[0] if v.size else None
+
+    return one("scale_factor"), one("add_offset")
+
+
+def unpack(a: np.ndarray, scale: Any, offset: Any) -> np.ndarray:
+    """``a * scale_factor + add_offset`` (CF packing), in the attributes' floating type."""
+    dtype = np.result_type(*(np.asarray(v) for v in (scale, offset) if v is not None))
+    out = np.asarray(a, dtype=dtype)
+    if scale is not None:
+        out = out * np.asarray(scale, dtype=dtype)
+    if offset is not None:
+        out = out + np.asarray(offset, dtype=dtype)
+    return out
+
+
+class XarraySource:
+    """Any file xarray opens with its installed backends, CF-decoded (packed values
+    unpacked, fill values as NaN); variables: the data variables. Lazy: one sample is
+    read per :meth:`read`."""
+
+    format = "xarray"
+
+    def __init__(self, path: Path) -> None:
+        xr = require("xarray", "reading files through xarray")
+        self.path = path
+        try:
+            self._ds = xr.open_dataset(path, cache=False)
+        except (ValueError, OSError) as e:  # no backend recognises it, or unreadable
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise DataError(f"{path}: unknown data format (not HDF5/netCDF, Zarr, .npy or "
+                            f"netCDF-3, and xarray cannot open it: {first})") from None
+
+    def variables(self) -> dict[str, VarInfo]:
+        out: dict[str, VarInfo] = {}
+        for name, var in self._ds.data_vars.items():
+            if not var.shape:
+                continue
+            enc = var.encoding
+            chunks = enc.get("chunksizes") or enc.get("chunks") or enc.get("preferred_chunks")
+            if isinstance(chunks, dict):
+                chunks = tuple(chunks.get(d, n) for d, n in zip(var.dims, var.shape, strict=True))
+            comp = enc.get("compression") or ("zlib" if enc.get("zlib") else None)
+            level = enc.get("complevel") or enc.get("compression_opts")
+            if comp and level:
+                comp = f"{comp}({level})"
+            out[str(name)] = VarInfo(tuple(var.shape), str(var.dtype),
+                                     tuple(chunks) if chunks else None, comp)
+        return out
+
+    def read(self, name: str, index: int | slice) -> np.ndarray:
+        if name not in self._ds.data_vars:
+            raise _sample_axis_error(self.path, name, list(self.variables()))
+        var = self._ds[name]
+        return np.asarray(var.isel({var.dims[0]: index}).values)
+
+    def close(self) -> None:
+        self._ds.close()

@@ -57,18 +57,20 @@ def read_rate(ds: FileDataset, max_s: float = 1.0, max_samples: int | None = Non
     return done, nbytes, time.perf_counter() - t0
 
 
-def inspect_path(path: str | Path, measure_s: float = 1.0) -> Inspection:
-    """Describe ``path`` (a file, a store, or a folder of files) and time a read of it."""
+def inspect_path(path: str | Path, measure_s: float = 1.0, reader: str = "auto") -> Inspection:
+    """Describe ``path`` (a file, a store, or a folder of files) and time a read of it
+    (``reader``: as for :func:`scidl.data.formats.open_source`)."""
     files = find_files(path)
-    src = open_source(files[0])
+    src = open_source(files[0], reader)
     try:
         info = src.variables()
     finally:
         src.close()
-    out = Inspection(Path(path), files, sorted({detect_format(f) for f in files}),
+    formats = sorted({detect_format(f) for f in files}) if reader == "auto" else [reader]
+    out = Inspection(Path(path), files, formats,
                      sum(_size(f) for f in files), info, sample_variables(info))
     if out.sample_vars and measure_s > 0:
-        ds = FileDataset(files, out.sample_vars)
+        ds = FileDataset(files, out.sample_vars, reader=reader)
         try:
             out.samples, out.read_bytes, out.read_s = read_rate(ds, measure_s)
         finally:
