@@ -22,7 +22,8 @@ def test_slow_link_compresses_fast_link_stays_dense():
     slow = choose(BUCKETS, Link(1e-4, 8 / 100e6), 4, CFG)  # 100 Mbit/s
     fast = choose(BUCKETS, Link(1e-5, 8 / 100e9), 4, CFG)  # 100 Gbit/s
     assert fast.choice == ["dense"] * 4 and fast.moves == 0
-    assert "dense" not in slow.choice
+    assert "dense" not in slow.choice[:3]  # every big bucket is compressed
+    assert slow.choice[3] == "dense"  # 1.8 k entries: compressing saves under 5% of the step
     _, blocked, tail = simulate(BUCKETS, [[s] for s in _dense_seconds(Link(1e-4, 8 / 100e6))])
     assert slow.exposed_s < 0.5 * (blocked + tail)
     # in between, fewer buckets are compressed than on the slow link
@@ -40,6 +41,14 @@ def test_more_compute_to_hide_behind_needs_less_compression():
     long = [BucketInfo(b.numel, 1.0, b.shapes) for b in BUCKETS]
     assert choose(long, link, 4, CFG).choice == ["dense"] * 4
     assert choose(BUCKETS, link, 4, CFG).choice != ["dense"] * 4
+
+
+def test_a_small_gain_buys_no_more_compression():
+    slow = Link(1e-4, 8 / 100e6)
+    greedy = choose(BUCKETS, slow, 4, CFG, min_gain=0.0)
+    careful = choose(BUCKETS, slow, 4, CFG, min_gain=0.5)
+    assert greedy.moves > careful.moves
+    assert careful.choice == ["dense"] * 4  # no single move gains half a step
 
 
 def test_ladder_is_the_candidate_list_and_one_rank_sends_nothing():

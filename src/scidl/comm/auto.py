@@ -24,7 +24,9 @@ Then, on every rank at once:
    (``comm.auto_candidates``, least to most lossy; a step skips candidates that are not
    faster for that bucket) shortens the predicted step most is moved, until the
    exposed communication (blocked + tail after the backward pass) is at most
-   ``comm.auto_exposed_fraction`` of the backward pass, or no move helps.
+   ``comm.auto_exposed_fraction`` of the backward pass, or no move shortens the
+   predicted step by ``comm.auto_min_gain`` of it (more compression, and so more risk
+   to accuracy, is not bought for a few percent of step time).
 4. Rank 0's choice is broadcast (one small broadcast), so all ranks use the same
    strategy for the same bucket whatever floating-point differences they have.
 
@@ -170,17 +172,21 @@ def simulate(buckets: Sequence[BucketInfo], plans: Sequence[Sequence[float]]
 
 
 def choose(buckets: Sequence[BucketInfo], link: Link, world: int, cfg: Any,
-           candidates: Sequence[str] | None = None, exposed_fraction: float | None = None
-           ) -> Decision:
+           candidates: Sequence[str] | None = None, exposed_fraction: float | None = None,
+           floor_s: float = 0.0, min_gain: float | None = None) -> Decision:
     """The per-bucket choice (pure; same inputs → same output on every rank).
 
     ``candidates``: ladder from least to most lossy (default ``cfg.auto_candidates``);
     the first is where every bucket starts. ``exposed_fraction``: target exposed
     communication as a fraction of the backward pass (default
-    ``cfg.auto_exposed_fraction``).
+    ``cfg.auto_exposed_fraction``). A move down the ladder is made only if it shortens
+    the predicted step (``floor_s``, the compute-only step, or else the backward pass,
+    plus the exposed communication) by at least ``min_gain`` of it (default
+    ``cfg.auto_min_gain``): more loss of accuracy for a few percent of time is not taken.
     """
     ladder = list(candidates if candidates is not None else cfg.auto_candidates)
     frac = cfg.auto_exposed_fraction if exposed_fraction is None else exposed_fraction
+    need = cfg.auto_min_gain if min_gain is None else min_gain
     cost = [[plan_seconds(name, cfg, b, world, link) for name in ladder] for b in buckets]
     level = [0] * len(buckets)
 
@@ -201,7 +207,8 @@ def choose(buckets: Sequence[BucketInfo], link: Link, world: int, cfg: Any,
             trial[i] = nxt
             _, b2, t2 = predicted(trial)
             gain = (blocked + tail) - (b2 + t2)
-            if gain > 1e-12 and (best is None or gain > best[0]):
+            step = max(floor_s, bwd) + blocked + tail
+            if gain > max(need * step, 1e-12) and (best is None or gain > best[0]):
                 best = (gain, i, nxt)
         if best is None:
             break
@@ -369,7 +376,7 @@ class Auto(CommStrategy):
             link = Link(*self.cfg.auto_link)
         else:
             link = Link(0.0, 0.0)
-        decision = choose(infos, link, self.world, self.cfg)
+        decision = choose(infos, link, self.world, self.cfg, floor_s=floor)
         names = list(self.cfg.auto_candidates)
         codes = torch.tensor([names.index(c) for c in decision.choice], dtype=torch.int64)
         root = 0 if self.group is None else dist.get_global_rank(self.group, 0)

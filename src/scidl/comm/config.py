@@ -60,6 +60,7 @@ class CommConfig(BaseModel):
         auto_every: ``auto``: probe the link and choose again every N steps (0: once).
         auto_probe_bytes: ``auto``: the two allreduce sizes of the link probe.
         auto_exposed_fraction: ``auto``: target exposed communication / backward time.
+        auto_min_gain: ``auto``: least step-time gain (fraction) worth one more compression.
         auto_link: ``auto``: (α s, β s/byte) to use instead of probing the link.
     """
 
@@ -112,6 +113,9 @@ class CommConfig(BaseModel):
         (32_768, 1_048_576), description="auto: small and large allreduce sizes of the link probe")
     auto_exposed_fraction: float = Field(
         0.05, ge=0, description="auto: target exposed communication as a fraction of backward")
+    auto_min_gain: float = Field(
+        0.05, ge=0, lt=1,
+        description="auto: compress a bucket further only if the step gets this much faster")
     auto_link: tuple[float, float] | None = Field(
         None, description="auto: (alpha s, beta s/byte) used instead of probing the link")
 
