@@ -226,14 +226,14 @@ def comm_convergence(d: dict, section: str) -> str:
         bases = [dense.get((wl, r.get("seed", 0))) for r in rs]
         base_bytes = mean_of([b and b["bytes_per_step"] for b in bases])
         rows.append([
-            wl, case, len(rs), f"{rs[0]['headline']} = {mean_spread([r['value'] for r in rs], 4)}",
+            wl, case, f"{rs[0]['headline']} = {mean_spread([r['value'] for r in rs], 4)}",
             mean_spread([ratio(r["value"], b and b["value"]) for r, b in zip(rs, bases, strict=True)]),
             n(mean_of([r["bytes_per_step"] for r in rs])),
-            f(ratio(base_bytes, mean_of([r["bytes_per_step"] for r in rs])), 1),
+            f(ratio(base_bytes, mean_of([r["bytes_per_step"] for r in rs])), 1), len(rs),
         ])
     steps = sorted({f"{r['workload']} {r['steps']}" for r in s["rows"] if r.get("steps")})
-    head = ["workload", "strategy", "seeds", "final metric", "vs dense", "bytes/step/rank",
-            "bytes ÷ dense"]
+    head = ["workload", "strategy", "final metric", "vs dense", "bytes/step/rank",
+            "bytes ÷ dense", "seeds"]
     return (f"#### {section} ({s['nproc']} processes; steps: {', '.join(steps)}; extra settings: "
             f"{extra})\n\n" + table(head, rows))
 
