@@ -86,3 +86,11 @@ def test_bad_candidates_are_refused(bad):
 def test_bad_probe_sizes_are_refused():
     with pytest.raises(ValidationError, match="auto_probe_bytes"):
         CommConfig(auto_probe_bytes=(1 << 20, 1024))
+
+
+def test_candidates_keep_their_guard():
+    from scidl.comm.auto import candidate_config
+
+    cfg = CommConfig(strategy="auto", warmup_steps=7, error_feedback=False)
+    topk = candidate_config(cfg, "topk")
+    assert (topk.strategy, topk.warmup_steps, topk.error_feedback) == ("topk", 7, True)

@@ -32,8 +32,9 @@ Then, on every rank at once:
 
 Every ``comm.auto_every`` steps (0: never) the probe and the decision are repeated on
 steps observed since the last decision. Each candidate runs as its own strategy object
-with its own accuracy guard (``topk``/``powersgd`` keep error feedback on; residuals
-and warm starts are per parameter); a candidate that loses a bucket at a re-decision
+with its own accuracy guard (``topk``/``powersgd`` keep error feedback on, and reduce
+densely for the first ``comm.warmup_steps`` steps of the run; residuals and warm
+starts are per parameter); a candidate that loses a bucket at a re-decision
 forgets its state (its residual would be stale). The choice, the probed link, and the
 predicted vs measured step time (median wall time between ``end_step`` calls since the
 decision) are in :meth:`report`, i.e. in the run's ``comm.json``.
@@ -219,9 +220,11 @@ def choose(buckets: Sequence[BucketInfo], link: Link, world: int, cfg: Any,
 
 
 def candidate_config(cfg: Any, name: str) -> Any:
-    """A candidate's settings: the run's ``comm`` section with ``strategy=name``, error
-    feedback on and no warm-up of its own (``auto`` warms up densely first)."""
-    return cfg.model_copy(update={"strategy": name, "error_feedback": True, "warmup_steps": 0})
+    """A candidate's settings: the run's ``comm`` section with ``strategy=name`` and error
+    feedback on; ``comm.warmup_steps`` stays the compressed candidates' own warm-up
+    (dense steps from the start of the run, counted on top of nothing: ``auto``'s own
+    dense observation steps are part of them)."""
+    return cfg.model_copy(update={"strategy": name, "error_feedback": True})
 
 
 # ----------------------------------------------------------------------------- strategy
