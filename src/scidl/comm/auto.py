@@ -280,7 +280,9 @@ class Auto(CommStrategy):
             self._fwd_end = time.perf_counter()
             self._last_exit = None
 
-        ddp_model.register_forward_hook(forward_done)
+        # on the wrapped module: a hook on the DDP object itself would send every DDP
+        # call down torch's slow path
+        ddp_model.module.register_forward_hook(forward_done)
 
     # ------------------------------------------------------------------ reduction
     def _key(self, bucket: Bucket) -> tuple[int, ...]:
