@@ -35,6 +35,7 @@ import doc_tables_workloads as w  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import cluster as cluster_bench  # noqa: E402  (benchmarks/cluster.py)
+import comm_tta  # noqa: E402  (benchmarks/comm_tta.py)
 import malformed_inputs  # noqa: E402
 
 
@@ -82,6 +83,7 @@ REGISTRY: dict[str, Block] = {
     "comm_convergence": _b("comm", partial(t.comm_convergence, section="convergence")),
     "comm_convergence_sgd": _b("comm", partial(t.comm_convergence, section="convergence_sgd")),
     "comm_speed": _b("comm", partial(t.comm_speed, section="speed")),
+    "comm_tta": _b("comm_tta", comm_tta.markdown),
     # docs/optimizers.md
     "optim_admissions_b40": _b("optim", partial(t.optim_admissions, section="admissions_b40")),
     "optim_admissions_b8": _b("optim", partial(t.optim_admissions, section="admissions_b8")),

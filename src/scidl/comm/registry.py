@@ -27,6 +27,7 @@ STRATEGIES: Registry[type[CommStrategy]] = Registry("comm.strategy", {
     "powersgd": "scidl.comm.powersgd:PowerSGD",
     "topk": "scidl.comm.topk:TopK",
     "lag": "scidl.comm.lag:Lag",
+    "auto": "scidl.comm.auto:Auto",
 }, group="scidl.comm")
 
 
