@@ -174,7 +174,22 @@ class ParallelPlan(abc.ABC):
             torch.distributed.all_reduce(loss, group=self.dp_group)
             return loss / self.dp_size
 
+        # forward-only loss of the same batch, this rank's (safeguards that only compare losses)
+        closure.evaluate = lambda: self.forward_loss(micro)  # type: ignore[attr-defined]
         return closure
+
+    def forward_loss(self, micro: list[Any]) -> torch.Tensor:
+        """This rank's loss of ``micro`` (mean over micro-batches) from forward passes
+        without gradients: no backward and no collective (DDP's wrapper is bypassed)."""
+        loss_fn = getattr(self, "loss", None)
+        if loss_fn is None:
+            raise NotImplementedError(f"{type(self).__name__} has no forward-only loss")
+        total = torch.zeros((), dtype=torch.float32, device=self.device)
+        with torch.no_grad():
+            for batch in micro:
+                with self.autocast():
+                    total += loss_fn(self.model, batch).float()
+        return total / len(micro)
 
     @abc.abstractmethod
     def clip_grad_norm(self, max_norm: float) -> float:
