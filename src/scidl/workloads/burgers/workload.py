@@ -285,6 +285,7 @@ class Burgers(Workload):
             higher_is_better=False,
             full_batch=True,
             eval_needs_grad=False,
+            loss_needs_grad=True,  # the residual differentiates u(x, t) by autograd
             extras={"lbfgs": lbfgs, "rar": rar, "nu": cfg.nu,
                     "freeze_objective": rar.freeze if rar is not None else None},
         )
