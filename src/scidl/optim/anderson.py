@@ -54,6 +54,7 @@ take the same decision. All ranks must call :meth:`step` together.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -398,7 +399,7 @@ class AndersonAcceleration(torch.optim.Optimizer):
         o, c = self.opts, self.counters
         coef = anderson_coefficients(self._hist.gram(), o["relaxation"], o["reg"])
         x_aa = self._hist.combine(coef, out=self._x_aa)
-        if not bool(torch.isfinite(x_aa).all()):
+        if not math.isfinite(float(x_aa.sum())):  # any NaN/Inf makes the sum non-finite
             c["rejected"] += 1
             return
         if self.requires_closure and closure is not None:
