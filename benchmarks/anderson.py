@@ -115,6 +115,24 @@ def _subclasses(cls: type) -> list[type]:
     return out
 
 
+class _CpuClock:
+    """Callbacks: CPU time of the main thread per optimizer step (the work a step costs,
+    insensitive to other jobs competing for the cores), with the per-epoch evaluation
+    left out; ``evaluator`` is the benchmark's per-epoch evaluation callback."""
+
+    def __init__(self, evaluator: Any) -> None:
+        self.steps: list[float] = []
+        self.last: float | None = None
+        self.evaluator = evaluator
+
+    def on_step_end(self, trainer: Any, row: dict[str, Any]) -> None:
+        now = time.thread_time()
+        if self.last is not None:
+            self.steps.append(now - self.last)
+        self.evaluator.on_step_end(trainer, row)  # evaluation outside the measured span
+        self.last = time.thread_time()
+
+
 def _med(xs: list[float]) -> float | None:
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -131,10 +149,11 @@ def admissions(seeds: list[int], epochs: int, repeats: int, variants: list[str])
             order = variants if rep % 2 == 0 else variants[::-1]  # alternate the order
             for v in order:
                 ev = ob._EpochEval()
+                cpu = _CpuClock(ev)
                 l0 = load()
                 with count_passes() as passes:
                     s, tr = ob.train("admissions", common + ADM_VARIANTS[v] + [f"train.seed={seed}"],
-                                     callbacks=[ev])
+                                     callbacks=[cpu])
                 spe = tr.steps_per_epoch
                 curve = ob.eval_curve(tr, "mse", ev)
                 per[v].append({
@@ -142,17 +161,21 @@ def admissions(seeds: list[int], epochs: int, repeats: int, variants: list[str])
                     "epochs_to_0.007": ob.first_epoch_below(curve, 0.007, spe),
                     "final_mse": curve[-1][1],
                     "epoch_time_median_s": _med(ob.epoch_times(tr.step_times[1:], spe)),
+                    "epoch_cpu_median_s": _med(ob.epoch_times(cpu.steps, spe)),
                     "passes_per_epoch": {k: n / (s["steps"] / spe) for k, n in passes.items()},
                     "counters": dict(getattr(tr.optimizer, "counters", {})),
                     "load_before": l0, "load_after": load(),
                 })
                 r = per[v][-1]
                 print(f"seed {seed} rep {rep} {v:10s} e(0.01)={r['epochs_to_0.01']} "
-                      f"epoch={1e3 * r['epoch_time_median_s']:.1f}ms load={l0:.1f}", flush=True)
+                      f"epoch={1e3 * r['epoch_time_median_s']:.1f}ms "
+                      f"cpu={1e3 * r['epoch_cpu_median_s']:.1f}ms load={l0:.1f}", flush=True)
         for v in variants:
             first = per[v][0]  # epochs are deterministic: every repeat gives the same
             ratios = [a["epoch_time_median_s"] / b["epoch_time_median_s"]
                       for a, b in zip(per[v], per[variants[0]], strict=True)]
+            cpu_ratios = [a["epoch_cpu_median_s"] / b["epoch_cpu_median_s"]
+                          for a, b in zip(per[v], per[variants[0]], strict=True)]
             runs[v].append({
                 "seed": seed, **{k: first[k] for k in ("epochs_to_0.01", "epochs_to_0.007",
                                                      "final_mse", "counters", "passes_per_epoch")},
@@ -160,6 +183,8 @@ def admissions(seeds: list[int], epochs: int, repeats: int, variants: list[str])
                     p["epochs_to_0.01"] == first["epochs_to_0.01"] for p in per[v]),
                 "epoch_time_median_s": [p["epoch_time_median_s"] for p in per[v]],
                 "time_per_epoch_ratio": _med(ratios), "time_per_epoch_ratios": ratios,
+                "epoch_cpu_median_s": [p["epoch_cpu_median_s"] for p in per[v]],
+                "cpu_per_epoch_ratio": _med(cpu_ratios), "cpu_per_epoch_ratios": cpu_ratios,
                 "load": [(p["load_before"], p["load_after"]) for p in per[v]],
             })
     table: dict[str, Any] = {}
@@ -173,6 +198,8 @@ def admissions(seeds: list[int], epochs: int, repeats: int, variants: list[str])
                         if r["epochs_to_0.01"] and p["epochs_to_0.01"]]
         wall = [r["epochs_to_0.01"] * r["time_per_epoch_ratio"] / p["epochs_to_0.01"]
                 for r, p in zip(rs, base, strict=True) if r["epochs_to_0.01"] and p["epochs_to_0.01"]]
+        cpu = [r["epochs_to_0.01"] * r["cpu_per_epoch_ratio"] / p["epochs_to_0.01"]
+               for r, p in zip(rs, base, strict=True) if r["epochs_to_0.01"] and p["epochs_to_0.01"]]
         table[v] = {
             "epochs_to_0.01": [r["epochs_to_0.01"] for r in rs],
             "epochs_ratio_median": _med(e_ratio),
@@ -180,6 +207,8 @@ def admissions(seeds: list[int], epochs: int, repeats: int, variants: list[str])
                                      if len(reached) == len(rs) and base_reached else None),
             "time_per_epoch_ratio_median": _med([r["time_per_epoch_ratio"] for r in rs]),
             "wall_to_0.01_ratio_median": _med(wall),
+            "cpu_per_epoch_ratio_median": _med([r["cpu_per_epoch_ratio"] for r in rs]),
+            "cpu_to_0.01_ratio_median": _med(cpu),
             "passes_per_epoch": rs[0]["passes_per_epoch"],
             "rejected_fraction": _med([
                 r["counters"]["rejected"] / max(r["counters"]["rejected"] + r["counters"]["extrapolations"], 1)
@@ -225,7 +254,8 @@ def table_admissions(d: dict[str, Any]) -> str:
     loads = [x for rs in s["runs"].values() for r in rs for pair in r["load"] for x in pair]
     head = ("| variant | epochs to MSE ≤ 0.01 per seed | epochs ÷ SGD (median of seeds; ratio of sums) "
             "| time per epoch ÷ SGD (median) | wall time to MSE ≤ 0.01 ÷ SGD (median) "
-            "| fwd+bwd / fwd-only passes per epoch | rejected |\n|---|---|---|---|---|---|---|")
+            "| CPU per epoch ÷ SGD (median) | CPU to MSE ≤ 0.01 ÷ SGD (median) "
+            "| fwd+bwd / fwd-only passes per epoch | rejected |\n|---|---|---|---|---|---|---|---|---|")
     rows = []
     for v, t in s["table"].items():
         p = t["passes_per_epoch"]
@@ -234,6 +264,7 @@ def table_admissions(d: dict[str, Any]) -> str:
             f"| {v} | {', '.join('–' if e is None else str(e) for e in t['epochs_to_0.01'])} "
             f"| {_f(t['epochs_ratio_median'])}; {_f(t['epochs_ratio_of_sums'])} "
             f"| {_f(t['time_per_epoch_ratio_median'])} | {_f(t['wall_to_0.01_ratio_median'])} "
+            f"| {_f(t['cpu_per_epoch_ratio_median'])} | {_f(t['cpu_to_0.01_ratio_median'])} "
             f"| {p['forward_backward']:.1f} / {p['forward_only']:.1f} "
             f"| {rej} |")
     return (f"**admissions, batch 40, {s['epochs']} epochs, seeds {s['seeds']}, "
