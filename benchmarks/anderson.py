@@ -41,8 +41,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "anderson.json"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -311,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         stored = json.loads(out_path.read_text())
         print(table_admissions(stored) + "\n\n" + table_burgers(stored))
         return 0
+    import torch
+
     torch.set_num_threads(1)
     todo = set(args.only or ["admissions", "burgers"])
     results: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
