@@ -11,7 +11,12 @@ from scidl.optim import OptimConfig, build_optimizer
 from scidl.testing import run_distributed
 
 
-def _worker(rank: int, world: int, cfg_kw: dict, forward_only: bool = False) -> dict:
+def _worker(rank: int, world: int, cfg_kw: dict) -> dict:
+    """Both safeguard modes in one pair of processes (one spawn for the test)."""
+    return {mode: _train(rank, world, cfg_kw, mode == "forward") for mode in ("full", "forward")}
+
+
+def _train(rank: int, world: int, cfg_kw: dict, forward_only: bool) -> dict:
     import torch.distributed as dist
 
     torch.manual_seed(0)
@@ -44,17 +49,19 @@ def _worker(rank: int, world: int, cfg_kw: dict, forward_only: bool = False) -> 
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("forward_only", [False, True])
-def test_identical_params_across_ranks_after_aa_steps(forward_only):
-    """Full closures (forward + backward + gradient all-reduce) or, with ``evaluate``,
-    forward-only safeguard losses (one scalar-pair all-reduce, no backward)."""
+def test_identical_params_across_ranks_after_aa_steps():
+    """Full closures (forward + backward + gradient all-reduce) and, with ``evaluate``,
+    forward-only safeguard losses (one scalar-pair all-reduce, no backward): identical
+    parameters on both ranks, and the same decisions in both modes."""
     cfg = dict(name="anderson", aa_base="sgd", lr=0.05, momentum=0.9, aa_history=4,
                aa_every=2, aa_safeguard=True, aa_ma="auto", aa_ma_window=3, aa_ma_tol=0.3)
-    out = run_distributed(_worker, 2, cfg, forward_only)
-    for r in out:
-        assert r["mismatches"] == 0
-        attempts = r["counters"]["extrapolations"] + r["counters"]["rejected"]
-        assert attempts >= 3
-        assert r["backwards"] == 12 + (0 if forward_only else 2 * attempts)
-    assert out[0]["counters"] == out[1]["counters"]
-    assert out[0]["flat"] == out[1]["flat"]
+    out = run_distributed(_worker, 2, cfg)
+    for mode in ("full", "forward"):
+        for r in (o[mode] for o in out):
+            assert r["mismatches"] == 0
+            attempts = r["counters"]["extrapolations"] + r["counters"]["rejected"]
+            assert attempts >= 3
+            assert r["backwards"] == 12 + (0 if mode == "forward" else 2 * attempts)
+        assert out[0][mode]["counters"] == out[1][mode]["counters"]
+        assert out[0][mode]["flat"] == out[1][mode]["flat"]
+    assert out[0]["full"]["counters"] == out[0]["forward"]["counters"]
