@@ -97,7 +97,15 @@ def anderson_coefficients(gram_y: torch.Tensor, beta: float, reg: float) -> torc
     g_rr = drz @ dr[:, : c - 1].T
     rhs = drz @ ef[: c - 1]
     lam = reg * np.trace(g_rr) / g_rr.shape[0]
-    gamma = np.linalg.lstsq(g_rr + lam * np.eye(g_rr.shape[0]), rhs, rcond=None)[0]
+    mat = g_rr + lam * np.eye(g_rr.shape[0])
+    gamma = None
+    if lam > 0:  # regularised: positive definite, a Cholesky-class solve suffices
+        try:
+            gamma = np.linalg.solve(mat, rhs)
+        except np.linalg.LinAlgError:
+            gamma = None
+    if gamma is None:  # unregularised (or singular): the minimum-norm least-squares solution
+        gamma = np.linalg.lstsq(mat, rhs, rcond=None)[0]
     alpha = beta * ef - (dx[:-1] + beta * dr).T @ gamma
     alpha[c - 2] += 1.0  # X[-2]
     return torch.from_numpy(alpha[: c - 1].copy())
@@ -311,6 +319,10 @@ class AndersonAcceleration(torch.optim.Optimizer):
         self._x_k = torch.zeros(n, dtype=self._work, device=dev) if safeguard else None
         self._x_mean = torch.zeros(n, dtype=self._work, device=dev) if ma != "off" else None
         self._same_dtype = all(p.dtype == self._work for p in params)
+        self._host_flat = self._same_dtype and dev.type == "cpu" and all(
+            p.device.type == "cpu" and p.is_contiguous() for p in params)
+        self._x_np = self._x.numpy() if self._host_flat else None
+        self._fresh = False  # self._x holds the current parameters (stored this step)
         self.counters: dict[str, Any] = {"steps": 0, "extrapolations": 0, "rejected": 0, "ma_active": ma == "on"}
         self.last_deviation = float("nan")
 
@@ -321,6 +333,9 @@ class AndersonAcceleration(torch.optim.Optimizer):
     def _flat(self) -> torch.Tensor:
         """The parameters as one vector, written into the preallocated ``self._x``."""
         params = self._params()
+        if self._host_flat:  # NumPy views of host parameters: microseconds, not a kernel
+            np.concatenate([p.detach().numpy().reshape(-1) for p in params], out=self._x_np)
+            return self._x
         if self._same_dtype:
             return torch.cat([p.detach().reshape(-1) for p in params], out=self._x)
         o = 0
@@ -350,8 +365,10 @@ class AndersonAcceleration(torch.optim.Optimizer):
             self.base.step()
         o, c = self.opts, self.counters
         c["steps"] += 1
+        self._fresh = False
         if c["steps"] % o["store_every"] == 0:
             self._store(self._flat())
+            self._fresh = True
         if (c["steps"] > o["wait"] and c["steps"] % o["every"] == 0 and self._hist.count >= 3):
             self._extrapolate(closure)
         return loss
@@ -404,8 +421,9 @@ class AndersonAcceleration(torch.optim.Optimizer):
             return
         if self.requires_closure and closure is not None:
             assert self._x_k is not None
-            x_k = self._x_k
-            x_k.copy_(self._flat())
+            x_k = self._x if self._fresh else self._x_k  # _x: this step's parameters
+            if not self._fresh:
+                x_k.copy_(self._flat())
             before, after = self._safeguard_losses(closure, x_aa)
             if not (after < before):  # NaN-safe: reject unless strictly better
                 self._assign(x_k)
