@@ -303,17 +303,22 @@ def verdicts(s: dict[str, Any]) -> str:
 def table_burgers(d: dict[str, Any]) -> str:
     s = d["burgers"]
     rows = []
+    base = statistics.mean(r["final_rel_l2"] for r in s["runs"]["adam"]) if "adam" in s["runs"] else None
     for v, rs in s["runs"].items():
         c = rs[0]["counters"]
         ex = f"{c['extrapolations']} / {c['rejected']}" if "extrapolations" in c else "–"
         errs = ", ".join(f"{r['final_rel_l2']:.4f}" for r in rs)
-        rows.append(f"| {v} | {errs} | {ex} "
+        ratio = statistics.mean(r["final_rel_l2"] for r in rs) / base if base else None
+        rows.append(f"| {v} | {errs} | {_f(ratio)} | {ex} "
                     f"| {rs[0]['passes']['forward_backward']} / {rs[0]['passes']['forward_only']} "
                     f"| {statistics.mean(r['train_time_s'] for r in rs):.1f} |")
+    loads = [x for rs in s["runs"].values() for r in rs for x in r["load"]]
     return (f"**burgers PINN, Adam, {s['steps']} full-batch steps, "
-            f"{len(next(iter(s['runs'].values())))} seed(s)**\n\n"
-            "| variant | rel. L2 at equal steps | accepted / rejected | fwd+bwd / fwd-only passes "
-            "| train time (s) |\n|---|---|---|---|---|\n" + "\n".join(rows))
+            f"{len(next(iter(s['runs'].values())))} seed(s); load average "
+            f"{min(loads):.1f}–{max(loads):.1f}**\n\n"
+            "| variant | rel. L2 at equal steps | ÷ Adam | accepted / rejected "
+            "| fwd+bwd / fwd-only passes | train time (s) |\n|---|---|---|---|---|---|\n"
+            + "\n".join(rows))
 
 
 # ----------------------------------------------------------------------------- main
