@@ -320,7 +320,8 @@ class AndersonAcceleration(torch.optim.Optimizer):
         self._x_mean = torch.zeros(n, dtype=self._work, device=dev) if ma != "off" else None
         self._same_dtype = all(p.dtype == self._work for p in params)
         self._host_flat = self._same_dtype and dev.type == "cpu" and all(
-            p.device.type == "cpu" and p.is_contiguous() for p in params)
+            type(p.detach()) is torch.Tensor and p.device.type == "cpu" and p.is_contiguous()
+            for p in params)  # plain host tensors only (not DTensor shards)
         self._x_np = self._x.numpy() if self._host_flat else None
         self._fresh = False  # self._x holds the current parameters (stored this step)
         self.counters: dict[str, Any] = {"steps": 0, "extrapolations": 0, "rejected": 0, "ma_active": ma == "on"}
