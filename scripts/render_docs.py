@@ -34,6 +34,7 @@ import doc_tables as t  # noqa: E402
 import doc_tables_workloads as w  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import anderson as anderson_bench  # noqa: E402  (benchmarks/anderson.py)
 import cluster as cluster_bench  # noqa: E402  (benchmarks/cluster.py)
 import comm_tta  # noqa: E402  (benchmarks/comm_tta.py)
 import malformed_inputs  # noqa: E402
@@ -90,6 +91,8 @@ REGISTRY: dict[str, Block] = {
     "optim_timing_b40": _b("optim", t.optim_timing),
     "optim_admissions_summary": _b("optim", t.optim_admissions_summary),
     "optim_burgers": _b("optim", t.optim_burgers),
+    "anderson_admissions": _b("anderson", anderson_bench.table_admissions),
+    "anderson_burgers": _b("anderson", anderson_bench.table_burgers),
     "optim_digits": _b("optim", t.optim_digits),
     "optim_filtering": _b("optim", t.optim_filtering),
     "optim_ensemble": _b("optim", t.optim_ensemble),
