@@ -68,7 +68,7 @@ class CommStrategy(abc.ABC):
     #: extra collective to agree on skipping a step. False (the safe default for
     #: strategies registered by users, and ``lag``, which applies last step's result):
     #: the ranks agree on the skip with one small allreduce per step.
-    nonfinite_agreed: ClassVar[bool] = False
+    nonfinite_agreed: bool = False  # a class default; a composite (auto) sets it per instance
 
     def __init__(self, cfg: CommConfig) -> None:
         self.cfg = cfg
