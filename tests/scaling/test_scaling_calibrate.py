@@ -13,6 +13,7 @@ from scidl.scaling.calibrate import (
     batch_bytes,
     measure_interference,
     robust_cv,
+    run_optimizer,
     time_steps,
 )
 from scidl.scaling.hardware import load_hardware
@@ -71,6 +72,27 @@ def test_time_steps_reports_every_part():
         assert r[k] >= 0
     assert r["in_bytes"] == 32 * 8 * 4
     assert len(r["bucket_ready"]) == 1
+
+
+def test_time_steps_steps_the_run_optimizer():
+    # the profile used to time an SGD update whatever optim.name said: Adam's update
+    # (two moment buffers per parameter) was missing from the compute it measured
+    from scidl.config import load_config
+
+    made = []
+
+    def make(m):
+        made.append(torch.optim.Adam(m.parameters(), lr=1e-3))
+        return made[-1]
+
+    model, loss = _tiny()
+    time_steps(model, loss, _batches(), 3, make_optimizer=make)
+    assert len(made) == 1 and made[0].state  # Adam stepped: it holds moment buffers
+    cfg = load_config("digits", None, ["optim.name=adam"], None)
+    opt = run_optimizer(cfg)(nn.Linear(2, 2))
+    assert isinstance(opt, torch.optim.Adam)
+    lbfgs = load_config("digits", None, ["optim.name=lbfgs"], None)
+    assert run_optimizer(lbfgs) is None  # needs a closure: timed as plain SGD
 
 
 @pytest.mark.timeout(120)

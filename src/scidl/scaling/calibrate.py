@@ -92,11 +92,15 @@ class BackwardTimeline:
 
 def time_steps(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
                batches: Iterator[Any], steps: int, cap: float | None = None,
-               concurrent: Callable[[], Any] | None = None) -> dict[str, Any]:
+               concurrent: Callable[[], Any] | None = None,
+               make_optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None,
+               ) -> dict[str, Any]:
     """Time ``steps`` training steps (after one warm-up): per step the loader, forward,
     backward and update seconds; with ``cap`` the bucket timeline of each backward.
-    ``concurrent``: a context manager factory run around each backward pass."""
-    opt = torch.optim.SGD(model.parameters(), lr=1e-6)
+    ``concurrent``: a context manager factory run around each backward pass.
+    ``make_optimizer``: the run's optimizer (its update is part of the step's compute:
+    Adam's costs several times SGD's); None: plain SGD."""
+    opt = make_optimizer(model) if make_optimizer else torch.optim.SGD(model.parameters(), lr=1e-6)
     tl = BackwardTimeline(model) if cap else None
     rows: list[dict[str, float]] = []
     fractions: list[list[float]] = []
@@ -222,6 +226,20 @@ def measure_interference(model: nn.Module, loss_fn: Callable[[nn.Module, Any], t
 
 # ----------------------------------------------------------------------- assembly
 
+def run_optimizer(cfg: Any) -> Callable[[nn.Module], torch.optim.Optimizer] | None:
+    """A factory of the run's optimizer (``optim.*``), or None (plain SGD) for one that
+    needs a closure (L-BFGS): its step re-evaluates the loss, which the timing loop does
+    not give it."""
+    from scidl.optim import build_optimizer
+    from scidl.train.schedule_phases import needs_closure
+
+    def make(model: nn.Module) -> torch.optim.Optimizer:
+        return build_optimizer(model, cfg.optim)
+
+    probe = make(nn.Linear(1, 1))
+    return None if needs_closure(probe) else make
+
+
 def measure_profile(cfg: Any, steps: int = 10, batches: list[int] | None = None,
                     interference: bool = True) -> tuple[StepProfile, dict[str, Any]]:
     """Measure a workload's step profile on this machine (one process, one thread).
@@ -251,11 +269,13 @@ def measure_profile(cfg: Any, steps: int = 10, batches: list[int] | None = None,
                                  collate_fn=task.collate_fn, drop_last=True,
                                  generator=torch.Generator().manual_seed(cfg.train.seed)))
 
-    main = time_steps(model, task.loss, loader(b), steps, cap=cap)
+    make_opt = run_optimizer(cfg)
+    main = time_steps(model, task.loss, loader(b), steps, cap=cap, make_optimizer=make_opt)
     curve = [(float(b), main["compute_s"])]
     for bs in sizes:
         if bs != b:
-            curve.append((float(bs), time_steps(model, task.loss, loader(bs), max(3, steps // 2))["compute_s"]))
+            curve.append((float(bs), time_steps(model, task.loss, loader(bs), max(3, steps // 2),
+                                                make_optimizer=make_opt)["compute_s"]))
     curve.sort()
     raw: dict[str, Any] = {"main": main, "batch_curve": curve}
     slow = None
