@@ -31,3 +31,16 @@ def test_cluster_hardware_carries_the_slowdown_into_the_prediction():
     assert predict_point(prof, hw, 1)["compute_s"] == pytest.approx(0.02)
     # without a probe the old file still loads (no slowdown)
     assert Hardware.model_validate(cluster_hardware(spec, FIT, 1e9)).compute_slowdown == {}
+
+
+def test_measured_slowdown_is_the_slowest_rank_so_no_straggler_on_top():
+    # compute_slowdown[p] is the slowest of p busy ranks (the probe's max per round): the
+    # straggler term added σ·E[max of p] on top of it, counting the same wait twice
+    spec = ClusterSpec(name="pvt", nodes=4, link_bits=10**9)
+    hw = Hardware.model_validate(cluster_hardware(spec, FIT, 1e9, {2: 1.2}))
+    prof = StepProfile(compute_s=0.1, grad_bytes=0.0, measured_here=True, step_cv=0.2)
+    at2 = predict_point(prof, hw, 2)
+    assert at2["straggler_s"] == 0.0 and at2["step_s"] == pytest.approx(0.12)
+    # a count the probe did not measure: σ = 0.2·0.1 s, E[max of 4] = Φ⁻¹(3.625/4.25) = 1.0491 (Blom)
+    at4 = predict_point(prof, hw, 4)
+    assert at4["straggler_s"] == pytest.approx(0.02 * 1.0491, rel=1e-3)

@@ -309,7 +309,9 @@ def step_terms(profile: StepProfile, hw: Hardware, p: int, compute: float,
     slow = profile.interference if own and profile.interference is not None else hw.interference
     interference = interference_time(hidden, t_bwd, slow)
     cv = profile.step_cv if own and profile.step_cv is not None else hw.straggler_cv
-    straggler = straggler_time(p, cv * compute)
+    # a measured compute_slowdown[p] is the slowest busy rank's (the probe takes the
+    # maximum over the p ranks each round): the wait for the slowest is in it already
+    straggler = 0.0 if p in hw.compute_slowdown else straggler_time(p, cv * compute)
     shrink = p if mode == "strong" else 1
     io = io_time((profile.loader_s or 0.0) / shrink, (profile.input_bytes_per_step or 0.0) / shrink,
                  p, hw.fs_bandwidth)
