@@ -36,6 +36,7 @@ import doc_tables_workloads as w  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import cluster as cluster_bench  # noqa: E402  (benchmarks/cluster.py)
 import malformed_inputs  # noqa: E402
+import predict_cluster  # noqa: E402  (benchmarks/predict_cluster.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = "benchmarks/results"
@@ -84,6 +85,7 @@ REGISTRY: dict[str, Block] = {
     "scaling_published": _b("scaling_published", t.scaling_published),
     "scaling_flops_basis": _b("scaling_published", t.scaling_flops_basis),
     "scaling_published_summary": _b("scaling_published", t.scaling_published_summary),
+    "scaling_cluster": _b("predict_cluster", predict_cluster.render),  # beside the benchmark
     # docs/workloads/*.md (and docs/topology.md)
     "emulator": _b("workloads_emulator_inverse_weather", w.emulator),
     "inverse": _b("workloads_emulator_inverse_weather", w.inverse),
