@@ -105,7 +105,7 @@ def predict_row(profile: dict[str, Any], hardware: dict[str, Any], nodes: int, c
     hw = Hardware.model_validate(hardware)
     comp, alg = parse_comm(comm)
     pt = predict_point(prof, hw, nodes, algorithm=alg, comp=comp)
-    keys = ("step_s", "compute_s", "comm_s", "exposed_comm_s", "interference_s",
+    keys = ("step_s", "compute_s", "codec_s", "comm_s", "exposed_comm_s", "interference_s",
             "straggler_s", "io_stall_s")
     return {k: float(pt[k]) for k in keys}
 
@@ -145,8 +145,8 @@ def render(d: dict[str, Any]) -> str:
         f"(`python benchmarks/predict_cluster.py`).",
         "",
         "| link | nodes | comm | predicted (s) | measured (s) [range] | error | "
-        "compute (s) | exposed comm (s) | straggler (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "compute (s) | codec (s) | exposed comm (s) | straggler (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(d["rows"], key=lambda r: (r["link_bits"], r["nodes"],
                                               COMMS.index(r["comm"]) if r["comm"] in COMMS
@@ -155,7 +155,8 @@ def render(d: dict[str, Any]) -> str:
         lines.append(
             f"| {r['link']} | {r['nodes']} | {r['comm']} | {r['predicted_s']:.3f} | "
             f"{r['measured_s']:.3f} [{r['measured_min_s']:.3f}–{r['measured_max_s']:.3f}] | "
-            f"{_pct(r['error'])} | {p['compute_s']:.3f} | {p['exposed_comm_s']:.3f} | "
+            f"{_pct(r['error'])} | {p['compute_s']:.3f} | {p.get('codec_s', 0.0):.3f} | "
+            f"{p['exposed_comm_s']:.3f} | "
             f"{p['straggler_s']:.3f} |")
     lines.append("")
     if s.get("rows"):
@@ -208,6 +209,14 @@ def _versions() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__}
 
 
+def _codec() -> dict[str, float]:
+    from scidl.config import load_config
+    from scidl.scaling.calibrate import measure_codec
+
+    cfg = load_config(WORKLOAD, None, list(OVERRIDES), None)
+    return measure_codec(cfg, [c for c in COMMS if c != "dense"], steps=10)
+
+
 def _cluster_up(nodes: int, link: str) -> None:
     _scidl(["cluster", "down", "--name", CLUSTER], 120)
     _scidl(["cluster", "up", "--name", CLUSTER, "--nodes", str(nodes), "--link", link], 120)
@@ -242,11 +251,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
              "versions": _versions()}
         prof_dir = tmp / "profile"
         _scidl(["profile", WORKLOAD, *OVERRIDES, f"log.root={tmp}", "--out", str(prof_dir),
-                "--max-steps", "20"], 600)
+                "--max-steps", "20", "--comm", ",".join(c for c in COMMS if c != "dense")],
+               900)
         import yaml
 
         d["profile"] = yaml.safe_load((prof_dir / "profile.yaml").read_text())
         d["profile_command"] = f"scidl profile {WORKLOAD} " + " ".join(OVERRIDES)
+        d["profile_load"] = _load()
+        _save(d, path)
+    if not d["profile"].get("codec_fraction"):  # a profile taken before the codec term
+        d["profile"]["codec_fraction"] = _codec()
+        d["codec_load"] = _load()
         _save(d, path)
     try:
         for link in args.links:

@@ -126,9 +126,12 @@ def test_profile_then_predict_recommend_cli(tmp_path, capsys):
 
     out = tmp_path / "prof"
     rc = main(["profile", "digits", "--max-steps", "3", "--batches", "8,16", "--no-interference",
-               "--out", str(out), "train.batch_size=16", f"log.root={tmp_path}"])
+               "--comm", "topk:0.01", "--out", str(out), "train.batch_size=16",
+               f"log.root={tmp_path}"])
     assert rc == 0
     prof = load_profile(out / "profile.yaml")
+    # the strategy's own computation, relative to the plain step (top-k selection costs)
+    assert set(prof.codec_fraction) == {"topk:0.01"} and prof.codec_fraction["topk:0.01"] >= 0
     assert prof.batch_curve and [b for b, _ in prof.batch_curve] == [8.0, 16.0]
     assert prof.step_cv is not None and prof.loader_s is not None and prof.bucket_ready
     pred = tmp_path / "pred"
@@ -153,3 +156,11 @@ def test_profile_bad_batches_is_one_line_error(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "--batches" in err and "Traceback" not in err
+
+
+def test_profile_bad_comm_is_one_line_error(tmp_path, capsys):
+    from scidl.cli import main
+
+    rc = main(["profile", "digits", "--comm", "nosuch", "--out", str(tmp_path / "p")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "nosuch" in err[0]
