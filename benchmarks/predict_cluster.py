@@ -142,11 +142,14 @@ def render(d: dict[str, Any]) -> str:
         f"one rank per virtual node, {d['steps']} steps of which the first {d['warmup']} are "
         f"warm-up; run {d['date']} on {d['cpus']} cores with load average "
         f"{d['load_before']:.1f} before and {d['load_after']:.1f} after "
-        f"(`python benchmarks/predict_cluster.py`).",
+        f"(`python benchmarks/predict_cluster.py`)."
+        + (f" The strategies' own computation (`codec_fraction`) was measured at load average "
+           f"{d['codec_load']:.0f}, after the profile." if d.get("codec_load") is not None
+           else ""),
         "",
         "| link | nodes | comm | predicted (s) | measured (s) [range] | error | "
-        "compute (s) | codec (s) | exposed comm (s) | straggler (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "compute (s) | codec (s) | exposed comm (s) | straggler (s) | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(d["rows"], key=lambda r: (r["link_bits"], r["nodes"],
                                               COMMS.index(r["comm"]) if r["comm"] in COMMS
@@ -157,7 +160,11 @@ def render(d: dict[str, Any]) -> str:
             f"{r['measured_s']:.3f} [{r['measured_min_s']:.3f}–{r['measured_max_s']:.3f}] | "
             f"{_pct(r['error'])} | {p['compute_s']:.3f} | {p.get('codec_s', 0.0):.3f} | "
             f"{p['exposed_comm_s']:.3f} | "
-            f"{p['straggler_s']:.3f} |")
+            f"{p['straggler_s']:.3f} | {r.get('load_before', float('nan')):.0f} |")
+    lines.append("")
+    lines.append("`compute` is the profile's compute times the measured slowdown of p busy ranks, "
+                 "`codec` the strategy's own computation, `load` the machine's load average "
+                 "when the run started (2 cores).")
     lines.append("")
     if s.get("rows"):
         w = s["worst"]
