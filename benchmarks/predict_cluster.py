@@ -173,6 +173,13 @@ def render(d: dict[str, Any]) -> str:
             f"(target ≤ 10%), worst {s['worst_abs_error'] * 100:.1f}% ({w['comm']}, "
             f"{w['nodes']} nodes, {w['link']}; target ≤ 20%); {s['within_10pct']} rows within "
             f"10%, {s['within_20pct']} within 20%.")
+        links = sorted({r["link"] for r in d["rows"]}, key=lambda k: min(
+            r["link_bits"] for r in d["rows"] if r["link"] == k))
+        if len(links) > 1:
+            per = [(k, summarize([r for r in d["rows"] if r["link"] == k])) for k in links]
+            lines.append("By link: " + "; ".join(
+                f"{k}: median |error| {x['median_abs_error'] * 100:.1f}%, worst "
+                f"{x['worst_abs_error'] * 100:.1f}% ({x['rows']} rows)" for k, x in per) + ".")
     slow = {link: hw.get("compute_slowdown", {}) for link, hw in d["hardware"].items()}
     parts = [f"{link}: " + ", ".join(f"p = {p}: ×{f:.2f}" for p, f in sorted(
         ((int(k), v) for k, v in sl.items()))) for link, sl in slow.items() if sl]
