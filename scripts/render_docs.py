@@ -38,6 +38,7 @@ import anderson as anderson_bench  # noqa: E402  (benchmarks/anderson.py)
 import cluster as cluster_bench  # noqa: E402  (benchmarks/cluster.py)
 import comm_tta  # noqa: E402  (benchmarks/comm_tta.py)
 import malformed_inputs  # noqa: E402
+import predict_cluster  # noqa: E402  (benchmarks/predict_cluster.py)
 
 
 def _bench_module(name: str):  # noqa: ANN202
@@ -104,6 +105,7 @@ REGISTRY: dict[str, Block] = {
     "scaling_published": _b("scaling_published", t.scaling_published),
     "scaling_flops_basis": _b("scaling_published", t.scaling_flops_basis),
     "scaling_published_summary": _b("scaling_published", t.scaling_published_summary),
+    "scaling_cluster": _b("predict_cluster", predict_cluster.render),  # beside the benchmark
     # docs/workloads/*.md (and docs/topology.md)
     "emulator": _b("workloads_emulator_inverse_weather", w.emulator),
     "inverse": _b("workloads_emulator_inverse_weather", w.inverse),
