@@ -4,7 +4,7 @@ one 4-process group trains the 4-rank parity cases and saves the 4-rank checkpoi
 and runs the same-size resume cases (each group pays its process start-up once).
 
 test_par_fsdp_integration.py asserts on the parity results, and
-test_par_fsdp_checkpoint_integration.py on the checkpoint ones (fixtures in conftest.py).
+test_par_fsdp_checkpoint_integration.py on the checkpoint ones (fixtures in tests/conftest.py).
 """
 
 import shutil

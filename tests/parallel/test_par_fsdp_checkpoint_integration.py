@@ -1,6 +1,6 @@
 """Checkpoints through torch.distributed.checkpoint: bit-exact same-size resume (also when
 written in the background) and resharding resume 4 -> 2 processes, FSDP <-> DDP (gloo). The runs are fsdp_runs.py's, shared with
-the parity tests (fixtures in conftest.py)."""
+the parity tests (fixtures in tests/conftest.py)."""
 
 import pytest
 from fsdp_runs import ckpt_cfg as _cfg

@@ -1,5 +1,5 @@
 """Sharded data parallelism (FSDP2, ``parallel.shard``) trains the same weights as DDP (gloo).
-The runs are fsdp_runs.py's, shared with the checkpoint tests (fixtures in conftest.py)."""
+The runs are fsdp_runs.py's, shared with the checkpoint tests (fixtures in tests/conftest.py)."""
 
 import pytest
 from fsdp_runs import parity_cfg
