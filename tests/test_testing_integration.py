@@ -5,7 +5,13 @@ import torch.distributed as dist
 from scidl.testing import run_distributed
 
 
-def _sum_ranks(rank, world):
+def _sum_ranks(rank, world, folder):
+    import atexit
+    from pathlib import Path
+
+    # a child ends without the interpreter's teardown (the parent waited for its collection
+    # of torch's objects), but its atexit handlers still run
+    atexit.register(Path(folder, f"exit-{rank}").write_text, "ran")
     t = torch.tensor([float(rank + 1)])
     dist.all_reduce(t)
     return t.item()
@@ -16,8 +22,9 @@ def _boom(rank, world):
 
 
 @pytest.mark.timeout(120)
-def test_run_distributed_allreduce():
-    assert run_distributed(_sum_ranks, 2) == [3.0, 3.0]
+def test_run_distributed_allreduce(tmp_path):
+    assert run_distributed(_sum_ranks, 2, str(tmp_path)) == [3.0, 3.0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exit-0", "exit-1"]
 
 
 @pytest.mark.timeout(120)

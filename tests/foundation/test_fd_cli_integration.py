@@ -25,10 +25,21 @@ def _final_weights(run_dir: Path):
     return latest_good_checkpoint(run_dir / "checkpoints").load()["model"]
 
 
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """(folder, stdout) of one uninterrupted 8-step run by the CLI, shared: the resume
+    test's reference and the kill -9 test's (the settings of _restart_cfg: a checkpoint
+    every 3 steps, a metrics row every step)."""
+    full = tmp_path_factory.mktemp("cli") / "full"
+    out = _scidl("train", "admissions", "--nproc", "2", "--max-steps", "8", "--run-dir", str(full),
+                 *[a for a in ARGS if not a.startswith("checkpoint.every_steps=")],
+                 "checkpoint.every_steps=3", "train.log_every=1")
+    return full, out
+
+
 @pytest.mark.timeout(400)
-def test_train_two_processes_then_resume_by_cli_is_bit_exact(tmp_path):
-    full, part = tmp_path / "full", tmp_path / "part"
-    out = _scidl("train", "admissions", "--nproc", "2", "--max-steps", "8", "--run-dir", str(full), *ARGS)
+def test_train_two_processes_then_resume_by_cli_is_bit_exact(full_run, tmp_path):
+    (full, out), part = full_run, tmp_path / "part"
     assert "admissions: mse =" in out and "on 2 process(es)" in out
     # the run folder comes first (known before the processes start), the summary once
     assert out.splitlines()[0] == f"run folder: {full}" and out.count("admissions: mse =") == 1
@@ -115,14 +126,14 @@ def _restart_cfg(run_dir, restarts):
 
 
 @pytest.mark.timeout(600)
-def test_max_restarts_survives_kill_9_at_every_moment_bit_exact(tmp_path):
+def test_max_restarts_survives_kill_9_at_every_moment_bit_exact(full_run, tmp_path):
     """kill -9 of a rank before the first checkpoint, between checkpoints and during a
     checkpoint write (three attempts in a row): the run finishes, its weights equal an
-    uninterrupted run's bit for bit, and every step has exactly one metrics row."""
+    uninterrupted run's (the CLI's full_run, same settings) bit for bit, and every step
+    has exactly one metrics row."""
     import scidl
 
-    ref, killed = tmp_path / "ref", tmp_path / "killed"
-    scidl.run(_restart_cfg(ref, 0), task_factory=_admissions)
+    ref, killed = full_run[0], tmp_path / "killed"
     result = scidl.run(_restart_cfg(killed, len(KILLS)), task_factory=_kill_task)
     assert sorted(p.name for p in killed.glob("killed-*")) == [f"killed-{k}" for k in KILLS]
     assert result.summary["steps"] == 8

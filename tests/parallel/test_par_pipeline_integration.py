@@ -54,14 +54,34 @@ CASES = {
 }
 
 
-@pytest.mark.timeout(300)
+def _worker_many(rank, world, jobs):
+    """Several trainings in turn in one process group (one process start-up for all)."""
+    return [train_process(cfg_dict, False, factory) for cfg_dict, factory in jobs]
+
+
+@pytest.fixture(scope="module")
+def four_rank_runs(tmp_path_factory):
+    """{case: (run folder, rank results)} of the 4-process cases, trained in one group."""
+    root = tmp_path_factory.mktemp("pipeline4")
+    cases = [c for c, (_, _, _, world, _) in CASES.items() if world == 4]
+    jobs = [(_cfg(root / c, CASES[c][0], *CASES[c][1], *CASES[c][2]).to_dict(), CASES[c][4])
+            for c in cases]
+    out = run_distributed(_worker_many, 4, jobs, timeout=400)
+    return {c: (root / c, [o[i] for o in out]) for i, c in enumerate(cases)}
+
+
+@pytest.mark.timeout(450)  # the first 4-process case starts the shared group
 @pytest.mark.parametrize("case", list(CASES))
-def test_pipeline_matches_single_process(tmp_path, case):
+def test_pipeline_matches_single_process(request, tmp_path, case):
     workload, common, hybrid, world, factory = CASES[case]
     single = train_process(_cfg(tmp_path / "single", workload, *common).to_dict(), False, factory)
-    cfg = _cfg(tmp_path / "hybrid", workload, *common, *hybrid)
-    out = run_distributed(_worker, world, cfg.to_dict(), factory, timeout=280)
-    ref, got = _losses(tmp_path / "single"), _losses(tmp_path / "hybrid")
+    if world == 4:
+        run_dir, out = request.getfixturevalue("four_rank_runs")[case]
+    else:
+        run_dir = tmp_path / "hybrid"
+        cfg = _cfg(run_dir, workload, *common, *hybrid)
+        out = run_distributed(_worker, world, cfg.to_dict(), factory, timeout=280)
+    ref, got = _losses(tmp_path / "single"), _losses(run_dir)
     assert len(ref) == len(got) == 4
     assert got == pytest.approx(ref, rel=1e-5, abs=1e-7), (ref, got)
     assert out[0]["final_eval"][out[0]["headline"]] == pytest.approx(single["final_eval"][single["headline"]], rel=1e-4)

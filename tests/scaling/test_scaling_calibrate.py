@@ -96,12 +96,24 @@ def test_time_steps_steps_the_run_optimizer():
 
 
 @pytest.mark.timeout(120)
-def test_interference_measured_against_a_concurrent_allreduce():
+def test_interference_measured_against_a_concurrent_allreduce(monkeypatch):
+    from scidl.scaling import calibrate
+
     torch.set_num_threads(1)
     model, loss = _tiny()
+    close, exits = calibrate.ConcurrentAllreduce.close, []
+
+    def close_and_record(self):
+        close(self)
+        exits.append(self.proc.exitcode)
+
+    monkeypatch.setattr(calibrate.ConcurrentAllreduce, "close", close_and_record)
     alone, busy, slow = measure_interference(model, loss, _batches(), 4)
     assert alone > 0 and busy > 0
     assert slow >= 1.0
+    # the partner saw the stop mark and ended by itself (not terminated after a 30 s wait,
+    # as when close() came during an allreduce of the loop)
+    assert exits == [0]
 
 
 def test_recommend_ranks_and_explains():

@@ -183,9 +183,12 @@ class ConcurrentAllreduce:
     def _loop(self) -> None:
         while True:
             self._run.wait()
-            self.buf[0] = 1.0 if self._stop else 0.0
+            # read the flag once: a close() during an allreduce must not end the loop
+            # without the partner having seen the stop mark (it would wait for ever)
+            stop = self._stop
+            self.buf[0] = 1.0 if stop else 0.0
             self.pg.allreduce([self.buf]).wait()  # type: ignore[attr-defined]
-            if self._stop:
+            if stop:
                 return
 
     def __call__(self) -> ConcurrentAllreduce:
