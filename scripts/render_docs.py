@@ -36,6 +36,8 @@ import doc_tables_workloads as w  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import cluster as cluster_bench  # noqa: E402  (benchmarks/cluster.py)
 import malformed_inputs  # noqa: E402
+import sparse_collectives  # noqa: E402  (benchmarks/sparse_collectives.py)
+import topk_accuracy  # noqa: E402  (benchmarks/topk_accuracy.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = "benchmarks/results"
@@ -67,6 +69,8 @@ REGISTRY: dict[str, Block] = {
     "comm_convergence": _b("comm", partial(t.comm_convergence, section="convergence")),
     "comm_convergence_sgd": _b("comm", partial(t.comm_convergence, section="convergence_sgd")),
     "comm_speed": _b("comm", partial(t.comm_speed, section="speed")),
+    "sparse_collectives": _b("sparse_collectives", sparse_collectives.markdown),
+    "topk_accuracy": _b("topk_accuracy", topk_accuracy.markdown),
     # docs/optimizers.md
     "optim_admissions_b40": _b("optim", partial(t.optim_admissions, section="admissions_b40")),
     "optim_admissions_b8": _b("optim", partial(t.optim_admissions, section="admissions_b8")),

@@ -14,8 +14,8 @@ import math
 import pytest
 import torch
 import torch.distributed as dist
-from torch import nn
 from test_comm_suite_integration import BUCKET_MB, Net, _batch, _flat, _grads, _loss, _rel
+from torch import nn
 
 from scidl.comm import CommConfig, build_strategy
 from scidl.comm.buckets import Bucket, layout_of
@@ -258,8 +258,8 @@ def suite(rank: int, world: int) -> bool:
     check_parity_and_mass(rank, world)
     check_nonfinite(rank, world)
     check_density(rank, world)
-        check_resume(rank, world)
-        check_adam_warmup(rank, world)
+    check_resume(rank, world)
+    check_adam_warmup(rank, world)
     return True
 
 
