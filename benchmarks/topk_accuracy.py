@@ -45,33 +45,46 @@ CASES: list[tuple[str, str, list[str]]] = [
 ]
 
 
-def run_one(case: str, seed: int, epochs: int, root: str) -> dict[str, Any]:
-    """One training run; returns its final accuracy, steps and bytes per step."""
+def run_one(case: str, seed: int, epochs: int, root: str) -> None:
+    """One training run under ``root`` (its ``summary.json`` holds the result)."""
     import scidl
     from scidl.config import load_config
 
+    scidl.run(load_config("digits", overrides=_overrides(case, seed, epochs, root)))
+
+
+def _overrides(case: str, seed: int, epochs: int, root: str) -> list[str]:
     over = dict((c, o) for c, _, o in CASES)[case]
-    overrides = ["dist.nproc=2", f"log.root={root}", "log.tensorboard=false",
-                 "log.progress=false", f"train.epochs={epochs}", f"train.seed={seed}", *over]
-    t0 = time.time()
-    res = scidl.run(load_config("digits", overrides=overrides))
-    s = res.summary
+    return ["dist.nproc=2", f"log.root={root}", "log.tensorboard=false", "log.progress=false",
+            f"train.epochs={epochs}", f"train.seed={seed}", *over]
+
+
+def _result(case: str, seed: int, epochs: int, root: Path) -> dict[str, Any] | None:
+    """The row of a finished run under ``root`` (None: no finished run there)."""
+    done = sorted(root.glob("digits/*/summary.json"))
+    if not done:
+        return None
+    s = json.loads(done[-1].read_text())
     comm = s.get("comm") or {}
     return {"case": case, "seed": seed, "value": s.get("headline_value"),
             "headline": s["headline"], "steps": s.get("steps"),
-            "bytes_per_step": comm.get("bytes_sent_per_step"), "wall_s": time.time() - t0,
-            "overrides": overrides[4:]}
+            "bytes_per_step": comm.get("bytes_sent_per_step"), "wall_s": s.get("wall_s"),
+            "overrides": _overrides(case, seed, epochs, "")[4:]}
 
 
 def _spawn(case: str, seed: int, epochs: int, root: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, __file__, "one", "--case", case, "--seed", str(seed),
-         "--epochs", str(epochs), "--root", root],
-        capture_output=True, text=True, check=False)
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
-    if out.returncode or not lines:
-        return {"case": case, "seed": seed, "error": out.stderr[-2000:]}
-    return json.loads(lines[-1])
+    """Run one case in a fresh interpreter (output to a log file: the launcher's helper
+    processes may keep a pipe open after the run) unless its run folder has a result."""
+    where = Path(root) / f"{case}-s{seed}-e{epochs}"
+    row = _result(case, seed, epochs, where)
+    if row is None:
+        where.mkdir(parents=True, exist_ok=True)
+        with open(where / "log.txt", "w") as log:
+            subprocess.run([sys.executable, __file__, "one", "--case", case, "--seed",
+                            str(seed), "--epochs", str(epochs), "--root", str(where)],
+                           stdout=log, stderr=subprocess.STDOUT, check=False)
+        row = _result(case, seed, epochs, where)
+    return row or {"case": case, "seed": seed, "error": f"no result in {where}"}
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -126,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     root = args.root or tempfile.mkdtemp(prefix="scidl-topk-acc-")
     if args.mode == "one":
-        print(json.dumps(run_one(args.case, args.seed, args.epochs, root)), flush=True)
+        run_one(args.case, args.seed, args.epochs, root)
         return 0
     cases = [c for c, _, _ in CASES if not args.cases or c in args.cases]
     first = [c for c in cases if not c.startswith("topk_1%")]  # the references run last
