@@ -37,6 +37,8 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("dense_sgd", "sgd", [*SGD, "comm.strategy=dense"]),
     ("dgc_1%", "sgd", [*PLAIN_SGD, "comm.strategy=dgc", "comm.density=0.01",
                        "comm.momentum=0.9", "comm.density_warmup_steps=10"]),
+    ("dgc_1%_no_warmup", "sgd", [*PLAIN_SGD, "comm.strategy=dgc", "comm.density=0.01",
+                                 "comm.momentum=0.9"]),
     ("topk_1%_sgd", "sgd", [*SGD, "comm.strategy=topk", "comm.density=0.01"]),
     ("dense_adam", "adam", [*ADAM, "comm.strategy=dense"]),
     ("topk_adam_1%", "adam", [*PLAIN_SGD_ADAM_LR, "comm.strategy=topk_adam",
@@ -111,9 +113,25 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def markdown(data: dict[str, Any]) -> str:
-    """The docs table: final accuracy per case (mean and range over seeds), vs dense."""
-    out = ["| case | optimizer family | seeds | accuracy mean | min | max | mean ÷ dense "
+def _save(section: str, data: dict[str, Any]) -> None:
+    """Write one budget's section of the results file, keeping the others."""
+    old = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    old[section] = data
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(old, indent=1, sort_keys=True) + "\n")
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The docs tables, one per budget (sections ``epochs_N`` of the results file)."""
+    keys = sorted(results, key=lambda k: int(k.split("_")[1]))
+    return "\n\n".join(_table(results[k]) for k in keys)
+
+
+def _table(data: dict[str, Any]) -> str:
+    """Final accuracy per case (mean and range over seeds), vs dense."""
+    steps = next((r["steps"] for r in data["rows"] if r.get("steps")), None)
+    out = [f"#### {data['epochs']} epochs ({steps} steps)\n",
+           "| case | optimizer family | seeds | accuracy mean | min | max | mean ÷ dense "
            "| bytes/step/rank |", "|---|---|---|---|---|---|---|---|"]
     for s in data["summary"]:
         vs = "—" if s["vs_dense"] is None else f"{s['vs_dense']:.3f}"
@@ -156,8 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             data = {"workload": "digits", "nproc": 2, "epochs": args.epochs,
                     "seeds": args.seeds, "rows": rows, "summary": summarize(rows),
                     "wall_s": time.time() - t0}
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            RESULTS.write_text(json.dumps(data, indent=1) + "\n")
+            _save(f"epochs_{args.epochs}", data)
     for s in summarize(rows):
         print(f"{s['case']:14s} {s['mean']:.4f} [{s['min']:.4f}, {s['max']:.4f}] "
               f"vs dense {s['vs_dense'] or float('nan'):.3f}")

@@ -47,12 +47,11 @@ class CommConfig(BaseModel):
             correction); the optimizer must then be SGD without momentum.
         clip_norm: ``dgc``: local gradient clipping, each parameter's local gradient norm
             is clipped to ``clip_norm/√p`` before it is accumulated; None: off.
-        adam_beta1: ``topk_adam``: decay of the (compressed) first moment.
-        adam_beta2: ``topk_adam``: decay of the second moment during the dense warm-up,
-            after which it is frozen.
+        adam_beta1: ``topk_adam``: decay of Adam's first moment.
+        adam_beta2: ``topk_adam``: decay of Adam's second moment.
         adam_eps: ``topk_adam``: denominator epsilon √v̂ + eps.
-        adam_freeze_steps: ``topk_adam``: dense Adam steps (gradients allreduced whole)
-            that estimate the second moment; then it is frozen and the update compressed.
+        adam_freeze_steps: ``topk_adam``: dense Adam steps on the allreduced gradient
+            before each rank's Adam update is sent as error-compensated top-k.
         sparse_collective: ``topk``/``dgc``/``topk_adam``: how the selected entries are
             summed: ``allgather`` (every rank's (index, value) pairs to every rank),
             ``rsag`` (sparse reduce-scatter to the owner of each index, then an
@@ -115,12 +114,12 @@ class CommConfig(BaseModel):
     )
     adam_beta1: float = Field(0.9, ge=0, lt=1, description="topk_adam: first-moment decay")
     adam_beta2: float = Field(
-        0.999, ge=0, lt=1, description="topk_adam: second-moment decay (frozen after warm-up)"
+        0.999, ge=0, lt=1, description="topk_adam: second-moment decay"
     )
     adam_eps: float = Field(1e-8, gt=0, description="topk_adam: denominator epsilon")
     adam_freeze_steps: int = Field(
-        100, ge=1, description="topk_adam: dense Adam steps that estimate the variance "
-        "before it is frozen and the update is compressed (1-bit Adam's freeze step)"
+        100, ge=1, description="topk_adam: dense Adam steps before the per-rank "
+        "Adam update is sent as error-compensated top-k (1-bit Adam's warm-up)"
     )
     sparse_collective: Literal["allgather", "rsag", "auto"] = Field(
         "allgather", description="topk/dgc/topk_adam: all-gather of the pairs, sparse "
