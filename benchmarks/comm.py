@@ -8,15 +8,18 @@ bucket (its multi-bucket form fails on gloo) as peer baselines, and a compute-on
 sent per step per rank, each as a ratio to ``dense``.
 
 ``convergence``: each strategy trains ``digits`` and ``admissions`` through
-``scidl.run`` on 2 processes with the same budget; the final headline metric is compared
-with ``dense``.
+``scidl.run`` on 2 processes with the same budget, once per seed (``--seeds``); the
+final headline metric is compared with ``dense`` of the same seed. ``--budget-scale``
+multiplies every workload's epochs (3: the longer budget, 330 steps on ``digits``).
+A section is resumable: runs already in it with the same settings are skipped.
 
 Both write their section of ``benchmarks/results/comm.json`` and print a table.
 
     python benchmarks/comm.py speed [--repeats 5] [--steps 3] [--width 4096]
     python benchmarks/comm.py table          # markdown tables of comm.json
     python benchmarks/comm.py convergence [--workloads digits admissions] [--cases dense ...]
-        [--set optim.name=sgd optim.lr=0.05] [--section convergence_sgd]
+        [--seeds 0 1 2] [--budget-scale 3] [--set optim.name=sgd optim.lr=0.05]
+        [--section convergence_sgd]
 """
 
 from __future__ import annotations
@@ -69,13 +72,30 @@ CONV_CASES: list[tuple[str, dict[str, Any]]] = [
     ("topk_1%_ef", {"strategy": "topk", "density": 0.01}),
     ("topk_1%_no_ef", {"strategy": "topk", "density": 0.01, "error_feedback": False}),
     ("lag_dense", {"strategy": "lag", "lag_inner": "dense"}),
+    ("auto", {"strategy": "auto"}),
 ]
 
-# Same budget for every strategy of a workload (the workloads' defaults otherwise).
-CONV_BUDGET = {
-    "digits": ["train.epochs=10"],
-    "admissions": ["train.epochs=60"],
-}
+# Same budget for every strategy of a workload (epochs; × --budget-scale).
+CONV_EPOCHS = {"digits": 10, "admissions": 60}
+
+
+def conv_cases(names: list[str] | None) -> list[tuple[str, dict[str, Any]]]:
+    """The CONV_CASES labels asked for; a registered strategy name that is no label (a
+    strategy added since) runs with its defaults."""
+    from scidl.comm import strategy_names
+
+    if not names:
+        return list(CONV_CASES)
+    known = dict(CONV_CASES)
+    out = []
+    for name in names:
+        if name in known:
+            out.append((name, known[name]))
+        elif name in strategy_names():
+            out.append((name, {"strategy": name}))
+        else:
+            raise SystemExit(f"unknown case {name!r}: a label of CONV_CASES or a strategy name")
+    return out
 
 
 # ----------------------------------------------------------------------------- speed
@@ -210,39 +230,50 @@ def convergence(args: argparse.Namespace) -> dict[str, Any]:
     import scidl
     from scidl.config import load_config
 
-    cases = [c for c in CONV_CASES if not args.cases or c[0] in args.cases]
-    out: dict[str, Any] = {"budget": CONV_BUDGET, "nproc": args.nproc, "set": args.set,
-                           "rows": []}
+    cases = conv_cases(args.cases)
+    epochs = {wl: max(1, round(e * args.budget_scale)) for wl, e in CONV_EPOCHS.items()}
+    budget = {wl: [f"train.epochs={e}"] for wl, e in epochs.items()}
+    out: dict[str, Any] = {"budget": budget, "nproc": args.nproc, "set": args.set, "rows": []}
+    old = json.loads(RESULTS.read_text()).get(args.section) if RESULTS.exists() else None
+    if old and old.get("nproc") == args.nproc and old.get("set") == args.set:
+        # resume: keep the finished runs of the same settings and budget
+        out["rows"] = [r for r in old["rows"] if r.get("epochs") == epochs.get(r["workload"])]
     root = Path(args.runs or tempfile.mkdtemp(prefix="scidl-comm-conv-"))
     for wl in args.workloads:
-        base = None
-        for label, over in cases:
-            overrides = [
-                f"dist.nproc={args.nproc}", f"log.root={root}", "log.tensorboard=false",
-                "log.progress=false", *CONV_BUDGET.get(wl, []), *args.set,
-                *(f"comm.{k}={v}" for k, v in over.items()),
-            ]
-            t0 = time.time()
-            res = scidl.run(load_config(wl, overrides=overrides))
-            s = res.summary
-            comm = s.get("comm") or {}
-            row = {
-                "workload": wl, "case": label, "headline": s["headline"],
-                "value": s.get("headline_value"), "steps": s.get("steps"),
-                "bytes_per_step": comm.get("bytes_sent_per_step"),
-                "wall_s": time.time() - t0, "run_dir": str(res.run_dir),
-                "overrides": overrides[3:],
-            }
-            if label == "dense":
-                base = row
-            if base is not None and base["value"] and row["value"] is not None:
-                row["vs_dense"] = row["value"] / base["value"]
-            out["rows"].append(row)
-            print(f"{wl:11s} {label:16s} {row['headline']}={row['value']:.4f} "
-                  f"vs dense {row.get('vs_dense', float('nan')):.3f} "
-                  f"bytes/step {row['bytes_per_step'] or 0:,.0f} ({row['wall_s']:.0f} s)",
-                  flush=True)
-            _save(args.section, out)
+        for seed in args.seeds:
+            base = next((r for r in out["rows"] if r["workload"] == wl and r["case"] == "dense"
+                         and r.get("seed", 0) == seed and r.get("epochs") == epochs.get(wl)),
+                        None)
+            for label, over in cases:
+                if any(r["workload"] == wl and r["case"] == label and r.get("seed", 0) == seed
+                       and r.get("epochs") == epochs.get(wl) for r in out["rows"]):
+                    continue
+                overrides = [
+                    f"dist.nproc={args.nproc}", f"log.root={root}", "log.tensorboard=false",
+                    "log.progress=false", *budget.get(wl, []), f"train.seed={seed}", *args.set,
+                    *(f"comm.{k}={v}" for k, v in over.items()),
+                ]
+                t0 = time.time()
+                res = scidl.run(load_config(wl, overrides=overrides))
+                s = res.summary
+                comm = s.get("comm") or {}
+                row = {
+                    "workload": wl, "case": label, "seed": seed, "epochs": epochs.get(wl),
+                    "headline": s["headline"], "value": s.get("headline_value"),
+                    "steps": s.get("steps"), "bytes_per_step": comm.get("bytes_sent_per_step"),
+                    "wall_s": time.time() - t0, "run_dir": str(res.run_dir),
+                    "overrides": overrides[4:],
+                }
+                if label == "dense":
+                    base = row
+                if base is not None and base["value"] and row["value"] is not None:
+                    row["vs_dense"] = row["value"] / base["value"]
+                out["rows"].append(row)
+                print(f"{wl:11s} seed {seed} {label:16s} {row['headline']}={row['value']:.4f} "
+                      f"vs dense {row.get('vs_dense', float('nan')):.3f} "
+                      f"bytes/step {row['bytes_per_step'] or 0:,.0f} ({row['wall_s']:.0f} s)",
+                      flush=True)
+                _save(args.section, out)
     return out
 
 
@@ -250,40 +281,16 @@ def convergence(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def markdown() -> str:
-    """Markdown tables of every section in ``comm.json`` (pasted into the docs)."""
+    """The tables of docs/communication.md from ``comm.json`` (scripts/doc_tables.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import doc_tables
+
     data = json.loads(RESULTS.read_text())
-    out = []
-    for section in sorted(k for k in data if k.startswith("convergence")):
-        sec = data[section]
-        out.append(f"### {section} ({sec['nproc']} processes; extra settings: "
-                   f"{' '.join(sec.get('set') or []) or 'workload defaults'})\n")
-        out.append("| workload | strategy | final metric | vs dense | bytes/step/rank | "
-                   "bytes ÷ dense |")
-        out.append("|---|---|---|---|---|---|")
-        dense = {r["workload"]: r for r in sec["rows"] if r["case"] == "dense"}
-        for r in sec["rows"]:
-            d = dense.get(r["workload"], {})
-            red = (d.get("bytes_per_step") or 0) / r["bytes_per_step"] if r.get(
-                "bytes_per_step") else float("nan")
-            out.append(f"| {r['workload']} | {r['case']} | {r['headline']} = {r['value']:.4f} "
-                       f"| {r.get('vs_dense', float('nan')):.3f} | "
-                       f"{r['bytes_per_step'] or 0:,.0f} | {red:.1f} |")
-        out.append("")
+    out = [doc_tables.comm_convergence(data, k) for k in sorted(data)
+           if k.startswith("convergence")]
     if "speed" in data:
-        sp = data["speed"]
-        c = sp["config"]
-        out.append(f"### speed ({c['params'] / 1e6:.1f} M parameters, {c['nproc']} processes, "
-                   f"batch {c['batch']}/rank, {c['repeats']} interleaved repeats × "
-                   f"{c['steps']} steps)\n")
-        out.append("| case | median step (s) | step ÷ dense | MB sent/step/rank | "
-                   "bytes reduction | exposed comm (s/step) |")
-        out.append("|---|---|---|---|---|---|")
-        for r in sp["rows"]:
-            red = f"{r['bytes_reduction']:.1f}×" if r["bytes_reduction"] else "—"
-            ex = f"{r['exposed_s']:.3f}" if r["exposed_s"] is not None else "—"
-            out.append(f"| {r['case']} | {r['step_s']:.3f} | {r['step_vs_dense']:.2f} | "
-                       f"{r['bytes_per_step'] / 1e6:.2f} | {red} | {ex} |")
-    return "\n".join(out)
+        out.append(doc_tables.comm_speed(data, "speed"))
+    return "\n\n".join(out)
 
 
 # ----------------------------------------------------------------------------- main
@@ -316,7 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     cp.add_argument("--nproc", type=int, default=2)
     cp.add_argument("--workloads", nargs="+", default=["digits", "admissions"])
     cp.add_argument("--runs", help="parent folder of the run folders (default: a temp dir)")
-    cp.add_argument("--cases", nargs="*", help="only these cases (labels of CONV_CASES)")
+    cp.add_argument("--cases", nargs="*",
+                    help="only these cases (labels of CONV_CASES, or strategy names)")
+    cp.add_argument("--seeds", nargs="+", type=int, default=[0], help="train.seed of each run")
+    cp.add_argument("--budget-scale", type=float, default=1.0,
+                    help="multiply every workload's epochs (3: the longer budget)")
     cp.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="overrides for every run (e.g. optim.name=sgd optim.lr=0.05)")
     cp.add_argument("--section", default="convergence", help="section of comm.json")

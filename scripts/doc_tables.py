@@ -213,19 +213,29 @@ def fsdp_memory(d: dict) -> str:
 
 # ----------------------------------------------------------------------------- comm
 def comm_convergence(d: dict, section: str) -> str:
+    """Per workload and strategy over its seeds: final metric and the per-seed ratio to
+    dense, ``mean [min–max]`` (rows without a seed are seed 0)."""
     s = d[section]
-    dense = {r["workload"]: r for r in s["rows"] if r["case"] == "dense"}
+    dense = {(r["workload"], r.get("seed", 0)): r for r in s["rows"] if r["case"] == "dense"}
     extra = " ".join(s.get("set", [])) or "workload defaults"
-    rows = []
+    groups: dict[tuple[str, str], list[dict]] = {}
     for r in s["rows"]:
-        base = dense.get(r["workload"])
+        groups.setdefault((r["workload"], r["case"]), []).append(r)
+    rows = []
+    for (wl, case), rs in groups.items():
+        bases = [dense.get((wl, r.get("seed", 0))) for r in rs]
+        base_bytes = mean_of([b and b["bytes_per_step"] for b in bases])
         rows.append([
-            r["workload"], r["case"], f"{r['headline']} = {r['value']:.4f}",
-            f(ratio(r["value"], base and base["value"])), n(r["bytes_per_step"]),
-            f(ratio(base and base["bytes_per_step"], r["bytes_per_step"]), 1),
+            wl, case, f"{rs[0]['headline']} = {mean_spread([r['value'] for r in rs], 4)}",
+            mean_spread([ratio(r["value"], b and b["value"]) for r, b in zip(rs, bases, strict=True)]),
+            n(mean_of([r["bytes_per_step"] for r in rs])),
+            f(ratio(base_bytes, mean_of([r["bytes_per_step"] for r in rs])), 1), len(rs),
         ])
-    head = ["workload", "strategy", "final metric", "vs dense", "bytes/step/rank", "bytes ÷ dense"]
-    return f"#### {section} ({s['nproc']} processes; extra settings: {extra})\n\n" + table(head, rows)
+    steps = sorted({f"{r['workload']} {r['steps']}" for r in s["rows"] if r.get("steps")})
+    head = ["workload", "strategy", "final metric", "vs dense", "bytes/step/rank",
+            "bytes ÷ dense", "seeds"]
+    return (f"#### {section} ({s['nproc']} processes; steps: {', '.join(steps)}; extra settings: "
+            f"{extra})\n\n" + table(head, rows))
 
 
 def comm_speed(d: dict, section: str) -> str:

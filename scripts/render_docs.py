@@ -34,10 +34,28 @@ import doc_tables as t  # noqa: E402
 import doc_tables_workloads as w  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import anderson as anderson_bench  # noqa: E402  (benchmarks/anderson.py)
 import cluster as cluster_bench  # noqa: E402  (benchmarks/cluster.py)
+import comm_tta  # noqa: E402  (benchmarks/comm_tta.py)
 import malformed_inputs  # noqa: E402
+import predict_cluster  # noqa: E402  (benchmarks/predict_cluster.py)
 import sparse_collectives  # noqa: E402  (benchmarks/sparse_collectives.py)
 import topk_accuracy  # noqa: E402  (benchmarks/topk_accuracy.py)
+
+
+def _bench_module(name: str):  # noqa: ANN202
+    """benchmarks/NAME.py under the name NAME_bench (benchmarks/data.py sits beside a
+    benchmarks/data/ folder, so a plain import of ``data`` is ambiguous)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        f"{name}_bench", Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+data_bench = _bench_module("data")
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = "benchmarks/results"
@@ -71,12 +89,15 @@ REGISTRY: dict[str, Block] = {
     "comm_speed": _b("comm", partial(t.comm_speed, section="speed")),
     "sparse_collectives": _b("sparse_collectives", sparse_collectives.markdown),
     "topk_accuracy": _b("topk_accuracy", topk_accuracy.markdown),
+    "comm_tta": _b("comm_tta", comm_tta.markdown),
     # docs/optimizers.md
     "optim_admissions_b40": _b("optim", partial(t.optim_admissions, section="admissions_b40")),
     "optim_admissions_b8": _b("optim", partial(t.optim_admissions, section="admissions_b8")),
     "optim_timing_b40": _b("optim", t.optim_timing),
     "optim_admissions_summary": _b("optim", t.optim_admissions_summary),
     "optim_burgers": _b("optim", t.optim_burgers),
+    "anderson_admissions": _b("anderson", anderson_bench.table_admissions),
+    "anderson_burgers": _b("anderson", anderson_bench.table_burgers),
     "optim_digits": _b("optim", t.optim_digits),
     "optim_filtering": _b("optim", t.optim_filtering),
     "optim_ensemble": _b("optim", t.optim_ensemble),
@@ -88,6 +109,7 @@ REGISTRY: dict[str, Block] = {
     "scaling_published": _b("scaling_published", t.scaling_published),
     "scaling_flops_basis": _b("scaling_published", t.scaling_flops_basis),
     "scaling_published_summary": _b("scaling_published", t.scaling_published_summary),
+    "scaling_cluster": _b("predict_cluster", predict_cluster.render),  # beside the benchmark
     # docs/workloads/*.md (and docs/topology.md)
     "emulator": _b("workloads_emulator_inverse_weather", w.emulator),
     "inverse": _b("workloads_emulator_inverse_weather", w.inverse),
@@ -118,6 +140,8 @@ REGISTRY: dict[str, Block] = {
     "cluster": _b("cluster", cluster_bench.render),
     # docs/reliability.md: the malformed-input table (its renderer sits beside its cases)
     "reliability": _b("reliability", malformed_inputs.render),
+    # docs/data.md: file datasets vs plain reads, training from disk vs memory
+    "data": _b("data", data_bench.render),
 }
 
 BEGIN = re.compile(r"^<!-- generated:([\w.-]+) -->$")

@@ -29,6 +29,7 @@ _COMMANDS: list[str] = [
     "scidl.commands.topology",
     "scidl.commands.study",
     "scidl.commands.cluster",
+    "scidl.commands.data",
 ]
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from scidl.comm.config import CommConfig
 from scidl.optim.config import OptimConfig, PhaseConfig, parse_phases
@@ -70,12 +71,40 @@ class TrainConfig(_Section):
     seed: int = Field(0, description="seed for model init, data generation and data order")
     deterministic: bool = Field(False, description="torch.use_deterministic_algorithms")
     drop_last: bool = Field(True, description="drop the last incomplete batch of each epoch")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes reading the "
+                                                  "training data (0: read in the training process)")
+    pin_memory: bool = Field(False, description="page-locked host batches for faster copies to "
+                                                "the GPU (ignored on CPU)")
+    persistent_workers: bool = Field(False, description="keep the loader's workers alive across "
+                                                        "epochs (needs train.num_workers > 0)")
+    prefetch_factor: int | None = Field(None, ge=1, description="batches each worker loads ahead "
+                                        "(needs train.num_workers > 0; default 2)")
+
+    @model_validator(mode="after")
+    def _loader_options(self) -> TrainConfig:
+        if self.num_workers == 0:
+            for key in ("prefetch_factor", "persistent_workers"):
+                if getattr(self, key):
+                    raise PydanticCustomError(
+                        "scidl_key", f"train.{key} needs train.num_workers > 0 (got 0)")
+        return self
 
     @field_validator("phases", mode="before")
     @classmethod
     def _phases_from_text(cls, v: object) -> object:
         """``adam:1000,lbfgs:50`` (the command-line form) or null: see :func:`parse_phases`."""
         return [] if v is None else parse_phases(v)
+
+
+class DataConfig(_Section):
+    """How training data read from files is sharded and where it is read from."""
+
+    shard_by: Literal["index", "file"] = Field(
+        "index", description="index: every rank draws samples from all files; file: each rank "
+                             "reads only its own files (needs data read from files)")
+    stage_dir: str | None = Field(
+        None, description="copy the files this rank reads to this (node-local) folder before "
+                          "training and read the copies (needs data read from files)")
 
 
 class DistConfig(_Section):
@@ -154,6 +183,7 @@ class RunConfig(_Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     comm: CommConfig = Field(default_factory=CommConfig)
     parallel: ParallelConfig = Field(default_factory=ParallelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
     dist: DistConfig = Field(default_factory=DistConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     log: LogConfig = Field(default_factory=LogConfig)
@@ -264,6 +294,8 @@ def _valid_keys(model: type[BaseModel], prefix: str) -> list[str]:
 
 def _format_error(err: ValidationError, prefix: str, model: type[BaseModel]) -> str:
     e = err.errors()[0]
+    if e["type"] == "scidl_key":  # a check across keys: its message names them
+        return str(e["msg"])
     loc = ".".join(str(p) for p in e["loc"])
     path = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
     if e["type"] == "extra_forbidden":

@@ -171,3 +171,80 @@ def test_state_policy_after_extrapolation(policy):
         assert st["momentum_buffer"] is not None
     else:
         assert st.get("momentum_buffer") is None
+
+
+def _loss_closure(model, x, y, opt, calls):
+    """A trainer-like closure (forward + backward) with a forward-only ``evaluate``."""
+
+    def closure():
+        calls["full"] += 1
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        return loss.detach()
+
+    def evaluate():
+        calls["forward"] += 1
+        assert not torch.is_grad_enabled()  # the safeguard builds no graph
+        return nn.functional.mse_loss(model(x), y)
+
+    closure.evaluate = evaluate
+    return closure
+
+
+def _run_safeguarded(mode, steps=24):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
+    opt = AndersonAcceleration(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+                               history=4, every=2, safeguard=True, safeguard_eval=mode)
+    gen = torch.Generator().manual_seed(1)
+    calls = {"full": 0, "forward": 0}
+    for _ in range(steps):
+        x, y = torch.randn(16, 4, generator=gen), torch.randn(16, 1, generator=gen)
+        closure = _loss_closure(model, x, y, opt, calls)
+        closure()  # the step's own forward + backward (as the trainer does)
+        opt.step(closure)
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    return flat, calls, dict(opt.counters)
+
+
+def test_forward_safeguard_runs_no_backward_and_matches_full_mode():
+    """The default safeguard compares two forward-only losses; the earlier mode
+    (``safeguard_eval="full"``) re-ran forward + backward twice per extrapolation. Both
+    compare the same losses, so they take the same decisions and trajectories."""
+    flat_fwd, calls_fwd, c_fwd = _run_safeguarded("forward")
+    flat_full, calls_full, c_full = _run_safeguarded("full")
+    attempts = c_fwd["extrapolations"] + c_fwd["rejected"]
+    assert attempts >= 8 and c_fwd["rejected"] > 0 and c_fwd["extrapolations"] > 0
+    assert calls_fwd == {"full": 24, "forward": 2 * attempts}  # one backward per step
+    assert calls_full == {"full": 24 + 2 * attempts, "forward": 0}
+    assert c_fwd == c_full
+    assert torch.allclose(flat_fwd, flat_full, rtol=0, atol=1e-6)
+
+
+def test_history_and_step_buffers_are_preallocated():
+    """Storing and extrapolating write into preallocated buffers (no n-sized allocation
+    per step): the flat vector, the extrapolated point and the ring buffer keep their memory."""
+    w = nn.Parameter(torch.randn(1000))
+    opt = AndersonAcceleration(torch.optim.SGD([w], lr=0.1), history=4, every=3)
+    ptrs = (opt._flat().data_ptr(), opt._x_aa.data_ptr(), opt._hist.rows.data_ptr(),
+            opt._hist.base.data_ptr())
+    for _ in range(12):
+        w.grad = w.detach() - 1.0
+        opt.step()
+    assert opt.counters["extrapolations"] == 4
+    assert (opt._flat().data_ptr(), opt._x_aa.data_ptr(), opt._hist.rows.data_ptr(),
+            opt._hist.base.data_ptr()) == ptrs
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                profile_memory=True) as prof:
+        for _ in range(6):
+            torch.sub(w.detach(), 1.0, out=w.grad)  # the gradient, in place
+            opt.step()
+    big = [e for e in prof.events() if e.cpu_memory_usage >= w.numel() * 4]
+    assert not big, [(e.name, e.cpu_memory_usage) for e in big]
+
+
+def test_bad_safeguard_eval_is_rejected():
+    w = nn.Parameter(torch.zeros(2))
+    with pytest.raises(ValueError, match="safeguard_eval"):
+        AndersonAcceleration(torch.optim.SGD([w], lr=0.1), safeguard_eval="twice")

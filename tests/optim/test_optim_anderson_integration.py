@@ -12,6 +12,11 @@ from scidl.testing import run_distributed
 
 
 def _worker(rank: int, world: int, cfg_kw: dict) -> dict:
+    """Both safeguard modes in one pair of processes (one spawn for the test)."""
+    return {mode: _train(rank, world, cfg_kw, mode == "forward") for mode in ("full", "forward")}
+
+
+def _train(rank: int, world: int, cfg_kw: dict, forward_only: bool) -> dict:
     import torch.distributed as dist
 
     torch.manual_seed(0)
@@ -19,32 +24,44 @@ def _worker(rank: int, world: int, cfg_kw: dict) -> dict:
     ddp = DDP(model)
     opt = build_optimizer(model, OptimConfig(**cfg_kw))
     gen = torch.Generator().manual_seed(100 + rank)  # different data on each rank
-    mismatches = 0
+    mismatches, backwards = 0, 0
     for _ in range(12):
         x, y = torch.randn(8, 5, generator=gen), torch.randn(8, 1, generator=gen)
 
         def closure(x=x, y=y):
+            nonlocal backwards
+            backwards += 1
             opt.zero_grad()
             loss = nn.functional.mse_loss(ddp(x), y)  # local loss: AA all-reduces it
             loss.backward()
             return loss.detach()
 
+        if forward_only:  # as the trainer's closure: a forward pass of the local model
+            closure.evaluate = lambda x=x, y=y: nn.functional.mse_loss(model(x), y)
         closure()
         opt.step(closure) if opt.requires_closure else opt.step()
         flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
         gathered = [torch.empty_like(flat) for _ in range(world)]
         dist.all_gather(gathered, flat)
         mismatches += int(not all(torch.equal(gathered[0], g) for g in gathered))
-    return {"mismatches": mismatches, "counters": dict(opt.counters), "flat": flat.tolist()}
+    return {"mismatches": mismatches, "counters": dict(opt.counters), "flat": flat.tolist(),
+            "backwards": backwards}
 
 
 @pytest.mark.timeout(120)
 def test_identical_params_across_ranks_after_aa_steps():
+    """Full closures (forward + backward + gradient all-reduce) and, with ``evaluate``,
+    forward-only safeguard losses (one scalar-pair all-reduce, no backward): identical
+    parameters on both ranks, and the same decisions in both modes."""
     cfg = dict(name="anderson", aa_base="sgd", lr=0.05, momentum=0.9, aa_history=4,
                aa_every=2, aa_safeguard=True, aa_ma="auto", aa_ma_window=3, aa_ma_tol=0.3)
     out = run_distributed(_worker, 2, cfg)
-    for r in out:
-        assert r["mismatches"] == 0
-        assert r["counters"]["extrapolations"] + r["counters"]["rejected"] >= 3
-    assert out[0]["counters"] == out[1]["counters"]
-    assert out[0]["flat"] == out[1]["flat"]
+    for mode in ("full", "forward"):
+        for r in (o[mode] for o in out):
+            assert r["mismatches"] == 0
+            attempts = r["counters"]["extrapolations"] + r["counters"]["rejected"]
+            assert attempts >= 3
+            assert r["backwards"] == 12 + (0 if mode == "forward" else 2 * attempts)
+        assert out[0][mode]["counters"] == out[1][mode]["counters"]
+        assert out[0][mode]["flat"] == out[1][mode]["flat"]
+    assert out[0]["full"]["counters"] == out[0]["forward"]["counters"]

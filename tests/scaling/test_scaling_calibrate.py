@@ -13,6 +13,7 @@ from scidl.scaling.calibrate import (
     batch_bytes,
     measure_interference,
     robust_cv,
+    run_optimizer,
     time_steps,
 )
 from scidl.scaling.hardware import load_hardware
@@ -73,6 +74,27 @@ def test_time_steps_reports_every_part():
     assert len(r["bucket_ready"]) == 1
 
 
+def test_time_steps_steps_the_run_optimizer():
+    # the profile used to time an SGD update whatever optim.name said: Adam's update
+    # (two moment buffers per parameter) was missing from the compute it measured
+    from scidl.config import load_config
+
+    made = []
+
+    def make(m):
+        made.append(torch.optim.Adam(m.parameters(), lr=1e-3))
+        return made[-1]
+
+    model, loss = _tiny()
+    time_steps(model, loss, _batches(), 3, make_optimizer=make)
+    assert len(made) == 1 and made[0].state  # Adam stepped: it holds moment buffers
+    cfg = load_config("digits", None, ["optim.name=adam"], None)
+    opt = run_optimizer(cfg)(nn.Linear(2, 2))
+    assert isinstance(opt, torch.optim.Adam)
+    lbfgs = load_config("digits", None, ["optim.name=lbfgs"], None)
+    assert run_optimizer(lbfgs) is None  # needs a closure: timed as plain SGD
+
+
 @pytest.mark.timeout(120)
 def test_interference_measured_against_a_concurrent_allreduce():
     torch.set_num_threads(1)
@@ -104,9 +126,12 @@ def test_profile_then_predict_recommend_cli(tmp_path, capsys):
 
     out = tmp_path / "prof"
     rc = main(["profile", "digits", "--max-steps", "3", "--batches", "8,16", "--no-interference",
-               "--out", str(out), "train.batch_size=16", f"log.root={tmp_path}"])
+               "--comm", "topk:0.01", "--out", str(out), "train.batch_size=16",
+               f"log.root={tmp_path}"])
     assert rc == 0
     prof = load_profile(out / "profile.yaml")
+    # the strategy's own computation, relative to the plain step (top-k selection costs)
+    assert set(prof.codec_fraction) == {"topk:0.01"} and prof.codec_fraction["topk:0.01"] >= 0
     assert prof.batch_curve and [b for b, _ in prof.batch_curve] == [8.0, 16.0]
     assert prof.step_cv is not None and prof.loader_s is not None and prof.bucket_ready
     pred = tmp_path / "pred"
@@ -131,3 +156,11 @@ def test_profile_bad_batches_is_one_line_error(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "--batches" in err and "Traceback" not in err
+
+
+def test_profile_bad_comm_is_one_line_error(tmp_path, capsys):
+    from scidl.cli import main
+
+    rc = main(["profile", "digits", "--comm", "nosuch", "--out", str(tmp_path / "p")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "nosuch" in err[0]

@@ -125,3 +125,28 @@ def test_spread_measured_here_does_not_travel_to_a_preset():
     local = summit.model_copy(update={"measured_here": True})
     pt = predict_point(here, local, 64)
     assert pt["straggler_s"] == pytest.approx(0.5 * 0.1 * expected_max_z(64))
+
+
+def test_codec_time_hand_computed():
+    # the strategy's own computation: 50 % of a 20 ms compute at one rank, ×2 with the
+    # measured slowdown of 4 busy ranks → 20 ms, added to the step; other strategies none
+    from scidl.scaling.costmodel import parse_comm
+    from scidl.scaling.hardware import Hardware
+    from scidl.scaling.predict import codec_time
+
+    hw = Hardware.model_validate({
+        "name": "t", "overlap": 0.0, "intra": {"alpha": 0.0, "beta": 0.0},
+        "compute_slowdown": {4: 2.0}, "measured_here": True})
+    prof = StepProfile(compute_s=0.02, grad_bytes=4e6, measured_here=True,
+                       codec_fraction={"topk:0.01": 0.5})
+    topk, _ = parse_comm("topk:0.01")
+    assert codec_time(prof, hw, 4, topk) == pytest.approx(0.02)
+    assert codec_time(prof, hw, 1, topk) == 0.0
+    assert codec_time(prof, hw, 4, parse_comm("fp16")[0]) == 0.0
+    base = predict_point(prof.model_copy(update={"codec_fraction": None}), hw, 4, comp=topk)
+    pt = predict_point(prof, hw, 4, comp=topk)
+    assert pt["codec_s"] == pytest.approx(0.02)
+    assert pt["step_s"] == pytest.approx(base["step_s"] + 0.02)
+    # a profile measured here says nothing about a preset's machine: no codec term there
+    summit = load_hardware("summit")
+    assert predict_point(prof, summit, 4, comp=topk)["codec_s"] == 0.0

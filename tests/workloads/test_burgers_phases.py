@@ -31,3 +31,11 @@ def test_burgers_hd_lbfgs_needs_the_exact_laplacian():
 def test_burgers_defaults_are_adam_then_lbfgs():
     phases = load_config("burgers").train.phases
     assert [p.optim for p in phases] == ["adam", "lbfgs"]
+
+
+@pytest.mark.parametrize("key", ["lbfgs_steps", "lbfgs_max_iter", "lbfgs_history", "lbfgs_lr"])
+def test_burgers_lbfgs_settings_live_in_optim_only(key):
+    """L-BFGS settings are ``optim.lbfgs_*`` (used by ``train.phases`` and the study); the
+    task no longer carries an unused copy that a user could set to no effect."""
+    with pytest.raises(ConfigError, match=key):
+        load_config("burgers", overrides=[f"task.{key}=5"])

@@ -66,11 +66,12 @@ def test_burgers_study_writes_record_and_plot(tmp_path, capsys):
     small = ["--set", "n_collocation=64", "--set", "hidden=8", "--set", "depth=2",
              "--set", "ref_nx=16", "--set", "ref_nt=8", "--set", "ref_nodes=101",
              "--set", "rar_candidates=32"]
-    argv = ["study", "burgers", "--adam", "2", "--lbfgs", "1", "--tag", "t", *small,
+    argv = ["study", "burgers", "--adam", "2", "--lbfgs", "1", "--lbfgs-max-iter", "3", "--tag", "t", *small,
             "--out", str(out), "--plot", str(png)]
     assert main(argv) == 0
     rec = json.loads(out.read_text())["t"]
-    assert rec["adam"] == 2 and rec["task"]["hidden"] == 8
+    assert rec["adam"] == 2 and rec["task"]["hidden"] == 8 and rec["lbfgs_max_iter"] == 3
+    assert "lbfgs_max_iter" not in rec["task"]  # one place for L-BFGS settings: optim.*
     assert [r["phase"] for r in rec["history"]] == ["adam", "lbfgs"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert matplotlib.get_backend() == backend  # no matplotlib.use in library code

@@ -69,9 +69,24 @@ def run_on_cluster(spec: ClusterSpec, sizes: list[int], ops: list[str], iters: i
     return rows
 
 
-def cluster_hardware(spec: ClusterSpec, fit: dict[str, float], device_flops: float) -> dict[str, Any]:
+def cluster_probe_counts(nodes: int) -> list[int]:
+    """Busy-rank counts the compute probe measures on a virtual cluster of ``nodes``
+    nodes: 2, 4, 8, ... and the node count itself."""
+    counts, p = {nodes}, 2
+    while p < nodes:
+        counts.add(p)
+        p *= 2
+    return sorted(c for c in counts if c >= 2)
+
+
+def cluster_hardware(spec: ClusterSpec, fit: dict[str, float], device_flops: float,
+                     slowdown: dict[int, float] | None = None) -> dict[str, Any]:
     """A hardware-profile dict for the virtual cluster: one rank per node, the fitted link
-    as the ``inter`` level (and, unmeasured with one rank per node, as ``intra``)."""
+    as the ``inter`` level (and, unmeasured with one rank per node, as ``intra``).
+
+    ``slowdown``: the measured compute slowdown of p busy ranks (p → factor). The
+    virtual nodes share this machine's cores, so p ranks on p nodes time-share them as p
+    processes on one node do; the cost model multiplies the compute at p by it."""
     level = {"alpha": fit["alpha"], "beta": fit["beta"], "gamma": fit["gamma"],
              "note": f"least-squares fit of {fit['n']} timings across {spec.nodes} nodes of "
                      f"virtual cluster {spec.name!r}, rel. rms error {fit['rel_rms']:.2f}"}
@@ -86,12 +101,15 @@ def cluster_hardware(spec: ClusterSpec, fit: dict[str, float], device_flops: flo
         "algorithm": "ring",
         "intra": {**level, "note": "not measured (one rank per node): the inter-node fit"},
         "inter": level,
+        "compute_slowdown": dict(slowdown or {}),
         "measured_here": True,
         "sources": [f"scidl bench-collectives --cluster {spec.name}"],
         "assumptions": [
             f"each node's link is shaped to {format_rate(spec.link_bits)} with tbf in both "
             "directions; the fit's 1/beta is the bandwidth gloo reaches over it",
             "gloo runs its collectives on the same cores as compute: overlap 0",
+            "the virtual nodes share this machine's cores: compute at p ranks is slowed by "
+            "the measured slowest-rank factor compute_slowdown[p]",
         ],
     }
 

@@ -68,7 +68,7 @@ class CommStrategy(abc.ABC):
     #: extra collective to agree on skipping a step. False (the safe default for
     #: strategies registered by users, and ``lag``, which applies last step's result):
     #: the ranks agree on the skip with one small allreduce per step.
-    nonfinite_agreed: ClassVar[bool] = False
+    nonfinite_agreed: bool = False  # a class default; a composite (auto) sets it per instance
     #: the optimizer state the strategy applies itself (``momentum``: ``dgc``; ``adam``:
     #: ``topk_adam``): the run's optimizer must then be plain SGD without momentum and
     #: ``train.clip_grad_norm`` unset (checked when the run config is loaded).
@@ -139,6 +139,12 @@ class CommStrategy(abc.ABC):
     @abc.abstractmethod
     def reduce(self, bucket: Bucket) -> Future[torch.Tensor]:
         """Return a future of the averaged flat gradient of ``bucket`` (all ranks)."""
+
+    def caller_counts_syncs(self) -> None:
+        """From now on the caller calls :meth:`count_sync` before every backward pass that
+        reduces gradients (the trainer's plans do); a strategy that counted them with a
+        module hook drops it. Others ignore it."""
+        return None
 
     def count_sync(self) -> None:
         """A gradient reduction was prepared outside DDP's forward (a pipeline stage does

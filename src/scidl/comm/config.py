@@ -11,6 +11,23 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+#: Strategies ``auto`` cannot hold as candidates: itself, ``lag`` (applies results one
+#: step late), ``grouped`` (asks DDP for buckets of its own), and ``dgc``/``topk_adam``
+#: (they apply the optimizer's momentum/Adam themselves: the run needs plain SGD).
+NOT_AUTO_CANDIDATES = frozenset({"auto", "lag", "grouped", "dgc", "topk_adam"})
+
+
+def check_candidates(names: list[str] | tuple[str, ...]) -> None:
+    """Raise ValueError naming a ``comm.auto_candidates`` entry ``auto`` cannot use."""
+    if not names:
+        raise ValueError("comm.auto_candidates is empty")
+    for name in names:
+        if name in NOT_AUTO_CANDIDATES:
+            raise ValueError(f"comm.auto_candidates cannot hold {name!r} "
+                             f"(excluded: {', '.join(sorted(NOT_AUTO_CANDIDATES))})")
+        if list(names).count(name) > 1:
+            raise ValueError(f"comm.auto_candidates lists {name!r} twice")
+
 
 class CommConfig(BaseModel):
     """How gradients are reduced across data-parallel ranks.
@@ -60,6 +77,13 @@ class CommConfig(BaseModel):
             ``link_beta``).
         link_alpha: ``sparse_collective=auto``: latency per message (s).
         link_beta: ``sparse_collective=auto``: seconds per byte (1/bandwidth).
+        auto_candidates: ``auto``: strategies to choose from per bucket, least to most lossy.
+        auto_warmup_steps: ``auto``: dense steps observed before the first choice.
+        auto_every: ``auto``: probe the link and choose again every N steps (0: once).
+        auto_probe_bytes: ``auto``: the two allreduce sizes of the link probe.
+        auto_exposed_fraction: ``auto``: target exposed communication / backward time.
+        auto_min_gain: ``auto``: least step-time gain (fraction) worth one more compression.
+        auto_link: ``auto``: (α s, β s/byte) to use instead of probing the link.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -132,6 +156,22 @@ class CommConfig(BaseModel):
         8e-9, ge=0, description="sparse_collective=auto: seconds per byte (1/bandwidth; "
         "8e-9 = 1 Gbit/s)"
     )
+    auto_candidates: list[str] = Field(
+        ["dense", "fp16", "powersgd", "topk"],
+        description="auto: strategies chosen from per bucket, least to most lossy")
+    auto_warmup_steps: int = Field(
+        3, ge=2, description="auto: dense steps observed before the first choice")
+    auto_every: int = Field(
+        0, ge=0, description="auto: re-probe the link and choose again every N steps (0: once)")
+    auto_probe_bytes: tuple[int, int] = Field(
+        (32_768, 1_048_576), description="auto: small and large allreduce sizes of the link probe")
+    auto_exposed_fraction: float = Field(
+        0.05, ge=0, description="auto: target exposed communication as a fraction of backward")
+    auto_min_gain: float = Field(
+        0.05, ge=0, lt=1,
+        description="auto: compress a bucket further only if the step gets this much faster")
+    auto_link: tuple[float, float] | None = Field(
+        None, description="auto: (alpha s, beta s/byte) used instead of probing the link")
 
     @field_validator("strategy", "lag_inner")
     @classmethod
@@ -141,6 +181,24 @@ class CommConfig(BaseModel):
         if name not in STRATEGIES:
             raise ValueError(str(STRATEGIES.unknown(name)))
         return name
+
+    @field_validator("auto_candidates")
+    @classmethod
+    def _known_candidates(cls, names: list[str]) -> list[str]:
+        from scidl.comm.registry import STRATEGIES
+
+        for name in names:
+            if name not in STRATEGIES:
+                raise ValueError(str(STRATEGIES.unknown(name)))
+        check_candidates(names)
+        return names
+
+    @field_validator("auto_probe_bytes")
+    @classmethod
+    def _probe_sizes(cls, sizes: tuple[int, int]) -> tuple[int, int]:
+        if not 4 <= sizes[0] < sizes[1]:
+            raise ValueError("comm.auto_probe_bytes must be two sizes, 4 <= small < large")
+        return sizes
 
     @model_validator(mode="after")
     def _lag_not_nested(self) -> CommConfig:

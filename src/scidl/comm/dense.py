@@ -47,6 +47,8 @@ class DenseAllreduce(CommStrategy):
         self.builtin: DDP | None = None  # the model DDP reduces without a Python hook
         self._syncs = 0  # synchronising backward passes prepared this step
         self._buckets: list[int] = []  # [allreduce calls, bytes sent] per synchronisation
+        self._pre_hook: Any = None  # counts synchronising forwards (unless the caller counts)
+        self._caller_counts = False
 
     def wrap(self, module: nn.Module, group: dist.ProcessGroup | None = None,
              **ddp_kwargs: Any) -> DDP:
@@ -63,7 +65,14 @@ class DenseAllreduce(CommStrategy):
             return
         self.builtin = ddp_model
         self._buckets = []
-        ddp_model.register_forward_pre_hook(self._count_sync)
+        if not self._caller_counts:  # a hook makes every DDP call take torch's slow path
+            self._pre_hook = ddp_model.register_forward_pre_hook(self._count_sync)
+
+    def caller_counts_syncs(self) -> None:
+        self._caller_counts = True
+        if self._pre_hook is not None:
+            self._pre_hook.remove()
+            self._pre_hook = None
 
     def _count_sync(self, module: nn.Module, args: Any) -> None:
         """DDP prepares a gradient reduction at every forward with grad on and no ``no_sync``."""

@@ -29,6 +29,7 @@ STRATEGIES: Registry[type[CommStrategy]] = Registry("comm.strategy", {
     "dgc": "scidl.comm.dgc:DGC",
     "topk_adam": "scidl.comm.topk_adam:TopKAdam",
     "lag": "scidl.comm.lag:Lag",
+    "auto": "scidl.comm.auto:Auto",
 }, group="scidl.comm")
 
 

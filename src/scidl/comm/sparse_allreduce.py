@@ -18,6 +18,8 @@ n-entry bucket on p ranks, plus the dense fallback:
     the selections). As the sum fills in (U → n) the second term stays below a dense
     allgather of n values, so the total is bounded by ≈ k·(s_idx+s_val) + n·s_val and does
     not grow as p·k; where the selections overlap (they do for real gradients) c ≪ k.
+    With ``comm.value_dtype=fp16`` the owner's fp32 sum is cast to fp16 again for the
+    allgather; that second rounding is not kept in any residual.
 ``dense``
     a ring allreduce of all n values: 2(p−1)/p·n·s_val.
 

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     sizes = size_sweep(args.min_bytes, args.max_bytes, args.factor)
     if spec is not None:
-        from scidl.cluster.bench import cluster_hardware, run_on_cluster
+        from scidl.cluster.bench import cluster_hardware, cluster_probe_counts, run_on_cluster
 
         nprocs = [spec.nodes]
         try:
@@ -87,9 +87,12 @@ def run(args: argparse.Namespace) -> int:
     fit = fit_alpha_beta_gamma(rows)
     per_p = fit_by_ranks(rows) if spec is None else {}
     flops = measure_matmul_flops()
-    slowdown = {} if args.no_compute_probe or spec else measure_compute_slowdown(nprocs)
+    # a virtual cluster's nodes share this machine's cores: its ranks' compute contends
+    # as p processes on one node do, so the probe runs for every node count up to its size
+    probe = cluster_probe_counts(spec.nodes) if spec is not None else nprocs
+    slowdown = {} if args.no_compute_probe else measure_compute_slowdown(probe)
     hw = Hardware.model_validate(
-        cluster_hardware(spec, fit, flops) if spec is not None
+        cluster_hardware(spec, fit, flops, slowdown) if spec is not None
         else local_hardware(fit, flops, max(nprocs), per_p, slowdown))
     hw_path = save_hardware(hw, args.hardware_out or out / "hardware.yaml")
     prov = provenance()

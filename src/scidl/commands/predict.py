@@ -111,11 +111,12 @@ def run(args: argparse.Namespace) -> int:
     report = render_predict(out)
     for name, pts in curves.items():
         print(f"\n{name} on {hw.name}, {args.mode} scaling")
-        print(f"{'ranks':>7s} {'compute_s':>10s} {'comm_s':>10s} {'exposed_s':>10s} "
+        print(f"{'ranks':>7s} {'compute_s':>10s} {'codec_s':>9s} {'comm_s':>10s} {'exposed_s':>10s} "
               f"{'interf_s':>9s} {'straggl_s':>9s} {'input_s':>9s} "
               f"{'step_s':>10s} {'samples/s':>12s} {'E(p)':>6s} {'E band':>13s}")
         for p in pts:
-            print(f"{p['ranks']:7d} {p['compute_s']:10.4g} {p['comm_s']:10.4g} "
+            print(f"{p['ranks']:7d} {p['compute_s']:10.4g} {p.get('codec_s', 0.0):9.3g} "
+                  f"{p['comm_s']:10.4g} "
                   f"{p['exposed_comm_s']:10.4g} {p['interference_s']:9.3g} "
                   f"{p['straggler_s']:9.3g} {p['io_stall_s']:9.3g} "
                   f"{p['step_s']:10.4g} {p['samples_per_s']:12.4g} "

@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-interference", action="store_true",
                    help="skip the backward-with-concurrent-allreduce measurement (it starts "
                    "one helper process)")
+    p.add_argument("--comm", help="comm strategies whose own computation (compression, "
+                   "decompression) to measure, comma-separated specs as in `scidl predict "
+                   "--comm` (e.g. fp16,topk:0.01,powersgd:4; it starts one helper process)")
     p.add_argument("--out", help="output folder (default: LOG_ROOT/profile/<workload>-<time>)")
 
 
@@ -48,12 +51,22 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--batches {args.batches!r}: expected integers like 8,16,32") from None
         if not batches or min(batches) < 1:
             raise UserError("--batches: need positive batch sizes")
+    comms = None
+    if args.comm:
+        from scidl.scaling.costmodel import parse_comm
+
+        comms = [c.strip() for c in args.comm.split(",") if c.strip()]
+        for c in comms:
+            try:
+                parse_comm(c)
+            except KeyError as e:
+                raise UserError(str(e).strip("'\"")) from None
     cfg = load_config(args.workload, args.config, list(args.overrides), None)
     out = Path(args.out or Path(cfg.log.root) / "profile"
                / f"{cfg.workload_label()}-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     prof, raw = measure_profile(cfg, steps=args.max_steps, batches=batches,
-                                interference=not args.no_interference)
+                                interference=not args.no_interference, comms=comms)
     atomic_write_text(out / "profile.yaml",
                       yaml.safe_dump(prof.model_dump(mode="json"), sort_keys=False))
     atomic_write_text(out / "measurements.json", json.dumps(raw, indent=2))
@@ -73,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"interference: backward {i['backward_alone_s'] * 1e3:.3g} ms alone, "
               f"{i['backward_with_allreduce_s'] * 1e3:.3g} ms with a concurrent allreduce "
               f"(x{prof.interference:.2f})")
+    for spec, frac in (prof.codec_fraction or {}).items():
+        print(f"{spec}: its own computation adds {frac:.0%} to the step's compute")
     print(f"\nprofile: {out / 'profile.yaml'}  (scidl predict --profile {out / 'profile.yaml'} "
           "--hardware PRESET|hardware.yaml)")
     return 0

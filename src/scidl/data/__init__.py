@@ -1,12 +1,25 @@
-"""Data for distributed training: a resumable sharded sampler, data filtering for large batches."""
+"""Data for distributed training: datasets over HDF5 / netCDF / Zarr / NumPy files read
+lazily per process, resumable sharded samplers (by index or by file), staging to
+node-local storage, data filtering for large batches."""
 
+from scidl.data.files import FileDataset, find_files, stage_files
 from scidl.data.filtering import FilterResult, filter_by_scores, filter_dataset, warmup_scores
-from scidl.data.sampler import ResumableDistributedSampler
+from scidl.data.formats import DataError, VarInfo, detect_format, open_source
+from scidl.data.sampler import ResumableDistributedSampler, ResumableFileSampler, build_sampler
 
 __all__ = [
+    "DataError",
+    "FileDataset",
     "FilterResult",
     "ResumableDistributedSampler",
+    "ResumableFileSampler",
+    "VarInfo",
+    "build_sampler",
+    "detect_format",
     "filter_by_scores",
     "filter_dataset",
+    "find_files",
+    "open_source",
+    "stage_files",
     "warmup_scores",
 ]

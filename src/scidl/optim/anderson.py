@@ -37,7 +37,14 @@ Differences from the reference code:
 - a subclass of ``torch.optim.Optimizer`` sharing the base optimizer's ``param_groups``
   (LR schedulers work), with its own ``state_dict``;
 - safeguard: with a closure, keep x_AA only if the loss at x_AA (averaged over ranks) is
-  below the loss at the base iterate; ``requires_closure`` tells the trainer to pass one.
+  below the loss at the base iterate, both on the step's batch; ``requires_closure`` tells
+  the trainer to pass one. By default (``safeguard_eval="forward"``, as in AADL) the two
+  losses are forward passes without gradients (``closure.evaluate``) and one scalar-pair
+  all-reduce: no backward and no gradient all-reduce; the base step uses the gradient the
+  trainer already computed. ``"full"`` calls the closure (forward + backward) twice;
+- allocation-free steps: the flat parameter vector, the extrapolated point and the
+  history are preallocated; storing an iterate is an in-place row write into a ring
+  buffer, the extrapolation one ``addmv`` into a preallocated vector (fp32/fp64 history).
 
 Distributed: the base step sees all-reduced gradients, so every rank holds the same
 iterates and computes the same x_AA; the safeguard losses are all-reduced so all ranks
@@ -46,6 +53,8 @@ take the same decision. All ranks must call :meth:`step` together.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -60,6 +69,18 @@ from scidl.registry import RegistryError
 _CHUNK = 1 << 22  # columns per pass when converting low-precision history to fp32
 
 
+@functools.lru_cache(maxsize=32)
+def _difference_operators(c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(dx, dr, f) with dX = dx @ Z, dR = dr @ Z, f = dX[-1] for Z_i = x_i - x_last."""
+    dx = np.zeros((c - 1, c))
+    idx = np.arange(c - 1)
+    dx[idx, idx], dx[idx, idx + 1] = -1.0, 1.0
+    dr = dx[1:] - dx[:-1]
+    for m in (dx, dr):
+        m.flags.writeable = False
+    return dx, dr, dx[-1]
+
+
 def anderson_coefficients(gram_y: torch.Tensor, beta: float, reg: float) -> torch.Tensor:
     """Coefficients a with x_AA = x_last + sum_i a_i (x_i - x_last) (i over older iterates).
 
@@ -71,17 +92,20 @@ def anderson_coefficients(gram_y: torch.Tensor, beta: float, reg: float) -> torc
     # (c-1)^2 numbers: NumPy float64 is far cheaper than dispatching small torch kernels.
     gy = gram_y.detach().to("cpu", torch.float64).numpy()
     c = gy.shape[0] + 1
-    gz = np.zeros((c, c))
-    gz[: c - 1, : c - 1] = gy
-    dx = np.zeros((c - 1, c))  # dX = dx @ Z, with Z_i = x_i - x_last (Z_last = 0)
-    idx = np.arange(c - 1)
-    dx[idx, idx], dx[idx, idx + 1] = -1.0, 1.0
-    dr = dx[1:] - dx[:-1]  # dR = dr @ Z
-    ef = dx[-1]  # f = dX[-1]
-    g_rr = dr @ gz @ dr.T
-    rhs = dr @ gz @ ef
+    dx, dr, ef = _difference_operators(c)
+    drz = dr[:, : c - 1] @ gy  # dr @ gz, gz = gy padded by a zero row/column (Z_last = 0)
+    g_rr = drz @ dr[:, : c - 1].T
+    rhs = drz @ ef[: c - 1]
     lam = reg * np.trace(g_rr) / g_rr.shape[0]
-    gamma = np.linalg.lstsq(g_rr + lam * np.eye(g_rr.shape[0]), rhs, rcond=None)[0]
+    mat = g_rr + lam * np.eye(g_rr.shape[0])
+    gamma = None
+    if lam > 0:  # regularised: positive definite, a Cholesky-class solve suffices
+        try:
+            gamma = np.linalg.solve(mat, rhs)
+        except np.linalg.LinAlgError:
+            gamma = None
+    if gamma is None:  # unregularised (or singular): the minimum-norm least-squares solution
+        gamma = np.linalg.lstsq(mat, rhs, rcond=None)[0]
     alpha = beta * ef - (dx[:-1] + beta * dr).T @ gamma
     alpha[c - 2] += 1.0  # X[-2]
     return torch.from_numpy(alpha[: c - 1].copy())
@@ -112,25 +136,61 @@ class _DiffHistory:
     ) -> None:
         self.rows = torch.zeros(depth, n, dtype=dtype, device=device)
         self.base = torch.zeros(n, dtype=work, device=device)
+        self._shift = torch.zeros(n, dtype=work, device=device)  # rebase scratch
         self.depth, self.count, self.pos, self.since = depth, 0, 0, 0
         # fp32/fp64 rows: rebase every `depth` pushes (amortised O(n)); 16-bit rows: every
         # push, so each row is a difference to the newest iterate (the accurate choice).
-        self.rebase_every = depth if dtype in (torch.float32, torch.float64) else 1
+        self.wide_rows = dtype in (torch.float32, torch.float64)
+        self.rebase_every = depth if self.wide_rows else 1
+        # host rows of the work dtype: NumPy views of the same memory (a NumPy call costs
+        # microseconds, a small torch kernel tens of them; this matters for small models)
+        self.host = device.type == "cpu" and dtype == work
+        if self.host:
+            self._rows_np, self._base_np = self.rows.numpy(), self.base.numpy()
+            self._shift_np = self._shift.numpy()
 
     def push(self, x: torch.Tensor) -> None:
+        """Append ``x`` (in place: no n-sized allocation for fp32/fp64 rows)."""
+        if self.host and x.dtype == self.base.dtype and x.device.type == "cpu":
+            self._push_host(x.detach().numpy())
+            return
         if self.count == 0:
             self.base.copy_(x)
             self.since = 0
-        self.rows[self.pos].copy_(x - self.base)
+        row = self.rows[self.pos]
+        if self.wide_rows and row.dtype == x.dtype == self.base.dtype:
+            torch.sub(x, self.base, out=row)
+        else:
+            row.copy_(x - self.base)
         newest = self.pos
         self.pos = (self.pos + 1) % self.depth
         self.count = min(self.count + 1, self.depth)
         self.since += 1
         if self.since >= self.rebase_every:  # rebase: rows_i = x_i - x_newest
-            shift = self.rows[newest].to(self.base.dtype, copy=True)
-            self.rows.sub_(shift.to(self.rows.dtype))
+            shift = self._shift
+            shift.copy_(self.rows[newest])
+            if self.wide_rows and shift.dtype == self.rows.dtype:
+                self.rows.sub_(shift)
+            else:
+                self.rows.sub_(shift.to(self.rows.dtype))
             self.rows[newest].zero_()
             self.base.add_(shift)
+            self.since = 0
+
+    def _push_host(self, x: np.ndarray) -> None:
+        if self.count == 0:
+            np.copyto(self._base_np, x)
+            self.since = 0
+        np.subtract(x, self._base_np, out=self._rows_np[self.pos])
+        newest = self.pos
+        self.pos = (self.pos + 1) % self.depth
+        self.count = min(self.count + 1, self.depth)
+        self.since += 1
+        if self.since >= self.rebase_every:  # rebase: rows_i = x_i - x_newest
+            np.copyto(self._shift_np, self._rows_np[newest])
+            self._rows_np -= self._shift_np
+            self._rows_np[newest] = 0.0
+            self._base_np += self._shift_np
             self.since = 0
 
     def order(self) -> list[int]:
@@ -138,7 +198,10 @@ class _DiffHistory:
 
     def _gram_rows(self) -> torch.Tensor:
         """Gram matrix of all ``depth`` rows (float64)."""
-        if self.rows.dtype in (torch.float32, torch.float64):
+        if self.host:
+            r = self._rows_np
+            return torch.from_numpy((r @ r.T).astype(np.float64))
+        if self.wide_rows:
             return (self.rows @ self.rows.T).double()
         g = torch.zeros(self.depth, self.depth, dtype=torch.float64, device=self.rows.device)
         for s in range(0, self.rows.shape[1], _CHUNK):
@@ -149,21 +212,33 @@ class _DiffHistory:
     def gram(self) -> torch.Tensor:
         """Gram matrix of Y_i = x_i - x_newest over the older vectors, oldest first."""
         idx = self.order()
-        gr = self._gram_rows()[idx][:, idx]
-        c = len(idx)
-        t = torch.eye(c - 1, c, dtype=torch.float64, device=gr.device)
-        t[:, -1] = -1.0
-        return t @ gr @ t.T
+        # (m x m numbers: NumPy on the host costs less than small torch kernels)
+        gr = self._gram_rows().cpu().numpy()[np.ix_(idx, idx)]
+        last = gr[-1, :-1]  # Y_i.Y_j = r_i.r_j - r_i.r_l - r_l.r_j + r_l.r_l
+        gy = gr[:-1, :-1] - last[None, :] - last[:, None] + gr[-1, -1]
+        return torch.from_numpy(np.ascontiguousarray(gy))
 
-    def combine(self, coef: torch.Tensor) -> torch.Tensor:
-        """x_newest + sum_i coef_i (x_i - x_newest) (older vectors oldest first)."""
+    def combine(self, coef: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """x_newest + sum_i coef_i (x_i - x_newest) (older vectors oldest first), into
+        ``out`` when given (no n-sized allocation for fp32/fp64 rows)."""
         idx = self.order()
-        w = torch.zeros(self.depth, dtype=torch.float64)
-        w[idx[:-1]] = coef.to(torch.float64).cpu()
-        w[idx[-1]] += 1.0 - float(coef.sum())
-        out = self.base.clone()
-        low = self.rows.dtype not in (torch.float32, torch.float64)
-        cdt = torch.float32 if low else self.rows.dtype
+        cf = coef.detach().to("cpu", torch.float64).numpy()
+        w_np = np.zeros(self.depth)
+        w_np[idx[:-1]] = cf
+        w_np[idx[-1]] += 1.0 - float(cf.sum())
+        w = torch.from_numpy(w_np)
+        if out is None:
+            out = torch.empty_like(self.base)
+        if self.host and out.dtype == self.base.dtype and out.device.type == "cpu" and out.is_contiguous():
+            on = out.numpy()
+            np.dot(w_np.astype(self._rows_np.dtype), self._rows_np, out=on)
+            on += self._base_np
+            return out
+        if self.wide_rows and self.rows.dtype == out.dtype == self.base.dtype:
+            wd = w.to(device=self.rows.device, dtype=self.rows.dtype)
+            return torch.addmv(self.base, self.rows.T, wd, out=out)
+        out.copy_(self.base)
+        cdt = torch.float32 if not self.wide_rows else self.rows.dtype
         wd = w.to(device=self.rows.device, dtype=cdt)
         for s in range(0, self.rows.shape[1], _CHUNK):
             out[s : s + _CHUNK] += (wd @ self.rows[:, s : s + _CHUNK].to(cdt)).to(out.dtype)
@@ -195,6 +270,10 @@ class AndersonAcceleration(torch.optim.Optimizer):
         reg: relative Tikhonov regularisation.
         relaxation: beta in (0, 1].
         safeguard: keep x_AA only if the loss decreased (needs ``step(closure)``).
+        safeguard_eval: ``forward``: the two losses come from ``closure.evaluate()`` (a
+            forward pass without gradients; the trainer's closure has one) under
+            ``torch.no_grad``, one all-reduce for both; closures without ``evaluate`` are
+            called as in ``full``. ``full``: ``closure()`` twice (forward + backward each).
         ma: moving average "off", "on" or "auto".
         ma_window: raw iterates averaged.
         ma_tol: relative-deviation tolerance for ``ma="auto"``.
@@ -208,10 +287,12 @@ class AndersonAcceleration(torch.optim.Optimizer):
         store_every: int = 1, wait: int = 0, reg: float = 1e-8, relaxation: float = 1.0,
         safeguard: bool = False, ma: str = "off", ma_window: int = 5, ma_tol: float = 0.2,
         history_dtype: torch.dtype = torch.float32, state_policy: str = "keep",
-        process_group: Any = None,
+        process_group: Any = None, safeguard_eval: str = "forward",
     ) -> None:
         if ma not in ("off", "on", "auto") or state_policy not in ("keep", "reset_momentum", "reset"):
             raise ValueError(f"bad ma={ma!r} or state_policy={state_policy!r}")
+        if safeguard_eval not in ("forward", "full"):
+            raise ValueError(f"bad safeguard_eval={safeguard_eval!r} (forward or full)")
         if not 0 < relaxation <= 1 or history < 1 or every < 1 or store_every < 1:
             raise ValueError("need 0 < relaxation <= 1 and history, every, store_every >= 1")
         self.base = base
@@ -221,6 +302,7 @@ class AndersonAcceleration(torch.optim.Optimizer):
                          reg=reg, relaxation=relaxation, ma=ma, ma_window=ma_window,
                          ma_tol=ma_tol, state_policy=state_policy)
         self.requires_closure = safeguard
+        self.safeguard_eval = safeguard_eval
         self.history_dtype, self.process_group = history_dtype, process_group
         params = self._params()
         n = sum(p.numel() for p in params)
@@ -231,6 +313,17 @@ class AndersonAcceleration(torch.optim.Optimizer):
         self._win = (
             _DiffHistory(ma_window, n, history_dtype, dev, self._work) if ma != "off" else None
         )
+        # preallocated flat vectors: the per-step path allocates nothing of size n
+        self._x = torch.zeros(n, dtype=self._work, device=dev)  # current parameters
+        self._x_aa = torch.zeros(n, dtype=self._work, device=dev)  # extrapolated point
+        self._x_k = torch.zeros(n, dtype=self._work, device=dev) if safeguard else None
+        self._x_mean = torch.zeros(n, dtype=self._work, device=dev) if ma != "off" else None
+        self._same_dtype = all(p.dtype == self._work for p in params)
+        self._host_flat = self._same_dtype and dev.type == "cpu" and all(
+            type(p.detach()) is torch.Tensor and p.device.type == "cpu" and p.is_contiguous()
+            for p in params)  # plain host tensors only (not DTensor shards)
+        self._x_np = self._x.numpy() if self._host_flat else None
+        self._fresh = False  # self._x holds the current parameters (stored this step)
         self.counters: dict[str, Any] = {"steps": 0, "extrapolations": 0, "rejected": 0, "ma_active": ma == "on"}
         self.last_deviation = float("nan")
 
@@ -239,13 +332,25 @@ class AndersonAcceleration(torch.optim.Optimizer):
         return [p for g in self.param_groups for p in g["params"]]
 
     def _flat(self) -> torch.Tensor:
-        return torch.cat([p.detach().reshape(-1).to(self._work) for p in self._params()])
+        """The parameters as one vector, written into the preallocated ``self._x``."""
+        params = self._params()
+        if self._host_flat:  # NumPy views of host parameters: microseconds, not a kernel
+            np.concatenate([p.detach().numpy().reshape(-1) for p in params], out=self._x_np)
+            return self._x
+        if self._same_dtype:
+            return torch.cat([p.detach().reshape(-1) for p in params], out=self._x)
+        o = 0
+        for p in params:
+            self._x[o : o + p.numel()].copy_(p.detach().reshape(-1))
+            o += p.numel()
+        return self._x
 
     def _assign(self, vec: torch.Tensor) -> None:
-        o = 0
-        for p in self._params():
-            p.copy_(vec[o : o + p.numel()].view_as(p))
+        params, views, o = self._params(), [], 0
+        for p in params:
+            views.append(vec[o : o + p.numel()].view_as(p))
             o += p.numel()
+        torch._foreach_copy_(params, views)  # one dispatch for all parameters
 
     # ------------------------------------------------------------------ the step
     @torch.no_grad()
@@ -261,8 +366,10 @@ class AndersonAcceleration(torch.optim.Optimizer):
             self.base.step()
         o, c = self.opts, self.counters
         c["steps"] += 1
+        self._fresh = False
         if c["steps"] % o["store_every"] == 0:
             self._store(self._flat())
+            self._fresh = True
         if (c["steps"] > o["wait"] and c["steps"] % o["every"] == 0 and self._hist.count >= 3):
             self._extrapolate(closure)
         return loss
@@ -289,8 +396,10 @@ class AndersonAcceleration(torch.optim.Optimizer):
 
     def _window_mean(self) -> torch.Tensor:
         assert self._win is not None
+        assert self._x_mean is not None
         k = self._win.count
-        return self._win.combine(torch.full((k - 1,), 1.0 / k, dtype=torch.float64))
+        return self._win.combine(torch.full((k - 1,), 1.0 / k, dtype=torch.float64),
+                                 out=self._x_mean)
 
     @staticmethod
     def _step_gram(win: _DiffHistory) -> torch.Tensor:
@@ -307,15 +416,16 @@ class AndersonAcceleration(torch.optim.Optimizer):
     def _extrapolate(self, closure: Callable[[], Any] | None) -> None:
         o, c = self.opts, self.counters
         coef = anderson_coefficients(self._hist.gram(), o["relaxation"], o["reg"])
-        x_aa = self._hist.combine(coef)
-        if not torch.isfinite(x_aa).all():
+        x_aa = self._hist.combine(coef, out=self._x_aa)
+        if not math.isfinite(float(x_aa.sum())):  # any NaN/Inf makes the sum non-finite
             c["rejected"] += 1
             return
         if self.requires_closure and closure is not None:
-            x_k = self._flat()
-            before = self._global_loss(closure)
-            self._assign(x_aa)
-            after = self._global_loss(closure)
+            assert self._x_k is not None
+            x_k = self._x if self._fresh else self._x_k  # _x: this step's parameters
+            if not self._fresh:
+                x_k.copy_(self._flat())
+            before, after = self._safeguard_losses(closure, x_aa)
             if not (after < before):  # NaN-safe: reject unless strictly better
                 self._assign(x_k)
                 c["rejected"] += 1
@@ -330,6 +440,28 @@ class AndersonAcceleration(torch.optim.Optimizer):
             self._hist.push(x_aa)
         c["extrapolations"] += 1
         self._apply_state_policy()
+
+    def _safeguard_losses(self, closure: Callable[[], Any], x_aa: torch.Tensor
+                          ) -> tuple[float, float]:
+        """(loss at the base iterate, loss at ``x_aa``), averaged over ranks; leaves the
+        parameters at ``x_aa``."""
+        evaluate = getattr(closure, "evaluate", None)
+        if self.safeguard_eval == "full" or evaluate is None:
+            before = self._global_loss(closure)
+            self._assign(x_aa)
+            return before, self._global_loss(closure)
+        with torch.no_grad():  # forward only: no backward, no gradient all-reduce
+            before_t = torch.as_tensor(evaluate()).detach().reshape(1)
+            self._assign(x_aa)
+            after_t = torch.as_tensor(evaluate()).detach().reshape(1)
+        t = torch.cat([before_t, after_t]).to(torch.float64)
+        if dist.is_available() and dist.is_initialized():
+            world = dist.get_world_size(self.process_group)
+            if world > 1:  # one scalar pair for both losses (gloo/nccl: on the tensor's device)
+                dist.all_reduce(t, group=self.process_group)
+                t /= world
+        before, after = t.tolist()
+        return before, after
 
     def _global_loss(self, closure: Callable[[], Any]) -> float:
         with torch.enable_grad():
@@ -395,6 +527,6 @@ def anderson_from_config(params: Iterable[Any], cfg: OptimConfig) -> AndersonAcc
         wait=cfg.aa_wait, reg=cfg.aa_reg, relaxation=cfg.aa_relaxation,
         safeguard=cfg.aa_safeguard, ma=cfg.aa_ma, ma_window=cfg.aa_ma_window,
         ma_tol=cfg.aa_ma_tol, history_dtype=_DTYPES[cfg.aa_history_dtype],
-        state_policy=cfg.aa_state_policy,
+        state_policy=cfg.aa_state_policy, safeguard_eval=cfg.aa_safeguard_eval,
     )
 

@@ -47,6 +47,11 @@ class OptimConfig(BaseModel):
         aa_safeguard: keep the extrapolated point only if the loss decreased (on by
             default: unguarded AA diverged on noisy mini-batches in our benchmarks). Needs a
             closure; the trainer then calls ``step(closure)``; without one it is skipped.
+        aa_safeguard_eval: how the safeguard measures the two losses: ``forward`` (two
+            forward passes without gradients on the step's batch and one scalar all-reduce;
+            uses ``closure.evaluate`` when the closure has one, as the trainer's does) or
+            ``full`` (the closure itself twice: forward + backward and, under DDP, a
+            gradient all-reduce each; the earlier behaviour, kept for comparisons).
         aa_ma: moving average of iterates: off, on, or auto (on while the relative
             deviation exceeds ``aa_ma_tol``).
         aa_ma_window: iterates in the moving-average window.
@@ -98,6 +103,8 @@ class OptimConfig(BaseModel):
     aa_reg: float = Field(1e-8, ge=0, description="relative Tikhonov regularisation")
     aa_relaxation: float = Field(1.0, gt=0, le=1, description="relaxation beta")
     aa_safeguard: bool = Field(True, description="keep x_AA only if the loss decreased")
+    aa_safeguard_eval: Literal["forward", "full"] = Field(
+        "forward", description="safeguard losses: forward-only passes, or full closure calls")
     aa_ma: Literal["off", "on", "auto"] = Field("off", description="moving average of iterates")
     aa_ma_window: int = Field(5, ge=2, description="moving-average window (iterates)")
     aa_ma_tol: float = Field(0.2, gt=0, le=1, description="relative-deviation tolerance (auto)")

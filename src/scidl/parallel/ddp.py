@@ -53,6 +53,7 @@ class DataParallelPlan(ParallelPlan):
                  find_unused: bool | Literal["auto"], seed_nonfinite: bool = True) -> None:
         super().__init__(dims, mesh, model, ddp, device, precision)
         self.loss, self.strategy, self._find_unused = loss, strategy, find_unused
+        strategy.caller_counts_syncs()  # _accumulate counts the reducing backward passes
         self.seed_nonfinite = seed_nonfinite
 
     @classmethod
@@ -75,6 +76,8 @@ class DataParallelPlan(ParallelPlan):
         total: torch.Tensor | None = None
         for i, batch in enumerate(micro):
             last = i == len(micro) - 1
+            if last:
+                self.strategy.count_sync()
             sync = contextlib.nullcontext() if last else self.wrapped.no_sync()
             with sync:
                 with self.autocast():

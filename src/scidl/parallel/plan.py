@@ -133,6 +133,9 @@ class ParallelPlan(abc.ABC):
     """
 
     carries_nonfinite = False
+    #: the loss differentiates through its inputs (PINN residuals): :meth:`forward_loss`
+    #: then keeps autograd on (set by :func:`build_plan` from ``Task.eval_needs_grad``)
+    loss_needs_grad = False
 
     def __init__(self, dims: ParallelDims, mesh: DeviceMesh, model: nn.Module,
                  wrapped: nn.Module, device: torch.device, precision: str) -> None:
@@ -174,7 +177,24 @@ class ParallelPlan(abc.ABC):
             torch.distributed.all_reduce(loss, group=self.dp_group)
             return loss / self.dp_size
 
+        # forward-only loss of the same batch, this rank's (safeguards that only compare losses)
+        closure.evaluate = lambda: self.forward_loss(micro)  # type: ignore[attr-defined]
         return closure
+
+    def forward_loss(self, micro: list[Any]) -> torch.Tensor:
+        """This rank's loss of ``micro`` (mean over micro-batches) from forward passes
+        without gradients (with autograd on if :attr:`loss_needs_grad`, for losses that
+        differentiate through their inputs): no backward of the parameters and no
+        collective (DDP's wrapper is bypassed)."""
+        loss_fn = getattr(self, "loss", None)
+        if loss_fn is None:
+            raise NotImplementedError(f"{type(self).__name__} has no forward-only loss")
+        total = torch.zeros((), dtype=torch.float32, device=self.device)
+        with torch.set_grad_enabled(self.loss_needs_grad):  # no backward either way
+            for batch in micro:
+                with self.autocast():
+                    total += loss_fn(self.model, batch).detach().float()
+        return total / len(micro)
 
     @abc.abstractmethod
     def clip_grad_norm(self, max_norm: float) -> float:
@@ -206,12 +226,15 @@ def build_plan(cfg: RunConfig, task: Task, device: torch.device, world_size: int
     if dims.pp > 1:
         from scidl.parallel.pipeline import PipelinePlan
 
-        return PipelinePlan.build(cfg, task, dims, mesh, device, strategy)
-    if cfg.parallel.shard != "none":
+        plan: ParallelPlan = PipelinePlan.build(cfg, task, dims, mesh, device, strategy)
+    elif cfg.parallel.shard != "none":
         from scidl.parallel.fsdp import ShardedPlan, check_shard_layout
 
         check_shard_layout(cfg, world_size)
-        return ShardedPlan.build(cfg, task, dims, mesh, device, strategy)
-    from scidl.parallel.ddp import DataParallelPlan
+        plan = ShardedPlan.build(cfg, task, dims, mesh, device, strategy)
+    else:
+        from scidl.parallel.ddp import DataParallelPlan
 
-    return DataParallelPlan.build(cfg, task, dims, mesh, device, strategy)
+        plan = DataParallelPlan.build(cfg, task, dims, mesh, device, strategy)
+    plan.loss_needs_grad = task.loss_needs_grad
+    return plan

@@ -92,11 +92,15 @@ class BackwardTimeline:
 
 def time_steps(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
                batches: Iterator[Any], steps: int, cap: float | None = None,
-               concurrent: Callable[[], Any] | None = None) -> dict[str, Any]:
+               concurrent: Callable[[], Any] | None = None,
+               make_optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None,
+               ) -> dict[str, Any]:
     """Time ``steps`` training steps (after one warm-up): per step the loader, forward,
     backward and update seconds; with ``cap`` the bucket timeline of each backward.
-    ``concurrent``: a context manager factory run around each backward pass."""
-    opt = torch.optim.SGD(model.parameters(), lr=1e-6)
+    ``concurrent``: a context manager factory run around each backward pass.
+    ``make_optimizer``: the run's optimizer (its update is part of the step's compute:
+    Adam's costs several times SGD's); None: plain SGD."""
+    opt = make_optimizer(model) if make_optimizer else torch.optim.SGD(model.parameters(), lr=1e-6)
     tl = BackwardTimeline(model) if cap else None
     rows: list[dict[str, float]] = []
     fractions: list[list[float]] = []
@@ -222,12 +226,28 @@ def measure_interference(model: nn.Module, loss_fn: Callable[[nn.Module, Any], t
 
 # ----------------------------------------------------------------------- assembly
 
+def run_optimizer(cfg: Any) -> Callable[[nn.Module], torch.optim.Optimizer] | None:
+    """A factory of the run's optimizer (``optim.*``), or None (plain SGD) for one that
+    needs a closure (L-BFGS): its step re-evaluates the loss, which the timing loop does
+    not give it."""
+    from scidl.optim import build_optimizer
+    from scidl.train.schedule_phases import needs_closure
+
+    def make(model: nn.Module) -> torch.optim.Optimizer:
+        return build_optimizer(model, cfg.optim)
+
+    probe = make(nn.Linear(1, 1))
+    return None if needs_closure(probe) else make
+
+
 def measure_profile(cfg: Any, steps: int = 10, batches: list[int] | None = None,
-                    interference: bool = True) -> tuple[StepProfile, dict[str, Any]]:
+                    interference: bool = True, comms: list[str] | None = None
+                    ) -> tuple[StepProfile, dict[str, Any]]:
     """Measure a workload's step profile on this machine (one process, one thread).
 
     ``batches``: local batch sizes of the batch-efficiency curve (default: b/4, b/2, b
-    of the run's ``train.batch_size``). Returns the profile and the raw measurements.
+    of the run's ``train.batch_size``); ``comms``: comm specs whose own computation is
+    measured (:func:`measure_codec`). Returns the profile and the raw measurements.
     """
     from torch.utils.data import DataLoader, Subset
 
@@ -251,17 +271,22 @@ def measure_profile(cfg: Any, steps: int = 10, batches: list[int] | None = None,
                                  collate_fn=task.collate_fn, drop_last=True,
                                  generator=torch.Generator().manual_seed(cfg.train.seed)))
 
-    main = time_steps(model, task.loss, loader(b), steps, cap=cap)
+    make_opt = run_optimizer(cfg)
+    main = time_steps(model, task.loss, loader(b), steps, cap=cap, make_optimizer=make_opt)
     curve = [(float(b), main["compute_s"])]
     for bs in sizes:
         if bs != b:
-            curve.append((float(bs), time_steps(model, task.loss, loader(bs), max(3, steps // 2))["compute_s"]))
+            curve.append((float(bs), time_steps(model, task.loss, loader(bs), max(3, steps // 2),
+                                                make_optimizer=make_opt)["compute_s"]))
     curve.sort()
     raw: dict[str, Any] = {"main": main, "batch_curve": curve}
     slow = None
     if interference:
         alone, busy, slow = measure_interference(model, task.loss, loader(b), max(4, steps // 2))
         raw["interference"] = {"backward_alone_s": alone, "backward_with_allreduce_s": busy}
+    codec = measure_codec(cfg, comms, max(4, steps // 2)) if comms else None
+    if codec is not None:
+        raw["codec_fraction"] = codec
     shapes = [list(p.shape) for p in model.parameters() if p.requires_grad][::-1]
     buckets = bucketize_shapes(shapes, cap)
     compute = main["compute_s"]
@@ -280,5 +305,67 @@ def measure_profile(cfg: Any, steps: int = 10, batches: list[int] | None = None,
         loader_s=main["loader_s"],
         input_bytes_per_step=main["in_bytes"],
         bucket_ready=main.get("bucket_ready"),
+        codec_fraction=codec,
     )
     return prof, raw
+
+
+# ----------------------------------------------------------------------- codec time
+
+def codec_worker(rank: int, world: int, cfg_dict: dict[str, Any], specs: list[str],
+                 steps: int) -> dict[str, list[float]]:  # pragma: no cover - subprocess
+    """In a one-process group: per comm spec (and ``dense``), the step times of the
+    workload's model wrapped by that strategy, the specs taking turns each step."""
+    import copy
+
+    from scidl.comm.registry import build_strategy
+    from scidl.config import RunConfig
+    from scidl.runtime.seed import seed_everything
+    from scidl.scaling.costmodel import parse_comm
+    from scidl.workloads import get_workload
+    from scidl.workloads.base import BuildContext
+
+    cfg = RunConfig.model_validate(cfg_dict)
+    seed_everything(cfg.train.seed)
+    task = get_workload(cfg.workload).build(cfg.task_config(), BuildContext(seed=cfg.train.seed))
+    make_opt = run_optimizer(cfg)
+    from torch.utils.data import DataLoader
+
+    batches = _cycle(DataLoader(task.train_data, batch_size=int(cfg.train.batch_size),
+                                shuffle=True, collate_fn=task.collate_fn, drop_last=True))
+    runs = {}
+    for spec in ["dense", *specs]:
+        comp, _ = parse_comm(spec)
+        ddp = build_strategy(comp.config).wrap(copy.deepcopy(task.model))
+        runs[spec] = (ddp, make_opt(ddp) if make_opt else torch.optim.SGD(ddp.parameters(), lr=1e-6))
+    out: dict[str, list[float]] = {s: [] for s in runs}
+    for k in range(steps + 1):
+        batch = next(batches)
+        for spec, (ddp, opt) in runs.items():
+            t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            task.loss(ddp, batch).backward()
+            opt.step()
+            if k:
+                out[spec].append(time.perf_counter() - t0)
+    return out
+
+
+def measure_codec(cfg: Any, specs: list[str], steps: int = 10, timeout: float = 300.0
+                  ) -> dict[str, float]:
+    """The compute each comm strategy adds to a step (compression, decompression, error
+    feedback: top-k selection, PowerSGD's products and orthogonalisation), as a fraction
+    of the plain step's compute, measured on one process: the step with the strategy
+    installed in a one-process group (its collectives cost next to nothing there) minus
+    the same step with ``dense``, over the ``dense`` step (medians over ``steps``
+    interleaved steps; at least 0). A ratio of two times taken together holds when the
+    machine's load scales both. Keys: the canonical spec of each strategy
+    (:func:`scidl.scaling.costmodel.spec_of`)."""
+    from scidl.runtime.launch import run_distributed
+    from scidl.scaling.costmodel import parse_comm, spec_of
+
+    res = run_distributed(codec_worker, 1, cfg.model_dump(mode="json"), list(specs), steps,
+                          timeout=timeout)[0]
+    base = statistics.median(res["dense"])
+    return {spec_of(parse_comm(s)[0].config): max(0.0, statistics.median(res[s]) / base - 1.0)
+            for s in specs}

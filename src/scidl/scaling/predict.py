@@ -103,6 +103,11 @@ class StepProfile(BaseModel):
         default=None, ge=0, description="seconds per step the data loader took (one rank)")
     input_bytes_per_step: float | None = Field(
         default=None, ge=0, description="bytes of input one rank reads per step")
+    codec_fraction: dict[str, float] | None = Field(
+        default=None,
+        description="compute each comm strategy adds per step (compression, decompression, "
+        "error feedback) as a fraction of compute_s, by canonical --comm spec (measured by "
+        "`scidl profile --comm`; a strategy not listed adds none)")
     bucket_ready: list[float] | None = Field(
         default=None,
         description="recorded bucket timeline: each bucket's ready time as a fraction of "
@@ -201,11 +206,18 @@ def compute_time(profile: StepProfile, hw: Hardware, p: int, mode: str) -> float
                 b, profile.batch_curve)
         else:
             t /= p
+    return t * contention(hw, p)
+
+
+def contention(hw: Hardware, p: int) -> float:
+    """Factor by which compute slows with p ranks busy: the measured
+    ``hw.compute_slowdown[p]`` when calibrated, else p/cores beyond
+    ``hw.concurrent_devices`` (time-sharing), else 1."""
     if p in hw.compute_slowdown:
-        t *= hw.compute_slowdown[p]
-    elif hw.concurrent_devices and p > hw.concurrent_devices:
-        t *= p / hw.concurrent_devices
-    return t
+        return hw.compute_slowdown[p]
+    if hw.concurrent_devices and p > hw.concurrent_devices:
+        return p / hw.concurrent_devices
+    return 1.0
 
 
 def exposed_comm(
@@ -309,13 +321,17 @@ def step_terms(profile: StepProfile, hw: Hardware, p: int, compute: float,
     slow = profile.interference if own and profile.interference is not None else hw.interference
     interference = interference_time(hidden, t_bwd, slow)
     cv = profile.step_cv if own and profile.step_cv is not None else hw.straggler_cv
-    straggler = straggler_time(p, cv * compute)
+    # a measured compute_slowdown[p] is the slowest busy rank's (the probe takes the
+    # maximum over the p ranks each round): the wait for the slowest is in it already
+    straggler = 0.0 if p in hw.compute_slowdown else straggler_time(p, cv * compute)
     shrink = p if mode == "strong" else 1
     io = io_time((profile.loader_s or 0.0) / shrink, (profile.input_bytes_per_step or 0.0) / shrink,
                  p, hw.fs_bandwidth)
     stall = io_stall(io, compute)
-    step = compute + exposed + interference + straggler + stall
+    codec = codec_time(profile, hw, p, comp) if own else 0.0
+    step = compute + codec + exposed + interference + straggler + stall
     return {
+        "codec_s": codec,
         "exposed_comm_s": exposed,
         "interference_s": interference,
         "straggler_s": straggler,
@@ -324,6 +340,21 @@ def step_terms(profile: StepProfile, hw: Hardware, p: int, compute: float,
         "step_lo_s": step - cv * compute,
         "step_hi_s": step + cv * compute,
     }
+
+
+def codec_time(profile: StepProfile, hw: Hardware, p: int, comp: Compression) -> float:
+    """Seconds per step the strategy's own computation takes at p ranks: the profile's
+    measured fraction of the one-rank compute, slowed as compute is by p busy ranks
+    (it runs on the same cores; Agarwal et al. 2022, "On the utility of gradient
+    compression in distributed training systems", MLSys: compression compute often
+    outweighs the bytes it saves). 0 for one rank (nothing is reduced) and for a
+    strategy the profile did not measure."""
+    if p <= 1 or not profile.codec_fraction:
+        return 0.0
+    from scidl.scaling.costmodel import spec_of
+
+    frac = profile.codec_fraction.get(spec_of(comp.config), 0.0)
+    return frac * profile.compute_s * contention(hw, p)
 
 
 def predict_curve(

@@ -26,7 +26,8 @@ from torch.utils.data import DataLoader
 from scidl.comm import build_strategy
 from scidl.comm.sparse_grads import densify_grads, optimizer_takes_sparse, sparse_modules
 from scidl.config import ConfigError, RunConfig
-from scidl.data.sampler import ResumableDistributedSampler
+from scidl.data.sampler import build_sampler
+from scidl.data.staging import loader_options, stage_for_rank
 from scidl.optim import build_optimizer, build_scheduler
 from scidl.optim.schedules import lr_factor_fn
 from scidl.parallel.plan import build_plan, per_replica_batch
@@ -102,10 +103,13 @@ class Trainer:
             else [m.weight for m in sparse_modules(self.model)]
         self._dense_bufs: dict[int, torch.Tensor] = {}
         self.batch_size = per_replica_batch(cfg, self.plan.dp_size)
-        self.sampler = ResumableDistributedSampler(
+        self.sampler = build_sampler(
             task.train_data, self.plan.dp_size, self.plan.dp_rank, shuffle=not task.full_batch,
             seed=cfg.train.seed, drop_last=cfg.train.drop_last and not task.full_batch,
+            shard_by=cfg.data.shard_by,
         )
+        self.train_data = stage_for_rank(task.train_data, self.sampler, cfg.data.stage_dir)
+        self._persistent_loader: DataLoader | None = None
         if task.full_batch:
             self.batch_size = max(self.sampler.num_samples, 1)
         self.steps_per_epoch = self._steps_per_epoch()
@@ -179,14 +183,22 @@ class Trainer:
     # ------------------------------------------------------------------ pieces
 
     def _loader(self) -> DataLoader:
-        return DataLoader(
-            self.task.train_data, batch_size=self.batch_size, sampler=self.sampler,
+        """The epoch's loader. Its position is the sampler's (``set_start``), in the
+        training process, so a resumed run reads the same samples with any number of
+        workers; with ``train.persistent_workers`` one loader serves every epoch."""
+        if self._persistent_loader is not None:
+            return self._persistent_loader
+        loader = DataLoader(
+            self.train_data, batch_size=self.batch_size, sampler=self.sampler,
             collate_fn=self.task.collate_fn, drop_last=self.sampler.drop_last,
-            num_workers=0,
             # Its own generator: creating an iterator must not draw from the global RNG,
             # or a resumed run's dropout stream would shift by one draw.
             generator=torch.Generator().manual_seed(self.cfg.train.seed),
+            **loader_options(self.cfg.train, self.device),
         )
+        if self.cfg.train.persistent_workers:
+            self._persistent_loader = loader
+        return loader
 
     def _agree_on_step(self, loss: torch.Tensor) -> tuple[bool, float]:
         """(skip, rank-mean loss) agreed with one small collective: the loss sum and a

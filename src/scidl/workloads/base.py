@@ -65,6 +65,9 @@ class Task:
         collate_fn: optional DataLoader collate function.
         full_batch: if True the whole shard is one batch (PINN collocation sets).
         eval_needs_grad: evaluate with autograd enabled (PINN residuals).
+        loss_needs_grad: ``loss`` differentiates through its inputs (PINN residuals by
+            autograd), so a forward-only loss evaluation (the Anderson safeguard) keeps
+            autograd on; it still runs no backward of the parameters.
         extras: anything workload-specific a caller may want (e.g. reference solutions).
         criterion: ``criterion(output, target)`` for batches ``(x, y)`` whose loss is
             ``criterion(model(x), y)``; pipeline parallelism needs it (the loss is computed
@@ -81,6 +84,7 @@ class Task:
     collate_fn: Callable[..., Any] | None = None
     full_batch: bool = False
     eval_needs_grad: bool = False
+    loss_needs_grad: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
     criterion: Callable[[Any, Any], torch.Tensor] | None = None
 

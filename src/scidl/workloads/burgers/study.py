@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from scidl.config import parse_value
+from scidl.optim.config import OptimConfig
 from scidl.runtime.files import atomic_write_text
 from scidl.workloads.base import BuildContext
 from scidl.workloads.burgers.workload import Burgers, BurgersConfig, CollocationSet
@@ -35,11 +36,16 @@ def run_study(
     seed: int = 0,
     eval_every: int = 250,
     shard: int = 1,
+    lbfgs: OptimConfig | None = None,
 ) -> tuple[list[dict[str, Any]], torch.nn.Module, Any]:
     """Train and return ``(history, model, task)``; history rows hold phase, step, loss,
     cumulative loss evaluations, wall seconds and the evaluation metrics.
 
-    ``shard`` > 1 trains on ``1/shard`` of the collocation points (what one rank sees)."""
+    ``shard`` > 1 trains on ``1/shard`` of the collocation points (what one rank sees).
+    L-BFGS settings come from ``lbfgs`` (an ``OptimConfig``: ``lbfgs_max_iter``,
+    ``lbfgs_history``, ``lbfgs_tolerance_*``; step length 1 with the strong-Wolfe search),
+    the same fields ``train.phases`` uses."""
+    lb_cfg = lbfgs if lbfgs is not None else OptimConfig(name="lbfgs")
     torch.manual_seed(seed)
     task = Burgers().build(cfg, BuildContext(seed=seed))
     model = task.model
@@ -84,9 +90,11 @@ def run_study(
     if lbfgs_steps:
         lb = torch.optim.LBFGS(
             model.parameters(),
-            lr=cfg.lbfgs_lr,
-            max_iter=cfg.lbfgs_max_iter,
-            history_size=cfg.lbfgs_history,
+            lr=1.0,
+            max_iter=lb_cfg.lbfgs_max_iter,
+            history_size=lb_cfg.lbfgs_history,
+            tolerance_grad=lb_cfg.lbfgs_tolerance_grad,
+            tolerance_change=lb_cfg.lbfgs_tolerance_change,
             line_search_fn="strong_wolfe",
         )
         rar = task.extras.get("rar")
@@ -147,6 +155,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--adam", type=int, default=3000, help="Adam steps")
     ap.add_argument("--lr", type=float, default=3e-3, help="Adam peak learning rate")
     ap.add_argument("--lbfgs", type=int, default=0, help="L-BFGS steps (each up to max_iter)")
+    ap.add_argument("--lbfgs-max-iter", type=int, default=OptimConfig().lbfgs_max_iter,
+                    help="L-BFGS iterations per step (optim.lbfgs_max_iter)")
+    ap.add_argument("--lbfgs-history", type=int, default=OptimConfig().lbfgs_history,
+                    help="L-BFGS history size (optim.lbfgs_history)")
     ap.add_argument("--set", action="append", default=[], help="task field=value")
     ap.add_argument("--shard", type=int, default=1, help="train on 1/shard of the points")
     ap.add_argument("--seed", type=int, default=0)
@@ -164,7 +176,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--set {bad[0]!r}: expected field=value")
     fields = {k: parse_value(v) for k, _, v in (s.partition("=") for s in args.set)}
     cfg = BurgersConfig(**fields)
-    hist, model, _ = run_study(cfg, args.adam, args.lr, args.lbfgs, args.seed, shard=args.shard)
+    lb = OptimConfig(name="lbfgs", lbfgs_max_iter=args.lbfgs_max_iter,
+                     lbfgs_history=args.lbfgs_history)
+    hist, model, _ = run_study(cfg, args.adam, args.lr, args.lbfgs, args.seed, shard=args.shard,
+                               lbfgs=lb)
     for row in hist:
         print(json.dumps(row))
     out = Path(args.out)
@@ -174,6 +189,8 @@ def run(args: argparse.Namespace) -> int:
         "adam": args.adam,
         "lr": args.lr,
         "lbfgs": args.lbfgs,
+        "lbfgs_max_iter": args.lbfgs_max_iter,
+        "lbfgs_history": args.lbfgs_history,
         "shard": args.shard,
         "seed": args.seed,
         "torch_threads": 1,

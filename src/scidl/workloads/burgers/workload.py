@@ -57,10 +57,6 @@ class BurgersConfig(WorkloadConfig):
     ref_nx: int = Field(256, ge=3, description="reference grid points in x")
     ref_nt: int = Field(101, ge=2, description="reference grid points in t")
     ref_nodes: int = Field(1201, ge=101, description="Cole–Hopf quadrature nodes")
-    lbfgs_steps: int = Field(0, ge=0, description="optional L-BFGS phase after Adam (steps)")
-    lbfgs_max_iter: int = Field(20, ge=1, description="L-BFGS iterations per step")
-    lbfgs_history: int = Field(50, ge=1, description="L-BFGS history size")
-    lbfgs_lr: float = Field(1.0, gt=0, description="L-BFGS step length (strong-Wolfe search)")
 
 
 class CollocationSet(Dataset):
@@ -268,13 +264,6 @@ class Burgers(Workload):
         cond_xt, cond_u = condition_points(cfg.n_initial, cfg.n_boundary, gen)
         rar = RAR(cfg, ctx.seed) if cfg.rar_every else None
         model = BurgersNet(cfg.hidden, cfg.depth, cfg.hard_constraints)
-        lbfgs = {
-            "steps": cfg.lbfgs_steps,
-            "max_iter": cfg.lbfgs_max_iter,
-            "history_size": cfg.lbfgs_history,
-            "lr": cfg.lbfgs_lr,
-            "line_search_fn": "strong_wolfe",
-        }
         return Task(
             model=model,
             train_data=CollocationSet(colloc),
@@ -285,7 +274,8 @@ class Burgers(Workload):
             higher_is_better=False,
             full_batch=True,
             eval_needs_grad=False,
-            extras={"lbfgs": lbfgs, "rar": rar, "nu": cfg.nu,
+            loss_needs_grad=True,  # the residual differentiates u(x, t) by autograd
+            extras={"rar": rar, "nu": cfg.nu,
                     "freeze_objective": rar.freeze if rar is not None else None},
         )
 

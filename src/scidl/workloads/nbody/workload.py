@@ -104,6 +104,7 @@ class NBody(Workload):
             headline="kick_rel_err",
             higher_is_better=False,
             eval_needs_grad=cfg.model == "hamiltonian",
+            loss_needs_grad=cfg.model == "hamiltonian",
         )
 
     def pictures(self, cfg: WorkloadConfig, model: nn.Module, task: Task,

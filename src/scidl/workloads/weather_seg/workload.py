@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from scidl.workloads.base import BuildContext, Task, Workload, WorkloadConfig
 from scidl.workloads.common.unet import UNet
@@ -58,11 +58,20 @@ class WeatherSegConfig(WorkloadConfig):
     decision: Literal["prior_corrected", "argmax"] = Field(
         "prior_corrected", description="class decision: argmax(logits - log w) or argmax"
     )
+    data_dir: str | None = Field(
+        None, description="train from the 16-channel files in this folder (written by `scidl "
+                          "data write-weather DIR`; they fix size, n_train, n_val and noise) "
+                          "instead of generating the 3-channel fields in memory")
 
 
 def class_weights(label: torch.Tensor, n_classes: int, power: float) -> torch.Tensor:
     """``w_c ~ freq_c^-power`` normalised so that the mean weight over pixels is 1."""
-    freq = torch.bincount(label.flatten(), minlength=n_classes).double() / label.numel()
+    return weights_from_counts(torch.bincount(label.flatten(), minlength=n_classes), power)
+
+
+def weights_from_counts(counts: torch.Tensor, power: float) -> torch.Tensor:
+    """:func:`class_weights` from the pixel count of each class."""
+    freq = counts.double() / counts.sum()
     w = freq.clamp_min(1e-6) ** -power
     return (w / (freq * w).sum()).float()
 
@@ -80,10 +89,10 @@ def decide(logits: torch.Tensor, weights: torch.Tensor, decision: str) -> torch.
     return (logits - torch.log(weights.to(logits.device))[None, :, None, None]).argmax(1)
 
 
-def build_seg_model(cfg: WeatherSegConfig) -> nn.Module:
+def build_seg_model(cfg: WeatherSegConfig, in_channels: int = 3) -> nn.Module:
     if cfg.arch == "unet":
-        return UNet(3, len(CLASSES), base=cfg.base, depth=cfg.depth)
-    return AtrousNet(3, len(CLASSES), base=cfg.base)
+        return UNet(in_channels, len(CLASSES), base=cfg.base, depth=cfg.depth)
+    return AtrousNet(in_channels, len(CLASSES), base=cfg.base)
 
 
 class WeatherSeg(Workload):
@@ -104,14 +113,24 @@ class WeatherSeg(Workload):
         assert isinstance(cfg, WeatherSegConfig)
         if cfg.size % 4:
             raise ValueError(f"weather_seg size must be divisible by 4, got {cfg.size}")
-        x_tr, y_tr = make_weather(cfg.n_train, cfg.size, seed=2 * ctx.seed + 1, noise=cfg.noise)
-        x_va, y_va = make_weather(cfg.n_val, cfg.size, seed=2 * ctx.seed + 2, noise=cfg.noise)
         n_cls = len(CLASSES)
-        weights = class_weights(y_tr, n_cls, cfg.class_weight_power)
-        tune_n = min(cfg.n_train, 256)
-        th = tune_thresholds(x_tr[:tune_n], y_tr[:tune_n])
+        if cfg.data_dir is not None:  # the files of `scidl data write-weather`
+            from scidl.workloads.weather_seg import files
+
+            meta = files.read_meta(cfg.data_dir)
+            train_data: Dataset = files.train_dataset(cfg.data_dir)
+            x_va, y_va = files.load_split(cfg.data_dir, "val")
+            weights = weights_from_counts(torch.tensor(meta["label_counts"]), cfg.class_weight_power)
+            th = tuple(meta["thresholds"])
+        else:
+            x_tr, y_tr = make_weather(cfg.n_train, cfg.size, seed=2 * ctx.seed + 1, noise=cfg.noise)
+            x_va, y_va = make_weather(cfg.n_val, cfg.size, seed=2 * ctx.seed + 2, noise=cfg.noise)
+            train_data = TensorDataset(x_tr, y_tr)
+            weights = class_weights(y_tr, n_cls, cfg.class_weight_power)
+            tune_n = min(cfg.n_train, 256)
+            th = tune_thresholds(x_tr[:tune_n], y_tr[:tune_n])
         base_iou = per_class_iou(threshold_segment(x_va, th), y_va, n_cls)
-        model = build_seg_model(cfg)
+        model = build_seg_model(cfg, in_channels=x_va.shape[1])
 
         def loss(m: nn.Module, batch: Any) -> torch.Tensor:
             x, y = batch
@@ -133,7 +152,7 @@ class WeatherSeg(Workload):
             return out
 
         return Task(
-            model=model, train_data=TensorDataset(x_tr, y_tr), loss=loss, evaluate=evaluate,
+            model=model, train_data=train_data, loss=loss, evaluate=evaluate,
             val_data=(x_va, y_va), headline="event_miou", higher_is_better=True,
             extras={"class_weights": weights, "thresholds": th, "heuristic_iou": base_iou},
         )

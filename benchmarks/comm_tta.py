@@ -1,0 +1,357 @@
+"""Time to accuracy of the communication strategies on a virtual cluster.
+
+Every run is ``scidl train MODEL --cluster tta --ranks-per-node 1`` on 4 virtual nodes
+(one rank each) joined by shaped links (``scidl cluster up --name tta --nodes 4 --link
+RATE``), one run per (model, link, optimizer, strategy, seed), with the same step budget
+for every strategy. From each run: the validation curve (an evaluation every
+``eval_every`` steps), the training time up to each evaluation (the sum of rank 0's
+``step_time_s`` over the steps before it: start-up and evaluation excluded), the bytes
+sent per step per rank (from ``comm.json``; ``auto``'s one-off link probe excluded) and
+the final metric. The target of a (model, link, optimizer, seed) is the final validation
+metric of its ``dense`` run, within 0.5% relative; a strategy's time to accuracy is the
+training time to its first evaluation that reaches the target ("—" when it never does).
+
+Models: ``digits`` (ResNet-20, 0.27 M parameters), ``weather`` (the weather-segmentation
+U-Net at base width 32) and ``lm`` (``benchmarks/tta_lm.py``: a 5.8 M-parameter
+decoder-only transformer on a synthetic order-2 Markov language). Strategies are
+``comm.strategy`` names, optionally with settings (``topk:density=0.001``); by default
+dense, fp16, powersgd, topk, auto and every strategy registered after those (new
+strategies join the table without changing this file).
+
+The script is resumable: each finished run is appended to
+``benchmarks/results/comm_tta.json`` at once and runs already there are skipped.
+
+    python benchmarks/comm_tta.py run                     # the whole matrix (hours)
+    python benchmarks/comm_tta.py run --models digits --links 100mbit --seeds 0 \\
+        --strategies dense fp16 powersgd auto --optimizers adam --steps 60
+    python benchmarks/comm_tta.py table                   # markdown of comm_tta.json
+
+Needs root, ``ip`` and ``tc`` (see docs/cluster.md); brings the cluster down at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results" / "comm_tta.json"
+CLUSTER = "tta"
+NODES = 4
+TOLERANCE = 0.005  # "reaches dense's final metric": within 0.5% relative
+
+# name → workload, its overrides, (steps, eval_every) of the full budget, lr per optimizer
+MODELS: dict[str, dict[str, Any]] = {
+    "digits": {"workload": "digits", "set": ["task.model=resnet", "train.batch_size=32"],
+               "steps": 300, "eval_every": 20, "lr": {"adam": 1e-3, "sgd": 0.05}},
+    "weather": {"workload": "weather_seg", "set": ["task.base=32", "train.batch_size=8"],
+                "steps": 300, "eval_every": 20, "lr": {"adam": 3e-3, "sgd": 0.05}},
+    "lm": {"workload": str(HERE / "tta_lm.py") + ":make_task", "set": ["train.batch_size=16"],
+           "steps": 300, "eval_every": 20, "lr": {"adam": 5e-4, "sgd": 0.1}},
+}
+OPTIMIZERS = {"adam": ["optim.name=adam"], "sgd": ["optim.name=sgd", "optim.momentum=0.9"]}
+LINKS = ["100mbit", "1gbit"]
+BASE_STRATEGIES = ["dense", "fp16", "powersgd", "topk", "auto"]
+# registered before this benchmark existed and left out of the default list on purpose
+OLD_STRATEGIES = {"dense", "fp16", "bf16", "powersgd", "topk", "lag", "grouped",
+                  "hierarchical", "auto"}
+# settings each strategy runs with unless the label gives others
+STRATEGY_SETTINGS = {"powersgd": {"rank": 4}, "topk": {"density": 0.01}}
+# the one-off traffic of ``auto``'s decision, not part of a training step's bytes
+NOT_STEP_OPS = {"probe", "agree", "broadcast"}
+
+
+def default_strategies() -> list[str]:
+    """dense, fp16, powersgd, topk, auto, then every strategy registered since."""
+    from scidl.comm import strategy_names
+
+    return BASE_STRATEGIES + [n for n in strategy_names() if n not in OLD_STRATEGIES]
+
+
+def comm_overrides(label: str) -> list[str]:
+    """``comm.*`` overrides of a strategy label ``NAME[:key=value[:key=value…]]``."""
+    name, *pairs = label.split(":")
+    settings = dict(STRATEGY_SETTINGS.get(name, {}))
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if not value:
+            raise SystemExit(f"strategy {label!r}: settings are key=value")
+        settings[key] = value
+    return [f"comm.strategy={name}", *(f"comm.{k}={v}" for k, v in settings.items())]
+
+
+def run_key(r: dict[str, Any]) -> tuple:
+    return (r["model"], r["link"], r["optimizer"], r["strategy"], int(r["seed"]), int(r["steps"]))
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+def read_run(out: Path) -> dict[str, Any]:
+    """The curve, metric, bytes and times of one finished run folder."""
+    summary = json.loads((out / "summary.json").read_text())
+    comm = json.loads((out / "comm.json").read_text())
+    head = summary["headline"]
+    step_s: dict[int, float] = {}
+    evals: dict[int, float] = {}
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if "step_time_s" in row:
+            step_s[row["step"]] = row["step_time_s"]
+        if f"eval/{head}" in row:
+            evals[row["step"]] = row[f"eval/{head}"]
+    curve = sorted(evals.items())
+    times = []
+    for step, value in curve:
+        cum = sum(t for s, t in step_s.items() if s <= step)
+        times.append([step, cum, value])
+    steps = summary["steps"]
+    step_bytes = sum(v["bytes_sent"] for k, v in comm.get("by_op", {}).items()
+                     if k not in NOT_STEP_OPS)
+    out_row = {
+        "headline": head, "higher_is_better": summary["higher_is_better"],
+        "final": summary.get("headline_value"), "curve": times, "steps_done": steps,
+        "train_s": sum(step_s.values()), "wall_s": summary.get("wall_s"),
+        "bytes_per_step": step_bytes / max(steps, 1),
+        "skipped_steps": summary.get("skipped_steps", 0),
+    }
+    if comm.get("strategy") == "auto":
+        out_row["auto"] = {k: comm.get(k) for k in ("choice", "link", "predicted_step_s",
+                                                      "measured_step_s")}
+    return out_row
+
+
+def train_once(model: str, link: str, optimizer: str, strategy: str, seed: int, steps: int,
+               eval_every: int, runs: Path, timeout: float) -> dict[str, Any]:
+    """One ``scidl train --cluster`` run; its results (or the error) as a row."""
+    m = MODELS[model]
+    out = runs / f"{model}-{link}-{optimizer}-{strategy.replace(':', '_')}-s{seed}-{uuid.uuid4().hex[:6]}"
+    cmd = [sys.executable, "-m", "scidl", "train", m["workload"], "--cluster", CLUSTER,
+           "--ranks-per-node", "1", "--max-steps", str(steps), "--seed", str(seed),
+           "--out", str(out), "--cluster-timeout", str(int(timeout)),
+           *m["set"], *OPTIMIZERS[optimizer], f"optim.lr={m['lr'][optimizer]}",
+           *comm_overrides(strategy), "train.log_every=1", f"train.eval_every={eval_every}",
+           "log.progress=false", "log.tensorboard=false", "log.pictures=false",
+           "checkpoint.every_steps=1000000", "checkpoint.final=false", "checkpoint.best=false"]
+    row: dict[str, Any] = {"model": model, "link": link, "optimizer": optimizer,
+                           "strategy": strategy, "seed": seed, "steps": steps,
+                           "eval_every": eval_every, "command": shlex.join(cmd[2:])}
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=timeout + 120)
+    row["process_s"] = time.time() - t0
+    if proc.returncode != 0 or not (out / "summary.json").exists():
+        row["error"] = proc.stdout[-2000:]
+        return row
+    row.update(read_run(out))
+    return row
+
+
+# ----------------------------------------------------------------------------- the matrix
+
+
+def load(path: Path = RESULTS) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {"runs": []}
+
+
+def save(data: dict[str, Any], path: Path = RESULTS) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)  # atomic: an interrupted run leaves the previous file
+
+
+def cluster(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "scidl", "cluster", *args], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def run(args: argparse.Namespace) -> int:
+    strategies = args.strategies or default_strategies()
+    if "dense" not in strategies:
+        raise SystemExit("--strategies must include dense (the target comes from its runs)")
+    strategies = ["dense"] + [s for s in strategies if s != "dense"]  # dense first: the target
+    results = Path(args.results)
+    data = load(results)
+    done = {run_key(r) for r in data["runs"] if "error" not in r or not args.retry_failed}
+    data["runs"] = [r for r in data["runs"] if run_key(r) in done]
+    runs = Path(args.runs or tempfile.mkdtemp(prefix="scidl-comm-tta-"))
+    invocation = "python benchmarks/comm_tta.py " + shlex.join(sys.argv[1:] if args.argv is None
+                                                               else args.argv)
+    data.setdefault("invocations", [])
+    if invocation not in data["invocations"]:
+        data["invocations"].append(invocation)
+    for link in args.links:
+        todo = [(m, o, s, seed) for m in args.models for o in args.optimizers
+                for seed in args.seeds for s in strategies
+                if (m, link, o, s, seed, _steps(m, args)) not in done]
+        if not todo:
+            continue
+        cluster("down", "--name", CLUSTER)  # another link rate may be up
+        cluster("up", "--name", CLUSTER, "--nodes", str(NODES), "--link", link)
+        try:
+            for m, o, s, seed in todo:
+                row = train_once(m, link, o, s, seed, _steps(m, args),
+                                 args.eval_every or MODELS[m]["eval_every"], runs, args.timeout)
+                row["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+                data["runs"].append(row)
+                data["env"] = {"python": platform.python_version(), "machine": platform.machine(),
+                               "cpus": os.cpu_count(), "load_1min": os.getloadavg()[0]}
+                save(data, results)
+                status = row.get("error", "").splitlines()[-1:] if "error" in row else \
+                    f"{row['headline']}={row['final']:.4f} train {row['train_s']:.0f} s"
+                print(f"{link} {m} {o} {s} seed {seed}: {status}", flush=True)
+        finally:
+            if not args.keep_cluster:
+                cluster("down", "--name", CLUSTER)
+    print(f"wrote {results}")
+    return 0
+
+
+def _steps(model: str, args: argparse.Namespace) -> int:
+    return args.steps or MODELS[model]["steps"]
+
+
+# ----------------------------------------------------------------------------- analysis
+
+
+def time_to(curve: list[list[float]], target: float, higher: bool) -> float | None:
+    """Training seconds to the first evaluation within TOLERANCE of ``target``."""
+    for _step, t, v in curve:
+        ok = v >= target * (1 - TOLERANCE) if higher else v <= target * (1 + TOLERANCE)
+        if target < 0:  # relative tolerance of a negative metric
+            ok = v >= target * (1 + TOLERANCE) if higher else v <= target * (1 - TOLERANCE)
+        if ok:
+            return t
+    return None
+
+
+def summarise(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (model, link, optimizer, steps, strategy), over its seeds."""
+    runs = [r for r in data.get("runs", []) if "error" not in r]
+    dense = {(r["model"], r["link"], r["optimizer"], r["seed"], r["steps"]): r
+             for r in runs if r["strategy"] == "dense"}
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["model"], r["link"], r["optimizer"], r["steps"], r["strategy"]),
+                          []).append(r)
+    rows = []
+    for (model, link, opt, steps, strat), rs in groups.items():
+        tta, ratio, finals, nbytes, reached = [], [], [], [], 0
+        for r in rs:
+            d = dense.get((model, link, opt, r["seed"], steps))
+            finals.append(r["final"])
+            nbytes.append(r["bytes_per_step"])
+            if d is None:
+                continue
+            t = time_to(r["curve"], d["final"], r["higher_is_better"])
+            td = time_to(d["curve"], d["final"], d["higher_is_better"])
+            if t is not None:
+                reached += 1
+                tta.append(t)
+                if td:
+                    ratio.append(t / td)
+        dense_bytes = [dense[k]["bytes_per_step"] for k in dense
+                       if k[0] == model and k[1] == link and k[2] == opt and k[4] == steps]
+        rows.append({
+            "model": model, "link": link, "optimizer": opt, "steps": steps, "strategy": strat,
+            "seeds": len(rs), "reached": reached, "headline": rs[0]["headline"],
+            "tta_s": _spread(tta), "tta_vs_dense": _spread(ratio), "final": _spread(finals),
+            "bytes_per_step": statistics.mean(nbytes),
+            "bytes_vs_dense": (statistics.mean(dense_bytes) / statistics.mean(nbytes)
+                               if dense_bytes and statistics.mean(nbytes) else None),
+            "auto_choice": _choice(rs),
+        })
+    order = {s: i for i, s in enumerate(BASE_STRATEGIES)}
+    rows.sort(key=lambda r: (r["model"], r["link"], r["optimizer"], r["steps"],
+                             order.get(r["strategy"].split(":")[0], 99), r["strategy"]))
+    return rows
+
+
+def _spread(xs: list[float]) -> dict[str, float] | None:
+    if not xs:
+        return None
+    return {"mean": statistics.mean(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
+
+
+def _choice(rs: list[dict[str, Any]]) -> str | None:
+    choices = [r["auto"]["choice"] for r in rs if r.get("auto") and r["auto"].get("choice")]
+    if not choices:
+        return None
+    c = choices[0]
+    return ", ".join(f"{n}×{c.count(n)}" for n in dict.fromkeys(c))
+
+
+def _fmt(s: dict[str, float] | None, digits: int = 1) -> str:
+    if s is None:
+        return "—"
+    if s["n"] == 1:
+        return f"{s['mean']:.{digits}f}"
+    half = (s["max"] - s["min"]) / 2
+    return f"{s['mean']:.{digits}f} ± {half:.{digits}f}"
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """The table of docs/communication.md (mean ± half the range over seeds)."""
+    rows = summarise(data)
+    if not rows:
+        return "(no runs yet)"
+    out = ["| model | link | optimizer | steps | strategy | seeds reaching dense's final | "
+           "time to dense's final (s) | ÷ dense | final metric | MB/step/rank | bytes ÷ dense | "
+           "auto's choice (buckets) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = r["bytes_vs_dense"]
+        out.append(
+            f"| {r['model']} | {r['link']} | {r['optimizer']} | {r['steps']} | {r['strategy']} | "
+            f"{r['reached']}/{r['seeds']} | {_fmt(r['tta_s'])} | {_fmt(r['tta_vs_dense'], 2)} | "
+            f"{r['headline']} {_fmt(r['final'], 4)} | {r['bytes_per_step'] / 1e6:.3f} | "
+            f"{'—' if ratio is None else f'{ratio:.1f}'} | {r['auto_choice'] or '—'} |")
+    env = data.get("env", {})
+    out.append("")
+    out.append(f"4 virtual nodes × 1 rank on one {env.get('cpus', '?')}-core machine "
+               f"(load {env.get('load_1min', 0):.1f} at the last run); "
+               f"runs: {', '.join('`' + i + '`' for i in data.get('invocations', []))}.")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    rp = sub.add_parser("run", help="train the missing runs of the matrix (resumable)")
+    rp.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    rp.add_argument("--links", nargs="+", default=LINKS)
+    rp.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS), choices=list(OPTIMIZERS))
+    rp.add_argument("--strategies", nargs="+", help="comm.strategy labels, NAME[:key=value…] "
+                    "(default: dense fp16 powersgd topk auto + strategies registered since)")
+    rp.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    rp.add_argument("--steps", type=int, help="step budget of every run (default: per model)")
+    rp.add_argument("--eval-every", type=int, help="steps between evaluations (default: per model)")
+    rp.add_argument("--timeout", type=float, default=3600, help="seconds per run")
+    rp.add_argument("--runs", help="parent folder of the run folders (default: a temp dir)")
+    rp.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    rp.add_argument("--results", default=str(RESULTS), help="results file (appended to)")
+    rp.add_argument("--keep-cluster", action="store_true", help="leave the cluster up")
+    sub.add_parser("table", help="print the markdown table of comm_tta.json")
+    args = ap.parse_args(argv)
+    if args.cmd == "table":
+        print(markdown(load()))
+        return 0
+    args.argv = argv
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

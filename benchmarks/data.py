@@ -1,0 +1,388 @@
+"""Input pipeline: SciDL's file datasets against plain reads, and training from disk
+against training from memory, both as paired interleaved ratios.
+
+Part 1, read throughput. The same samples (``[16, size, size]`` float32 fields and
+``[size, size]`` uint8 labels, as weather_seg's files hold them) are written in each
+format: HDF5 and netCDF-4 (h5py, chunked one sample at a time), Zarr (if installed), a
+folder of ``.npy`` files and netCDF-3 (scipy). Each pair reads every sample once, one at
+a time in order, through ``scidl.data.FileDataset`` and through the plain loop anyone
+would write with the format's own library (``h5py``: ``f["fields"][i]``; ``np.load(...,
+mmap_mode="r")[i]``; ...), in alternating order. Figure: median over pairs of SciDL's
+throughput ÷ the plain loop's (target ≥ 0.9). A bulk read of whole arrays is timed too,
+as the ceiling.
+
+Part 2, training step time. weather_seg's U-Net trains the same steps on the same files
+either through the file dataset with ``train.num_workers`` DataLoader workers or from
+the same samples held in memory (``num_workers=0``); runs alternate. A step's time is the
+interval between consecutive step ends (data waiting included; the first 3 steps left
+out); figure: median over pairs of disk ÷ memory of each run's median step (target ≤ 1.05).
+
+Page cache: with ``--drop-caches`` the cache is dropped (``echo 3 >
+/proc/sys/vm/drop_caches``, needs root) before every timed read and run, and the JSON
+records whether that worked; without it the files are warm (just written and read).
+The load average is recorded; on a shared machine rerun on a quiet one.
+
+    python benchmarks/data.py [--size 48] [--samples 256] [--pairs 5] [--steps 30]
+                              [--workers 1 2] [--drop-caches]
+
+Writes benchmarks/results/data.json; ``python scripts/render_docs.py`` renders it into
+docs/data.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+OUT = Path(__file__).resolve().parent / "results" / "data.json"
+
+
+# ----------------------------------------------------------------------------- caches
+def drop_caches() -> str:
+    """'dropped', or why not (the JSON records it)."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return "dropped"
+    except OSError as e:
+        return f"not permitted ({e.strerror or e})"
+
+
+# ----------------------------------------------------------------------------- part 1
+def write_formats(root: Path, x: np.ndarray, y: np.ndarray) -> dict[str, Path]:
+    """The same samples in every format this machine can write; name -> path."""
+    import h5py
+
+    out: dict[str, Path] = {}
+    n, c, h, w = x.shape
+    for name, suffix in (("hdf5", "h5"), ("netcdf4", "nc")):
+        p = root / f"samples.{suffix}"
+        with h5py.File(p, "w") as f:
+            f.create_dataset("fields", data=x, chunks=(1, c, h, w))
+            f.create_dataset("labels", data=y, chunks=(1, h, w))
+        out[name] = p
+    try:
+        import zarr
+
+        z = zarr.open_group(str(root / "samples.zarr"), mode="w")
+        for key, a, chunks in (("fields", x, (1, c, h, w)), ("labels", y, (1, h, w))):
+            make = getattr(z, "create_array", None) or z.create_dataset
+            make(key, shape=a.shape, chunks=chunks, dtype=a.dtype)[:] = a
+        out["zarr"] = root / "samples.zarr"
+    except ImportError:
+        pass
+    (root / "npy").mkdir()
+    np.save(root / "npy" / "fields.npy", x)
+    np.save(root / "npy" / "labels.npy", y)
+    out["npy"] = root / "npy"
+    from scipy.io import netcdf_file
+
+    with netcdf_file(root / "samples3.nc", "w") as f:
+        for d, size in zip(("sample", "channel", "lat", "lon"), x.shape, strict=True):
+            f.createDimension(d, size)
+        f.createVariable("fields", "f", ("sample", "channel", "lat", "lon"))[:] = x
+        f.createVariable("labels", "b", ("sample", "lat", "lon"))[:] = y.astype(np.int8)
+    out["netcdf3"] = root / "samples3.nc"
+    return out
+
+
+def plain_reader(fmt: str, path: Path) -> tuple[Callable[[], int], Callable[[], int]]:
+    """(one sample at a time, whole arrays): plain reads with the format's own library;
+    each returns the bytes read."""
+    def per_sample(get: Callable[[str], Any], n: int) -> int:
+        total = 0
+        for i in range(n):
+            total += np.asarray(get("fields")[i]).nbytes + np.asarray(get("labels")[i]).nbytes
+        return total
+
+    if fmt in ("hdf5", "netcdf4"):
+        import h5py
+
+        def seq() -> int:
+            with h5py.File(path, "r") as f:
+                ds = {k: f[k] for k in ("fields", "labels")}
+                return per_sample(ds.__getitem__, ds["fields"].shape[0])
+
+        def bulk() -> int:
+            with h5py.File(path, "r") as f:
+                return f["fields"][:].nbytes + f["labels"][:].nbytes
+    elif fmt == "zarr":
+        import zarr
+
+        def seq() -> int:
+            z = zarr.open_group(str(path), mode="r")
+            ds = {k: z[k] for k in ("fields", "labels")}
+            return per_sample(ds.__getitem__, ds["fields"].shape[0])
+
+        def bulk() -> int:
+            z = zarr.open_group(str(path), mode="r")
+            return z["fields"][:].nbytes + z["labels"][:].nbytes
+    elif fmt == "npy":
+        def seq() -> int:
+            ds = {k: np.load(path / f"{k}.npy", mmap_mode="r") for k in ("fields", "labels")}
+            return per_sample(lambda k: _Copying(ds[k]), ds["fields"].shape[0])
+
+        def bulk() -> int:
+            return sum(np.load(path / f"{k}.npy").nbytes for k in ("fields", "labels"))
+    else:  # netcdf3
+        from scipy.io import netcdf_file
+
+        def seq() -> int:
+            with netcdf_file(str(path), "r", mmap=True) as f:
+                ds = {k: f.variables[k].data for k in ("fields", "labels")}
+                total = per_sample(lambda k: _Copying(ds[k]), ds["fields"].shape[0])
+                del ds
+                return total
+
+        def bulk() -> int:
+            with netcdf_file(str(path), "r", mmap=False) as f:
+                return f.variables["fields"].data.nbytes + f.variables["labels"].data.nbytes
+    return seq, bulk
+
+
+class _Copying:
+    """Index a memory map the way a training loop must: a copy of each sample."""
+
+    def __init__(self, a: np.ndarray) -> None:
+        self.a = a
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return np.array(self.a[i])
+
+
+def scidl_reader(path: Path) -> Callable[[], int]:
+    """Reads through a FileDataset built beforehand (as a task builds it once); the
+    file is opened inside the timing, on first use, as the plain loop opens it."""
+    from scidl.data import FileDataset
+
+    built = FileDataset([path], ["fields", "labels"])
+
+    def seq() -> int:
+        ds = built
+        total = 0
+        for i in range(len(ds)):
+            total += sum(t.numel() * t.element_size() for t in ds[i])
+        ds.close()
+        return total
+
+    return seq
+
+
+def timed(fn: Callable[[], int], drop: bool) -> tuple[float, int, str]:
+    state = drop_caches() if drop else "not dropped"
+    t0 = time.perf_counter()
+    nbytes = fn()
+    return time.perf_counter() - t0, nbytes, state
+
+
+def read_part(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    g = np.random.default_rng(0)
+    x = g.standard_normal((args.samples, 16, args.size, args.size), dtype=np.float32)
+    y = g.integers(0, 3, (args.samples, args.size, args.size), dtype=np.uint8)
+    rows, cache = [], set()
+    for fmt, path in write_formats(root, x, y).items():
+        seq, bulk = plain_reader(fmt, path)
+        ours = scidl_reader(path)
+        ours(), seq()  # open once: imports and first-touch costs out of the pairs
+        ratios, t_ours, t_plain, t_bulk = [], [], [], []
+        nbytes = 0
+        for k in range(args.pairs):
+            order = [("scidl", ours), ("plain", seq)]
+            got: dict[str, float] = {}
+            for name, fn in order if k % 2 == 0 else order[::-1]:
+                dt, nbytes, state = timed(fn, args.drop_caches)
+                cache.add(state)
+                got[name] = dt
+            t_ours.append(got["scidl"])
+            t_plain.append(got["plain"])
+            ratios.append(got["plain"] / got["scidl"])  # throughput ratio: SciDL ÷ plain
+            dt, _, state = timed(bulk, args.drop_caches)
+            t_bulk.append(dt)
+        rows.append({"format": fmt, "bytes": nbytes, "pairs": args.pairs,
+                     "scidl_mb_s": nbytes / statistics.median(t_ours) / 1e6,
+                     "plain_mb_s": nbytes / statistics.median(t_plain) / 1e6,
+                     "bulk_mb_s": nbytes / statistics.median(t_bulk) / 1e6,
+                     "ratio_median": statistics.median(ratios),
+                     "ratio_q1_q3": _quartiles(ratios)})
+    missing = [f for f in ("zarr",) if f not in {r["format"] for r in rows}]
+    return {"rows": rows, "samples": args.samples, "sample_shape": [16, args.size, args.size],
+            "skipped": {f: "package not installed" for f in missing}, "cache": sorted(cache)}
+
+
+def _quartiles(v: list[float]) -> list[float]:
+    if len(v) < 2:
+        return [v[0], v[0]]
+    q = statistics.quantiles(v, n=4)
+    return [q[0], q[2]]
+
+
+# ----------------------------------------------------------------------------- part 2
+class _StepClock:
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+
+    def on_step_end(self, trainer: Any, row: dict[str, Any]) -> None:
+        self.ends.append(time.perf_counter())
+
+
+def _median_step(ends: list[float], skip: int = 3) -> float:
+    gaps = np.diff(ends)[skip:]
+    return float(np.median(gaps))
+
+
+def train_part(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    import torch  # noqa: F401  (imported here: rendering the docs needs no torch)
+    from torch.utils.data import TensorDataset
+
+    from scidl.config import load_config
+    from scidl.runtime.dist import distributed_context
+    from scidl.runtime.seed import seed_everything
+    from scidl.train.api import build_task
+    from scidl.train.trainer import Trainer
+    from scidl.workloads import BuildContext
+    from scidl.workloads.weather_seg.files import load_split, write_weather_files
+
+    data_dir = root / "weather"
+    n_train = args.batch * (args.steps + 2)
+    write_weather_files(data_dir, n_train=n_train, n_val=16, size=args.size,
+                        samples_per_file=args.samples_per_file, fmt="nc")
+    in_memory = TensorDataset(*load_split(data_dir, "train"))
+    rows, cache = [], set()
+    with distributed_context(device="cpu", backend="gloo") as dctx:
+        def run(workers: int, source: str, k: int) -> float:
+            over = ["log.tensorboard=false", "log.progress=false", "log.pictures=false",
+                    f"log.run_dir={root / f'run_{source}_{workers}_{k}'}",
+                    f"task.data_dir={data_dir}", f"train.batch_size={args.batch}",
+                    f"train.max_steps={args.steps}", "train.eval_every=100000",
+                    "checkpoint.final=false", "checkpoint.best=false",
+                    f"train.num_workers={workers if source == 'disk' else 0}"]
+            cfg = load_config("weather_seg", overrides=over)
+            task = build_task(cfg, BuildContext(seed=0), None)
+            if source == "memory":
+                task.train_data = in_memory
+            seed_everything(1)
+            clock = _StepClock()
+            state = drop_caches() if args.drop_caches else "not dropped"
+            cache.add(state)
+            Trainer(cfg, task, dctx, Path(cfg.log.run_dir), [clock]).fit()
+            return _median_step(clock.ends)
+
+        for workers in args.workers:
+            run(workers, "disk", -1)  # warm-up: imports, first fork
+            ratios, t_disk, t_mem = [], [], []
+            for k in range(args.pairs):
+                order = ["disk", "memory"] if k % 2 == 0 else ["memory", "disk"]
+                got = {s: run(workers, s, k) for s in order}
+                t_disk.append(got["disk"])
+                t_mem.append(got["memory"])
+                ratios.append(got["disk"] / got["memory"])
+            rows.append({"num_workers": workers, "pairs": args.pairs,
+                         "disk_step_ms": 1e3 * statistics.median(t_disk),
+                         "memory_step_ms": 1e3 * statistics.median(t_mem),
+                         "ratio_median": statistics.median(ratios),
+                         "ratio_q1_q3": _quartiles(ratios)})
+    return {"rows": rows, "steps": args.steps, "batch": args.batch, "size": args.size,
+            "samples_per_file": args.samples_per_file, "format": "netCDF-4 (.nc)",
+            "model": "weather_seg U-Net (task defaults: base 8, depth 2), 16 input channels",
+            "cache": sorted(cache)}
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=48)
+    ap.add_argument("--samples", type=int, default=256, help="samples per format (part 1)")
+    ap.add_argument("--pairs", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=30, help="training steps per run (part 2)")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--samples-per-file", type=int, default=16)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--drop-caches", action="store_true")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="scidl_data_bench_") as tmp:
+        root = Path(tmp)
+        (root / "read").mkdir()
+        read = read_part(args, root / "read")
+        train = train_part(args, root)
+    result = {
+        "benchmark": "data", "command": "python benchmarks/data.py " + " ".join(argv or sys.argv[1:]),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "torch": torch.__version__,
+                    "loadavg_before": [round(v, 2) for v in load_before],
+                    "loadavg_after": [round(v, 2) for v in os.getloadavg()]},
+        "page_cache": "dropped before every timed read and run" if args.drop_caches
+        else "not dropped: files warm (written, then read once before timing)",
+        "read": read, "train": train,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(render(result))
+    return 0
+
+
+# ----------------------------------------------------------------------------- docs
+def _table(head: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def render(d: dict[str, Any]) -> str:
+    """The docs/data.md block: read throughput and training step time tables."""
+    r, t, m = d["read"], d["train"], d["machine"]
+    shape = "x".join(map(str, r["sample_shape"]))
+    read_rows = [[row["format"], f"{row['scidl_mb_s']:.0f}", f"{row['plain_mb_s']:.0f}",
+                  f"**{row['ratio_median']:.2f}** ({row['ratio_q1_q3'][0]:.2f}–"
+                  f"{row['ratio_q1_q3'][1]:.2f})", f"{row['bulk_mb_s']:.0f}"]
+                 for row in r["rows"]]
+    skipped = "".join(f" {f}: skipped ({why})." for f, why in r["skipped"].items())
+    train_rows = [[row["num_workers"], f"{row['disk_step_ms']:.1f}", f"{row['memory_step_ms']:.1f}",
+                   f"**{row['ratio_median']:.3f}** ({row['ratio_q1_q3'][0]:.3f}–"
+                   f"{row['ratio_q1_q3'][1]:.3f})"] for row in t["rows"]]
+    load = ", ".join(f"{v:g}" for v in m["loadavg_before"])
+    read_ok = [row["format"] for row in r["rows"] if row["ratio_median"] >= 0.9]
+    train_ok = [str(row["num_workers"]) for row in t["rows"] if row["ratio_median"] <= 1.05]
+    verdict = (f"Targets met in this run: read ≥ 0.90 for {', '.join(read_ok) or 'no format'} "
+               f"(of {len(r['rows'])}); disk ÷ memory ≤ 1.05 with "
+               f"{', '.join(train_ok) or 'no'} worker setting(s) (of {len(t['rows'])}).")
+    return "\n".join([
+        f"Read throughput, {r['samples']} samples of {shape} float32 fields + uint8 labels, "
+        f"one sample at a time in order, median over {r['rows'][0]['pairs'] if r['rows'] else 0} "
+        f"interleaved pairs (target: SciDL ÷ plain ≥ 0.90).{skipped}",
+        "",
+        _table(["format", "SciDL MB/s", "plain loop MB/s", "SciDL ÷ plain (IQR)",
+                "bulk read MB/s"], read_rows),
+        "",
+        f"Training step time, {t['model']}, batch {t['batch']}, {t['size']}x{t['size']} grid, "
+        f"{t['steps']} steps a run, {t['format']} files of {t['samples_per_file']} samples, "
+        "median over interleaved pairs of runs (target: disk ÷ memory ≤ 1.05).",
+        "",
+        _table(["DataLoader workers (disk)", "disk ms/step", "memory ms/step",
+                "disk ÷ memory (IQR)"], train_rows),
+        "",
+        f"Page cache: {d['page_cache']}. Machine: {m['cpus']} CPUs, load average {load} at "
+        f"the start (1, 5, 15 min); command: `{d['command']}`.",
+        "",
+        verdict,
+    ])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,350 @@
+"""Validation of ``scidl predict`` on the virtual cluster: predicted vs measured step time.
+
+From a one-process profile (``scidl profile``) and the links calibrated on a virtual
+cluster (``scidl bench-collectives --cluster``, one calibration per link rate, at the
+largest node count, which also measures the compute slowdown of p busy ranks: the
+virtual nodes share this machine's cores), the cost model predicts the step time of
+``scidl train --cluster`` at each node count for each communication strategy; the same
+runs are then measured (median step time over the steps after the warm-up, rank 0's
+rows: a synchronous step ends on every rank together).
+
+Rows are appended to the results file as they finish, so an interrupted run resumes
+where it stopped (``--fresh`` starts over). The predictions are recomputed from the
+stored profile, hardware files and measurements at every write, so a change of the
+cost model is re-checked with ``python benchmarks/predict_cluster.py predict`` without
+running anything again.
+
+    python benchmarks/predict_cluster.py [--links 100mbit 1gbit] [--nodes 2 4 8]
+    python benchmarks/predict_cluster.py predict    # recompute predictions and errors
+    python benchmarks/predict_cluster.py table      # the markdown of docs/scaling.md
+
+Needs root, ``ip`` and ``tc`` (see docs/cluster.md). Uses the cluster name ``pv`` and
+brings it down at the end, also when a run fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "predict_cluster.json"
+CLUSTER = "pv"
+WORKLOAD = "digits"
+# a 1.1 M-parameter MLP (4.5 MB of fp32 gradients), batch 64 per rank: ~20 ms of
+# compute, 0.04 to 0.7 s of communication at 1 Gbit/s to 100 Mbit/s
+OVERRIDES = ["task.hidden=[1024,1024]", "train.batch_size=64", "optim.name=adam"]
+COMMS = ["dense", "hierarchical", "fp16", "topk:0.01", "powersgd:4"]
+LINKS = ["100mbit", "1gbit"]
+NODES = [2, 4, 8]
+STEPS, WARMUP = 16, 4  # timed: the steps after the warm-up
+RUN_TIMEOUT_S = 240
+
+
+# ----------------------------------------------------------------------------- pure parts
+
+
+def comm_overrides(spec: str) -> list[str]:
+    """``topk:0.01`` → the ``comm.*`` overrides of ``scidl train`` (the same parsing as
+    ``scidl predict --comm``)."""
+    from scidl.scaling.costmodel import parse_comm
+
+    comp, _ = parse_comm(spec)
+    out = [f"comm.strategy={comp.kind}"]
+    if comp.density is not None:
+        out.append(f"comm.density={comp.density}")
+    out += [f"comm.{k}={v}" for k, v in comp.options]
+    return out
+
+
+def measured_step(rows: list[dict[str, Any]], warmup: int = WARMUP) -> dict[str, float]:
+    """Median, min and max of ``step_time_s`` over the rows after ``warmup`` steps."""
+    times = [float(r["step_time_s"]) for r in rows if "step_time_s" in r][warmup:]
+    if not times:
+        raise ValueError("no timed steps after the warm-up")
+    return {"step_s": statistics.median(times), "step_min_s": min(times),
+            "step_max_s": max(times), "steps": len(times)}
+
+
+def rel_error(predicted: float, measured: float) -> float:
+    """(predicted − measured) / measured."""
+    return (predicted - measured) / measured
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median and worst absolute relative error over the rows that have both numbers."""
+    errs = [(abs(r["error"]), r) for r in rows if r.get("error") is not None]
+    if not errs:
+        return {"rows": 0}
+    worst = max(errs, key=lambda e: e[0])[1]
+    return {"rows": len(errs), "median_abs_error": statistics.median(e for e, _ in errs),
+            "worst_abs_error": abs(worst["error"]),
+            "worst": {k: worst[k] for k in ("link", "nodes", "comm")},
+            "within_10pct": sum(e <= 0.10 for e, _ in errs),
+            "within_20pct": sum(e <= 0.20 for e, _ in errs)}
+
+
+def predict_row(profile: dict[str, Any], hardware: dict[str, Any], nodes: int, comm: str
+                ) -> dict[str, float]:
+    """The cost model's step breakdown for one row (weak scaling: batch per rank fixed)."""
+    from scidl.scaling.costmodel import parse_comm
+    from scidl.scaling.hardware import Hardware
+    from scidl.scaling.predict import StepProfile, predict_point
+
+    prof = StepProfile.model_validate(profile)
+    hw = Hardware.model_validate(hardware)
+    comp, alg = parse_comm(comm)
+    pt = predict_point(prof, hw, nodes, algorithm=alg, comp=comp)
+    keys = ("step_s", "compute_s", "codec_s", "comm_s", "exposed_comm_s", "interference_s",
+            "straggler_s", "io_stall_s")
+    return {k: float(pt[k]) for k in keys}
+
+
+def repredict(d: dict[str, Any]) -> dict[str, Any]:
+    """Recompute every row's prediction and error and the summary from the stored
+    profile and hardware files."""
+    for r in d["rows"]:
+        hw = d["hardware"].get(r["link"])
+        if hw is None:
+            continue
+        pred = predict_row(d["profile"], hw, r["nodes"], r["comm"])
+        r["predicted"] = pred
+        r["predicted_s"] = pred["step_s"]
+        r["error"] = rel_error(pred["step_s"], r["measured_s"])
+    d["summary"] = summarize(d["rows"])
+    return d
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:+.0f}%"
+
+
+def render(d: dict[str, Any]) -> str:
+    """The generated block of docs/scaling.md."""
+    s = d["summary"]
+    prof = d["profile"]
+    lines = [
+        f"`{WORKLOAD}` with `{' '.join(d['overrides'])}` ({prof['grad_bytes'] / 1e6:.1f} MB of "
+        f"fp32 gradients, {prof['compute_s'] * 1e3:.1f} ms compute per step on one process), "
+        f"one rank per virtual node, {d['steps']} steps of which the first {d['warmup']} are "
+        f"warm-up; run {d['date']} on {d['cpus']} cores with load average "
+        f"{d['load_before']:.1f} before and {d['load_after']:.1f} after "
+        f"(`python benchmarks/predict_cluster.py`)."
+        + (f" The strategies' own computation (`codec_fraction`) was measured at load average "
+           f"{d['codec_load']:.0f}, after the profile." if d.get("codec_load") is not None
+           else ""),
+        "",
+        "| link | nodes | comm | predicted (s) | measured (s) [range] | error | "
+        "compute (s) | codec (s) | exposed comm (s) | straggler (s) | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(d["rows"], key=lambda r: (r["link_bits"], r["nodes"],
+                                              COMMS.index(r["comm"]) if r["comm"] in COMMS
+                                              else 99)):
+        p = r["predicted"]
+        lines.append(
+            f"| {r['link']} | {r['nodes']} | {r['comm']} | {r['predicted_s']:.3f} | "
+            f"{r['measured_s']:.3f} [{r['measured_min_s']:.3f}–{r['measured_max_s']:.3f}] | "
+            f"{_pct(r['error'])} | {p['compute_s']:.3f} | {p.get('codec_s', 0.0):.3f} | "
+            f"{p['exposed_comm_s']:.3f} | "
+            f"{p['straggler_s']:.3f} | {r.get('load_before', float('nan')):.0f} |")
+    lines.append("")
+    lines.append("`compute` is the profile's compute times the measured slowdown of p busy ranks, "
+                 "`codec` the strategy's own computation, `load` the machine's load average "
+                 "when the run started (2 cores).")
+    lines.append("")
+    if s.get("rows"):
+        w = s["worst"]
+        lines.append(
+            f"Median |error| {s['median_abs_error'] * 100:.1f}% over {s['rows']} rows "
+            f"(target ≤ 10%), worst {s['worst_abs_error'] * 100:.1f}% ({w['comm']}, "
+            f"{w['nodes']} nodes, {w['link']}; target ≤ 20%); {s['within_10pct']} rows within "
+            f"10%, {s['within_20pct']} within 20%.")
+        links = sorted({r["link"] for r in d["rows"]}, key=lambda k: min(
+            r["link_bits"] for r in d["rows"] if r["link"] == k))
+        if len(links) > 1:
+            per = [(k, summarize([r for r in d["rows"] if r["link"] == k])) for k in links]
+            lines.append("By link: " + "; ".join(
+                f"{k}: median |error| {x['median_abs_error'] * 100:.1f}%, worst "
+                f"{x['worst_abs_error'] * 100:.1f}% ({x['rows']} rows)" for k, x in per) + ".")
+    slow = {link: hw.get("compute_slowdown", {}) for link, hw in d["hardware"].items()}
+    parts = [f"{link}: " + ", ".join(f"p = {p}: ×{f:.2f}" for p, f in sorted(
+        ((int(k), v) for k, v in sl.items()))) for link, sl in slow.items() if sl]
+    if parts:
+        lines.append("")
+        lines.append("Measured compute slowdown of p busy ranks on the shared cores "
+                     "(`compute_slowdown` of each hardware file): " + "; ".join(parts) + ".")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def _scidl(args: list[str], timeout: float, log: Path | None = None) -> str:
+    proc = subprocess.run([sys.executable, "-m", "scidl", *args], capture_output=True,
+                          text=True, timeout=timeout)
+    if log is not None:
+        log.write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise RuntimeError(f"scidl {' '.join(args[:3])} failed ({proc.returncode}): "
+                           + " | ".join(tail))
+    return proc.stdout
+
+
+def _load() -> float:
+    return os.getloadavg()[0]
+
+
+def _save(d: dict[str, Any], path: Path) -> None:
+    repredict(d)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(d, indent=1))
+    tmp.replace(path)
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__}
+
+
+def _codec() -> dict[str, float]:
+    from scidl.config import load_config
+    from scidl.scaling.calibrate import measure_codec
+
+    cfg = load_config(WORKLOAD, None, list(OVERRIDES), None)
+    return measure_codec(cfg, [c for c in COMMS if c != "dense"], steps=10)
+
+
+def _cluster_up(nodes: int, link: str) -> None:
+    _scidl(["cluster", "down", "--name", CLUSTER], 120)
+    _scidl(["cluster", "up", "--name", CLUSTER, "--nodes", str(nodes), "--link", link], 120)
+
+
+def _train(comm: str, nodes: int, tmp: Path) -> dict[str, Any]:
+    import yaml  # noqa: F401  (the run folder's files are read by scidl.scaling.report)
+
+    from scidl.scaling.report import read_jsonl
+
+    out = tmp / f"run-{nodes}-{comm.replace(':', '_')}-{time.time_ns()}"
+    _scidl(["train", WORKLOAD, "--cluster", CLUSTER, "--max-steps", str(STEPS),
+            *OVERRIDES, *comm_overrides(comm), "train.log_every=1", "train.eval_every=0",
+            "dist.threads_per_proc=1", f"log.root={tmp}", "--out", str(out),
+            "--cluster-timeout", str(RUN_TIMEOUT_S)], RUN_TIMEOUT_S + 60)
+    return measured_step(read_jsonl(out / "metrics.jsonl"))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    path = Path(args.out)
+    d: dict[str, Any] | None = None
+    if path.is_file() and not args.fresh:
+        d = json.loads(path.read_text())
+        if d.get("overrides") != OVERRIDES or d.get("steps") != STEPS:
+            sys.exit(f"{path} holds another configuration; use --fresh")
+    tmp = Path(tempfile.mkdtemp(prefix="predict_cluster-"))
+    t_start = time.time()
+    if d is None:
+        d = {"overrides": OVERRIDES, "steps": STEPS, "warmup": WARMUP, "rows": [],
+             "hardware": {}, "load_before": _load(), "cpus": os.cpu_count(),
+             "command": "python benchmarks/predict_cluster.py " + " ".join(sys.argv[1:]),
+             "versions": _versions()}
+        prof_dir = tmp / "profile"
+        _scidl(["profile", WORKLOAD, *OVERRIDES, f"log.root={tmp}", "--out", str(prof_dir),
+                "--max-steps", "20", "--comm", ",".join(c for c in COMMS if c != "dense")],
+               900)
+        import yaml
+
+        d["profile"] = yaml.safe_load((prof_dir / "profile.yaml").read_text())
+        d["profile_command"] = f"scidl profile {WORKLOAD} " + " ".join(OVERRIDES)
+        d["profile_load"] = _load()
+        _save(d, path)
+    if not d["profile"].get("codec_fraction"):  # a profile taken before the codec term
+        d["profile"]["codec_fraction"] = _codec()
+        d["codec_load"] = _load()
+        _save(d, path)
+    try:
+        for link in args.links:
+            bits = __import__("scidl.cluster.spec", fromlist=["parse_rate"]).parse_rate(link)
+            for nodes in sorted(args.nodes, reverse=True):  # calibrate at the largest
+                todo = [c for c in args.comms if not any(
+                    r["link"] == link and r["nodes"] == nodes and r["comm"] == c
+                    for r in d["rows"])]
+                if not todo and link in d["hardware"]:
+                    continue
+                _cluster_up(nodes, link)
+                if link not in d["hardware"]:
+                    bench = tmp / f"bench-{link}"
+                    _scidl(["bench-collectives", "--cluster", CLUSTER, "--ops",
+                            "allreduce,allgather", "--min-bytes", "65536", "--max-bytes",
+                            "4194304", "--iters", "5", "--out", str(bench)], 600)
+                    import yaml
+
+                    d["hardware"][link] = yaml.safe_load((bench / "hardware.yaml").read_text())
+                    d.setdefault("calibrated_at_nodes", {})[link] = nodes
+                    _save(d, path)
+                for comm in todo:
+                    load0 = _load()
+                    t0 = time.time()
+                    m = _train(comm, nodes, tmp)
+                    d["rows"].append({
+                        "link": link, "link_bits": bits, "nodes": nodes, "comm": comm,
+                        "measured_s": m["step_s"], "measured_min_s": m["step_min_s"],
+                        "measured_max_s": m["step_max_s"], "timed_steps": m["steps"],
+                        "load_before": load0, "load_after": _load(),
+                        "wall_s": time.time() - t0})
+                    d["load_after"] = _load()
+                    d["date"] = datetime.date.today().isoformat()
+                    _save(d, path)
+                    r = d["rows"][-1]
+                    print(f"{link} {nodes} {comm}: measured {r['measured_s']:.3f} s, predicted "
+                          f"{r['predicted_s']:.3f} s ({_pct(r['error'])}), load {load0:.1f}",
+                          flush=True)
+    finally:
+        try:
+            _scidl(["cluster", "down", "--name", CLUSTER], 120)
+        except Exception as e:  # noqa: BLE001 - report, the results are saved
+            print(f"cluster down failed: {e}", file=sys.stderr)
+    d["wall_s"] = d.get("wall_s", 0.0) + time.time() - t_start
+    d["load_after"] = _load()
+    _save(d, path)
+    return d
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", nargs="?", default="run", choices=["run", "predict", "table"])
+    ap.add_argument("--links", nargs="+", default=LINKS)
+    ap.add_argument("--nodes", nargs="+", type=int, default=NODES)
+    ap.add_argument("--comms", nargs="+", default=COMMS)
+    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--fresh", action="store_true", help="start over (default: resume)")
+    args = ap.parse_args(argv)
+    if args.what == "table":
+        print(render(json.loads(Path(args.out).read_text())))
+        return 0
+    if args.what == "predict":
+        d = repredict(json.loads(Path(args.out).read_text()))
+        _save(d, Path(args.out))
+    else:
+        d = run(args)
+    print(render(d))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""``comm.strategy=auto``: the pure decision function, the link fit and the settings."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from pydantic import ValidationError
+
+from scidl.comm import CommConfig
+from scidl.comm.accounting import ring_allreduce_bytes
+from scidl.comm.auto import BucketInfo, Link, choose, fit_link, simulate
+
+# A ResNet-like model: four buckets, the last one (first layers) ready at the very end.
+SHAPES = [((512, 512, 3, 3),), ((256, 256, 3, 3), (256,)), ((128, 128, 3, 3),),
+          ((64, 3, 3, 3), (64,))]
+BUCKETS = [BucketInfo(sum(math.prod(s) for s in sh), 0.02, sh) for sh in SHAPES]
+CFG = CommConfig(strategy="auto")
+
+
+def test_slow_link_compresses_fast_link_stays_dense():
+    slow = choose(BUCKETS, Link(1e-4, 8 / 100e6), 4, CFG)  # 100 Mbit/s
+    fast = choose(BUCKETS, Link(1e-5, 8 / 100e9), 4, CFG)  # 100 Gbit/s
+    assert fast.choice == ["dense"] * 4 and fast.moves == 0
+    assert "dense" not in slow.choice[:3]  # every big bucket is compressed
+    assert slow.choice[3] == "dense"  # 1.8 k entries: compressing saves under 5% of the step
+    _, blocked, tail = simulate(BUCKETS, [[s] for s in _dense_seconds(Link(1e-4, 8 / 100e6))])
+    assert slow.exposed_s < 0.5 * (blocked + tail)
+    # in between, fewer buckets are compressed than on the slow link
+    mid = choose(BUCKETS, Link(1e-4, 8 / 1e9), 4, CFG)
+    assert 0 < sum(c != "dense" for c in mid.choice) <= sum(c != "dense" for c in slow.choice)
+
+
+def _dense_seconds(link: Link) -> list[float]:
+    return [2 * 3 * link.alpha + ring_allreduce_bytes(4.0 * b.numel, 4) * link.beta
+            for b in BUCKETS]
+
+
+def test_more_compute_to_hide_behind_needs_less_compression():
+    link = Link(1e-4, 8 / 1e9)
+    long = [BucketInfo(b.numel, 1.0, b.shapes) for b in BUCKETS]
+    assert choose(long, link, 4, CFG).choice == ["dense"] * 4
+    assert choose(BUCKETS, link, 4, CFG).choice != ["dense"] * 4
+
+
+def test_a_small_gain_buys_no_more_compression():
+    slow = Link(1e-4, 8 / 100e6)
+    greedy = choose(BUCKETS, slow, 4, CFG, min_gain=0.0)
+    careful = choose(BUCKETS, slow, 4, CFG, min_gain=0.5)
+    assert greedy.moves > careful.moves
+    assert careful.choice == ["dense"] * 4  # no single move gains half a step
+
+
+def test_ladder_is_the_candidate_list_and_one_rank_sends_nothing():
+    slow = Link(1e-4, 8 / 100e6)
+    d = choose(BUCKETS, slow, 4, CFG, candidates=["dense", "fp16"])
+    assert set(d.choice) <= {"dense", "fp16"} and "fp16" in d.choice
+    assert choose(BUCKETS, slow, 1, CFG).choice == ["dense"] * 4
+    # the decision is deterministic (every rank computes the same from the same numbers)
+    assert choose(BUCKETS, slow, 4, CFG).choice == choose(BUCKETS, slow, 4, CFG).choice
+
+
+def test_simulate_blocks_on_all_but_the_last_collective():
+    b = [BucketInfo(10, 1.0), BucketInfo(10, 1.0)]
+    bwd, blocked, tail = simulate(b, [[0.5], [3.0]])
+    assert (bwd, blocked, tail) == (2.0, 0.0, 3.0)
+    bwd, blocked, tail = simulate(b, [[0.5, 0.5], [0.1]])  # first bucket blocks 0.5 s
+    assert (bwd, blocked) == (2.0, 0.5) and tail == pytest.approx(0.1)
+
+
+def test_fit_link_recovers_alpha_beta():
+    alpha, beta, p = 2e-4, 8 / 100e6, 4
+    t = [2 * 3 * alpha + ring_allreduce_bytes(float(n), p) * beta for n in (32768, 1 << 20)]
+    got = fit_link(32768, t[0], 1 << 20, t[1], p)
+    assert got.alpha == pytest.approx(alpha, rel=1e-6) and got.beta == pytest.approx(beta, rel=1e-6)
+    assert fit_link(32768, 0.5, 1 << 20, 0.1, p).beta > 0  # noisy probe: never negative
+
+
+@pytest.mark.parametrize("bad", [["dense", "lag"], ["auto"], ["grouped"], [], ["dense", "dense"],
+                                 ["dense", "nope"]])
+def test_bad_candidates_are_refused(bad):
+    with pytest.raises(ValidationError, match="auto_candidates|unknown"):
+        CommConfig(strategy="auto", auto_candidates=bad)
+
+
+def test_bad_probe_sizes_are_refused():
+    with pytest.raises(ValidationError, match="auto_probe_bytes"):
+        CommConfig(auto_probe_bytes=(1 << 20, 1024))
+
+
+def test_candidates_keep_their_guard():
+    from scidl.comm.auto import candidate_config
+
+    cfg = CommConfig(strategy="auto", warmup_steps=7, error_feedback=False)
+    topk = candidate_config(cfg, "topk")
+    assert (topk.strategy, topk.warmup_steps, topk.error_feedback) == ("topk", 7, True)

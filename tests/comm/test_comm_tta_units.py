@@ -1,0 +1,77 @@
+"""The pure parts of benchmarks/comm_tta.py: time to the dense target, the per-seed
+summary, the strategy labels, and reading a run folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("comm_tta_bench", ROOT / "benchmarks" / "comm_tta.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run(strategy, seed, curve, final, nbytes, higher=True):
+    return {"model": "digits", "link": "100mbit", "optimizer": "adam", "strategy": strategy,
+            "seed": seed, "steps": 60, "headline": "accuracy", "higher_is_better": higher,
+            "final": final, "curve": curve, "bytes_per_step": nbytes}
+
+
+def test_time_to_target_within_half_a_percent():
+    b = _bench()
+    curve = [[10, 1.0, 0.80], [20, 2.0, 0.951], [30, 3.0, 0.96]]
+    assert b.time_to(curve, 0.955, higher=True) == 2.0  # 0.951 ≥ 0.955·0.995
+    assert b.time_to(curve, 0.99, higher=True) is None
+    loss = [[10, 1.0, 2.0], [20, 2.0, 1.004]]
+    assert b.time_to(loss, 1.0, higher=False) == 2.0
+
+
+def test_summary_per_seed_target_and_spread():
+    b = _bench()
+    data = {"runs": [
+        _run("dense", 0, [[30, 4.0, 0.90], [60, 8.0, 0.95]], 0.95, 1000.0),
+        _run("dense", 1, [[30, 4.0, 0.956], [60, 8.0, 0.96]], 0.96, 1000.0),
+        _run("fp16", 0, [[30, 2.0, 0.95], [60, 4.0, 0.95]], 0.95, 500.0),
+        _run("fp16", 1, [[30, 3.0, 0.90], [60, 6.0, 0.956]], 0.956, 500.0),
+        _run("topk", 0, [[30, 1.0, 0.5], [60, 2.0, 0.6]], 0.6, 10.0),
+        {**_run("auto", 0, [], 0.0, 0.0), "error": "boom"},  # failed runs are left out
+    ]}
+    rows = {r["strategy"]: r for r in b.summarise(data)}
+    assert set(rows) == {"dense", "fp16", "topk"}
+    assert rows["dense"]["reached"] == 2 and rows["dense"]["tta_s"]["mean"] == 6.0  # 4 s, 8 s
+    assert rows["fp16"]["tta_s"] == {"mean": 4.0, "min": 2.0, "max": 6.0, "n": 2}
+    assert rows["fp16"]["tta_vs_dense"]["mean"] == (2.0 / 8.0 + 6.0 / 4.0) / 2
+    assert rows["fp16"]["bytes_vs_dense"] == 2.0
+    assert rows["topk"]["reached"] == 0 and rows["topk"]["tta_s"] is None
+    text = b.markdown(data)
+    assert "| digits | 100mbit | adam | 60 | fp16 | 2/2 | 4.0 ± 2.0 |" in text
+    assert "| topk | 0/1 | — |" in text
+
+
+def test_strategy_labels_and_defaults():
+    b = _bench()
+    assert b.comm_overrides("topk:density=0.001") == ["comm.strategy=topk", "comm.density=0.001"]
+    assert b.comm_overrides("powersgd") == ["comm.strategy=powersgd", "comm.rank=4"]
+    assert b.default_strategies()[:5] == ["dense", "fp16", "powersgd", "topk", "auto"]
+
+
+def test_read_run_sums_step_times_up_to_each_evaluation(tmp_path):
+    b = _bench()
+    rows = [{"step": s, "step_time_s": 0.5} for s in range(1, 5)]
+    rows[1]["eval/accuracy"] = 0.7  # an evaluation logged on a training row
+    rows.append({"step": 4, "eval/accuracy": 0.8})
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "summary.json").write_text(json.dumps(
+        {"headline": "accuracy", "higher_is_better": True, "headline_value": 0.8, "steps": 4}))
+    (tmp_path / "comm.json").write_text(json.dumps({"strategy": "auto", "choice": ["fp16"], "by_op": {
+        "allreduce": {"bytes_sent": 400}, "probe": {"bytes_sent": 10**6}}}))
+    got = b.read_run(tmp_path)
+    assert got["curve"] == [[2, 1.0, 0.7], [4, 2.0, 0.8]]
+    assert got["bytes_per_step"] == 100  # the probe is not a step's traffic
+    assert got["auto"]["choice"] == ["fp16"]

@@ -1,0 +1,81 @@
+"""The pure parts of benchmarks/predict_cluster.py: measured step (median after the
+warm-up), the relative error and its summary, the prediction of a row from stored
+profile and hardware, and the docs block rendered from the JSON."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location(
+        "predict_cluster_benchmark", ROOT / "benchmarks" / "predict_cluster.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+PROFILE = {"compute_s": 0.02, "grad_bytes": 4_000_000.0, "bucket_bytes": [4_000_000.0],
+           "backward_fraction": 0.5, "samples_per_step": 64, "measured_here": True,
+           "step_cv": 0.0}
+HW = {"name": "cluster-pv", "devices_per_node": 1, "overlap": 0.0, "algorithm": "ring",
+      "intra": {"alpha": 0.0, "beta": 1e-8}, "inter": {"alpha": 0.0, "beta": 1e-8},
+      "compute_slowdown": {2: 1.5}, "measured_here": True}
+
+
+def test_measured_step_drops_warmup_and_takes_median():
+    b = _bench()
+    rows = [{"step_time_s": t} for t in (9.0, 9.0, 1.0, 3.0, 2.0)] + [{"loss": 1.0}]
+    m = b.measured_step(rows, warmup=2)
+    assert m == {"step_s": 2.0, "step_min_s": 1.0, "step_max_s": 3.0, "steps": 3}
+    with pytest.raises(ValueError):
+        b.measured_step(rows[:2], warmup=2)
+
+
+def test_error_and_summary():
+    b = _bench()
+    assert b.rel_error(1.1, 1.0) == pytest.approx(0.1)
+    assert b.rel_error(0.5, 1.0) == pytest.approx(-0.5)
+    rows = [{"link": "1gbit", "nodes": n, "comm": "dense", "error": e}
+            for n, e in ((2, 0.05), (4, -0.30), (8, 0.10))]
+    s = b.summarize(rows)
+    assert s["median_abs_error"] == pytest.approx(0.10)
+    assert s["worst_abs_error"] == pytest.approx(0.30)
+    assert s["worst"] == {"link": "1gbit", "nodes": 4, "comm": "dense"}
+    assert (s["within_10pct"], s["within_20pct"]) == (2, 2)
+
+
+def test_predict_row_hand_computed():
+    b = _bench()
+    # ring at p = 2 on one 4 MB bucket: 2·(1/2)·4e6 bytes·1e-8 s/B = 0.04 s, no overlap;
+    # compute 0.02 s × the measured slowdown 1.5 of 2 busy ranks = 0.03 s
+    pred = b.predict_row(PROFILE, HW, 2, "dense")
+    assert pred["compute_s"] == pytest.approx(0.03)
+    assert pred["exposed_comm_s"] == pytest.approx(0.04)
+    assert pred["step_s"] == pytest.approx(0.07)
+    # fp16 sends half the bytes
+    assert b.predict_row(PROFILE, HW, 2, "fp16")["exposed_comm_s"] == pytest.approx(0.02)
+
+
+def test_repredict_and_render_quote_the_json():
+    b = _bench()
+    d = {"overrides": ["task.hidden=[8]"], "steps": 6, "warmup": 2, "date": "2026-12-02",
+         "cpus": 2, "load_before": 1.5, "load_after": 2.5, "profile": PROFILE,
+         "hardware": {"1gbit": HW},
+         "rows": [{"link": "1gbit", "link_bits": 10**9, "nodes": 2, "comm": "dense",
+                   "measured_s": 0.08, "measured_min_s": 0.075, "measured_max_s": 0.09}]}
+    b.repredict(d)
+    row = d["rows"][0]
+    assert row["predicted_s"] == pytest.approx(0.07)
+    assert row["error"] == pytest.approx(-0.125)
+    assert d["summary"]["median_abs_error"] == pytest.approx(0.125)
+    text = b.render(d)
+    assert "| 1gbit | 2 | dense | 0.070 | 0.080 [0.075–0.090] | -12% |" in text
+    assert "Median |error| 12.5% over 1 rows" in text
+    assert "load average 1.5 before and 2.5 after" in text
+    assert "p = 2: ×1.50" in text
