@@ -39,6 +39,8 @@ import cluster as cluster_bench  # noqa: E402  (benchmarks/cluster.py)
 import comm_tta  # noqa: E402  (benchmarks/comm_tta.py)
 import malformed_inputs  # noqa: E402
 import predict_cluster  # noqa: E402  (benchmarks/predict_cluster.py)
+import sparse_collectives  # noqa: E402  (benchmarks/sparse_collectives.py)
+import topk_accuracy  # noqa: E402  (benchmarks/topk_accuracy.py)
 
 
 def _bench_module(name: str):  # noqa: ANN202
@@ -85,6 +87,8 @@ REGISTRY: dict[str, Block] = {
     "comm_convergence": _b("comm", partial(t.comm_convergence, section="convergence")),
     "comm_convergence_sgd": _b("comm", partial(t.comm_convergence, section="convergence_sgd")),
     "comm_speed": _b("comm", partial(t.comm_speed, section="speed")),
+    "sparse_collectives": _b("sparse_collectives", sparse_collectives.markdown),
+    "topk_accuracy": _b("topk_accuracy", topk_accuracy.markdown),
     "comm_tta": _b("comm_tta", comm_tta.markdown),
     # docs/optimizers.md
     "optim_admissions_b40": _b("optim", partial(t.optim_admissions, section="admissions_b40")),

@@ -500,6 +500,28 @@ def _check_registered(cfg: RunConfig) -> None:
             raise ConfigError(f"invalid value for 'train.phases.{i}.optim': "
                               f"{OPTIMIZERS.suggest(phase.optim)}")
     _check_precision(cfg)
+    _check_comm_owns_optimizer(cfg)
+
+
+def _check_comm_owns_optimizer(cfg: RunConfig) -> None:
+    """A strategy that applies momentum/Adam itself (``dgc``, ``topk_adam``) needs plain
+    SGD as the optimizer: double momentum, or clipping its update, is a ConfigError."""
+    from scidl.comm.registry import get_strategy_class
+
+    c = cfg.comm
+    name = c.lag_inner if c.strategy == "lag" else c.strategy
+    owns = get_strategy_class(name).owns_optimizer_state
+    if owns is None:
+        return
+    optims = [cfg.optim.name, *(ph.optim for ph in cfg.train.phases)]
+    if any(o != "sgd" for o in optims) or cfg.optim.momentum != 0:
+        raise ConfigError(f"comm.strategy={name} applies {owns} itself: set optim.name=sgd "
+                          f"optim.momentum=0 (got optim.name={','.join(optims)} "
+                          f"optim.momentum={cfg.optim.momentum})")
+    if cfg.train.clip_grad_norm is not None:
+        raise ConfigError(f"train.clip_grad_norm would clip the update comm.strategy={name} "
+                          "returns, not the gradient: unset it (dgc: comm.clip_norm clips "
+                          "each rank's gradient)")
 
 
 #: gradient reductions that keep every bit of a float64 gradient

@@ -24,7 +24,8 @@ from scidl.comm.sparse import (
     unpack_sum,
 )
 
-ALL = ["bf16", "dense", "fp16", "grouped", "hierarchical", "lag", "powersgd", "topk"]
+ALL = ["bf16", "dense", "dgc", "fp16", "grouped", "hierarchical", "lag", "powersgd", "topk",
+       "topk_adam"]
 
 
 def test_every_strategy_is_registered_and_builds():
@@ -69,6 +70,22 @@ def test_threshold_selection_is_close_to_exact():
     mask = torch.zeros_like(x, dtype=torch.bool)
     mask[idx] = True
     assert x[mask].abs().min() >= x[~mask].abs().max()
+
+
+def test_threshold_selection_sends_at_least_the_requested_density():
+    # The sampled threshold used to sit at the k-th quantile itself, so about half the
+    # buckets sent fewer than k entries (0.944 % of the entries for density 0.01).
+    sent = planned = 0
+    for seed in range(20):
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn(300_000, generator=gen)
+        for density in (0.01, 0.001):
+            k = k_for(x.numel(), density)
+            idx = threshold_topk(x, k, 0.01, gen)
+            assert idx.numel() >= k, (seed, density, idx.numel(), k)
+            assert idx.unique().numel() == idx.numel()
+            sent, planned = sent + idx.numel(), planned + k
+    assert sent == planned  # exactly k: the wire description holds
 
 
 def test_chunked_threshold_pass_matches_nonzero():
@@ -156,3 +173,56 @@ def test_byte_formulas_follow_the_backend():
     assert sum(broadcast_bytes(10, 5, r, 2, "gloo") for r in range(5)) == 40
     assert [broadcast_bytes(10, 3, r, 1, "nccl") for r in range(3)] == [0, 10, 10]
     assert [broadcast_bytes(10, 3, r, 0) for r in range(3)] == [20, 0, 0]
+
+
+def test_density_warmup_is_exponential_down_to_the_target():
+    from scidl.comm.sparse_allreduce import warmup_density
+
+    assert [warmup_density(0.01, t, 2) for t in range(8)] == [
+        0.25, 0.25, 0.0625, 0.0625, 0.015625, 0.015625, 0.01, 0.01]
+    assert warmup_density(0.01, 5, 0) == 0.01  # off
+    assert warmup_density(0.5, 0, 3) == 0.5  # never below the target
+
+
+def test_rsag_bytes_stay_bounded_as_ranks_grow():
+    from scidl.comm.sparse_allreduce import plan_for
+    from scidl.comm.wire import bytes_sent
+
+    n, k = 1_000_000, 10_000
+    flat = [bytes_sent(plan_for("allgather", p, n, k, 4), p) for p in (2, 4, 8, 64)]
+    rsag = [bytes_sent(plan_for("rsag", p, n, k, 4), p) for p in (2, 4, 8, 64)]
+    assert flat[3] > 30 * flat[0]  # the all-gather grows as p·k
+    # rsag: (p−1)/p·k pairs + (p−1) reduced chunks, each at most ⌈n/p⌉ dense values
+    assert all(r <= 8 * k + 4 * n + 64 * 8 * 72 for r in rsag)
+    # full overlap (fill 1/p): ≈ 2(p−1)/p·k pairs, like a ring allreduce of k entries
+    over = [bytes_sent(plan_for("rsag", p, n, k, 4, 1 / p), p) for p in (2, 8, 64)]
+    assert max(over) < 2 * 8 * k + 64 * 8 * 72
+
+
+def test_auto_collective_choice_follows_alpha_beta():
+    from scidl.comm.sparse_allreduce import choose_algorithm
+
+    # big bucket, many ranks, slow link: bytes dominate → not the flat all-gather
+    assert choose_algorithm(16, 10_000_000, 100_000, 4, 1 / 16, 1e-5, 1e-8) == "rsag"
+    # tiny bucket, high latency: fewest messages → the all-gather (2 collectives)
+    assert choose_algorithm(8, 1_000, 10, 4, 1.0, 1e-2, 1e-9) == "allgather"
+    # dense wins where the selections fill the bucket anyway
+    assert choose_algorithm(8, 1_000, 400, 4, 1.0, 1e-6, 1e-8) == "dense"
+    cfg = CommConfig(strategy="topk", density=0.01, sparse_collective="rsag")
+    assert [c.op for c in build_strategy(cfg).wire(cfg, 10**6, 4)] == [
+        "allgather", "alltoall", "allgather", "allgather"]
+
+
+def test_strategies_that_own_the_optimizer_state_reject_double_momentum():
+    from scidl.config import ConfigError, load_config
+
+    sgd = ["optim.name=sgd", "optim.momentum=0"]
+    assert load_config("digits", overrides=[*sgd, "comm.strategy=dgc"]).comm.strategy == "dgc"
+    for bad, key in ((["comm.strategy=dgc"], "optim.momentum=0"),
+                     (["optim.name=sgd", "comm.strategy=dgc"], "optim.momentum=0"),
+                     (["comm.strategy=topk_adam"], "optim.name=sgd"),
+                     ([*sgd, "comm.strategy=topk_adam", "train.clip_grad_norm=1"],
+                      "train.clip_grad_norm"),
+                     (["comm.strategy=lag", "comm.lag_inner=dgc"], "optim.momentum=0")):
+        with pytest.raises(ConfigError, match=key):
+            load_config("digits", overrides=bad)

@@ -10,6 +10,7 @@ collective                                 nccl, mpi, …         gloo (measured
 allreduce of ``n`` bytes                   2(p-1)/p·n           2(p-1)/p·n
 reduce-scatter of a total of ``n`` bytes   (p-1)/p·n            2(p-1)/p·n
 allgather of ``b`` bytes from every rank   (p-1)·b              (p-1)·b
+all-to-all of ``n`` bytes (even split)     (p-1)/p·n            (p-1)/p·n
 broadcast of ``b`` bytes                   nccl: b on all but   b per child in a binomial
                                            the ring's last;     tree rooted at the source
                                            others: root (p-1)·b (root: ⌈log2 p⌉·b)
@@ -82,6 +83,15 @@ def reduce_scatter_bytes(nbytes: Num, world: int, backend: str | None = None) ->
 def allgather_bytes(block_bytes: Num, world: int, backend: str | None = None) -> Num:
     """Bytes one rank sends when every rank contributes ``block_bytes``: (p-1)·b (all backends)."""
     return ring_steps(world) * block_bytes
+
+
+def alltoall_bytes(nbytes: Num, world: int, backend: str | None = None) -> Num:
+    """Bytes one rank sends in an all-to-all of ``nbytes`` in all, spread evenly over the
+    ``world`` destinations: (p-1)/p·n (its own block stays local; all backends)."""
+    sent = ring_steps(world) * nbytes
+    if world <= 1:
+        return 0 * nbytes
+    return sent // world if isinstance(sent, int) else sent / world
 
 
 def broadcast_bytes(nbytes: int, world: int, rank: int, root: int = 0,

@@ -69,6 +69,10 @@ class CommStrategy(abc.ABC):
     #: strategies registered by users, and ``lag``, which applies last step's result):
     #: the ranks agree on the skip with one small allreduce per step.
     nonfinite_agreed: bool = False  # a class default; a composite (auto) sets it per instance
+    #: the optimizer state the strategy applies itself (``momentum``: ``dgc``; ``adam``:
+    #: ``topk_adam``): the run's optimizer must then be plain SGD without momentum and
+    #: ``train.clip_grad_norm`` unset (checked when the run config is loaded).
+    owns_optimizer_state: ClassVar[str | None] = None
 
     def __init__(self, cfg: CommConfig) -> None:
         self.cfg = cfg

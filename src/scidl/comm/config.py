@@ -12,8 +12,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: Strategies ``auto`` cannot hold as candidates: itself, ``lag`` (applies results one
-#: step late) and ``grouped`` (asks DDP for buckets of its own).
-NOT_AUTO_CANDIDATES = frozenset({"auto", "lag", "grouped"})
+#: step late), ``grouped`` (asks DDP for buckets of its own), and ``dgc``/``topk_adam``
+#: (they apply the optimizer's momentum/Adam themselves: the run needs plain SGD).
+NOT_AUTO_CANDIDATES = frozenset({"auto", "lag", "grouped", "dgc", "topk_adam"})
 
 
 def check_candidates(names: list[str] | tuple[str, ...]) -> None:
@@ -55,6 +56,27 @@ class CommConfig(BaseModel):
             more than this many milliseconds later in the observed backward pass.
         lag_inner: ``lag``: the strategy whose result is applied one step late.
         seed: seed of the strategies' random draws (PowerSGD's Q, threshold samples).
+        density_warmup_steps: ``topk``/``dgc``/``topk_adam``: steps per stage of the
+            exponential density warm-up after the dense ``warmup_steps`` (DGC, Lin et al.
+            2018): 25 %, 6.25 %, 1.5625 %, … of the entries, each for this many steps,
+            until ``density`` is reached; 0: ``density`` from the start.
+        momentum: ``dgc``: the momentum the strategy applies itself (momentum
+            correction); the optimizer must then be SGD without momentum.
+        clip_norm: ``dgc``: local gradient clipping, each parameter's local gradient norm
+            is clipped to ``clip_norm/√p`` before it is accumulated; None: off.
+        adam_beta1: ``topk_adam``: decay of Adam's first moment.
+        adam_beta2: ``topk_adam``: decay of Adam's second moment.
+        adam_eps: ``topk_adam``: denominator epsilon √v̂ + eps.
+        adam_freeze_steps: ``topk_adam``: dense Adam steps on the allreduced gradient
+            before each rank's Adam update is sent as error-compensated top-k.
+        sparse_collective: ``topk``/``dgc``/``topk_adam``: how the selected entries are
+            summed: ``allgather`` (every rank's (index, value) pairs to every rank),
+            ``rsag`` (sparse reduce-scatter to the owner of each index, then an
+            allgather of the reduced chunks, each sparse or dense), or ``auto`` (per
+            bucket, the cheapest of allgather, rsag and dense for ``link_alpha``,
+            ``link_beta``).
+        link_alpha: ``sparse_collective=auto``: latency per message (s).
+        link_beta: ``sparse_collective=auto``: seconds per byte (1/bandwidth).
         auto_candidates: ``auto``: strategies to choose from per bucket, least to most lossy.
         auto_warmup_steps: ``auto``: dense steps observed before the first choice.
         auto_every: ``auto``: probe the link and choose again every N steps (0: once).
@@ -102,6 +124,38 @@ class CommConfig(BaseModel):
     )
     lag_inner: str = Field("dense", description="lag: strategy applied one step late")
     seed: int = Field(0, description="seed of the strategies' random draws")
+    density_warmup_steps: int = Field(
+        0, ge=0, description="topk/dgc/topk_adam: steps per stage of the exponential density "
+        "warm-up 25%→6.25%→…→density (0: off)"
+    )
+    momentum: float = Field(
+        0.9, ge=0, lt=1, description="dgc: momentum applied by the strategy (momentum "
+        "correction); the optimizer must be SGD with optim.momentum=0"
+    )
+    clip_norm: float | None = Field(
+        None, gt=0, description="dgc: clip each parameter's local gradient norm to "
+        "clip_norm/sqrt(ranks) before accumulating (None: off)"
+    )
+    adam_beta1: float = Field(0.9, ge=0, lt=1, description="topk_adam: first-moment decay")
+    adam_beta2: float = Field(
+        0.999, ge=0, lt=1, description="topk_adam: second-moment decay"
+    )
+    adam_eps: float = Field(1e-8, gt=0, description="topk_adam: denominator epsilon")
+    adam_freeze_steps: int = Field(
+        100, ge=1, description="topk_adam: dense Adam steps before the per-rank "
+        "Adam update is sent as error-compensated top-k (1-bit Adam's warm-up)"
+    )
+    sparse_collective: Literal["allgather", "rsag", "auto"] = Field(
+        "allgather", description="topk/dgc/topk_adam: all-gather of the pairs, sparse "
+        "reduce-scatter + allgather (rsag), or auto per bucket from link_alpha/link_beta"
+    )
+    link_alpha: float = Field(
+        5e-5, ge=0, description="sparse_collective=auto: latency per message in seconds"
+    )
+    link_beta: float = Field(
+        8e-9, ge=0, description="sparse_collective=auto: seconds per byte (1/bandwidth; "
+        "8e-9 = 1 Gbit/s)"
+    )
     auto_candidates: list[str] = Field(
         ["dense", "fp16", "powersgd", "topk"],
         description="auto: strategies chosen from per bucket, least to most lossy")

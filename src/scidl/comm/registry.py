@@ -26,6 +26,8 @@ STRATEGIES: Registry[type[CommStrategy]] = Registry("comm.strategy", {
     "bf16": "scidl.comm.bf16:BF16Allreduce",
     "powersgd": "scidl.comm.powersgd:PowerSGD",
     "topk": "scidl.comm.topk:TopK",
+    "dgc": "scidl.comm.dgc:DGC",
+    "topk_adam": "scidl.comm.topk_adam:TopKAdam",
     "lag": "scidl.comm.lag:Lag",
     "auto": "scidl.comm.auto:Auto",
 }, group="scidl.comm")

@@ -3,8 +3,9 @@
 Selection picks the k = ⌈density·n⌉ largest-magnitude entries of a flat tensor. Exact
 ``torch.topk`` costs O(n log k) with a large constant on CPU (≈ 0.5 s for 6.5 M floats on
 one core here); the threshold method estimates the (1 − density) quantile of |x| from a
-random sample and keeps every entry above it in one pass (≈ 0.07 s), so the count
-varies around k from rank to rank — the all-gather protocol carries variable counts.
+random sample (at 1.5× the density), keeps every entry above it in one pass and trims
+the candidates to exactly k (≈ 0.07 s). Only buckets with fewer than k non-zero entries
+send fewer; the all-gather protocol carries variable counts for them.
 
 Wire format of one rank's contribution: a byte buffer of ``cap`` int32 indices followed
 by ``cap`` values (fp32 or fp16); ranks pad to the largest count of the step.
@@ -63,18 +64,23 @@ def above(x: torch.Tensor, t: float, chunk: int = 1 << 18) -> torch.Tensor:
 
 def threshold_topk(
     x: torch.Tensor, k: int, sample_fraction: float, gen: torch.Generator,
-    min_sample_hits: int = 64,
+    min_sample_hits: int = 64, margin: float = 1.5,
 ) -> torch.Tensor:
-    """Indices of the entries with |x| ≥ t, t the estimated (1 − k/n) quantile of |x|.
+    """Indices of exactly the k largest |x| (ties broken arbitrarily), found from a
+    sampled threshold: t is the estimated (1 − margin·k/n) quantile of |x|, every entry
+    with |x| ≥ t is a candidate (one pass), and the k largest candidates are kept.
 
     The sample holds enough entries that ≈ ``min_sample_hits`` of them lie above the
-    quantile. If the estimate is off by more than 2× (ties, mostly-zero buckets) the
-    candidates are trimmed with an exact top-k among them, or the exact method is used.
+    quantile, so the candidate count is margin·k ± ≈ 13 %: nearly always ≥ k, and
+    trimming ≈ 1.5·k candidates costs little. The count is exactly k, never fewer: a
+    threshold taken at the k-th quantile itself misses about half the time, which sent
+    0.944 % of the entries for ``comm.density=0.01``. Too few candidates (ties,
+    mostly-zero buckets) fall back to the exact method.
     """
     n = x.numel()
     if k >= n:
         return torch.arange(n, device=x.device)
-    density = k / n
+    density = min(1.0, margin * k / n)
     m = min(n, max(int(sample_fraction * n), math.ceil(min_sample_hits / density)))
     sample = x[torch.randint(0, n, (m,), generator=gen).to(x.device)].abs()
     ks = max(1, min(m, round(density * m)))
@@ -83,11 +89,11 @@ def threshold_topk(
         t = torch.finfo(x.dtype).tiny
     idx = above(x, t)
     c = idx.numel()
-    if c > 2 * k:  # far too many candidates: keep the k largest of them
-        idx = idx[torch.topk(x[idx].abs(), k, sorted=False).indices]
-    elif c < k // 2 and t > torch.finfo(x.dtype).tiny:  # far too few: exact fallback
-        idx = exact_topk(x, k)
-    return idx
+    if c > k:  # keep the k largest candidates
+        return idx[torch.topk(x[idx].abs(), k, sorted=False).indices]
+    if c < k and t > torch.finfo(x.dtype).tiny:  # too few: the exact method
+        return exact_topk(x, k)
+    return idx  # c == k, or every non-zero entry when fewer than k are non-zero
 
 
 def select(

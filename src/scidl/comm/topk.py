@@ -18,7 +18,15 @@ Protocol, identical on every rank: (1) if the rule p·k·(1+s_idx/s_val) > 2n al
 holds for the planned k, allreduce a densely (nothing is selected); (2) otherwise select,
 all-gather the p (count, finite) pairs (16 bytes each), and if the largest count c_max makes the rule
 hold, allreduce densely; (3) else all-gather each rank's indices and values padded to
-c_max and sum them locally. The first ``warmup_steps`` steps are plain dense.
+c_max and sum them locally. The first ``warmup_steps`` steps are plain dense; then, with
+``density_warmup_steps`` > 0, the density follows DGC's exponential warm-up (25 %,
+6.25 %, … each for that many steps) down to ``density``.
+With ``sparse_collective=rsag`` the selected pairs are summed by a sparse reduce-scatter
+and an allgather of the reduced chunks instead of step (3), and ``auto`` chooses per
+bucket among all-gather, rsag and dense from the α-β cost
+(:mod:`scidl.comm.sparse_allreduce`). Subclasses (``dgc``, ``topk_adam``) change what is
+accumulated and what the reduced sum becomes through the ``_accumulate``/``_sent``/
+``_finish`` hooks; the protocol stays this one.
 Non-finite gradients: the all-gather of step (2) carries each rank's finiteness with
 its count, so every rank takes the same path; if any rank's bucket is NaN/Inf, every
 rank returns a NaN bucket (the trainer skips the step on all ranks) and zeroes the
@@ -28,6 +36,7 @@ residual. Dense paths pass a NaN through the allreduce to every rank;
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,7 +55,16 @@ from scidl.comm.sparse import (
     select_segments,
     unpack_sum,
 )
-from scidl.comm.wire import Collective, Shape, numel_of
+from scidl.comm.sparse_allreduce import (
+    choose_algorithm,
+    chunk_len,
+    pack_by_owner,
+    plan_for,
+    scatter_chunks,
+    sum_received,
+    warmup_density,
+)
+from scidl.comm.wire import Collective, Shape, bytes_sent, numel_of
 
 COUNT_BYTES = 16  # each rank's (count, non-finite) pair: two int64
 
@@ -56,27 +74,39 @@ def value_bytes(cfg: Any) -> int:
     return 2 if cfg.value_dtype == "fp16" else 4
 
 
+def plan_algorithm(cfg: Any, world: int, n: int, k: int, vb: int, fill: float) -> str:
+    """How a bucket's k entries per rank are summed (identical on every rank): ``dense``
+    where SparCML's byte rule prefers it, else ``comm.sparse_collective``; ``auto``: the
+    cheapest of all-gather, rsag and dense under ``link_alpha``/``link_beta``."""
+    if cfg.sparse_collective == "auto":
+        return choose_algorithm(world, n, k, vb, fill, cfg.link_alpha, cfg.link_beta)
+    if cfg.sparse_collective == "rsag":  # dense once rsag's worst case sends more bytes
+        worst = bytes_sent(plan_for("rsag", world, n, k, vb), world)
+        return "dense" if worst >= bytes_sent(plan_for("dense", world, n, k, vb), world) \
+            else "rsag"
+    return "dense" if prefer_dense(world, k, n, vb) else "allgather"
+
+
 class TopK(CommStrategy):
     """Top-k sparsified allreduce with per-rank error feedback and a dense switch."""
 
     name = "topk"
     description = "top-k sparse all-gather with error feedback and sparse→dense switch"
     nonfinite_agreed = True
-    wire_settings = ("density", "value_dtype")
+    wire_settings = ("density", "value_dtype", "sparse_collective")
 
     @classmethod
     def wire(cls, cfg: Any, numel: int, world: int,
              shapes: Sequence[Shape] | None = None) -> list[Collective]:
         """k = Σ⌈density·n_i⌉ per parameter (one segment when shapes are unknown): the
         (count, finite) all-gather, then k (index, value) pairs from every rank; or one
-        dense allreduce in the value dtype when the switch rule prefers it."""
+        dense allreduce in the value dtype when the switch rule prefers it. ``rsag``: its
+        four collectives for selections that do not overlap (the worst case)."""
         vb = value_bytes(cfg)
         sizes = [numel_of(s) for s in shapes] if shapes else [numel]
         k = segments_k([(0, n) for n in sizes], cfg.density)
-        if prefer_dense(world, k, numel, vb):
-            return [Collective("allreduce", vb * numel)]
-        return [Collective("allgather", COUNT_BYTES),
-                Collective("allgather", k * (INDEX_BYTES + vb))]
+        algo = plan_algorithm(cfg, world, numel, k, vb, fill=1.0)
+        return plan_for(algo, world, numel, k, vb)
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
@@ -84,6 +114,7 @@ class TopK(CommStrategy):
         self.gen = torch.Generator()
         self.wire_dtype = torch.float16 if cfg.value_dtype == "fp16" else torch.float32
         self.modes: dict[int, str] = {}
+        self.fill: dict[int, float] = {}  # U/(p·k) of each bucket's last sparse sum
         self.sparse_calls = 0
         self.dense_calls = 0
         self.sent_values = 0
@@ -93,54 +124,169 @@ class TopK(CommStrategy):
         super().setup(ddp_model, group)
         self.gen.manual_seed(self.cfg.seed * 7919 + self.rank)
 
+    def density_now(self) -> float:
+        """This step's density: ``density`` after DGC's exponential warm-up."""
+        return warmup_density(self.cfg.density, self.step - self._dense_steps(),
+                              self.cfg.density_warmup_steps)
+
+    def _dense_steps(self) -> int:
+        """Steps reduced densely (uncompressed) at the start."""
+        return self.cfg.warmup_steps
+
+    # ------------------------------------------------------------------ subclass hooks
+    def _keeps_residual(self) -> bool:
+        return bool(self.cfg.error_feedback)
+
+    def _accumulate(self, bucket: Bucket) -> torch.Tensor:
+        """The tensor to sparsify (it holds the residual after the call when kept)."""
+        if self._keeps_residual():
+            return self.residuals.get(bucket).add_(bucket.buffer)
+        return bucket.buffer
+
+    def _sent(self, bucket: Bucket, idx: torch.Tensor | None) -> None:
+        """``idx`` (None: everything) of the accumulator was sent this step."""
+        return None
+
+    def _nonfinite(self, bucket: Bucket) -> None:
+        """Some rank's bucket is NaN/Inf: drop this bucket's state (all ranks)."""
+        if self._keeps_residual():
+            self.residuals.get(bucket).zero_()
+
+    def _finish(self, bucket: Bucket, out: torch.Tensor) -> torch.Tensor:
+        """The averaged sum of what was sent → the bucket's result (identity here)."""
+        return out
+
+    def _dense_warmup(self, bucket: Bucket) -> Future[torch.Tensor]:
+        return self._dense(bucket, bucket.buffer, residual=None, mode="warmup")
+
+    # ------------------------------------------------------------------ protocol
     def reduce(self, bucket: Bucket) -> Future[torch.Tensor]:
+        fut = self._reduce(bucket)
+        if type(self)._finish is TopK._finish:
+            return fut
+        return fut.then(lambda f: self._finish(bucket, f.value()))
+
+    def _reduce(self, bucket: Bucket) -> Future[torch.Tensor]:
         buf = bucket.buffer
         n = buf.numel()
-        if self.step < self.cfg.warmup_steps:  # a NaN anywhere reaches every rank
-            return self._dense(bucket, buf, residual=None, mode="warmup")
-        ef = self.cfg.error_feedback
-        acc = self.residuals.get(bucket).add_(buf) if ef else buf
+        if self.step < self._dense_steps():  # a NaN anywhere reaches every rank
+            return self._dense_warmup(bucket)
+        ef = self._keeps_residual()
+        acc = self._accumulate(bucket)
         vb = self.wire_dtype.itemsize
         segments = [(s, m) for _, s, m in bucket.offsets()] or [(0, n)]
-        k = segments_k(segments, self.cfg.density)
-        if prefer_dense(self.world, k, n, vb):  # the same on every rank: sizes only
+        density = self.density_now()
+        k = segments_k(segments, density)
+        # the same on every rank: sizes, settings and last step's (shared) fill only
+        algo = plan_algorithm(self.cfg, self.world, n, k, vb, self.fill.get(bucket.index, 1.0))
+        if algo == "dense":
             return self._dense(bucket, acc, residual=acc if ef else None, mode="dense")
         # Which path to take depends on values (counts, finiteness): every rank learns
         # every rank's (count, finite) in one small all-gather before choosing.
         finite = bool(torch.isfinite(acc.sum()))
-        idx = (select_segments(acc, segments, self.cfg.density, self.cfg.selection,
+        idx = (select_segments(acc, segments, density, self.cfg.selection,
                                self.cfg.exact_max_numel, self.cfg.sample_fraction, self.gen)
                if finite else acc.new_zeros(0, dtype=torch.int64))
+        if algo == "rsag":
+            return self._rsag(bucket, acc, idx, finite, ef)
         info = torch.zeros(2 * self.world, dtype=torch.int64, device=buf.device)
         mine = torch.tensor([idx.numel(), int(not finite)], device=buf.device)
         self.wait(self.allgather(info, mine, op="allgather_counts"))
         rows = info.view(self.world, 2).tolist()
         if any(bad for _, bad in rows):  # some rank's gradient is NaN/Inf: skip the step
-            self.modes[bucket.index] = "nonfinite"
-            if ef:
-                acc.zero_()
-            return completed(buf.fill_(float("nan")))
+            return self._skip(bucket)
         counts = [c for c, _ in rows]
         cap = max(counts)
         if prefer_dense(self.world, cap, n, vb):
             return self._dense(bucket, acc, residual=acc if ef else None, mode="dense")
+        vals = self._take(acc, idx, ef)
+        self._sent(bucket, idx)
+        payload = pack(idx, vals, cap)
+        gathered = torch.empty(payload.numel() * self.world, dtype=torch.uint8, device=buf.device)
+        self._count_sparse(bucket, "sparse", idx.numel(), n)
+        total = max(sum(counts), 1)
+
+        def combine(f: Future[torch.Tensor]) -> torch.Tensor:
+            unpack_sum(f.value(), counts, cap, self.wire_dtype, out=buf)
+            self.fill[bucket.index] = int(torch.count_nonzero(buf)) / total
+            return buf.div_(self.world)
+
+        return self.allgather(gathered, payload, op="allgather_sparse").then(combine)
+
+    def _take(self, acc: torch.Tensor, idx: torch.Tensor, ef: bool) -> torch.Tensor:
+        """The values sent at ``idx`` (wire dtype); the residual keeps what was not sent."""
         vals = acc[idx].to(self.wire_dtype)
         if ef and self.wire_dtype == acc.dtype:  # e ← a − sent: zero where sent
             acc.index_fill_(0, idx, 0.0)
         elif ef:  # fp16 values: the rounding error of each sent value stays in e
             acc.index_put_((idx,), acc[idx] - vals.to(acc.dtype))
-        payload = pack(idx, vals, cap)
-        gathered = torch.empty(payload.numel() * self.world, dtype=torch.uint8, device=buf.device)
-        self.modes[bucket.index] = "sparse"
+        return vals
+
+    def _count_sparse(self, bucket: Bucket, mode: str, sent: int, n: int) -> None:
+        self.modes[bucket.index] = mode
         self.sparse_calls += 1
-        self.sent_values += idx.numel()
+        self.sent_values += sent
         self.bucket_values += n
 
-        def combine(f: Future[torch.Tensor]) -> torch.Tensor:
-            unpack_sum(f.value(), counts, cap, self.wire_dtype, out=buf)
-            return buf.div_(self.world)
+    def _skip(self, bucket: Bucket) -> Future[torch.Tensor]:
+        self.modes[bucket.index] = "nonfinite"
+        self._nonfinite(bucket)
+        return completed(bucket.buffer.fill_(float("nan")))
 
-        return self.allgather(gathered, payload, op="allgather_sparse").then(combine)
+    def _rsag(self, bucket: Bucket, acc: torch.Tensor, idx: torch.Tensor, finite: bool,
+              ef: bool) -> Future[torch.Tensor]:
+        """Sparse reduce-scatter to each entry's owner (i mod p), then an allgather of the
+        reduced chunks, sparse or dense (:mod:`scidl.comm.sparse_allreduce`)."""
+        buf = bucket.buffer
+        n, p, me = buf.numel(), self.world, self.rank
+        dev = buf.device
+        vb = self.wire_dtype.itemsize
+        pair = INDEX_BYTES + vb
+        vals = acc[idx].to(self.wire_dtype)  # taken from the residual once all agree
+        payload, counts = pack_by_owner(idx, vals, p)
+        info = torch.zeros(p * (p + 1), dtype=torch.int64, device=dev)
+        mine = torch.tensor([*counts, int(not finite)], dtype=torch.int64, device=dev)
+        self.wait(self.allgather(info, mine, op="allgather_counts"))
+        rows = info.view(p, p + 1).tolist()
+        if any(r[p] for r in rows):  # some rank's gradient is NaN/Inf: skip the step
+            return self._skip(bucket)
+        self._take(acc, idx, ef)
+        self._sent(bucket, idx)
+        self._count_sparse(bucket, "rsag", idx.numel(), n)
+        recv_counts = [r[me] for r in rows]
+        recv = torch.empty(sum(recv_counts) * pair, dtype=torch.uint8, device=dev)
+        out_splits = [c * pair for c in recv_counts]
+        in_splits = [c * pair for c in counts]
+        nbytes = sum(in_splits) - in_splits[me]
+        self.counters.record("alltoall_sparse", nbytes, sum(out_splits) - out_splits[me])
+        work = dist.all_to_all_single(recv, payload, out_splits, in_splits, group=self.group,
+                                      async_op=True)
+        self.wait(self._timed(work, "alltoall_sparse", recv))
+        length = chunk_len(n, p, me)
+        chunk, pos = sum_received(recv, recv_counts, length, self.wire_dtype)
+        c2 = torch.zeros(p, dtype=torch.int64, device=dev)
+        self.wait(self.allgather(c2, torch.tensor([pos.numel()], device=dev),
+                                 op="allgather_counts"))
+        filled = c2.tolist()
+        cap = max(filled)
+        width = math.ceil(n / p)
+        dense = cap * pair >= width * vb
+        if dense:
+            block = torch.zeros(width * vb, dtype=torch.uint8, device=dev)
+            block[: length * vb].view(self.wire_dtype)[:] = chunk.to(self.wire_dtype)
+            self.modes[bucket.index] = "rsag_dense"
+        else:
+            block = pack(pos, chunk[pos].to(self.wire_dtype), cap)
+        gathered = torch.empty(block.numel() * p, dtype=torch.uint8, device=dev)
+        total = max(sum(sum(r[:p]) for r in rows), 1)
+        self.fill[bucket.index] = sum(filled) / total
+
+        def combine(f: Future[torch.Tensor]) -> torch.Tensor:
+            scatter_chunks(f.value(), p, n, dense, filled, width if dense else cap,
+                           self.wire_dtype, out=buf)
+            return buf.div_(p)
+
+        return self.allgather(gathered, block, op="allgather_chunks").then(combine)
 
     def _dense(self, bucket: Bucket, acc: torch.Tensor, residual: torch.Tensor | None,
                mode: str) -> Future[torch.Tensor]:
@@ -150,6 +296,8 @@ class TopK(CommStrategy):
         self.dense_calls += 1
         self.sent_values += acc.numel()
         self.bucket_values += acc.numel()
+        if mode != "warmup":
+            self._sent(bucket, None)
         if self.wire_dtype == torch.float32:
             if acc is not buf:
                 buf.copy_(acc)

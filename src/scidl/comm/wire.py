@@ -14,12 +14,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from scidl.comm.accounting import allgather_bytes, reduce_scatter_bytes, ring_allreduce_bytes
+from scidl.comm.accounting import (
+    allgather_bytes,
+    alltoall_bytes,
+    reduce_scatter_bytes,
+    ring_allreduce_bytes,
+)
 
 __all__ = ["Collective", "Shape", "bytes_sent"]
 
 Shape = Sequence[int]
-Op = Literal["allreduce", "allgather", "reduce_scatter"]
+Op = Literal["allreduce", "allgather", "reduce_scatter", "alltoall"]
 
 
 @dataclass(frozen=True)
@@ -27,9 +32,10 @@ class Collective:
     """One collective over the data-parallel group.
 
     Attributes:
-        op: ``allreduce``, ``allgather`` or ``reduce_scatter``.
+        op: ``allreduce``, ``allgather``, ``reduce_scatter`` or ``alltoall``.
         nbytes: payload bytes as the accounting counts them: the buffer of an allreduce,
-            each rank's block of an allgather, the whole input of a reduce-scatter.
+            each rank's block of an allgather, the whole input of a reduce-scatter, the
+            whole input of an all-to-all (spread evenly over the p destinations).
         algorithm: the allreduce algorithm the strategy runs whatever the machine's
             default (``two-level`` for ``hierarchical``); None: the machine's.
     """
@@ -44,6 +50,8 @@ class Collective:
             return ring_allreduce_bytes(self.nbytes, world, backend)
         if self.op == "allgather":
             return allgather_bytes(self.nbytes, world, backend)
+        if self.op == "alltoall":
+            return alltoall_bytes(self.nbytes, world)
         return reduce_scatter_bytes(self.nbytes, world, backend)
 
 
