@@ -16,6 +16,7 @@ alike in relative terms.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -171,8 +172,9 @@ def compute_probe_worker(
     """Run on every rank: for each p in ``counts`` (interleaved, ``rounds`` times) ranks
     0…p−1 each time ``inner`` n×n matmuls while the others wait in a barrier.
 
-    Returns p → per-round seconds of the *slowest* busy rank (a data-parallel step waits
-    for it).
+    Returns p → per-round seconds from the first busy rank's start to the last one's end
+    (a data-parallel step waits for the slowest, including a rank the scheduler started
+    late). The ranks are local processes, so they share one monotonic clock.
     """
     import torch
     import torch.distributed as dist
@@ -183,14 +185,19 @@ def compute_probe_worker(
     for _ in range(rounds):
         for p in counts:
             dist.barrier()
-            t0 = time.perf_counter()
+            # one clock for all ranks (they are processes of this machine): a rank that the
+            # scheduler starts late must count its wait, so the round runs from the first
+            # busy rank's start to the last one's end (timing each rank from its own start
+            # hid the time-sharing: 4 ranks on 2 cores measured ×1.06)
+            start = time.monotonic()
             if rank < p:
                 for _ in range(inner):
                     a @ b
-            t = torch.tensor([time.perf_counter() - t0 if rank < p else 0.0],
+            end = time.monotonic()
+            t = torch.tensor([-start, end] if rank < p else [-math.inf, -math.inf],
                              dtype=torch.float64)
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            out[p].append(float(t.item()))
+            out[p].append(float(t[1] + t[0]))
     return out
 
 
