@@ -202,12 +202,13 @@ def compute_probe_worker(
 
 
 def measure_compute_slowdown(
-    nprocs: Sequence[int], n: int = 192, inner: int = 4, rounds: int = 12,
+    nprocs: Sequence[int], n: int = 192, inner: int = 24, rounds: int = 12,
     timeout: float = 300.0,
 ) -> dict[int, float]:
     """Slowest-rank compute time with p ranks busy at once, relative to one rank.
 
-    One process group of max(p) ranks; the counts 1, p₁, p₂… take turns ``rounds`` times
+    Rounds of ``inner`` matmuls (≈ 10 ms at the defaults, long against the ranks'
+    wake-up skew after the barrier). One process group of max(p) ranks; the counts 1, p₁, p₂… take turns ``rounds`` times
     so that changes in the machine's load hit them alike. On a node with fewer free cores
     than ranks (or other users' load) the ranks time-share: this is the factor the cost
     model applies to the compute at that p.
