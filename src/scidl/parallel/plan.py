@@ -177,18 +177,18 @@ class ParallelPlan(abc.ABC):
             torch.distributed.all_reduce(loss, group=self.dp_group)
             return loss / self.dp_size
 
-        # forward-only loss of the same batch, this rank's (safeguards that only compare losses)
-        closure.evaluate = lambda: self.forward_loss(micro)  # type: ignore[attr-defined]
+        loss_fn = getattr(self, "loss", None)  # layouts whose every rank holds the whole loss
+        if loss_fn is not None:
+            # forward-only loss of the same batch, this rank's (safeguards that only compare
+            # losses); without it a safeguard evaluates through the closure itself
+            closure.evaluate = lambda: self.forward_loss(micro, loss_fn)  # type: ignore[attr-defined]
         return closure
 
-    def forward_loss(self, micro: list[Any]) -> torch.Tensor:
+    def forward_loss(self, micro: list[Any], loss_fn: Callable[..., torch.Tensor]) -> torch.Tensor:
         """This rank's loss of ``micro`` (mean over micro-batches) from forward passes
         without gradients (with autograd on if :attr:`loss_needs_grad`, for losses that
         differentiate through their inputs): no backward of the parameters and no
         collective (DDP's wrapper is bypassed)."""
-        loss_fn = getattr(self, "loss", None)
-        if loss_fn is None:
-            raise NotImplementedError(f"{type(self).__name__} has no forward-only loss")
         total = torch.zeros((), dtype=torch.float32, device=self.device)
         with torch.set_grad_enabled(self.loss_needs_grad):  # no backward either way
             for batch in micro:
