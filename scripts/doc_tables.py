@@ -82,6 +82,11 @@ def engine_overhead(d: dict) -> str:
         head[-1:-1] = ["wall ratio, bucket-view plain [IQR]", "CPU ratio, bucket-view plain [IQR]"]
         for row, v in zip(rows, bv, strict=True):
             row[-1:-1] = [spread(v["wall"]), spread(v["cpu"])]
+    ctl = [m["control"] for m in d["models"].values() if "control" in m]
+    if len(ctl) == len(rows):  # an identical plain loop ÷ plain: the pairing's own floor
+        head[-1:-1] = ["control wall ratio [IQR]", "control CPU ratio [IQR]"]
+        for row, v in zip(rows, ctl, strict=True):
+            row[-1:-1] = [spread(v["wall"]), spread(v["cpu"])]
     load = d["load_avg"]
     note = (f"{c['nproc']} {c['backend']} processes, {c['threads_per_process']} thread each, "
             f"batch {c['batch']} per rank, {c['optimizer']}; {c['pairs']} step pairs per model after "
@@ -91,7 +96,10 @@ def engine_overhead(d: dict) -> str:
             "SciDL step ÷ plain step (IQR: quartiles of those ratios; CI: bootstrap of the median)"
             + ("; bucket-view plain: the plain loop with DDP's gradient_as_bucket_view=True, as "
                "SciDL's dense strategy sets it, timed in the same rotation." if len(bv) == len(rows)
-               else "."))
+               else ".")
+            + (" Control: a second, identical plain loop in the same rotation, divided by the "
+               "plain loop; where it is not 1.000 the pairing itself reads that much "
+               "\"overhead\" with none present." if len(ctl) == len(rows) else ""))
     return table(head, rows) + "\n\n" + note
 
 

@@ -15,7 +15,26 @@ def test_two_ranks_on_one_core_measure_about_twice_one():
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(before)})  # the probe's processes inherit one core
     try:
-        slow = measure_compute_slowdown([2], n=160, inner=6, rounds=8, timeout=100)
+        slow = measure_compute_slowdown([2], n=160, inner=24, rounds=8, timeout=100)
     finally:
         os.sched_setaffinity(0, before)
     assert 1.6 < slow[2] < 2.6, slow
+
+
+def test_each_count_runs_in_a_group_of_its_own_size(monkeypatch):
+    """Old defect: every count ran in one group of max(p) ranks; the idle ranks waiting in
+    their collective took cores (2 busy of 4 measured ×1.7 on 2 quiet cores)."""
+    import scidl.runtime.launch as launch
+
+    calls = []
+
+    def fake(fn, world, n, inner, rounds, counts, timeout):
+        calls.append((world, tuple(counts), rounds))
+        return [{world: [0.01 * world] * rounds}] * world
+
+    monkeypatch.setattr(launch, "run_distributed", fake)
+    slow = measure_compute_slowdown([2, 4], rounds=6, blocks=2)
+    assert {(w, c) for w, c, _ in calls} == {(1, (1,)), (2, (2,)), (4, (4,))}
+    assert [w for w, _, _ in calls] == [1, 2, 4, 1, 2, 4]  # counts take turns block by block
+    assert all(r == 3 for _, _, r in calls)
+    assert slow == {2: 2.0, 4: 4.0}

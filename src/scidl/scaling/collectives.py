@@ -203,23 +203,32 @@ def compute_probe_worker(
 
 def measure_compute_slowdown(
     nprocs: Sequence[int], n: int = 192, inner: int = 24, rounds: int = 12,
-    timeout: float = 300.0,
+    timeout: float = 300.0, blocks: int = 3,
 ) -> dict[int, float]:
     """Slowest-rank compute time with p ranks busy at once, relative to one rank.
 
     Rounds of ``inner`` matmuls (≈ 10 ms at the defaults, long against the ranks'
-    wake-up skew after the barrier). One process group of max(p) ranks; the counts 1, p₁, p₂… take turns ``rounds`` times
-    so that changes in the machine's load hit them alike. On a node with fewer free cores
-    than ranks (or other users' load) the ranks time-share: this is the factor the cost
-    model applies to the compute at that p.
+    wake-up skew after the barrier). Each count p runs in a process group of exactly p
+    processes, as a p-rank job has (an earlier probe ran every count in one group of
+    max(p) ranks: the idle ranks waiting in their collective took cores and made 2 busy
+    ranks of a 4-rank group measure ×1.7 on 2 quiet cores). The counts 1, p₁, p₂… take
+    turns in ``blocks`` blocks of ``rounds / blocks`` rounds so that changes in the
+    machine's load hit them alike. On a node with fewer free cores than ranks (or other
+    users' load) the ranks time-share: this is the factor the cost model applies to the
+    compute at that p.
     """
     from scidl.runtime.launch import run_distributed
 
     counts = sorted({1, *nprocs})
-    res = run_distributed(compute_probe_worker, max(counts), n, inner, rounds, counts,
-                          timeout=timeout)[0]
-    base = statistics.median(res[1])
-    return {p: statistics.median(res[p]) / base for p in counts if p > 1}
+    per_block = max(1, math.ceil(rounds / max(1, blocks)))
+    times: dict[int, list[float]] = {p: [] for p in counts}
+    for _ in range(max(1, blocks)):
+        for p in counts:
+            res = run_distributed(compute_probe_worker, p, n, inner, per_block, [p],
+                                  timeout=timeout)[0]
+            times[p].extend(res[p])
+    base = statistics.median(times[1])
+    return {p: statistics.median(times[p]) / base for p in counts if p > 1}
 
 
 def measure_matmul_flops(n: int = 384, repeats: int = 5) -> float:
