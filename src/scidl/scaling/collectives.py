@@ -169,53 +169,53 @@ def run_bench(
 def compute_probe_worker(
     rank: int, world: int, n: int, inner: int, rounds: int, counts: list[int]
 ) -> dict[int, list[float]]:
-    """Run on every rank: for each p in ``counts`` (interleaved, ``rounds`` times) ranks
-    0…p−1 each time ``inner`` n×n matmuls while the others wait in a barrier.
+    """Run on every rank of a group of ``world`` = p ranks: ``rounds`` steps back to back,
+    each ``inner`` n×n matmuls then a one-element allreduce (a data-parallel step in
+    miniature: compute, then wait for every rank).
 
-    Returns p → per-round seconds from the first busy rank's start to the last one's end
-    (a data-parallel step waits for the slowest, including a rank the scheduler started
-    late). The ranks are local processes, so they share one monotonic clock.
+    Returns {p: [seconds per step]}, one entry: the slowest rank's wall time over all the
+    steps divided by their number. Steady state, as training runs: a rank the scheduler
+    starts late delays the allreduce and so every rank's clock (timing each rank's own
+    matmuls hid time-sharing: 4 ranks on 2 cores read ×1.06), while the start-up skew
+    of one barrier-synchronised round is not charged to every step (timing single rounds
+    from the first start to the last end read 4 ranks on 2 quiet cores as ×2.9, where
+    training steps slow by about ×2).
     """
     import torch
     import torch.distributed as dist
 
+    (p,) = counts
     a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    out: dict[int, list[float]] = {p: [] for p in counts}
+    flag = torch.zeros(1)
+    for _ in range(2):  # warm-up: the first matmul and the first collective
+        a @ b
+        dist.all_reduce(flag)
+    dist.barrier()
+    start = time.monotonic()
     for _ in range(rounds):
-        for p in counts:
-            dist.barrier()
-            # one clock for all ranks (they are processes of this machine): a rank that the
-            # scheduler starts late must count its wait, so the round runs from the first
-            # busy rank's start to the last one's end (timing each rank from its own start
-            # hid the time-sharing: 4 ranks on 2 cores measured ×1.06)
-            start = time.monotonic()
-            if rank < p:
-                for _ in range(inner):
-                    a @ b
-            end = time.monotonic()
-            t = torch.tensor([-start, end] if rank < p else [-math.inf, -math.inf],
-                             dtype=torch.float64)
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            out[p].append(float(t[1] + t[0]))
-    return out
+        for _ in range(inner):
+            a @ b
+        dist.all_reduce(flag)
+    per = torch.tensor([(time.monotonic() - start) / rounds], dtype=torch.float64)
+    dist.all_reduce(per, op=dist.ReduceOp.MAX)
+    return {p: [float(per)]}
 
 
 def measure_compute_slowdown(
     nprocs: Sequence[int], n: int = 192, inner: int = 24, rounds: int = 12,
     timeout: float = 300.0, blocks: int = 3,
 ) -> dict[int, float]:
-    """Slowest-rank compute time with p ranks busy at once, relative to one rank.
+    """Slowest-rank step time with p ranks computing at once, relative to one rank.
 
-    Rounds of ``inner`` matmuls (≈ 10 ms at the defaults, long against the ranks'
-    wake-up skew after the barrier). Each count p runs in a process group of exactly p
-    processes, as a p-rank job has (an earlier probe ran every count in one group of
-    max(p) ranks: the idle ranks waiting in their collective took cores and made 2 busy
-    ranks of a 4-rank group measure ×1.7 on 2 quiet cores). The counts 1, p₁, p₂… take
-    turns in ``blocks`` blocks of ``rounds / blocks`` rounds so that changes in the
-    machine's load hit them alike. On a node with fewer free cores than ranks (or other
-    users' load) the ranks time-share: this is the factor the cost model applies to the
-    compute at that p.
+    Steps of ``inner`` matmuls (≈ 10 ms at the defaults) and a one-element allreduce, run
+    back to back (:func:`compute_probe_worker`). Each count p runs in a process group of
+    exactly p processes, as a p-rank job has (an earlier probe ran every count in one
+    group of max(p) ranks: the idle ranks waiting in their collective took cores and made
+    2 busy ranks of a 4-rank group read ×1.7 on 2 quiet cores). The counts 1, p₁, p₂…
+    take turns in ``blocks`` blocks of ``rounds / blocks`` steps, each block's figure one
+    sample, so that changes in the machine's load hit them alike; the factor is the
+    ratio of medians. On a node with fewer free cores than ranks (or other users' load)
+    the ranks time-share: this is the factor the cost model applies to the compute at p.
     """
     from scidl.runtime.launch import run_distributed
 
