@@ -6,7 +6,9 @@
 ``published`` predicts every row of the published-scaling CSV and of
 ``benchmarks/data/published_more.csv`` (one assumption set per hardware system, see
 ``scidl.scaling.published``; each system's straggler spread fitted on one row; systems
-that are not bundled presets read ``benchmarks/data/hardware/NAME.yaml``), prints a
+that are not bundled presets read their assumption set from
+``benchmarks/data/published_systems.yaml`` and their hardware from
+``benchmarks/data/hardware/NAME.yaml``), prints a
 markdown table and writes ``benchmarks/results/scaling_published.json`` with, per row,
 what the model's terms would need to be to reproduce it (``diagnosis``) and the
 published single-GPU batch curves' fixed shares (``batch_curves``); it also prints the
@@ -26,18 +28,20 @@ from pathlib import Path
 from scidl.scaling.costmodel import Compression
 from scidl.scaling.hardware import load_hardware
 from scidl.scaling.predict import StepProfile, predict_curve
-from scidl.scaling.published import reference_batch_curves, validate
+from scidl.scaling.published import ExtraSystems, reference_batch_curves, validate
 
 RESULTS = Path(__file__).parent / "results"
 
 
 MORE = Path(__file__).parent / "data" / "published_more.csv"
 HW_DIR = Path(__file__).parent / "data" / "hardware"
+SYSTEMS_YAML = Path(__file__).parent / "data" / "published_systems.yaml"
 TOLERANCE = 5.0  # points of efficiency
 
 
 def published(csv: Path, more: Path = MORE) -> None:
-    rows = validate(csv, more=more, hw_dir=HW_DIR, diagnostics=True)
+    extra = ExtraSystems.load(SYSTEMS_YAML, HW_DIR)
+    rows = validate(csv, more=more, extra=extra, diagnostics=True)
     print("| source | model | ranks | scaling | role | compute s | comm s | exposed s "
           "| straggler s | predicted E | reported E | Δ points |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -47,7 +51,7 @@ def published(csv: Path, more: Path = MORE) -> None:
               f"{r['compute_s']:.3f} | {r['comm_s']:.3f} | {r['exposed_comm_s']:.3f} | "
               f"{r['straggler_s']:.3f} | "
               f"{r['predicted']:.3f} | {r['reported_text']} | {r['delta_points']:+.1f} |")
-    flops_rows = validate(csv, use_measured=False, more=more, hw_dir=HW_DIR)
+    flops_rows = validate(csv, use_measured=False, more=more, extra=extra)
     print("\nCompute from FLOPs x sustained fraction instead of measured single-GPU rates:")
     for a, b in zip(rows, flops_rows, strict=True):
         if a["compute_basis"] == "measured":
@@ -58,7 +62,8 @@ def published(csv: Path, more: Path = MORE) -> None:
     out = RESULTS / "scaling_published.json"
     root = Path(__file__).parent.parent
     data = {"csv": str(csv), "more": str(more.relative_to(root)),
-            "hardware_dir": str(HW_DIR.relative_to(root)), "tolerance_points": TOLERANCE,
+            "hardware_dir": str(HW_DIR.relative_to(root)),
+            "systems": str(SYSTEMS_YAML.relative_to(root)), "tolerance_points": TOLERANCE,
             "rows": rows, "flops_basis": flops_rows, "batch_curves": reference_batch_curves()}
     print("\n" + render_misses(data))
     out.write_text(json.dumps(data, indent=2, default=str))

@@ -17,20 +17,27 @@ single-device throughput table when the model has one on the system's device
 proportional to the local batch. :func:`diagnose` says, for each row, what the model's
 terms would need to be to reproduce it (the spread, the fixed share of a step).
 
-Systems whose hardware file is not a bundled preset (added with the rows of
-``benchmarks/data/published_more.csv``) are read from ``hw_dir``.
+Systems that are not bundled presets (added with the rows of
+``benchmarks/data/published_more.csv``) come as :class:`ExtraSystems`: their assumption
+sets from ``benchmarks/data/published_systems.yaml``, their hardware files from
+``benchmarks/data/hardware/``.
 """
 
 from __future__ import annotations
 
 import csv
 import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from scidl.scaling.costmodel import (
     Compression,
     affine_curve,
+    compute_at_batch,
     curve_from_throughput,
     fixed_share,
 )
@@ -130,32 +137,41 @@ SYSTEMS: dict[str, dict[str, Any]] = {
 }
 
 
-SYSTEMS.update({
-    "Zenith (Dell EMC)": {
-        "hardware": "zenith_skx", "batch": 32, "grad": "dense",
-        "why": "one rank per node (Intel Caffe + MLSL), fp32 gradients; compute from ResNet-50 "
-        "FLOPs at 30% of the Xeon Gold 6148 node's fp32 peak (the stampede2_skx assumption); "
-        "global batch 8,192 at 256 and 314 nodes (the white paper caps the total batch at 8k)",
-    },
-    "Frontera (TACC)": {
-        "hardware": "frontera_clx", "batch": 128, "grad": "dense",
-        "why": "ASSUMPTION: as for HyPar-Flow on Stampede2: one rank per node, 128 images per "
-        "node, pure data parallelism (the paper's run is hybrid), fp32 gradients, 30% of the "
-        "Xeon Platinum 8280 node's fp32 peak",
-    },
-})
+@dataclass(frozen=True)
+class ExtraSystems:
+    """Systems the bundled presets do not describe (rows added beside a benchmark):
+    each one's :data:`SYSTEMS`-style entry, its ``hardware`` named after a YAML file in
+    ``hw_dir``."""
+
+    systems: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    hw_dir: Path | None = None
+
+    @classmethod
+    def load(cls, systems_yaml: str | Path, hw_dir: str | Path) -> ExtraSystems:
+        """Read the entries from a YAML mapping of system name → entry."""
+        data = yaml.safe_load(Path(systems_yaml).read_text()) or {}
+        return cls(systems=data, hw_dir=Path(hw_dir))
+
+
+def system_config(name: str, extra: ExtraSystems | None = None) -> Mapping[str, Any]:
+    """The assumption set of the system ``name`` (KeyError naming it when unknown)."""
+    if name in SYSTEMS:
+        return SYSTEMS[name]
+    if extra is not None and name in extra.systems:
+        return extra.systems[name]
+    raise KeyError(f"no assumption set for system {name!r}")
 
 
 def _row_key(row: dict[str, str]) -> str:
     return f"{row['model']}@{row.get('scaling') or 'weak'}"
 
 
-def _fits(sys_cfg: dict[str, Any], row: dict[str, str]) -> bool:
+def _fits(sys_cfg: Mapping[str, Any], row: dict[str, str]) -> bool:
     want = sys_cfg.get("fit")
     return want is not None and want in (row["model"], _row_key(row))
 
 
-def _ranks(text: str, sys_cfg: dict[str, Any]) -> int:
+def _ranks(text: str, sys_cfg: Mapping[str, Any]) -> int:
     n = int(text.split()[0].replace(",", ""))
     return max(1, round(n / sys_cfg.get("cores_per_rank", 1)))
 
@@ -171,18 +187,18 @@ def _efficiency(text: str, ranks: int) -> tuple[float, str]:
     return float(t), t
 
 
-def system_hardware(name: str, hw_dir: str | Path | None = None) -> Hardware:
-    """A system's hardware: the bundled preset ``name``, else ``hw_dir/name.yaml``."""
-    if name in preset_names() or hw_dir is None:
+def system_hardware(name: str, extra: ExtraSystems | None = None) -> Hardware:
+    """A system's hardware: the bundled preset ``name``, else ``extra.hw_dir/name.yaml``."""
+    if name in preset_names() or extra is None or extra.hw_dir is None:
         return load_hardware(name)
-    return load_hardware(Path(hw_dir) / f"{name}.yaml")
+    return load_hardware(extra.hw_dir / f"{name}.yaml")
 
 
-def _row_hardware(row: dict[str, str], sys_cfg: dict[str, Any],
-                  hw_dir: str | Path | None = None) -> Hardware:
+def _row_hardware(row: dict[str, str], sys_cfg: Mapping[str, Any],
+                  extra: ExtraSystems | None = None) -> Hardware:
     """The system's preset, with the row's processes per node sharing a one-rank-per-node
     CPU preset's FLOP/s (Cavdar et al. ran 2 and 4 MPI processes per Stampede2 node)."""
-    hw = system_hardware(sys_cfg["hardware"], hw_dir)
+    hw = system_hardware(sys_cfg["hardware"], extra)
     ppn = int(row.get("devices_per_node") or 1)
     if hw.devices_per_node == 1 and ppn > 1:
         assert hw.sustained_flops
@@ -192,7 +208,7 @@ def _row_hardware(row: dict[str, str], sys_cfg: dict[str, Any],
 
 
 def row_profile(
-    row: dict[str, str], use_measured: bool = True, hw_dir: str | Path | None = None
+    row: dict[str, str], use_measured: bool = True, extra: ExtraSystems | None = None
 ) -> tuple[StepProfile, dict[str, Any]]:
     """The step profile and assumptions for one CSV row.
 
@@ -203,9 +219,9 @@ def row_profile(
     carry the model's published single-device batch curve where it has one on this
     device (compute at the shrunk local batch is read from it).
     """
-    sys_cfg = SYSTEMS[row["system"]]
+    sys_cfg = system_config(row["system"], extra)
     model = MODELS[row["model"]]
-    hw = _row_hardware(row, sys_cfg, hw_dir)
+    hw = _row_hardware(row, sys_cfg, extra)
     params_m = float(row["params_millions"]) if row["params_millions"] else model["params_millions"]
     batch = model.get("batch") or sys_cfg["batch"] or 1
     if (row.get("scaling") or "weak") == "strong" and row.get("global_batch"):
@@ -229,6 +245,8 @@ def row_profile(
     curve = None
     if (row.get("scaling") == "strong" and "p100_scale" in sys_cfg and len(rates) >= 2):
         curve = curve_from_throughput({b: r * sys_cfg["p100_scale"] for b, r in rates.items()})
+        if use_measured:  # the one-rank step of the global batch, read from the same curve
+            compute, flops, basis = compute_at_batch(batch, curve), None, "measured"
     prof = StepProfile(
         compute_s=compute, grad_bytes=params_m * 1e6 * 4, samples_per_step=batch,
         flops_per_step=flops, source=f"{row['source']} / {row['model']}", batch_curve=curve,
@@ -238,13 +256,13 @@ def row_profile(
 
 
 def predict_row(row: dict[str, str], use_measured: bool = True, straggler_cv: float = 0.0,
-                hw_dir: str | Path | None = None, overlap: float | None = None,
+                extra: ExtraSystems | None = None, overlap: float | None = None,
                 batch_share: float | None = None) -> dict[str, Any]:
     """Predicted vs reported efficiency for one CSV row, the system's straggler spread
     ``straggler_cv`` given. ``overlap`` replaces the hardware's overlap and ``batch_share``
     gives compute a fixed share per step at the baseline's local batch (both only for
     :func:`diagnose`)."""
-    prof, info = row_profile(row, use_measured, hw_dir)
+    prof, info = row_profile(row, use_measured, extra)
     hw, sys_cfg = info["hardware"], info["system"]
     hw = hw.model_copy(update={"straggler_cv": straggler_cv,
                                **({} if overlap is None else {"overlap": overlap})})
@@ -278,16 +296,16 @@ def predict_row(row: dict[str, str], use_measured: bool = True, straggler_cv: fl
 
 
 def fit_straggler_cv(row: dict[str, str], use_measured: bool = True,
-                     hw_dir: str | Path | None = None) -> float:
+                     extra: ExtraSystems | None = None) -> float:
     """The straggler spread σ/step that makes the model reproduce ``row``'s reported
     efficiency (bisection; 0 where the model without stragglers is already below it)."""
-    target = predict_row(row, use_measured, hw_dir=hw_dir)["reported"]
+    target = predict_row(row, use_measured, extra=extra)["reported"]
     lo, hi = 0.0, 0.5
-    if predict_row(row, use_measured, 0.0, hw_dir)["predicted"] <= target:
+    if predict_row(row, use_measured, 0.0, extra)["predicted"] <= target:
         return 0.0
     for _ in range(50):
         mid = (lo + hi) / 2
-        if predict_row(row, use_measured, mid, hw_dir)["predicted"] > target:
+        if predict_row(row, use_measured, mid, extra)["predicted"] > target:
             lo = mid
         else:
             hi = mid
@@ -300,15 +318,15 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
 
 
 def fixed_share_to_match(row: dict[str, str], straggler_cv: float, use_measured: bool = True,
-                         hw_dir: str | Path | None = None) -> float | None:
+                         extra: ExtraSystems | None = None) -> float | None:
     """For a strong-scaling row: the fixed share of a step at the baseline's local batch
     (:func:`scidl.scaling.costmodel.affine_curve`) with which the model reproduces the
     reported efficiency, all else as predicted (bisection; None when even a share of 0.95
     stays above the reported value, 0 when the model is already below it)."""
-    target = predict_row(row, use_measured, straggler_cv, hw_dir)["reported"]
+    target = predict_row(row, use_measured, straggler_cv, extra)["reported"]
 
     def pred(f: float) -> float:
-        return float(predict_row(row, use_measured, straggler_cv, hw_dir,
+        return float(predict_row(row, use_measured, straggler_cv, extra,
                                  batch_share=f)["predicted"])
 
     if pred(0.0) <= target:
@@ -326,7 +344,7 @@ def fixed_share_to_match(row: dict[str, str], straggler_cv: float, use_measured:
 
 
 def diagnose(row: dict[str, str], res: dict[str, Any], use_measured: bool = True,
-             hw_dir: str | Path | None = None) -> dict[str, Any]:
+             extra: ExtraSystems | None = None) -> dict[str, Any]:
     """What the model's terms would need to be to reproduce one row (not used to predict):
     the straggler spread σ/step that matches it alone (``cv_to_match``; None where no
     σ/step up to 0.5 does), the prediction
@@ -337,28 +355,28 @@ def diagnose(row: dict[str, str], res: dict[str, Any], use_measured: bool = True
     the model has a published batch curve only on another device, the prediction with
     that curve's fixed share (``reference_curve_share``, ``reference_curve_predicted``)."""
     cv = float(res["straggler_cv"])
-    cv_match = fit_straggler_cv(row, use_measured, hw_dir)
+    cv_match = fit_straggler_cv(row, use_measured, extra)
     out: dict[str, Any] = {
         "cv_to_match": None if cv_match > 0.499 else cv_match,  # None: no σ/step ≤ 0.5 does
-        "no_overlap_predicted": predict_row(row, use_measured, cv, hw_dir,
+        "no_overlap_predicted": predict_row(row, use_measured, cv, extra,
                                             overlap=0.0)["predicted"],
     }
     if res["scaling"] == "strong":
         base = int(res["baseline_ranks"])
-        out["baseline_batch_per_rank"] = row_profile(row, use_measured, hw_dir)[0] \
+        out["baseline_batch_per_rank"] = row_profile(row, use_measured, extra)[0] \
             .samples_per_step / base
-        f = fixed_share_to_match(row, cv, use_measured, hw_dir)
+        f = fixed_share_to_match(row, cv, use_measured, extra)
         out["fixed_share_to_match"] = f
         # the same curve's fixed share at the local batch of the largest run
         ratio = int(res["ranks"]) / base
         out["fixed_share_at_ranks"] = None if f is None else f / (f + (1 - f) / ratio)
         rates = MODELS[row["model"]].get("p100_img_s", {})
-        if len(rates) >= 2 and row_profile(row, use_measured, hw_dir)[0].batch_curve is None:
+        if len(rates) >= 2 and row_profile(row, use_measured, extra)[0].batch_curve is None:
             # what-if: the shape of the model's published curve on another device
             share = fixed_share(curve_from_throughput(rates), out["baseline_batch_per_rank"])
             out["reference_curve_share"] = share
             out["reference_curve_predicted"] = predict_row(
-                row, use_measured, cv, hw_dir, batch_share=share)["predicted"]
+                row, use_measured, cv, extra, batch_share=share)["predicted"]
     return out
 
 
@@ -377,7 +395,7 @@ def reference_batch_curves() -> list[dict[str, Any]]:
 
 
 def validate(path: str | Path, use_measured: bool = True,
-             more: str | Path | None = None, hw_dir: str | Path | None = None,
+             more: str | Path | None = None, extra: ExtraSystems | None = None,
              diagnostics: bool = False) -> list[dict[str, Any]]:
     """Predictions for every row of the published-scaling CSV at ``path`` (and of the
     rows in ``more``): each system's straggler spread fitted on its ``fit`` row, the
@@ -387,19 +405,19 @@ def validate(path: str | Path, use_measured: bool = True,
     rows = read_rows(path) + (read_rows(more) if more else [])
     fitted: dict[str, float] = {}
     for r in rows:
-        sys_cfg = SYSTEMS[r["system"]]
+        sys_cfg = system_config(r["system"], extra)
         if _fits(sys_cfg, r) and r["system"] not in fitted:
-            fitted[r["system"]] = fit_straggler_cv(r, use_measured, hw_dir)
+            fitted[r["system"]] = fit_straggler_cv(r, use_measured, extra)
     pooled = statistics.median(fitted.values()) if fitted else 0.0
     out = []
     for r in rows:
         cv = fitted.get(r["system"], pooled)
-        res = predict_row(r, use_measured, cv, hw_dir)
-        res["role"] = "fit" if _fits(SYSTEMS[r["system"]], r) else "predicted"
+        res = predict_row(r, use_measured, cv, extra)
+        res["role"] = "fit" if _fits(system_config(r["system"], extra), r) else "predicted"
         res["cv_source"] = ("fitted on this row" if res["role"] == "fit" else
-                            f"fitted on the {SYSTEMS[r['system']]['fit']} row"
+                            f"fitted on the {system_config(r['system'], extra)['fit']} row"
                             if r["system"] in fitted else "median of the fitted systems")
         if diagnostics:
-            res["diagnosis"] = diagnose(r, res, use_measured, hw_dir)
+            res["diagnosis"] = diagnose(r, res, use_measured, extra)
         out.append(res)
     return out
