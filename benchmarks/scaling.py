@@ -100,9 +100,11 @@ def render_misses(d: dict) -> str:
             parts.append("No straggler spread up to σ/step = 0.5 reproduces it (a spread costs "
                          "the baseline as much as the larger run).")
         else:
-            parts.append(f"The straggler spread that reproduces it alone is σ/step = {cv:.4f}, "
-                         f"{cv / r['straggler_cv']:.1f}× the {r['straggler_cv']:.4f} it was given "
-                         f"(fitted systems: {fitted[0]:.4f}–{fitted[-1]:.4f}).")
+            given = (f", {cv / r['straggler_cv']:.1f}× the {r['straggler_cv']:.4f} it was given"
+                     if r["straggler_cv"] > 0 else "")
+            span = f" (fitted systems: {fitted[0]:.4f}–{fitted[-1]:.4f})" if fitted else ""
+            parts.append(f"The straggler spread that reproduces it alone is σ/step = {cv:.4f}"
+                         f"{given}{span}.")
         if r["scaling"] == "strong" and g.get("fixed_share_at_ranks") is not None:
             ref = ", ".join(f"{c['model']} {_pct(c['fixed_share'])}" for c in curves)
             parts.append(

@@ -125,3 +125,40 @@ def test_strong_rows_read_a_published_curve_on_its_device(tmp_path):
     res = predict_row(row)
     # 512 images over 16 GPUs = 32 each: one GPU's step at batch 32 is 32/195 s
     assert res["compute_s"] == pytest.approx(32 / 195, rel=1e-6)
+
+
+def test_ratio_of_printed_efficiencies_and_its_rounding():
+    eff, text = published._efficiency("0.76/0.83", 314)
+    assert eff == pytest.approx(0.9156627)
+    # each printed percent is known to ±0.5 %: 0.755/0.835 .. 0.765/0.825
+    assert "0.904–0.927" in text
+
+
+def _bench():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("scaling_bench", ROOT / "benchmarks" / "scaling.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_render_misses_lists_only_predicted_rows_beyond_tolerance():
+    def row(model: str, delta: float, role: str = "predicted", **kw):  # noqa: ANN202
+        base = {"model": model, "system": "S", "ranks": 100, "scaling": "weak", "baseline_ranks": 1,
+                "predicted": 0.9, "reported": 0.9 - delta / 100, "delta_points": delta,
+                "straggler_cv": 0.02, "role": role,
+                "diagnosis": {"cv_to_match": 0.05, "no_overlap_predicted": 0.85}}
+        base.update(kw)
+        return base
+
+    d = {"tolerance_points": 5.0, "batch_curves": [],
+         "rows": [row("A", 2.0), row("B", 12.5), row("C", 30.0, role="fit"), row("D", -6.0)]}
+    text = _bench().render_misses(d)
+    assert "**B, S**" in text and "**D, S**" in text
+    assert "**A, S**" not in text and "**C, S**" not in text
+    assert "+12.5 points** (7.5 beyond ±5)" in text
+    # σ/step to match vs the one given: 0.05 / 0.02 = 2.5×
+    assert "σ/step = 0.0500, 2.5× the 0.0200" in text
+    d["rows"] = [row("A", 2.0)]
+    assert _bench().render_misses(d) == "Every predicted row is within ±5 points."

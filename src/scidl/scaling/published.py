@@ -180,7 +180,9 @@ def _efficiency(text: str, ranks: int) -> tuple[float, str]:
     t = text.strip()
     if "/" in t:  # "a/b": the ratio of two printed efficiencies (strong scaling vs a base)
         a, b = (float(x) for x in t.split("/"))
-        return a / b, f"{a:.0%} ÷ {b:.0%} of perfect = {a / b:.3f}"
+        h = 0.005  # printed to whole percents: each is known to ±0.5 %
+        return a / b, (f"{a:.0%} ÷ {b:.0%} of perfect = {a / b:.3f} "
+                       f"({(a - h) / (b + h):.3f}–{(a + h) / (b - h):.3f} from the rounding)")
     if t.endswith("x over 1 node"):
         speedup = float(t.split("x")[0])
         return speedup / ranks, f"{t} = {speedup / ranks:.3f} efficiency"
