@@ -56,6 +56,7 @@ def _bench_module(name: str):  # noqa: ANN202
 
 
 data_bench = _bench_module("data")
+scaling_bench = _bench_module("scaling")
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = "benchmarks/results"
@@ -109,6 +110,7 @@ REGISTRY: dict[str, Block] = {
     "scaling_published": _b("scaling_published", t.scaling_published),
     "scaling_flops_basis": _b("scaling_published", t.scaling_flops_basis),
     "scaling_published_summary": _b("scaling_published", t.scaling_published_summary),
+    "scaling_published_misses": _b("scaling_published", scaling_bench.render_misses),
     "scaling_cluster": _b("predict_cluster", predict_cluster.render),  # beside the benchmark
     # docs/workloads/*.md (and docs/topology.md)
     "emulator": _b("workloads_emulator_inverse_weather", w.emulator),

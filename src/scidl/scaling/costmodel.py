@@ -20,7 +20,7 @@ for the links it actually uses. All functions are pure and take seconds and byte
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -448,6 +448,52 @@ def compute_at_batch(batch: float, curve: Sequence[tuple[float, float]]) -> floa
         floor = 0.0
     k = (t1 - t0) / (b1 - b0)
     return max(t0 + k * (batch - b0), floor)
+
+
+def curve_from_throughput(rates: Mapping[float, float]) -> list[tuple[float, float]]:
+    """A batch-efficiency curve of (local batch, seconds per step) from a published or
+    measured single-device throughput (samples/s) at each batch size: t(b) = b / rate(b).
+
+    This is the input :func:`compute_at_batch` reads; a throughput table at two or more
+    batch sizes (e.g. a framework's single-GPU benchmark table) is enough."""
+    return sorted((float(b), float(b) / float(r)) for b, r in rates.items() if r > 0)
+
+
+def affine_batch_fit(curve: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares fit of t(b) = t₀ + k·b to (local batch, seconds) points: (t₀, k).
+
+    t₀ is the fixed cost of a step (kernel launches, framework overhead, the optimizer
+    update, all independent of the batch), k the cost per sample: Hockney 1994's
+    latency–throughput form, the one :func:`compute_at_batch` extrapolates with.
+    Needs two distinct batch sizes."""
+    pts = [(float(b), float(t)) for b, t in curve]
+    if len({b for b, _ in pts}) < 2:
+        raise ValueError("an affine batch fit needs two distinct batch sizes")
+    n = len(pts)
+    mb = sum(b for b, _ in pts) / n
+    mt = sum(t for _, t in pts) / n
+    k = sum((b - mb) * (t - mt) for b, t in pts) / sum((b - mb) ** 2 for b, _ in pts)
+    return mt - k * mb, k
+
+
+def fixed_share(curve: Sequence[tuple[float, float]], batch: float) -> float:
+    """Share of a step at local ``batch`` that does not shrink with the batch: t₀ / t(b)
+    of the affine fit (:func:`affine_batch_fit`). 0: compute ∝ batch (perfect strong
+    scaling of compute); 0.2: halving the batch leaves 60 % of the step, not 50 %."""
+    t0, k = affine_batch_fit(curve)
+    return t0 / (t0 + k * batch)
+
+
+def affine_curve(share: float, batch: float, low: float | None = None
+                 ) -> list[tuple[float, float]]:
+    """Two points, at ``low`` (default batch/2) and ``batch``, of the affine curve whose
+    fixed share at ``batch`` is ``share`` (time 1 at ``batch``): the curve
+    :func:`fixed_share` reads back as ``share``. Give ``low`` the smallest local batch
+    it will be read at, so :func:`compute_at_batch` interpolates rather than extrapolates."""
+    low = batch / 2 if low is None else float(low)
+    if not 0.0 <= share < 1.0 or batch <= 0 or not 0 < low < batch:
+        raise ValueError("share must be in [0, 1), 0 < low < batch")
+    return [(low, share + (1 - share) * low / batch), (float(batch), 1.0)]
 
 
 def interference_time(overlapped_s: float, t_bwd: float, slowdown: float) -> float:

@@ -10,17 +10,38 @@ The only fitted parameter is each system's straggler spread (``straggler_cv``, s
 :func:`scidl.scaling.costmodel.straggler_time`): fitted on the one row a system names
 (``SYSTEMS[...]["fit"]``), then used to predict that system's other rows. Systems with a
 single row get the median of the fitted systems' spreads, so their rows are predictions too.
+
+Strong-scaling rows read the compute at the shrunk local batch from a published
+single-device throughput table when the model has one on the system's device
+(:func:`scidl.scaling.costmodel.curve_from_throughput`); otherwise compute is taken as
+proportional to the local batch. :func:`diagnose` says, for each row, what the model's
+terms would need to be to reproduce it (the spread, the fixed share of a step).
+
+Systems that are not bundled presets (added with the rows of
+``benchmarks/data/published_more.csv``) come as :class:`ExtraSystems`: their assumption
+sets from ``benchmarks/data/published_systems.yaml``, their hardware files from
+``benchmarks/data/hardware/``.
 """
 
 from __future__ import annotations
 
 import csv
 import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scidl.scaling.costmodel import Compression
-from scidl.scaling.hardware import Hardware, load_hardware
+import yaml
+
+from scidl.scaling.costmodel import (
+    Compression,
+    affine_curve,
+    compute_at_batch,
+    curve_from_throughput,
+    fixed_share,
+)
+from scidl.scaling.hardware import Hardware, load_hardware, preset_names
 from scidl.scaling.predict import StepProfile, predict_point
 
 # Forward FLOPs per sample = 2 × multiply-accumulates (torchvision model docs list MACs as
@@ -116,32 +137,70 @@ SYSTEMS: dict[str, dict[str, Any]] = {
 }
 
 
+@dataclass(frozen=True)
+class ExtraSystems:
+    """Systems the bundled presets do not describe (rows added beside a benchmark):
+    each one's :data:`SYSTEMS`-style entry, its ``hardware`` named after a YAML file in
+    ``hw_dir``."""
+
+    systems: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    hw_dir: Path | None = None
+
+    @classmethod
+    def load(cls, systems_yaml: str | Path, hw_dir: str | Path) -> ExtraSystems:
+        """Read the entries from a YAML mapping of system name → entry."""
+        data = yaml.safe_load(Path(systems_yaml).read_text()) or {}
+        return cls(systems=data, hw_dir=Path(hw_dir))
+
+
+def system_config(name: str, extra: ExtraSystems | None = None) -> Mapping[str, Any]:
+    """The assumption set of the system ``name`` (KeyError naming it when unknown)."""
+    if name in SYSTEMS:
+        return SYSTEMS[name]
+    if extra is not None and name in extra.systems:
+        return extra.systems[name]
+    raise KeyError(f"no assumption set for system {name!r}")
+
+
 def _row_key(row: dict[str, str]) -> str:
     return f"{row['model']}@{row.get('scaling') or 'weak'}"
 
 
-def _fits(sys_cfg: dict[str, Any], row: dict[str, str]) -> bool:
+def _fits(sys_cfg: Mapping[str, Any], row: dict[str, str]) -> bool:
     want = sys_cfg.get("fit")
     return want is not None and want in (row["model"], _row_key(row))
 
 
-def _ranks(text: str, sys_cfg: dict[str, Any]) -> int:
+def _ranks(text: str, sys_cfg: Mapping[str, Any]) -> int:
     n = int(text.split()[0].replace(",", ""))
     return max(1, round(n / sys_cfg.get("cores_per_rank", 1)))
 
 
 def _efficiency(text: str, ranks: int) -> tuple[float, str]:
     t = text.strip()
+    if "/" in t:  # "a/b": the ratio of two printed efficiencies (strong scaling vs a base)
+        a, b = (float(x) for x in t.split("/"))
+        h = 0.005  # printed to whole percents: each is known to ±0.5 %
+        return a / b, (f"{a:.0%} ÷ {b:.0%} of perfect = {a / b:.3f} "
+                       f"({(a - h) / (b + h):.3f}–{(a + h) / (b - h):.3f} from the rounding)")
     if t.endswith("x over 1 node"):
         speedup = float(t.split("x")[0])
         return speedup / ranks, f"{t} = {speedup / ranks:.3f} efficiency"
     return float(t), t
 
 
-def _row_hardware(row: dict[str, str], sys_cfg: dict[str, Any]) -> Hardware:
+def system_hardware(name: str, extra: ExtraSystems | None = None) -> Hardware:
+    """A system's hardware: the bundled preset ``name``, else ``extra.hw_dir/name.yaml``."""
+    if name in preset_names() or extra is None or extra.hw_dir is None:
+        return load_hardware(name)
+    return load_hardware(extra.hw_dir / f"{name}.yaml")
+
+
+def _row_hardware(row: dict[str, str], sys_cfg: Mapping[str, Any],
+                  extra: ExtraSystems | None = None) -> Hardware:
     """The system's preset, with the row's processes per node sharing a one-rank-per-node
     CPU preset's FLOP/s (Cavdar et al. ran 2 and 4 MPI processes per Stampede2 node)."""
-    hw = load_hardware(sys_cfg["hardware"])
+    hw = system_hardware(sys_cfg["hardware"], extra)
     ppn = int(row.get("devices_per_node") or 1)
     if hw.devices_per_node == 1 and ppn > 1:
         assert hw.sustained_flops
@@ -151,18 +210,20 @@ def _row_hardware(row: dict[str, str], sys_cfg: dict[str, Any]) -> Hardware:
 
 
 def row_profile(
-    row: dict[str, str], use_measured: bool = True
+    row: dict[str, str], use_measured: bool = True, extra: ExtraSystems | None = None
 ) -> tuple[StepProfile, dict[str, Any]]:
     """The step profile and assumptions for one CSV row.
 
     With ``use_measured`` the compute time comes from a published single-GPU throughput
     where the model has one on the system's device; otherwise from FLOPs and the
     sustained FLOP/s (the row's ``sustained_tflops`` where the paper reports its rate,
-    else the preset's). Strong-scaling rows hold the whole global batch at p = 1.
+    else the preset's). Strong-scaling rows hold the whole global batch at p = 1 and
+    carry the model's published single-device batch curve where it has one on this
+    device (compute at the shrunk local batch is read from it).
     """
-    sys_cfg = SYSTEMS[row["system"]]
+    sys_cfg = system_config(row["system"], extra)
     model = MODELS[row["model"]]
-    hw = _row_hardware(row, sys_cfg)
+    hw = _row_hardware(row, sys_cfg, extra)
     params_m = float(row["params_millions"]) if row["params_millions"] else model["params_millions"]
     batch = model.get("batch") or sys_cfg["batch"] or 1
     if (row.get("scaling") or "weak") == "strong" and row.get("global_batch"):
@@ -183,27 +244,39 @@ def row_profile(
             flops, basis = None, "measured"
     else:
         flops, compute = None, float(model["compute_s"])
+    curve = None
+    if (row.get("scaling") == "strong" and "p100_scale" in sys_cfg and len(rates) >= 2):
+        curve = curve_from_throughput({b: r * sys_cfg["p100_scale"] for b, r in rates.items()})
+        if use_measured:  # the one-rank step of the global batch, read from the same curve
+            compute, flops, basis = compute_at_batch(batch, curve), None, "measured"
     prof = StepProfile(
         compute_s=compute, grad_bytes=params_m * 1e6 * 4, samples_per_step=batch,
-        flops_per_step=flops, source=f"{row['source']} / {row['model']}",
+        flops_per_step=flops, source=f"{row['source']} / {row['model']}", batch_curve=curve,
     )
     info = {"hardware": hw, "system": sys_cfg, "model": model, "params_m": params_m}
     return prof, {**info, "basis": basis}
 
 
-def predict_row(row: dict[str, str], use_measured: bool = True, straggler_cv: float = 0.0
-                ) -> dict[str, Any]:
+def predict_row(row: dict[str, str], use_measured: bool = True, straggler_cv: float = 0.0,
+                extra: ExtraSystems | None = None, overlap: float | None = None,
+                batch_share: float | None = None) -> dict[str, Any]:
     """Predicted vs reported efficiency for one CSV row, the system's straggler spread
-    ``straggler_cv`` given."""
-    prof, info = row_profile(row, use_measured)
+    ``straggler_cv`` given. ``overlap`` replaces the hardware's overlap and ``batch_share``
+    gives compute a fixed share per step at the baseline's local batch (both only for
+    :func:`diagnose`)."""
+    prof, info = row_profile(row, use_measured, extra)
     hw, sys_cfg = info["hardware"], info["system"]
-    hw = hw.model_copy(update={"straggler_cv": straggler_cv})
+    hw = hw.model_copy(update={"straggler_cv": straggler_cv,
+                               **({} if overlap is None else {"overlap": overlap})})
     grad = info["model"].get("grad", sys_cfg["grad"])
     comp = Compression("fp16", value_bytes=2) if grad == "fp16" else Compression()
     mode = row.get("scaling") or "weak"
     mode = "strong" if mode == "strong" else "weak"
     ranks = _ranks(row["ranks"], sys_cfg)
     base = int(row.get("baseline_ranks") or (8 if row["source"].startswith("Goyal") else 1))
+    if batch_share is not None:
+        prof = prof.model_copy(update={"batch_curve": affine_curve(
+            batch_share, prof.samples_per_step / base, prof.samples_per_step / ranks)})
     pts = [predict_point(prof, hw, q, comp=comp, mode=mode) for q in (base, ranks)]
     scale = ranks / base if mode == "strong" else 1.0
     pred = pts[0]["step_s"] / (scale * pts[1]["step_s"])
@@ -224,16 +297,17 @@ def predict_row(row: dict[str, str], use_measured: bool = True, straggler_cv: fl
     }
 
 
-def fit_straggler_cv(row: dict[str, str], use_measured: bool = True) -> float:
+def fit_straggler_cv(row: dict[str, str], use_measured: bool = True,
+                     extra: ExtraSystems | None = None) -> float:
     """The straggler spread σ/step that makes the model reproduce ``row``'s reported
     efficiency (bisection; 0 where the model without stragglers is already below it)."""
-    target = predict_row(row, use_measured)["reported"]
+    target = predict_row(row, use_measured, extra=extra)["reported"]
     lo, hi = 0.0, 0.5
-    if predict_row(row, use_measured, 0.0)["predicted"] <= target:
+    if predict_row(row, use_measured, 0.0, extra)["predicted"] <= target:
         return 0.0
     for _ in range(50):
         mid = (lo + hi) / 2
-        if predict_row(row, use_measured, mid)["predicted"] > target:
+        if predict_row(row, use_measured, mid, extra)["predicted"] > target:
             lo = mid
         else:
             hi = mid
@@ -245,26 +319,107 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def fixed_share_to_match(row: dict[str, str], straggler_cv: float, use_measured: bool = True,
+                         extra: ExtraSystems | None = None) -> float | None:
+    """For a strong-scaling row: the fixed share of a step at the baseline's local batch
+    (:func:`scidl.scaling.costmodel.affine_curve`) with which the model reproduces the
+    reported efficiency, all else as predicted (bisection; None when even a share of 0.95
+    stays above the reported value, 0 when the model is already below it)."""
+    target = predict_row(row, use_measured, straggler_cv, extra)["reported"]
+
+    def pred(f: float) -> float:
+        return float(predict_row(row, use_measured, straggler_cv, extra,
+                                 batch_share=f)["predicted"])
+
+    if pred(0.0) <= target:
+        return 0.0
+    lo, hi = 0.0, 0.95
+    if pred(hi) > target:
+        return None
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        if pred(mid) > target:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def diagnose(row: dict[str, str], res: dict[str, Any], use_measured: bool = True,
+             extra: ExtraSystems | None = None) -> dict[str, Any]:
+    """What the model's terms would need to be to reproduce one row (not used to predict):
+    the straggler spread σ/step that matches it alone (``cv_to_match``; None where no
+    σ/step up to 0.5 does), the prediction
+    with no overlap of communication at all (``no_overlap_predicted``: how much the
+    collectives could explain at most) and, for strong scaling, the fixed share of a step
+    at the baseline's local batch that matches it (``fixed_share_to_match``) and that
+    curve's fixed share at the largest run's local batch (``fixed_share_at_ranks``); where
+    the model has a published batch curve only on another device, the prediction with
+    that curve's fixed share (``reference_curve_share``, ``reference_curve_predicted``)."""
+    cv = float(res["straggler_cv"])
+    cv_match = fit_straggler_cv(row, use_measured, extra)
+    out: dict[str, Any] = {
+        "cv_to_match": None if cv_match > 0.499 else cv_match,  # None: no σ/step ≤ 0.5 does
+        "no_overlap_predicted": predict_row(row, use_measured, cv, extra,
+                                            overlap=0.0)["predicted"],
+    }
+    if res["scaling"] == "strong":
+        base = int(res["baseline_ranks"])
+        out["baseline_batch_per_rank"] = row_profile(row, use_measured, extra)[0] \
+            .samples_per_step / base
+        f = fixed_share_to_match(row, cv, use_measured, extra)
+        out["fixed_share_to_match"] = f
+        # the same curve's fixed share at the local batch of the largest run
+        ratio = int(res["ranks"]) / base
+        out["fixed_share_at_ranks"] = None if f is None else f / (f + (1 - f) / ratio)
+        rates = MODELS[row["model"]].get("p100_img_s", {})
+        if len(rates) >= 2 and row_profile(row, use_measured, extra)[0].batch_curve is None:
+            # what-if: the shape of the model's published curve on another device
+            share = fixed_share(curve_from_throughput(rates), out["baseline_batch_per_rank"])
+            out["reference_curve_share"] = share
+            out["reference_curve_predicted"] = predict_row(
+                row, use_measured, cv, extra, batch_share=share)["predicted"]
+    return out
+
+
+def reference_batch_curves() -> list[dict[str, Any]]:
+    """The published single-device batch curves the models carry: each one's fixed share
+    of a step at its smallest batch (:func:`scidl.scaling.costmodel.fixed_share`)."""
+    out = []
+    for name, m in MODELS.items():
+        rates = m.get("p100_img_s", {})
+        if len(rates) >= 2:
+            curve = curve_from_throughput(rates)
+            b = min(rates)
+            out.append({"model": name, "device": "P100 SXM2 (TensorFlow)", "rates": rates,
+                        "batch": b, "fixed_share": fixed_share(curve, b)})
+    return out
+
+
 def validate(path: str | Path, use_measured: bool = True,
-             more: str | Path | None = None) -> list[dict[str, Any]]:
+             more: str | Path | None = None, extra: ExtraSystems | None = None,
+             diagnostics: bool = False) -> list[dict[str, Any]]:
     """Predictions for every row of the published-scaling CSV at ``path`` (and of the
     rows in ``more``): each system's straggler spread fitted on its ``fit`` row, the
     median of those for systems without one. Each row says whether it was the fitted
-    one (``role``: ``fit``) or a prediction."""
+    one (``role``: ``fit``) or a prediction; with ``diagnostics`` it also carries
+    :func:`diagnose`'s figures (``diagnosis``)."""
     rows = read_rows(path) + (read_rows(more) if more else [])
     fitted: dict[str, float] = {}
     for r in rows:
-        sys_cfg = SYSTEMS[r["system"]]
+        sys_cfg = system_config(r["system"], extra)
         if _fits(sys_cfg, r) and r["system"] not in fitted:
-            fitted[r["system"]] = fit_straggler_cv(r, use_measured)
+            fitted[r["system"]] = fit_straggler_cv(r, use_measured, extra)
     pooled = statistics.median(fitted.values()) if fitted else 0.0
     out = []
     for r in rows:
         cv = fitted.get(r["system"], pooled)
-        res = predict_row(r, use_measured, cv)
-        res["role"] = "fit" if _fits(SYSTEMS[r["system"]], r) else "predicted"
+        res = predict_row(r, use_measured, cv, extra)
+        res["role"] = "fit" if _fits(system_config(r["system"], extra), r) else "predicted"
         res["cv_source"] = ("fitted on this row" if res["role"] == "fit" else
-                            f"fitted on the {SYSTEMS[r['system']]['fit']} row"
+                            f"fitted on the {system_config(r['system'], extra)['fit']} row"
                             if r["system"] in fitted else "median of the fitted systems")
+        if diagnostics:
+            res["diagnosis"] = diagnose(r, res, use_measured, extra)
         out.append(res)
     return out
