@@ -23,10 +23,11 @@ OUT = ROOT / "docs" / "img" / "readme_headline.png"
 
 
 def headline_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per (source, model): the measured-compute prediction where there is one."""
-    chosen: dict[tuple[str, str], dict[str, Any]] = {}
+    """One row per published result (source, model, ranks, weak/strong): the
+    measured-compute prediction where there is one."""
+    chosen: dict[tuple[str, str, int, str], dict[str, Any]] = {}
     for r in data["rows"]:
-        key = (r["source"], r["model"])
+        key = (r["source"], r["model"], r["ranks"], r.get("scaling", ""))
         if key not in chosen or r.get("compute_basis") == "measured":
             chosen[key] = r
     return sorted(chosen.values(), key=lambda r: r["ranks"])
