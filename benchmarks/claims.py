@@ -6,15 +6,17 @@ interrupted subcommand continues where it stopped (``--fresh`` recomputes):
 ``inverse``    Model-constrained loss (Nguyen & Bui-Thanh, arXiv 2105.12033): its advantage
                is claimed where the network must learn the inverse from the observation
                itself with few training pairs. ``inverse`` with ``task.input=data``
-               (``Psi(y) = y + U(y)``, no Tikhonov step) at 16 and 64 training images, and
-               the documented post-processing setting (``task.input=tikhonov``) at 64;
+               (``Psi(y) = y + U(y)``, no Tikhonov step) at 16 and 64 training images and
+               at 5× the noise (s = 0.1), and the documented post-processing setting
+               (``task.input=tikhonov``) at 64;
                ``lambda`` = 0 (purely supervised), 1 and 10; 3 seeds (each seed draws its
                own phantoms, noise and initialisation; the variants of a seed share them).
 ``filtering``  Data filtering for large batches (Gahlot, Yin, Shankar 2020, arXiv
                2012.09272): claimed where the global batch is large enough that accuracy
                deteriorates, and where data points hurt feature learning. ``digits`` at
                batch 1024: plain SGD (the batch at which SGD loses accuracy here), LAMB
-               (the documented setting), and LAMB with 10 % of the training labels flipped;
+               (the documented setting), and LAMB with 10 % and 30 % of the training labels
+               flipped;
                no filter vs dropping the 10 % easiest / hardest after a 2-epoch warm-up;
                3 seeds.
 ``pareto``     MENNDL (ORNL) reported a network with comparable accuracy and 16× faster
@@ -161,6 +163,7 @@ INVERSE_REGIMES: dict[str, list[str]] = {
     "post-processing, n=64": ["task.input=tikhonov", "task.n_train=64"],
     "learned inverse, n=64": ["task.input=data", "task.n_train=64"],
     "learned inverse, n=16": ["task.input=data", "task.n_train=16", "train.batch_size=16"],
+    "learned inverse, n=64, noise 0.1": ["task.input=data", "task.n_train=64", "task.noise=0.1"],
 }
 INVERSE_LAMBDAS = [0.0, 1.0, 10.0]
 INVERSE_STEPS = 320  # the workload's documented budget (Adam, cosine from 3e-3)
@@ -233,6 +236,8 @@ FILTER_REGIMES: dict[str, dict[str, Any]] = {
     "b1024 LAMB": {"overrides": ["optim.name=lamb", "optim.lr=0.03"], "label_noise": 0.0},
     "b1024 LAMB, 10 % labels flipped": {"overrides": ["optim.name=lamb", "optim.lr=0.03"],
                                         "label_noise": 0.1},
+    "b1024 LAMB, 30 % labels flipped": {"overrides": ["optim.name=lamb", "optim.lr=0.03"],
+                                        "label_noise": 0.3},
 }
 FILTER_MODES = ["none", "easy", "hard"]
 FILTER_FRACTION = 0.1
@@ -354,6 +359,12 @@ def _search_seed(seed: int, trials: int) -> dict[str, Any]:
     db = d / "study.db"
     name = f"claims-pareto-{seed}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    want = {"trials": trials, "epochs": PARETO_EPOCHS, "population": PARETO_POPULATION}
+    marker = d / "budget.json"
+    if db.exists() and (not marker.is_file() or json.loads(marker.read_text()) != want):
+        shutil.rmtree(d)  # a study with another budget is never resumed
+    d.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(want))
     t0 = time.time()
     if db.exists():  # an interrupted search continues
         res = run_search(str(db), name, None, resume=True, quiet=True)
@@ -523,7 +534,7 @@ WORKER_CASES: dict[str, dict[str, Any]] = {
     "toy 8 s, 24 trials": {"objective": "toy", "trials": 24, "seconds": 8.0},
 }
 WORKERS = 2
-QUICK = False  # --quick: tiny budgets, results in runs/claims/claims.quick.json
+QUICK = False  # --quick: tiny budgets, everything under runs/claims-quick/
 
 
 def decompose(spans: list[tuple[str, float, float]], workers: int) -> dict[str, float]:
@@ -668,10 +679,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fresh", action="store_true", help="recompute runs already stored")
     ap.add_argument("--only", default="", help="workers: only the cases whose name contains this")
     ap.add_argument("--quick", action="store_true",
-                    help="tiny budgets (a smoke run), written to runs/claims/claims.quick.json")
+                    help="tiny budgets (a smoke run), in runs/claims-quick/ (claims.quick.json)")
     args = ap.parse_args(argv)
-    global QUICK, RESULTS
-    if args.quick:
+    global QUICK, RESULTS, WORK
+    if args.quick:  # a separate folder: a quick study must never be resumed by a real run
+        WORK = ROOT / "runs" / "claims-quick"
         QUICK, RESULTS = True, WORK / "claims.quick.json"
     if args.claim == "tables":
         res = load_results()
