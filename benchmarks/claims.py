@@ -72,9 +72,13 @@ SEEDS = [0, 1, 2]
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock beside ``path`` (several subcommands may run at once)."""
+    """An exclusive lock for ``path`` (several subcommands may run at once); the lock file
+    lives in the temporary folder, named after the path, so the results folder stays clean."""
+    import hashlib
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as fh:
+    tag = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+    with open(Path(tempfile.gettempdir()) / f"scidl-claims-{tag}.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
