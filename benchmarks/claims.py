@@ -361,9 +361,9 @@ def _search_seed(seed: int, trials: int) -> dict[str, Any]:
     from scidl.search.settings import SearchSettings
     from scidl.search.space import load_space
 
-    d = WORK / f"pareto-seed{seed}"
+    d = WORK / (f"pareto-seed{seed}" if PARETO_EPOCHS == 8 else f"pareto-e{PARETO_EPOCHS}-seed{seed}")
     db = d / "study.db"
-    name = f"claims-pareto-{seed}"
+    name = f"claims-pareto-{PARETO_EPOCHS}-{seed}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     want = {"trials": trials, "epochs": PARETO_EPOCHS, "population": PARETO_POPULATION}
     marker = d / "budget.json"
@@ -414,35 +414,43 @@ def remeasure_latency(tasks: dict[str, dict[str, Any]], rounds: int = LATENCY_RO
     return best
 
 
-def claim_pareto(seeds: list[int], fresh: bool, trials: int = PARETO_TRIALS) -> None:
+def pareto_claim(epochs: int) -> str:
+    """Results section of a budget: ``pareto`` for the space's 8 epochs, else ``pareto_eN``."""
+    return "pareto" if epochs == 8 else f"pareto_e{epochs}"
+
+
+def claim_pareto(seeds: list[int], fresh: bool, trials: int = PARETO_TRIALS, epochs: int = 8) -> None:
     import torch
 
     global PARETO_EPOCHS, PARETO_POPULATION, LATENCY_ROUNDS
+    PARETO_EPOCHS = epochs
     if QUICK:
         trials, PARETO_EPOCHS, PARETO_POPULATION, LATENCY_ROUNDS = 3, 1, 2, 2
+    claim = pareto_claim(PARETO_EPOCHS)
 
     torch.set_num_threads(1)
-    store("pareto", None, {"trials": trials, "population": PARETO_POPULATION,
-                           "epochs": PARETO_EPOCHS, "references": REFERENCES})
+    store(claim, None, {"trials": trials, "population": PARETO_POPULATION,
+                        "epochs": PARETO_EPOCHS, "references": REFERENCES})
     for seed in seeds:
         for ref, ov in REFERENCES.items():
             key = f"ref|{ref}|{seed}"
-            if have("pareto", key, fresh):
+            if have(claim, key, fresh):
                 continue
             r = _train("digits", ov + [f"train.epochs={PARETO_EPOCHS}", f"train.seed={seed}"])
             print(f"pareto reference {ref}: seed {seed} acc {r['final_eval']['accuracy']:.4f}", flush=True)
-            store("pareto", key, {"reference": ref, "seed": seed, **r, **stamp()})
+            store(claim, key, {"reference": ref, "seed": seed, **r, **stamp()})
         key = f"search|{seed}"
-        if have("pareto", key, fresh):
+        if have(claim, key, fresh):
             continue
         if fresh:
             shutil.rmtree(WORK / f"pareto-seed{seed}", ignore_errors=True)
+            shutil.rmtree(WORK / f"pareto-e{PARETO_EPOCHS}-seed{seed}", ignore_errors=True)
         r = _search_seed(seed, trials)
         print(f"pareto search seed {seed}: {len(r['trials_all'])} trials, front {r['front']}, "
               f"{r['wall_s']:.0f} s", flush=True)
-        store("pareto", key, {**r, **stamp()})
+        store(claim, key, {**r, **stamp()})
     # side-by-side latencies of every front member and the references
-    d = load_results()["pareto"]
+    d = load_results()[claim]
     tasks: dict[str, dict[str, Any]] = {}
     for key, r in d["runs"].items():
         if key.startswith("search|"):
@@ -455,7 +463,7 @@ def claim_pareto(seeds: list[int], fresh: bool, trials: int = PARETO_TRIALS) -> 
         tasks[f"ref/{ref}"] = scidl.load_config("digits", overrides=ov).task_config().model_dump()
     t0 = time.time()
     lat = remeasure_latency(tasks)
-    store("pareto", None, {"latency": {"ms": lat, "rounds": LATENCY_ROUNDS, "wall_s": time.time() - t0,
+    store(claim, None, {"latency": {"ms": lat, "rounds": LATENCY_ROUNDS, "wall_s": time.time() - t0,
                                        **stamp()}})
     print(f"pareto: re-measured {len(lat)} latencies", flush=True)
 
@@ -674,9 +682,10 @@ TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
-def render(claim: str) -> Callable[[dict[str, Any]], str]:
-    """The renderer of one claim's section, for scripts/render_docs.py."""
-    return lambda res: TABLES[claim](res.get(claim, {}))
+def render(claim: str, section: str | None = None) -> Callable[[dict[str, Any]], str]:
+    """The renderer of one claim's ``section`` (default: the claim's name), for
+    scripts/render_docs.py."""
+    return lambda res: TABLES[claim](res.get(section or claim, {}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -686,6 +695,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=SEEDS, help="seeds (workers: repeats)")
     ap.add_argument("--fresh", action="store_true", help="recompute runs already stored")
     ap.add_argument("--only", default="", help="workers: only the cases whose name contains this")
+    ap.add_argument("--epochs", type=int, default=8,
+                    help="pareto: epochs per trial and per reference (8: the space's own; other "
+                         "budgets go to their own section pareto_eN)")
     ap.add_argument("--quick", action="store_true",
                     help="tiny budgets (a smoke run), in runs/claims-quick/ (claims.quick.json)")
     args = ap.parse_args(argv)
@@ -696,19 +708,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.claim == "tables":
         res = load_results()
         for claim, fn in TABLES.items():
-            print(f"## {claim}\n\n{fn(res.get(claim, {}))}\n")
+            for sec in [k for k in res if k == claim or k.startswith(f"{claim}_e")] or [claim]:
+                print(f"## {sec}\n\n{fn(res.get(sec, {}))}\n")
         return 0
     import torch
 
     torch.set_num_threads(1)
     WORK.mkdir(parents=True, exist_ok=True)
     os.chdir(WORK)  # data caches and search folders stay under runs/claims
-    store(args.claim, None, {"meta": meta(argv)})
+    section = pareto_claim(args.epochs) if args.claim == "pareto" else args.claim
+    store(section, None, {"meta": meta(argv)})
     {"inverse": lambda: claim_inverse(args.seeds, args.fresh),
      "filtering": lambda: claim_filtering(args.seeds, args.fresh),
-     "pareto": lambda: claim_pareto(args.seeds, args.fresh),
+     "pareto": lambda: claim_pareto(args.seeds, args.fresh, epochs=args.epochs),
      "workers": lambda: claim_workers(args.seeds, args.fresh, args.only)}[args.claim]()
-    store(args.claim, None, {"meta_end": stamp()})
+    store(section, None, {"meta_end": stamp()})
     return 0
 
 

@@ -147,6 +147,7 @@ REGISTRY: dict[str, Block] = {
     "claims_inverse": _b("claims", claims_bench.render("inverse")),  # docs/workloads/inverse.md
     "claims_filtering": _b("claims", claims_bench.render("filtering")),  # docs/optimizers.md
     "claims_pareto": _b("claims", claims_bench.render("pareto")),  # docs/search.md
+    "claims_pareto_e20": _b("claims", claims_bench.render("pareto", "pareto_e20")),  # docs/search.md
     "claims_workers": _b("claims", claims_bench.render("workers")),  # docs/search.md
 }
 
