@@ -57,6 +57,7 @@ def _bench_module(name: str):  # noqa: ANN202
 
 data_bench = _bench_module("data")
 scaling_bench = _bench_module("scaling")
+claims_bench = _bench_module("claims")
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = "benchmarks/results"
@@ -144,6 +145,12 @@ REGISTRY: dict[str, Block] = {
     "reliability": _b("reliability", malformed_inputs.render),
     # docs/data.md: file datasets vs plain reads, training from disk vs memory
     "data": _b("data", data_bench.render),
+    # documented claims measured in their papers' regimes (benchmarks/claims.py)
+    "claims_inverse": _b("claims", claims_bench.render("inverse")),  # docs/workloads/inverse.md
+    "claims_filtering": _b("claims", claims_bench.render("filtering")),  # docs/optimizers.md
+    "claims_pareto": _b("claims", claims_bench.render("pareto")),  # docs/search.md
+    "claims_pareto_e20": _b("claims", claims_bench.render("pareto", "pareto_e20")),  # docs/search.md
+    "claims_workers": _b("claims", claims_bench.render("workers")),  # docs/search.md
 }
 
 BEGIN = re.compile(r"^<!-- generated:([\w.-]+) -->$")

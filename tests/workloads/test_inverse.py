@@ -105,3 +105,22 @@ def test_inverse_tiny_config_trains():
         ev = task.evaluate(task.model.eval(), task.val_data)
     assert {"psnr", "tikhonov_psnr", "gain_db"} <= set(ev)
     assert all(math.isfinite(v) for v in ev.values())
+
+
+def test_learned_inverse_starts_at_the_data_and_trains():
+    """``input=data``: no Tikhonov step, Psi(y) = y + U(y) starts exactly at y and learns."""
+    cfg = InverseConfig(size=16, n_train=16, n_val=8, base=4, depth=1, mc_weight=1.0, input="data")
+    torch.manual_seed(0)
+    task = get_workload("inverse").build(cfg, BuildContext(seed=0))
+    y, u = task.train_data.tensors
+    with torch.no_grad():
+        assert torch.equal(task.model(y), y)
+        first = float(torch.mean((task.model(y) - u) ** 2))
+    assert not any(isinstance(m, Tikhonov) for m in task.model.modules())
+    opt = torch.optim.Adam(task.model.parameters(), 1e-2)
+    for _ in range(40):
+        opt.zero_grad()
+        task.loss(task.model, (y, u)).backward()
+        opt.step()
+    with torch.no_grad():
+        assert float(torch.mean((task.model(y) - u) ** 2)) < 0.9 * first

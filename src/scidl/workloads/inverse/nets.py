@@ -1,4 +1,4 @@
-"""The deblurring network: a U-net with an optional post-processing residual."""
+"""The deblurring network: a residual U-net on a first reconstruction of the data."""
 
 from __future__ import annotations
 
@@ -6,21 +6,25 @@ import torch
 from torch import nn
 
 from scidl.workloads.common.unet import UNet
-from scidl.workloads.inverse.ops import Tikhonov
 
 
 class PostProcessed(nn.Module):
-    """``Psi(y) = T(y) + U(T(y))`` on images ``[B, n, n]`` (U's last layer starts at zero)."""
+    """``Psi(y) = x0 + U(x0)``, ``x0 = pre(y)``, on images ``[B, n, n]``.
 
-    def __init__(self, tikhonov: Tikhonov, unet: UNet) -> None:
+    ``pre`` is the Tikhonov inverse (post-processing, FBPConvNet-style) or the identity
+    (the network learns the inverse from the observation itself, as the nDNN/mcDNN of
+    Nguyen & Bui-Thanh, arXiv 2105.12033). U's last layer starts at zero, so training
+    starts exactly at ``pre(y)``.
+    """
+
+    def __init__(self, pre: nn.Module, unet: UNet) -> None:
         super().__init__()
-        self.tikhonov = tikhonov
+        self.pre = pre
         self.unet = unet
-        # start exactly at the Tikhonov solution: the U-net learns a correction
         nn.init.zeros_(unet.head.weight)
         if unet.head.bias is not None:
             nn.init.zeros_(unet.head.bias)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        x0 = self.tikhonov(y)
+        x0 = self.pre(y)
         return x0 + self.unet(x0[:, None])[:, 0]

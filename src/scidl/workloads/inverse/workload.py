@@ -3,7 +3,8 @@
 Data: piecewise-constant phantoms ``u``, observations ``y = G u + e`` with a known periodic
 Gaussian blur ``G`` and white noise (:mod:`scidl.workloads.inverse.ops`). The network is
 ``Psi(y) = T(y) + U(T(y))``: the closed-form Tikhonov inverse ``T`` followed by a residual
-U-net ``U``. The loss combines three terms:
+U-net ``U`` (``input="data"``: ``Psi(y) = y + U(y)``, the inverse learned from ``y`` alone,
+the setting of Nguyen & Bui-Thanh's model-constrained networks). The loss combines three terms:
 
     L = ||u - Psi(y)||^2                                  (supervised)
       + lambda ||y - G Psi(y)||^2                         (model-constrained, Nguyen & Bui-Thanh)
@@ -17,7 +18,7 @@ held-out set.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -45,6 +46,10 @@ class InverseConfig(WorkloadConfig):
     depth: int = Field(2, ge=1, description="U-net down-sampling steps")
     mc_weight: float = Field(0.0, ge=0, description="lambda of the model-constrained term")
     jacobian_weight: float = Field(0.0, ge=0, description="mu of the Jacobian penalty")
+    input: Literal["tikhonov", "data"] = Field(
+        "tikhonov", description="what the U-net corrects: the Tikhonov reconstruction "
+        "(post-processing) or the observation y itself (a learned inverse, no Tikhonov step)"
+    )
 
 
 def make_inverse_data(cfg: InverseConfig, seed: int) -> dict[str, torch.Tensor]:
@@ -99,7 +104,8 @@ class Inverse(Workload):
         op = BlurOperator(cfg.size, cfg.blur_sigma)
         alpha = cfg.alpha or tune_alpha(op, data["y_train"], data["u_train"])
         tik = Tikhonov(op, alpha)
-        model = PostProcessed(tik, UNet(1, 1, base=cfg.base, depth=cfg.depth))
+        pre: nn.Module = tik if cfg.input == "tikhonov" else nn.Identity()
+        model = PostProcessed(pre, UNet(1, 1, base=cfg.base, depth=cfg.depth))
         with torch.no_grad():
             tik_val = psnr(tik(data["y_val"]), data["u_val"]).mean().item()
 
