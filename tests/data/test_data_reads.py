@@ -121,3 +121,44 @@ def test_max_open_bounds_the_handles(tmp_path):
     for i in range(len(ds)):
         torch.testing.assert_close(ds[i][0], torch.from_numpy(X[i % 7]))
         assert len(ds._open) <= 2
+
+
+def test_a_wrong_layout_is_caught_by_the_check_against_the_library(tmp_path):
+    path = _write_h5(tmp_path / "a.h5", chunks=(1, 3, 4))
+    src = open_source(path)
+    ds = src._dataset("x")
+    good = DirectReader(path, X.shape, X.dtype, 1,
+                        lambda j: ds.id.get_chunk_info_by_coord((j, 0, 0)).byte_offset)
+    bad = DirectReader(path, X.shape, X.dtype, 1,
+                       lambda j: ds.id.get_chunk_info_by_coord((j, 0, 0)).byte_offset + 4)
+    assert good.agrees_with(ds.__getitem__) and not bad.agrees_with(ds.__getitem__)
+    good.close()
+    src.close()
+
+
+@pytest.mark.timeout(60)
+def test_thread_prefetcher_keeps_order_stops_early_and_raises(tmp_path):
+    from scidl.data.loading import ThreadPrefetcher
+
+    ds = _datasets(tmp_path)[0]
+    loader = DataLoader(ds, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(1))
+    want = [b[1].tolist() for b in DataLoader(ds, batch_size=4, shuffle=True,
+                                              generator=torch.Generator().manual_seed(1))]
+    pre = ThreadPrefetcher(loader, depth=2)
+    assert len(pre) == len(want) and [b[1].tolist() for b in pre] == want
+    for b in pre:  # leaving early stops the thread
+        break
+    import threading
+    import time
+
+    deadline = time.monotonic() + 5
+    while any(t.name == "scidl-read-ahead" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(t.name == "scidl-read-ahead" for t in threading.enumerate())
+
+    def broken():
+        yield 1
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        list(ThreadPrefetcher(broken()))

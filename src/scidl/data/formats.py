@@ -529,11 +529,12 @@ class DirectReader:
         self._fallback: SampleReader | None = None
 
     def agrees_with(self, library: SampleReader) -> bool:
-        """Check the layout once against the library's own read of the first and last
-        samples; on success the library serves the reads this reader does not do."""
+        """Check the layout once against the library's own read of the last sample (the
+        one whose offset needs every term right); on success the library serves the
+        reads this reader does not do."""
         try:
-            n = self.shape[0]
-            ok = all(np.array_equal(self(i), library(i)) for i in {0, n - 1})
+            last = self.shape[0] - 1
+            ok = np.array_equal(self(last), library(last))
         except (OSError, ValueError, IndexError):
             ok = False
         if not ok:
