@@ -6,16 +6,21 @@ Part 1, read throughput. The same samples (``[16, size, size]`` float32 fields a
 format: HDF5 and netCDF-4 (h5py, chunked one sample at a time), Zarr (if installed), a
 folder of ``.npy`` files and netCDF-3 (scipy). Each pair reads every sample once, one at
 a time in order, through ``scidl.data.FileDataset`` and through the plain loop anyone
-would write with the format's own library (``h5py``: ``f["fields"][i]``; ``np.load(...,
-mmap_mode="r")[i]``; ...), in alternating order. Figure: median over pairs of SciDL's
-throughput ÷ the plain loop's (target ≥ 0.9). A bulk read of whole arrays is timed too,
-as the ceiling.
+would write with the format's own library (``h5py``: ``f["fields"][i]``;
+``np.array(np.load(..., mmap_mode="r")[i])``; ...), in alternating order. Both sides
+deliver arrays of their own in memory, in native byte order (a memory-mapped view is
+copied out; netCDF-3's big-endian values are converted in that copy), and before the
+timed pairs one untimed pass of each checks that they deliver the same values (CRC-32
+over every array). Figure: median over pairs of SciDL's throughput ÷ the plain loop's
+(target ≥ 0.9). A bulk read of whole arrays is timed too, as the ceiling.
 
 Part 2, training step time. weather_seg's U-Net trains the same steps on the same files
-either through the file dataset with ``train.num_workers`` DataLoader workers or from
-the same samples held in memory (``num_workers=0``); runs alternate. A step's time is the
-interval between consecutive step ends (data waiting included; the first 3 steps left
-out); figure: median over pairs of disk ÷ memory of each run's median step (target ≤ 1.05).
+either from the samples held in memory (``num_workers=0``) or from the files, read by
+``train.num_workers`` DataLoader worker processes (``--workers``) or by one thread of the
+training process (``scidl.data.ThreadPrefetcher``, no worker process); each round runs
+memory and every disk setting once, in alternating order. A step's time is the interval
+between consecutive step ends (data waiting included; the first 3 steps left out);
+figure: median over rounds of disk ÷ memory of each run's median step (target ≤ 1.05).
 
 Page cache: with ``--drop-caches`` the cache is dropped (``echo 3 >
 /proc/sys/vm/drop_caches``, needs root) before every timed read and run, and the JSON
@@ -23,7 +28,7 @@ records whether that worked; without it the files are warm (just written and rea
 The load average is recorded; on a shared machine rerun on a quiet one.
 
     python benchmarks/data.py [--size 48] [--samples 256] [--pairs 5] [--steps 30]
-                              [--workers 1 2] [--drop-caches]
+                              [--workers 1 2] [--no-thread] [--drop-caches]
 
 Writes benchmarks/results/data.json; ``python scripts/render_docs.py`` renders it into
 docs/data.md.
@@ -398,7 +403,7 @@ def _table(head: list[str], rows: list[list[Any]]) -> str:
 def _mode_words(row: dict[str, Any]) -> str:
     mode = row.get("mode", f"workers={row['num_workers']}")
     if mode == "thread":
-        return "a reading thread (`data.read_ahead=thread`, no worker process)"
+        return "a reading thread, no worker process (`ThreadPrefetcher`)"
     w = int(mode.split("=")[1])
     return f"{w} worker process{'es' if w > 1 else ''} (`train.num_workers={w}`)"
 

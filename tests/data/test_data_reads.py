@@ -146,7 +146,7 @@ def test_thread_prefetcher_keeps_order_stops_early_and_raises(tmp_path):
                                               generator=torch.Generator().manual_seed(1))]
     pre = ThreadPrefetcher(loader, depth=2)
     assert len(pre) == len(want) and [b[1].tolist() for b in pre] == want
-    for b in pre:  # leaving early stops the thread
+    for _b in pre:  # leaving early stops the thread
         break
     import threading
     import time

@@ -92,7 +92,7 @@ def sample_reader(src: Source, name: str) -> SampleReader:
     :class:`DirectReader`), else ``src.read`` bound to the name."""
     own = getattr(src, "sample_reader", None)
     if own is not None:
-        return own(name)  # type: ignore[no-any-return]
+        return own(name)
     return lambda index: src.read(name, index)
 
 
@@ -582,7 +582,7 @@ class DirectReader:
         """Samples ``start:stop`` into ``out``: adjacent stretches in one call each."""
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        view = memoryview(out.reshape(-1).view(np.uint8))
+        view = memoryview(out.reshape(-1).view(np.uint8).data)
         sb, k = self.sample_bytes, self.block
         pos, file_at, length = 0, -1, 0
         i = start
