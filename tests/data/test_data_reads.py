@@ -117,6 +117,8 @@ def test_batched_reads_and_readahead_return_what_single_reads_return(tmp_path):
 
 def test_max_open_bounds_the_handles(tmp_path):
     ds = _datasets(tmp_path)[0]
+    assert ds.read_paths(0) == {"x": "direct", "y": "direct"}
+    assert ds.read_paths(1) == {"x": "hdf5", "y": "direct"}  # gzip: through h5py
     ds.max_open = 2
     for i in range(len(ds)):
         torch.testing.assert_close(ds[i][0], torch.from_numpy(X[i % 7]))

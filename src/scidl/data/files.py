@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 from scidl.data.formats import (
     ZARR_MARKERS,
     DataError,
+    DirectReader,
     SampleReader,
     Source,
     open_source,
@@ -113,6 +114,7 @@ class FileDataset(Dataset):
         """Forget this process's open files, readers and read-ahead (no closing)."""
         self._open: dict[int, Source] = {}
         self._readers: dict[int, list[Callable[[int | slice], torch.Tensor]]] = {}
+        self._kinds: dict[int, dict[str, str]] = {}
         self._ahead: tuple[int, int, int, list[torch.Tensor], int] | None = None
         self._last: tuple[int, int] = (-1, -1)
         self._streak = 0
@@ -121,6 +123,7 @@ class FileDataset(Dataset):
     def _close_file(self, file: int) -> None:
         src = self._open.pop(file, None)
         self._readers.pop(file, None)
+        self._kinds.pop(file, None)
         if self._ahead is not None and self._ahead[0] == file:
             self._ahead = None
         if src is not None:
@@ -176,9 +179,18 @@ class FileDataset(Dataset):
         fns = self._readers.get(file)
         if fns is None:
             src = self._source(file)
-            fns = self._readers[file] = [self._converter(v, sample_reader(src, v))
-                                         for v in self.variables]
+            raw = [sample_reader(src, v) for v in self.variables]
+            self._kinds[file] = {v: "direct" if isinstance(r, DirectReader) else src.format
+                                 for v, r in zip(self.variables, raw, strict=True)}
+            fns = self._readers[file] = [self._converter(v, r)
+                                         for v, r in zip(self.variables, raw, strict=True)]
         return fns
+
+    def read_paths(self, file: int = 0) -> dict[str, str]:
+        """How this process reads each variable of file number ``file``: ``"direct"``
+        (:class:`~scidl.data.formats.DirectReader`) or the format whose library reads it."""
+        self._file_readers(file)
+        return dict(self._kinds[file])
 
     def _converter(self, name: str, read: SampleReader) -> Callable[[int | slice], torch.Tensor]:
         dt = self.dtypes.get(name)
