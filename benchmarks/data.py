@@ -273,11 +273,16 @@ def _quartiles(v: list[float]) -> list[float]:
 
 # ----------------------------------------------------------------------------- part 2
 class _StepClock:
+    """Wall and training-process CPU time (all its threads, not worker processes) at
+    every step end."""
+
     def __init__(self) -> None:
         self.ends: list[float] = []
+        self.cpu: list[float] = []
 
     def on_step_end(self, trainer: Any, row: dict[str, Any]) -> None:
         self.ends.append(time.perf_counter())
+        self.cpu.append(time.process_time())
 
 
 def _median_step(ends: list[float], skip: int = 3) -> float:
@@ -318,7 +323,7 @@ def train_part(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     modes = disk_modes(args)
     cache: set[str] = set()
     with distributed_context(device="cpu", backend="gloo") as dctx:
-        def run(mode: str, k: int) -> float:
+        def run(mode: str, k: int) -> tuple[float, float]:
             workers = int(mode.split("=")[1]) if mode.startswith("workers=") else 0
             over = ["log.tensorboard=false", "log.progress=false", "log.pictures=false",
                     f"log.run_dir={root / f'run_{mode}_{k}'}",
@@ -336,15 +341,18 @@ def train_part(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             cache.add(state)
             cls = ThreadReadTrainer if mode == "thread" else Trainer
             cls(cfg, task, dctx, Path(cfg.log.run_dir), [clock]).fit()
-            return _median_step(clock.ends)
+            return _median_step(clock.ends), _median_step(clock.cpu)
 
         for mode in ["memory", *modes]:
             run(mode, -1)  # warm-up: imports, first fork
         times: dict[str, list[float]] = {m: [] for m in ["memory", *modes]}
+        cpu: dict[str, list[float]] = {m: [] for m in ["memory", *modes]}
         for k in range(args.pairs):  # one round: memory and every disk mode, order alternating
             order = ["memory", *modes]
             for mode in order if k % 2 == 0 else order[::-1]:
-                times[mode].append(run(mode, k))
+                wall, used = run(mode, k)
+                times[mode].append(wall)
+                cpu[mode].append(used)
     rows = []
     for mode in modes:
         ratios = [d / m for d, m in zip(times[mode], times["memory"], strict=True)]
@@ -352,6 +360,8 @@ def train_part(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                      "num_workers": int(mode.split("=")[1]) if mode.startswith("workers=") else 0,
                      "disk_step_ms": 1e3 * statistics.median(times[mode]),
                      "memory_step_ms": 1e3 * statistics.median(times["memory"]),
+                     "disk_cpu_ms": 1e3 * statistics.median(cpu[mode]),
+                     "memory_cpu_ms": 1e3 * statistics.median(cpu["memory"]),
                      "ratio_median": statistics.median(ratios),
                      "ratio_q1_q3": _quartiles(ratios)})
     return {"rows": rows, "steps": args.steps, "batch": args.batch, "size": args.size,
@@ -427,7 +437,9 @@ def render(d: dict[str, Any]) -> str:
     skipped = "".join(f" {f}: skipped ({why})." for f, why in r["skipped"].items())
     train_rows = [[_mode_words(row), f"{row['disk_step_ms']:.1f}", f"{row['memory_step_ms']:.1f}",
                    f"**{row['ratio_median']:.3f}** ({row['ratio_q1_q3'][0]:.3f}–"
-                   f"{row['ratio_q1_q3'][1]:.3f})"] for row in t["rows"]]
+                   f"{row['ratio_q1_q3'][1]:.3f})",
+                   f"{row['disk_cpu_ms']:.1f} / {row['memory_cpu_ms']:.1f}" if "disk_cpu_ms" in row
+                   else "–"] for row in t["rows"]]
     load = ", ".join(f"{v:g}" for v in m["loadavg_before"])
     read_ok = [row["format"] for row in r["rows"] if row["ratio_median"] >= 0.9]
     train_ok = [_mode_words(row) for row in t["rows"] if row["ratio_median"] <= 1.05]
@@ -447,7 +459,8 @@ def render(d: dict[str, Any]) -> str:
         "median over interleaved pairs of runs (target: disk ÷ memory ≤ 1.05).",
         "",
         _table(["reading from disk with", "disk ms/step", "memory ms/step",
-                "disk ÷ memory (IQR)"], train_rows),
+                "disk ÷ memory (IQR)", "training-process CPU ms/step, disk / memory"],
+               train_rows),
         "",
         f"Page cache: {d['page_cache']}. Machine: {m['cpus']} CPUs, load average {load} at "
         f"the start (1, 5, 15 min); command: `{d['command']}`.",
