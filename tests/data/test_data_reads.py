@@ -40,15 +40,14 @@ def test_hdf5_direct_reads_match_h5py(tmp_path, layout, direct):
     src.close()
 
 
-def test_npy_and_netcdf3_direct_reads(tmp_path):
+def test_npy_and_netcdf3_reads(tmp_path):
     from scipy.io import netcdf_file
 
     np.save(tmp_path / "c.npy", X)
     np.save(tmp_path / "f.npy", np.asfortranarray(X))
-    for name, direct in (("c", True), ("f", False)):
+    for name in ("c", "f"):
         src = open_source(tmp_path / f"{name}.npy")
         read = sample_reader(src, name)
-        assert isinstance(read, DirectReader) is direct
         assert np.array_equal(read(3), X[3]) and np.array_equal(read(slice(1, 6)), X[1:6])
         src.close()
     with netcdf_file(tmp_path / "n.nc", "w") as f:
@@ -59,9 +58,7 @@ def test_npy_and_netcdf3_direct_reads(tmp_path):
         f.createVariable("x", "f", ("s", "a", "b"))[:] = X
         f.createVariable("r", "f", ("t", "a", "b"))[:] = X
         f.createVariable("q", "d", ("t",))[:] = np.arange(7.0)
-    src = open_source(tmp_path / "n.nc")
-    assert isinstance(sample_reader(src, "x"), DirectReader)
-    assert not isinstance(sample_reader(src, "r"), DirectReader)
+    src = open_source(tmp_path / "n.nc")  # big-endian: copied out of the map, swapped on the way
     for v in ("x", "r"):
         read = sample_reader(src, v)
         a, b = read(5), read(slice(2, 7))

@@ -36,6 +36,15 @@ from scidl.data.formats import (
 
 DATA_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nc", ".nc4", ".npy", ".zarr")
 
+_PROCESS = [0]  # bumped in a child after fork (hook registered with the first dataset)
+
+
+def _watch_forks() -> None:
+    if _PROCESS[0] == 0:
+        _PROCESS[0] = 1
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=lambda: _PROCESS.__setitem__(0, _PROCESS[0] + 1))
+
 
 def find_files(path: str | Path, pattern: str | None = None) -> list[Path]:
     """The data sources under ``path``, sorted: ``path`` itself if it is a file or a single
@@ -75,8 +84,7 @@ class FileDataset(Dataset):
             whose every read has a high fixed cost (Zarr, xarray); 0: never.
         max_open: most files kept open per process (the oldest is closed); None: all.
 
-    Reads: uncompressed HDF5/netCDF-4 variables and ``.npy`` files are read straight
-    from the file (:class:`scidl.data.formats.DirectReader`, checked against the
+    Reads: uncompressed HDF5/netCDF-4 variables are read straight from the file (:class:`scidl.data.formats.DirectReader`, checked against the
     library once per file), the rest through their library. A batch of indices
     (:meth:`__getitems__`, which ``DataLoader`` uses) reads each run of consecutive
     samples of a file in one call.
@@ -107,14 +115,17 @@ class FileDataset(Dataset):
             raise DataError(f"readahead must be >= 0 and max_open >= 1 (got {readahead}, "
                             f"{max_open})")
         self.readahead, self.max_open = readahead, max_open
+        _watch_forks()
         self._pid = os.getpid()
         self._reset_handles()
 
     def _reset_handles(self) -> None:
         """Forget this process's open files, readers and read-ahead (no closing)."""
+        self._generation = -1  # the next read checks the process id
         self._open: dict[int, Source] = {}
         self._readers: dict[int, list[Callable[[int | slice], torch.Tensor]]] = {}
         self._kinds: dict[int, dict[str, str]] = {}
+        self._ahead_files: set[int] = set()
         self._ahead: tuple[int, int, int, list[torch.Tensor], int] | None = None
         self._last: tuple[int, int] = (-1, -1)
         self._streak = 0
@@ -124,6 +135,7 @@ class FileDataset(Dataset):
         src = self._open.pop(file, None)
         self._readers.pop(file, None)
         self._kinds.pop(file, None)
+        self._ahead_files.discard(file)
         if self._ahead is not None and self._ahead[0] == file:
             self._ahead = None
         if src is not None:
@@ -161,12 +173,17 @@ class FileDataset(Dataset):
         """Global sample indices held by file number ``file``."""
         return range(self._offsets[file], self._offsets[file + 1])
 
-    def _source(self, file: int) -> Source:
-        if self._pid != os.getpid():  # a forked copy: the parent's handles are not ours
-            # kept, unused and unclosed: closing a handle inherited through fork is not ours to do
+    def _check_process(self) -> None:
+        if self._generation != _PROCESS[0] and self._pid != os.getpid():
+            # a forked copy: the parent's handles are not ours; kept, unused and unclosed
+            # (closing a handle inherited through fork is not ours to do)
             self._inherited = [*getattr(self, "_inherited", []), *self._open.values()]
             self._pid = os.getpid()
             self._reset_handles()
+        self._generation = _PROCESS[0]
+
+    def _source(self, file: int) -> Source:
+        self._check_process()
         src = self._open.get(file)
         if src is None:
             if self.max_open is not None and len(self._open) >= self.max_open:
@@ -176,6 +193,7 @@ class FileDataset(Dataset):
 
     def _file_readers(self, file: int) -> list[Callable[[int | slice], torch.Tensor]]:
         """One function per variable: index or run of samples -> tensor as returned."""
+        self._check_process()
         fns = self._readers.get(file)
         if fns is None:
             src = self._source(file)
@@ -184,6 +202,11 @@ class FileDataset(Dataset):
                                  for v, r in zip(self.variables, raw, strict=True)}
             fns = self._readers[file] = [self._converter(v, r)
                                          for v, r in zip(self.variables, raw, strict=True)]
+            # read-ahead pays where a library call costs much more than its bytes (Zarr,
+            # xarray); a direct or h5py read of one sample costs little more than its
+            # copy, and a large block only adds page faults on fresh memory
+            if getattr(src, "per_call_overhead", False):
+                self._ahead_files.add(file)
         return fns
 
     def read_paths(self, file: int = 0) -> dict[str, str]:
@@ -194,6 +217,10 @@ class FileDataset(Dataset):
 
     def _converter(self, name: str, read: SampleReader) -> Callable[[int | slice], torch.Tensor]:
         dt = self.dtypes.get(name)
+        if isinstance(read, DirectReader):  # native, contiguous, writable arrays already
+            if dt is None:
+                return lambda index: torch.from_numpy(read(index))
+            return lambda index: torch.from_numpy(read(index)).to(dt)
 
         def fn(index: int | slice) -> torch.Tensor:
             a = read(index)
@@ -206,9 +233,12 @@ class FileDataset(Dataset):
 
     def __getitem__(self, index: int) -> Any:
         f, i = self.locate(int(index))
-        out = self._from_ahead(f, i) if self.readahead and self._ahead_helps(f) else None
+        fns = self._readers.get(f) if self._generation == _PROCESS[0] else None
+        if fns is None:
+            fns = self._file_readers(f)
+        out = self._from_ahead(f, i) if self.readahead and f in self._ahead_files else None
         if out is None:
-            out = tuple([read(i) for read in self._file_readers(f)])
+            out = tuple([read(i) for read in fns])
             if self._sample_bytes is None:
                 self._sample_bytes = sum(t.numel() * t.element_size() for t in out)
         return self.transform(out) if self.transform else out
@@ -231,12 +261,6 @@ class FileDataset(Dataset):
         if self.transform:
             out = [self.transform(o) for o in out]
         return out
-
-    def _ahead_helps(self, f: int) -> bool:
-        """Read-ahead pays where a library call costs much more than its bytes (Zarr,
-        xarray); a direct read or an h5py read of one sample costs little more than
-        the copy, and a large block only adds page faults on fresh memory."""
-        return bool(getattr(self._source(f), "per_call_overhead", False))
 
     def _from_ahead(self, f: int, i: int) -> tuple[torch.Tensor, ...] | None:
         """Sequential reads within a file (``i`` after ``i - 1`` after ``i - 2``) read the
@@ -278,6 +302,7 @@ class FileDataset(Dataset):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        _watch_forks()  # a fresh (spawned) interpreter
         self._reset_handles()
 
     def __del__(self) -> None:

@@ -250,8 +250,25 @@ def _h5_layout(ds: Any) -> tuple[int, Callable[[int], int | None]] | None:
         return None
     k = int(ds.chunks[0])
     rest = (0,) * (len(ds.shape) - 1)
+    table: dict[int, int | None] = {}
+
+    def read_table() -> None:
+        """Every chunk's offset in one pass over the chunk index (h5py >= 3.8)."""
+        def one(info: Any) -> None:
+            off = info.byte_offset
+            table[int(info.chunk_offset[0]) // k] = \
+                None if off is None or info.filter_mask else int(off)
+
+        ds.id.chunk_iter(one)
 
     def chunk_offset(j: int) -> int | None:
+        if not table and hasattr(ds.id, "chunk_iter"):
+            try:
+                read_table()
+            except (RuntimeError, ValueError, TypeError):
+                table.clear()
+        if j in table:
+            return table[j]
         try:
             info = ds.id.get_chunk_info_by_coord((j * k, *rest))
         except (AttributeError, RuntimeError, ValueError, KeyError):
@@ -335,7 +352,6 @@ class NpySource:
         files = sorted(path.glob("*.npy")) if path.is_dir() else [path]
         self._files = {f.stem: f for f in files}
         self._arr: dict[str, np.ndarray] = {}
-        self._direct: list[DirectReader] = []
 
     def _array(self, name: str) -> np.ndarray:
         a = self._arr.get(name)
@@ -353,23 +369,12 @@ class NpySource:
         return np.array(self._array(name)[index])  # a copy: the map may be closed later
 
     def sample_reader(self, name: str) -> SampleReader:
-        """C-ordered numeric arrays are read straight from the file (:class:`DirectReader`)."""
+        """Copies out of the memory map: once the map's pages are in, a copy costs less
+        than a system call per sample (:class:`DirectReader` is slower here)."""
         a = self._array(name)
-        via_map: SampleReader = lambda index: np.array(a[index])  # noqa: E731
-        if a.ndim and a.flags.c_contiguous and a.dtype.kind in "biuf" \
-                and isinstance(a, np.memmap) and a.size:
-            offset = int(a.offset)
-            direct = DirectReader(self._files[name], a.shape, a.dtype, int(a.shape[0]),
-                                  lambda j: offset if j == 0 else None)
-            if direct.agrees_with(via_map):
-                self._direct.append(direct)
-                return direct
-        return via_map
+        return lambda index: np.array(a[index])
 
     def close(self) -> None:
-        for d in self._direct:
-            d.close()
-        self._direct.clear()
         self._arr.clear()
 
 
@@ -382,7 +387,6 @@ class NetCDF3Source:
         io = require("scipy.io", "reading netCDF-3 files")
         self.path = path
         self._f = io.netcdf_file(str(path), "r", mmap=True)
-        self._direct: list[DirectReader] = []
 
     def variables(self) -> dict[str, VarInfo]:
         return {n: VarInfo(tuple(v.shape), str(v.data.dtype), None, None)
@@ -394,42 +398,17 @@ class NetCDF3Source:
         return np.array(self._f.variables[name].data[index])
 
     def sample_reader(self, name: str) -> SampleReader:
-        """Samples in native byte order (netCDF-3 stores big-endian): variables stored in
-        one piece are read straight from the file (:class:`DirectReader`), record
-        variables converted while copied out of the memory map."""
+        """Samples in native byte order (netCDF-3 stores big-endian), converted while
+        copied out of the memory map: one pass over the bytes (a direct read would need
+        a second pass to swap them)."""
         if name not in self._f.variables:
             raise _sample_axis_error(self.path, name, list(self._f.variables))
         f = self._f  # no array kept: closing a mapped file needs none alive
-        data = f.variables[name].data
-        native = data.dtype.newbyteorder("=")
-        via_map: SampleReader = lambda index: np.array(f.variables[name].data[index], dtype=native)  # noqa: E731
-        offset = _netcdf3_offset(f, f.variables[name])
-        shape, dtype = data.shape, data.dtype
-        del data
-        if offset is not None:
-            direct = DirectReader(self.path, shape, dtype, int(shape[0]),
-                                  lambda j: offset if j == 0 else None)
-            if direct.agrees_with(via_map):
-                self._direct.append(direct)
-                return direct
-        return via_map
+        native = f.variables[name].data.dtype.newbyteorder("=")
+        return lambda index: np.array(f.variables[name].data[index], dtype=native)
 
     def close(self) -> None:
-        for d in self._direct:
-            d.close()
-        self._direct.clear()
         self._f.close()
-
-
-def _netcdf3_offset(f: Any, var: Any) -> int | None:
-    """File offset of a netCDF-3 variable stored in one piece (not a record variable:
-    those interleave with the others), from its place in scipy's memory map."""
-    data, buf = var.data, getattr(f, "_mm_buf", None)
-    if buf is None or getattr(var, "isrec", True) or not data.ndim or not data.size \
-            or not data.flags.c_contiguous or data.dtype.kind not in "biuf":
-        return None
-    offset = data.__array_interface__["data"][0] - buf.__array_interface__["data"][0]
-    return offset if 0 <= offset <= buf.size - data.nbytes else None
 
 
 def cf_packing(attrs: Any) -> tuple[Any, Any]:
@@ -508,12 +487,12 @@ class DirectReader:
     """Samples of an array stored uncompressed in a file, read straight into new arrays.
 
     The array's first axis is split into blocks of ``block`` samples (HDF5 chunks; one
-    block for contiguous storage and ``.npy`` files) and block ``j`` starts at file offset
+    block for contiguous storage) and block ``j`` starts at file offset
     ``block_offset(j)``, looked up once per block. A sample, or a run of samples, is one
     ``os.preadv`` per stretch of adjacent bytes in the file into a fresh array: no
     library call in between, one copy (kernel to array), the GIL released while reading
     (so a reading thread overlaps with computation). Arrays come back in native byte
-    order (big-endian data, as netCDF-3 stores it, is swapped in place).
+    order (big-endian data is swapped in place).
 
     Reads that are neither an ``int`` nor a slice of step 1 go to ``fallback``.
     """
@@ -525,6 +504,8 @@ class DirectReader:
         self._block_offset = block_offset
         self._offsets: dict[int, int] = {}
         self.sample_bytes = int(np.prod(shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self._sample_shape = self.shape[1:]
+        self._is_native = self.dtype.isnative
         self._fd: int | None = None
         self._fallback: SampleReader | None = None
 
@@ -553,25 +534,40 @@ class DirectReader:
         return off
 
     def __call__(self, index: int | slice) -> np.ndarray:
-        n = self.shape[0]
+        if type(index) is int:  # the hot path: one sample, one system call
+            n = self.shape[0]
+            if index < 0:
+                index += n
+            if not 0 <= index < n:
+                raise IndexError(f"index {index - n if index < 0 else index} is out of range "
+                                 f"for {n} samples")
+            j = index // self.block
+            off = self._offsets.get(j)
+            if off is None:
+                off = self._offset(j)
+            fd = self._fd if self._fd is not None else self._open()
+            out = np.empty(self._sample_shape, self.dtype)
+            at = off + (index - j * self.block) * self.sample_bytes
+            if os.preadv(fd, [out], at) != self.sample_bytes:  # type: ignore[list-item]
+                self._pread(memoryview(out.reshape(-1).view(np.uint8).data), at)
+            return out if self._is_native else self._as_native(out)
+        if isinstance(index, np.integer):
+            return self(int(index))
         if isinstance(index, slice):
-            start, stop, step = index.indices(n)
+            start, stop, step = index.indices(self.shape[0])
             if step != 1 and self._fallback is not None:
                 return _native(self._fallback(index))
-            out = np.empty((max(stop - start, 0), *self.shape[1:]), self.dtype)
+            out = np.empty((max(stop - start, 0), *self._sample_shape), self.dtype)
             if out.size:
                 self._read_run(start, stop, out)
-            return self._as_native(out)
-        if isinstance(index, (int, np.integer)):
-            i = int(index) + (n if index < 0 else 0)
-            if not 0 <= i < n:
-                raise IndexError(f"index {index} is out of range for {n} samples")
-            out = np.empty(self.shape[1:], self.dtype)
-            self._read_run(i, i + 1, out)
             return self._as_native(out)
         if self._fallback is None:
             raise TypeError(f"cannot read {index!r} directly")
         return _native(self._fallback(index))
+
+    def _open(self) -> int:
+        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        return self._fd
 
     def _as_native(self, a: np.ndarray) -> np.ndarray:
         if self.dtype.isnative:
@@ -581,7 +577,7 @@ class DirectReader:
     def _read_run(self, start: int, stop: int, out: np.ndarray) -> None:
         """Samples ``start:stop`` into ``out``: adjacent stretches in one call each."""
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            self._open()
         view = memoryview(out.reshape(-1).view(np.uint8).data)
         sb, k = self.sample_bytes, self.block
         pos, file_at, length = 0, -1, 0
