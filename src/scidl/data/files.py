@@ -217,7 +217,8 @@ class FileDataset(Dataset):
 
     def _converter(self, name: str, read: SampleReader) -> Callable[[int | slice], torch.Tensor]:
         dt = self.dtypes.get(name)
-        if isinstance(read, DirectReader):  # native, contiguous, writable arrays already
+        if isinstance(read, DirectReader) or getattr(read, "native_copies", False):
+            # new, native, contiguous arrays already
             if dt is None:
                 return lambda index: torch.from_numpy(read(index))
             return lambda index: torch.from_numpy(read(index)).to(dt)

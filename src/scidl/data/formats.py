@@ -86,6 +86,13 @@ class Source(Protocol):
 SampleReader = Callable[[int | slice], np.ndarray]
 
 
+def native_copies(read: SampleReader) -> SampleReader:
+    """Mark ``read`` as returning new, C-contiguous arrays in native byte order (the
+    dataset then wraps them without checking)."""
+    read.native_copies = True  # type: ignore[attr-defined]
+    return read
+
+
 def sample_reader(src: Source, name: str) -> SampleReader:
     """The fastest way ``src`` offers to read variable ``name``: the source's own
     ``sample_reader`` where it has one (direct reads of uncompressed data, see
@@ -372,7 +379,10 @@ class NpySource:
         """Copies out of the memory map: once the map's pages are in, a copy costs less
         than a system call per sample (:class:`DirectReader` is slower here)."""
         a = self._array(name)
-        return lambda index: np.array(a[index])
+        if not a.dtype.isnative:
+            native = a.dtype.newbyteorder("=")
+            return native_copies(lambda index: np.array(a[index], dtype=native, order="C"))
+        return native_copies(lambda index: np.array(a[index], order="C"))
 
     def close(self) -> None:
         self._arr.clear()
@@ -403,9 +413,9 @@ class NetCDF3Source:
         a second pass to swap them)."""
         if name not in self._f.variables:
             raise _sample_axis_error(self.path, name, list(self._f.variables))
-        f = self._f  # no array kept: closing a mapped file needs none alive
-        native = f.variables[name].data.dtype.newbyteorder("=")
-        return lambda index: np.array(f.variables[name].data[index], dtype=native)
+        data = self._f.variables[name].data  # dropped with the reader, before close()
+        native = data.dtype.newbyteorder("=")
+        return native_copies(lambda index: np.array(data[index], dtype=native, order="C"))
 
     def close(self) -> None:
         self._f.close()
