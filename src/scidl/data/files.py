@@ -162,10 +162,11 @@ class FileDataset(Dataset):
 
     def locate(self, index: int) -> tuple[int, int]:
         """(file number, sample within that file) of global sample ``index``."""
+        n = self._offsets[-1]
         if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(f"sample {index} out of range for {len(self)} samples")
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(f"sample {index} out of range for {n} samples")
         f = bisect.bisect_right(self._offsets, index) - 1
         return f, index - self._offsets[f]
 
