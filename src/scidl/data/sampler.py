@@ -46,6 +46,14 @@ class ResumableDistributedSampler(DistributedSampler):
         return self.num_samples - self.start_index
 
 
+def deal_files(n_files: int, num_replicas: int, seed: int, shuffle: bool) -> list[list[int]]:
+    """The file numbers of each rank: a seeded shuffle of the files (none without
+    ``shuffle``), then dealt round robin; each rank's list sorted. Fixed for the run, so
+    a rank's files can be staged on node-local storage."""
+    order = np.random.default_rng(seed).permutation(n_files) if shuffle else np.arange(n_files)
+    return [sorted(order[r::num_replicas].tolist()) for r in range(num_replicas)]
+
+
 class ResumableFileSampler(Sampler[int]):
     """Shards by file, as the DeepCAM loader does: each rank reads only its own files.
 
@@ -71,9 +79,7 @@ class ResumableFileSampler(Sampler[int]):
         self.epoch = 0
         self.start_index = 0
         offsets = np.concatenate([[0], np.cumsum(file_sizes)]).astype(int)
-        order = np.random.default_rng(seed).permutation(len(file_sizes)) if shuffle \
-            else np.arange(len(file_sizes))
-        shares = [sorted(order[r::num_replicas].tolist()) for r in range(num_replicas)]
+        shares = deal_files(len(file_sizes), num_replicas, seed, shuffle)
         self.files = shares[rank]  # file numbers this rank reads
         self._indices = [i for f in self.files for i in range(offsets[f], offsets[f + 1])]
         self.num_samples = min(sum(int(file_sizes[f]) for f in s) for s in shares)
