@@ -105,6 +105,10 @@ class DataConfig(_Section):
     stage_dir: str | None = Field(
         None, description="copy the files this rank reads to this (node-local) folder before "
                           "training and read the copies (needs data read from files)")
+    read_ahead: Literal["none", "thread"] = Field(
+        "none", description="thread: read the next training batches in a background thread of "
+                            "the training process instead of worker processes (needs "
+                            "train.num_workers=0)")
 
 
 class DistConfig(_Section):
@@ -422,7 +426,14 @@ def load_config(
     cfg = _validate(RunConfig, merged)
     _check_registered(cfg)
     _check_phases_used(cfg, user)
+    _check_read_ahead(cfg)
     return cfg
+
+
+def _check_read_ahead(cfg: RunConfig) -> None:
+    if cfg.data.read_ahead == "thread" and cfg.train.num_workers:
+        raise ConfigError("data.read_ahead=thread reads in the training process: it needs "
+                          f"train.num_workers=0 (got {cfg.train.num_workers})")
 
 
 def _check_phases_used(cfg: RunConfig, user: dict[str, Any]) -> None:

@@ -87,3 +87,19 @@ def test_cli_write_inspect_and_errors(tmp_path, weather_dir, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert msg in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.timeout(120)
+def test_files_run_reading_in_a_thread_resumes_bit_exact(tmp_path, weather_dir):
+    """data.read_ahead=thread: the same weights as the uninterrupted run after a resume."""
+    over = ["train.max_steps=7", "checkpoint.every_steps=5", "checkpoint.best=false",
+            "train.num_workers=0", "data.read_ahead=thread", "train.eval_every=100"]
+    full = _train(_cfg(tmp_path / "full", weather_dir, *over))
+    cfg = _cfg(tmp_path / "crash", weather_dir, *over)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _train(cfg, callbacks=[_CrashAt(6)])
+    resumed = _train(cfg, resume=True)
+    for a, b in zip(full.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(Exception, match=r"data.read_ahead=thread .* needs train.num_workers=0 \(got 2\)"):
+        _cfg(tmp_path / "x", weather_dir, "data.read_ahead=thread")

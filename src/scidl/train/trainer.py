@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from scidl.comm import build_strategy
 from scidl.comm.sparse_grads import densify_grads, optimizer_takes_sparse, sparse_modules
 from scidl.config import ConfigError, RunConfig
+from scidl.data.loading import ThreadPrefetcher
 from scidl.data.sampler import build_sampler
 from scidl.data.staging import loader_options, stage_for_rank
 from scidl.optim import build_optimizer, build_scheduler
@@ -182,10 +183,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ pieces
 
-    def _loader(self) -> DataLoader:
+    def _loader(self) -> Iterable[Any]:
         """The epoch's loader. Its position is the sampler's (``set_start``), in the
         training process, so a resumed run reads the same samples with any number of
-        workers; with ``train.persistent_workers`` one loader serves every epoch."""
+        workers; with ``train.persistent_workers`` one loader serves every epoch; with
+        ``data.read_ahead=thread`` a thread of this process reads two batches ahead."""
+        if self.cfg.data.read_ahead == "thread":
+            return ThreadPrefetcher(self._data_loader(), depth=2)
+        return self._data_loader()
+
+    def _data_loader(self) -> DataLoader:
         if self._persistent_loader is not None:
             return self._persistent_loader
         loader = DataLoader(
