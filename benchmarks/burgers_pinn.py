@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,12 @@ def loadavg() -> list[float]:
         return []
 
 
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's finished children (all ranks)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def run_one(args: list[str], seed: int, root: Path) -> dict[str, Any]:
     """One ``scidl train`` process; the summary's results and timings."""
     run_dir = root / f"seed{seed}-{time.time_ns()}"
@@ -56,15 +63,20 @@ def run_one(args: list[str], seed: int, root: Path) -> dict[str, Any]:
            f"log.run_dir={run_dir}", "log.progress=false", "log.tensorboard=false",
            "log.pictures=false"]
     before = loadavg()
+    cpu0 = _children_cpu()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=os.environ.copy())
     wall = time.perf_counter() - t0
+    cpu = _children_cpu() - cpu0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     s = json.loads((run_dir / "summary.json").read_text())
     return {
         "seed": seed, "final_eval": s["final_eval"], "rel_l2": s["final_eval"].get("rel_l2"),
         "train_s": s["wall_s"], "process_s": round(wall, 1), "steps": s["steps"],
+        # CPU seconds of all ranks together (start-up included): less sensitive to other
+        # jobs on the machine than wall time
+        "cpu_s": round(cpu, 1),
         "phases": [{"optim": p["optim"], "steps": p["trained_steps"],
                     "train_time_s": p["train_time_s"], "final_loss": p["final_loss"],
                     "rel_l2": p["final_eval"].get("rel_l2")} for p in s.get("phases") or []],
@@ -76,7 +88,7 @@ def run_one(args: list[str], seed: int, root: Path) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="+", choices=sorted(RUNS), default=sorted(RUNS))
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     data = json.loads(args.out.read_text()) if args.out.exists() else {}
