@@ -89,9 +89,9 @@ def count_passes() -> Iterator[dict[str, int]]:
             return fn(self, micro)
         return inner
 
-    def fl(self: Any, micro: Any) -> Any:
+    def fl(self: Any, *args: Any, **kwargs: Any) -> Any:
         counts["forward_only"] += 1
-        return saved_fl(self, micro)
+        return saved_fl(self, *args, **kwargs)
 
     for c in plans:
         c.forward_backward = wrap(saved[c])

@@ -312,6 +312,24 @@ def burgers_pinn(d: dict, labels: tuple[str, ...]) -> str:
     return table(head, rows) + "\n\nCommands (each seed adds `train.seed=N`):\n\n" + cmds
 
 
+def burgers_eval_cost(d: dict) -> str:
+    """``benchmarks/burgers_pinn.py --eval-cost``: one loss + backward of the residual,
+    forward-propagated derivatives vs nested reverse mode."""
+    e = d["eval_cost"]
+    rows = []
+    for dtype, r in e["results"].items():
+        f, n = r["forward"], r["nested_autograd"]
+        rows.append([dtype, f"{n['wall_ms']:.1f}", f"{f['wall_ms']:.1f}",
+                     f"{n['wall_ms'] / f['wall_ms']:.1f}×", f"{n['cpu_ms']:.1f}",
+                     f"{f['cpu_ms']:.1f}", f"{n['cpu_ms'] / f['cpu_ms']:.1f}×"])
+    head = ["dtype", "nested autograd ms", "forward-propagated ms", "speed-up (wall)",
+            "nested autograd CPU ms", "forward-propagated CPU ms", "speed-up (CPU)"]
+    return (f"One loss + backward at {e['points']} points (one rank's shard), 4 × 32 network, "
+            f"one thread; median of {e['repeats']} interleaved repeats of "
+            f"{e['calls_per_repeat']} calls; load average {e['loadavg_before'][0]:.1f} "
+            f"before, {e['loadavg_after'][0]:.1f} after.\n\n" + table(head, rows))
+
+
 # ----------------------------------------------------------------------------- nbody
 def _e(x: float | None) -> str:
     return "–" if x is None else f"{x:.1e}"

@@ -130,6 +130,7 @@ REGISTRY: dict[str, Block] = {
     "burgers_target": _b("workloads_burgers", w.burgers_target),
     "burgers_pinn": _b("burgers_pinn", partial(w.burgers_pinn, labels=("demo", "fp64"))),
     "burgers_hd_pinn": _b("burgers_pinn", partial(w.burgers_pinn, labels=("hd_d2", "hd_d100"))),
+    "burgers_eval_cost": _b("burgers_pinn", w.burgers_eval_cost),
     "nbody_kepler": _b("workloads_nbody", w.nbody_kepler),
     "nbody_long": _b("workloads_nbody", w.nbody_long),
     "nbody_general": _b("workloads_nbody", w.nbody_general),
