@@ -418,9 +418,10 @@ class AndersonAcceleration(torch.optim.Optimizer):
                               if self._host_flat else [])
         return self._param_list
 
-    def _flat(self) -> torch.Tensor:
-        """The parameters as one vector, written into the preallocated ``self._x``."""
-        params = self._views()
+    def _flat(self, params: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The parameters (``params``: :meth:`_views`, if the caller has them) as one
+        vector, written into the preallocated ``self._x``."""
+        params = self._views() if params is None else params
         if self._host_flat:  # NumPy views of host parameters: microseconds, not a kernel
             np.concatenate(self._param_np, out=self._x_np)
             return self._x
@@ -448,10 +449,11 @@ class AndersonAcceleration(torch.optim.Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Base step, then store / average / extrapolate as configured. Call on all ranks."""
         loss = None
+        params = self._views()
         if isinstance(self.base, torch.optim.LBFGS):
             loss = self.base.step(closure)
         else:
-            if closure is not None and all(p.grad is None for p in self._views()):
+            if closure is not None and all(p.grad is None for p in params):
                 with torch.enable_grad():
                     loss = closure()  # no gradients yet: the closure computes them
             self.base.step()
@@ -459,7 +461,7 @@ class AndersonAcceleration(torch.optim.Optimizer):
         c["steps"] += 1
         self._fresh = False
         if c["steps"] % o["store_every"] == 0:
-            self._store(self._flat())
+            self._store(self._flat(params))
             self._fresh = True
         if (c["steps"] > o["wait"] and c["steps"] % o["every"] == 0 and self._hist.count >= 3):
             self._extrapolate(closure)
