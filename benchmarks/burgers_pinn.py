@@ -33,8 +33,8 @@ OUT = ROOT / "benchmarks" / "results" / "burgers_pinn.json"
 RUNS: dict[str, tuple[str, float, list[str]]] = {
     "demo": ("`make demo`: the burgers defaults", 1e-2, ["burgers", "--nproc", "2"]),
     "fp64": ("float64, longer L-BFGS", 1e-3, [
-        "burgers", "--nproc", "2", "train.precision=fp64", "task.n_collocation=4000",
-        "train.phases=[{optim: adam, steps: 200}, {optim: lbfgs, steps: 60, lbfgs_max_iter: 50, "
+        "burgers", "--nproc", "2", "train.precision=fp64",
+        "train.phases=[{optim: adam, steps: 400}, {optim: lbfgs, steps: 100, lbfgs_max_iter: 50, "
         "lbfgs_tolerance_change: 0, lbfgs_tolerance_grad: 0}]"]),
     "hd_d2": ("burgers_hd, d = 2", 5e-3, [
         "burgers_hd", "--nproc", "2", "task.d=2", "train.phases=adam:200,lbfgs:20"]),
