@@ -414,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     todo = set(args.only or ["admissions", "burgers"])
     results: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
+    stored_meta = results.get("meta")
     command = "python benchmarks/anderson.py " + " ".join(sys.argv[1:] if argv is None else argv)
     results["meta"] = {"command": command, "torch": torch.__version__,
                        "python": platform.python_version(), "cpus": os.cpu_count(),
@@ -423,10 +424,13 @@ def main(argv: list[str] | None = None) -> int:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
 
-    if args.compare_before is not None:
+    if args.compare_before is not None:  # its own meta: the stored runs' meta stays
+        meta = results["meta"]
+        if stored_meta is not None:
+            results["meta"] = stored_meta
         results["admissions_before_after"] = compare_before_after(
             args.compare_before, args.rounds, args.repeats, args.epochs, args.seeds)
-        results["admissions_before_after"]["command"] = command
+        results["admissions_before_after"].update(command=command, meta=meta)
         save()
         print(f"wrote {out_path}")
         return 0

@@ -98,6 +98,7 @@ REGISTRY: dict[str, Block] = {
     "optim_burgers": _b("optim", t.optim_burgers),
     "anderson_admissions": _b("anderson", anderson_bench.table_admissions),
     "anderson_burgers": _b("anderson", anderson_bench.table_burgers),
+    "anderson_before_after": _b("anderson", anderson_bench.table_before_after),
     "optim_digits": _b("optim", t.optim_digits),
     "optim_filtering": _b("optim", t.optim_filtering),
     "optim_ensemble": _b("optim", t.optim_ensemble),

@@ -257,8 +257,8 @@ class Burgers(Workload):
     description = "PINN for viscous Burgers (u_t + u u_x = 0.01/pi u_xx), rel. L2 vs Cole-Hopf"
     Config = BurgersConfig
     # A short Adam phase (RAR adds points at the largest residuals), then full-batch L-BFGS
-    # (steps of up to 20 iterations) does the work; 200 L-BFGS steps bring every seed
-    # checked below 1e-2 in ~1.5 CPU-minutes per rank (benchmarks/results/burgers_pinn.json).
+    # (steps of up to 20 iterations) does the work; with 200 L-BFGS steps every seed checked
+    # ends below rel L2 1e-2 (80 steps left some above: benchmarks/results/burgers_pinn.json).
     # train.phases=none trains Adam for train.epochs steps instead.
     defaults = {
         "task": {"n_collocation": 4000},
