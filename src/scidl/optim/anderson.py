@@ -44,7 +44,9 @@ Differences from the reference code:
   trainer already computed. ``"full"`` calls the closure (forward + backward) twice;
 - allocation-free steps: the flat parameter vector, the extrapolated point and the
   history are preallocated; storing an iterate is an in-place row write into a ring
-  buffer, the extrapolation one ``addmv`` into a preallocated vector (fp32/fp64 history).
+  buffer plus one matrix-vector product that updates the cached Gram matrix of the
+  history, the extrapolation a small solve on that cache and one ``addmv`` into a
+  preallocated vector (fp32/fp64 history).
 
 Distributed: the base step sees all-reduced gradients, so every rank holds the same
 iterates and computes the same x_AA; the safeguard losses are all-reduced so all ranks
