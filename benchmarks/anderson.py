@@ -359,10 +359,27 @@ def compare_before_after(before_src: Path, rounds: int, repeats: int, epochs: in
                     "sgd_epochs_to_0.01": adm["table"]["sgd"]["epochs_to_0.01"],
                     "load": [l0, load()]})
                 print(tree, r, out["runs"][tree][-1], flush=True)
+    return summarize_before_after(out)
+
+
+def summarize_before_after(out: dict[str, Any]) -> dict[str, Any]:
+    """Per tree, the medians over every round and seed."""
     for tree, rs in out["runs"].items():
         out[tree] = {"cpu_per_epoch_ratio_median": _med([x for q in rs for x in q["cpu_ratio_per_seed"]]),
                      "wall_per_epoch_ratio_median": _med([x for q in rs for x in q["wall_ratio_per_seed"]])}
     return out
+
+
+def combine_before_after(prev: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` with the rounds of ``prev`` (same trees, seeds, epochs and repeats) in front:
+    on a busy machine one invocation's rounds scatter, so ``--append`` pools them."""
+    keys = ("before_src", "seeds", "epochs", "repeats")
+    if any(prev.get(k) != new.get(k) for k in keys):
+        raise SystemExit(f"--append: the stored comparison differs in one of {keys}")
+    out = {**new, "rounds": prev["rounds"] + new["rounds"],
+           "runs": {t: prev["runs"][t] + new["runs"][t] for t in new["runs"]},
+           "commands": [*prev.get("commands", [prev.get("command")]), new.get("command")]}
+    return summarize_before_after(out)
 
 
 def table_before_after(d: dict[str, Any]) -> str:
@@ -403,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="before/after: alternate admissions runs of SRC (an earlier src/) and "
                          "of this tree (see the module docstring)")
     ap.add_argument("--rounds", type=int, default=3, help="--compare-before: alternating rounds")
+    ap.add_argument("--append", action="store_true",
+                    help="--compare-before: pool the new rounds with the stored comparison")
     args = ap.parse_args(argv)
     out_path = Path(args.out)
     if args.tables:
@@ -428,9 +447,12 @@ def main(argv: list[str] | None = None) -> int:
         meta = results["meta"]
         if stored_meta is not None:
             results["meta"] = stored_meta
-        results["admissions_before_after"] = compare_before_after(
-            args.compare_before, args.rounds, args.repeats, args.epochs, args.seeds)
-        results["admissions_before_after"].update(command=command, meta=meta)
+        new = compare_before_after(args.compare_before, args.rounds, args.repeats, args.epochs,
+                                   args.seeds)
+        new.update(command=command, meta=meta)
+        prev = results.get("admissions_before_after")
+        results["admissions_before_after"] = (combine_before_after(prev, new)
+                                              if args.append and prev else new)
         save()
         print(f"wrote {out_path}")
         return 0
