@@ -25,6 +25,12 @@ Usage::
     python benchmarks/anderson.py                      # both (~10 min on 2 busy cores)
     python benchmarks/anderson.py --only burgers --burgers-steps 400
     python benchmarks/anderson.py --quick              # smoke run
+
+Before/after a change of the optimizer, side by side (CPU time per epoch, for a machine
+shared with other jobs): export the earlier source tree and alternate the two::
+
+    git archive <commit> src | tar -x -C /tmp/before
+    python benchmarks/anderson.py --compare-before /tmp/before/src --rounds 3
 """
 
 from __future__ import annotations
@@ -89,9 +95,9 @@ def count_passes() -> Iterator[dict[str, int]]:
             return fn(self, micro)
         return inner
 
-    def fl(self: Any, micro: Any) -> Any:
+    def fl(self: Any, *args: Any, **kwargs: Any) -> Any:
         counts["forward_only"] += 1
-        return saved_fl(self, micro)
+        return saved_fl(self, *args, **kwargs)
 
     for c in plans:
         c.forward_backward = wrap(saved[c])
@@ -321,6 +327,79 @@ def table_burgers(d: dict[str, Any]) -> str:
             + "\n".join(rows))
 
 
+# ----------------------------------------------------------------------------- before/after
+
+
+def compare_before_after(before_src: Path, rounds: int, repeats: int, epochs: int,
+                         seeds: list[int]) -> dict[str, Any]:
+    """``sgd`` and ``aa`` on admissions with the source tree ``before_src`` and with this
+    tree, each in a fresh process, alternating which goes first, ``rounds`` times; per
+    tree the per-seed ratios ``aa ÷ sgd`` of CPU (and wall) time per epoch."""
+    import subprocess
+    import tempfile
+
+    trees = {"before": str(before_src), "after": str(ROOT / "src")}
+    out: dict[str, Any] = {"rounds": rounds, "repeats": repeats, "epochs": epochs,
+                           "seeds": seeds, "before_src": str(before_src), "runs": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            for tree in (["before", "after"] if r % 2 == 0 else ["after", "before"]):
+                path = Path(tmp) / f"{tree}{r}.json"
+                env = {**os.environ, "PYTHONPATH": trees[tree]}
+                cmd = [sys.executable, __file__, "--only", "admissions", "--variants", "sgd", "aa",
+                       "--repeats", str(repeats), "--epochs", str(epochs), "--out", str(path),
+                       "--seeds", *map(str, seeds)]
+                l0 = load()
+                subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True)
+                adm = json.loads(path.read_text())["admissions"]
+                out["runs"].setdefault(tree, []).append({
+                    "cpu_ratio_per_seed": [x["cpu_per_epoch_ratio"] for x in adm["runs"]["aa"]],
+                    "wall_ratio_per_seed": [x["time_per_epoch_ratio"] for x in adm["runs"]["aa"]],
+                    "epochs_to_0.01": adm["table"]["aa"]["epochs_to_0.01"],
+                    "sgd_epochs_to_0.01": adm["table"]["sgd"]["epochs_to_0.01"],
+                    "load": [l0, load()]})
+                print(tree, r, out["runs"][tree][-1], flush=True)
+    return summarize_before_after(out)
+
+
+def summarize_before_after(out: dict[str, Any]) -> dict[str, Any]:
+    """Per tree, the medians over every round and seed."""
+    for tree, rs in out["runs"].items():
+        out[tree] = {"cpu_per_epoch_ratio_median": _med([x for q in rs for x in q["cpu_ratio_per_seed"]]),
+                     "wall_per_epoch_ratio_median": _med([x for q in rs for x in q["wall_ratio_per_seed"]])}
+    return out
+
+
+def combine_before_after(prev: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` with the rounds of ``prev`` (same trees, seeds, epochs and repeats) in front:
+    on a busy machine one invocation's rounds scatter, so ``--append`` pools them."""
+    keys = ("before_src", "seeds", "epochs", "repeats")
+    if any(prev.get(k) != new.get(k) for k in keys):
+        raise SystemExit(f"--append: the stored comparison differs in one of {keys}")
+    out = {**new, "rounds": prev["rounds"] + new["rounds"],
+           "runs": {t: prev["runs"][t] + new["runs"][t] for t in new["runs"]},
+           "commands": [*prev.get("commands", [prev.get("command")]), new.get("command")]}
+    return summarize_before_after(out)
+
+
+def table_before_after(d: dict[str, Any]) -> str:
+    s = d["admissions_before_after"]
+    loads = [x for rs in s["runs"].values() for q in rs for x in q["load"]]
+    rows = []
+    for tree in ("before", "after"):
+        rs = s["runs"][tree]
+        rows.append(f"| {tree} | {_f(s[tree]['cpu_per_epoch_ratio_median'])} "
+                    f"| {', '.join(_f(x) for q in rs for x in q['cpu_ratio_per_seed'])} "
+                    f"| {_f(s[tree]['wall_per_epoch_ratio_median'])} "
+                    f"| {', '.join('–' if e is None else str(e) for e in rs[0]['epochs_to_0.01'])} |")
+    return (f"**admissions, `aa` ÷ `sgd` per epoch, before and after the change, {s['rounds']} "
+            f"alternating rounds × {s['repeats']} repeats × seeds {s['seeds']}, {s['epochs']} "
+            f"epochs; load average {min(loads):.1f}–{max(loads):.1f} on {d['meta']['cpus']} CPUs**\n\n"
+            "| source | CPU per epoch ÷ SGD (median) | per seed and round | wall per epoch ÷ SGD (median; "
+            "noisy under load) | `aa` epochs to MSE ≤ 0.01 per seed |\n|---|---|---|---|---|\n"
+            + "\n".join(rows))
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -337,6 +416,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny budgets (smoke run)")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--tables", action="store_true", help="print the tables of the stored JSON")
+    ap.add_argument("--compare-before", type=Path, default=None, metavar="SRC",
+                    help="before/after: alternate admissions runs of SRC (an earlier src/) and "
+                         "of this tree (see the module docstring)")
+    ap.add_argument("--rounds", type=int, default=3, help="--compare-before: alternating rounds")
+    ap.add_argument("--append", action="store_true",
+                    help="--compare-before: pool the new rounds with the stored comparison")
     args = ap.parse_args(argv)
     out_path = Path(args.out)
     if args.tables:
@@ -348,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     todo = set(args.only or ["admissions", "burgers"])
     results: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
+    stored_meta = results.get("meta")
     command = "python benchmarks/anderson.py " + " ".join(sys.argv[1:] if argv is None else argv)
     results["meta"] = {"command": command, "torch": torch.__version__,
                        "python": platform.python_version(), "cpus": os.cpu_count(),
@@ -357,6 +443,19 @@ def main(argv: list[str] | None = None) -> int:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
 
+    if args.compare_before is not None:  # its own meta: the stored runs' meta stays
+        meta = results["meta"]
+        if stored_meta is not None:
+            results["meta"] = stored_meta
+        new = compare_before_after(args.compare_before, args.rounds, args.repeats, args.epochs,
+                                   args.seeds)
+        new.update(command=command, meta=meta)
+        prev = results.get("admissions_before_after")
+        results["admissions_before_after"] = (combine_before_after(prev, new)
+                                              if args.append and prev else new)
+        save()
+        print(f"wrote {out_path}")
+        return 0
     if "admissions" in todo:
         results["admissions"] = admissions(args.seeds, 8 if args.quick else args.epochs,
                                            1 if args.quick else args.repeats, args.variants)

@@ -299,14 +299,35 @@ def burgers_pinn(d: dict, labels: tuple[str, ...]) -> str:
             "met on average" if statistics.fmean(final) <= r["target_rel_l2"] else "not met")
         others = [k for k in seeds[0]["final_eval"] if k not in ("rel_l2", "max_abs_err")]
         other = ", ".join(f"{k} {_gspread([x['final_eval'].get(k) for x in seeds])}" for k in others)
-        rows.append([r["what"], len(seeds), phases or "–", _gspread(final, 2), other or "–",
-                     f"≤ {r['target_rel_l2']:g}: **{met}**",
+        per_seed = ", ".join(f"{x['seed']}: {g(x['rel_l2'], 2)}" for x in seeds)
+        cpu = [s["cpu_s"] for s in seeds if s.get("cpu_s") is not None]
+        rows.append([r["what"], len(seeds), phases or "–", _gspread(final, 2), per_seed,
+                     other or "–", f"≤ {r['target_rel_l2']:g}: **{met}**",
                      _ispread([s["train_s"] for s in seeds]),
-                     _gspread(load, 2)])
+                     _ispread(cpu) if cpu else "–", _gspread(load, 2)])
     head = ["run", "seeds", "rel_l2 after each phase (mean [min–max])", "final rel_l2",
-            "other final errors", "target", "training s", "load avg (1 min)"]
+            "final rel_l2 per seed", "other final errors", "target", "training s",
+            "CPU s (all ranks)", "load avg (1 min)"]
     cmds = "\n".join(f"    {d[k]['command']}" for k in labels if k in d)
     return table(head, rows) + "\n\nCommands (each seed adds `train.seed=N`):\n\n" + cmds
+
+
+def burgers_eval_cost(d: dict) -> str:
+    """``benchmarks/burgers_pinn.py --eval-cost``: one loss + backward of the residual,
+    forward-propagated derivatives vs nested reverse mode."""
+    e = d["eval_cost"]
+    rows = []
+    for dtype, r in e["results"].items():
+        f, n = r["forward"], r["nested_autograd"]
+        rows.append([dtype, f"{n['wall_ms']:.1f}", f"{f['wall_ms']:.1f}",
+                     f"{n['wall_ms'] / f['wall_ms']:.1f}×", f"{n['cpu_ms']:.1f}",
+                     f"{f['cpu_ms']:.1f}", f"{n['cpu_ms'] / f['cpu_ms']:.1f}×"])
+    head = ["dtype", "nested autograd ms", "forward-propagated ms", "speed-up (wall)",
+            "nested autograd CPU ms", "forward-propagated CPU ms", "speed-up (CPU)"]
+    return (f"One loss + backward at {e['points']} points (one rank's shard), 4 × 32 network, "
+            f"one thread; median of {e['repeats']} interleaved repeats of "
+            f"{e['calls_per_repeat']} calls; load average {e['loadavg_before'][0]:.1f} "
+            f"before, {e['loadavg_after'][0]:.1f} after.\n\n" + table(head, rows))
 
 
 # ----------------------------------------------------------------------------- nbody

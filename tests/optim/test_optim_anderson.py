@@ -248,3 +248,22 @@ def test_bad_safeguard_eval_is_rejected():
     w = nn.Parameter(torch.zeros(2))
     with pytest.raises(ValueError, match="safeguard_eval"):
         AndersonAcceleration(torch.optim.SGD([w], lr=0.1), safeguard_eval="twice")
+
+
+@pytest.mark.parametrize("rows,work", [(torch.float32, torch.float32), (torch.float64, torch.float64),
+                                       (torch.float32, torch.float64)])
+def test_cached_gram_equals_recomputed_gram(rows, work):
+    """The history keeps the rows' Gram matrix up to date by one matrix-vector product per
+    push and an O(depth^2) update per rebase (host NumPy views, or torch when the rows'
+    dtype differs from the work dtype); it must equal the Gram recomputed from the rows."""
+    gen = torch.Generator().manual_seed(3)
+    h = _DiffHistory(4, 50, rows, torch.device("cpu"), work)
+    x = torch.zeros(50, dtype=work)
+    for k in range(23):  # several rebases, a clear in between
+        x = x + torch.randn(50, generator=gen, dtype=work) / (k + 1)
+        h.push(x)
+        if k == 11:
+            h.clear()
+        g = (h.rows.double() @ h.rows.double().T)
+        assert torch.allclose(h._gram_rows(), g, rtol=1e-5, atol=1e-5 * float(g.abs().max()))
+    assert h.host == (rows == work)

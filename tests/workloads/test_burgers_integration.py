@@ -1,6 +1,7 @@
-"""Burgers PINN under DDP on 2 gloo processes: the sharded PINN loss (with its double
-backward through the DDP forward and the replicated RAR/condition points) gives every rank
-the gradient of the global loss, and a few Adam steps keep the replicas identical."""
+"""Burgers PINN under DDP on 2 gloo processes: the sharded PINN loss (its derivatives
+pushed forward through the one DDP forward call, the replicated RAR/condition points)
+gives every rank the gradient of the global loss, and a few Adam steps keep the replicas
+identical."""
 
 from __future__ import annotations
 

@@ -44,7 +44,9 @@ Differences from the reference code:
   trainer already computed. ``"full"`` calls the closure (forward + backward) twice;
 - allocation-free steps: the flat parameter vector, the extrapolated point and the
   history are preallocated; storing an iterate is an in-place row write into a ring
-  buffer, the extrapolation one ``addmv`` into a preallocated vector (fp32/fp64 history).
+  buffer plus one matrix-vector product that updates the cached Gram matrix of the
+  history, the extrapolation a small solve on that cache and one ``addmv`` into a
+  preallocated vector (fp32/fp64 history).
 
 Distributed: the base step sees all-reduced gradients, so every rank holds the same
 iterates and computes the same x_AA; the safeguard losses are all-reduced so all ranks
@@ -81,7 +83,22 @@ def _difference_operators(c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return dx, dr, dx[-1]
 
 
-def anderson_coefficients(gram_y: torch.Tensor, beta: float, reg: float) -> torch.Tensor:
+@functools.lru_cache(maxsize=64)
+def _coefficient_operators(c: int, beta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(D, e, P) restricted to the c-1 older iterates (Z_last = 0 drops the last column):
+    dR = D Y, f = e Y, and alpha = beta e - P gamma + unit(X[-2]) for the coefficients."""
+    dx, dr, ef = _difference_operators(c)
+    d = np.ascontiguousarray(dr[:, : c - 1])
+    p = np.ascontiguousarray((dx[:-1] + beta * dr).T[: c - 1])
+    base = beta * ef[: c - 1]
+    base[c - 2] += 1.0  # X[-2]
+    for m in (d, p, base):
+        m.flags.writeable = False
+    return d, p, base
+
+
+def anderson_coefficients(gram_y: torch.Tensor | np.ndarray, beta: float, reg: float
+                          ) -> torch.Tensor:
     """Coefficients a with x_AA = x_last + sum_i a_i (x_i - x_last) (i over older iterates).
 
     Args:
@@ -89,31 +106,39 @@ def anderson_coefficients(gram_y: torch.Tensor, beta: float, reg: float) -> torc
         beta: relaxation.
         reg: Tikhonov regularisation relative to the mean squared column norm of dR.
     """
-    # (c-1)^2 numbers: NumPy float64 is far cheaper than dispatching small torch kernels.
-    gy = gram_y.detach().to("cpu", torch.float64).numpy()
+    return torch.from_numpy(_coefficients_np(_host64(gram_y), beta, reg))
+
+
+def _host64(g: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(g, np.ndarray):
+        return g.astype(np.float64, copy=False)
+    return g.detach().to("cpu", torch.float64).numpy()
+
+
+def _coefficients_np(gy: np.ndarray, beta: float, reg: float) -> np.ndarray:
+    """:func:`anderson_coefficients` on a float64 NumPy Gram matrix ((c-1)^2 numbers: a
+    few NumPy calls cost microseconds, small torch kernels tens of them)."""
     c = gy.shape[0] + 1
-    dx, dr, ef = _difference_operators(c)
-    drz = dr[:, : c - 1] @ gy  # dr @ gz, gz = gy padded by a zero row/column (Z_last = 0)
-    g_rr = drz @ dr[:, : c - 1].T
-    rhs = drz @ ef[: c - 1]
-    lam = reg * np.trace(g_rr) / g_rr.shape[0]
-    mat = g_rr + lam * np.eye(g_rr.shape[0])
+    d, p, base = _coefficient_operators(c, float(beta))
+    drz = d @ gy  # D Y Y^T
+    mat = drz @ d.T  # dR dR^T
+    rhs = -drz[:, c - 2]  # dR f^T: f = x_last - X[-2] = -Y[c-2]
+    lam = reg * float(np.trace(mat)) / mat.shape[0]
     gamma = None
     if lam > 0:  # regularised: positive definite, a Cholesky-class solve suffices
+        mat.flat[:: mat.shape[0] + 1] += lam
         try:
             gamma = np.linalg.solve(mat, rhs)
         except np.linalg.LinAlgError:
             gamma = None
     if gamma is None:  # unregularised (or singular): the minimum-norm least-squares solution
         gamma = np.linalg.lstsq(mat, rhs, rcond=None)[0]
-    alpha = beta * ef - (dx[:-1] + beta * dr).T @ gamma
-    alpha[c - 2] += 1.0  # X[-2]
-    return torch.from_numpy(alpha[: c - 1].copy())
+    return base - p @ gamma
 
 
-def relative_deviation(gram_d: torch.Tensor) -> float:
+def relative_deviation(gram_d: torch.Tensor | np.ndarray) -> float:
     """delta = sqrt(mean||d_i - mean d||^2) / sqrt(mean||d_i||^2) from the Gram of the d_i."""
-    g = gram_d.detach().to("cpu", torch.float64).numpy()
+    g = _host64(gram_d)
     n = g.shape[0]
     ms = float(np.trace(g)) / n
     if ms <= 0:
@@ -124,11 +149,17 @@ def relative_deviation(gram_d: torch.Tensor) -> float:
 
 class _DiffHistory:
     """Ring buffer of up to ``depth`` vectors, stored as ``base`` (wide dtype) plus rows
-    ``x_i - base`` in the (possibly low-precision) history dtype.
+    ``x_i - base`` in the (possibly low-precision) history dtype, with their Gram matrix.
 
     ``base`` is re-set to the newest vector every ``depth`` pushes (every push for 16-bit
     rows), so the rows stay small differences (accurate in bf16); the fp32 cost is an
     amortised O(n) per push.
+
+    fp32/fp64 rows keep the Gram matrix of the rows cached (``depth`` x ``depth``, float64):
+    a push fills the new row and column with one matrix-vector product, a rebase
+    ``r_i -> r_i - r_s`` updates it by ``G_ij - G_is - G_sj + G_ss`` without touching the
+    rows again, and :meth:`gram` reads it; 16-bit rows compute it at :meth:`gram` (in
+    fp32 chunks).
     """
 
     def __init__(
@@ -142,12 +173,16 @@ class _DiffHistory:
         # push, so each row is a difference to the newest iterate (the accurate choice).
         self.wide_rows = dtype in (torch.float32, torch.float64)
         self.rebase_every = depth if self.wide_rows else 1
+        # cached Gram matrix of the rows (wide rows), on the rows' device: no host sync per push
+        self._g = torch.zeros(depth, depth, dtype=torch.float64, device=device)
+        self._v = torch.zeros(depth, dtype=dtype, device=device)  # new Gram column
         # host rows of the work dtype: NumPy views of the same memory (a NumPy call costs
         # microseconds, a small torch kernel tens of them; this matters for small models)
         self.host = device.type == "cpu" and dtype == work
         if self.host:
             self._rows_np, self._base_np = self.rows.numpy(), self.base.numpy()
-            self._shift_np = self._shift.numpy()
+            self._shift_np, self._g_np = self._shift.numpy(), self._g.numpy()
+            self._v_np = self._v.numpy()
 
     def push(self, x: torch.Tensor) -> None:
         """Append ``x`` (in place: no n-sized allocation for fp32/fp64 rows)."""
@@ -162,6 +197,10 @@ class _DiffHistory:
             torch.sub(x, self.base, out=row)
         else:
             row.copy_(x - self.base)
+        if self.wide_rows:  # the new row and column of the Gram matrix: one gemv
+            torch.mv(self.rows, row, out=self._v)
+            self._g[self.pos].copy_(self._v)
+            self._g[:, self.pos].copy_(self._v)
         newest = self.pos
         self.pos = (self.pos + 1) % self.depth
         self.count = min(self.count + 1, self.depth)
@@ -176,12 +215,18 @@ class _DiffHistory:
             self.rows[newest].zero_()
             self.base.add_(shift)
             self.since = 0
+            if self.wide_rows:
+                self._rebase_gram(newest)
 
     def _push_host(self, x: np.ndarray) -> None:
         if self.count == 0:
             np.copyto(self._base_np, x)
             self.since = 0
-        np.subtract(x, self._base_np, out=self._rows_np[self.pos])
+        row = self._rows_np[self.pos]
+        np.subtract(x, self._base_np, out=row)
+        np.dot(self._rows_np, row, out=self._v_np)  # the new Gram row/column: one gemv
+        self._g_np[self.pos] = self._v_np
+        self._g_np[:, self.pos] = self._v_np
         newest = self.pos
         self.pos = (self.pos + 1) % self.depth
         self.count = min(self.count + 1, self.depth)
@@ -192,48 +237,70 @@ class _DiffHistory:
             self._rows_np[newest] = 0.0
             self._base_np += self._shift_np
             self.since = 0
+            self._rebase_gram(newest)
+
+    def _rebase_gram(self, s: int) -> None:
+        """The cached Gram matrix after ``r_i -> r_i - r_s`` (all rows), in O(depth^2)."""
+        if self.host:
+            gn = self._g_np
+            col = gn[:, s].copy()
+            gn -= col[None, :]
+            gn -= col[:, None]
+            gn += col[s]
+            gn[s] = 0.0
+            gn[:, s] = 0.0
+            return
+        g = self._g
+        col = g[:, s].clone()
+        g.sub_(col.unsqueeze(0)).sub_(col.unsqueeze(1)).add_(col[s])
+        g[s].zero_()
+        g[:, s].zero_()
 
     def order(self) -> list[int]:
         return [(self.pos - self.count + i) % self.depth for i in range(self.count)]
 
     def _gram_rows(self) -> torch.Tensor:
-        """Gram matrix of all ``depth`` rows (float64)."""
-        if self.host:
-            r = self._rows_np
-            return torch.from_numpy((r @ r.T).astype(np.float64))
+        """Gram matrix of all ``depth`` rows (float64): the cache for fp32/fp64 rows."""
         if self.wide_rows:
-            return (self.rows @ self.rows.T).double()
+            return self._g
         g = torch.zeros(self.depth, self.depth, dtype=torch.float64, device=self.rows.device)
         for s in range(0, self.rows.shape[1], _CHUNK):
             y = self.rows[:, s : s + _CHUNK].float()
             g += (y @ y.T).double()
         return g
 
-    def gram(self) -> torch.Tensor:
-        """Gram matrix of Y_i = x_i - x_newest over the older vectors, oldest first."""
+    def gram_np(self) -> np.ndarray:
+        """Gram matrix of Y_i = x_i - x_newest over the older vectors, oldest first
+        (float64 NumPy; one device-to-host copy of the small matrix on accelerators)."""
         idx = self.order()
-        # (m x m numbers: NumPy on the host costs less than small torch kernels)
-        gr = self._gram_rows().cpu().numpy()[np.ix_(idx, idx)]
-        last = gr[-1, :-1]  # Y_i.Y_j = r_i.r_j - r_i.r_l - r_l.r_j + r_l.r_l
-        gy = gr[:-1, :-1] - last[None, :] - last[:, None] + gr[-1, -1]
-        return torch.from_numpy(np.ascontiguousarray(gy))
+        gr = self._gram_rows()
+        g = gr.numpy() if gr.device.type == "cpu" else gr.cpu().numpy()
+        gr_np = g[np.ix_(idx, idx)]
+        last = gr_np[-1, :-1]  # Y_i.Y_j = r_i.r_j - r_i.r_l - r_l.r_j + r_l.r_l
+        gy = gr_np[:-1, :-1] - last[None, :] - last[:, None] + gr_np[-1, -1]
+        return gy
 
-    def combine(self, coef: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    def gram(self) -> torch.Tensor:
+        """:meth:`gram_np` as a tensor."""
+        return torch.from_numpy(np.ascontiguousarray(self.gram_np()))
+
+    def combine(self, coef: torch.Tensor | np.ndarray, out: torch.Tensor | None = None
+                ) -> torch.Tensor:
         """x_newest + sum_i coef_i (x_i - x_newest) (older vectors oldest first), into
         ``out`` when given (no n-sized allocation for fp32/fp64 rows)."""
         idx = self.order()
-        cf = coef.detach().to("cpu", torch.float64).numpy()
-        w_np = np.zeros(self.depth)
+        cf = _host64(coef)
+        w_np = np.zeros(self.depth, dtype=self._rows_np.dtype if self.host else np.float64)
         w_np[idx[:-1]] = cf
         w_np[idx[-1]] += 1.0 - float(cf.sum())
-        w = torch.from_numpy(w_np)
         if out is None:
             out = torch.empty_like(self.base)
         if self.host and out.dtype == self.base.dtype and out.device.type == "cpu" and out.is_contiguous():
             on = out.numpy()
-            np.dot(w_np.astype(self._rows_np.dtype), self._rows_np, out=on)
+            np.dot(w_np, self._rows_np, out=on)
             on += self._base_np
             return out
+        w = torch.from_numpy(w_np)
         if self.wide_rows and self.rows.dtype == out.dtype == self.base.dtype:
             wd = w.to(device=self.rows.device, dtype=self.rows.dtype)
             return torch.addmv(self.base, self.rows.T, wd, out=out)
@@ -247,6 +314,7 @@ class _DiffHistory:
     def clear(self) -> None:
         self.count, self.pos, self.since = 0, 0, 0
         self.rows.zero_()
+        self._g.zero_()
 
     def state(self) -> dict[str, Any]:
         return {"rows": self.rows.clone(), "base": self.base.clone(), "count": self.count,
@@ -256,6 +324,8 @@ class _DiffHistory:
         self.rows.copy_(s["rows"])
         self.base.copy_(s["base"])
         self.count, self.pos, self.since = int(s["count"]), int(s["pos"]), int(s["since"])
+        if self.wide_rows:  # the cache is derived state: rebuilt from the rows
+            self._g.copy_((self.rows @ self.rows.T).double())
 
 
 class AndersonAcceleration(torch.optim.Optimizer):
@@ -323,6 +393,14 @@ class AndersonAcceleration(torch.optim.Optimizer):
             type(p.detach()) is torch.Tensor and p.device.type == "cpu" and p.is_contiguous()
             for p in params)  # plain host tensors only (not DTensor shards)
         self._x_np = self._x.numpy() if self._host_flat else None
+        # cached per-parameter views (NumPy for host parameters, slices of the flat vectors
+        # otherwise), rebuilt when a parameter's storage moves (see _views)
+        self._view_key: tuple[int, ...] = ()
+        self._param_np: list[np.ndarray] = []
+        self._param_list: list[torch.Tensor] = []
+        self._slices: dict[int, list[torch.Tensor]] = {}
+        # the safeguard's two losses, reduced together (preallocated, float64)
+        self._pair = torch.zeros(2, dtype=torch.float64, device=dev)
         self._fresh = False  # self._x holds the current parameters (stored this step)
         self.counters: dict[str, Any] = {"steps": 0, "extrapolations": 0, "rejected": 0, "ma_active": ma == "on"}
         self.last_deviation = float("nan")
@@ -331,11 +409,23 @@ class AndersonAcceleration(torch.optim.Optimizer):
     def _params(self) -> list[torch.Tensor]:
         return [p for g in self.param_groups for p in g["params"]]
 
-    def _flat(self) -> torch.Tensor:
-        """The parameters as one vector, written into the preallocated ``self._x``."""
+    def _views(self) -> list[torch.Tensor]:
+        """The parameters (cached list; rebuilt, with the NumPy views and flat slices,
+        if the groups or a parameter's storage changed)."""
         params = self._params()
+        key = tuple(p.data_ptr() for p in params) + tuple(id(p) for p in params)
+        if key != self._view_key:
+            self._view_key, self._param_list, self._slices = key, params, {}
+            self._param_np = ([p.detach().numpy().reshape(-1) for p in params]
+                              if self._host_flat else [])
+        return self._param_list
+
+    def _flat(self, params: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The parameters (``params``: :meth:`_views`, if the caller has them) as one
+        vector, written into the preallocated ``self._x``."""
+        params = self._views() if params is None else params
         if self._host_flat:  # NumPy views of host parameters: microseconds, not a kernel
-            np.concatenate([p.detach().numpy().reshape(-1) for p in params], out=self._x_np)
+            np.concatenate(self._param_np, out=self._x_np)
             return self._x
         if self._same_dtype:
             return torch.cat([p.detach().reshape(-1) for p in params], out=self._x)
@@ -346,10 +436,14 @@ class AndersonAcceleration(torch.optim.Optimizer):
         return self._x
 
     def _assign(self, vec: torch.Tensor) -> None:
-        params, views, o = self._params(), [], 0
-        for p in params:
-            views.append(vec[o : o + p.numel()].view_as(p))
-            o += p.numel()
+        params = self._views()
+        views = self._slices.get(vec.data_ptr())
+        if views is None:  # vec is one of the preallocated vectors: its slices are kept
+            views, o = [], 0
+            for p in params:
+                views.append(vec[o : o + p.numel()].view_as(p))
+                o += p.numel()
+            self._slices[vec.data_ptr()] = views
         torch._foreach_copy_(params, views)  # one dispatch for all parameters
 
     # ------------------------------------------------------------------ the step
@@ -357,10 +451,11 @@ class AndersonAcceleration(torch.optim.Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Base step, then store / average / extrapolate as configured. Call on all ranks."""
         loss = None
+        params = self._views()
         if isinstance(self.base, torch.optim.LBFGS):
             loss = self.base.step(closure)
         else:
-            if closure is not None and all(p.grad is None for p in self._params()):
+            if closure is not None and all(p.grad is None for p in params):
                 with torch.enable_grad():
                     loss = closure()  # no gradients yet: the closure computes them
             self.base.step()
@@ -368,7 +463,7 @@ class AndersonAcceleration(torch.optim.Optimizer):
         c["steps"] += 1
         self._fresh = False
         if c["steps"] % o["store_every"] == 0:
-            self._store(self._flat())
+            self._store(self._flat(params))
             self._fresh = True
         if (c["steps"] > o["wait"] and c["steps"] % o["every"] == 0 and self._hist.count >= 3):
             self._extrapolate(closure)
@@ -398,24 +493,20 @@ class AndersonAcceleration(torch.optim.Optimizer):
         assert self._win is not None
         assert self._x_mean is not None
         k = self._win.count
-        return self._win.combine(torch.full((k - 1,), 1.0 / k, dtype=torch.float64),
+        return self._win.combine(np.full(k - 1, 1.0 / k),
                                  out=self._x_mean)
 
     @staticmethod
-    def _step_gram(win: _DiffHistory) -> torch.Tensor:
+    def _step_gram(win: _DiffHistory) -> np.ndarray:
         """Gram matrix of consecutive steps d_i = x_{i+1} - x_i of the window."""
-        gy = win.gram()  # of Y_i = x_i - x_last, i oldest..second newest
+        gy = win.gram_np()  # of Y_i = x_i - x_last, i oldest..second newest
         k = gy.shape[0] + 1
-        gz = torch.zeros(k, k, dtype=torch.float64, device=gy.device)
-        gz[: k - 1, : k - 1] = gy
-        d = torch.zeros(k - 1, k, dtype=torch.float64, device=gy.device)
-        i = torch.arange(k - 1, device=gy.device)
-        d[i, i], d[i, i + 1] = -1.0, 1.0
-        return d @ gz @ d.T
+        d = _difference_operators(k)[0][:, : k - 1]  # Z_last = 0: its column drops out
+        return d @ gy @ d.T
 
     def _extrapolate(self, closure: Callable[[], Any] | None) -> None:
         o, c = self.opts, self.counters
-        coef = anderson_coefficients(self._hist.gram(), o["relaxation"], o["reg"])
+        coef = _coefficients_np(self._hist.gram_np(), o["relaxation"], o["reg"])
         x_aa = self._hist.combine(coef, out=self._x_aa)
         if not math.isfinite(float(x_aa.sum())):  # any NaN/Inf makes the sum non-finite
             c["rejected"] += 1
@@ -450,18 +541,22 @@ class AndersonAcceleration(torch.optim.Optimizer):
             before = self._global_loss(closure)
             self._assign(x_aa)
             return before, self._global_loss(closure)
+        t = self._pair  # preallocated on the parameters' device: no host copy until tolist
         with torch.no_grad():  # forward only: no backward, no gradient all-reduce
-            before_t = torch.as_tensor(evaluate()).detach().reshape(1)
+            t[0].copy_(torch.as_tensor(evaluate()).reshape(()))
             self._assign(x_aa)
-            after_t = torch.as_tensor(evaluate()).detach().reshape(1)
-        t = torch.cat([before_t, after_t]).to(torch.float64)
-        if dist.is_available() and dist.is_initialized():
-            world = dist.get_world_size(self.process_group)
-            if world > 1:  # one scalar pair for both losses (gloo/nccl: on the tensor's device)
-                dist.all_reduce(t, group=self.process_group)
-                t /= world
-        before, after = t.tolist()
+            t[1].copy_(torch.as_tensor(evaluate()).reshape(()))
+        world = self._world_size()
+        if world > 1:  # one scalar pair for both losses (gloo/nccl: on the tensor's device)
+            dist.all_reduce(t, group=self.process_group)
+            t /= world
+        before, after = t.tolist()  # the one host sync: the decision needs the values
         return before, after
+
+    def _world_size(self) -> int:
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_world_size(self.process_group)
+        return 1
 
     def _global_loss(self, closure: Callable[[], Any]) -> float:
         with torch.enable_grad():
