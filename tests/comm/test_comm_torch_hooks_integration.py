@@ -10,6 +10,7 @@ statistics. A NaN gradient on one rank must reach both ranks; the state round-tr
 from __future__ import annotations
 
 import copy
+import io
 from pathlib import Path
 
 import pytest
@@ -98,7 +99,10 @@ def _worker(rank: int, world: int) -> dict:
         if ref_state is not None:
             r["torch_after"] = ref_state.compression_stats()[2]
             # state round trip: a fresh strategy loaded with the state continues identically
-            saved = copy.deepcopy(strat.state_dict())
+            buf = io.BytesIO()  # as a checkpoint: torch.save, read back tensors only
+            torch.save(strat.state_dict(), buf)
+            buf.seek(0)
+            saved = torch.load(buf, weights_only=True)
             twin = build_strategy(CommConfig(strategy=name, rank=2))
             twin_ddp = twin.wrap(copy.deepcopy(ddp.module))
             twin.load_state_dict(saved)

@@ -120,6 +120,16 @@ def move_segments(flat: torch.Tensor, old: dict[int, tuple[int, int]],
     return out
 
 
+def _rng_to_tensors(state: tuple[Any, ...]) -> dict[str, Any]:
+    """numpy's ``RandomState`` state in types ``torch.load(weights_only=True)`` reads."""
+    return {"kind": str(state[0]), "keys": torch.from_numpy(state[1].copy()),
+            "pos": int(state[2]), "has_gauss": int(state[3]), "cached": float(state[4])}
+
+
+def _rng_from_tensors(s: dict[str, Any]) -> tuple[Any, ...]:
+    return (s["kind"], s["keys"].numpy(), s["pos"], s["has_gauss"], s["cached"])
+
+
 class TorchHook(CommStrategy):
     """Base of the strategies that install one of torch's DDP communication hooks."""
 
@@ -297,7 +307,7 @@ class TorchPowerSGDHook(TorchHook):
                 "error": {k: v.clone() for k, v in st.error_dict.items()},
                 "p": {k: v.clone() for k, v in st.p_memory_dict.items()},
                 "q": {k: v.clone() for k, v in st.q_memory_dict.items()},
-                "rng": st.rng.get_state(),
+                "rng": _rng_to_tensors(st.rng.get_state()),
                 "layouts": {k: list(v) for k, v in self.layouts.items()},
             }
         return out
@@ -311,7 +321,7 @@ class TorchPowerSGDHook(TorchHook):
         st.error_dict = dict(saved["error"])
         st.p_memory_dict = dict(saved["p"])
         st.q_memory_dict = dict(saved["q"])
-        st.rng.set_state(saved["rng"])
+        st.rng.set_state(_rng_from_tensors(saved["rng"]))
         self.layouts = {int(k): [(int(i), tuple(sh)) for i, sh in v]
                         for k, v in saved.get("layouts", {}).items()}
 
