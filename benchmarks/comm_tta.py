@@ -226,8 +226,9 @@ def run(args: argparse.Namespace) -> int:
     if invocation not in data["invocations"]:
         data["invocations"].append(invocation)
     for link in args.links:
-        todo = [(m, o, s, seed) for m in args.models for o in args.optimizers
-                for seed in args.seeds for s in strategies
+        # seed-major: a stopped run leaves whole seeds (every optimizer, every strategy)
+        todo = [(m, o, s, seed) for m in args.models for seed in args.seeds
+                for o in args.optimizers for s in strategies
                 if (m, link, o, s, seed, _steps(m, args)) not in done
                 and optimizer_overrides(m, o, s) is not None]
         if not todo:
