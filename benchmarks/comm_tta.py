@@ -308,6 +308,7 @@ def summarise(data: dict[str, Any]) -> list[dict[str, Any]]:
                                if dense_bytes and statistics.mean(nbytes) else None),
             "auto_choice": _choice(rs),
             "load_1min": _spread([r["load_after"][0] for r in rs if r.get("load_after")]),
+            "step_s": _spread([r["train_s"] / r["steps_done"] for r in rs if r.get("steps_done")]),
         })
     order = {s: i for i, s in enumerate(BASE_STRATEGIES)}
     rows.sort(key=lambda r: (r["model"], r["link"], r["optimizer"], r["steps"],
@@ -345,8 +346,8 @@ def markdown(data: dict[str, Any]) -> str:
         return "(no runs yet)"
     out = ["| model | link | optimizer | steps | strategy | seeds reaching dense's final | "
            "time to dense's final (s) | ÷ dense | final metric | MB/step/rank | bytes ÷ dense | "
-           "auto's choice (buckets) | load (1 min) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "auto's choice (buckets) | s/step | load (1 min) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = r["bytes_vs_dense"]
         load = r["load_1min"]
@@ -356,7 +357,7 @@ def markdown(data: dict[str, Any]) -> str:
             f"{r['reached']}/{r['seeds']} | {_fmt(r['tta_s'])} | {_fmt(r['tta_vs_dense'], 2)} | "
             f"{r['headline']} {_fmt(r['final'], 4)} | {r['bytes_per_step'] / 1e6:.3f} | "
             f"{'—' if ratio is None else f'{ratio:.1f}'} | {r['auto_choice'] or '—'} | "
-            f"{load_s} |")
+            f"{_fmt(r['step_s'], 3)} | {load_s} |")
     env = data.get("env", {})
     out.append("")
     out.append(f"4 virtual nodes × 1 rank on one {env.get('cpus', '?')}-core machine shared "
@@ -394,6 +395,7 @@ def targets(data: dict[str, Any], link: str = "100mbit") -> list[dict[str, Any]]
                      ("dense", "auto", *TORCH_PEERS)]
             best = min(fixed, key=lambda r: r["tta_vs_dense"]["mean"], default=None)
             auto = next((r for r in group if r["strategy"] == "auto"), None)
+            dense = next((r for r in group if r["strategy"] == "dense"), None)
             auto_ok = auto is not None and auto in ok
             rel = (auto["tta_vs_dense"]["mean"] / best["tta_vs_dense"]["mean"]
                    if auto_ok and best is not None and auto is not None else None)
@@ -407,8 +409,20 @@ def targets(data: dict[str, Any], link: str = "100mbit") -> list[dict[str, Any]]
                 "auto_vs_best": rel,
                 "auto_met": rel is not None and rel <= 1 + AUTO_MARGIN,
                 "auto_reached": f"{auto['reached']}/{auto['seeds']}" if auto else None,
+                # what compression can save at most: dense's bytes on the link, per step
+                "dense_step_s": dense and dense["step_s"] and dense["step_s"]["mean"],
+                "dense_wire_s": dense and dense["bytes_per_step"] * 8 / link_bits(link),
             })
     return out
+
+
+def link_bits(link: str) -> float:
+    """Bits per second of a link label (``100mbit``, ``1gbit``)."""
+    units = {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
+    for unit, scale in units.items():
+        if link.endswith(unit):
+            return float(link[: -len(unit)]) * scale
+    raise ValueError(f"link {link!r}: expected NUMBER followed by kbit, mbit or gbit")
 
 
 def markdown_targets(data: dict[str, Any]) -> str:
@@ -424,11 +438,11 @@ def markdown_targets(data: dict[str, Any]) -> str:
             best = "not met — no compressing strategy reached dense's final on every seed"
         else:
             verdict = "met" if t["best_met"] else "not met"
-            best = (f"{verdict} — best {t['best']} reaches it in {t['best_ratio']:.2f}× "
+            best = (f"{verdict} — best {t['best']} reaches it in {t['best_ratio']:.3f}× "
                     f"dense's time (target ≤ {TTA_TARGET})")
         if t["auto_vs_best"] is not None:
             verdict = "met" if t["auto_met"] else "not met"
-            auto = (f"{verdict} — auto {t['auto_ratio']:.2f}× dense, "
+            auto = (f"{verdict} — auto {t['auto_ratio']:.3f}× dense, "
                     f"{t['auto_vs_best']:.2f}× the best fixed strategy "
                     f"(target ≤ {1 + AUTO_MARGIN:.2f})")
         elif t["auto_reached"] is None:
@@ -436,7 +450,14 @@ def markdown_targets(data: dict[str, Any]) -> str:
         else:
             auto = (f"not met — auto reached dense's final on {t['auto_reached']} seeds"
                     if t["best"] is not None else "not met — no best fixed strategy to match")
-        lines.append(f"{head} {where}: time to accuracy {best}; auto {auto}.")
+        share = ""
+        if t["dense_step_s"] and t["dense_wire_s"] is not None:
+            floor = max(0.0, 1 - t["dense_wire_s"] / t["dense_step_s"])
+            share = (f" Dense's bytes need {t['dense_wire_s']:.3f} s per step on the link, "
+                     f"of its {t['dense_step_s']:.3f} s training step: even sending no bytes "
+                     f"at all, the same number of steps would take at least {floor:.2f}× "
+                     "dense's time.")
+        lines.append(f"{head} {where}: time to accuracy {best}; auto {auto}.{share}")
     return "\n".join(lines)
 
 

@@ -111,3 +111,4 @@ def test_targets_met_or_distance_from_the_summary():
     assert "**digits, adam** (60 steps, 2 seeds): time to accuracy met" in text
     assert "**lm, sgd**: not met — not run" in text
     assert "| 2.0–3.0 |" in b.markdown({"runs": runs})
+    assert b.link_bits("100mbit") == 1e8 and b.link_bits("1gbit") == 1e9
