@@ -92,6 +92,7 @@ REGISTRY: dict[str, Block] = {
     "sparse_collectives": _b("sparse_collectives", sparse_collectives.markdown),
     "topk_accuracy": _b("topk_accuracy", topk_accuracy.markdown),
     "comm_tta": _b("comm_tta", comm_tta.markdown),
+    "comm_tta_targets": _b("comm_tta", comm_tta.markdown_targets),
     # docs/optimizers.md
     "optim_admissions_b40": _b("optim", partial(t.optim_admissions, section="admissions_b40")),
     "optim_admissions_b8": _b("optim", partial(t.optim_admissions, section="admissions_b8")),

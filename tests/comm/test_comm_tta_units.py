@@ -75,3 +75,40 @@ def test_read_run_sums_step_times_up_to_each_evaluation(tmp_path):
     assert got["curve"] == [[2, 1.0, 0.7], [4, 2.0, 0.8]]
     assert got["bytes_per_step"] == 100  # the probe is not a step's traffic
     assert got["auto"]["choice"] == ["fp16"]
+
+
+def test_optimizer_families_of_strategies_that_own_optimizer_state():
+    b = _bench()
+    assert b.optimizer_overrides("digits", "sgd", "fp16") == [
+        "optim.name=sgd", "optim.momentum=0.9", "optim.lr=0.05"]
+    # dgc applies the family's momentum itself; topk_adam applies Adam at Adam's rate
+    assert b.optimizer_overrides("digits", "sgd", "dgc") == [
+        "optim.name=sgd", "optim.momentum=0", "optim.lr=0.05"]
+    assert b.optimizer_overrides("digits", "adam", "topk_adam:density=0.001") == [
+        "optim.name=sgd", "optim.momentum=0", "optim.lr=0.001"]
+    assert b.optimizer_overrides("digits", "adam", "dgc") is None
+    assert b.optimizer_overrides("digits", "sgd", "topk_adam") is None
+
+
+def test_targets_met_or_distance_from_the_summary():
+    b = _bench()
+    runs = []
+    for seed in (0, 1):
+        runs += [
+            {**_run("dense", seed, [[30, 4.0, 0.90], [60, 8.0, 0.95]], 0.95, 1000.0),
+             "load_after": [2.0 + seed, 1.0, 1.0]},
+            _run("fp16", seed, [[30, 3.0, 0.95], [60, 6.0, 0.95]], 0.95, 500.0),
+            _run("topk", seed, [[30, 1.0, 0.95], [60, 2.0, 0.95]], 0.95, 10.0),
+            _run("auto", seed, [[30, 1.5, 0.95], [60, 3.0, 0.95]], 0.95, 10.0),
+            _run("torch_fp16", seed, [[30, 0.5, 0.95], [60, 1.0, 0.95]], 0.95, 500.0),
+        ]
+    t = next(x for x in b.targets({"runs": runs})
+             if x["model"] == "digits" and x["optimizer"] == "adam")
+    # best SciDL strategy topk: 4 s of dense's 8 s... time to 0.95 is 1 s vs 8 s
+    assert t["best"] == "topk" and t["best_ratio"] == 1.0 / 8.0 and t["best_met"]
+    assert t["auto_vs_best"] == 1.5 and not t["auto_met"]  # torch's hook is no candidate
+    text = b.markdown_targets({"runs": runs})
+    assert "**digits, adam** (60 steps, 2 seeds): time to accuracy met" in text
+    assert "**lm, sgd**: not met — not run" in text
+    assert "| 2.0–3.0 |" in b.markdown({"runs": runs})
+    assert b.link_bits("100mbit") == 1e8 and b.link_bits("1gbit") == 1e9

@@ -25,7 +25,7 @@ from scidl.comm.sparse import (
 )
 
 ALL = ["bf16", "dense", "dgc", "fp16", "grouped", "hierarchical", "lag", "powersgd", "topk",
-       "topk_adam"]
+       "topk_adam", "torch_fp16", "torch_powersgd"]
 
 
 def test_every_strategy_is_registered_and_builds():
@@ -226,3 +226,30 @@ def test_strategies_that_own_the_optimizer_state_reject_double_momentum():
                      (["comm.strategy=lag", "comm.lag_inner=dgc"], "optim.momentum=0")):
         with pytest.raises(ConfigError, match=key):
             load_config("digits", overrides=bad)
+
+
+def test_torch_powersgd_state_moves_with_the_bucket_order():
+    from scidl.comm.torch_hooks import move_segments, powersgd_segments, powersgd_split
+
+    # torch compresses (rows+cols)·r·2 < rows·cols only: 64×32 yes, 4×8 and vectors no
+    assert powersgd_split([(64, 32), (4, 8), (64,)], 2) == (4 * 8 + 64, 64 * 2, 32 * 2)
+    old = [(0, (64, 32)), (1, (64,)), (2, (40, 32)), (3, (64, 32))]
+    new = [old[1], old[3], old[0], old[2]]
+    for o_seg, n_seg in zip(powersgd_segments(old, 2), powersgd_segments(new, 2), strict=True):
+        total = sum(n for _, n in o_seg.values())
+        flat = torch.arange(float(total))
+        moved = move_segments(flat, o_seg, n_seg)
+        for key, (start, n) in n_seg.items():  # every parameter's piece follows it
+            o_start, _ = o_seg[key]
+            assert torch.equal(moved[start : start + n], flat[o_start : o_start + n])
+        assert torch.equal(move_segments(moved, n_seg, o_seg), flat)
+    # P memory: shapes grouped in order of first appearance (64×32 twice, then 40×32)
+    _, p_seg, _ = powersgd_segments(old, 2)
+    assert p_seg == {0: (0, 128), 3: (128, 128), 2: (256, 80)}
+
+
+def test_torch_hooks_are_neither_auto_candidates_nor_lag_inner():
+    with pytest.raises(ValidationError, match="auto_candidates"):
+        CommConfig(strategy="auto", auto_candidates=["dense", "torch_fp16"])
+    with pytest.raises(ValidationError, match="inside DDP"):
+        CommConfig(strategy="lag", lag_inner="torch_powersgd")

@@ -13,8 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 #: Strategies ``auto`` cannot hold as candidates: itself, ``lag`` (applies results one
 #: step late), ``grouped`` (asks DDP for buckets of its own), and ``dgc``/``topk_adam``
-#: (they apply the optimizer's momentum/Adam themselves: the run needs plain SGD).
-NOT_AUTO_CANDIDATES = frozenset({"auto", "lag", "grouped", "dgc", "topk_adam"})
+#: (they apply the optimizer's momentum/Adam themselves: the run needs plain SGD), and
+#: torch's own hooks (they run inside DDP only, with no per-bucket reduce).
+TORCH_HOOKS = frozenset({"torch_fp16", "torch_powersgd"})
+NOT_AUTO_CANDIDATES = frozenset({"auto", "lag", "grouped", "dgc", "topk_adam"}) | TORCH_HOOKS
 
 
 def check_candidates(names: list[str] | tuple[str, ...]) -> None:
@@ -47,8 +49,9 @@ class CommConfig(BaseModel):
         exact_max_numel: ``topk``/``auto``: largest bucket selected with exact top-k.
         sample_fraction: ``topk``/``threshold``: fraction of entries sampled to estimate
             the magnitude threshold.
-        warmup_steps: ``topk``/``powersgd``: optimizer steps reduced densely first.
-        rank: ``powersgd``: rank r of the low-rank approximation P·Qᵀ.
+        warmup_steps: ``topk``/``powersgd``: optimizer steps reduced densely first
+            (``torch_powersgd``: torch's ``start_powerSGD_iter``, at least 2).
+        rank: ``powersgd``/``torch_powersgd``: rank r of the low-rank approximation P·Qᵀ.
         ranks_per_node: ``hierarchical``: processes per (possibly virtual) node;
             ``None`` = ``LOCAL_WORLD_SIZE`` of the launcher.
         group_mb: ``grouped``: target size of one fused group in MiB.
@@ -114,7 +117,8 @@ class CommConfig(BaseModel):
     warmup_steps: int = Field(
         0, ge=0, description="topk/powersgd: dense steps before compressing"
     )
-    rank: int = Field(4, ge=1, description="powersgd: rank of the low-rank approximation")
+    rank: int = Field(4, ge=1, description="powersgd/torch_powersgd: rank of the low-rank "
+                      "approximation")
     ranks_per_node: int | None = Field(
         None, ge=1, description="hierarchical: processes per (virtual) node"
     )
@@ -204,4 +208,7 @@ class CommConfig(BaseModel):
     def _lag_not_nested(self) -> CommConfig:
         if self.lag_inner == "lag":
             raise ValueError("comm.lag_inner cannot be 'lag'")
+        if self.lag_inner in TORCH_HOOKS:
+            raise ValueError(f"comm.lag_inner cannot be {self.lag_inner!r} (torch's hooks "
+                             "run inside DDP only)")
         return self

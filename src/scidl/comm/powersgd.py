@@ -46,6 +46,14 @@ def matrix_shape(p: torch.Tensor | Sequence[int], rank: int) -> tuple[int, int] 
     return rows, cols
 
 
+def square_shapes(numel: int) -> list[tuple[int, ...]]:
+    """A bucket of ``numel`` entries taken as one square matrix plus a vector of the
+    remainder: the shapes used to price a bucket whose parameters are not known."""
+    side = max(1, math.isqrt(numel))
+    rest = numel - side * (numel // side)
+    return [(side, numel // side)] + ([(rest,)] if rest else [])
+
+
 def orthonormalise(p: torch.Tensor) -> torch.Tensor:
     """Orthonormal basis of the columns of ``p`` (reduced QR; same result on all ranks)."""
     return torch.linalg.qr(p, mode="reduced").Q
@@ -66,9 +74,7 @@ class PowerSGD(CommStrategy):
 
         Without shapes the bucket is taken as one square matrix (an estimate)."""
         if shapes is None:
-            side = max(1, math.isqrt(numel))
-            shapes = [(side, numel // side)] + ([(numel - side * (numel // side),)]
-                                                if numel % side else [])
+            shapes = square_shapes(numel)
         first = second = 0
         for shape in shapes:
             m = matrix_shape(shape, cfg.rank)

@@ -30,6 +30,8 @@ STRATEGIES: Registry[type[CommStrategy]] = Registry("comm.strategy", {
     "topk_adam": "scidl.comm.topk_adam:TopKAdam",
     "lag": "scidl.comm.lag:Lag",
     "auto": "scidl.comm.auto:Auto",
+    "torch_fp16": "scidl.comm.torch_hooks:TorchFP16Hook",
+    "torch_powersgd": "scidl.comm.torch_hooks:TorchPowerSGDHook",
 }, group="scidl.comm")
 
 
