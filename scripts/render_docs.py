@@ -56,6 +56,7 @@ def _bench_module(name: str):  # noqa: ANN202
 
 
 data_bench = _bench_module("data")
+weather_seg_bench = _bench_module("weather_seg")  # benchmarks/weather_seg.py
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = "benchmarks/results"
@@ -142,6 +143,11 @@ REGISTRY: dict[str, Block] = {
     "reliability": _b("reliability", malformed_inputs.render),
     # docs/data.md: file datasets vs plain reads, training from disk vs memory
     "data": _b("data", data_bench.render),
+    # docs/workloads/weather_seg.md: IoU at the DeepCAM target (renderers beside the benchmark)
+    "weather_seg_seeds": _b("weather_seg", weather_seg_bench.table_seeds),
+    "weather_seg_scaling": _b("weather_seg", weather_seg_bench.table_scaling),
+    "weather_seg_variants": _b("weather_seg", weather_seg_bench.table_variants),
+    "weather_seg_netcdf": _b("weather_seg", weather_seg_bench.table_netcdf),
 }
 
 BEGIN = re.compile(r"^<!-- generated:([\w.-]+) -->$")
