@@ -49,16 +49,14 @@ TARGET = 0.82  # MLPerf HPC DeepCAM quality target (IoU)
 SEEDS = (0, 1, 2)
 NPROCS = (1, 2, 4)
 GLOBAL_BATCH = 16
-EVAL_EVERY = 96
+EVAL_EVERY = 64
 COMMON = ["log.tensorboard=false", "log.progress=false", "log.pictures=false",
-          "checkpoint.final=false", "checkpoint.best=false", "train.log_every=1",
-          "dist.threads_per_proc=1"]
+          "checkpoint.final=false", "checkpoint.best=false", "train.log_every=1"]
 QUICK = ["task.size=16", "task.n_train=32", "task.n_val=8", "train.epochs=2"]
 EVENTS = ("cyclone", "river")
 CLASSES = ("background", *EVENTS)
 # Recipe variants, each a list of overrides of the defaults (seed 0, one process).
 VARIANTS: dict[str, list[str]] = {
-    "default": [],
     # the recipe before this benchmark (2026-11-22): 2-level U-net, weighted CE, 384 steps
     "baseline_2026_11": ["task.depth=2", "task.dice_weight=0", "task.n_train=512",
                          "train.epochs=12"],
@@ -74,13 +72,20 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
+def train_args(label: str, overrides: list[str], nproc: int) -> list[str]:
+    """The ``scidl`` arguments of a run: one torch thread per process (N processes use N
+    cores; two threads per process stalled on an overloaded machine, each waiting for the
+    other to be scheduled)."""
+    return ["train", "weather_seg", "--nproc", str(nproc), *overrides, *COMMON,
+            "dist.threads_per_proc=1", f"log.run_dir={RUNS / label}"]
+
+
 def run_train(label: str, overrides: list[str], nproc: int = 1) -> dict[str, Any]:
     """``scidl train weather_seg`` in a subprocess; its curve and final evaluation."""
     run_dir = RUNS / label
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    args = ["train", "weather_seg", "--nproc", str(nproc), *overrides, *COMMON,
-            f"log.run_dir={run_dir}"]
+    args = train_args(label, overrides, nproc)
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     load_before, t0 = load(), time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "scidl", *args], env=env, capture_output=True,
@@ -88,28 +93,42 @@ def run_train(label: str, overrides: list[str], nproc: int = 1) -> dict[str, Any
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{label}: scidl train failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    summary = json.loads((run_dir / "summary.json").read_text())
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-            if line.strip()]
-    out = {"command": "scidl train weather_seg " + " ".join(
-               a for a in args[2:] if not a.startswith("log.run_dir")),
-           "nproc": nproc, "overrides": overrides, "steps": summary["steps"],
-           "recipe": {"task": cfg["task"], "optim": {k: cfg["optim"][k] for k in (
-               "name", "lr", "schedule", "min_lr_factor", "warmup_steps")},
-                      "epochs": cfg["train"]["epochs"],
-                      "global_batch": cfg["train"]["global_batch_size"]},
-           "train_time_s": sum(r.get("step_time_s", 0.0) for r in rows),
-           "wall_s": wall, "load_before": load_before, "load_after": load(),
-           "final": {c: summary["final_eval"][f"iou_{c}"] for c in CLASSES},
-           "final_other_decision": {c: v for c, v in summary["final_eval"].items()
-                                    if c.startswith(("argmax_iou", "prior_corrected_iou"))},
-           "heuristic": {c: summary["final_eval"][f"heuristic_iou_{c}"] for c in CLASSES},
-           "curve": curve(rows)}
+    out = read_run(run_dir, args, overrides, nproc)
+    out.update(wall_s=wall, load_before=load_before, load_after=load())
     print(f"  {label}: cyclone {out['final']['cyclone']:.3f} river {out['final']['river']:.3f} "
           f"({out['steps']} steps, {out['train_time_s']:.0f} s training, {wall:.0f} s wall, "
           f"load {load_before:.1f}->{out['load_after']:.1f})", flush=True)
     return out
+
+
+def read_run(run_dir: Path, args: list[str], overrides: list[str], nproc: int) -> dict[str, Any]:
+    """A run folder's record. A run still going (no ``summary.json``) gives its curve so far,
+    ``partial: true`` and the IoUs of its last evaluation as ``final``."""
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+            if line.strip()]
+    summary_path = run_dir / "summary.json"
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        ev, steps, partial = summary["final_eval"], summary["steps"], False
+    else:
+        evals = [r for r in rows if "eval/iou_cyclone" in r]
+        ev = {k[5:]: v for k, v in evals[-1].items() if k.startswith("eval/")}
+        steps, partial = int(evals[-1]["step"]), True
+    return {"command": "scidl train weather_seg " + " ".join(
+                a for a in args[2:] if not a.startswith("log.run_dir")),
+            "nproc": nproc, "overrides": overrides, "steps": steps, "partial": partial,
+            "recipe": {"task": cfg["task"], "optim": {k: cfg["optim"][k] for k in (
+                "name", "lr", "schedule", "min_lr_factor", "warmup_steps")},
+                       "epochs": cfg["train"]["epochs"],
+                       "global_batch": cfg["train"]["global_batch_size"]},
+            "train_time_s": sum(r.get("step_time_s", 0.0) for r in rows
+                                if int(r["step"]) <= steps),
+            "final": {c: ev[f"iou_{c}"] for c in CLASSES},
+            "final_other_decision": {c: v for c, v in ev.items()
+                                     if c.startswith(("argmax_iou", "prior_corrected_iou"))},
+            "heuristic": {c: ev[f"heuristic_iou_{c}"] for c in CLASSES},
+            "curve": curve(rows)}
 
 
 def curve(rows: list[dict[str, Any]]) -> list[dict[str, float]]:
@@ -148,54 +167,104 @@ def stats(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def bench_seeds(base: list[str]) -> dict[str, Any]:
-    runs = [run_train(f"seed{s}", base + [f"train.seed={s}",
-                                          f"train.global_batch_size={GLOBAL_BATCH}",
-                                          f"train.eval_every={EVAL_EVERY}"]) for s in SEEDS]
-    return {"runs": runs, "stats": stats(runs),
-            "met": all(r["final"][c] >= TARGET for r in runs for c in EVENTS)}
+def seed_overrides(seed: int) -> list[str]:
+    return [f"train.seed={seed}", f"train.global_batch_size={GLOBAL_BATCH}",
+            f"train.eval_every={EVAL_EVERY}"]
+
+
+def bench_seeds(base: list[str], seeds: list[int]) -> dict[str, Any]:
+    """One process per seed; the ``main`` merges them with seeds stored by other runs."""
+    return {"by_seed": {str(s): run_train(f"seed{s}", base + seed_overrides(s)) for s in seeds}}
 
 
 def bench_scaling(base: list[str], nprocs: tuple[int, ...]) -> dict[str, Any]:
-    runs = {str(n): run_train(f"nproc{n}", base + ["train.seed=0",
-                                                   f"train.global_batch_size={GLOBAL_BATCH}",
-                                                   f"train.eval_every={EVAL_EVERY}"], nproc=n)
+    """Seed 0 on each process count > 1 (1 process: the ``seeds`` section's seed 0)."""
+    return {str(n): run_train(f"nproc{n}", base + seed_overrides(0), nproc=n)
             for n in nprocs if n > 1}
-    return {"runs": runs, "cores": os.cpu_count()}
+
+
+def netcdf_overrides(base: list[str], data_dir: Path) -> list[str]:
+    """The files fix size and sample counts; one DataLoader worker reads them."""
+    train_ov = [o for o in base if not o.startswith(("task.size", "task.n_train", "task.n_val"))]
+    return train_ov + [f"task.data_dir={data_dir}", "train.num_workers=1",
+                       f"train.global_batch_size={GLOBAL_BATCH}", f"train.eval_every={EVAL_EVERY}"]
+
+
+def collect(results: dict[str, Any], base: list[str], nc_base: list[str]) -> dict[str, Any]:
+    """Runs with a folder but no record (still going, or stopped) read from their folders
+    (``partial: true`` unless finished); the load is the one at collection."""
+    wanted: list[tuple[str, str, list[str], int]] = [
+        *((f"seed{s}", "seeds", base + seed_overrides(s), 1) for s in SEEDS),
+        *((f"nproc{n}", "scaling", base + seed_overrides(0), n) for n in NPROCS if n > 1),
+        ("netcdf", "netcdf", netcdf_overrides(nc_base, RUNS / "netcdf_data"), 1)]
+    for label, section, ov, nproc in wanted:
+        run_dir = RUNS / label
+        have = results.get(section, {})
+        key = label[4:] if section == "seeds" else label[5:] if section == "scaling" else "run"
+        stored = have.get("by_seed" if section == "seeds" else "runs" if section == "scaling"
+                          else "x", have).get(key)
+        if stored is not None and not stored.get("partial"):
+            continue
+        if not (run_dir / "metrics.jsonl").is_file():
+            continue
+        rec = read_run(run_dir, train_args(label, ov, nproc), ov, nproc)
+        if not rec["curve"]:
+            continue
+        rec.update(load_before=load(), load_after=load(), collected=True)
+        if section == "seeds":
+            results.setdefault("seeds", {}).setdefault("by_seed", {})[key] = rec
+        elif section == "scaling":
+            results.setdefault("scaling", {}).setdefault("runs", {})[key] = rec
+        else:
+            results["netcdf"] = {**netcdf_files(run_dir.parent / "netcdf_data", nc_base),
+                                 "run": rec, "train_command": rec["command"].replace(
+                                     str(RUNS / "netcdf_data"), "DIR")}
+        print(f"  collected {label}: step {rec['steps']}, partial {rec['partial']}")
+    if "seeds" in results:
+        by_seed = results["seeds"]["by_seed"]
+        runs = [by_seed[k] for k in sorted(by_seed, key=int)]
+        results["seeds"].update(runs=runs, stats=stats(runs), met=all(
+            r["final"][c] >= TARGET and not r.get("partial") for r in runs for c in EVENTS))
+    return results
+
+
+def write_args(data_dir: Path, base: list[str]) -> list[str]:
+    from scidl.config import load_config
+
+    task = load_config("weather_seg", overrides=base).task_config()
+    return ["data", "write-weather", str(data_dir), "--format", "nc", "--n-train",
+            str(task.n_train), "--n-val", str(task.n_val), "--size", str(task.size),
+            "--seed", "0", "--samples-per-file", "16"]
+
+
+def netcdf_files(data_dir: Path, base: list[str], write_s: float | None = None) -> dict[str, Any]:
+    """What ``write-weather`` wrote (its command, files, channels, samples)."""
+    meta = json.loads((data_dir / "meta.json").read_text())
+    n_files = len(list((data_dir / "train").glob("*.nc")) + list((data_dir / "val").glob("*.nc")))
+    return {"write_command": "scidl " + " ".join(write_args(data_dir, base)).replace(
+                str(data_dir), "DIR"),
+            "write_s": write_s, "files": n_files, "channels": len(meta["channels"]),
+            "n_train": meta["n_train"], "n_val": meta["n_val"]}
 
 
 def bench_netcdf(base: list[str], quick: bool) -> dict[str, Any]:
-    from scidl.config import load_config
-
     data_dir = RUNS / "netcdf_data"
     if data_dir.exists():
         shutil.rmtree(data_dir)
-    cfg = load_config("weather_seg", overrides=base)
-    task = cfg.task_config()
-    write = ["data", "write-weather", str(data_dir), "--format", "nc", "--n-train",
-             str(task.n_train), "--n-val", str(task.n_val), "--size", str(task.size),
-             "--seed", "0", "--samples-per-file", "16"]
+    write = write_args(data_dir, base)
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "scidl", *write], env=env, check=True,
                    capture_output=True)
     write_s = time.perf_counter() - t0
-    train_ov = [o for o in base if not o.startswith(("task.size", "task.n_train", "task.n_val"))]
-    run = run_train("netcdf", train_ov + [f"task.data_dir={data_dir}", "train.num_workers=1",
-                                          f"train.global_batch_size={GLOBAL_BATCH}",
-                                          f"train.eval_every={EVAL_EVERY}"])
-    meta = json.loads((data_dir / "meta.json").read_text())
-    n_files = len(list((data_dir / "train").glob("*.nc")) + list((data_dir / "val").glob("*.nc")))
-    return {"write_command": "scidl " + " ".join(write).replace(str(data_dir), "DIR"),
-            "write_s": write_s, "files": n_files, "channels": len(meta["channels"]),
-            "n_train": meta["n_train"], "n_val": meta["n_val"], "run": run,
+    run = run_train("netcdf", netcdf_overrides(base, data_dir))
+    return {**netcdf_files(data_dir, base, write_s), "run": run,
             "train_command": run["command"].replace(str(data_dir), "DIR")}
 
 
 def bench_variants(base: list[str], names: list[str]) -> dict[str, Any]:
-    return {name: run_train(f"variant_{name}", base + VARIANTS[name] + [
-        "train.seed=0", f"train.global_batch_size={GLOBAL_BATCH}", f"train.eval_every={EVAL_EVERY}"])
-        for name in names}
+    return {name: run_train(f"variant_{name}", base + VARIANTS[name] + seed_overrides(0))
+            for name in names}
 
 
 # ----------------------------------------------------------------------------- tables
@@ -216,27 +285,66 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def table_seeds(d: dict[str, Any]) -> str:
-    """Final IoU of each seed and mean [min–max] over the seeds."""
+    """Final IoU of each seed and mean [min–max] over the finished seeds."""
+    if "seeds" not in d:
+        return "No seed run is recorded yet."
     s = d["seeds"]
-    rows = [[f"seed {i}", *(_iou(r["final"][c]) for c in CLASSES), str(r["steps"]),
+    rows = [[f"seed {i}" + (" (unfinished)" if r.get("partial") else ""),
+             *(_iou(r["final"][c]) for c in CLASSES), str(r["steps"]),
              f"{r['train_time_s']:.0f}", f"{r['load_before']:.1f}"]
-            for i, r in zip(SEEDS, s["runs"], strict=False)]
-    rows.append([f"**mean [min–max], {len(s['runs'])} seeds**",
-                 *(_ms([r["final"][c] for r in s["runs"]]) for c in CLASSES), "", "", ""])
+            for i, r in sorted(s["by_seed"].items(), key=lambda kv: int(kv[0]))]
+    done = [r for r in s["runs"] if not r.get("partial")]
+    if done:
+        rows.append([f"**mean [min–max], {len(done)} finished seeds**",
+                     *(_ms([r["final"][c] for r in done]) for c in CLASSES), "", "", ""])
+        other = [r["final_other_decision"] for r in done]
+        alt = "argmax" if "argmax_iou_cyclone" in other[0] else "prior_corrected"
+        rows.append([f"same models, {alt.replace('_', '-')} decision", "–",
+                     *(_ms([o[f"{alt}_iou_{c}"] for o in other]) for c in EVENTS), "", "", ""])
     h = s["runs"][0]["heuristic"]
-    rows.append(["threshold heuristic (seed 0)", *(_iou(h[c]) for c in CLASSES), "", "", ""])
+    rows.append(["threshold heuristic (seed 0)" if "0" in s["by_seed"] else "threshold heuristic",
+                 *(_iou(h[c]) for c in CLASSES), "", "", ""])
     return _table(["run", "background IoU", "cyclone IoU", "river IoU", "steps",
                    "training time [s]", "load avg"], rows)
 
 
+def verdict(d: dict[str, Any]) -> str:
+    """The target line: met or not, per class, with the distance; partial runs named."""
+    runs = d.get("seeds", {}).get("runs", [])
+    if not runs:
+        return "No seed run is recorded yet: `python benchmarks/weather_seg.py seeds` adds them."
+    done = [r for r in runs if not r.get("partial")]
+    parts = []
+    for c in EVENTS:
+        v = [r["final"][c] for r in done]
+        if not v:
+            parts.append(f"{c}: no finished run")
+            continue
+        ok = min(v) >= TARGET
+        parts.append(f"{c} {_ms(v)}: **{'met' if ok else 'not met'}**"
+                     + ("" if ok else f" (lowest seed {TARGET - min(v):.3f} below)"))
+    planned = max(r["recipe"]["epochs"] for r in runs) * (
+        runs[0]["recipe"]["task"]["n_train"] // runs[0]["recipe"]["global_batch"])
+    line = (f"**Target** (IoU ≥ {TARGET} on both event classes, the MLPerf HPC DeepCAM "
+            f"quality target), over {len(done)} finished seed{'s' if len(done) != 1 else ''}: "
+            + "; ".join(parts) + ".")
+    partial = [f"seed {k} stopped at step {r['steps']} of {planned} (cyclone "
+               f"{_iou(r['final']['cyclone'])}, river {_iou(r['final']['river'])} at its last "
+               f"evaluation)" for k, r in sorted(d["seeds"]["by_seed"].items()) if r.get("partial")]
+    if partial:
+        line += " Unfinished: " + "; ".join(partial) + "."
+    return line
+
+
 def table_scaling(d: dict[str, Any]) -> str:
     """Per-class IoU vs training time on 1, 2 and 4 processes."""
-    runs = {"1": d["seeds"]["runs"][0], **d.get("scaling", {}).get("runs", {})}
+    runs = process_runs(d)
     rows = []
     for n, r in sorted(runs.items(), key=lambda kv: int(kv[0])):
         pts = r["curve"]
         mid = pts[len(pts) // 2] if pts else None
-        rows.append([n, str(GLOBAL_BATCH // int(n)), str(r["steps"]),
+        rows.append([n, str(GLOBAL_BATCH // int(n)),
+                     str(r["steps"]) + (" (unfinished)" if r.get("partial") else ""),
                      f"{r['train_time_s']:.0f}", f"{r['train_time_s'] / r['steps'] * 1e3:.0f}",
                      "–" if mid is None else f"{_iou(mid['cyclone'])} / {_iou(mid['river'])} "
                                              f"(step {mid['step']})",
@@ -248,12 +356,21 @@ def table_scaling(d: dict[str, Any]) -> str:
                    f"training time to ≥ {TARGET} on both [s]", "load avg before → after"], rows)
 
 
+def process_runs(d: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Seed 0's run per process count (1: the ``seeds`` section's)."""
+    one = d.get("seeds", {}).get("by_seed", {}).get("0")
+    return {**({"1": one} if one else {}), **d.get("scaling", {}).get("runs", {})}
+
+
 def table_netcdf(d: dict[str, Any]) -> str:
+    if "netcdf" not in d:
+        return ("No run from netCDF files is recorded yet: `python benchmarks/weather_seg.py "
+                "netcdf` adds it.")
     n = d["netcdf"]
     r = n["run"]
     rows = [["write the files", f"`{n['write_command']}`",
              f"{n['files']} files, {n['channels']} channels, {n['n_train']} + {n['n_val']} "
-             f"samples, {n['write_s']:.0f} s"],
+             "samples" + ("" if n["write_s"] is None else f", {n['write_s']:.0f} s")],
             ["train from them", f"`{n['train_command']}`",
              f"IoU background {_iou(r['final']['background'])}, cyclone "
              f"{_iou(r['final']['cyclone'])}, river {_iou(r['final']['river'])} "
@@ -275,14 +392,14 @@ def plot(d: dict[str, Any], path: Path = IMG) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = {"1": d["seeds"]["runs"][0], **d.get("scaling", {}).get("runs", {})}
+    runs = process_runs(d)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
     for ax, c in zip(axes, EVENTS, strict=True):
         for n, r in sorted(runs.items(), key=lambda kv: int(kv[0])):
             pts = r["curve"]
             ax.plot([p["train_time_s"] for p in pts], [p[c] for p in pts], marker="o", ms=3,
                     label=f"{n} process{'es' if n != '1' else ''}")
-        ax.axhline(TARGET, ls="--", c="gray", lw=0.8)
+        ax.axhline(TARGET, ls="--", c="gray", lw=0.8, label=f"target {TARGET}")
         ax.set(title=f"{c} IoU (held-out)", xlabel="training time [s]")
     axes[0].set_ylabel("IoU")
     axes[0].legend(fontsize=8)
@@ -294,14 +411,21 @@ def plot(d: dict[str, Any], path: Path = IMG) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("which", nargs="*", default=["seeds", "scaling", "netcdf"],
-                    choices=["seeds", "scaling", "netcdf", "variants"])
+    ap.add_argument("which", nargs="*",
+                    help="sections: seeds scaling netcdf variants collect (default: the first 3)")
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--nprocs", nargs="*", type=int, default=list(NPROCS))
+    ap.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS))
+    ap.add_argument("--netcdf-overrides", nargs="*", default=[],
+                    help="overrides of the netCDF run (task.n_train: samples written)")
     ap.add_argument("--quick", action="store_true", help="tiny budgets (smoke run)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--plot-only", action="store_true")
     args = ap.parse_args(argv)
+    args.which = args.which or ["seeds", "scaling", "netcdf"]
+    bad = set(args.which) - {"seeds", "scaling", "netcdf", "variants", "collect"}
+    if bad:
+        ap.error(f"unknown sections {sorted(bad)}")
     if args.plot_only:
         plot(json.loads(args.out.read_text()), IMG if args.out == OUT else args.out.with_suffix(".png"))
         return 0
@@ -311,12 +435,17 @@ def main(argv: list[str] | None = None) -> int:
 
     for name in args.which:
         print(f"## {name}", flush=True)
+        if name == "collect":
+            results = json.loads(args.out.read_text()) if args.out.is_file() else {}
+            args.out.write_text(json.dumps(collect(results, base, base + args.netcdf_overrides),
+                                           indent=1) + "\n")
+            continue
         if name == "seeds":
-            res = bench_seeds(base)
+            res = bench_seeds(base, args.seeds)
         elif name == "scaling":
             res = bench_scaling(base, tuple(args.nprocs))
         elif name == "netcdf":
-            res = bench_netcdf(base, args.quick)
+            res = bench_netcdf(base + args.netcdf_overrides, args.quick)
         else:
             res = bench_variants(base, args.variants)
         res_meta = {"command": command, "quick": args.quick, "torch": torch.__version__,
@@ -327,13 +456,22 @@ def main(argv: list[str] | None = None) -> int:
         if name == "variants":
             results.setdefault("variants", {}).update(res)
             results.setdefault("meta", {})["variants"] = res_meta
+        elif name == "seeds":  # seeds run by other processes meanwhile stay
+            by_seed = {**results.get("seeds", {}).get("by_seed", {}), **res["by_seed"]}
+            runs = [by_seed[k] for k in sorted(by_seed, key=int)]
+            results["seeds"] = {"by_seed": by_seed, "runs": runs, "stats": stats(runs),
+                                "met": all(r["final"][c] >= TARGET for r in runs for c in EVENTS),
+                                "meta": res_meta}
+        elif name == "scaling":  # runs of other process counts stay
+            runs = {**results.get("scaling", {}).get("runs", {}), **res}
+            results["scaling"] = {"runs": runs, "cores": os.cpu_count(), "meta": res_meta}
         else:
             results[name] = {**res, "meta": res_meta}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1) + "\n")
     results = json.loads(args.out.read_text())
-    if "seeds" in results:
-        print(table_seeds(results), table_scaling(results), sep="\n\n")
+    if process_runs(results):
+        print(verdict(results), table_seeds(results), table_scaling(results), sep="\n\n")
         plot(results, IMG if args.out == OUT else args.out.with_suffix(".png"))
     return 0
 

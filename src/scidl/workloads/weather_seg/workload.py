@@ -99,7 +99,7 @@ class WeatherSeg(Workload):
     description = "extreme-weather segmentation (cyclones, rivers): U-net/DeepLab, IoU"
     Config = WeatherSegConfig
     defaults: ClassVar[dict[str, Any]] = {
-        "train": {"epochs": 24, "batch_size": 16},
+        "train": {"epochs": 12, "batch_size": 16},
         "optim": {"name": "adam", "lr": 3e-3, "schedule": "cosine", "min_lr_factor": 0.02},
     }
     smoke: ClassVar[list[str]] = [
