@@ -148,6 +148,7 @@ REGISTRY: dict[str, Block] = {
     "weather_seg_verdict": _b("weather_seg", weather_seg_bench.verdict),
     "weather_seg_scaling": _b("weather_seg", weather_seg_bench.table_scaling),
     "weather_seg_netcdf": _b("weather_seg", weather_seg_bench.table_netcdf),
+    "weather_seg_variants": _b("weather_seg", weather_seg_bench.table_variants),
 }
 
 BEGIN = re.compile(r"^<!-- generated:([\w.-]+) -->$")
