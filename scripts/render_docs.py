@@ -58,6 +58,7 @@ def _bench_module(name: str):  # noqa: ANN202
 data_bench = _bench_module("data")
 scaling_bench = _bench_module("scaling")
 claims_bench = _bench_module("claims")
+weather_seg_bench = _bench_module("weather_seg")  # benchmarks/weather_seg.py
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = "benchmarks/results"
@@ -154,6 +155,12 @@ REGISTRY: dict[str, Block] = {
     "claims_pareto": _b("claims", claims_bench.render("pareto")),  # docs/search.md
     "claims_pareto_e20": _b("claims", claims_bench.render("pareto", "pareto_e20")),  # docs/search.md
     "claims_workers": _b("claims", claims_bench.render("workers")),  # docs/search.md
+    # docs/workloads/weather_seg.md: IoU at the DeepCAM target (renderers beside the benchmark)
+    "weather_seg_seeds": _b("weather_seg", weather_seg_bench.table_seeds),
+    "weather_seg_verdict": _b("weather_seg", weather_seg_bench.verdict),
+    "weather_seg_scaling": _b("weather_seg", weather_seg_bench.table_scaling),
+    "weather_seg_netcdf": _b("weather_seg", weather_seg_bench.table_netcdf),
+    "weather_seg_variants": _b("weather_seg", weather_seg_bench.table_variants),
 }
 
 BEGIN = re.compile(r"^<!-- generated:([\w.-]+) -->$")

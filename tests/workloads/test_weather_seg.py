@@ -91,3 +91,45 @@ def test_weather_tiny_config_trains(arch):
     with torch.no_grad():
         ev = task.evaluate(task.model.eval(), task.val_data)
     assert {"iou_cyclone", "iou_river", "heuristic_iou_river", "event_miou"} <= set(ev)
+
+
+def test_soft_dice_loss_scores_overlap():
+    from scidl.workloads.weather_seg.losses import soft_dice_loss
+
+    label = torch.tensor([[[0, 1, 1, 2], [0, 0, 2, 2]]])  # [1, 2, 4]
+    perfect = 50.0 * torch.nn.functional.one_hot(label, 3).permute(0, 3, 1, 2).float()
+    assert float(soft_dice_loss(perfect, label, (1, 2))) < 1e-6
+    # uniform scores: p = 1/3 everywhere; class 1: 2 pixels, class 2: 3 pixels
+    uniform = torch.zeros(1, 3, 2, 4)
+    d1 = (2 * 2 / 3 + 1) / (8 / 3 + 2 + 1)
+    d2 = (2 * 3 / 3 + 1) / (8 / 3 + 3 + 1)
+    torch.testing.assert_close(soft_dice_loss(uniform, label, (1, 2)),
+                               torch.tensor(1 - (d1 + d2) / 2))
+    # an absent class predicted nowhere costs nothing; predicted everywhere it costs
+    none = torch.zeros(1, 2, 4, dtype=torch.int64)
+    background = torch.tensor([50.0, -50.0, -50.0])[None, :, None, None].expand(1, 3, 2, 4)
+    assert float(soft_dice_loss(background, none, (1,))) < 1e-6
+    wrong = torch.tensor([-50.0, 50.0, -50.0])[None, :, None, None].expand(1, 3, 2, 4)
+    assert float(soft_dice_loss(wrong, none, (1,))) > 0.8
+    # its gradient raises the true class's score where it is missing
+    logits = uniform.clone().requires_grad_()
+    soft_dice_loss(logits, label, (1, 2)).backward()
+    assert float(logits.grad[0, 1, 0, 1]) < 0 and float(logits.grad[0, 1, 0, 0]) > 0
+
+
+def test_dice_weight_zero_is_the_weighted_cross_entropy():
+    from scidl.workloads.weather_seg.losses import segmentation_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, generator=g)
+    label = torch.randint(0, 3, (2, 8, 8), generator=g)
+    w = torch.tensor([0.5, 3.0, 2.0])
+    plain = torch.nn.functional.cross_entropy(logits, label, weight=w)
+    torch.testing.assert_close(segmentation_loss(logits, label, w, 0.0, (1, 2)), plain)
+    assert float(segmentation_loss(logits, label, w, 1.0, (1, 2))) > float(plain)
+
+
+def test_unet_depth_must_divide_the_grid():
+    cfg = WeatherSegConfig(size=20, n_train=4, n_val=2, base=4, depth=3)
+    with pytest.raises(ValueError, match="divisible by 2\\^depth"):
+        get_workload("weather_seg").build(cfg, BuildContext(seed=0))

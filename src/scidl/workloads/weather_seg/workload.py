@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
@@ -39,22 +38,32 @@ from scidl.workloads.weather_seg.data import (
     threshold_segment,
     tune_thresholds,
 )
+from scidl.workloads.weather_seg.losses import (
+    class_weights,
+    segmentation_loss,
+    weights_from_counts,
+)
 from scidl.workloads.weather_seg.nets import AtrousNet
+
+__all__ = ["WeatherSeg", "WeatherSegConfig", "class_weights", "weights_from_counts"]
 
 
 class WeatherSegConfig(WorkloadConfig):
     """Settings of the ``weather_seg`` workload."""
 
     size: int = Field(48, ge=16, description="grid side in pixels (divisible by 4)")
-    n_train: int = Field(512, ge=1, description="training samples")
+    n_train: int = Field(1024, ge=1, description="training samples")
     n_val: int = Field(128, ge=1, description="held-out samples")
     noise: float = Field(0.3, ge=0, description="white-noise std added to every channel")
     arch: Literal["unet", "deeplab"] = Field("unet", description="network")
     base: int = Field(8, ge=4, description="channels at full resolution")
-    depth: int = Field(2, ge=1, description="U-net down-sampling steps (size % 2^depth == 0)")
+    depth: int = Field(3, ge=1, description="U-net down-sampling steps (size % 2^depth == 0)")
     class_weight_power: float = Field(
         0.5, ge=0, description="w_c ~ freq_c^-power (0: unweighted, 1: inverse frequency)"
     )
+    dice_weight: float = Field(
+        1.0, ge=0, description="weight of the soft Dice loss of the event classes added to the "
+                               "weighted cross-entropy (0: cross-entropy only)")
     decision: Literal["prior_corrected", "argmax"] = Field(
         "prior_corrected", description="class decision: argmax(logits - log w) or argmax"
     )
@@ -62,18 +71,6 @@ class WeatherSegConfig(WorkloadConfig):
         None, description="train from the 16-channel files in this folder (written by `scidl "
                           "data write-weather DIR`; they fix size, n_train, n_val and noise) "
                           "instead of generating the 3-channel fields in memory")
-
-
-def class_weights(label: torch.Tensor, n_classes: int, power: float) -> torch.Tensor:
-    """``w_c ~ freq_c^-power`` normalised so that the mean weight over pixels is 1."""
-    return weights_from_counts(torch.bincount(label.flatten(), minlength=n_classes), power)
-
-
-def weights_from_counts(counts: torch.Tensor, power: float) -> torch.Tensor:
-    """:func:`class_weights` from the pixel count of each class."""
-    freq = counts.double() / counts.sum()
-    w = freq.clamp_min(1e-6) ** -power
-    return (w / (freq * w).sum()).float()
 
 
 def predict_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -113,6 +110,9 @@ class WeatherSeg(Workload):
         assert isinstance(cfg, WeatherSegConfig)
         if cfg.size % 4:
             raise ValueError(f"weather_seg size must be divisible by 4, got {cfg.size}")
+        if cfg.arch == "unet" and cfg.size % 2**cfg.depth:
+            raise ValueError(f"weather_seg size must be divisible by 2^depth = {2**cfg.depth} "
+                             f"for the U-net, got {cfg.size}")
         n_cls = len(CLASSES)
         if cfg.data_dir is not None:  # the files of `scidl data write-weather`
             from scidl.workloads.weather_seg import files
@@ -134,7 +134,7 @@ class WeatherSeg(Workload):
 
         def loss(m: nn.Module, batch: Any) -> torch.Tensor:
             x, y = batch
-            return F.cross_entropy(m(x), y, weight=weights.to(x.device))
+            return segmentation_loss(m(x), y, weights, cfg.dice_weight, range(1, n_cls))
 
         def evaluate(m: nn.Module, val: Any) -> dict[str, float]:
             x, y = val
