@@ -54,6 +54,14 @@ OUT = Path(__file__).resolve().parent / "results" / "data.json"
 
 
 # ----------------------------------------------------------------------------- caches
+def _model_line() -> str:
+    """The U-Net the training part runs: weather_seg's task defaults."""
+    from scidl.config import load_config
+
+    t = load_config("weather_seg").task
+    return f"weather_seg U-Net (task defaults: base {t['base']}, depth {t['depth']}), 16 input channels"
+
+
 def drop_caches() -> str:
     """'dropped', or why not (the JSON records it)."""
     os.sync()
@@ -366,7 +374,7 @@ def train_part(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                      "ratio_q1_q3": _quartiles(ratios)})
     return {"rows": rows, "steps": args.steps, "batch": args.batch, "size": args.size,
             "samples_per_file": args.samples_per_file, "format": "netCDF-4 (.nc)",
-            "model": "weather_seg U-Net (task defaults: base 8, depth 2), 16 input channels",
+            "model": _model_line(),
             "cache": sorted(cache)}
 
 

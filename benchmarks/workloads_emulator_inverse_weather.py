@@ -172,7 +172,8 @@ def bench_weather(quick: bool) -> dict[str, Any]:
     }
     # the 2026-11-22 recipe (2-level U-net, cross-entropy only, 384 steps); the defaults
     # moved on since (benchmarks/weather_seg.py measures them)
-    recipe = ["task.depth=2", "task.dice_weight=0", "task.n_train=512", "train.epochs=12"]
+    recipe = ["task.depth=2", "task.base=8", "task.dice_weight=0", "task.decision=prior_corrected",
+              "task.n_train=512", "train.epochs=12"]
     base = recipe + (["train.epochs=1", "task.n_train=32", "task.n_val=16"] if quick else [])
     if quick:
         variants = dict(list(variants.items())[:2])

@@ -10,10 +10,10 @@ Kurth et al.), normalised so that ``sum_c freq_c w_c = 1``:
     L = - sum_pixels w_{y} log softmax(f_theta(x))_{y} / sum_pixels w_{y}
 
 The weighted loss trains ``softmax(f) ~ w_c p(c | x)`` (up to normalisation), which
-moves every decision boundary towards the frequent class. By default the decision undoes
-the weighting, ``argmax_c (f_c - log w_c)`` (``decision="prior_corrected"``), so the
-weights shape training (rare classes get gradient) without biasing the masks; the plain
-``argmax`` is reported next to it.
+moves every decision boundary towards the frequent class; ``decision="prior_corrected"``
+undoes that shift, ``argmax_c (f_c - log w_c)``. With the soft Dice term (default on),
+which already pulls the rare classes up, the correction can erase a class, so the default
+decision is the plain ``argmax``; the other rule is reported next to it.
 
 Metric: per-class IoU over the held-out set; baseline: a threshold heuristic tuned on the
 training set.
@@ -56,7 +56,7 @@ class WeatherSegConfig(WorkloadConfig):
     n_val: int = Field(128, ge=1, description="held-out samples")
     noise: float = Field(0.3, ge=0, description="white-noise std added to every channel")
     arch: Literal["unet", "deeplab"] = Field("unet", description="network")
-    base: int = Field(8, ge=4, description="channels at full resolution")
+    base: int = Field(12, ge=4, description="channels at full resolution")
     depth: int = Field(3, ge=1, description="U-net down-sampling steps (size % 2^depth == 0)")
     class_weight_power: float = Field(
         0.5, ge=0, description="w_c ~ freq_c^-power (0: unweighted, 1: inverse frequency)"
@@ -65,7 +65,7 @@ class WeatherSegConfig(WorkloadConfig):
         1.0, ge=0, description="weight of the soft Dice loss of the event classes added to the "
                                "weighted cross-entropy (0: cross-entropy only)")
     decision: Literal["prior_corrected", "argmax"] = Field(
-        "prior_corrected", description="class decision: argmax(logits - log w) or argmax"
+        "argmax", description="class decision: argmax(logits - log w) or argmax"
     )
     data_dir: str | None = Field(
         None, description="train from the 16-channel files in this folder (written by `scidl "
