@@ -3,17 +3,15 @@ medians, and the rendered docs block quoting the numbers of its JSON."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+
+from scidl.testing import load_repo_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("cluster_benchmark", ROOT / "benchmarks" / "cluster.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_repo_script("benchmarks/cluster.py")
 
 
 def test_rotation_puts_every_case_first_once():

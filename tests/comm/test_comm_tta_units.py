@@ -3,18 +3,16 @@ summary, the strategy labels, and reading a run folder."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+
+from scidl.testing import load_repo_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("comm_tta_bench", ROOT / "benchmarks" / "comm_tta.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_repo_script("benchmarks/comm_tta.py")
 
 
 def _run(strategy, seed, curve, final, nbytes, higher=True):

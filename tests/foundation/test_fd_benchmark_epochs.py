@@ -1,18 +1,16 @@
 """benchmarks/optim.py counts epochs from the optimizer step, with an evaluation every epoch."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+
+from scidl.testing import load_repo_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _optim_benchmark():
-    spec = importlib.util.spec_from_file_location("optim_benchmark", ROOT / "benchmarks" / "optim.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_repo_script("benchmarks/optim.py")
 
 
 def test_first_epoch_below_counts_epochs_from_the_step():

@@ -3,20 +3,18 @@ the resumable store, and the rendered tables quoting the numbers of their JSON."
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
+from scidl.testing import load_repo_script
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("claims_benchmark", ROOT / "benchmarks" / "claims.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_repo_script("benchmarks/claims.py")
 
 
 def test_flip_labels_moves_exactly_the_fraction_to_other_classes():

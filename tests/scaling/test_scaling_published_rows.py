@@ -19,6 +19,7 @@ from scidl.scaling.published import (
     system_config,
     system_hardware,
 )
+from scidl.testing import load_repo_script
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "benchmarks" / "data"
@@ -135,12 +136,7 @@ def test_ratio_of_printed_efficiencies_and_its_rounding():
 
 
 def _bench():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("scaling_bench", ROOT / "benchmarks" / "scaling.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_repo_script("benchmarks/scaling.py")
 
 
 def test_render_misses_lists_only_predicted_rows_beyond_tolerance():
