@@ -215,8 +215,10 @@ def test_small_batch_loop_matches_numpy(scheme, monkeypatch):
     fast = integrate(s0, 2 * math.pi / 40, 500)
     monkeypatch.setattr(small, "MAX_ORBITS", 0)
     ref = integrate(s0, 2 * math.pi / 40, 500)
-    np.testing.assert_allclose(fast.q, ref.q, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(fast.u, ref.u, rtol=0, atol=1e-12)
+    # the same map, summed in another order: round-off grows over 500 steps (numpy 1.24 on
+    # AVX-512 cores reached 9e-12); a different map would differ by orders more
+    np.testing.assert_allclose(fast.q, ref.q, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(fast.u, ref.u, rtol=0, atol=1e-10)
 
 
 def test_batch_of_systems_matches_one_at_a_time():
@@ -225,8 +227,8 @@ def test_batch_of_systems_matches_one_at_a_time():
     batch = integrate(WHState.from_inertial(x, v, m), h, 300)
     for i in range(6):
         one = integrate(WHState.from_inertial(x[i : i + 1], v[i : i + 1], m[i : i + 1]), h, 300)
-        np.testing.assert_allclose(batch.q[i], one.q[0], rtol=0, atol=1e-12)
-        np.testing.assert_allclose(batch.u[i], one.u[0], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(batch.q[i], one.q[0], rtol=0, atol=1e-10)  # round-off, as above
+        np.testing.assert_allclose(batch.u[i], one.u[0], rtol=0, atol=1e-10)
 
 
 def _max_energy_error(scheme, steps=4000, h=2 * math.pi / 40):
