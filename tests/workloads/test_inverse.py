@@ -87,19 +87,24 @@ def test_loss_terms_match_their_definitions():
     assert abs(float(jac) - expected) < 0.05 * expected
 
 
+def _train(task, y, u, steps=40):
+    """Full-batch Adam on the task's loss."""
+    opt = torch.optim.Adam(task.model.parameters(), 1e-2)
+    for _ in range(steps):
+        opt.zero_grad()
+        task.loss(task.model, (y, u)).backward()
+        opt.step()
+
+
 def test_inverse_tiny_config_trains():
     cfg = InverseConfig(size=16, n_train=16, n_val=8, base=4, depth=1, mc_weight=0.1,
                         jacobian_weight=1e-3)
     torch.manual_seed(0)
     task = get_workload("inverse").build(cfg, BuildContext(seed=0))
     y, u = task.train_data.tensors
-    opt = torch.optim.Adam(task.model.parameters(), 1e-2)
     with torch.no_grad():
         first = float(torch.mean((task.model(y) - u) ** 2))
-    for _ in range(40):
-        opt.zero_grad()
-        task.loss(task.model, (y, u)).backward()
-        opt.step()
+    _train(task, y, u)
     with torch.no_grad():
         assert float(torch.mean((task.model(y) - u) ** 2)) < 0.9 * first
         ev = task.evaluate(task.model.eval(), task.val_data)
@@ -117,10 +122,6 @@ def test_learned_inverse_starts_at_the_data_and_trains():
         assert torch.equal(task.model(y), y)
         first = float(torch.mean((task.model(y) - u) ** 2))
     assert not any(isinstance(m, Tikhonov) for m in task.model.modules())
-    opt = torch.optim.Adam(task.model.parameters(), 1e-2)
-    for _ in range(40):
-        opt.zero_grad()
-        task.loss(task.model, (y, u)).backward()
-        opt.step()
+    _train(task, y, u)
     with torch.no_grad():
         assert float(torch.mean((task.model(y) - u) ** 2)) < 0.9 * first
