@@ -113,14 +113,12 @@ def render_misses(d: dict) -> str:
                 f"baseline's {g['baseline_batch_per_rank']:,.0f} per rank) reproduces it; the "
                 f"published single-GPU curves the models carry have {ref} at batch "
                 f"{curves[0]['batch'] if curves else '–'} (P100, TensorFlow).")
-            if g.get("reference_curve_predicted") is not None:
+            gb = g.get("global_batch_to_match")
+            if gb is not None and r.get("global_batch"):
                 parts.append(
-                    f"With the fixed share of {r['model']}'s own P100 curve "
-                    f"({_pct(g['reference_curve_share'])}) the model would predict "
-                    f"{g['reference_curve_predicted']:.3f} "
-                    f"({100 * (g['reference_curve_predicted'] - r['reported']):+.1f} points); "
-                    "it is not used, since that curve was measured on another device and "
-                    "framework.")
+                    f"Of the assumed global batch of {r['global_batch']:,.0f} it would take "
+                    f"{gb:,.0f} ({gb / r['ranks']:,.0f} per rank at {r['ranks']:,} ranks), all "
+                    "else as predicted, to reproduce it.")
         lines.append(" ".join(parts))
     return "\n".join(lines) if lines else f"Every predicted row is within ±{tol:.0f} points."
 

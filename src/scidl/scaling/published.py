@@ -40,6 +40,7 @@ from scidl.scaling.costmodel import (
     compute_at_batch,
     curve_from_throughput,
     fixed_share,
+    transferred_curve,
 )
 from scidl.scaling.hardware import Hardware, load_hardware, preset_names
 from scidl.scaling.predict import StepProfile, predict_point
@@ -176,6 +177,11 @@ def _ranks(text: str, sys_cfg: Mapping[str, Any]) -> int:
     return max(1, round(n / sys_cfg.get("cores_per_rank", 1)))
 
 
+def _baseline(row: dict[str, str]) -> int:
+    """Ranks the row's efficiency is relative to (Goyal et al. quote theirs from 8 GPUs)."""
+    return int(row.get("baseline_ranks") or (8 if row["source"].startswith("Goyal") else 1))
+
+
 def _efficiency(text: str, ranks: int) -> tuple[float, str]:
     t = text.strip()
     if "/" in t:  # "a/b": the ratio of two printed efficiencies (strong scaling vs a base)
@@ -245,10 +251,19 @@ def row_profile(
     else:
         flops, compute = None, float(model["compute_s"])
     curve = None
-    if (row.get("scaling") == "strong" and "p100_scale" in sys_cfg and len(rates) >= 2):
+    strong = row.get("scaling") == "strong"
+    if strong and "p100_scale" in sys_cfg and len(rates) >= 2:
         curve = curve_from_throughput({b: r * sys_cfg["p100_scale"] for b, r in rates.items()})
         if use_measured:  # the one-rank step of the global batch, read from the same curve
             compute, flops, basis = compute_at_batch(batch, curve), None, "measured"
+    elif strong and len(rates) >= 2:
+        # another device: the model's published curve carried over by its shape (fixed
+        # part in samples); the sustained rate holds at the baseline's local batch
+        low, base_batch = batch / _ranks(row["ranks"], sys_cfg), batch / _baseline(row)
+        curve = transferred_curve(curve_from_throughput(rates), base_batch, low)
+        compute *= compute_at_batch(batch, curve) / (
+            compute_at_batch(base_batch, curve) * batch / base_batch)
+        flops = None
     prof = StepProfile(
         compute_s=compute, grad_bytes=params_m * 1e6 * 4, samples_per_step=batch,
         flops_per_step=flops, source=f"{row['source']} / {row['model']}", batch_curve=curve,
@@ -273,7 +288,7 @@ def predict_row(row: dict[str, str], use_measured: bool = True, straggler_cv: fl
     mode = row.get("scaling") or "weak"
     mode = "strong" if mode == "strong" else "weak"
     ranks = _ranks(row["ranks"], sys_cfg)
-    base = int(row.get("baseline_ranks") or (8 if row["source"].startswith("Goyal") else 1))
+    base = _baseline(row)
     if batch_share is not None:
         prof = prof.model_copy(update={"batch_curve": affine_curve(
             batch_share, prof.samples_per_step / base, prof.samples_per_step / ranks)})
@@ -286,6 +301,7 @@ def predict_row(row: dict[str, str], use_measured: bool = True, straggler_cv: fl
         "ranks": ranks, "hardware": hw.name, "algorithm": hw.algorithm, "scaling": mode,
         "batch_per_rank": prof.samples_per_step if mode == "weak"
         else round(prof.samples_per_step / ranks),
+        "global_batch": prof.samples_per_step if mode == "strong" else None,
         "params_millions": info["params_m"],
         "compute_s": pts[1]["compute_s"], "comm_s": pts[1]["comm_s"],
         "exposed_comm_s": pts[1]["exposed_comm_s"], "straggler_s": pts[1]["straggler_s"],
@@ -345,6 +361,38 @@ def fixed_share_to_match(row: dict[str, str], straggler_cv: float, use_measured:
     return (lo + hi) / 2
 
 
+def global_batch_to_match(row: dict[str, str], straggler_cv: float, use_measured: bool = True,
+                          extra: ExtraSystems | None = None) -> float | None:
+    """For a strong-scaling row with a ``global_batch``: the global batch with which the
+    model reproduces the reported efficiency, all else as predicted (bisection on its
+    logarithm between one sample per rank and the row's value; None when even one sample
+    per rank stays above the reported value, the row's value when the model is already
+    below it). Efficiency grows with the global batch (the collectives are fixed per
+    step, compute is not)."""
+    if not row.get("global_batch"):
+        return None
+    given = float(row["global_batch"])
+    target = predict_row(row, use_measured, straggler_cv, extra)["reported"]
+
+    def pred(batch: float) -> float:
+        return float(predict_row({**row, "global_batch": str(batch)}, use_measured,
+                                 straggler_cv, extra)["predicted"])
+
+    if pred(given) <= target:
+        return given
+    lo = float(_ranks(row["ranks"], system_config(row["system"], extra)))
+    if pred(lo) > target:
+        return None
+    hi = given
+    for _ in range(60):
+        mid = (lo * hi) ** 0.5
+        if pred(mid) > target:
+            hi = mid
+        else:
+            lo = mid
+    return (lo * hi) ** 0.5
+
+
 def diagnose(row: dict[str, str], res: dict[str, Any], use_measured: bool = True,
              extra: ExtraSystems | None = None) -> dict[str, Any]:
     """What the model's terms would need to be to reproduce one row (not used to predict):
@@ -353,9 +401,9 @@ def diagnose(row: dict[str, str], res: dict[str, Any], use_measured: bool = True
     with no overlap of communication at all (``no_overlap_predicted``: how much the
     collectives could explain at most) and, for strong scaling, the fixed share of a step
     at the baseline's local batch that matches it (``fixed_share_to_match``) and that
-    curve's fixed share at the largest run's local batch (``fixed_share_at_ranks``); where
-    the model has a published batch curve only on another device, the prediction with
-    that curve's fixed share (``reference_curve_share``, ``reference_curve_predicted``)."""
+    curve's fixed share at the largest run's local batch (``fixed_share_at_ranks``) and,
+    where the row gives its global batch, the global batch that matches
+    (``global_batch_to_match``)."""
     cv = float(res["straggler_cv"])
     cv_match = fit_straggler_cv(row, use_measured, extra)
     out: dict[str, Any] = {
@@ -372,13 +420,8 @@ def diagnose(row: dict[str, str], res: dict[str, Any], use_measured: bool = True
         # the same curve's fixed share at the local batch of the largest run
         ratio = int(res["ranks"]) / base
         out["fixed_share_at_ranks"] = None if f is None else f / (f + (1 - f) / ratio)
-        rates = MODELS[row["model"]].get("p100_img_s", {})
-        if len(rates) >= 2 and row_profile(row, use_measured, extra)[0].batch_curve is None:
-            # what-if: the shape of the model's published curve on another device
-            share = fixed_share(curve_from_throughput(rates), out["baseline_batch_per_rank"])
-            out["reference_curve_share"] = share
-            out["reference_curve_predicted"] = predict_row(
-                row, use_measured, cv, extra, batch_share=share)["predicted"]
+        if row.get("global_batch"):
+            out["global_batch_to_match"] = global_batch_to_match(row, cv, use_measured, extra)
     return out
 
 
