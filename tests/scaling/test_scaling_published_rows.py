@@ -117,6 +117,25 @@ def test_fixed_share_hand_computed(tmp_path):
     assert g["global_batch_to_match"] == pytest.approx(96 * b, abs=1.0)
 
 
+def test_transformer_curves_hand_computed():
+    m = published.MODELS["Transformer (big; NMT)"]
+    # fp32 on a V100: 7,635 tokens/s at 2,560 and 32,153/4.21 at 5,120 (printed as the
+    # mixed-precision rate and its speedup over fp32): t0 = 2 t(2560) − t(5120) ≈ 0
+    t1, t2 = 2560 / 7635, 5120 * 4.21 / 32153
+    b_fp32 = (2 * t1 - t2) / ((t2 - t1) / 2560)
+    assert b_fp32 == pytest.approx(1.5376, abs=1e-3)
+    curve = published.published_curve(m)
+    assert curve is not None and published.fixed_samples(curve) == pytest.approx(b_fp32)
+    # mixed precision: 23,821 at 2,560 and 32,153 at 5,120: b½ = 2,754 tokens (not used)
+    a1, a2 = 2560 / 23821, 5120 / 32153
+    assert published.fixed_samples(published.curve_from_throughput(m["other_precision_rates"])) \
+        == pytest.approx((2 * a1 - a2) / ((a2 - a1) / 2560))
+    assert (2 * a1 - a2) / ((a2 - a1) / 2560) == pytest.approx(2754.2, abs=0.1)
+    # a model without a published curve has none; ResNet-101 has one batch size only
+    assert published.published_curve(published.MODELS["ResNet-1001"]) is None
+    assert published.published_curve(published.MODELS["ResNet-101"]) is None
+
+
 def test_global_batch_to_match_bounds(tmp_path):
     extra = ExtraSystems(TOY, tmp_path)
     # already below at the given batch: the given batch; out of reach: None
