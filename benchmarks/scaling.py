@@ -106,21 +106,29 @@ def render_misses(d: dict) -> str:
             parts.append(f"The straggler spread that reproduces it alone is σ/step = {cv:.4f}"
                          f"{given}{span}.")
         if r["scaling"] == "strong" and g.get("fixed_share_at_ranks") is not None:
-            ref = ", ".join(f"{c['model']} {_pct(c['fixed_share'])}" for c in curves)
+            ref = ", ".join(f"{c['model']} {c['fixed_samples']:.1f} on {c['device']}"
+                            for c in curves if "fixed_samples" in c)
+            b_half = (g["fixed_share_at_ranks"] / (1 - g["fixed_share_at_ranks"])
+                      * r["batch_per_rank"])
             parts.append(
                 f"A step with a fixed, batch-independent share of {_pct(g['fixed_share_at_ranks'])} "
                 f"at the largest run's local batch ({_pct(g['fixed_share_to_match'])} at the "
-                f"baseline's {g['baseline_batch_per_rank']:,.0f} per rank) reproduces it; the "
-                f"published single-GPU curves the models carry have {ref} at batch "
-                f"{curves[0]['batch'] if curves else '–'} (P100, TensorFlow).")
-            if g.get("reference_curve_predicted") is not None:
+                f"baseline's {g['baseline_batch_per_rank']:,.0f} per rank), a fixed part of "
+                f"b½ = {b_half:,.0f} in the row's batch unit, reproduces it; the published single-device "
+                f"curves the models carry have b½ = {ref or '–'}.")
+            if g.get("other_precision_predicted") is not None:
                 parts.append(
-                    f"With the fixed share of {r['model']}'s own P100 curve "
-                    f"({_pct(g['reference_curve_share'])}) the model would predict "
-                    f"{g['reference_curve_predicted']:.3f} "
-                    f"({100 * (g['reference_curve_predicted'] - r['reported']):+.1f} points); "
-                    "it is not used, since that curve was measured on another device and "
-                    "framework.")
+                    f"With the fixed part of the model's mixed-precision curve (b½ = "
+                    f"{g['other_precision_b_half']:,.0f}) the model would predict "
+                    f"{g['other_precision_predicted']:.3f} "
+                    f"({100 * (g['other_precision_predicted'] - r['reported']):+.1f} points); "
+                    "it is not used, since the row trains in fp32.")
+            gb = g.get("global_batch_to_match")
+            if gb is not None and r.get("global_batch"):
+                parts.append(
+                    f"Of the assumed global batch of {r['global_batch']:,.0f} it would take "
+                    f"{gb:,.0f} ({gb / r['ranks']:,.0f} per rank at {r['ranks']:,} ranks), all "
+                    "else as predicted, to reproduce it.")
         lines.append(" ".join(parts))
     return "\n".join(lines) if lines else f"Every predicted row is within ±{tol:.0f} points."
 

@@ -9,7 +9,9 @@ from scidl.scaling.costmodel import (
     affine_curve,
     compute_at_batch,
     curve_from_throughput,
+    fixed_samples,
     fixed_share,
+    transferred_curve,
 )
 from scidl.scaling.hardware import Hardware, Level
 from scidl.scaling.predict import StepProfile, compute_time
@@ -46,6 +48,28 @@ def test_affine_curve_reads_back_its_share():
     for bad in ((1.0, 32.0, 8.0), (0.3, 32.0, 40.0), (-0.1, 32.0, None)):
         with pytest.raises(ValueError):
             affine_curve(*bad)
+
+
+def test_fixed_samples_and_transferred_curve_hand_computed():
+    # ResNet-50 on a P100: t0 = 64/195 − 64/219 = 64·24/(195·219), k = 5472/(32·195·219):
+    # b½ = t0/k = 64·24·32/5472 = 512/57 = 8.98246 images
+    curve = curve_from_throughput({32: 195.0, 64: 219.0})
+    t0 = 2 * 32 / 195 - 64 / 219
+    k = (64 / 219 - 32 / 195) / 32
+    assert fixed_samples(curve) == pytest.approx(t0 / k, rel=1e-12)
+    assert fixed_samples(curve) == pytest.approx(512 / 57, rel=1e-12)
+    # the speed of the device cancels: the same curve 10x slower has the same b½
+    assert fixed_samples([(b, 10 * t) for b, t in curve]) == pytest.approx(t0 / k)
+    # carried to a device at batch 32 (time 1), read at 26: (b½ + 26)/(b½ + 32) = 0.85360
+    pts = transferred_curve(curve, 32.0, 26.0)
+    assert pts == [(26.0, pytest.approx((t0 / k + 26) / (t0 / k + 32))), (32.0, 1.0)]
+    assert pts[0][1] == pytest.approx(0.85360, abs=1e-5)
+    # its fixed share at 32 is ResNet-50's own on the P100: 2 − 2·195/219
+    assert fixed_share(pts, 32) == pytest.approx(2 - 2 * 195 / 219, rel=1e-9)
+    # a curve without a fixed part (time ∝ batch, or a negative intercept) carries none
+    assert fixed_samples([(8, 1.0), (16, 2.0)]) == 0.0
+    assert fixed_samples([(8, 1.0), (16, 2.5)]) == 0.0
+    assert transferred_curve([(8, 1.0), (16, 2.0)], 16.0) == [(8.0, 0.5), (16.0, 1.0)]
 
 
 def test_strong_scaling_compute_reads_the_curve():

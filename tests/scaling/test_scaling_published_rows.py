@@ -27,6 +27,9 @@ MORE = DATA / "published_more.csv"
 HW_DIR = DATA / "hardware"
 EXTRA = ExtraSystems.load(DATA / "published_systems.yaml", HW_DIR)
 
+# ResNet-50's published P100 curve (195 img/s at 32, 219 at 64): fixed part t0/k in images
+RESNET50_B_HALF = (2 * 32 / 195 - 64 / 219) / ((64 / 219 - 32 / 195) / 32)
+
 HEAD = ("source,system,model,params_millions,ranks,device,devices_per_node,intra_node_link,"
         "inter_node_link,scaling,reported_efficiency,notes,sustained_tflops,baseline_ranks,"
         "global_batch\n")
@@ -65,8 +68,14 @@ def test_zenith_row_is_strong_scaling_at_one_global_batch():
     assert res["reported"] == pytest.approx(0.76 / 0.83)
     assert res["scaling"] == "strong" and res["baseline_ranks"] == 256
     assert res["batch_per_rank"] == round(8192 / 314)  # 26
-    # compute per node from FLOPs: 3 x 2 x 4.09 GFLOP x 8192/314 images / 1.84 TFLOP/s
-    assert res["compute_s"] == pytest.approx(3 * 2 * 4.09e9 * 8192 / 314 / 1.84e12, rel=1e-6)
+    # compute per node from FLOPs at the baseline's 32 images: 3 x 2 x 4.09 GFLOP x 32 /
+    # 1.84 TFLOP/s, read at 8192/314 images from ResNet-50's P100 curve carried over by its
+    # fixed part in samples, b½ = t0/k = 8.98: x (b½ + 26.09)/(b½ + 32)
+    b = RESNET50_B_HALF
+    at_32 = 3 * 2 * 4.09e9 * 32 / 1.84e12
+    assert res["compute_s"] == pytest.approx(at_32 * (b + 8192 / 314) / (b + 32), rel=1e-6)
+    # no collectives' or stragglers' share to speak of: E ≈ (b½ + 32)/((314/256)(b½ + 26.09))
+    assert res["predicted"] == pytest.approx((b + 32) / (314 / 256 * (b + 8192 / 314)), abs=0.01)
 
 
 def _toy(tmp_path: Path, reported: str) -> dict[str, str]:
@@ -87,23 +96,51 @@ TOY = {"Toy": {"hardware": "toy", "batch": 32, "grad": "dense", "why": "test"}}
 def test_fixed_share_hand_computed(tmp_path):
     # no communication, no stragglers: E = 1 / (f·r + 1 − f) with r = 64/32 = 2
     row = _toy(tmp_path, "0.8")
-    assert predict_row(row, extra=ExtraSystems(TOY, tmp_path))["predicted"] == pytest.approx(1.0)
-    for f in (0.1, 0.25, 0.5):
-        got = predict_row(row, extra=ExtraSystems(TOY, tmp_path), batch_share=f)["predicted"]
+    extra = ExtraSystems(TOY, tmp_path)
+    # by default ResNet-50's P100 curve carried over: E = (b½ + 64) / (2 (b½ + 32))
+    b = RESNET50_B_HALF
+    assert predict_row(row, extra=extra)["predicted"] == pytest.approx((b + 64) / (2 * (b + 32)))
+    for f in (0.0, 0.1, 0.25, 0.5):
+        got = predict_row(row, extra=extra, batch_share=f)["predicted"]
         assert got == pytest.approx(1 / (2 * f + 1 - f))
     # 0.8 = 1 / (1 + f) → f = 0.25 at the baseline's local batch (2048/32 = 64)
-    assert fixed_share_to_match(row, 0.0, extra=ExtraSystems(TOY, tmp_path)) == pytest.approx(0.25, abs=1e-6)
-    g = diagnose(row, predict_row(row, extra=ExtraSystems(TOY, tmp_path)), extra=ExtraSystems(TOY, tmp_path))
+    assert fixed_share_to_match(row, 0.0, extra=extra) == pytest.approx(0.25, abs=1e-6)
+    g = diagnose(row, predict_row(row, extra=extra), extra=extra)
     assert g["baseline_batch_per_rank"] == 64
     # the same curve at the 64-rank local batch of 32: 0.25 / (0.25 + 0.75/2) = 0.4
     assert g["fixed_share_at_ranks"] == pytest.approx(0.4, abs=1e-6)
     # a spread costs the baseline as much as the larger run: none reproduces 0.8
     assert g["cv_to_match"] is None
-    # ResNet-50's published P100 curve (share 2 − 2·195/219 at 32, read at the baseline's
-    # 64: t0/t(64) = 0.035968/0.292237) gives its what-if prediction
-    share = 0.0359677 / (64 / 219)
-    assert g["reference_curve_share"] == pytest.approx(share, rel=1e-4)
-    assert g["reference_curve_predicted"] == pytest.approx(1 / (2 * share + 1 - share), rel=1e-4)
+    # the global batch that reproduces 0.8 with the carried-over curve: E(B) =
+    # (b½ + B/32) / (2 (b½ + B/64)) = 0.8 → 0.4·B/64 = 0.6·b½ → B = 96 b½ = 862.3 (the
+    # row's batch is read as a whole number of samples)
+    assert g["global_batch_to_match"] == pytest.approx(96 * b, abs=1.0)
+
+
+def test_transformer_curves_hand_computed():
+    m = published.MODELS["Transformer (big; NMT)"]
+    # fp32 on a V100: 7,635 tokens/s at 2,560 and 32,153/4.21 at 5,120 (printed as the
+    # mixed-precision rate and its speedup over fp32): t0 = 2 t(2560) − t(5120) ≈ 0
+    t1, t2 = 2560 / 7635, 5120 * 4.21 / 32153
+    b_fp32 = (2 * t1 - t2) / ((t2 - t1) / 2560)
+    assert b_fp32 == pytest.approx(1.5376, abs=1e-3)
+    curve = published.published_curve(m)
+    assert curve is not None and published.fixed_samples(curve) == pytest.approx(b_fp32)
+    # mixed precision: 23,821 at 2,560 and 32,153 at 5,120: b½ = 2,754 tokens (not used)
+    a1, a2 = 2560 / 23821, 5120 / 32153
+    assert published.fixed_samples(published.curve_from_throughput(m["other_precision_rates"])) \
+        == pytest.approx((2 * a1 - a2) / ((a2 - a1) / 2560))
+    assert (2 * a1 - a2) / ((a2 - a1) / 2560) == pytest.approx(2754.2, abs=0.1)
+    # a model without a published curve has none; ResNet-101 has one batch size only
+    assert published.published_curve(published.MODELS["ResNet-1001"]) is None
+    assert published.published_curve(published.MODELS["ResNet-101"]) is None
+
+
+def test_global_batch_to_match_bounds(tmp_path):
+    extra = ExtraSystems(TOY, tmp_path)
+    # already below at the given batch: the given batch; out of reach: None
+    assert published.global_batch_to_match(_toy(tmp_path, "0.95"), 0.0, extra=extra) == 2048
+    assert published.global_batch_to_match(_toy(tmp_path, "0.3"), 0.0, extra=extra) is None
 
 
 def test_fixed_share_beyond_reach_is_none(tmp_path):

@@ -496,6 +496,27 @@ def affine_curve(share: float, batch: float, low: float | None = None
     return [(low, share + (1 - share) * low / batch), (float(batch), 1.0)]
 
 
+def fixed_samples(curve: Sequence[tuple[float, float]]) -> float:
+    """The fixed part of a step counted in samples: b½ = t₀/k of the affine fit
+    (:func:`affine_batch_fit`), the local batch at which the batch-independent part
+    equals the per-sample part. Unlike t₀ it does not depend on the device's speed:
+    a device that runs every kernel c× faster scales t₀ and k alike (0 where the fit
+    has no fixed part)."""
+    t0, k = affine_batch_fit(curve)
+    return max(t0, 0.0) / k if k > 0 else 0.0
+
+
+def transferred_curve(curve: Sequence[tuple[float, float]], batch: float,
+                      low: float | None = None) -> list[tuple[float, float]]:
+    """``curve``'s shape carried to another device: the affine curve with the same
+    fixed part in samples (:func:`fixed_samples`), time 1 at ``batch``, points at
+    ``low`` and ``batch`` (see :func:`affine_curve`). For strong scaling on a device
+    where the model's batch curve was not measured: its fixed share at ``batch`` is
+    b½/(b½ + batch), where compute ∝ batch would assume 0."""
+    b_half = fixed_samples(curve)
+    return affine_curve(b_half / (b_half + batch), batch, low)
+
+
 def interference_time(overlapped_s: float, t_bwd: float, slowdown: float) -> float:
     """Extra compute seconds while communication overlaps the backward pass.
 

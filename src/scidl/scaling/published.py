@@ -11,11 +11,14 @@ The only fitted parameter is each system's straggler spread (``straggler_cv``, s
 (``SYSTEMS[...]["fit"]``), then used to predict that system's other rows. Systems with a
 single row get the median of the fitted systems' spreads, so their rows are predictions too.
 
-Strong-scaling rows read the compute at the shrunk local batch from a published
-single-device throughput table when the model has one on the system's device
-(:func:`scidl.scaling.costmodel.curve_from_throughput`); otherwise compute is taken as
-proportional to the local batch. :func:`diagnose` says, for each row, what the model's
-terms would need to be to reproduce it (the spread, the fixed share of a step).
+Strong-scaling rows read the compute at the shrunk local batch from the model's
+published single-device throughput table (:func:`published_curve`,
+:func:`scidl.scaling.costmodel.curve_from_throughput`): as it is on the device it was
+measured on, carried over by its fixed part in samples on any other
+(:func:`scidl.scaling.costmodel.transferred_curve`); only a model without one has its
+compute proportional to the local batch. :func:`diagnose` says, for each row, what the
+model's terms would need to be to reproduce it (the spread, the fixed share of a step,
+the global batch).
 
 Systems that are not bundled presets (added with the rows of
 ``benchmarks/data/published_more.csv``) come as :class:`ExtraSystems`: their assumption
@@ -39,7 +42,9 @@ from scidl.scaling.costmodel import (
     affine_curve,
     compute_at_batch,
     curve_from_throughput,
+    fixed_samples,
     fixed_share,
+    transferred_curve,
 )
 from scidl.scaling.hardware import Hardware, load_hardware, preset_names
 from scidl.scaling.predict import StepProfile, predict_point
@@ -86,6 +91,14 @@ MODELS: dict[str, dict[str, Any]] = {
     },
     "Transformer (big; NMT)": {
         "fwd_flops": 2 * 213e6, "params_millions": 213.0, "batch": 4096,
+        # one V100 SXM2, fairseq Transformer big on WMT14 en-de, tokens/s by tokens per
+        # GPU (NVIDIA DeepLearningExamples, PyTorch/Translation/Transformer/README.md,
+        # DGX-1 tables): fp32 7,635 at 2,560; mixed precision 23,821 at 2,560 and 32,153
+        # at 5,120, "4.21" times fp32 at 5,120 (so fp32 at 5,120 = 32,153/4.21)
+        "batch_rates": {2560: 7635.0, 5120: 32153.0 / 4.21},
+        "batch_device": "V100 SXM2 (PyTorch fairseq, fp32)",
+        "other_precision_rates": {2560: 23821.0, 5120: 32153.0},
+        "other_precision_device": "V100 SXM2 (PyTorch fairseq, mixed precision)",
         "source": "Transformer big, 213 M parameters (Vaswani et al. 2017, Table 3); forward "
         "FLOPs per token = 2 x parameters (Kaplan et al. 2020); ASSUMPTION: 4,096 tokens per "
         "process per step (tensor2tensor transformer_big batch_size); embeddings densified "
@@ -176,6 +189,20 @@ def _ranks(text: str, sys_cfg: Mapping[str, Any]) -> int:
     return max(1, round(n / sys_cfg.get("cores_per_rank", 1)))
 
 
+def published_curve(model: Mapping[str, Any]) -> list[tuple[float, float]] | None:
+    """The model's published single-device batch curve in the precision its rows train
+    in (fp32): the P100 TensorFlow rates, else ``batch_rates``; None without two batch
+    sizes. A curve in another precision is not used: Tensor Cores speed up the
+    per-sample work and not the fixed part, so its shape is not the fp32 one."""
+    rates = model.get("p100_img_s") or model.get("batch_rates") or {}
+    return curve_from_throughput(rates) if len(rates) >= 2 else None
+
+
+def _baseline(row: dict[str, str]) -> int:
+    """Ranks the row's efficiency is relative to (Goyal et al. quote theirs from 8 GPUs)."""
+    return int(row.get("baseline_ranks") or (8 if row["source"].startswith("Goyal") else 1))
+
+
 def _efficiency(text: str, ranks: int) -> tuple[float, str]:
     t = text.strip()
     if "/" in t:  # "a/b": the ratio of two printed efficiencies (strong scaling vs a base)
@@ -245,10 +272,19 @@ def row_profile(
     else:
         flops, compute = None, float(model["compute_s"])
     curve = None
-    if (row.get("scaling") == "strong" and "p100_scale" in sys_cfg and len(rates) >= 2):
+    strong = row.get("scaling") == "strong"
+    if strong and "p100_scale" in sys_cfg and len(rates) >= 2:
         curve = curve_from_throughput({b: r * sys_cfg["p100_scale"] for b, r in rates.items()})
         if use_measured:  # the one-rank step of the global batch, read from the same curve
             compute, flops, basis = compute_at_batch(batch, curve), None, "measured"
+    elif strong and (published := published_curve(model)) is not None:
+        # another device: the model's published curve carried over by its shape (fixed
+        # part in samples); the sustained rate holds at the baseline's local batch
+        low, base_batch = batch / _ranks(row["ranks"], sys_cfg), batch / _baseline(row)
+        curve = transferred_curve(published, base_batch, low)
+        compute *= compute_at_batch(batch, curve) / (
+            compute_at_batch(base_batch, curve) * batch / base_batch)
+        flops = None
     prof = StepProfile(
         compute_s=compute, grad_bytes=params_m * 1e6 * 4, samples_per_step=batch,
         flops_per_step=flops, source=f"{row['source']} / {row['model']}", batch_curve=curve,
@@ -273,7 +309,7 @@ def predict_row(row: dict[str, str], use_measured: bool = True, straggler_cv: fl
     mode = row.get("scaling") or "weak"
     mode = "strong" if mode == "strong" else "weak"
     ranks = _ranks(row["ranks"], sys_cfg)
-    base = int(row.get("baseline_ranks") or (8 if row["source"].startswith("Goyal") else 1))
+    base = _baseline(row)
     if batch_share is not None:
         prof = prof.model_copy(update={"batch_curve": affine_curve(
             batch_share, prof.samples_per_step / base, prof.samples_per_step / ranks)})
@@ -286,6 +322,7 @@ def predict_row(row: dict[str, str], use_measured: bool = True, straggler_cv: fl
         "ranks": ranks, "hardware": hw.name, "algorithm": hw.algorithm, "scaling": mode,
         "batch_per_rank": prof.samples_per_step if mode == "weak"
         else round(prof.samples_per_step / ranks),
+        "global_batch": prof.samples_per_step if mode == "strong" else None,
         "params_millions": info["params_m"],
         "compute_s": pts[1]["compute_s"], "comm_s": pts[1]["comm_s"],
         "exposed_comm_s": pts[1]["exposed_comm_s"], "straggler_s": pts[1]["straggler_s"],
@@ -345,6 +382,38 @@ def fixed_share_to_match(row: dict[str, str], straggler_cv: float, use_measured:
     return (lo + hi) / 2
 
 
+def global_batch_to_match(row: dict[str, str], straggler_cv: float, use_measured: bool = True,
+                          extra: ExtraSystems | None = None) -> float | None:
+    """For a strong-scaling row with a ``global_batch``: the global batch with which the
+    model reproduces the reported efficiency, all else as predicted (bisection on its
+    logarithm between one sample per rank and the row's value; None when even one sample
+    per rank stays above the reported value, the row's value when the model is already
+    below it). Efficiency grows with the global batch (the collectives are fixed per
+    step, compute is not)."""
+    if not row.get("global_batch"):
+        return None
+    given = float(row["global_batch"])
+    target = predict_row(row, use_measured, straggler_cv, extra)["reported"]
+
+    def pred(batch: float) -> float:
+        return float(predict_row({**row, "global_batch": str(batch)}, use_measured,
+                                 straggler_cv, extra)["predicted"])
+
+    if pred(given) <= target:
+        return given
+    lo = float(_ranks(row["ranks"], system_config(row["system"], extra)))
+    if pred(lo) > target:
+        return None
+    hi = given
+    for _ in range(60):
+        mid = (lo * hi) ** 0.5
+        if pred(mid) > target:
+            hi = mid
+        else:
+            lo = mid
+    return (lo * hi) ** 0.5
+
+
 def diagnose(row: dict[str, str], res: dict[str, Any], use_measured: bool = True,
              extra: ExtraSystems | None = None) -> dict[str, Any]:
     """What the model's terms would need to be to reproduce one row (not used to predict):
@@ -353,9 +422,9 @@ def diagnose(row: dict[str, str], res: dict[str, Any], use_measured: bool = True
     with no overlap of communication at all (``no_overlap_predicted``: how much the
     collectives could explain at most) and, for strong scaling, the fixed share of a step
     at the baseline's local batch that matches it (``fixed_share_to_match``) and that
-    curve's fixed share at the largest run's local batch (``fixed_share_at_ranks``); where
-    the model has a published batch curve only on another device, the prediction with
-    that curve's fixed share (``reference_curve_share``, ``reference_curve_predicted``)."""
+    curve's fixed share at the largest run's local batch (``fixed_share_at_ranks``) and,
+    where the row gives its global batch, the global batch that matches
+    (``global_batch_to_match``)."""
     cv = float(res["straggler_cv"])
     cv_match = fit_straggler_cv(row, use_measured, extra)
     out: dict[str, Any] = {
@@ -372,13 +441,15 @@ def diagnose(row: dict[str, str], res: dict[str, Any], use_measured: bool = True
         # the same curve's fixed share at the local batch of the largest run
         ratio = int(res["ranks"]) / base
         out["fixed_share_at_ranks"] = None if f is None else f / (f + (1 - f) / ratio)
-        rates = MODELS[row["model"]].get("p100_img_s", {})
-        if len(rates) >= 2 and row_profile(row, use_measured, extra)[0].batch_curve is None:
-            # what-if: the shape of the model's published curve on another device
-            share = fixed_share(curve_from_throughput(rates), out["baseline_batch_per_rank"])
-            out["reference_curve_share"] = share
-            out["reference_curve_predicted"] = predict_row(
-                row, use_measured, cv, extra, batch_share=share)["predicted"]
+        if row.get("global_batch"):
+            out["global_batch_to_match"] = global_batch_to_match(row, cv, use_measured, extra)
+        other = MODELS[row["model"]].get("other_precision_rates", {})
+        if len(other) >= 2:  # what-if: the shape of the model's curve in another precision
+            b_half = fixed_samples(curve_from_throughput(other))
+            out["other_precision_b_half"] = b_half
+            out["other_precision_predicted"] = predict_row(
+                row, use_measured, cv, extra,
+                batch_share=b_half / (b_half + out["baseline_batch_per_rank"]))["predicted"]
     return out
 
 
@@ -387,12 +458,14 @@ def reference_batch_curves() -> list[dict[str, Any]]:
     of a step at its smallest batch (:func:`scidl.scaling.costmodel.fixed_share`)."""
     out = []
     for name, m in MODELS.items():
-        rates = m.get("p100_img_s", {})
+        rates = m.get("p100_img_s") or m.get("batch_rates") or {}
         if len(rates) >= 2:
             curve = curve_from_throughput(rates)
             b = min(rates)
-            out.append({"model": name, "device": "P100 SXM2 (TensorFlow)", "rates": rates,
-                        "batch": b, "fixed_share": fixed_share(curve, b)})
+            device = "P100 SXM2 (TensorFlow)" if "p100_img_s" in m else m["batch_device"]
+            out.append({"model": name, "device": device, "rates": rates, "batch": b,
+                        "fixed_share": fixed_share(curve, b),
+                        "fixed_samples": fixed_samples(curve)})
     return out
 
 
