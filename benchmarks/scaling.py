@@ -93,8 +93,15 @@ def render_misses(d: dict) -> str:
                 f"±{tol:.0f}).")
         parts = [head]
         if "no_overlap_predicted" in g:
-            parts.append(f"With no overlap of communication at all the model still predicts "
-                         f"{g['no_overlap_predicted']:.3f}: the collectives, as priced, do not explain it.")
+            no_ov = g["no_overlap_predicted"]
+            gap = r["predicted"] - r["reported"]
+            if (no_ov - r["reported"]) * gap > 0:  # same side as the prediction
+                parts.append(f"With no overlap of communication at all the model still predicts "
+                             f"{no_ov:.3f}: the collectives, as priced, do not explain it.")
+            else:
+                parts.append(f"With no overlap of communication at all the model predicts "
+                             f"{no_ov:.3f}: the collectives, as priced, could explain it, so "
+                             "how much of them the backward pass hides decides this row.")
         cv = g.get("cv_to_match")
         if cv is None:
             parts.append("No straggler spread up to σ/step = 0.5 reproduces it (a spread costs "

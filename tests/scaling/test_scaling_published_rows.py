@@ -193,5 +193,33 @@ def test_render_misses_lists_only_predicted_rows_beyond_tolerance():
     assert "+12.5 points** (7.5 beyond ±5)" in text
     # σ/step to match vs the one given: 0.05 / 0.02 = 2.5×
     assert "σ/step = 0.0500, 2.5× the 0.0200" in text
+    # B: reported 0.775, and 0.85 without any overlap is still above it
+    assert "the model still predicts 0.850: the collectives, as priced, do not explain it" in text
+    # E: without overlap the model (0.700) falls below the reported 0.775: the overlap decides
+    e = row("E", 7.5, diagnosis={"cv_to_match": 0.05, "no_overlap_predicted": 0.70})
+    d["rows"] = [e]
+    text = _bench().render_misses(d)
+    assert "the model predicts 0.700: the collectives, as priced, could explain it" in text
+    assert "do not explain it" not in text
     d["rows"] = [row("A", 2.0)]
     assert _bench().render_misses(d) == "Every predicted row is within ±5 points."
+
+
+def test_cavdar_strong_row_holds_the_one_node_batch_hand_computed():
+    # the strong run keeps the global batch of its one-node baseline: 2 processes x the
+    # 25,600 tokens per worker that fit a node's memory (Dell EMC blog) = 51,200 tokens
+    strong = next(r for r in read_rows(MORE)
+                  if r["model"].startswith("Transformer") and r["scaling"] == "strong")
+    assert int(strong["baseline_ranks"]) == 2 and int(strong["global_batch"]) == 2 * 25_600
+    # the weak runs: 5,000 tokens per process (Horovod issue #687, dellemc-hpc-ai/models)
+    assert published.MODELS["Transformer (big; NMT)"]["batch"] == 5000
+    res = predict_row(strong, extra=EXTRA)
+    assert res["batch_per_rank"] == 128 and res["baseline_ranks"] == 2
+    # compute at 128 tokens per process: 3 x 2 x 213e6 FLOP per token on half a node's
+    # 1.94 TFLOP/s, times the fp32 V100 curve's fixed part b½ carried over (≈ 1.5 tokens):
+    # (b½ + 128)/128 per token relative to the baseline's (b½ + 25,600)/25,600
+    t1, t2 = 2560 / 7635, 5120 * 4.21 / 32153
+    b = (2 * t1 - t2) / ((t2 - t1) / 2560)
+    flops = 3 * 2 * 213e6 * 128
+    want = flops / (1.94e12 / 2) * ((b + 128) / 128) / ((b + 25_600) / 25_600)
+    assert res["compute_s"] == pytest.approx(want, rel=1e-6)

@@ -90,7 +90,12 @@ MODELS: dict[str, dict[str, Any]] = {
         "fp32 gradients (the single-precision run)",
     },
     "Transformer (big; NMT)": {
-        "fwd_flops": 2 * 213e6, "params_millions": 213.0, "batch": 4096,
+        # 5,000 tokens per MPI process (an upper bound per batch, padding included: the
+        # TensorFlow official Transformer batches sentences by length up to it): Horovod
+        # issue #687 (S. Varadharajan, a co-author: "local batch size of 5000 tokens",
+        # 4 processes per node) and the team's code, dellemc-hpc-ai/models README
+        # (mpiexec ... --param_set=big --batch_size=5000, 4 processes per node)
+        "fwd_flops": 2 * 213e6, "params_millions": 213.0, "batch": 5000,
         # one V100 SXM2, fairseq Transformer big on WMT14 en-de, tokens/s by tokens per
         # GPU (NVIDIA DeepLearningExamples, PyTorch/Translation/Transformer/README.md,
         # DGX-1 tables): fp32 7,635 at 2,560; mixed precision 23,821 at 2,560 and 32,153
@@ -100,8 +105,9 @@ MODELS: dict[str, dict[str, Any]] = {
         "other_precision_rates": {2560: 23821.0, 5120: 32153.0},
         "other_precision_device": "V100 SXM2 (PyTorch fairseq, mixed precision)",
         "source": "Transformer big, 213 M parameters (Vaswani et al. 2017, Table 3); forward "
-        "FLOPs per token = 2 x parameters (Kaplan et al. 2020); ASSUMPTION: 4,096 tokens per "
-        "process per step (tensor2tensor transformer_big batch_size); embeddings densified "
+        "FLOPs per token = 2 x parameters (Kaplan et al. 2020); 5,000 tokens per process per "
+        "step in the weak runs (Horovod issue #687 by a co-author; dellemc-hpc-ai/models "
+        "README: --batch_size=5000, 4 processes per node); embeddings densified "
         "(sparse_as_dense), so every gradient is allreduced dense",
     },
     "fully convolutional inverse-problem network": {
