@@ -92,3 +92,17 @@ def test_strong_scaling_keeps_the_measured_runs_global_batch():
     assert "global batch" in notes[-1]
     curve = predict_curve(out, hw, [1, 4], mode="strong")
     assert abs(curve[1]["compute_s"] - 0.02) < 1e-12  # p = 4 is the measured run's compute
+
+
+def test_strong_scaling_without_a_batch_curve_says_compute_is_proportional():
+    hw = load_hardware("summit")
+    one = StepProfile(compute_s=0.02, grad_bytes=4e6, samples_per_step=32)
+    _, notes = per_rank_profile(one, hw, "strong")
+    assert len(notes) == 1 and "proportional to the local batch" in notes[0]
+    # with a measured curve there is nothing to say, nor for weak scaling
+    curved = one.model_copy(update={"batch_curve": [(8.0, 0.01), (32.0, 0.02)]})
+    assert per_rank_profile(curved, hw, "strong")[1] == []
+    assert per_rank_profile(one, hw, "weak")[1] == []
+    # a multi-process profile: the note comes before the global-batch one
+    _, notes = per_rank_profile(StepProfile.model_validate(RECORDED), hw, "strong")
+    assert "proportional to the local batch" in notes[-2] and "global batch" in notes[-1]

@@ -129,7 +129,7 @@ def per_rank_profile(profile: StepProfile, hw: Hardware, mode: str = "weak"
     """
     n = profile.measured_ranks
     if n <= 1:
-        return profile, []
+        return profile, _batch_curve_note(profile, mode)
     notes = []
     comm = profile.measured_comm_s
     measured = (f"{comm:.4g} s communication per step, {profile.measured_exposed_comm_s or 0:.4g} s"
@@ -146,6 +146,7 @@ def per_rank_profile(profile: StepProfile, hw: Hardware, mode: str = "weak"
                      "is used as the compute of every rank")
     notes.append(f"the profile's measured communication ({measured} at p = {n}) is not "
                  f"reused: communication is modelled on {hw.name}")
+    notes += _batch_curve_note(profile, mode)
     if mode == "strong":
         profile = profile.model_copy(update={
             "compute_s": profile.compute_s * n, "samples_per_step": profile.samples_per_step * n,
@@ -153,6 +154,17 @@ def per_rank_profile(profile: StepProfile, hw: Hardware, mode: str = "weak"
         notes.append(f"strong scaling of the measured run's global batch "
                      f"({profile.samples_per_step} samples per step, {n} x its per-rank batch)")
     return profile, notes
+
+
+def _batch_curve_note(profile: StepProfile, mode: str) -> list[str]:
+    """A note for strong scaling without a measured batch curve: compute is then taken
+    as proportional to the local batch (no fixed part per step), an optimistic bound."""
+    if mode != "strong" or profile.batch_curve:
+        return []
+    return ["strong scaling without a measured batch curve: compute is taken as "
+            "proportional to the local batch (no fixed part per step), which is optimistic "
+            "where small local batches use the device less well; `scidl profile --batches "
+            "8,16,32` measures the curve"]
 
 
 def measured_comparison(profile: StepProfile, curve: Sequence[dict[str, Any]]
