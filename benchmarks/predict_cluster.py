@@ -370,6 +370,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     import yaml
 
                     d["hardware"][link] = yaml.safe_load((bench / "hardware.yaml").read_text())
+                    # the timings behind the fit, so the link can be refitted later
+                    d.setdefault("calibration_rows", {})[link] = json.loads(
+                        (bench / "bench.json").read_text())["rows"]
                     d.setdefault("calibrated_at_nodes", {})[link] = nodes
                     d.setdefault("contention", {})[link] = _sharing()
                     _save(d, path)
