@@ -94,30 +94,74 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "within_20pct": sum(e <= 0.20 for e, _ in errs)}
 
 
-def predict_row(profile: dict[str, Any], hardware: dict[str, Any], nodes: int, comm: str
-                ) -> dict[str, float]:
-    """The cost model's step breakdown for one row (weak scaling: batch per rank fixed)."""
+def sync_count(profile: dict[str, Any], hardware: dict[str, Any], nodes: int, comm: str) -> int:
+    """Collectives per step of ``comm`` at ``nodes`` ranks: every bucket's plan
+    (:meth:`Compression.plan`), each one a point where every rank must be on a core."""
+    from scidl.scaling.costmodel import parse_comm
+    from scidl.scaling.hardware import Hardware
+    from scidl.scaling.predict import StepProfile, comm_buckets
+
+    prof = StepProfile.model_validate(profile)
+    comp, _ = parse_comm(comm)
+    return sum(len(comp.plan(int(b // 4), nodes, shapes))
+               for b, shapes in comm_buckets(prof, Hardware.model_validate(hardware), comp))
+
+
+def contention_factor(profile: dict[str, Any], hardware: dict[str, Any], nodes: int, comm: str,
+                      sharing: dict[str, Any]) -> float:
+    """Compute slowdown of one rank at ``nodes`` ranks sharing the machine's cores
+    (:mod:`scidl.scaling.contention`): processor sharing plus the probe's delay per
+    collective, spread over this step's compute (the profile's compute and the
+    strategy's own computation, one rank alone)."""
+    from scidl.scaling.contention import CoreSharing
+    from scidl.scaling.costmodel import parse_comm, spec_of
+
+    comp, _ = parse_comm(comm)
+    codec = (profile.get("codec_fraction") or {}).get(spec_of(comp.config), 0.0)
+    compute = float(profile["compute_s"]) * (1.0 + codec)
+    cs = CoreSharing(cores=int(sharing["cores"]), probe_step_s=float(sharing["probe_step_s"]),
+                     probe_slowdown={int(k): float(v) for k, v in
+                                     hardware.get("compute_slowdown", {}).items()})
+    return cs.factor(nodes, compute, sync_count(profile, hardware, nodes, comm))
+
+
+def predict_row(profile: dict[str, Any], hardware: dict[str, Any], nodes: int, comm: str,
+                sharing: dict[str, Any] | None = None) -> dict[str, float]:
+    """The cost model's step breakdown for one row (weak scaling: batch per rank fixed).
+
+    ``sharing`` (``cores``, ``probe_step_s``): the ranks share this machine's cores; the
+    compute slowdown at ``nodes`` is the contention model's (:func:`contention_factor`)
+    instead of the probe's factor as it was measured. None: the probe's factor."""
     from scidl.scaling.costmodel import parse_comm
     from scidl.scaling.hardware import Hardware
     from scidl.scaling.predict import StepProfile, predict_point
 
+    slow = dict(hardware.get("compute_slowdown") or {})
+    if sharing is not None and slow:
+        slow = {int(k): float(v) for k, v in slow.items()}
+        slow[nodes] = contention_factor(profile, hardware, nodes, comm, sharing)
+        hardware = {**hardware, "compute_slowdown": slow}
     prof = StepProfile.model_validate(profile)
     hw = Hardware.model_validate(hardware)
     comp, alg = parse_comm(comm)
     pt = predict_point(prof, hw, nodes, algorithm=alg, comp=comp)
     keys = ("step_s", "compute_s", "codec_s", "comm_s", "exposed_comm_s", "interference_s",
             "straggler_s", "io_stall_s")
-    return {k: float(pt[k]) for k in keys}
+    out = {k: float(pt[k]) for k in keys}
+    out["slowdown"] = float(hw.compute_slowdown.get(nodes, 1.0))
+    return out
 
 
 def repredict(d: dict[str, Any]) -> dict[str, Any]:
     """Recompute every row's prediction and error and the summary from the stored
-    profile and hardware files."""
+    profile, hardware files and contention calibration (``contention``: cores and the
+    probe's step length per link; without it, the probe's factor as measured)."""
     for r in d["rows"]:
         hw = d["hardware"].get(r["link"])
         if hw is None:
             continue
-        pred = predict_row(d["profile"], hw, r["nodes"], r["comm"])
+        sharing = (d.get("contention") or {}).get(r["link"])
+        pred = predict_row(d["profile"], hw, r["nodes"], r["comm"], sharing)
         r["predicted"] = pred
         r["predicted_s"] = pred["step_s"]
         r["error"] = rel_error(pred["step_s"], r["measured_s"])
@@ -148,8 +192,8 @@ def render(d: dict[str, Any]) -> str:
            else ""),
         "",
         "| link | nodes | comm | predicted (s) | measured (s) [range] | error | "
-        "compute (s) | codec (s) | exposed comm (s) | straggler (s) | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "slowdown | compute (s) | codec (s) | exposed comm (s) | straggler (s) | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(d["rows"], key=lambda r: (r["link_bits"], r["nodes"],
                                               COMMS.index(r["comm"]) if r["comm"] in COMMS
@@ -158,13 +202,20 @@ def render(d: dict[str, Any]) -> str:
         lines.append(
             f"| {r['link']} | {r['nodes']} | {r['comm']} | {r['predicted_s']:.3f} | "
             f"{r['measured_s']:.3f} [{r['measured_min_s']:.3f}–{r['measured_max_s']:.3f}] | "
-            f"{_pct(r['error'])} | {p['compute_s']:.3f} | {p.get('codec_s', 0.0):.3f} | "
+            f"{_pct(r['error'])} | ×{p.get('slowdown', 1.0):.2f} | {p['compute_s']:.3f} | "
+            f"{p.get('codec_s', 0.0):.3f} | "
             f"{p['exposed_comm_s']:.3f} | "
             f"{p['straggler_s']:.3f} | {r.get('load_before', float('nan')):.0f} |")
     lines.append("")
-    lines.append("`compute` is the profile's compute times the measured slowdown of p busy ranks, "
-                 "`codec` the strategy's own computation, `load` the machine's load average "
-                 "when the run started (2 cores).")
+    share = d.get("contention") or {}
+    lines.append(
+        "`slowdown` is the compute slowdown of p ranks sharing the cores"
+        + (" (contention model: processor sharing max(1, p/C) plus the probe's delay per "
+           "collective, spread over the step's compute)" if share else
+           " (the probe's factor as measured)")
+        + ", `compute` the profile's compute times it, `codec` the strategy's own "
+        f"computation (slowed alike), `load` the machine's load average when the run started "
+        f"({d['cpus']} cores).")
     lines.append("")
     if s.get("rows"):
         w = s["worst"]
@@ -186,7 +237,14 @@ def render(d: dict[str, Any]) -> str:
     if parts:
         lines.append("")
         lines.append("Measured compute slowdown of p busy ranks on the shared cores "
-                     "(`compute_slowdown` of each hardware file): " + "; ".join(parts) + ".")
+                     "(`compute_slowdown` of each hardware file, the probe): "
+                     + "; ".join(parts) + ".")
+    if share:
+        lines.append("Probe step on one rank alone (w, `contention` in the results file): "
+                     + "; ".join(f"{link}: {c['probe_step_s'] * 1e3:.2f} ms on {c['cores']} "
+                                 f"cores, load {c['load']:.1f}"
+                                 + (" (measured after the sweep)" if c.get("note") else "")
+                                 for link, c in share.items()) + ".")
     return "\n".join(lines)
 
 
@@ -229,6 +287,23 @@ def _codec() -> dict[str, float]:
 
     cfg = load_config(WORKLOAD, None, list(OVERRIDES), None)
     return measure_codec(cfg, [c for c in COMMS if c != "dense"], steps=10)
+
+
+def _sharing(later: bool = False) -> dict[str, Any]:
+    """The contention calibration beside a link's probe: this machine's cores and one
+    probe step's length on one rank alone (the probe's defaults), with the load."""
+    from scidl.scaling.collectives import measure_probe_step
+
+    load = _load()
+    # after the sweep the machine may be busy: the fastest of 12 single steps is the
+    # quiet step the sweep's probe was read against
+    step = measure_probe_step(blocks=12, fastest=True) if later else measure_probe_step()
+    out: dict[str, Any] = {"cores": os.cpu_count() or 1, "probe_step_s": step,
+                           "load": load, "date": datetime.date.today().isoformat()}
+    if later:
+        out["note"] = ("measured after the sweep, to re-predict its stored rows: the "
+                       "fastest of 12 single steps")
+    return out
 
 
 def _cluster_up(nodes: int, link: str) -> None:
@@ -295,7 +370,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     import yaml
 
                     d["hardware"][link] = yaml.safe_load((bench / "hardware.yaml").read_text())
+                    # the timings behind the fit, so the link can be refitted later
+                    d.setdefault("calibration_rows", {})[link] = json.loads(
+                        (bench / "bench.json").read_text())["rows"]
                     d.setdefault("calibrated_at_nodes", {})[link] = nodes
+                    d.setdefault("contention", {})[link] = _sharing()
+                    _save(d, path)
+                if link not in d.get("contention", {}):  # a calibration from before the model
+                    d.setdefault("contention", {})[link] = _sharing(later=True)
                     _save(d, path)
                 for comm in todo:
                     load0 = _load()
@@ -338,7 +420,10 @@ def main(argv: list[str] | None = None) -> int:
         print(render(json.loads(Path(args.out).read_text())))
         return 0
     if args.what == "predict":
-        d = repredict(json.loads(Path(args.out).read_text()))
+        d = json.loads(Path(args.out).read_text())
+        for link in d["hardware"]:
+            if link not in d.get("contention", {}):
+                d.setdefault("contention", {})[link] = _sharing(later=True)
         _save(d, Path(args.out))
     else:
         d = run(args)

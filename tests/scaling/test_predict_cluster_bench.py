@@ -79,3 +79,54 @@ def test_repredict_and_render_quote_the_json():
     assert "Median |error| 12.5% over 1 rows" in text
     assert "load average 1.5 before and 2.5 after" in text
     assert "p = 2: ×1.50" in text
+
+
+SHARING = {"cores": 2, "probe_step_s": 0.002}
+
+
+def test_sync_count_is_the_strategys_collectives_per_step():
+    b = _bench()
+    assert b.sync_count(PROFILE, HW, 2, "dense") == 1  # one bucket, one allreduce
+    assert b.sync_count(PROFILE, HW, 2, "topk:0.01") == 2  # counts, then values+indices
+    two = {**PROFILE, "bucket_bytes": [2_000_000.0, 2_000_000.0]}
+    assert b.sync_count(two, HW, 2, "fp16") == 2  # one allreduce per bucket
+
+
+def test_predict_row_with_the_contention_model_hand_computed():
+    b = _bench()
+    # probe: x1.5 for 2 ranks on 2 cores, steps of w = 2 ms: δ(2) = 0.5 x 2 ms = 1 ms per
+    # collective; dense has one per step over 20 ms of compute: 1 + 1/20 = 1.05
+    pred = b.predict_row(PROFILE, HW, 2, "dense", SHARING)
+    assert pred["slowdown"] == pytest.approx(1.05)
+    assert pred["compute_s"] == pytest.approx(0.021)
+    assert pred["step_s"] == pytest.approx(0.061)
+    # 4 ranks probed at x3.0: sharing 4/2 = 2, δ(4) = (3 - 2) x 2 ms = 2 ms; top-k's two
+    # collectives over 20 ms: 2 + 2 x 2/20 = 2.2
+    hw4 = {**HW, "compute_slowdown": {2: 1.5, 4: 3.0}}
+    assert b.contention_factor(PROFILE, hw4, 4, "topk:0.01", SHARING) == pytest.approx(2.2)
+    # without the calibration: the probe's factor as measured
+    assert b.predict_row(PROFILE, hw4, 4, "dense")["slowdown"] == pytest.approx(3.0)
+
+
+def test_contention_factor_counts_the_strategys_own_computation():
+    b = _bench()
+    prof = {**PROFILE, "codec_fraction": {"topk:0.01": 1.0}}
+    hw4 = {**HW, "compute_slowdown": {4: 3.0}}
+    # compute 20 ms + codec 20 ms = 40 ms alone; 2 + 2 x 2 ms / 40 ms = 2.1
+    assert b.contention_factor(prof, hw4, 4, "topk:0.01", SHARING) == pytest.approx(2.1)
+
+
+def test_repredict_uses_the_stored_contention_calibration():
+    b = _bench()
+    d = {"profile": PROFILE, "hardware": {"1gbit": HW}, "contention": {"1gbit": SHARING},
+         "rows": [{"link": "1gbit", "link_bits": 10**9, "nodes": 2, "comm": "dense",
+                   "measured_s": 0.061, "measured_min_s": 0.06, "measured_max_s": 0.07}]}
+    b.repredict(d)
+    assert d["rows"][0]["predicted_s"] == pytest.approx(0.061)
+    assert d["rows"][0]["error"] == pytest.approx(0.0, abs=1e-12)
+    d.update({"overrides": ["task.hidden=[8]"], "steps": 6, "warmup": 2, "date": "2026-12-02",
+              "cpus": 2, "load_before": 1.5, "load_after": 2.5})
+    d["contention"]["1gbit"] = {**SHARING, "load": 1.2}
+    text = b.render(d)
+    assert "| 1gbit | 2 | dense | 0.061 | 0.061 [0.060–0.070] | +0% | ×1.05 | 0.021 |" in text
+    assert "1gbit: 2.00 ms on 2 cores, load 1.2" in text

@@ -40,3 +40,16 @@ def test_each_count_runs_in_a_group_of_its_own_size(monkeypatch):
     assert [w for w, _, _ in calls] == [1, 2, 4, 1, 2, 4]  # counts take turns block by block
     assert all(r == 3 for _, _, r in calls)  # steps per block
     assert slow == {2: 2.0, 4: 4.0}
+
+
+def test_probe_step_is_one_rank_alone_and_restores_the_threads():
+    import torch
+
+    from scidl.scaling.collectives import measure_probe_step
+
+    before = torch.get_num_threads()
+    w = measure_probe_step(n=32, inner=2, rounds=2, blocks=2)
+    assert 0 < w < 1.0
+    # the fastest of 4 single steps (a quiet core's step on a busy machine)
+    assert 0 < measure_probe_step(n=32, inner=2, rounds=4, blocks=4, fastest=True) < 1.0
+    assert torch.get_num_threads() == before

@@ -231,6 +231,37 @@ def measure_compute_slowdown(
     return {p: statistics.median(times[p]) / base for p in counts if p > 1}
 
 
+def measure_probe_step(n: int = 192, inner: int = 24, rounds: int = 12, blocks: int = 3,
+                       fastest: bool = False) -> float:
+    """Seconds of one compute-probe step on one rank alone (w): ``inner`` n×n float32
+    matmuls on one thread, as :func:`compute_probe_worker` runs them (its collective
+    is a no-op for one rank), median over ``blocks`` blocks of ``rounds / blocks``
+    steps, as the probe takes its one-rank time (``fastest``: the fastest block instead,
+    the step of a quiet core when other processes load the machine). The contention
+    model (:mod:`scidl.scaling.contention`) reads the probe's slowdown against this step
+    length: what a short step's factor says about a long one.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        for _ in range(2):
+            a @ b
+        per_block = max(1, math.ceil(rounds / max(1, blocks)))
+        samples = []
+        for _ in range(max(1, blocks)):
+            t0 = time.perf_counter()
+            for _ in range(per_block):
+                for _ in range(inner):
+                    a @ b
+            samples.append((time.perf_counter() - t0) / per_block)
+    finally:
+        torch.set_num_threads(threads)
+    return min(samples) if fastest else statistics.median(samples)
+
+
 def measure_matmul_flops(n: int = 384, repeats: int = 5) -> float:
     """Sustained FLOP/s of one thread on a float32 matmul (2n³ FLOPs), median of repeats."""
     import torch

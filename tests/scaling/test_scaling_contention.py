@@ -1,0 +1,68 @@
+"""The contention model of ranks sharing cores (scidl.scaling.contention): one test per
+term against a hand-computed case."""
+
+from __future__ import annotations
+
+import pytest
+
+from scidl.scaling.contention import CoreSharing, phase_factor, sharing_factor, sync_delay
+
+
+def test_sharing_factor_is_processor_sharing():
+    # up to C ranks each have a core; beyond, k ranks share C cores: k/C
+    assert sharing_factor(1, 2) == 1.0
+    assert sharing_factor(2, 2) == 1.0
+    assert sharing_factor(4, 2) == pytest.approx(2.0)
+    assert sharing_factor(8, 2) == pytest.approx(4.0)
+    assert sharing_factor(3, 4) == 1.0
+    with pytest.raises(ValueError):
+        sharing_factor(4, 0)
+
+
+def test_sync_delay_is_what_the_probe_reads_beyond_sharing():
+    # 4 ranks on 2 cores, probe step w = 2.5 ms read x3.0: sharing explains x2, the
+    # remaining x1.0 of a 2.5 ms step is 2.5 ms per synchronisation
+    assert sync_delay(3.0, 4, 2, 0.0025) == pytest.approx(0.0025)
+    # 2 ranks on 2 cores read x1.2: 0.2 x 2.5 ms = 0.5 ms
+    assert sync_delay(1.2, 2, 2, 0.0025) == pytest.approx(0.0005)
+    # a probe reading less than sharing (noise) gives no negative delay
+    assert sync_delay(1.8, 4, 2, 0.0025) == 0.0
+    with pytest.raises(ValueError):
+        sync_delay(3.0, 4, 2, 0.0)
+
+
+def test_phase_factor_amortises_the_delay_over_the_compute():
+    # 20 ms of compute, 2 collectives of 2.5 ms delay each, 4 ranks on 2 cores:
+    # 2 + 2 x 2.5 / 20 = 2.25
+    assert phase_factor(0.020, 2, 4, 2, 0.0025) == pytest.approx(2.25)
+    # the probe's own step (w = 2.5 ms, one collective) reads back the probe: 2 + 1 = 3
+    assert phase_factor(0.0025, 1, 4, 2, 0.0025) == pytest.approx(3.0)
+    # one rank, no collective, or no compute: sharing only
+    assert phase_factor(0.020, 2, 1, 2, 0.0025) == 1.0
+    assert phase_factor(0.020, 0, 4, 2, 0.0025) == pytest.approx(2.0)
+    assert phase_factor(0.0, 2, 4, 2, 0.0025) == pytest.approx(2.0)
+
+
+def test_core_sharing_delay_between_and_beyond_probed_counts():
+    cs = CoreSharing(cores=2, probe_step_s=0.002, probe_slowdown={2: 1.5, 4: 3.0})
+    # δ(2) = (1.5 - 1)·2 ms = 1 ms; δ(4) = (3 - 2)·2 ms = 2 ms
+    assert cs.delay(1) == 0.0
+    assert cs.delay(2) == pytest.approx(0.001)
+    assert cs.delay(4) == pytest.approx(0.002)
+    # linear between the probed counts: δ(3) = 1.5 ms
+    assert cs.delay(3) == pytest.approx(0.0015)
+    # beyond the largest: δ(4)·8/4 = 4 ms
+    assert cs.delay(8) == pytest.approx(0.004)
+    # no probe: no delay, sharing only
+    assert CoreSharing(cores=2, probe_step_s=0.002).delay(4) == 0.0
+
+
+def test_core_sharing_factor_reads_back_the_probe_and_slows_long_phases_less():
+    cs = CoreSharing(cores=2, probe_step_s=0.002, probe_slowdown={2: 1.5, 4: 3.0})
+    # the probe's own step: its factor
+    assert cs.factor(4, 0.002, 1) == pytest.approx(3.0)
+    assert cs.factor(2, 0.002, 1) == pytest.approx(1.5)
+    # a 20 ms step with 2 collectives at 4 ranks: 2 + 2 x 2 ms / 20 ms = 2.2
+    assert cs.factor(4, 0.020, 2) == pytest.approx(2.2)
+    # ... at 2 ranks: 1 + 2 x 1 ms / 20 ms = 1.1
+    assert cs.factor(2, 0.020, 2) == pytest.approx(1.1)
