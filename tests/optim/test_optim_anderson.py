@@ -411,3 +411,30 @@ def test_bad_safeguard_sync_is_rejected():
     w = nn.Parameter(torch.zeros(2))
     with pytest.raises(ValueError, match="safeguard_sync"):
         AndersonAcceleration(torch.optim.SGD([w], lr=0.1), safeguard_sync="later")
+
+
+@pytest.mark.parametrize("rows", [torch.float32, torch.float64])
+def test_ring_extrapolation_equals_the_published_formula(rows):
+    """The optimizer's extrapolation (``_DiffHistory.extrapolate``: operators per ring
+    position applied to the cached Gram matrix of the rows) equals the published formula
+    on the stored iterates at every ring position, through rebases and a restart."""
+    gen = torch.Generator().manual_seed(5)
+    h = _DiffHistory(5, 40, rows, torch.device("cpu"), rows)
+    xs, x = [], torch.zeros(40, dtype=torch.float64)
+    out = torch.empty(40, dtype=rows)
+    tol = 1e-9 if rows == torch.float64 else 2e-4
+    checked = 0
+    for k in range(17):
+        x = x + torch.randn(40, generator=gen, dtype=torch.float64) / (k + 1)
+        h.push(x.to(rows))
+        xs.append(x.to(rows).double())
+        if k == 8:
+            h.clear()
+            xs = []
+        xs = xs[-5:]
+        if len(xs) >= 3:
+            want = _naive_aa(torch.stack(xs, 1), 0.7, 1e-6)
+            got = h.extrapolate(0.7, 1e-6, out=out).double()
+            assert torch.allclose(got, want, atol=tol * float(want.abs().max())), k
+            checked += 1
+    assert checked >= 10

@@ -110,6 +110,42 @@ def _coefficient_operators(c: int, beta: float) -> tuple[np.ndarray, np.ndarray,
     return d, p, base
 
 
+@functools.lru_cache(maxsize=256)
+def _ring_operators(depth: int, pos: int, count: int, beta: float
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(M, u, w0, Pw) for a ring of ``depth`` rows r_j whose ``count`` iterates end before
+    slot ``pos``: with S the (c-1) x depth map of the rows to Y_i = r_{idx_i} - r_{idx_last}
+    and (D, P, e) of :func:`_coefficient_operators`, M = D S, u = S^T e_{c-2},
+    w0 = e_{idx_last} + S^T e and Pw = S^T P, so that for the rows' Gram matrix G the
+    extrapolation is dR dR^T = M G M^T, dR f^T = -M G u and x_AA = base + (w0 - Pw gamma) R."""
+    c = count
+    idx = [(pos - c + i) % depth for i in range(c)]
+    sel = np.zeros((c - 1, depth))
+    sel[np.arange(c - 1), idx[:-1]] = 1.0
+    sel[:, idx[-1]] -= 1.0
+    d, p, base = _coefficient_operators(c, float(beta))
+    w0 = sel.T @ base
+    w0[idx[-1]] += 1.0
+    ops = (np.ascontiguousarray(d @ sel), np.ascontiguousarray(sel[c - 2]), w0,
+           np.ascontiguousarray(sel.T @ p))
+    for m in ops:
+        m.flags.writeable = False
+    return ops
+
+
+def _solve_gamma(mat: np.ndarray, rhs: np.ndarray, reg: float) -> np.ndarray:
+    """gamma of the regularised normal equations (``mat`` is overwritten)."""
+    lam = reg * float(np.trace(mat)) / mat.shape[0]
+    if lam > 0:  # regularised: positive definite, a Cholesky-class solve suffices
+        mat.flat[:: mat.shape[0] + 1] += lam
+        try:
+            return np.linalg.solve(mat, rhs)
+        except np.linalg.LinAlgError:
+            pass
+    # unregularised (or singular): the minimum-norm least-squares solution
+    return np.linalg.lstsq(mat, rhs, rcond=None)[0]
+
+
 def anderson_coefficients(gram_y: torch.Tensor | np.ndarray, beta: float, reg: float
                           ) -> torch.Tensor:
     """Coefficients a with x_AA = x_last + sum_i a_i (x_i - x_last) (i over older iterates).
@@ -136,17 +172,7 @@ def _coefficients_np(gy: np.ndarray, beta: float, reg: float) -> np.ndarray:
     drz = d @ gy  # D Y Y^T
     mat = drz @ d.T  # dR dR^T
     rhs = -drz[:, c - 2]  # dR f^T: f = x_last - X[-2] = -Y[c-2]
-    lam = reg * float(np.trace(mat)) / mat.shape[0]
-    gamma = None
-    if lam > 0:  # regularised: positive definite, a Cholesky-class solve suffices
-        mat.flat[:: mat.shape[0] + 1] += lam
-        try:
-            gamma = np.linalg.solve(mat, rhs)
-        except np.linalg.LinAlgError:
-            gamma = None
-    if gamma is None:  # unregularised (or singular): the minimum-norm least-squares solution
-        gamma = np.linalg.lstsq(mat, rhs, rcond=None)[0]
-    return base - p @ gamma
+    return base - p @ _solve_gamma(mat, rhs, reg)
 
 
 def relative_deviation(gram_d: torch.Tensor | np.ndarray) -> float:
@@ -296,6 +322,22 @@ class _DiffHistory:
     def gram(self) -> torch.Tensor:
         """:meth:`gram_np` as a tensor."""
         return torch.from_numpy(np.ascontiguousarray(self.gram_np()))
+
+    def extrapolate(self, beta: float, reg: float, out: torch.Tensor) -> torch.Tensor:
+        """x_AA of the stored iterates into ``out``: ``combine(coefficients(gram))``; for
+        host rows of the work dtype straight from the cached Gram matrix of the rows with
+        operators cached per ring position (a dozen NumPy calls, no index juggling)."""
+        if not (self.host and self.wide_rows and out.dtype == self.base.dtype
+                and out.device.type == "cpu" and out.is_contiguous()):
+            return self.combine(_coefficients_np(self.gram_np(), beta, reg), out=out)
+        m, u, w0, pw = _ring_operators(self.depth, self.pos, self.count, float(beta))
+        mg = m @ self._g_np
+        gamma = _solve_gamma(mg @ m.T, -(mg @ u), reg)
+        w = (w0 - pw @ gamma).astype(self._rows_np.dtype, copy=False)
+        on = out.numpy()
+        np.dot(w, self._rows_np, out=on)
+        on += self._base_np
+        return out
 
     def combine(self, coef: torch.Tensor | np.ndarray, out: torch.Tensor | None = None
                 ) -> torch.Tensor:
@@ -536,8 +578,7 @@ class AndersonAcceleration(torch.optim.Optimizer):
 
     def _extrapolate(self, closure: Callable[[], Any] | None) -> None:
         o, c = self.opts, self.counters
-        coef = _coefficients_np(self._hist.gram_np(), o["relaxation"], o["reg"])
-        x_aa = self._hist.combine(coef, out=self._x_aa)
+        x_aa = self._hist.extrapolate(o["relaxation"], o["reg"], out=self._x_aa)
         if not math.isfinite(float(x_aa.sum())):  # any NaN/Inf makes the sum non-finite
             c["rejected"] += 1
             return
@@ -635,15 +676,19 @@ class AndersonAcceleration(torch.optim.Optimizer):
             before = self._global_loss(closure)
             self._assign(x_aa)
             return before, self._global_loss(closure)
-        t = self._pair  # preallocated on the parameters' device: no host copy until tolist
         with torch.no_grad():  # forward only: no backward, no gradient all-reduce
-            t[0].copy_(torch.as_tensor(evaluate()).reshape(()))
+            loss_before = evaluate()
             self._assign(x_aa)
-            t[1].copy_(torch.as_tensor(evaluate()).reshape(()))
+            loss_after = evaluate()
         world = self._world_size()
-        if world > 1:  # one scalar pair for both losses (gloo/nccl: on the tensor's device)
-            dist.all_reduce(t, group=self.process_group)
-            t /= world
+        if world == 1:
+            return float(loss_before), float(loss_after)
+        t = self._pair  # preallocated on the parameters' device: no host copy until tolist
+        t[0].copy_(torch.as_tensor(loss_before).reshape(()))
+        t[1].copy_(torch.as_tensor(loss_after).reshape(()))
+        # one scalar pair for both losses (gloo/nccl: on the tensor's device)
+        dist.all_reduce(t, group=self.process_group)
+        t /= world
         before, after = t.tolist()  # the one host sync: the decision needs the values
         return before, after
 
