@@ -263,7 +263,10 @@ class _DiffHistory:
             self.since = 0
         row = self._rows_np[self.pos]
         np.subtract(x, self._base_np, out=row)
-        np.dot(self._rows_np, row, out=self._v_np)  # the new Gram row/column: one gemv
+        # the new Gram row/column: one gemv, in torch (its thread setting; NumPy's BLAS
+        # would start its own threads for a gemv this size, whose hand-offs cost more
+        # than the product on a small model)
+        torch.mv(self.rows, self.rows[self.pos], out=self._v)
         self._g_np[self.pos] = self._v_np
         self._g_np[:, self.pos] = self._v_np
         newest = self.pos
@@ -333,11 +336,8 @@ class _DiffHistory:
         m, u, w0, pw = _ring_operators(self.depth, self.pos, self.count, float(beta))
         mg = m @ self._g_np
         gamma = _solve_gamma(mg @ m.T, -(mg @ u), reg)
-        w = (w0 - pw @ gamma).astype(self._rows_np.dtype, copy=False)
-        on = out.numpy()
-        np.dot(w, self._rows_np, out=on)
-        on += self._base_np
-        return out
+        w = torch.from_numpy((w0 - pw @ gamma).astype(self._rows_np.dtype, copy=False))
+        return torch.addmv(self.base, self.rows.T, w, out=out)  # torch's threads (see push)
 
     def combine(self, coef: torch.Tensor | np.ndarray, out: torch.Tensor | None = None
                 ) -> torch.Tensor:
@@ -350,12 +350,9 @@ class _DiffHistory:
         w_np[idx[-1]] += 1.0 - float(cf.sum())
         if out is None:
             out = torch.empty_like(self.base)
-        if self.host and out.dtype == self.base.dtype and out.device.type == "cpu" and out.is_contiguous():
-            on = out.numpy()
-            np.dot(w_np, self._rows_np, out=on)
-            on += self._base_np
-            return out
         w = torch.from_numpy(w_np)
+        if self.host and out.dtype == self.base.dtype and out.device.type == "cpu":
+            return torch.addmv(self.base, self.rows.T, w, out=out)  # torch's threads (see push)
         if self.wide_rows and self.rows.dtype == out.dtype == self.base.dtype:
             wd = w.to(device=self.rows.device, dtype=self.rows.dtype)
             return torch.addmv(self.base, self.rows.T, wd, out=out)
