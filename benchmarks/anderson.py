@@ -454,8 +454,8 @@ def combine_before_after(prev: dict[str, Any], new: dict[str, Any]) -> dict[str,
     return summarize_before_after(out)
 
 
-def table_before_after(d: dict[str, Any]) -> str:
-    s = d["admissions_before_after"]
+def table_before_after(d: dict[str, Any], key: str = "admissions_before_after") -> str:
+    s = d[key]
     loads = [x for rs in s["runs"].values() for q in rs for x in q["load"]]
     rows = []
     for tree in ("before", "after"):
@@ -496,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="before/after: alternate admissions runs of SRC (an earlier src/) and "
                          "of this tree (see the module docstring)")
     ap.add_argument("--rounds", type=int, default=3, help="--compare-before: alternating rounds")
+    ap.add_argument("--compare-key", default="admissions_before_after",
+                    help="--compare-before: the results key to write (one per compared change)")
     ap.add_argument("--append", action="store_true",
                     help="--compare-before: pool the new rounds with the stored comparison")
     args = ap.parse_args(argv)
@@ -531,9 +533,9 @@ def main(argv: list[str] | None = None) -> int:
         new = compare_before_after(args.compare_before, args.rounds, args.repeats, args.epochs,
                                    args.seeds)
         new.update(command=command, meta=meta)
-        prev = results.get("admissions_before_after")
-        results["admissions_before_after"] = (combine_before_after(prev, new)
-                                              if args.append and prev else new)
+        prev = results.get(args.compare_key)
+        results[args.compare_key] = (combine_before_after(prev, new)
+                                     if args.append and prev else new)
         save()
         print(f"wrote {out_path}")
         return 0

@@ -105,6 +105,8 @@ REGISTRY: dict[str, Block] = {
                                                         key="admissions_2proc")),
     "anderson_burgers": _b("anderson", anderson_bench.table_burgers),
     "anderson_before_after": _b("anderson", anderson_bench.table_before_after),
+    "anderson_before_after_blas": _b("anderson", partial(
+        anderson_bench.table_before_after, key="admissions_before_after_blas")),
     "optim_digits": _b("optim", t.optim_digits),
     "optim_filtering": _b("optim", t.optim_filtering),
     "optim_ensemble": _b("optim", t.optim_ensemble),
