@@ -438,3 +438,10 @@ def test_ring_extrapolation_equals_the_published_formula(rows):
             assert torch.allclose(got, want, atol=tol * float(want.abs().max())), k
             checked += 1
     assert checked >= 10
+
+
+def test_config_selects_the_deferred_decision():
+    model = nn.Linear(3, 1)
+    opt = build_optimizer(model, OptimConfig(name="anderson", aa_safeguard_sync="deferred"))
+    assert opt.safeguard_sync == "deferred" and opt.requires_closure
+    assert build_optimizer(model, OptimConfig(name="anderson")).safeguard_sync == "blocking"
