@@ -10,7 +10,9 @@ Two experiments, single process on CPU through the SciDL trainer (the code path 
    extrapolation) and unguarded AA. Per seed the variants run side by side, interleaved,
    ``--repeats`` times in alternating order; the time ratio of a seed is the median over
    its repeats of (median epoch time of the variant) / (median epoch time of SGD in the
-   same repeat). Wall time to the target = epochs ratio × time-per-epoch ratio, per seed.
+   same repeat). Epoch time on both clocks (wall, main-thread CPU) spans each step from
+   the previous step's end: batch fetch, step and bookkeeping, evaluation left out.
+   Wall time to the target = epochs ratio × time-per-epoch ratio, per seed.
    Forward and backward passes are counted (``passes_per_epoch``).
 2. ``burgers`` PINN (Adam, full batch, 2,000 collocation points, no RAR): Adam with and
    without AA, AA at a lower relaxation and AA started late, relative L2 at equal steps.
@@ -56,6 +58,7 @@ AA = ["optim.name=anderson", "optim.aa_base=sgd", "optim.aa_history=5", "optim.a
 ADM_VARIANTS: dict[str, list[str]] = {
     "sgd": ["optim.name=sgd"],
     "aa": AA + ["optim.aa_safeguard_eval=forward"],
+    "aa_deferred": AA + ["optim.aa_safeguard_eval=forward", "optim.aa_safeguard_sync=deferred"],
     "aa_full": AA + ["optim.aa_safeguard_eval=full"],
     "aa_nosafe": [o for o in AA if "safeguard" not in o] + ["optim.aa_safeguard=false"],
 }
@@ -122,22 +125,26 @@ def _subclasses(cls: type) -> list[type]:
     return out
 
 
-class _CpuClock:
-    """Callbacks: CPU time of the main thread per optimizer step (the work a step costs,
-    insensitive to other jobs competing for the cores), with the per-epoch evaluation
-    left out; ``evaluator`` is the benchmark's per-epoch evaluation callback."""
+class _Clocks:
+    """Callbacks: per optimizer step, the main thread's CPU time (the work a step costs,
+    insensitive to other jobs competing for the cores) and the wall time, both from one
+    step's end to the next, so both clocks span the same work: the batch fetch, the
+    step and its bookkeeping, with the per-epoch evaluation left out (``evaluator`` is
+    the benchmark's per-epoch evaluation callback)."""
 
     def __init__(self, evaluator: Any) -> None:
         self.steps: list[float] = []
-        self.last: float | None = None
+        self.walls: list[float] = []
+        self.last: tuple[float, float] | None = None
         self.evaluator = evaluator
 
     def on_step_end(self, trainer: Any, row: dict[str, Any]) -> None:
-        now = time.thread_time()
+        now = (time.thread_time(), time.perf_counter())
         if self.last is not None:
-            self.steps.append(now - self.last)
+            self.steps.append(now[0] - self.last[0])
+            self.walls.append(now[1] - self.last[1])
         self.evaluator.on_step_end(trainer, row)  # evaluation outside the measured span
-        self.last = time.thread_time()
+        self.last = (time.thread_time(), time.perf_counter())
 
 
 def _med(xs: list[float]) -> float | None:
@@ -145,34 +152,91 @@ def _med(xs: list[float]) -> float | None:
     return statistics.median(xs) if xs else None
 
 
-def admissions(seeds: list[int], epochs: int, repeats: int, variants: list[str]) -> dict[str, Any]:
+def run_once(variant: str, seed: int, common: list[str]) -> dict[str, Any]:
+    """One admissions training run in this process (one rank of it, under a launcher):
+    epochs to the targets, median epoch wall and CPU time, passes, counters, load."""
     import optim as ob  # benchmarks/optim.py: the shared harness
 
+    ev = ob._EpochEval()
+    cpu = _Clocks(ev)
+    l0 = load()
+    with count_passes() as passes:
+        s, tr = ob.train("admissions", common + ADM_VARIANTS[variant] + [f"train.seed={seed}"],
+                         callbacks=[cpu])
+    spe = tr.steps_per_epoch
+    curve = ob.eval_curve(tr, "mse", ev)
+    return {
+        "epochs_to_0.01": ob.first_epoch_below(curve, 0.01, spe),
+        "epochs_to_0.007": ob.first_epoch_below(curve, 0.007, spe),
+        "final_mse": curve[-1][1] if curve else None,
+        "epoch_time_median_s": _med(ob.epoch_times(cpu.walls, spe)),
+        # the trainer's own step time only (no batch fetch, no bookkeeping), for reference
+        "epoch_step_time_median_s": _med(ob.epoch_times(tr.step_times[1:], spe)),
+        "epoch_cpu_median_s": _med(ob.epoch_times(cpu.steps, spe)),
+        "passes_per_epoch": {k: n / (s["steps"] / spe) for k, n in passes.items()},
+        "counters": dict(getattr(tr.optimizer, "counters", {})),
+        "load_before": l0, "load_after": load(),
+    }
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        return int(sk.getsockname()[1])
+
+
+def run_ranks(variant: str, seed: int, common: list[str], nproc: int) -> dict[str, Any]:
+    """:func:`run_once` on ``nproc`` gloo processes (torchrun's environment variables);
+    rank 0's record (its evaluation, its clocks)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "rank0.json"
+        job = json.dumps({"variant": variant, "seed": seed, "common": common, "out": str(out)})
+        port = str(_free_port())
+        procs = []
+        for r in range(nproc):
+            env = {**os.environ, "RANK": str(r), "WORLD_SIZE": str(nproc), "LOCAL_RANK": str(r),
+                   "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
+                   "OMP_NUM_THREADS": "1"}
+            procs.append(subprocess.Popen([sys.executable, __file__, "--run-one", job], env=env,
+                                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        logs = [p.communicate(timeout=1800)[0].decode(errors="replace") for p in procs]
+        if any(p.returncode for p in procs):
+            raise SystemExit(f"{variant} seed {seed}: a rank failed:\n" + "\n".join(logs)[-3000:])
+        return json.loads(out.read_text())
+
+
+def _run_one_worker(job: str) -> int:
+    """``--run-one``: one rank of :func:`run_ranks` (rank 0 writes the record)."""
+    import torch
+
+    torch.set_num_threads(1)
+    j = json.loads(job)
+    rec = run_once(j["variant"], j["seed"], j["common"])
+    if int(os.environ.get("RANK", "0")) == 0:
+        Path(j["out"]).write_text(json.dumps(rec))
+    return 0
+
+
+def admissions(seeds: list[int], epochs: int, repeats: int, variants: list[str],
+               nproc: int = 1) -> dict[str, Any]:
     common = ADM_COMMON + [f"train.epochs={epochs}"]
+    if nproc > 1:  # the same global batch of 40, split over the ranks
+        common = [f"train.batch_size={40 // nproc}" if o == "train.batch_size=40" else o
+                  for o in common]
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     for seed in seeds:
         per: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
         for rep in range(repeats):
             order = variants if rep % 2 == 0 else variants[::-1]  # alternate the order
             for v in order:
-                ev = ob._EpochEval()
-                cpu = _CpuClock(ev)
-                l0 = load()
-                with count_passes() as passes:
-                    s, tr = ob.train("admissions", common + ADM_VARIANTS[v] + [f"train.seed={seed}"],
-                                     callbacks=[cpu])
-                spe = tr.steps_per_epoch
-                curve = ob.eval_curve(tr, "mse", ev)
-                per[v].append({
-                    "epochs_to_0.01": ob.first_epoch_below(curve, 0.01, spe),
-                    "epochs_to_0.007": ob.first_epoch_below(curve, 0.007, spe),
-                    "final_mse": curve[-1][1],
-                    "epoch_time_median_s": _med(ob.epoch_times(tr.step_times[1:], spe)),
-                    "epoch_cpu_median_s": _med(ob.epoch_times(cpu.steps, spe)),
-                    "passes_per_epoch": {k: n / (s["steps"] / spe) for k, n in passes.items()},
-                    "counters": dict(getattr(tr.optimizer, "counters", {})),
-                    "load_before": l0, "load_after": load(),
-                })
+                per[v].append(run_once(v, seed, common) if nproc == 1
+                              else run_ranks(v, seed, common, nproc))
+                l0 = per[v][-1]["load_before"]
                 r = per[v][-1]
                 print(f"seed {seed} rep {rep} {v:10s} e(0.01)={r['epochs_to_0.01']} "
                       f"epoch={1e3 * r['epoch_time_median_s']:.1f}ms "
@@ -221,7 +285,7 @@ def admissions(seeds: list[int], epochs: int, repeats: int, variants: list[str])
                 r["counters"]["rejected"] / max(r["counters"]["rejected"] + r["counters"]["extrapolations"], 1)
                 for r in rs if "rejected" in r["counters"]]),
         }
-    return {"seeds": seeds, "epochs": epochs, "repeats": repeats, "overrides": common,
+    return {"seeds": seeds, "epochs": epochs, "repeats": repeats, "nproc": nproc, "overrides": common,
             "variants": {v: ADM_VARIANTS[v] for v in variants}, "runs": runs, "table": table}
 
 
@@ -256,28 +320,44 @@ def _f(x: Any, nd: int = 2) -> str:
     return "–" if x is None else f"{x:.{nd}f}"
 
 
-def table_admissions(d: dict[str, Any]) -> str:
-    s = d["admissions"]
+def table_admissions(d: dict[str, Any], key: str = "admissions") -> str:
+    s = d[key]
     loads = [x for rs in s["runs"].values() for r in rs for pair in r["load"] for x in pair]
     head = ("| variant | epochs to MSE ≤ 0.01 per seed | epochs ÷ SGD (median of seeds; ratio of sums) "
             "| time per epoch ÷ SGD (median) | wall time to MSE ≤ 0.01 ÷ SGD (median) "
             "| CPU per epoch ÷ SGD (median) | CPU to MSE ≤ 0.01 ÷ SGD (median) "
-            "| fwd+bwd / fwd-only passes per epoch | rejected |\n|---|---|---|---|---|---|---|---|---|")
+            "| extra ms per epoch over SGD, wall / CPU (median) "
+            "| fwd+bwd / fwd-only passes per epoch | rejected |\n|---|---|---|---|---|---|---|---|---|---|")
     rows = []
+    base = next(iter(s["table"]))
     for v, t in s["table"].items():
         p = t["passes_per_epoch"]
         rej = "–" if t["rejected_fraction"] is None else f"{t['rejected_fraction']:.0%}"
+        extra = [_extra_ms(s["runs"][v], s["runs"][base], k)
+                 for k in ("epoch_time_median_s", "epoch_cpu_median_s")]
         rows.append(
             f"| {v} | {', '.join('–' if e is None else str(e) for e in t['epochs_to_0.01'])} "
             f"| {_f(t['epochs_ratio_median'])}; {_f(t['epochs_ratio_of_sums'])} "
             f"| {_f(t['time_per_epoch_ratio_median'])} | {_f(t['wall_to_0.01_ratio_median'])} "
             f"| {_f(t['cpu_per_epoch_ratio_median'])} | {_f(t['cpu_to_0.01_ratio_median'])} "
+            f"| {_f(extra[0])} / {_f(extra[1])} "
             f"| {p['forward_backward']:.1f} / {p['forward_only']:.1f} "
             f"| {rej} |")
-    return (f"**admissions, batch 40, {s['epochs']} epochs, seeds {s['seeds']}, "
+    nproc = s.get("nproc", 1)
+    procs = "1 process" if nproc == 1 else f"{nproc} gloo processes (batch {40 // nproc} each)"
+    return (f"**admissions, batch 40, {procs}, {s['epochs']} epochs, seeds {s['seeds']}, "
             f"{s['repeats']} interleaved repeats per seed; load average during the runs "
             f"{min(loads):.1f}–{max(loads):.1f} on {d['meta']['cpus']} CPUs**\n\n" + head + "\n"
             + "\n".join(rows) + "\n\n" + verdicts(s))
+
+
+def _extra_ms(runs: list[dict[str, Any]], base: list[dict[str, Any]], key: str) -> float | None:
+    """Median over seeds and repeats of (variant - SGD) epoch time in ms, same repeat:
+    the variant's absolute cost, comparable between the wall and the CPU clock, which
+    cover different spans of a step (the CPU clock also counts loading the batch)."""
+    diffs = [1e3 * (a - b) for r, q in zip(runs, base, strict=True)
+             for a, b in zip(r[key], q[key], strict=True) if a is not None and b is not None]
+    return _med(diffs)
 
 
 #: goals for safeguarded AA against SGD on admissions (ratios, lower is better)
@@ -293,7 +373,7 @@ def verdicts(s: dict[str, Any]) -> str:
     lines = []
     for key, (what, goal) in GOALS.items():
         parts = []
-        for v in ("aa", "aa_full"):
+        for v in ("aa", "aa_deferred", "aa_full"):
             x = s["table"].get(v, {}).get(key)
             if x is not None:
                 parts.append(f"`{v}` {x:.2f}× ({'met' if x <= goal else 'not met'})")
@@ -382,8 +462,8 @@ def combine_before_after(prev: dict[str, Any], new: dict[str, Any]) -> dict[str,
     return summarize_before_after(out)
 
 
-def table_before_after(d: dict[str, Any]) -> str:
-    s = d["admissions_before_after"]
+def table_before_after(d: dict[str, Any], key: str = "admissions_before_after") -> str:
+    s = d[key]
     loads = [x for rs in s["runs"].values() for q in rs for x in q["load"]]
     rows = []
     for tree in ("before", "after"):
@@ -413,6 +493,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--burgers-steps", type=int, default=400)
     ap.add_argument("--burgers-variants", nargs="*", default=list(BURGERS_VARIANTS),
                     choices=list(BURGERS_VARIANTS))
+    ap.add_argument("--nproc", type=int, default=1,
+                    help="admissions on N gloo processes (global batch 40 split over them); "
+                         "stored as admissions_<N>proc")
+    ap.add_argument("--run-one", default=None, help=argparse.SUPPRESS)  # a rank of --nproc
     ap.add_argument("--quick", action="store_true", help="tiny budgets (smoke run)")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--tables", action="store_true", help="print the tables of the stored JSON")
@@ -420,13 +504,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="before/after: alternate admissions runs of SRC (an earlier src/) and "
                          "of this tree (see the module docstring)")
     ap.add_argument("--rounds", type=int, default=3, help="--compare-before: alternating rounds")
+    ap.add_argument("--compare-key", default="admissions_before_after",
+                    help="--compare-before: the results key to write (one per compared change)")
     ap.add_argument("--append", action="store_true",
                     help="--compare-before: pool the new rounds with the stored comparison")
     args = ap.parse_args(argv)
+    if args.run_one is not None:
+        return _run_one_worker(args.run_one)
+    if args.nproc < 1:
+        ap.error("--nproc must be >= 1")
     out_path = Path(args.out)
     if args.tables:
         stored = json.loads(out_path.read_text())
-        print(table_admissions(stored) + "\n\n" + table_burgers(stored))
+        keys = [k for k in stored if k.startswith("admissions") and "table" in stored[k]]
+        print("\n\n".join([table_admissions(stored, k) for k in keys] + [table_burgers(stored)]))
         return 0
     import torch
 
@@ -450,16 +541,17 @@ def main(argv: list[str] | None = None) -> int:
         new = compare_before_after(args.compare_before, args.rounds, args.repeats, args.epochs,
                                    args.seeds)
         new.update(command=command, meta=meta)
-        prev = results.get("admissions_before_after")
-        results["admissions_before_after"] = (combine_before_after(prev, new)
-                                              if args.append and prev else new)
+        prev = results.get(args.compare_key)
+        results[args.compare_key] = (combine_before_after(prev, new)
+                                     if args.append and prev else new)
         save()
         print(f"wrote {out_path}")
         return 0
     if "admissions" in todo:
-        results["admissions"] = admissions(args.seeds, 8 if args.quick else args.epochs,
-                                           1 if args.quick else args.repeats, args.variants)
-        results["admissions"]["command"] = command
+        key = "admissions" if args.nproc == 1 else f"admissions_{args.nproc}proc"
+        results[key] = admissions(args.seeds, 8 if args.quick else args.epochs,
+                                  1 if args.quick else args.repeats, args.variants, args.nproc)
+        results[key]["command"] = command
         save()
     if "burgers" in todo:
         results["burgers"] = burgers(20 if args.quick else args.burgers_steps, [0],

@@ -101,8 +101,12 @@ REGISTRY: dict[str, Block] = {
     "optim_admissions_summary": _b("optim", t.optim_admissions_summary),
     "optim_burgers": _b("optim", t.optim_burgers),
     "anderson_admissions": _b("anderson", anderson_bench.table_admissions),
+    "anderson_admissions_2proc": _b("anderson", partial(anderson_bench.table_admissions,
+                                                        key="admissions_2proc")),
     "anderson_burgers": _b("anderson", anderson_bench.table_burgers),
     "anderson_before_after": _b("anderson", anderson_bench.table_before_after),
+    "anderson_before_after_blas": _b("anderson", partial(
+        anderson_bench.table_before_after, key="admissions_before_after_blas")),
     "optim_digits": _b("optim", t.optim_digits),
     "optim_filtering": _b("optim", t.optim_filtering),
     "optim_ensemble": _b("optim", t.optim_ensemble),

@@ -267,3 +267,181 @@ def test_cached_gram_equals_recomputed_gram(rows, work):
         g = (h.rows.double() @ h.rows.double().T)
         assert torch.allclose(h._gram_rows(), g, rtol=1e-5, atol=1e-5 * float(g.abs().max()))
     assert h.host == (rows == work)
+
+
+# ----------------------------------------------------------------------------- deferred decision
+
+
+def _trajectory(sync, steps=24, seed=2):
+    """Per-step parameters and counters of the safeguarded MLP run of
+    :func:`_run_safeguarded`, with the decision ``blocking`` or ``deferred`` (seed 2: six
+    rejected attempts before the first accepted one)."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
+    opt = AndersonAcceleration(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+                               history=4, every=2, safeguard=True, safeguard_sync=sync)
+    gen = torch.Generator().manual_seed(1 + seed)
+    calls = {"full": 0, "forward": 0}
+    flats, counters = [], []
+    for _ in range(steps):
+        x, y = torch.randn(16, 4, generator=gen), torch.randn(16, 1, generator=gen)
+        closure = _loss_closure(model, x, y, opt, calls)
+        closure()
+        opt.step(closure)
+        flats.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+        counters.append(dict(opt.counters))
+    return flats, counters, calls
+
+
+def test_deferred_decision_takes_the_blocking_decisions_one_step_late():
+    """Deferred, an attempt's step ends at the base iterate and the decision (on the same
+    two losses) lands one step later: until the first accepted extrapolation the run is the
+    blocking run exactly, and the first acceptance is the same attempt, one step late."""
+    f_blk, c_blk, _ = _trajectory("blocking")
+    f_def, c_def, calls = _trajectory("deferred")
+    k = next(i for i, c in enumerate(c_blk) if c["extrapolations"] == 1)
+    assert c_blk[k]["rejected"] >= 3  # rejections came first: the exact part is tested
+    for i in range(k):
+        assert torch.equal(f_blk[i], f_def[i]), i
+        assert c_def[i]["rejected"] == (c_blk[i - 1]["rejected"] if i else 0), i  # one step late
+    assert c_def[k]["extrapolations"] == 0 and not torch.equal(f_blk[k], f_def[k])
+    assert c_def[k + 1]["extrapolations"] == 1 and c_def[k + 1]["rejected"] == c_blk[k]["rejected"]
+    assert calls["full"] == 24  # still one forward + backward per step
+
+
+def test_deferred_acceptance_differs_by_the_base_map_over_the_displacement():
+    """On a quadratic with plain SGD, g(x) = x - lr (A x - b): accepted one step late,
+    the deferred run lands at g(x_b) + d instead of g(x_b + d), i.e. lower by exactly
+    g(x_b + d) - g(x_b) - d = -lr A d, with d = x_AA - x_b."""
+    A, b, _ = _quadratic(n=20, seed=2)
+    lr = 1.0
+    runs = {}
+    for sync in ("blocking", "deferred"):
+        x = nn.Parameter(torch.zeros(20, dtype=torch.float64))
+        opt = AndersonAcceleration(torch.optim.SGD([x], lr=lr), history=4, every=4,
+                                   safeguard=True, safeguard_sync=sync)
+
+        def closure(x=x, opt=opt):
+            opt.zero_grad()
+            loss = 0.5 * x @ A @ x - b @ x
+            loss.backward()
+            return loss.detach()
+
+        closure.evaluate = lambda x=x: 0.5 * x @ A @ x - b @ x
+        xs = []
+        for _ in range(5):
+            closure()
+            opt.step(closure)
+            xs.append(x.detach().clone())
+        runs[sync] = (xs, dict(opt.counters))
+    (xb, cb), (xd, cd) = runs["blocking"], runs["deferred"]
+    assert cb["extrapolations"] == 1 and cd["extrapolations"] == 1  # step 4, resp. step 5
+    assert all(torch.equal(xb[i], xd[i]) for i in range(3))
+    d = xb[3] - xd[3]  # step 4: blocking at x_AA, deferred back at x_b
+    assert d.norm() > 1e-3
+    assert torch.allclose(xb[4] - xd[4], -lr * (A @ d), rtol=0, atol=1e-12)
+
+
+def test_deferred_safeguard_still_accelerates_a_linear_fixed_point():
+    A, b, xs = _quadratic()
+    plain = _iterations_to_closure(lambda p: torch.optim.SGD(p, lr=1.0), A, b, xs)
+    its = {s: _iterations_to_closure(lambda p, s=s: AndersonAcceleration(
+        torch.optim.SGD(p, lr=1.0), history=5, every=4, safeguard=True, safeguard_sync=s),
+        A, b, xs) for s in ("blocking", "deferred")}
+    assert its["deferred"] < plain / 3 and its["blocking"] < plain / 3, (plain, its)
+
+
+def _iterations_to_closure(opt_factory, A, b, xs, tol=1e-8, max_iter=3000):
+    x = nn.Parameter(torch.zeros(len(b), dtype=torch.float64))
+    opt = opt_factory([x])
+
+    def closure():
+        opt.zero_grad()
+        loss = 0.5 * x @ A @ x - b @ x
+        loss.backward()
+        return loss.detach()
+
+    closure.evaluate = lambda: 0.5 * x @ A @ x - b @ x
+    for it in range(1, max_iter + 1):
+        closure()
+        opt.step(closure)
+        if (x.detach() - xs).norm() / xs.norm() < tol:
+            return it
+    return max_iter + 1
+
+
+def test_deferred_decision_survives_a_checkpoint():
+    """A state dict taken right after an attempt carries the open decision: a resumed
+    optimizer continues bit for bit like the uninterrupted one."""
+    A, b, _ = _quadratic(n=10, seed=4)
+
+    def make():
+        x = nn.Parameter(torch.zeros(10, dtype=torch.float64))
+        opt = AndersonAcceleration(torch.optim.SGD([x], lr=1.0), history=4, every=4,
+                                   safeguard=True, safeguard_sync="deferred")
+
+        def closure():
+            opt.zero_grad()
+            loss = 0.5 * x @ A @ x - b @ x
+            loss.backward()
+            return loss.detach()
+
+        closure.evaluate = lambda: 0.5 * x @ A @ x - b @ x
+        return x, opt, closure
+
+    x1, o1, c1 = make()
+    for _ in range(4):
+        c1()
+        o1.step(c1)
+    assert o1._pending
+    state = o1.state_dict()
+    x2, o2, c2 = make()
+    with torch.no_grad():
+        x2.copy_(x1)
+    o2.load_state_dict(state)
+    for _ in range(6):
+        for c, o in ((c1, o1), (c2, o2)):
+            c()
+            o.step(c)
+    assert o1.counters == o2.counters and o1.counters["extrapolations"] >= 1
+    assert torch.equal(x1, x2)
+
+
+def test_bad_safeguard_sync_is_rejected():
+    w = nn.Parameter(torch.zeros(2))
+    with pytest.raises(ValueError, match="safeguard_sync"):
+        AndersonAcceleration(torch.optim.SGD([w], lr=0.1), safeguard_sync="later")
+
+
+@pytest.mark.parametrize("rows", [torch.float32, torch.float64])
+def test_ring_extrapolation_equals_the_published_formula(rows):
+    """The optimizer's extrapolation (``_DiffHistory.extrapolate``: operators per ring
+    position applied to the cached Gram matrix of the rows) equals the published formula
+    on the stored iterates at every ring position, through rebases and a restart."""
+    gen = torch.Generator().manual_seed(5)
+    h = _DiffHistory(5, 40, rows, torch.device("cpu"), rows)
+    xs, x = [], torch.zeros(40, dtype=torch.float64)
+    out = torch.empty(40, dtype=rows)
+    tol = 1e-9 if rows == torch.float64 else 2e-4
+    checked = 0
+    for k in range(17):
+        x = x + torch.randn(40, generator=gen, dtype=torch.float64) / (k + 1)
+        h.push(x.to(rows))
+        xs.append(x.to(rows).double())
+        if k == 8:
+            h.clear()
+            xs = []
+        xs = xs[-5:]
+        if len(xs) >= 3:
+            want = _naive_aa(torch.stack(xs, 1), 0.7, 1e-6)
+            got = h.extrapolate(0.7, 1e-6, out=out).double()
+            assert torch.allclose(got, want, atol=tol * float(want.abs().max())), k
+            checked += 1
+    assert checked >= 10
+
+
+def test_config_selects_the_deferred_decision():
+    model = nn.Linear(3, 1)
+    opt = build_optimizer(model, OptimConfig(name="anderson", aa_safeguard_sync="deferred"))
+    assert opt.safeguard_sync == "deferred" and opt.requires_closure
+    assert build_optimizer(model, OptimConfig(name="anderson")).safeguard_sync == "blocking"

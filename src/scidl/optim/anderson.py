@@ -51,6 +51,19 @@ Differences from the reference code:
 Distributed: the base step sees all-reduced gradients, so every rank holds the same
 iterates and computes the same x_AA; the safeguard losses are all-reduced so all ranks
 take the same decision. All ranks must call :meth:`step` together.
+
+Deferred decision (``safeguard_sync="deferred"``): the blocking all-reduce of the two
+losses is a synchronisation point in the middle of the step. Deferred, the attempt's step
+evaluates both losses, puts the parameters back at the base iterate x_b, keeps the
+displacement d = x_AA - x_b and starts the all-reduce asynchronously; the next step
+computes its gradient at x_b (its forward, backward and gradient all-reduce run while the
+scalar pair is in flight), takes the base step x_b -> g(x_b), then waits for the pair
+(done by then) and, if x_AA was better, moves to g(x_b) + d. Every rank waits for the same
+reduced pair, so all take the same decision. A rejected attempt leaves exactly the
+blocking trajectory; an accepted one lands at g(x_b) + d instead of g(x_b + d), which
+differs by g(x_b + d) - g(x_b) - d = (J_g - I) d + O(|d|^2) (for SGD, J_g - I = -lr H:
+small where AA works, the base map being near the identity per step). The history
+restarts at the new point. An attempt at the last step of a run is never applied.
 """
 
 from __future__ import annotations
@@ -97,6 +110,42 @@ def _coefficient_operators(c: int, beta: float) -> tuple[np.ndarray, np.ndarray,
     return d, p, base
 
 
+@functools.lru_cache(maxsize=256)
+def _ring_operators(depth: int, pos: int, count: int, beta: float
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(M, u, w0, Pw) for a ring of ``depth`` rows r_j whose ``count`` iterates end before
+    slot ``pos``: with S the (c-1) x depth map of the rows to Y_i = r_{idx_i} - r_{idx_last}
+    and (D, P, e) of :func:`_coefficient_operators`, M = D S, u = S^T e_{c-2},
+    w0 = e_{idx_last} + S^T e and Pw = S^T P, so that for the rows' Gram matrix G the
+    extrapolation is dR dR^T = M G M^T, dR f^T = -M G u and x_AA = base + (w0 - Pw gamma) R."""
+    c = count
+    idx = [(pos - c + i) % depth for i in range(c)]
+    sel = np.zeros((c - 1, depth))
+    sel[np.arange(c - 1), idx[:-1]] = 1.0
+    sel[:, idx[-1]] -= 1.0
+    d, p, base = _coefficient_operators(c, float(beta))
+    w0 = sel.T @ base
+    w0[idx[-1]] += 1.0
+    ops = (np.ascontiguousarray(d @ sel), np.ascontiguousarray(sel[c - 2]), w0,
+           np.ascontiguousarray(sel.T @ p))
+    for m in ops:
+        m.flags.writeable = False
+    return ops
+
+
+def _solve_gamma(mat: np.ndarray, rhs: np.ndarray, reg: float) -> np.ndarray:
+    """gamma of the regularised normal equations (``mat`` is overwritten)."""
+    lam = reg * float(np.trace(mat)) / mat.shape[0]
+    if lam > 0:  # regularised: positive definite, a Cholesky-class solve suffices
+        mat.flat[:: mat.shape[0] + 1] += lam
+        try:
+            return np.linalg.solve(mat, rhs)
+        except np.linalg.LinAlgError:
+            pass
+    # unregularised (or singular): the minimum-norm least-squares solution
+    return np.linalg.lstsq(mat, rhs, rcond=None)[0]
+
+
 def anderson_coefficients(gram_y: torch.Tensor | np.ndarray, beta: float, reg: float
                           ) -> torch.Tensor:
     """Coefficients a with x_AA = x_last + sum_i a_i (x_i - x_last) (i over older iterates).
@@ -123,17 +172,7 @@ def _coefficients_np(gy: np.ndarray, beta: float, reg: float) -> np.ndarray:
     drz = d @ gy  # D Y Y^T
     mat = drz @ d.T  # dR dR^T
     rhs = -drz[:, c - 2]  # dR f^T: f = x_last - X[-2] = -Y[c-2]
-    lam = reg * float(np.trace(mat)) / mat.shape[0]
-    gamma = None
-    if lam > 0:  # regularised: positive definite, a Cholesky-class solve suffices
-        mat.flat[:: mat.shape[0] + 1] += lam
-        try:
-            gamma = np.linalg.solve(mat, rhs)
-        except np.linalg.LinAlgError:
-            gamma = None
-    if gamma is None:  # unregularised (or singular): the minimum-norm least-squares solution
-        gamma = np.linalg.lstsq(mat, rhs, rcond=None)[0]
-    return base - p @ gamma
+    return base - p @ _solve_gamma(mat, rhs, reg)
 
 
 def relative_deviation(gram_d: torch.Tensor | np.ndarray) -> float:
@@ -224,7 +263,10 @@ class _DiffHistory:
             self.since = 0
         row = self._rows_np[self.pos]
         np.subtract(x, self._base_np, out=row)
-        np.dot(self._rows_np, row, out=self._v_np)  # the new Gram row/column: one gemv
+        # the new Gram row/column: one gemv, in torch (its thread setting; NumPy's BLAS
+        # would start its own threads for a gemv this size, whose hand-offs cost more
+        # than the product on a small model)
+        torch.mv(self.rows, self.rows[self.pos], out=self._v)
         self._g_np[self.pos] = self._v_np
         self._g_np[:, self.pos] = self._v_np
         newest = self.pos
@@ -284,6 +326,19 @@ class _DiffHistory:
         """:meth:`gram_np` as a tensor."""
         return torch.from_numpy(np.ascontiguousarray(self.gram_np()))
 
+    def extrapolate(self, beta: float, reg: float, out: torch.Tensor) -> torch.Tensor:
+        """x_AA of the stored iterates into ``out``: ``combine(coefficients(gram))``; for
+        host rows of the work dtype straight from the cached Gram matrix of the rows with
+        operators cached per ring position (a dozen NumPy calls, no index juggling)."""
+        if not (self.host and self.wide_rows and out.dtype == self.base.dtype
+                and out.device.type == "cpu" and out.is_contiguous()):
+            return self.combine(_coefficients_np(self.gram_np(), beta, reg), out=out)
+        m, u, w0, pw = _ring_operators(self.depth, self.pos, self.count, float(beta))
+        mg = m @ self._g_np
+        gamma = _solve_gamma(mg @ m.T, -(mg @ u), reg)
+        w = torch.from_numpy((w0 - pw @ gamma).astype(self._rows_np.dtype, copy=False))
+        return torch.addmv(self.base, self.rows.T, w, out=out)  # torch's threads (see push)
+
     def combine(self, coef: torch.Tensor | np.ndarray, out: torch.Tensor | None = None
                 ) -> torch.Tensor:
         """x_newest + sum_i coef_i (x_i - x_newest) (older vectors oldest first), into
@@ -295,12 +350,9 @@ class _DiffHistory:
         w_np[idx[-1]] += 1.0 - float(cf.sum())
         if out is None:
             out = torch.empty_like(self.base)
-        if self.host and out.dtype == self.base.dtype and out.device.type == "cpu" and out.is_contiguous():
-            on = out.numpy()
-            np.dot(w_np, self._rows_np, out=on)
-            on += self._base_np
-            return out
         w = torch.from_numpy(w_np)
+        if self.host and out.dtype == self.base.dtype and out.device.type == "cpu":
+            return torch.addmv(self.base, self.rows.T, w, out=out)  # torch's threads (see push)
         if self.wide_rows and self.rows.dtype == out.dtype == self.base.dtype:
             wd = w.to(device=self.rows.device, dtype=self.rows.dtype)
             return torch.addmv(self.base, self.rows.T, wd, out=out)
@@ -344,6 +396,13 @@ class AndersonAcceleration(torch.optim.Optimizer):
             forward pass without gradients; the trainer's closure has one) under
             ``torch.no_grad``, one all-reduce for both; closures without ``evaluate`` are
             called as in ``full``. ``full``: ``closure()`` twice (forward + backward each).
+        safeguard_sync: ``blocking``: the losses are all-reduced and the decision taken
+            in the attempt's step. ``deferred``: the step returns at the base iterate with
+            the all-reduce of the losses in flight; the next step waits for it after its
+            base step (by then it has long finished) and, if accepted, adds the
+            displacement x_AA - x_base to the new iterate. Rejected attempts give the
+            blocking trajectory exactly; accepted ones differ from it by the base map's
+            change over the displacement (see the module docstring).
         ma: moving average "off", "on" or "auto".
         ma_window: raw iterates averaged.
         ma_tol: relative-deviation tolerance for ``ma="auto"``.
@@ -358,11 +417,14 @@ class AndersonAcceleration(torch.optim.Optimizer):
         safeguard: bool = False, ma: str = "off", ma_window: int = 5, ma_tol: float = 0.2,
         history_dtype: torch.dtype = torch.float32, state_policy: str = "keep",
         process_group: Any = None, safeguard_eval: str = "forward",
+        safeguard_sync: str = "blocking",
     ) -> None:
         if ma not in ("off", "on", "auto") or state_policy not in ("keep", "reset_momentum", "reset"):
             raise ValueError(f"bad ma={ma!r} or state_policy={state_policy!r}")
         if safeguard_eval not in ("forward", "full"):
             raise ValueError(f"bad safeguard_eval={safeguard_eval!r} (forward or full)")
+        if safeguard_sync not in ("blocking", "deferred"):
+            raise ValueError(f"bad safeguard_sync={safeguard_sync!r} (blocking or deferred)")
         if not 0 < relaxation <= 1 or history < 1 or every < 1 or store_every < 1:
             raise ValueError("need 0 < relaxation <= 1 and history, every, store_every >= 1")
         self.base = base
@@ -372,7 +434,7 @@ class AndersonAcceleration(torch.optim.Optimizer):
                          reg=reg, relaxation=relaxation, ma=ma, ma_window=ma_window,
                          ma_tol=ma_tol, state_policy=state_policy)
         self.requires_closure = safeguard
-        self.safeguard_eval = safeguard_eval
+        self.safeguard_eval, self.safeguard_sync = safeguard_eval, safeguard_sync
         self.history_dtype, self.process_group = history_dtype, process_group
         params = self._params()
         n = sum(p.numel() for p in params)
@@ -401,6 +463,11 @@ class AndersonAcceleration(torch.optim.Optimizer):
         self._slices: dict[int, list[torch.Tensor]] = {}
         # the safeguard's two losses, reduced together (preallocated, float64)
         self._pair = torch.zeros(2, dtype=torch.float64, device=dev)
+        # deferred safeguard: an attempt whose decision waits for the next step; its
+        # displacement x_AA - x_base is kept in self._x_aa, the loss pair's all-reduce in
+        # flight (None: no collective, or already waited for)
+        self._pending = False
+        self._pending_work: Any = None
         self._fresh = False  # self._x holds the current parameters (stored this step)
         self.counters: dict[str, Any] = {"steps": 0, "extrapolations": 0, "rejected": 0, "ma_active": ma == "on"}
         self.last_deviation = float("nan")
@@ -462,6 +529,8 @@ class AndersonAcceleration(torch.optim.Optimizer):
         o, c = self.opts, self.counters
         c["steps"] += 1
         self._fresh = False
+        if self._pending:  # the previous step's deferred decision, before this step's store
+            self._resolve_pending()
         if c["steps"] % o["store_every"] == 0:
             self._store(self._flat(params))
             self._fresh = True
@@ -506,8 +575,7 @@ class AndersonAcceleration(torch.optim.Optimizer):
 
     def _extrapolate(self, closure: Callable[[], Any] | None) -> None:
         o, c = self.opts, self.counters
-        coef = _coefficients_np(self._hist.gram_np(), o["relaxation"], o["reg"])
-        x_aa = self._hist.combine(coef, out=self._x_aa)
+        x_aa = self._hist.extrapolate(o["relaxation"], o["reg"], out=self._x_aa)
         if not math.isfinite(float(x_aa.sum())):  # any NaN/Inf makes the sum non-finite
             c["rejected"] += 1
             return
@@ -516,6 +584,9 @@ class AndersonAcceleration(torch.optim.Optimizer):
             x_k = self._x if self._fresh else self._x_k  # _x: this step's parameters
             if not self._fresh:
                 x_k.copy_(self._flat())
+            if self.safeguard_sync == "deferred":
+                self._defer(closure, x_k, x_aa)
+                return
             before, after = self._safeguard_losses(closure, x_aa)
             if not (after < before):  # NaN-safe: reject unless strictly better
                 self._assign(x_k)
@@ -523,14 +594,75 @@ class AndersonAcceleration(torch.optim.Optimizer):
                 return
         else:
             self._assign(x_aa)
+        self._accepted(x_aa)
+
+    def _accepted(self, x_new: torch.Tensor | None) -> None:
+        """Bookkeeping of an accepted extrapolation: the history (and the averaging
+        window) restart from ``x_new`` (None: from this step's store), the base state
+        policy applies."""
+        c = self.counters
         self._hist.clear()  # restart: keep the history a consistent fixed-point sequence
         if self._win is not None:
             self._win.clear()  # averages restart from x_AA too
-            self._win.push(x_aa)
-        if not c["ma_active"]:
-            self._hist.push(x_aa)
+            if x_new is not None:
+                self._win.push(x_new)
+        if x_new is not None and not c["ma_active"]:
+            self._hist.push(x_new)
         c["extrapolations"] += 1
         self._apply_state_policy()
+
+    # ------------------------------------------------------------------ deferred safeguard
+    def _defer(self, closure: Callable[[], Any], x_k: torch.Tensor, x_aa: torch.Tensor) -> None:
+        """Deferred safeguard, at the attempt's step: this rank's two losses (at the base
+        iterate ``x_k`` and at ``x_aa``) go into the pair, whose all-reduce is started
+        without waiting; the parameters return to ``x_k`` and the displacement
+        ``x_aa - x_k`` is kept (in ``self._x_aa``) for the next step's decision."""
+        t = self._pair
+        evaluate = getattr(closure, "evaluate", None)
+        if self.safeguard_eval == "full" or evaluate is None:
+            t[0] = self._local_loss(closure)
+            self._assign(x_aa)
+            t[1] = self._local_loss(closure)
+        else:
+            with torch.no_grad():  # forward only: no backward, no gradient all-reduce
+                t[0].copy_(torch.as_tensor(evaluate()).reshape(()))
+                self._assign(x_aa)
+                t[1].copy_(torch.as_tensor(evaluate()).reshape(()))
+        self._assign(x_k)  # the next step's gradient is taken at the base iterate
+        x_aa.sub_(x_k)
+        world = self._world_size()
+        self._pending_work = (dist.all_reduce(t, group=self.process_group, async_op=True)
+                              if world > 1 else None)
+        self._pending = True
+
+    def _wait_pending(self) -> tuple[float, float]:
+        """The pending attempt's rank-mean (before, after) losses (waits for the reduce)."""
+        t = self._pair
+        if self._pending_work is not None:
+            self._pending_work.wait()
+            self._pending_work = None
+            t /= self._world_size()
+        before, after = t.tolist()
+        return before, after
+
+    def _resolve_pending(self) -> None:
+        """The previous step's deferred decision, after this step's base step: accepted,
+        the displacement x_AA - x_base is added to the new base iterate and the history
+        restarts there; rejected, nothing changes (the base iterate was kept)."""
+        before, after = self._wait_pending()
+        self._pending = False
+        if not (after < before):  # NaN-safe: reject unless strictly better
+            self.counters["rejected"] += 1
+            return
+        x = self._flat()
+        x.add_(self._x_aa)
+        self._assign(x)
+        self._accepted(None)
+
+    def _local_loss(self, closure: Callable[[], Any]) -> float:
+        with torch.enable_grad():
+            loss = closure()
+        return float(torch.as_tensor(loss, dtype=torch.float64).detach().reshape(()))
 
     def _safeguard_losses(self, closure: Callable[[], Any], x_aa: torch.Tensor
                           ) -> tuple[float, float]:
@@ -541,15 +673,19 @@ class AndersonAcceleration(torch.optim.Optimizer):
             before = self._global_loss(closure)
             self._assign(x_aa)
             return before, self._global_loss(closure)
-        t = self._pair  # preallocated on the parameters' device: no host copy until tolist
         with torch.no_grad():  # forward only: no backward, no gradient all-reduce
-            t[0].copy_(torch.as_tensor(evaluate()).reshape(()))
+            loss_before = evaluate()
             self._assign(x_aa)
-            t[1].copy_(torch.as_tensor(evaluate()).reshape(()))
+            loss_after = evaluate()
         world = self._world_size()
-        if world > 1:  # one scalar pair for both losses (gloo/nccl: on the tensor's device)
-            dist.all_reduce(t, group=self.process_group)
-            t /= world
+        if world == 1:
+            return float(loss_before), float(loss_after)
+        t = self._pair  # preallocated on the parameters' device: no host copy until tolist
+        t[0].copy_(torch.as_tensor(loss_before).reshape(()))
+        t[1].copy_(torch.as_tensor(loss_after).reshape(()))
+        # one scalar pair for both losses (gloo/nccl: on the tensor's device)
+        dist.all_reduce(t, group=self.process_group)
+        t /= world
         before, after = t.tolist()  # the one host sync: the decision needs the values
         return before, after
 
@@ -582,8 +718,10 @@ class AndersonAcceleration(torch.optim.Optimizer):
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """Base optimizer state plus the Anderson history and counters."""
-        aa = {"counters": dict(self.counters), "history": self._hist.state(),
-              "last_deviation": self.last_deviation}
+        aa: dict[str, Any] = {"counters": dict(self.counters), "history": self._hist.state(),
+                              "last_deviation": self.last_deviation}
+        if self._pending:  # a deferred decision still open: its reduced losses and displacement
+            aa["pending"] = {"pair": list(self._wait_pending()), "delta": self._x_aa.clone()}
         if self._win is not None:
             aa["window"] = self._win.state()
         return {"base": self.base.state_dict(), "anderson": aa}
@@ -597,6 +735,11 @@ class AndersonAcceleration(torch.optim.Optimizer):
         self._hist.load(aa["history"])
         if self._win is not None and "window" in aa:
             self._win.load(aa["window"])
+        pending = aa.get("pending")
+        self._pending, self._pending_work = pending is not None, None
+        if pending is not None:
+            self._pair.copy_(torch.as_tensor(pending["pair"], dtype=torch.float64))
+            self._x_aa.copy_(pending["delta"])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if getattr(self, "base", None) is not None and hasattr(self, "_hist"):
@@ -623,5 +766,6 @@ def anderson_from_config(params: Iterable[Any], cfg: OptimConfig) -> AndersonAcc
         safeguard=cfg.aa_safeguard, ma=cfg.aa_ma, ma_window=cfg.aa_ma_window,
         ma_tol=cfg.aa_ma_tol, history_dtype=_DTYPES[cfg.aa_history_dtype],
         state_policy=cfg.aa_state_policy, safeguard_eval=cfg.aa_safeguard_eval,
+        safeguard_sync=cfg.aa_safeguard_sync,
     )
 

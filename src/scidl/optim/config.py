@@ -52,6 +52,10 @@ class OptimConfig(BaseModel):
             uses ``closure.evaluate`` when the closure has one, as the trainer's does) or
             ``full`` (the closure itself twice: forward + backward and, under DDP, a
             gradient all-reduce each; the earlier behaviour, kept for comparisons).
+        aa_safeguard_sync: when the ranks agree on the safeguard's decision: ``blocking``
+            (the losses are all-reduced and the decision taken in the attempt's step) or
+            ``deferred`` (the all-reduce runs during the next step, which starts from the
+            base iterate; accepted, the displacement x_AA - x_base is added one step late).
         aa_ma: moving average of iterates: off, on, or auto (on while the relative
             deviation exceeds ``aa_ma_tol``).
         aa_ma_window: iterates in the moving-average window.
@@ -105,6 +109,8 @@ class OptimConfig(BaseModel):
     aa_safeguard: bool = Field(True, description="keep x_AA only if the loss decreased")
     aa_safeguard_eval: Literal["forward", "full"] = Field(
         "forward", description="safeguard losses: forward-only passes, or full closure calls")
+    aa_safeguard_sync: Literal["blocking", "deferred"] = Field(
+        "blocking", description="safeguard decision: in the attempt's step, or one step late")
     aa_ma: Literal["off", "on", "auto"] = Field("off", description="moving average of iterates")
     aa_ma_window: int = Field(5, ge=2, description="moving-average window (iterates)")
     aa_ma_tol: float = Field(0.2, gt=0, le=1, description="relative-deviation tolerance (auto)")
