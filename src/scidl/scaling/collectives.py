@@ -310,6 +310,14 @@ def measure_probe_step(n: int = 192, inner: int = 24, rounds: int = 12, blocks: 
     return min(samples) if fastest else statistics.median(samples)
 
 
+def contention_fields(probe_step_s: float, cores: int | None = None) -> dict[str, Any]:
+    """The hardware-file fields that calibrate the contention model of ranks sharing
+    cores (:mod:`scidl.scaling.contention`) beside ``compute_slowdown``: the probe's
+    one-rank step w (:func:`measure_probe_step`) and the cores C the ranks share."""
+    return {"probe_step_s": float(probe_step_s),
+            "concurrent_devices": int(cores or os.cpu_count() or 1)}
+
+
 def measure_matmul_flops(n: int = 384, repeats: int = 5) -> float:
     """Sustained FLOP/s of one thread on a float32 matmul (2n³ FLOPs), median of repeats."""
     import torch
