@@ -255,6 +255,14 @@ def render(d: dict[str, Any]) -> str:
         lines.append("Measured compute slowdown of p busy ranks on the shared cores "
                      "(`compute_slowdown` of each hardware file, the probe): "
                      + "; ".join(parts) + ".")
+    fits = [(link, hw["inter"]) for link, hw in d["hardware"].items() if hw.get("inter")]
+    if fits:
+        lines.append("Link fit (the `inter` level of each hardware file"
+                     + (", refitted from the stored calibration timings, `calibration_rows`"
+                        if d.get("calibration_rows") else "") + "): "
+                     + "; ".join(f"{link}: α = {lv['alpha'] * 1e3:.2f} ms, allreduce per-byte "
+                                 f"rate 1/(β + γ/2) = {1e-6 / (lv['beta'] + lv['gamma'] / 2):.1f} "
+                                 f"MB/s" for link, lv in fits) + ".")
     if share:
         lines.append("Probe step on one rank alone (w, `contention` in the results file): "
                      + "; ".join(f"{link}: {c['probe_step_s'] * 1e3:.2f} ms on {c['cores']} "
