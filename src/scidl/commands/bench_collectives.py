@@ -116,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"one-thread matmul: {flops / 1e9:.1f} GFLOP/s")
     for p, factor in slowdown.items():
         print(f"  compute slowdown of the slowest of {p} busy ranks: x{factor:.2f}")
+    if hw.probe_step_s:
+        print(f"  probe step on one rank alone: {hw.probe_step_s * 1e3:.2f} ms "
+              f"({hw.concurrent_devices} cores)")
     print(f"hardware profile: {hw_path}\nresults: {out / 'bench.json'}")
     return 0
 
