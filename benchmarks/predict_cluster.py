@@ -261,7 +261,7 @@ def render(d: dict[str, Any]) -> str:
                      + (", refitted from the stored calibration timings, `calibration_rows`"
                         if d.get("calibration_rows") else "") + "): "
                      + "; ".join(f"{link}: α = {lv['alpha'] * 1e3:.2f} ms, allreduce per-byte "
-                                 f"rate 1/(β + γ/2) = {1e-6 / (lv['beta'] + lv['gamma'] / 2):.1f} "
+                                 f"rate 1/(β + γ/2) = {1e-6 / (lv['beta'] + lv.get('gamma', 0.0) / 2):.1f} "
                                  f"MB/s" for link, lv in fits) + ".")
     if share:
         lines.append("Probe step on one rank alone (w, `contention` in the results file): "
