@@ -95,67 +95,83 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def sync_count(profile: dict[str, Any], hardware: dict[str, Any], nodes: int, comm: str) -> int:
-    """Collectives per step of ``comm`` at ``nodes`` ranks: every bucket's plan
-    (:meth:`Compression.plan`), each one a point where every rank must be on a core."""
+    """Collectives per step of ``comm`` at ``nodes`` ranks
+    (:func:`scidl.scaling.predict.sync_count`)."""
+    from scidl.scaling import predict as pr
     from scidl.scaling.costmodel import parse_comm
     from scidl.scaling.hardware import Hardware
-    from scidl.scaling.predict import StepProfile, comm_buckets
 
-    prof = StepProfile.model_validate(profile)
+    prof = pr.StepProfile.model_validate(profile)
     comp, _ = parse_comm(comm)
-    return sum(len(comp.plan(int(b // 4), nodes, shapes))
-               for b, shapes in comm_buckets(prof, Hardware.model_validate(hardware), comp))
+    return pr.sync_count(pr.comm_buckets(prof, Hardware.model_validate(hardware), comp),
+                         nodes, comp)
+
+
+def with_sharing(hardware: dict[str, Any], sharing: dict[str, Any] | None) -> dict[str, Any]:
+    """The hardware file with the contention calibration (``cores``, ``probe_step_s``) in
+    it, as ``scidl bench-collectives`` now writes it (a file from before lacks it)."""
+    if sharing is None or not hardware.get("compute_slowdown"):
+        return hardware
+    return {**hardware, "probe_step_s": float(sharing["probe_step_s"]),
+            "concurrent_devices": int(sharing["cores"])}
 
 
 def contention_factor(profile: dict[str, Any], hardware: dict[str, Any], nodes: int, comm: str,
                       sharing: dict[str, Any]) -> float:
-    """Compute slowdown of one rank at ``nodes`` ranks sharing the machine's cores
-    (:mod:`scidl.scaling.contention`): processor sharing plus the probe's delay per
+    """Compute slowdown of one rank at ``nodes`` ranks sharing the machine's cores, as
+    ``scidl predict`` computes it (:func:`scidl.scaling.predict.contention`, the model of
+    :mod:`scidl.scaling.contention`): processor sharing plus the probe's delay per
     collective, spread over this step's compute (the profile's compute and the
     strategy's own computation, one rank alone)."""
-    from scidl.scaling.contention import CoreSharing
-    from scidl.scaling.costmodel import parse_comm, spec_of
+    return predict_row(profile, hardware, nodes, comm, sharing)["slowdown"]
 
-    comp, _ = parse_comm(comm)
-    codec = (profile.get("codec_fraction") or {}).get(spec_of(comp.config), 0.0)
-    compute = float(profile["compute_s"]) * (1.0 + codec)
-    cs = CoreSharing(cores=int(sharing["cores"]), probe_step_s=float(sharing["probe_step_s"]),
-                     probe_slowdown={int(k): float(v) for k, v in
-                                     hardware.get("compute_slowdown", {}).items()})
-    return cs.factor(nodes, compute, sync_count(profile, hardware, nodes, comm))
+
+def refit_link(hardware: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The hardware file with its link levels refitted from the calibration's timings by
+    the current fit (:func:`scidl.scaling.collectives.fit_alpha_beta_gamma`)."""
+    from scidl.scaling.collectives import fit_alpha_beta_gamma
+
+    fit = fit_alpha_beta_gamma(rows)
+    out = dict(hardware)
+    for key in ("inter", "intra"):
+        if out.get(key):
+            out[key] = {**out[key], "alpha": fit["alpha"], "beta": fit["beta"],
+                        "gamma": fit["gamma"],
+                        "note": f"{fit['method']} fit of {fit['n']} timings (calibration_rows), "
+                                f"rel. rms error {fit['rel_rms']:.2f}"}
+    return out
 
 
 def predict_row(profile: dict[str, Any], hardware: dict[str, Any], nodes: int, comm: str,
                 sharing: dict[str, Any] | None = None) -> dict[str, float]:
-    """The cost model's step breakdown for one row (weak scaling: batch per rank fixed).
+    """The cost model's step breakdown for one row (weak scaling: batch per rank fixed),
+    by :func:`scidl.scaling.predict.predict_point`, as ``scidl predict`` computes it.
 
     ``sharing`` (``cores``, ``probe_step_s``): the ranks share this machine's cores; the
-    compute slowdown at ``nodes`` is the contention model's (:func:`contention_factor`)
+    compute slowdown at ``nodes`` is the contention model's (:func:`with_sharing`)
     instead of the probe's factor as it was measured. None: the probe's factor."""
     from scidl.scaling.costmodel import parse_comm
     from scidl.scaling.hardware import Hardware
     from scidl.scaling.predict import StepProfile, predict_point
 
-    slow = dict(hardware.get("compute_slowdown") or {})
-    if sharing is not None and slow:
-        slow = {int(k): float(v) for k, v in slow.items()}
-        slow[nodes] = contention_factor(profile, hardware, nodes, comm, sharing)
-        hardware = {**hardware, "compute_slowdown": slow}
     prof = StepProfile.model_validate(profile)
-    hw = Hardware.model_validate(hardware)
+    hw = Hardware.model_validate(with_sharing(hardware, sharing))
     comp, alg = parse_comm(comm)
     pt = predict_point(prof, hw, nodes, algorithm=alg, comp=comp)
     keys = ("step_s", "compute_s", "codec_s", "comm_s", "exposed_comm_s", "interference_s",
-            "straggler_s", "io_stall_s")
-    out = {k: float(pt[k]) for k in keys}
-    out["slowdown"] = float(hw.compute_slowdown.get(nodes, 1.0))
-    return out
+            "straggler_s", "io_stall_s", "slowdown")
+    return {k: float(pt[k]) for k in keys}
 
 
 def repredict(d: dict[str, Any]) -> dict[str, Any]:
     """Recompute every row's prediction and error and the summary from the stored
     profile, hardware files and contention calibration (``contention``: cores and the
-    probe's step length per link; without it, the probe's factor as measured)."""
+    probe's step length per link; without it, the probe's factor as measured). A link
+    whose calibration timings are stored (``calibration_rows``) is refitted first, so a
+    change of the link fit is re-checked too."""
+    for link, rows in (d.get("calibration_rows") or {}).items():
+        if link in d["hardware"]:
+            d["hardware"][link] = refit_link(d["hardware"][link], rows)
     for r in d["rows"]:
         hw = d["hardware"].get(r["link"])
         if hw is None:
@@ -239,6 +255,14 @@ def render(d: dict[str, Any]) -> str:
         lines.append("Measured compute slowdown of p busy ranks on the shared cores "
                      "(`compute_slowdown` of each hardware file, the probe): "
                      + "; ".join(parts) + ".")
+    fits = [(link, hw["inter"]) for link, hw in d["hardware"].items() if hw.get("inter")]
+    if fits:
+        lines.append("Link fit (the `inter` level of each hardware file"
+                     + (", refitted from the stored calibration timings, `calibration_rows`"
+                        if d.get("calibration_rows") else "") + "): "
+                     + "; ".join(f"{link}: α = {lv['alpha'] * 1e3:.2f} ms, allreduce per-byte "
+                                 f"rate 1/(β + γ/2) = {1e-6 / (lv['beta'] + lv.get('gamma', 0.0) / 2):.1f} "
+                                 f"MB/s" for link, lv in fits) + ".")
     if share:
         lines.append("Probe step on one rank alone (w, `contention` in the results file): "
                      + "; ".join(f"{link}: {c['probe_step_s'] * 1e3:.2f} ms on {c['cores']} "

@@ -130,3 +130,26 @@ def test_repredict_uses_the_stored_contention_calibration():
     text = b.render(d)
     assert "| 1gbit | 2 | dense | 0.061 | 0.061 [0.060–0.070] | +0% | ×1.05 | 0.021 |" in text
     assert "1gbit: 2.00 ms on 2 cores, load 1.2" in text
+
+
+def test_repredict_refits_the_link_from_the_stored_timings():
+    from scidl.scaling.collectives import model_coefficients
+
+    b = _bench()
+    # timings of a 125 MB/s link whose first 500 KB per rank pass at 400 MB/s
+    rows = []
+    for n in (2**16, 2**18, 2**20, 2**22):
+        for op in ("allreduce", "allgather"):
+            ka, kb, _ = model_coefficients(op, 2, n)
+            wire = kb / 4e8 if kb <= 5e5 else 5e5 / 4e8 + (kb - 5e5) / 125e6
+            rows.append({"op": op, "ranks": 2, "bytes": n, "time_s": ka * 1e-4 + wire})
+    d = {"profile": PROFILE, "hardware": {"1gbit": HW}, "calibration_rows": {"1gbit": rows},
+         "rows": [{"link": "1gbit", "link_bits": 10**9, "nodes": 2, "comm": "dense",
+                   "measured_s": 0.06, "measured_min_s": 0.06, "measured_max_s": 0.06}]}
+    b.repredict(d)
+    inter = d["hardware"]["1gbit"]["inter"]
+    # allreduce's cost per byte (β + γ/2): the sustained rate, not the burst's
+    assert 1 / (inter["beta"] + inter["gamma"] / 2) == pytest.approx(125e6, rel=0.03)
+    assert "marginal fit of 8 timings" in inter["note"]
+    # 4 MB allreduce on 2 ranks at the sustained rate: ≈ 32 ms + 2α, not the burst's
+    assert d["rows"][0]["predicted"]["comm_s"] == pytest.approx(0.032, rel=0.05)

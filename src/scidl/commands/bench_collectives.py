@@ -47,11 +47,13 @@ def run(args: argparse.Namespace) -> int:
     from scidl.runtime.plotting import caption_text, provenance
     from scidl.scaling.collectives import (
         OPS,
+        contention_fields,
         fit_alpha_beta_gamma,
         fit_by_ranks,
         local_hardware,
         measure_compute_slowdown,
         measure_matmul_flops,
+        measure_probe_step,
         run_bench,
         size_sweep,
     )
@@ -91,9 +93,11 @@ def run(args: argparse.Namespace) -> int:
     # as p processes on one node do, so the probe runs for every node count up to its size
     probe = cluster_probe_counts(spec.nodes) if spec is not None else nprocs
     slowdown = {} if args.no_compute_probe else measure_compute_slowdown(probe)
-    hw = Hardware.model_validate(
-        cluster_hardware(spec, fit, flops, slowdown) if spec is not None
-        else local_hardware(fit, flops, max(nprocs), per_p, slowdown))
+    hw_dict = (cluster_hardware(spec, fit, flops, slowdown) if spec is not None
+               else local_hardware(fit, flops, max(nprocs), per_p, slowdown))
+    if slowdown:  # the contention model reads the probe against its one-rank step
+        hw_dict.update(contention_fields(measure_probe_step()))
+    hw = Hardware.model_validate(hw_dict)
     hw_path = save_hardware(hw, args.hardware_out or out / "hardware.yaml")
     prov = provenance()
     atomic_write_text(out / "bench.json", json.dumps(
@@ -112,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"one-thread matmul: {flops / 1e9:.1f} GFLOP/s")
     for p, factor in slowdown.items():
         print(f"  compute slowdown of the slowest of {p} busy ranks: x{factor:.2f}")
+    if hw.probe_step_s:
+        print(f"  probe step on one rank alone: {hw.probe_step_s * 1e3:.2f} ms "
+              f"({hw.concurrent_devices} cores)")
     print(f"hardware profile: {hw_path}\nresults: {out / 'bench.json'}")
     return 0
 

@@ -10,8 +10,14 @@ The fit solves, by non-negative weighted least squares over every measured (op, 
     allgather:      t =  (p−1)·α +  (p−1)/p·n·β
     reduce-scatter: t =  (p−1)·α +  (p−1)/p·n·(β + γ)
 
-with weights 1/t, so small (latency-bound) and large (bandwidth-bound) messages count
-alike in relative terms.
+in two stages (:func:`fit_alpha_beta_gamma`): β and γ from the marginal cost of a byte
+(the time differences between consecutive sizes of each (op, p) series, in absolute
+time, so the largest, bandwidth-bound messages carry them), then α from every timing
+given β and γ, with weights 1/t, so the small, latency-bound messages carry it. On a
+link that follows the α-β model this is the plain fit; on a shaped link whose token
+bucket lets the first few hundred kilobytes through faster than the sustained rate it
+keeps the sustained rate, the one a training step's megabyte-sized buckets see (a fit
+of every size alike in relative terms read 1.7 Gbit/s on a 1 Gbit/s link).
 """
 
 from __future__ import annotations
@@ -49,15 +55,49 @@ def model_coefficients(op: str, p: int, n: float) -> tuple[float, float, float]:
     raise KeyError(f"unknown collective {op!r}; choices: {', '.join(OPS)}")
 
 
-def fit_alpha_beta_gamma(samples: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Fit α, β, γ ≥ 0 to rows ``{"op", "ranks", "bytes", "time_s"}``.
-
-    Returns ``alpha``, ``beta``, ``gamma``, ``bandwidth`` (1/β), ``rel_rms`` (root mean
-    square relative error of the fit) and ``n`` (rows used). γ is only identifiable
-    when the rows mix reducing and non-reducing collectives; otherwise it is 0.
-    """
+def _scaled_nnls(a: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Non-negative least squares of ``a·x ≈ t`` with the columns scaled to 1."""
     from scipy.optimize import nnls
 
+    scale = np.abs(a).max(axis=0)
+    scale[scale == 0] = 1.0
+    x, _ = nnls(a / scale, t)
+    return np.asarray(x / scale, float)
+
+
+def marginal_rows(rows: Sequence[dict[str, Any]], coef: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(Δ coefficients, Δ time) between consecutive message sizes of each (op, p) series:
+    the cost of the extra bytes alone, free of α and of any fixed cost per call."""
+    series: dict[tuple[str, int], list[int]] = {}
+    for i, s in enumerate(rows):
+        series.setdefault((s["op"], int(s["ranks"])), []).append(i)
+    da, dt = [], []
+    for idx in series.values():
+        idx.sort(key=lambda i: rows[i]["bytes"])
+        for i, j in zip(idx, idx[1:], strict=False):
+            if rows[j]["bytes"] > rows[i]["bytes"]:
+                da.append(coef[j] - coef[i])
+                dt.append(float(rows[j]["time_s"]) - float(rows[i]["time_s"]))
+    return np.array(da, float).reshape(-1, coef.shape[1]), np.array(dt, float)
+
+
+def fit_alpha_beta_gamma(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Fit α, β, γ ≥ 0 to rows ``{"op", "ranks", "bytes", "time_s"}``.
+
+    β and γ: least squares on the time differences between consecutive sizes of each
+    (op, p) series (:func:`marginal_rows`), in absolute time: the largest messages, the
+    bandwidth-bound ones, weigh most, and α cancels, as does a token bucket's burst
+    allowance once both sizes exceed the bucket. α: least squares of the time left
+    after β and γ over every row, with weights 1/t (latency-bound rows weigh as much as
+    the others). Without two sizes of one series, one fit of all three with weights
+    1/t (``method`` says which).
+
+    Returns ``alpha``, ``beta``, ``gamma``, ``bandwidth`` (1/β), ``rel_rms`` (root mean
+    square relative error of the fit over all rows), ``n`` (rows used) and ``method``.
+    γ is only identifiable when the rows mix reducing and non-reducing collectives;
+    otherwise it is 0.
+    """
     rows = [s for s in samples if s["ranks"] > 1 and s["time_s"] > 0]
     if len(rows) < 2:
         raise ValueError("need at least two timings with more than one rank to fit α, β")
@@ -68,10 +108,17 @@ def fit_alpha_beta_gamma(samples: Sequence[dict[str, Any]]) -> dict[str, float]:
     if not has_gamma:
         a = a[:, :2]
     w = 1.0 / t
-    scale = np.abs(a).max(axis=0)
-    scale[scale == 0] = 1.0
-    x, _ = nnls((a / scale) * w[:, None], t * w)
-    x = x / scale
+    da, dt = marginal_rows(rows, a[:, 1:])
+    if len(dt) >= a.shape[1] - 1 and np.any(da != 0):
+        per_byte = _scaled_nnls(da, dt)
+        rest = t - a[:, 1:] @ per_byte
+        k = a[:, 0] * w
+        alpha = max(0.0, float(np.dot(k, rest * w) / np.dot(k, k))) if np.any(k) else 0.0
+        x = np.concatenate([[alpha], per_byte])
+        method = "marginal"
+    else:
+        x = _scaled_nnls(a * w[:, None], t * w)
+        method = "relative"
     alpha, beta = float(x[0]), float(x[1])
     gamma = float(x[2]) if has_gamma else 0.0
     pred = a @ x
@@ -83,6 +130,7 @@ def fit_alpha_beta_gamma(samples: Sequence[dict[str, Any]]) -> dict[str, float]:
         "bandwidth": 1.0 / beta if beta > 0 else float("inf"),
         "rel_rms": rel,
         "n": len(rows),
+        "method": method,
     }
 
 
@@ -260,6 +308,14 @@ def measure_probe_step(n: int = 192, inner: int = 24, rounds: int = 12, blocks: 
     finally:
         torch.set_num_threads(threads)
     return min(samples) if fastest else statistics.median(samples)
+
+
+def contention_fields(probe_step_s: float, cores: int | None = None) -> dict[str, Any]:
+    """The hardware-file fields that calibrate the contention model of ranks sharing
+    cores (:mod:`scidl.scaling.contention`) beside ``compute_slowdown``: the probe's
+    one-rank step w (:func:`measure_probe_step`) and the cores C the ranks share."""
+    return {"probe_step_s": float(probe_step_s),
+            "concurrent_devices": int(cores or os.cpu_count() or 1)}
 
 
 def measure_matmul_flops(n: int = 384, repeats: int = 5) -> float:

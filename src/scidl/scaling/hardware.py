@@ -76,6 +76,13 @@ class Hardware(BaseModel):
         description="measured slowest-rank compute slowdown with p ranks busy (p -> factor); "
         "replaces the concurrent_devices rule at that p",
     )
+    probe_step_s: float | None = Field(
+        default=None, gt=0,
+        description="one rank's compute-probe step alone (w, s). With compute_slowdown and "
+        "concurrent_devices (the cores C) it calibrates the contention model "
+        "(scidl.scaling.contention): compute at p slows by max(1, p/C) plus the probe's "
+        "delay per collective spread over the step's compute; None: compute_slowdown[p] as "
+        "measured")
     straggler_cv: float = Field(
         default=0.0, ge=0,
         description="per-rank step-time spread relative to the step (σ/median) on this machine, "

@@ -197,13 +197,12 @@ def split_buckets(grad_bytes: float, cap: float, first: float = DDP_FIRST_BUCKET
     return out
 
 
-def compute_time(profile: StepProfile, hw: Hardware, p: int, mode: str) -> float:
-    """Per-rank compute seconds per step on ``hw`` at ``p`` ranks.
+def compute_alone(profile: StepProfile, hw: Hardware, p: int, mode: str) -> float:
+    """Per-rank compute seconds per step on ``hw`` at ``p`` ranks, before contention.
 
     A time measured on another device is moved to ``hw`` by the ratio of sustained
-    FLOP/s (or computed from ``flops_per_step``); strong scaling divides it by p; at p
-    ranks it is multiplied by the measured ``hw.compute_slowdown[p]`` when calibrated,
-    else ranks beyond ``hw.concurrent_devices`` time-share the cores (factor p/cores).
+    FLOP/s (or computed from ``flops_per_step``); strong scaling divides it by p (or
+    reads the batch-efficiency curve at the local batch).
     """
     t = profile.compute_s
     if not hw.measured_here and hw.sustained_flops:
@@ -218,18 +217,48 @@ def compute_time(profile: StepProfile, hw: Hardware, p: int, mode: str) -> float
                 b, profile.batch_curve)
         else:
             t /= p
-    return t * contention(hw, p)
+    return t
 
 
-def contention(hw: Hardware, p: int) -> float:
-    """Factor by which compute slows with p ranks busy: the measured
+def compute_time(profile: StepProfile, hw: Hardware, p: int, mode: str,
+                 slow: float | None = None) -> float:
+    """Per-rank compute seconds per step on ``hw`` at ``p`` ranks: :func:`compute_alone`
+    times the contention factor ``slow`` (default: the measured factor,
+    :func:`contention` without the step's compute; :func:`predict_point` passes the
+    contention model's for the step's collectives)."""
+    t = compute_alone(profile, hw, p, mode)
+    return t * (contention(hw, p) if slow is None else slow)
+
+
+def contention(hw: Hardware, p: int, compute_s: float | None = None, syncs: int = 0) -> float:
+    """Factor by which compute slows with p ranks busy.
+
+    With a calibrated contention model (``hw.compute_slowdown``, ``hw.probe_step_s`` and
+    the cores ``hw.concurrent_devices``): processor sharing max(1, p/C) plus the probe's
+    delay per collective, ``syncs`` of them spread over ``compute_s`` seconds of one
+    rank's compute (:mod:`scidl.scaling.contention`). Else the measured
     ``hw.compute_slowdown[p]`` when calibrated, else p/cores beyond
     ``hw.concurrent_devices`` (time-sharing), else 1."""
+    if (hw.probe_step_s and hw.concurrent_devices and hw.compute_slowdown
+            and compute_s is not None):
+        from scidl.scaling.contention import CoreSharing
+
+        model = CoreSharing(hw.concurrent_devices, hw.probe_step_s, hw.compute_slowdown)
+        return model.factor(p, compute_s, syncs)
     if p in hw.compute_slowdown:
         return hw.compute_slowdown[p]
     if hw.concurrent_devices and p > hw.concurrent_devices:
         return p / hw.concurrent_devices
     return 1.0
+
+
+def sync_count(buckets: Sequence[tuple[float, list[list[int]] | None]], p: int,
+               comp: Compression) -> int:
+    """Collectives per step: every bucket's plan (:meth:`Compression.plan`), each one a
+    point where every rank must be on a core."""
+    if p <= 1:
+        return 0
+    return sum(len(comp.plan(int(b // 4), p, shapes)) for b, shapes in buckets)
 
 
 def exposed_comm(
@@ -291,11 +320,15 @@ def predict_point(
     comp = comp or Compression()
     alg = algorithm or hw.algorithm
     topo = hw.topology(p)
-    compute = compute_time(profile, hw, p, mode)
     buckets = comm_buckets(profile, hw, comp)
+    alone = compute_alone(profile, hw, p, mode)
+    # the strategy's own computation runs between the same collectives as the compute
+    codec = codec_fraction(profile, hw, comp) if own_terms(profile, hw) else 0.0
+    slow = contention(hw, p, alone * (1.0 + codec), sync_count(buckets, p, comp))
+    compute = alone * slow
     sizes = [b for b, _ in buckets]
     costs = [gradient_comm_time(b, p, topo, alg, comp, shapes) for b, shapes in buckets]
-    terms = step_terms(profile, hw, p, compute, costs, sizes, comp, mode)
+    terms = step_terms(profile, hw, p, compute, costs, sizes, comp, mode, slow=slow)
     batch = profile.samples_per_step
     samples = batch * p if mode == "weak" else batch
     step = terms["step_s"]
@@ -303,6 +336,7 @@ def predict_point(
         "ranks": p,
         "compute_s": compute,
         "comm_s": sum(costs),
+        "slowdown": slow,
         **terms,
         "samples_per_s": samples / step,
         "buckets": len(sizes),
@@ -311,7 +345,7 @@ def predict_point(
 
 def step_terms(profile: StepProfile, hw: Hardware, p: int, compute: float,
                costs: Sequence[float], sizes: Sequence[float], comp: Compression,
-               mode: str = "weak") -> dict[str, float]:
+               mode: str = "weak", slow: float | None = None) -> dict[str, float]:
     """The step's parts at p ranks besides compute and the collectives' own cost.
 
     exposed communication (bucket timeline), interference (compute slowed while
@@ -320,7 +354,8 @@ def step_terms(profile: StepProfile, hw: Hardware, p: int, compute: float,
     and ``step_lo_s``/``step_hi_s``: the step with compute at ±1 measured spread.
     A profile measured on this machine (``measured_here``) brings its spread and
     interference only to a hardware file calibrated here too; on any other machine
-    the hardware file's ``straggler_cv`` and ``interference`` apply.
+    the hardware file's ``straggler_cv`` and ``interference`` apply. ``slow``: the
+    compute's contention factor at p (the codec's computation is slowed alike).
     """
     t_bwd = compute * profile.backward_fraction
     own_buckets = comp.fusion_bytes is None and profile.bucket_ready is not None
@@ -329,9 +364,9 @@ def step_terms(profile: StepProfile, hw: Hardware, p: int, compute: float,
     hidden = max(0.0, sum(costs) - exposed)
     # the spread and interference a profile measured here belong to this machine: on a
     # machine described by a preset, that machine's own values are used
-    own = not (profile.measured_here and not hw.measured_here)
-    slow = profile.interference if own and profile.interference is not None else hw.interference
-    interference = interference_time(hidden, t_bwd, slow)
+    own = own_terms(profile, hw)
+    busy = profile.interference if own and profile.interference is not None else hw.interference
+    interference = interference_time(hidden, t_bwd, busy)
     cv = profile.step_cv if own and profile.step_cv is not None else hw.straggler_cv
     # a measured compute_slowdown[p] is the slowest busy rank's (the probe takes the
     # maximum over the p ranks each round): the wait for the slowest is in it already
@@ -340,7 +375,7 @@ def step_terms(profile: StepProfile, hw: Hardware, p: int, compute: float,
     io = io_time((profile.loader_s or 0.0) / shrink, (profile.input_bytes_per_step or 0.0) / shrink,
                  p, hw.fs_bandwidth)
     stall = io_stall(io, compute)
-    codec = codec_time(profile, hw, p, comp) if own else 0.0
+    codec = codec_time(profile, hw, p, comp, slow) if own else 0.0
     step = compute + codec + exposed + interference + straggler + stall
     return {
         "codec_s": codec,
@@ -354,19 +389,36 @@ def step_terms(profile: StepProfile, hw: Hardware, p: int, compute: float,
     }
 
 
-def codec_time(profile: StepProfile, hw: Hardware, p: int, comp: Compression) -> float:
-    """Seconds per step the strategy's own computation takes at p ranks: the profile's
-    measured fraction of the one-rank compute, slowed as compute is by p busy ranks
-    (it runs on the same cores; Agarwal et al. 2022, "On the utility of gradient
-    compression in distributed training systems", MLSys: compression compute often
-    outweighs the bytes it saves). 0 for one rank (nothing is reduced) and for a
-    strategy the profile did not measure."""
-    if p <= 1 or not profile.codec_fraction:
+def own_terms(profile: StepProfile, hw: Hardware) -> bool:
+    """Whether the profile's own measured terms (spread, interference, codec) apply on
+    ``hw``: not for a profile measured here on a machine described by a preset."""
+    return not (profile.measured_here and not hw.measured_here)
+
+
+def codec_fraction(profile: StepProfile, hw: Hardware, comp: Compression) -> float:
+    """The strategy's own computation as a fraction of the profile's compute (0 when the
+    profile did not measure it)."""
+    if not profile.codec_fraction:
         return 0.0
     from scidl.scaling.costmodel import spec_of
 
-    frac = profile.codec_fraction.get(spec_of(comp.config), 0.0)
-    return frac * profile.compute_s * contention(hw, p)
+    return profile.codec_fraction.get(spec_of(comp.config), 0.0)
+
+
+def codec_time(profile: StepProfile, hw: Hardware, p: int, comp: Compression,
+               slow: float | None = None) -> float:
+    """Seconds per step the strategy's own computation takes at p ranks: the profile's
+    measured fraction of the one-rank compute, slowed as compute is by p busy ranks
+    (``slow``, default :func:`contention`; it runs on the same cores; Agarwal et al.
+    2022, "On the utility of gradient compression in distributed training systems",
+    MLSys: compression compute often outweighs the bytes it saves). 0 for one rank
+    (nothing is reduced) and for a strategy the profile did not measure."""
+    if p <= 1:
+        return 0.0
+    frac = codec_fraction(profile, hw, comp)
+    if frac <= 0:
+        return 0.0
+    return frac * profile.compute_s * (contention(hw, p) if slow is None else slow)
 
 
 def predict_curve(

@@ -1,0 +1,87 @@
+"""The link fit keeps the sustained rate of a shaped link (token bucket) and reduces to
+the plain α-β fit on a link without one: synthetic timings with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scidl.scaling.collectives import _scaled_nnls, fit_alpha_beta_gamma, model_coefficients
+
+SIZES = [2**k for k in range(16, 23, 2)]  # 64 KiB ... 4 MiB, factor 4 (as predict_cluster)
+
+
+def _time(op: str, p: int, n: int, alpha: float, rate: float, burst: float, fast: float) -> float:
+    """A ring collective over a token bucket: each rank's first ``burst`` bytes go at
+    ``fast`` B/s, the rest at the sustained ``rate``; α per ring step."""
+    k_alpha, k_beta, _ = model_coefficients(op, p, n)
+    sent = k_beta  # bytes each rank sends
+    wire = sent / fast if sent <= burst else burst / fast + (sent - burst) / rate
+    return k_alpha * alpha + wire
+
+
+def _rows(alpha, rate, burst, fast, ps=(4,), ops=("allreduce", "allgather"), noise=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    return [{"op": op, "ranks": p, "bytes": n,
+             "time_s": _time(op, p, n, alpha, rate, burst, fast) * (1 + noise * rng.standard_normal())}
+            for p in ps for n in SIZES for op in ops]
+
+
+def test_token_bucket_fit_keeps_the_sustained_rate():
+    # 1 Gbit/s sustained (125 MB/s), a 500 KB bucket passing at 400 MB/s, α = 0.5 ms
+    rows = _rows(5e-4, 125e6, 5e5, 4e8)
+    fit = fit_alpha_beta_gamma(rows)
+    assert fit["method"] == "marginal"
+    assert fit["bandwidth"] == pytest.approx(125e6, rel=0.03)
+    # allreduce's per-byte cost (β + γ/2 per payload byte of its 2(p−1)/p): sustained too
+    assert 1 / (fit["beta"] + fit["gamma"] / 2) == pytest.approx(125e6, rel=0.05)
+    # a training step's 4.5 MB allreduce on 2 ranks: within 10 % of the curve
+    t_true = _time("allreduce", 2, 4_500_000, 5e-4, 125e6, 5e5, 4e8)
+    a, b, g = model_coefficients("allreduce", 2, 4_500_000)
+    t_fit = a * fit["alpha"] + b * fit["beta"] + g * fit["gamma"]
+    assert t_fit == pytest.approx(t_true, rel=0.10)
+    # the one-stage fit of every size alike in relative terms reads the burst as bandwidth
+    a_all = np.array([model_coefficients(r["op"], r["ranks"], r["bytes"]) for r in rows])
+    t_all = np.array([r["time_s"] for r in rows])
+    x = _scaled_nnls(a_all / t_all[:, None], np.ones_like(t_all))
+    assert 1 / (x[1] + x[2] / 2) > 1.15 * 125e6  # the effective allreduce rate it claims
+
+
+def test_token_bucket_alpha_from_small_messages():
+    # the small messages (below the bucket) still give α: latency-bound collectives
+    rows = _rows(1e-3, 125e6, 5e5, 4e8)
+    fit = fit_alpha_beta_gamma(rows)
+    t64k = _time("allgather", 4, 2**16, 1e-3, 125e6, 5e5, 4e8)
+    a, b, g = model_coefficients("allgather", 4, 2**16)
+    assert a * fit["alpha"] + b * fit["beta"] + g * fit["gamma"] == pytest.approx(t64k, rel=0.25)
+    assert fit["alpha"] == pytest.approx(1e-3, rel=0.3)
+
+
+def test_plain_alpha_beta_is_recovered_exactly():
+    # no bucket (burst 0): the two-stage fit is the α-β(-γ) fit, every parameter exact
+    rows = []
+    for p in (2, 4, 8):
+        for n in SIZES:
+            for op in ("allreduce", "allgather", "reduce_scatter"):
+                ka, kb, kg = model_coefficients(op, p, n)
+                rows.append({"op": op, "ranks": p, "bytes": n,
+                             "time_s": ka * 30e-6 + kb * 1e-9 + kg * 2e-10})
+    fit = fit_alpha_beta_gamma(rows)
+    assert fit["alpha"] == pytest.approx(30e-6, rel=1e-6)
+    assert fit["beta"] == pytest.approx(1e-9, rel=1e-6)
+    assert fit["gamma"] == pytest.approx(2e-10, rel=1e-5)
+    assert fit["rel_rms"] < 1e-6
+    # and the token-bucket formula with no bucket is the plain curve
+    plain = fit_alpha_beta_gamma(_rows(2e-4, 1e8, 0.0, 1e12, noise=0.03))
+    assert plain["bandwidth"] == pytest.approx(1e8, rel=0.05)
+    assert plain["alpha"] == pytest.approx(2e-4, rel=0.25)
+
+
+def test_one_size_per_series_falls_back_to_the_relative_fit():
+    rows = [{"op": "allreduce", "ranks": p, "bytes": 2**20,
+             "time_s": model_coefficients("allreduce", p, 2**20)[0] * 1e-4
+             + model_coefficients("allreduce", p, 2**20)[1] * 1e-9} for p in (2, 4, 8)]
+    fit = fit_alpha_beta_gamma(rows)
+    assert fit["method"] == "relative"
+    assert fit["beta"] == pytest.approx(1e-9, rel=1e-6)
+    assert fit["alpha"] == pytest.approx(1e-4, rel=1e-6)
