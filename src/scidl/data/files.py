@@ -84,8 +84,10 @@ class FileDataset(Dataset):
             whose every read has a high fixed cost (Zarr, xarray); 0: never.
         max_open: most files kept open per process (the oldest is closed); None: all.
 
-    Reads: uncompressed HDF5/netCDF-4 variables are read straight from the file (:class:`scidl.data.formats.DirectReader`, checked against the
-    library once per file), the rest through their library. A batch of indices
+    Reads: uncompressed HDF5/netCDF-4 variables are read straight from the file
+    (:class:`scidl.data.formats.DirectReader`, one descriptor per file, the layout
+    checked against the library once per file; :meth:`read_paths` says which way each
+    variable is read), the rest through their library. A batch of indices
     (:meth:`__getitems__`, which ``DataLoader`` uses) reads each run of consecutive
     samples of a file in one call.
 
