@@ -213,6 +213,63 @@ def test_blocks_whose_stored_size_disagrees_are_read_through_the_library(tmp_pat
     src.close()
 
 
+def test_the_chunk_index_is_read_whole_when_warm_and_per_chunk_when_cold(tmp_path):
+    from scidl.data.formats import _h5_layout
+
+    path = _write_h5(tmp_path / "a.h5", chunks=(2, 3, 4))
+    with h5py.File(path, "r") as f:
+        ds = f["x"]
+        asked = []
+
+        def probe(answer):
+            def cached(offset):
+                asked.append(offset)
+                return answer
+            return cached
+
+        table = _h5_layout(ds, probe(True))
+        per_chunk = _h5_layout(ds, probe(False))
+        unknown = _h5_layout(ds, probe(None))
+        assert (table.index, per_chunk.index, unknown.index) == ("table", "per chunk", "table")
+        first = ds.id.get_chunk_info_by_coord((0, 0, 0))
+        assert asked == [first.byte_offset + first.size - 1] * 3  # the end of chunk 0
+        for j in range(4):  # the same offsets and sizes either way
+            info = ds.id.get_chunk_info_by_coord((2 * j, 0, 0))
+            for lay in (table, per_chunk, _h5_layout(ds, index="per chunk")):
+                assert (lay.offset(j), lay.nbytes(j)) == (info.byte_offset, 2 * 3 * 4 * 4)
+        assert _h5_layout(f["y"], probe(False)).index == "contiguous"
+        with pytest.raises(ValueError, match="index"):
+            _h5_layout(ds, index="sometimes")
+
+
+def test_a_file_out_of_the_page_cache_is_read_with_per_chunk_lookups(tmp_path):
+    big = np.arange(8 * 16 * 32 * 32, dtype=np.float32).reshape(8, 16, 32, 32)  # 64 KiB a sample
+    path = tmp_path / "a.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=big, chunks=(1, 16, 32, 32))
+        f.create_dataset("y", data=np.arange(8, dtype=np.int16))
+    src = open_source(path)
+    warm = src._file.cached(0)
+    src.close()
+    fd = os.open(path, os.O_RDONLY)
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # evict the file's clean pages
+    os.close(fd)
+    src = open_source(path)
+    chunk0 = src._dataset("x").id.get_chunk_info_by_coord((0, 0, 0, 0))
+    if warm is not True or src._file.cached(chunk0.byte_offset + chunk0.size - 1) is not False:
+        src.close()
+        pytest.skip("this file system does not say what is in the page cache")
+    read = sample_reader(src, "x")
+    assert isinstance(read, DirectReader) and read.index == "per chunk"
+    assert sample_reader(src, "y").index == "contiguous"
+    assert np.array_equal(read(slice(0, 8)), big) and np.array_equal(read(5), big[5])
+    src.close()
+    src = open_source(path)  # now in the cache: the whole index at open
+    assert sample_reader(src, "x").index == "table"
+    src.close()
+
+
 @pytest.mark.timeout(60)
 def test_thread_prefetcher_keeps_order_stops_early_and_raises(tmp_path):
     from scidl.data.loading import ThreadPrefetcher
