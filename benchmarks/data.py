@@ -229,9 +229,11 @@ def scidl_reader(path: Path) -> Callable[..., int]:
                 total += t.nbytes  # as the plain loop counts a.nbytes
                 if check is not None:
                     check(t.numpy())
+        seq.index.update(ds.chunk_index(0).values())  # type: ignore[attr-defined]
         ds.close()
         return total
 
+    seq.index = set()  # type: ignore[attr-defined]  # how the chunk index was read, each pass
     return seq
 
 
@@ -270,6 +272,7 @@ def read_part(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             raise SystemExit(f"{fmt}: SciDL's reads and the plain reads differ")
         ratios, t_ours, t_plain, t_bulk = [], [], [], []
         nbytes = 0
+        ours.index.clear()  # type: ignore[attr-defined]  # the timed passes' only
         for k in range(args.pairs):
             order = [("scidl", ours), ("plain", seq)]
             got: dict[str, float] = {}
@@ -289,6 +292,8 @@ def read_part(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         probe.close()
         reads = "direct" if set(kinds.values()) == {"direct"} else \
             ", ".join(sorted(set(kinds.values()))) + (" + read-ahead" if fmt == "zarr" else "")
+        if ours.index:  # type: ignore[attr-defined]
+            reads += " (chunk index: " + ", ".join(sorted(ours.index)) + ")"  # type: ignore[attr-defined]
         rows.append({"format": fmt, "scidl_reads": reads, "bytes": nbytes, "pairs": args.pairs,
                      "scidl_mb_s": nbytes / statistics.median(t_ours) / 1e6,
                      "plain_mb_s": nbytes / statistics.median(t_plain) / 1e6,

@@ -251,10 +251,14 @@ def test_a_file_out_of_the_page_cache_is_read_with_per_chunk_lookups(tmp_path):
     src = open_source(path)
     warm = src._file.cached(0)
     src.close()
-    fd = os.open(path, os.O_RDONLY)
-    os.fsync(fd)
-    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # evict the file's clean pages
-    os.close(fd)
+
+    def evict():  # drop the file's clean pages from the page cache
+        fd = os.open(path, os.O_RDONLY)
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+
+    evict()
     src = open_source(path)
     chunk0 = src._dataset("x").id.get_chunk_info_by_coord((0, 0, 0, 0))
     if warm is not True or src._file.cached(chunk0.byte_offset + chunk0.size - 1) is not False:
@@ -268,6 +272,13 @@ def test_a_file_out_of_the_page_cache_is_read_with_per_chunk_lookups(tmp_path):
     src = open_source(path)  # now in the cache: the whole index at open
     assert sample_reader(src, "x").index == "table"
     src.close()
+    ds = FileDataset([path], ["x", "y"])
+    assert ds.chunk_index(0) == {"x": "table", "y": "contiguous"}
+    ds.close()
+    evict()
+    assert ds.chunk_index(0) == {"x": "per chunk", "y": "contiguous"}
+    assert torch.equal(ds[7][0], torch.from_numpy(big[7]))
+    ds.close()
 
 
 @pytest.mark.timeout(60)
