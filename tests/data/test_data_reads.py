@@ -1,6 +1,9 @@
 """scidl.data read path: direct reads of uncompressed data agree with each library,
 batched reads (``__getitems__``) and read-ahead return exactly what ``ds[i]`` returns."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -139,6 +142,143 @@ def test_a_wrong_layout_is_caught_by_the_check_against_the_library(tmp_path):
     assert good.agrees_with(ds.__getitem__) and not bad.agrees_with(ds.__getitem__)
     good.close()
     src.close()
+
+
+def _fds_on(path):
+    """Open descriptors of this process on ``path`` (Linux /proc)."""
+    fd_dir = Path("/proc/self/fd")
+    out = 0
+    for fd in fd_dir.iterdir():
+        try:
+            out += Path(os.readlink(fd)) == path.resolve()
+        except OSError:
+            pass
+    return out
+
+
+def test_a_files_direct_readers_share_one_descriptor_and_check_only_the_first_sample(tmp_path):
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("counts descriptors through /proc")
+    path = _write_h5(tmp_path / "a.h5", chunks=(2, 3, 4))  # "y" is contiguous
+    src = open_source(path)
+    library_only = _fds_on(path)
+    rx, ry = sample_reader(src, "x"), sample_reader(src, "y")
+    assert isinstance(rx, DirectReader) and isinstance(ry, DirectReader)
+    assert rx.file is ry.file
+    # the check at open read block 0 only: no seek to the end of a cold file
+    assert set(rx._offsets) == {0} and set(ry._offsets) == {0}
+    for i in range(7):
+        assert np.array_equal(rx(i), X[i]) and ry(i) == i
+    assert np.array_equal(rx(slice(1, 6)), X[1:6])
+    assert _fds_on(path) == library_only + 1  # one descriptor for both variables
+    src.close()
+    assert not rx.file.is_open and _fds_on(path) == 0
+
+
+def test_blocks_whose_stored_size_disagrees_are_read_through_the_library(tmp_path):
+    path = _write_h5(tmp_path / "a.h5", chunks=(1, 3, 4))
+    src = open_source(path)
+    ds = src._dataset("x")
+
+    def offset(j):  # a wrong layout: blocks of 2 samples over chunks of 1
+        return ds.id.get_chunk_info_by_coord((j, 0, 0)).byte_offset
+
+    def size(j):
+        return ds.id.get_chunk_info_by_coord((j, 0, 0)).size
+
+    unchecked = DirectReader(path, X.shape, X.dtype, 2, offset)
+    # sample 0 agrees (chunks 0 and 1 are adjacent), later ones do not: the value check
+    # alone misses this layout, the stored block sizes catch it
+    assert unchecked.agrees_with(ds.__getitem__) and not np.array_equal(unchecked(2), X[2])
+    assert not DirectReader(path, X.shape, X.dtype, 2, offset, block_bytes=size
+                            ).agrees_with(ds.__getitem__)
+    unchecked.close()
+    # a right layout whose block 1 reports a wrong size: only that block goes to the library
+    calls = []
+
+    def library(index):
+        calls.append(index)
+        return ds[index]
+
+    good = DirectReader(path, X.shape, X.dtype, 1, offset,
+                        block_bytes=lambda j: size(j) + (j == 1))
+    assert good.agrees_with(library)
+    calls.clear()
+    got = [good(i) for i in range(7)] + [good(slice(0, 7)), good(slice(2, 5)), good(slice(1, 3))]
+    assert all(np.array_equal(g, X[i]) for i, g in enumerate(got[:7]))
+    assert np.array_equal(got[7], X) and np.array_equal(got[8], X[2:5])
+    assert np.array_equal(got[9], X[1:3])
+    assert calls == [1, slice(0, 7), slice(1, 3)]  # the reads that include block 1
+    good.close()
+    src.close()
+
+
+def test_the_chunk_index_is_read_whole_when_warm_and_per_chunk_when_cold(tmp_path):
+    from scidl.data.formats import _h5_layout
+
+    path = _write_h5(tmp_path / "a.h5", chunks=(2, 3, 4))
+    with h5py.File(path, "r") as f:
+        ds = f["x"]
+        asked = []
+
+        def probe(answer):
+            def cached(offset):
+                asked.append(offset)
+                return answer
+            return cached
+
+        table = _h5_layout(ds, probe(True))
+        per_chunk = _h5_layout(ds, probe(False))
+        unknown = _h5_layout(ds, probe(None))
+        assert (table.index, per_chunk.index, unknown.index) == ("table", "per chunk", "table")
+        first = ds.id.get_chunk_info_by_coord((0, 0, 0))
+        assert asked == [first.byte_offset + first.size - 1] * 3  # the end of chunk 0
+        for j in range(4):  # the same offsets and sizes either way
+            info = ds.id.get_chunk_info_by_coord((2 * j, 0, 0))
+            for lay in (table, per_chunk, _h5_layout(ds, index="per chunk")):
+                assert (lay.offset(j), lay.nbytes(j)) == (info.byte_offset, 2 * 3 * 4 * 4)
+        assert _h5_layout(f["y"], probe(False)).index == "contiguous"
+        with pytest.raises(ValueError, match="index"):
+            _h5_layout(ds, index="sometimes")
+
+
+def test_a_file_out_of_the_page_cache_is_read_with_per_chunk_lookups(tmp_path):
+    big = np.arange(8 * 16 * 32 * 32, dtype=np.float32).reshape(8, 16, 32, 32)  # 64 KiB a sample
+    path = tmp_path / "a.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=big, chunks=(1, 16, 32, 32))
+        f.create_dataset("y", data=np.arange(8, dtype=np.int16))
+    src = open_source(path)
+    warm = src._file.cached(0)
+    src.close()
+
+    def evict():  # drop the file's clean pages from the page cache
+        fd = os.open(path, os.O_RDONLY)
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+
+    evict()
+    src = open_source(path)
+    chunk0 = src._dataset("x").id.get_chunk_info_by_coord((0, 0, 0, 0))
+    if warm is not True or src._file.cached(chunk0.byte_offset + chunk0.size - 1) is not False:
+        src.close()
+        pytest.skip("this file system does not say what is in the page cache")
+    read = sample_reader(src, "x")
+    assert isinstance(read, DirectReader) and read.index == "per chunk"
+    assert sample_reader(src, "y").index == "contiguous"
+    assert np.array_equal(read(slice(0, 8)), big) and np.array_equal(read(5), big[5])
+    src.close()
+    src = open_source(path)  # now in the cache: the whole index at open
+    assert sample_reader(src, "x").index == "table"
+    src.close()
+    ds = FileDataset([path], ["x", "y"])
+    assert ds.chunk_index(0) == {"x": "table", "y": "contiguous"}
+    ds.close()
+    evict()
+    assert ds.chunk_index(0) == {"x": "per chunk", "y": "contiguous"}
+    assert torch.equal(ds[7][0], torch.from_numpy(big[7]))
+    ds.close()
 
 
 @pytest.mark.timeout(60)

@@ -84,8 +84,10 @@ class FileDataset(Dataset):
             whose every read has a high fixed cost (Zarr, xarray); 0: never.
         max_open: most files kept open per process (the oldest is closed); None: all.
 
-    Reads: uncompressed HDF5/netCDF-4 variables are read straight from the file (:class:`scidl.data.formats.DirectReader`, checked against the
-    library once per file), the rest through their library. A batch of indices
+    Reads: uncompressed HDF5/netCDF-4 variables are read straight from the file
+    (:class:`scidl.data.formats.DirectReader`, one descriptor per file, the layout
+    checked against the library once per file; :meth:`read_paths` says which way each
+    variable is read), the rest through their library. A batch of indices
     (:meth:`__getitems__`, which ``DataLoader`` uses) reads each run of consecutive
     samples of a file in one call.
 
@@ -125,6 +127,7 @@ class FileDataset(Dataset):
         self._open: dict[int, Source] = {}
         self._readers: dict[int, list[Callable[[int | slice], torch.Tensor]]] = {}
         self._kinds: dict[int, dict[str, str]] = {}
+        self._index: dict[int, dict[str, str]] = {}
         self._ahead_files: set[int] = set()
         self._ahead: tuple[int, int, int, list[torch.Tensor], int] | None = None
         self._last: tuple[int, int] = (-1, -1)
@@ -135,6 +138,7 @@ class FileDataset(Dataset):
         src = self._open.pop(file, None)
         self._readers.pop(file, None)
         self._kinds.pop(file, None)
+        self._index.pop(file, None)
         self._ahead_files.discard(file)
         if self._ahead is not None and self._ahead[0] == file:
             self._ahead = None
@@ -201,6 +205,8 @@ class FileDataset(Dataset):
             raw = [sample_reader(src, v) for v in self.variables]
             self._kinds[file] = {v: "direct" if isinstance(r, DirectReader) else src.format
                                  for v, r in zip(self.variables, raw, strict=True)}
+            self._index[file] = {v: r.index for v, r in zip(self.variables, raw, strict=True)
+                                 if isinstance(r, DirectReader)}
             fns = self._readers[file] = [self._converter(v, r)
                                          for v, r in zip(self.variables, raw, strict=True)]
             # read-ahead pays where a library call costs much more than its bytes (Zarr,
@@ -215,6 +221,14 @@ class FileDataset(Dataset):
         (:class:`~scidl.data.formats.DirectReader`) or the format whose library reads it."""
         self._file_readers(file)
         return dict(self._kinds[file])
+
+    def chunk_index(self, file: int = 0) -> dict[str, str]:
+        """How this process found the file offsets of each directly read variable of file
+        number ``file``: ``"table"`` (the whole chunk index read at open), ``"per chunk"``
+        (looked up as reached: the file was not in the page cache when opened) or
+        ``"contiguous"``; the file is opened if it is not yet."""
+        self._file_readers(file)
+        return dict(self._index[file])
 
     def _converter(self, name: str, read: SampleReader) -> Callable[[int | slice], torch.Tensor]:
         dt = self.dtypes.get(name)

@@ -172,6 +172,17 @@ class H5Source:
         self._ds: dict[str, Any] = {}
         self._packing: dict[str, tuple[Any, Any]] = {}  # CF scale_factor, add_offset
         self._direct: list[DirectReader] = []
+        self._file = SharedFile(path)  # one descriptor for every direct reader of the file
+        self._index = "auto"  # how chunk indexes are read (see _h5_layout)
+
+    def _warm(self, offset: int) -> bool | None:
+        """Whether the file's bytes look to be in the page cache: the byte at ``offset``
+        and the file's last byte (None: the system cannot tell)."""
+        first = self._file.cached(offset)
+        if not first:
+            return first
+        last = os.fstat(self._file.fd()).st_size - 1
+        return self._file.cached(last) is not False
 
     def variables(self) -> dict[str, VarInfo]:
         import h5py
@@ -210,14 +221,21 @@ class H5Source:
 
     def sample_reader(self, name: str) -> SampleReader:
         """Uncompressed chunked or contiguous variables are read straight from the file
-        (:class:`DirectReader`); the rest through h5py. CF packing is undone either way."""
+        (:class:`DirectReader`, all of them through one descriptor of the file); the rest
+        through h5py. CF packing is undone either way."""
         ds = self._dataset(name)
         packed = cf_packing(ds.attrs)
         via_h5py: SampleReader = ds.__getitem__
         read = via_h5py
-        layout = _h5_layout(ds) if self._f.userblock_size == 0 else None
+        layout = None
+        if self._f.userblock_size == 0:
+            layout = _h5_layout(ds, self._warm, self._index)
+            if layout is not None and layout.index in INDEX_READS:
+                self._index = layout.index  # decided once per file, by its first chunked variable
         if layout is not None:
-            direct = DirectReader(self.path, tuple(ds.shape), ds.dtype, *layout)
+            direct = DirectReader(self.path, tuple(ds.shape), ds.dtype, layout.block,
+                                  layout.offset, block_bytes=layout.nbytes, file=self._file)
+            direct.index = layout.index
             if direct.agrees_with(via_h5py):
                 self._direct.append(direct)
                 read = direct
@@ -229,17 +247,49 @@ class H5Source:
         for d in self._direct:
             d.close()
         self._direct.clear()
+        self._file.close()
         self._ds.clear()
         self._f.close()
 
 
-def _h5_layout(ds: Any) -> tuple[int, Callable[[int], int | None]] | None:
-    """(samples per block, file offset of block j) of an HDF5 dataset whose samples lie
-    uncompressed in the file; None where h5py must read it (filters, external or virtual
-    storage, compound or variable-length types, chunks that split a sample)."""
+#: how a chunked variable's chunk index is read: whole at open, or chunk by chunk
+INDEX_READS = ("table", "per chunk")
+
+
+@dataclass
+class BlockLayout:
+    """Where the samples of an array lie uncompressed in a file: blocks of ``block``
+    samples, block ``j`` at file offset ``offset(j)`` taking ``nbytes(j)`` bytes (None:
+    not stored plainly). ``index``: ``"contiguous"``, or how the chunk index is read,
+    ``"table"`` (every chunk in one pass at open) or ``"per chunk"`` (each chunk looked
+    up when first read: the file was not in the page cache, see :func:`_h5_layout`)."""
+
+    block: int
+    offset: Callable[[int], int | None]
+    nbytes: Callable[[int], int | None]
+    index: str
+
+
+def _h5_layout(ds: Any, cached: Callable[[int], bool | None] | None = None,
+               index: str = "auto") -> BlockLayout | None:
+    """Where an HDF5 dataset's samples lie uncompressed in the file; None where h5py must
+    read it (filters, external or virtual storage, compound or variable-length types,
+    chunks that split a sample). Offsets and sizes come from the file's own chunk index
+    (or the contiguous storage's offset and size): no data is read.
+
+    ``index``: ``"table"`` reads the whole chunk index at open (one pass, ~2 µs a chunk
+    once it is in memory), ``"per chunk"`` looks each chunk up when first read (~6 µs a
+    chunk), ``"auto"`` asks ``cached(last byte of chunk 0)`` whether the file's bytes
+    are in the page cache: yes (or unknown) -> table; no -> per chunk. On a cold cache a
+    whole-index pass is a run of small reads scattered over the file before the first
+    sample, while chunk by chunk the index nodes are read as reached, mostly already
+    brought in by the kernel's read-ahead of the samples around them (HDF5 itself reads
+    its index so)."""
     import h5py
 
-    if not ds.shape or ds.dtype.kind not in "biuf" or ds.dtype.hasobject:
+    if index not in ("auto", *INDEX_READS):
+        raise ValueError(f"index {index!r}: expected auto or one of {', '.join(INDEX_READS)}")
+    if not ds.shape or not ds.shape[0] or ds.dtype.kind not in "biuf" or ds.dtype.hasobject:
         return None
     try:
         plist = ds.id.get_create_plist()
@@ -252,38 +302,52 @@ def _h5_layout(ds: Any) -> tuple[int, Callable[[int], int | None]] | None:
         offset = ds.id.get_offset()
         if offset is None:  # never written: fill values, h5py supplies them
             return None
-        return int(ds.shape[0]), lambda j: int(offset) if j == 0 else None
+        size = int(ds.id.get_storage_size())
+        return BlockLayout(int(ds.shape[0]), lambda j: int(offset) if j == 0 else None,
+                           lambda j: size if j == 0 else None, "contiguous")
     if layout != h5py.h5d.CHUNKED or tuple(ds.chunks[1:]) != tuple(ds.shape[1:]):
         return None
     k = int(ds.chunks[0])
     rest = (0,) * (len(ds.shape) - 1)
-    table: dict[int, int | None] = {}
+    table: dict[int, tuple[int, int] | None] = {}
 
-    def read_table() -> None:
-        """Every chunk's offset in one pass over the chunk index (h5py >= 3.8)."""
-        def one(info: Any) -> None:
-            off = info.byte_offset
-            table[int(info.chunk_offset[0]) // k] = \
-                None if off is None or info.filter_mask else int(off)
-
-        ds.id.chunk_iter(one)
-
-    def chunk_offset(j: int) -> int | None:
-        if not table and hasattr(ds.id, "chunk_iter"):
-            try:
-                read_table()
-            except (RuntimeError, ValueError, TypeError):
-                table.clear()
-        if j in table:
-            return table[j]
+    def lookup(j: int) -> tuple[int, int] | None:
         try:
             info = ds.id.get_chunk_info_by_coord((j * k, *rest))
         except (AttributeError, RuntimeError, ValueError, KeyError):
             return None
         off = info.byte_offset
-        return None if off is None or info.filter_mask else int(off)
+        return None if off is None or info.filter_mask else (int(off), int(info.size))
 
-    return k, chunk_offset
+    def read_table() -> bool:
+        """Every chunk's offset and size in one pass over the chunk index (h5py >= 3.8)."""
+        def one(info: Any) -> None:
+            off = info.byte_offset
+            table[int(info.chunk_offset[0]) // k] = \
+                None if off is None or info.filter_mask else (int(off), int(info.size))
+
+        try:
+            ds.id.chunk_iter(one)
+            return True
+        except (AttributeError, RuntimeError, ValueError, TypeError):
+            table.clear()
+            return False
+
+    if index == "auto":  # probe the end of chunk 0, past what opening the file read
+        first = lookup(0)
+        warm = True if first is None or cached is None else cached(sum(first) - 1)
+        index = "per chunk" if warm is False else "table"
+    if index == "table" and not read_table():
+        index = "per chunk"
+
+    def chunk(j: int) -> tuple[int, int] | None:
+        if j in table:
+            return table[j]
+        found = table[j] = lookup(j)
+        return found
+
+    return BlockLayout(k, lambda j: (c := chunk(j)) and c[0],
+                       lambda j: (c := chunk(j)) and c[1], index)
 
 
 class ZarrSource:
@@ -493,39 +557,105 @@ def _native(a: np.ndarray) -> np.ndarray:
     return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
 
 
+class SharedFile:
+    """One read-only descriptor of a file, opened on first use, shared by the direct
+    readers of the file's variables.
+
+    The kernel keeps its read-ahead state per open file: reading a file's variables
+    through one descriptor, as HDF5 itself does, keeps one sequential stream per file.
+    With ``sequential=True`` the descriptor is opened with the hint
+    ``posix_fadvise(POSIX_FADV_SEQUENTIAL)`` (Linux: a read-ahead window twice the
+    device's default for this descriptor; reads at random positions still read only
+    what they ask for).
+    """
+
+    def __init__(self, path: Path, sequential: bool = True) -> None:
+        self.path, self.sequential = path, sequential
+        self._fd: int | None = None
+
+    def fd(self) -> int:
+        if self._fd is None:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            if self.sequential and hasattr(os, "posix_fadvise"):
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+                except OSError:  # a file system without the hint reads as before
+                    pass
+            self._fd = fd
+        return self._fd
+
+    def cached(self, offset: int) -> bool | None:
+        """Whether the byte at ``offset`` is in the page cache (a read that must not wait:
+        ``RWF_NOWAIT``); None where the system cannot tell. A miss starts the kernel's
+        read of that place, which the first read there would start anyway."""
+        nowait = getattr(os, "RWF_NOWAIT", None)
+        if nowait is None:
+            return None
+        try:
+            return os.preadv(self.fd(), [bytearray(1)], offset, nowait) == 1
+        except BlockingIOError:
+            return False
+        except OSError:  # EOPNOTSUPP and the like: the file system cannot say
+            return None
+
+    @property
+    def is_open(self) -> bool:
+        return self._fd is not None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        raise TypeError("a SharedFile holds an open file; open it again in each process")
+
+
 class DirectReader:
     """Samples of an array stored uncompressed in a file, read straight into new arrays.
 
     The array's first axis is split into blocks of ``block`` samples (HDF5 chunks; one
     block for contiguous storage) and block ``j`` starts at file offset
-    ``block_offset(j)``, looked up once per block. A sample, or a run of samples, is one
-    ``os.preadv`` per stretch of adjacent bytes in the file into a fresh array: no
-    library call in between, one copy (kernel to array), the GIL released while reading
-    (so a reading thread overlaps with computation). Arrays come back in native byte
-    order (big-endian data is swapped in place).
+    ``block_offset(j)``, looked up once per block; where ``block_bytes`` is given, a
+    block is read directly only if it takes exactly ``block`` samples' bytes in the file
+    (the stride every sample's offset relies on), else through the library. A sample,
+    or a run of samples, is one ``os.preadv`` per stretch of adjacent bytes in the file
+    into a fresh array: no library call in between, one copy (kernel to array), the GIL
+    released while reading (so a reading thread overlaps with computation). Arrays come
+    back in native byte order (big-endian data is swapped in place). ``file``: the
+    descriptor to read through, shared with the file's other readers (default: one of
+    its own).
 
-    Reads that are neither an ``int`` nor a slice of step 1 go to ``fallback``.
+    Reads that are neither an ``int`` nor a slice of step 1 go to the library reader
+    given to :meth:`agrees_with`, as do blocks that cannot be read directly.
     """
 
     def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype,
-                 block: int, block_offset: Callable[[int], int | None]) -> None:
+                 block: int, block_offset: Callable[[int], int | None],
+                 block_bytes: Callable[[int], int | None] | None = None,
+                 file: SharedFile | None = None) -> None:
         self.path, self.shape, self.dtype, self.block = path, tuple(shape), np.dtype(dtype), block
         self._native = self.dtype.newbyteorder("=")
-        self._block_offset = block_offset
-        self._offsets: dict[int, int] = {}
+        self._block_offset, self._block_bytes = block_offset, block_bytes
+        self._offsets: dict[int, int] = {}  # block -> file offset; -1: read by the library
         self.sample_bytes = int(np.prod(shape[1:], dtype=np.int64)) * self.dtype.itemsize
         self._sample_shape = self.shape[1:]
         self._is_native = self.dtype.isnative
-        self._fd: int | None = None
+        self._own_file = file is None
+        self.file = SharedFile(path) if file is None else file
         self._fallback: SampleReader | None = None
+        #: how block offsets are found (:class:`BlockLayout`'s ``index``), for the record
+        self.index = "given"
 
-    def agrees_with(self, library: SampleReader) -> bool:
-        """Check the layout once against the library's own read of the last sample (the
-        one whose offset needs every term right); on success the library serves the
+    def agrees_with(self, library: SampleReader, index: int = 0) -> bool:
+        """Check the layout once against the library's own read of sample ``index``
+        (default the first: the bytes a reading in order needs next, so on a cold cache
+        the check costs no seek away from them; the stride to every other sample is
+        checked per block against the stored sizes). On success the library serves the
         reads this reader does not do."""
         try:
-            last = self.shape[0] - 1
-            ok = np.array_equal(self(last), library(last))
+            j = (index % self.shape[0]) // self.block
+            ok = self._offset(j) >= 0 and np.array_equal(self(index), library(index))
         except (OSError, ValueError, IndexError):
             ok = False
         if not ok:
@@ -535,13 +665,21 @@ class DirectReader:
         return True
 
     def _offset(self, j: int) -> int:
+        """File offset of block ``j``, or -1 where the library must read it."""
         off = self._offsets.get(j)
         if off is None:
             found = self._block_offset(j)
-            if found is None:
-                raise ValueError(f"{self.path}: block {j} is not stored uncompressed")
-            off = self._offsets[j] = found
+            if found is not None and self._block_bytes is not None \
+                    and self._block_bytes(j) != self.block * self.sample_bytes:
+                found = None
+            off = self._offsets[j] = -1 if found is None else found
         return off
+
+    def _library(self, index: int | slice) -> np.ndarray:
+        if self._fallback is None:
+            raise ValueError(f"{self.path}: {index!r} is not stored uncompressed "
+                             "and no library reader was given")
+        return _native(self._fallback(index))
 
     def __call__(self, index: int | slice) -> np.ndarray:
         if type(index) is int:  # the hot path: one sample, one system call
@@ -555,10 +693,11 @@ class DirectReader:
             off = self._offsets.get(j)
             if off is None:
                 off = self._offset(j)
-            fd = self._fd if self._fd is not None else self._open()
+            if off < 0:
+                return self._library(index)
             out = np.empty(self._sample_shape, self.dtype)
             at = off + (index - j * self.block) * self.sample_bytes
-            if os.preadv(fd, [out], at) != self.sample_bytes:  # type: ignore[list-item]
+            if os.preadv(self.file.fd(), [out], at) != self.sample_bytes:  # type: ignore[list-item]
                 self._pread(memoryview(out.reshape(-1).view(np.uint8).data), at)
             return out if self._is_native else self._as_native(out)
         if isinstance(index, np.integer):
@@ -569,15 +708,14 @@ class DirectReader:
                 return _native(self._fallback(index))
             out = np.empty((max(stop - start, 0), *self._sample_shape), self.dtype)
             if out.size:
+                if any(self._offset(j) < 0 for j in range(start // self.block,
+                                                           (stop - 1) // self.block + 1)):
+                    return self._library(slice(start, stop))
                 self._read_run(start, stop, out)
             return self._as_native(out)
         if self._fallback is None:
             raise TypeError(f"cannot read {index!r} directly")
         return _native(self._fallback(index))
-
-    def _open(self) -> int:
-        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        return self._fd
 
     def _as_native(self, a: np.ndarray) -> np.ndarray:
         if self.dtype.isnative:
@@ -586,8 +724,6 @@ class DirectReader:
 
     def _read_run(self, start: int, stop: int, out: np.ndarray) -> None:
         """Samples ``start:stop`` into ``out``: adjacent stretches in one call each."""
-        if self._fd is None:
-            self._open()
         view = memoryview(out.reshape(-1).view(np.uint8).data)
         sb, k = self.sample_bytes, self.block
         pos, file_at, length = 0, -1, 0
@@ -608,18 +744,19 @@ class DirectReader:
         self._pread(view[pos:pos + length], file_at)
 
     def _pread(self, buf: memoryview, offset: int) -> None:
-        assert self._fd is not None
+        fd = self.file.fd()
         done = 0
         while done < len(buf):
-            got = os.preadv(self._fd, [buf[done:]], offset + done)
+            got = os.preadv(fd, [buf[done:]], offset + done)
             if got <= 0:
                 raise OSError(f"{self.path}: file ends before byte {offset + len(buf)}")
             done += got
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        """Close the descriptor if it is this reader's own (a shared one is closed by
+        its owner, the source)."""
+        if self._own_file:
+            self.file.close()
 
     def __getstate__(self) -> dict[str, Any]:
         raise TypeError("a DirectReader holds an open file; open it again in each process")
