@@ -66,3 +66,32 @@ def test_core_sharing_factor_reads_back_the_probe_and_slows_long_phases_less():
     assert cs.factor(4, 0.020, 2) == pytest.approx(2.2)
     # ... at 2 ranks: 1 + 2 x 1 ms / 20 ms = 1.1
     assert cs.factor(2, 0.020, 2) == pytest.approx(1.1)
+
+
+def test_link_alpha_takes_the_calibration_ranks_scheduling_delay_out():
+    from scidl.scaling.contention import link_alpha
+
+    # probe step w = 2 ms; 8 ranks on 2 cores read x4.5: δ(8) = (4.5 - 4) x 2 ms = 1 ms.
+    # A link fitted with 8 ranks read α = 1.6 ms: the link's own α is 0.6 ms
+    sharing = CoreSharing(cores=2, probe_step_s=0.002, probe_slowdown={2: 1.0, 8: 4.5})
+    assert link_alpha(0.0016, sharing, 8) == pytest.approx(0.0006)
+    # 2 ranks on 2 cores that the probe read at x1.0 wait for no core: α as fitted
+    assert link_alpha(0.0016, sharing, 2) == pytest.approx(0.0016)
+    # never below 0
+    assert link_alpha(0.0004, sharing, 8) == 0.0
+
+
+def test_alpha_free_of_sharing_rewrites_both_levels_once():
+    from scidl.scaling.collectives import alpha_free_of_sharing
+
+    level = {"alpha": 0.0016, "beta": 1e-8, "gamma": 0.0, "note": "fit"}
+    hw = {"inter": dict(level), "intra": dict(level), "compute_slowdown": {2: 1.0, 8: 4.5},
+          "probe_step_s": 0.002, "concurrent_devices": 2}
+    out = alpha_free_of_sharing(hw, 8)
+    assert out["inter"]["alpha"] == pytest.approx(0.0006)
+    assert out["intra"]["alpha"] == pytest.approx(0.0006)
+    assert out["inter"]["beta"] == 1e-8 and "1.600 ms as fitted" in out["inter"]["note"]
+    assert hw["inter"]["alpha"] == 0.0016  # the input is not changed
+    # without the contention calibration: unchanged
+    bare = {"inter": dict(level)}
+    assert alpha_free_of_sharing(bare, 8) is bare

@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from scidl.runtime.plotting import caption_text, provenance
     from scidl.scaling.collectives import (
         OPS,
+        alpha_free_of_sharing,
         contention_fields,
         fit_alpha_beta_gamma,
         fit_by_ranks,
@@ -97,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
                else local_hardware(fit, flops, max(nprocs), per_p, slowdown))
     if slowdown:  # the contention model reads the probe against its one-rank step
         hw_dict.update(contention_fields(measure_probe_step()))
+        if spec is not None:  # the link's α without the ranks' wait for a core
+            hw_dict = alpha_free_of_sharing(hw_dict, spec.nodes)
     hw = Hardware.model_validate(hw_dict)
     hw_path = save_hardware(hw, args.hardware_out or out / "hardware.yaml")
     prov = provenance()

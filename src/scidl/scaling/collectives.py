@@ -318,6 +318,33 @@ def contention_fields(probe_step_s: float, cores: int | None = None) -> dict[str
             "concurrent_devices": int(cores or os.cpu_count() or 1)}
 
 
+def alpha_free_of_sharing(hardware: dict[str, Any], ranks: int) -> dict[str, Any]:
+    """A hardware dict whose link levels were fitted from collectives timed with ``ranks``
+    ranks sharing this machine's cores (a virtual cluster), with each level's α net of
+    the contention model's scheduling delay at ``ranks``
+    (:func:`scidl.scaling.contention.link_alpha`): the model charges that delay to every
+    collective's compute phase, so leaving it in α too counted it twice, and an α fitted
+    at 8 ranks overpriced every collective at 2. Needs the contention fields
+    (``compute_slowdown``, ``probe_step_s``, ``concurrent_devices``); else unchanged."""
+    from scidl.scaling.contention import CoreSharing, link_alpha
+
+    slowdown = hardware.get("compute_slowdown") or {}
+    if not (slowdown and hardware.get("probe_step_s") and hardware.get("concurrent_devices")):
+        return hardware
+    sharing = CoreSharing(int(hardware["concurrent_devices"]), float(hardware["probe_step_s"]),
+                          {int(k): float(v) for k, v in slowdown.items()})
+    out = dict(hardware)
+    for key in ("inter", "intra"):
+        level = out.get(key)
+        if level and "alpha" in level:
+            alpha = link_alpha(float(level["alpha"]), sharing, ranks)
+            out[key] = {**level, "alpha": alpha,
+                        "note": f"{level.get('note', '')}; α {float(level['alpha']) * 1e3:.3f} ms "
+                                f"as fitted, net of the scheduling delay of {ranks} ranks on "
+                                f"{sharing.cores} cores".lstrip("; ")}
+    return out
+
+
 def measure_matmul_flops(n: int = 384, repeats: int = 5) -> float:
     """Sustained FLOP/s of one thread on a float32 matmul (2n³ FLOPs), median of repeats."""
     import torch

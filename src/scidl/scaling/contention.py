@@ -94,3 +94,12 @@ class CoreSharing:
         """Slowdown of a step's ``compute_s`` seconds (one rank alone) with ``syncs``
         collectives per step at ``ranks`` ranks (:func:`phase_factor`)."""
         return phase_factor(compute_s, syncs, ranks, self.cores, self.delay(ranks))
+
+
+def link_alpha(alpha_fit: float, sharing: CoreSharing, ranks: int) -> float:
+    """The link's latency α from a fit of collectives timed with ``ranks`` ranks sharing
+    ``sharing.cores`` cores: the fit reads each collective's scheduling delay δ(ranks)
+    (a rank waiting for a core) as latency, and the model charges that delay to compute
+    (:meth:`CoreSharing.factor`), so it is taken out here to be counted once:
+    max(0, α_fit − δ(ranks)). Ranks that do not oversubscribe the cores: α_fit as is."""
+    return max(0.0, alpha_fit - sharing.delay(ranks))
