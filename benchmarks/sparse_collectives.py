@@ -91,22 +91,28 @@ def _worker(rank: int, world: int, densities: list[float]) -> list[dict[str, Any
                        "mode": mode, "bytes_sent": acct["bytes_sent"],
                        "wire_bytes": wire, "fill": fill, "n": n, "k": k, "seconds": dt}
                 if coll == "oktopk" and exact is not None:
+                    sizes = [p.numel() for p in params]
                     row.update(kept=int((out != 0).sum()), exact_nnz=int((exact != 0).sum()),
-                               captured=captured_share(out, exact))
+                               captured=captured_share(out, exact),
+                               captured_per_parameter=captured_share(out, exact, sizes))
                 rows.append(row)
     return rows
 
 
-def captured_share(kept: Any, exact: Any) -> float:
-    """‖kept‖² ÷ ‖the same number of largest entries of ``exact``‖²: 1 when the
-    re-sparsified sum kept exactly the global top of the exact sum."""
+def captured_share(kept: Any, exact: Any, sizes: list[int] | None = None) -> float:
+    """‖kept‖² ÷ ‖the same number of largest entries of ``exact``‖² (with ``sizes``: as
+    many as ``kept`` has in each parameter, the largest of that parameter): 1 when the
+    re-sparsified sum kept exactly the top of the exact sum."""
     import torch
 
-    m = int((kept != 0).sum())
-    if m == 0:
-        return 1.0
-    best = torch.topk(exact.abs().double(), m).values.pow(2).sum()
-    return float(kept.double().pow(2).sum() / best)
+    best, start = 0.0, 0
+    for n in sizes or [exact.numel()]:
+        m = int((kept[start : start + n] != 0).sum())
+        if m:
+            seg = exact[start : start + n].abs().double()
+            best += float(torch.topk(seg, m).values.pow(2).sum())
+        start += n
+    return float(kept.double().pow(2).sum()) / best if best else 1.0
 
 
 def measure(ranks: list[int], densities: list[float]) -> dict[str, Any]:
@@ -134,8 +140,9 @@ def markdown(data: dict[str, Any]) -> str:
     rows = data["rows"]
     head = ("| gradients | density | ranks | all-gather | rsag | rsag ÷ all-gather "
             "| oktopk | oktopk ÷ all-gather | oktopk wire description | kept ÷ k "
-            "| norm² kept ÷ global top | fill U/(p·k) | dense | auto (1 Gbit/s) |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+            "| norm² kept ÷ top per parameter | ÷ top of bucket | fill U/(p·k) | dense "
+            "| auto (1 Gbit/s) |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     out = [head]
     keys = sorted({(r["gradients"], r["density"], r["ranks"]) for r in rows},
                   key=lambda t: (t[0] != "mlp", -t[1], t[2]))
@@ -150,15 +157,17 @@ def markdown(data: dict[str, Any]) -> str:
             f"| {ag['bytes_sent']:,.0f} | {rs['bytes_sent']:,.0f} "
             f"| {rs['bytes_sent'] / ag['bytes_sent']:.2f} | {ok['bytes_sent']:,.0f} "
             f"| {ok['bytes_sent'] / ag['bytes_sent']:.2f} | {ok['wire_bytes']:,.0f} "
-            f"| {ok['kept'] / ok['k']:.2f} | {ok['captured']:.3f} "
+            f"| {ok['kept'] / ok['k']:.2f} | {ok['captured_per_parameter']:.3f} "
+            f"| {ok['captured']:.3f} "
             f"| {rs['fill']:.3f} | {dn['bytes_sent']:,.0f} "
             f"| {names.get(au['mode'], au['mode'])} |")
     n = rows[0]["n"]
     out.append(f"\n{n:,} fp32 entries in one bucket (a 3-layer MLP), per-parameter top-k, "
                f"bytes sent per rank in one step (mean over ranks) as counted by the "
                f"strategy; kept ÷ k: entries of oktopk's sum over one rank's k; norm² kept "
-               f"÷ global top: the squared norm those entries hold over that of as many "
-               f"largest entries of the exact sum; gloo on one host, {data['date']}. "
+               f"÷ top: the squared norm those entries hold over that of as many largest "
+               f"entries of the exact sum (rsag's), per parameter or over the whole "
+               f"bucket; gloo on one host, {data['date']}. "
                f"`python benchmarks/sparse_collectives.py`.")
     return "\n".join(out)
 
