@@ -23,9 +23,9 @@ c_max and sum them locally. The first ``warmup_steps`` steps are plain dense; th
 6.25 %, … each for that many steps) down to ``density``.
 With ``sparse_collective=rsag`` the selected pairs are summed by a sparse reduce-scatter
 and an allgather of the reduced chunks instead of step (3); ``oktopk`` does the same
-but each owner keeps only the ⌈k/p⌉ largest entries of its reduced chunk (a global
-re-sparsification to ≈ k entries; each rank's dropped contributions return to its own
-residual); ``auto`` chooses per bucket among all-gather, rsag, oktopk and dense from the
+but each owner keeps only the ⌈k_i/p⌉ largest entries of its part of each parameter i
+of the reduced sum (a global re-sparsification to ≈ k entries; each rank's dropped
+contributions return to its own residual); ``auto`` chooses per bucket among all-gather, rsag, oktopk and dense from the
 α-β cost
 (:mod:`scidl.comm.sparse_allreduce`). Subclasses (``dgc``, ``topk_adam``) change what is
 accumulated and what the reduced sum becomes through the ``_accumulate``/``_sent``/
