@@ -156,6 +156,8 @@ def _table(data: dict[str, Any]) -> str:
                    f"| {s['min']:.4f} | {s['max']:.4f} | {vs} | {b} |")
     nproc = "" if data["nproc"] == 2 else f" --nproc {data['nproc']}"
     cases = "" if not data.get("cases") else " --cases " + " ".join(data["cases"])
+    if data.get("cases") and list(data["seeds"]) != [0, 1, 2]:
+        cases += " --seeds " + " ".join(map(str, data["seeds"]))
     load = "" if not data.get("loadavg") else \
         f" Load average at the start: {data['loadavg'][0]:.1f}."
     out.append(f"\n`digits`, {data['nproc']} processes (loopback), {data['epochs']} epochs, "
