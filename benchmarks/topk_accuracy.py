@@ -53,6 +53,10 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("dgc_1%_oktopk", "sgd", [*PLAIN_SGD, "comm.strategy=dgc", "comm.density=0.01",
                               "comm.momentum=0.9", "comm.density_warmup_steps=10",
                               "comm.sparse_collective=oktopk"]),
+    ("topk_1%_sgd_rsag", "sgd", [*SGD, "comm.strategy=topk", "comm.density=0.01",
+                                 "comm.sparse_collective=rsag"]),
+    ("topk_1%_sgd_oktopk", "sgd", [*SGD, "comm.strategy=topk", "comm.density=0.01",
+                                   "comm.sparse_collective=oktopk"]),
 ]
 
 
