@@ -61,6 +61,9 @@ from scidl.comm.wire import Collective
 #: each rank's block of the first all-gather of ``rsag``: p per-owner counts + finite flag
 COUNT_ITEM_BYTES = 8
 ALGORITHMS = ("allgather", "rsag", "oktopk", "dense")
+#: what ``sparse_collective=auto`` chooses from: the reductions that sum exactly what the
+#: ranks selected (oktopk drops part of the sum again, so it is used only when asked for)
+EXACT_ALGORITHMS = ("allgather", "rsag", "dense")
 
 
 def warmup_density(target: float, t: int, stage_steps: int, factor: float = 0.25) -> float:

@@ -59,6 +59,7 @@ from scidl.comm.sparse import (
     unpack_sum,
 )
 from scidl.comm.sparse_allreduce import (
+    EXACT_ALGORITHMS,
     choose_algorithm,
     chunk_len,
     keep_largest,
@@ -84,10 +85,11 @@ def plan_algorithm(cfg: Any, world: int, n: int, k: int, vb: int, fill: float,
                    budget: int | None = None) -> str:
     """How a bucket's k entries per rank are summed (identical on every rank): ``dense``
     where SparCML's byte rule prefers it, else ``comm.sparse_collective``; ``auto``: the
-    cheapest of all-gather, rsag, oktopk and dense under ``link_alpha``/``link_beta``."""
+    cheapest of all-gather, rsag and dense under ``link_alpha``/``link_beta`` (the exact
+    reductions; oktopk's re-sparsified sum only when ``sparse_collective=oktopk``)."""
     if cfg.sparse_collective == "auto":
         return choose_algorithm(world, n, k, vb, fill, cfg.link_alpha, cfg.link_beta,
-                                budget=budget)
+                                allowed=EXACT_ALGORITHMS, budget=budget)
     if cfg.sparse_collective in ("rsag", "oktopk"):  # dense once the worst case is bigger
         algo = str(cfg.sparse_collective)
         worst = bytes_sent(plan_for(algo, world, n, k, vb, budget=budget), world)
