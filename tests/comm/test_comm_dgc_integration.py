@@ -1,4 +1,4 @@
-"""Shared comm suite, part 2: ``dgc``, ``topk_adam`` and the ``rsag`` sparse collective.
+"""Shared comm suite, part 2: ``dgc``, ``topk_adam``, the ``rsag`` and ``oktopk`` collectives.
 
 One process group per world size (2 and 4 gloo processes) runs every check. Most checks
 drive a strategy's ``reduce`` directly on synthetic buckets (two parameters), so what each
@@ -25,7 +25,7 @@ from scidl.comm.wire import bytes_sent
 from scidl.testing import run_distributed
 
 SIZES = (300, 212)  # two parameters in one bucket
-COLLECTIVES = ("allgather", "rsag", "auto")
+COLLECTIVES = ("allgather", "rsag", "oktopk", "auto")
 
 
 def _setup(cfg: CommConfig):
@@ -89,6 +89,7 @@ def check_parity_and_mass(rank, world, collectives=COLLECTIVES):
                 s.end_step()
             assert _same_everywhere(modes), (name, coll, modes)
             allowed = {"allgather": {"sparse"}, "rsag": {"rsag", "rsag_dense"},
+                       "oktopk": {"oktopk", "oktopk_dense"},
                        "auto": {"sparse", "rsag", "rsag_dense", "dense"}}[coll]
             assert modes and set(modes) <= allowed, (coll, modes)
     return True
@@ -121,6 +122,88 @@ def check_rsag_bytes(rank, world):
     return True
 
 
+def check_oktopk(rank, world):
+    """oktopk drops entries and conserves them: at most ⌈k_i/p⌉ kept per owner and
+    parameter (≈ k in all, whatever p), fewer than rsag's exact sum holds; the result is
+    the dense allreduce of what the ranks sent; each rank's sent values are its
+    accumulator's own values at its selected, kept indices, and the dropped rest stays
+    in its residual (sent + residual = gradient + old residual on every rank, so Σ sent +
+    Σ residuals = Σ gradients over the steps); the kept entries are the largest of the
+    exact sum in each owner's part of each parameter; bytes equal the wire description
+    at the observed fill; auto never takes oktopk (it picks among the exact reductions),
+    the same on every rank."""
+    from scidl.comm.sparse_allreduce import owner_budget
+
+    d = 0.05
+    k = sum(k_for(n, d) for n in SIZES)
+    budgets = [owner_budget(k_for(n, d), world) for n in SIZES]
+    base = dict(strategy="topk", density=d, selection="exact")
+    ok, params = _setup(CommConfig(**base, sparse_collective="oktopk"))
+    ref, _ = _setup(CommConfig(**base, sparse_collective="rsag", error_feedback=False))
+    total_g = torch.zeros(sum(SIZES), dtype=torch.float64)
+    total_sent = torch.zeros_like(total_g)
+    modes = []
+    for t in range(4):
+        g = _grad(rank, t, shared=0.1)  # little overlap: the owners must drop
+        acc = ok.residuals.get(_bucket(params, g)).clone() + g  # what is selected from
+        got = ok.reduce(_bucket(params, g.clone())).wait()
+        v_new = ok.residuals.get(_bucket(params, g))
+        sent = acc - v_new
+        assert _rel(_sum(sent) / world, got) <= 1e-6, t
+        where = sent != 0
+        assert torch.equal(sent[where], acc[where]), t  # own values, whole
+        assert int(where.sum()) <= k
+        kept = int((got != 0).sum())
+        assert kept <= world * sum(budgets) and kept == ok.kept[0], (kept, ok.kept[0])
+        exact = ref.reduce(_bucket(params, acc.clone())).wait()  # Σ of the same selections
+        assert int((exact != 0).sum()) > kept, t  # something was dropped
+        starts = (0, SIZES[0])
+        for r in range(world):  # owner r kept the largest of its part of each parameter
+            for a, n, b in zip(starts, SIZES, budgets, strict=True):
+                part = torch.arange(a, a + n)
+                part = part[part % world == r]
+                e, o = exact[part].abs(), got[part]
+                assert int((o != 0).sum()) == min(b, int((e != 0).sum())), (r, a)
+                if int((e != 0).sum()) > b:
+                    assert float(e[o == 0].max()) <= float(e[o != 0].min()) + 1e-6
+        # the wire description at the observed fill, with the all-to-all's even split
+        # replaced by the pairs this rank's selection really sent to other owners
+        plan = plan_for("oktopk", world, sum(SIZES), k, 4, ok.fill[0], sum(budgets))
+        mine = torch.cat([torch.topk(acc[a:a + n].abs(), k_for(n, d)).indices + a
+                          for a, n in ((0, SIZES[0]), (SIZES[0], SIZES[1]))])
+        others = int((mine % world != rank).sum()) * 8
+        wire = bytes_sent(plan, world, "gloo") - plan[1].bytes_sent(world) + others
+        acct = ok.end_step()
+        ref.end_step()
+        assert acct["bytes_sent"] == wire, (acct["bytes_sent"], wire)
+        total_g += g.double()
+        total_sent += sent.double()
+        modes.append(ok.modes[0])
+    residual = ok.residuals.get(_bucket(params, g)).double()
+    assert _rel(_sum(total_sent + residual), _sum(total_g)) <= 1e-6
+    assert _same_everywhere(modes) and set(modes) == {"oktopk"}
+    # no overlap at all (fill 1, the description's worst case): bytes = wire description
+    n2, k2 = 64 * world * 8, 8 * world
+    cfg = CommConfig(strategy="topk", density=k2 / n2, selection="exact",
+                     sparse_collective="oktopk")
+    s, _ = _setup(cfg)
+    g2 = torch.zeros(n2)
+    g2[rank * k2 * world + torch.arange(k2)] = 1.0 + torch.arange(k2, dtype=torch.float32)
+    s.reduce(Bucket(g2, 0, True)).wait()
+    assert s.end_step()["bytes_sent"] == s.wire_bytes(cfg, n2, world, backend="gloo")
+    # auto on a bandwidth-bound link: an exact reduction, identically everywhere
+    a, _ = _setup(CommConfig(**base, sparse_collective="auto", link_alpha=0.0,
+                             link_beta=1e-8))
+    picks = []
+    for t in range(3):
+        a.reduce(_bucket(params, _grad(rank, t, shared=0.1))).wait()
+        picks.append(a.modes[0])
+        a.end_step()
+    assert _same_everywhere(picks)
+    assert "oktopk" not in picks[-1], picks
+    return True
+
+
 def check_density(rank, world):
     """Threshold selection sends at least (exactly) the requested k per parameter, and
     the exponential warm-up runs 25 % → 6.25 % → target."""
@@ -145,7 +228,7 @@ def check_nonfinite(rank, world, cases=None):
     """A NaN on rank 1 at step 1: every rank returns NaN (no hang), the state stays
     finite, and the next step is finite and identical on every rank."""
     cases = cases or [("dgc", "allgather"), ("dgc", "rsag"), ("topk", "rsag"),
-                      ("topk_adam", "allgather"), ("topk_adam", "rsag")]
+                      ("topk", "oktopk"), ("topk_adam", "allgather"), ("topk_adam", "rsag")]
     for name, coll in cases:
         cfg = CommConfig(strategy=name, density=0.05, selection="exact",
                          sparse_collective=coll, adam_freeze_steps=1)
@@ -190,7 +273,9 @@ def check_resume(rank, world):
     for cfg in (CommConfig(strategy="dgc", density=0.1, bucket_cap_mb=BUCKET_MB,
                            clip_norm=1.0, density_warmup_steps=1),
                 CommConfig(strategy="topk_adam", density=0.1, bucket_cap_mb=BUCKET_MB,
-                           adam_freeze_steps=1, sparse_collective="rsag")):
+                           adam_freeze_steps=1, sparse_collective="rsag"),
+                CommConfig(strategy="topk", density=0.05, bucket_cap_mb=BUCKET_MB,
+                           sparse_collective="oktopk")):
         torch.manual_seed(0)
         net = Net()
         strat = build_strategy(cfg)
@@ -253,9 +338,10 @@ def check_adam_warmup(rank, world):
 def suite(rank: int, world: int) -> bool:
     torch.set_num_threads(1)
     check_rsag_bytes(rank, world)
+    check_oktopk(rank, world)
     if world > 2:  # the all-to-all with several peers; the rest runs on 2 ranks
-        check_parity_and_mass(rank, world, collectives=("rsag",))
-        check_nonfinite(rank, world, cases=[("dgc", "rsag")])
+        check_parity_and_mass(rank, world, collectives=("rsag", "oktopk"))
+        check_nonfinite(rank, world, cases=[("dgc", "rsag"), ("dgc", "oktopk")])
         return True
     check_parity_and_mass(rank, world)
     check_nonfinite(rank, world)

@@ -213,6 +213,66 @@ def test_auto_collective_choice_follows_alpha_beta():
         "allgather", "alltoall", "allgather", "allgather"]
 
 
+def test_oktopk_bytes_do_not_grow_with_ranks():
+    from scidl.comm.sparse_allreduce import owner_budget, plan_for
+    from scidl.comm.wire import bytes_sent
+
+    n, k, pair = 1_000_000, 10_000, 8
+    ranks = (2, 4, 8, 64, 512)
+    ok = [bytes_sent(plan_for("oktopk", p, n, k, 4), p) for p in ranks]  # no overlap
+    rsag = [bytes_sent(plan_for("rsag", p, n, k, 4), p) for p in ranks]
+    # (p−1)/p·k pairs to the owners + (p−1)·⌈k/p⌉ kept pairs back + the small counts
+    for p, b in zip(ranks, ok, strict=True):
+        want = (p - 1) / p * k * pair + (p - 1) * owner_budget(k, p) * pair \
+            + (p - 1) * (p + 3) * 8
+        assert b == pytest.approx(want), p
+        assert b <= 2 * k * pair + p * pair + (p - 1) * (p + 3) * 8
+    assert ok[0] == pytest.approx(rsag[0] - k / 2 * pair + 8)  # p = 2: k/2 pairs saved
+    # the pairs (counts aside, (p−1)·(p+2)·8 bytes): rsag's chunks grow towards n as p
+    # grows, oktopk's stay ≈ k in all
+    assert rsag[-1] - (511 * 514 * 8) > 20 * (ok[-1] - 511 * 515 * 8)
+    assert max(b - (p - 1) * (p + 3) * 8 for p, b in zip(ranks, ok, strict=True)) \
+        <= 2 * k * pair + 512 * pair
+    # full overlap (fill 1/p): nothing to drop, the same bytes as rsag
+    assert bytes_sent(plan_for("oktopk", 8, n, k, 4, 1 / 8), 8) == \
+        bytes_sent(plan_for("rsag", 8, n, k, 4, 1 / 8), 8) + 7 * 8  # + the kept counts
+
+
+def test_keep_largest_keeps_each_parameters_budget_by_magnitude():
+    from scidl.comm.sparse_allreduce import keep_largest, local_starts, owner_budget
+
+    chunk = torch.tensor([0.0, -5.0, 1.0, 0.0, 3.0, -0.5, 2.0, 0.25, -4.0])
+    pos = torch.tensor([1, 2, 4, 5, 6, 7, 8])
+    assert keep_largest(chunk, pos, [0], [3]).tolist() == [1, 4, 8]
+    assert keep_largest(chunk, pos, [0], [9]).tolist() == pos.tolist()
+    # two parameters: local positions 0..4 and 5..8, budgets 1 and 2
+    assert keep_largest(chunk, pos, [0, 5], [1, 2]).tolist() == [1, 6, 8]
+    assert [owner_budget(k, 4) for k in (1, 4, 5, 400)] == [1, 1, 2, 100]
+    assert owner_budget([1, 5, 400], 4) == 103
+    # segments (start, n) in a bucket, as positions in each owner's strided chunk
+    assert local_starts([(0, 10), (10, 7), (17, 3)], 4, 0) == [0, 3, 5]
+    assert local_starts([(0, 10), (10, 7), (17, 3)], 4, 3) == [0, 2, 4]
+
+
+def test_auto_collective_choice_includes_oktopk():
+    from scidl.comm.sparse_allreduce import choose_algorithm
+
+    # 8 ranks, selections that barely overlap, bandwidth-bound: the re-sparsified sum
+    assert choose_algorithm(8, 10_000_000, 100_000, 4, 0.9, 1e-6, 1e-8) == "oktopk"
+    # 2 ranks: oktopk sends as much as the all-gather, in more messages
+    assert choose_algorithm(2, 10_000_000, 100_000, 4, 0.9, 1e-6, 1e-8) == "allgather"
+    # without it, the exact sums only: at this fill rsag's chunks cost as much as the
+    # all-gather, which has fewer messages
+    assert choose_algorithm(8, 10_000_000, 100_000, 4, 0.9, 1e-6, 1e-8,
+                            allowed=("allgather", "rsag", "dense")) == "allgather"
+    cfg = CommConfig(strategy="topk", density=0.01, sparse_collective="oktopk")
+    plan = build_strategy(cfg).wire(cfg, 10**6, 4)
+    assert [c.op for c in plan] == ["allgather", "alltoall", "allgather", "allgather"]
+    assert plan[-1].nbytes == 2500 * 8  # ⌈k/p⌉ pairs per owner
+    with pytest.raises(ValidationError):
+        CommConfig(sparse_collective="okk")
+
+
 def test_strategies_that_own_the_optimizer_state_reject_double_momentum():
     from scidl.config import ConfigError, load_config
 

@@ -75,8 +75,11 @@ class CommConfig(BaseModel):
         sparse_collective: ``topk``/``dgc``/``topk_adam``: how the selected entries are
             summed: ``allgather`` (every rank's (index, value) pairs to every rank),
             ``rsag`` (sparse reduce-scatter to the owner of each index, then an
-            allgather of the reduced chunks, each sparse or dense), or ``auto`` (per
-            bucket, the cheapest of allgather, rsag and dense for ``link_alpha``,
+            allgather of the reduced chunks, each sparse or dense), ``oktopk`` (rsag
+            whose owners keep only the ⌈k/p⌉ largest entries of their reduced chunk: a
+            global re-sparsification to ≈ k entries, O(k) bytes whatever p; what is
+            dropped returns to each sender's residual), or ``auto`` (per bucket, the
+            cheapest of allgather, rsag, oktopk and dense for ``link_alpha``,
             ``link_beta``).
         link_alpha: ``sparse_collective=auto``: latency per message (s).
         link_beta: ``sparse_collective=auto``: seconds per byte (1/bandwidth).
@@ -149,9 +152,10 @@ class CommConfig(BaseModel):
         100, ge=1, description="topk_adam: dense Adam steps before the per-rank "
         "Adam update is sent as error-compensated top-k (1-bit Adam's warm-up)"
     )
-    sparse_collective: Literal["allgather", "rsag", "auto"] = Field(
+    sparse_collective: Literal["allgather", "rsag", "oktopk", "auto"] = Field(
         "allgather", description="topk/dgc/topk_adam: all-gather of the pairs, sparse "
-        "reduce-scatter + allgather (rsag), or auto per bucket from link_alpha/link_beta"
+        "reduce-scatter + allgather (rsag), rsag re-sparsified to ~k entries in all "
+        "(oktopk), or auto per bucket from link_alpha/link_beta"
     )
     link_alpha: float = Field(
         5e-5, ge=0, description="sparse_collective=auto: latency per message in seconds"

@@ -20,14 +20,33 @@ n-entry bucket on p ranks, plus the dense fallback:
     not grow as p·k; where the selections overlap (they do for real gradients) c ≪ k.
     With ``comm.value_dtype=fp16`` the owner's fp32 sum is cast to fp16 again for the
     allgather; that second rounding is not kept in any residual.
+``oktopk`` (rsag with a global re-sparsification, after Ok-Topk, Li & Hoefler PPoPP'22,
+    whose allgather phase moves only the global top-k)
+    as ``rsag``, but before the allgather each owner keeps, in each parameter i of the
+    bucket, only the ⌈k_i/p⌉ largest |values| of its reduced chunk (B = Σ_i ⌈k_i/p⌉ ≈ k/p
+    per owner), so about k entries of the sum survive in total, whatever p and the
+    overlap. Bytes per rank: (p−1)/p·k·(s_idx+s_val) + (p−1)·min(c, B)·(s_idx+s_val)
+    + counts: O(k), independent of p. Ok-Topk picks the global top-k with a threshold
+    estimated every τ' steps and rebalances its contiguous regions; here each owner's
+    budget is its own threshold (the ⌈k_i/p⌉-th largest |value| of its part of
+    parameter i): with the strided partition the p parts are alike, the kept counts ride
+    on the chunk-count all-gather (no extra round), the bytes are exact, and — since
+    parameter i's classes j mod p are the same whatever the bucket layout — the result
+    does not depend on how DDP buckets the parameters. The entries the owners drop go
+    back into error feedback where they came from: every rank adds its own sent values at
+    the dropped indices back into its own residual (as Ok-Topk's SGD keeps in each
+    worker's residual what was not globally selected), so on every rank sent + new
+    residual = gradient + old residual, and Σ_r sent_r = p·(the result).
 ``dense``
     a ring allreduce of all n values: 2(p−1)/p·n·s_val.
 
-``auto`` picks, per bucket, the cheapest of the three under the α-β model
+``auto`` picks, per bucket, the cheapest of the four under the α-β model
 (:mod:`scidl.scaling.costmodel`: α latency per message, β seconds per byte, from
 ``comm.link_alpha``/``comm.link_beta``), from sizes and the fill U/(p·k) observed on the
 bucket's previous step — values every rank holds identically, so every rank takes the
-same branch without a collective.
+same branch without a collective. ``allgather``, ``rsag`` and ``dense`` give the same
+sum; ``oktopk`` gives a sparser one (≈ k entries in all, the rest kept in the residuals),
+so where ``auto`` takes it the step sends less and applies less.
 """
 
 from __future__ import annotations
@@ -41,7 +60,10 @@ from scidl.comm.wire import Collective
 
 #: each rank's block of the first all-gather of ``rsag``: p per-owner counts + finite flag
 COUNT_ITEM_BYTES = 8
-ALGORITHMS = ("allgather", "rsag", "dense")
+ALGORITHMS = ("allgather", "rsag", "oktopk", "dense")
+#: what ``sparse_collective=auto`` chooses from: the reductions that sum exactly what the
+#: ranks selected (oktopk drops part of the sum again, so it is used only when asked for)
+EXACT_ALGORITHMS = ("allgather", "rsag", "dense")
 
 
 def warmup_density(target: float, t: int, stage_steps: int, factor: float = 0.25) -> float:
@@ -68,6 +90,53 @@ def rsag_wire(p: int, n: int, k: int, value_bytes: int, fill: float = 1.0) -> li
             Collective("alltoall", k * pair),
             Collective("allgather", COUNT_ITEM_BYTES),
             Collective("allgather", chunk_bytes)]
+
+
+def owner_budget(ks: list[int] | int, p: int) -> int:
+    """``oktopk``: entries an owner keeps of its reduced chunk, Σ_i ⌈k_i/p⌉ over the
+    bucket's parameters (k_i entries selected per rank in parameter i): ≈ k/p."""
+    return sum(max(1, math.ceil(k / p)) for k in ([ks] if isinstance(ks, int) else ks))
+
+
+def oktopk_wire(p: int, n: int, k: int, value_bytes: int, fill: float = 1.0,
+                budget: int | None = None) -> list[Collective]:
+    """The collectives of ``oktopk``: those of ``rsag`` (the chunk counts carry each
+    owner's kept count too) with each reduced chunk cut to the owner's ``budget``
+    (default ⌈k/p⌉), or sent dense where that is smaller."""
+    pair = INDEX_BYTES + value_bytes
+    width = math.ceil(n / p)
+    budget = owner_budget(k, p) if budget is None else budget
+    per_chunk = min(math.ceil(fill * k), budget, width)
+    chunk_bytes = min(per_chunk * pair, width * value_bytes)
+    return [Collective("allgather", (p + 1) * COUNT_ITEM_BYTES),
+            Collective("alltoall", k * pair),
+            Collective("allgather", 2 * COUNT_ITEM_BYTES),
+            Collective("allgather", chunk_bytes)]
+
+
+def local_starts(segments: list[tuple[int, int]], p: int, owner: int) -> list[int]:
+    """Where each ``(start, n)`` segment of the bucket begins in ``owner``'s chunk (the
+    entries i ≡ owner mod p, entry i at local position i // p)."""
+    return [max(0, (start - owner + p - 1) // p) for start, _ in segments]
+
+
+def keep_largest(chunk: torch.Tensor, pos: torch.Tensor, starts: list[int],
+                 budgets: list[int]) -> torch.Tensor:
+    """``oktopk``: of the filled positions ``pos`` (sorted) of an owner's reduced chunk,
+    the ``budgets[j]`` with the largest |value| inside each segment j (local positions
+    from ``starts[j]`` to the next start). Entry i of a parameter lies in the class
+    i mod p of the parameter whatever the bucket layout, so the kept set does not depend
+    on how DDP buckets the parameters."""
+    edges = torch.tensor([*starts[1:], chunk.numel()], dtype=pos.dtype, device=pos.device)
+    ends = torch.searchsorted(pos, edges).tolist()
+    parts, lo = [], 0
+    for hi, b in zip(ends, budgets, strict=True):
+        seg = pos[lo:hi]
+        if seg.numel() > b:
+            seg = torch.sort(seg[torch.topk(chunk[seg].abs(), b, sorted=False).indices]).values
+        parts.append(seg)
+        lo = hi
+    return torch.cat(parts) if parts else pos
 
 
 def allgather_wire(k: int, value_bytes: int) -> list[Collective]:
@@ -102,19 +171,24 @@ def predicted_seconds(plan: list[Collective], p: int, alpha: float, beta: float)
 
 
 def plan_for(algorithm: str, p: int, n: int, k: int, value_bytes: int,
-             fill: float = 1.0) -> list[Collective]:
-    """The collectives of ``algorithm`` for one bucket."""
+             fill: float = 1.0, budget: int | None = None) -> list[Collective]:
+    """The collectives of ``algorithm`` for one bucket (``budget``: oktopk's entries kept
+    per owner, default ⌈k/p⌉)."""
     if algorithm == "dense":
         return dense_wire(n, value_bytes)
     if algorithm == "rsag":
         return rsag_wire(p, n, k, value_bytes, fill)
+    if algorithm == "oktopk":
+        return oktopk_wire(p, n, k, value_bytes, fill, budget)
     return allgather_wire(k, value_bytes)
 
 
 def choose_algorithm(p: int, n: int, k: int, value_bytes: int, fill: float, alpha: float,
-                     beta: float, allowed: tuple[str, ...] = ALGORITHMS) -> str:
+                     beta: float, allowed: tuple[str, ...] = ALGORITHMS,
+                     budget: int | None = None) -> str:
     """The cheapest of ``allowed`` under the α-β model (ties: the earlier one)."""
-    costs = {a: predicted_seconds(plan_for(a, p, n, k, value_bytes, fill), p, alpha, beta)
+    costs = {a: predicted_seconds(plan_for(a, p, n, k, value_bytes, fill, budget), p,
+                                  alpha, beta)
              for a in allowed}
     return min(allowed, key=lambda a: costs[a])
 

@@ -22,8 +22,11 @@ c_max and sum them locally. The first ``warmup_steps`` steps are plain dense; th
 ``density_warmup_steps`` > 0, the density follows DGC's exponential warm-up (25 %,
 6.25 %, … each for that many steps) down to ``density``.
 With ``sparse_collective=rsag`` the selected pairs are summed by a sparse reduce-scatter
-and an allgather of the reduced chunks instead of step (3), and ``auto`` chooses per
-bucket among all-gather, rsag and dense from the α-β cost
+and an allgather of the reduced chunks instead of step (3); ``oktopk`` does the same
+but each owner keeps only the ⌈k_i/p⌉ largest entries of its part of each parameter i
+of the reduced sum (a global re-sparsification to ≈ k entries; each rank's dropped
+contributions return to its own residual); ``auto`` chooses per bucket among all-gather, rsag, oktopk and dense from the
+α-β cost
 (:mod:`scidl.comm.sparse_allreduce`). Subclasses (``dgc``, ``topk_adam``) change what is
 accumulated and what the reduced sum becomes through the ``_accumulate``/``_sent``/
 ``_finish`` hooks; the protocol stays this one.
@@ -49,15 +52,19 @@ from scidl.comm.base import CommStrategy, completed
 from scidl.comm.buckets import Bucket, FlatStore
 from scidl.comm.sparse import (
     INDEX_BYTES,
+    k_for,
     pack,
     prefer_dense,
-    segments_k,
     select_segments,
     unpack_sum,
 )
 from scidl.comm.sparse_allreduce import (
+    EXACT_ALGORITHMS,
     choose_algorithm,
     chunk_len,
+    keep_largest,
+    local_starts,
+    owner_budget,
     pack_by_owner,
     plan_for,
     scatter_chunks,
@@ -74,16 +81,20 @@ def value_bytes(cfg: Any) -> int:
     return 2 if cfg.value_dtype == "fp16" else 4
 
 
-def plan_algorithm(cfg: Any, world: int, n: int, k: int, vb: int, fill: float) -> str:
+def plan_algorithm(cfg: Any, world: int, n: int, k: int, vb: int, fill: float,
+                   budget: int | None = None) -> str:
     """How a bucket's k entries per rank are summed (identical on every rank): ``dense``
     where SparCML's byte rule prefers it, else ``comm.sparse_collective``; ``auto``: the
-    cheapest of all-gather, rsag and dense under ``link_alpha``/``link_beta``."""
+    cheapest of all-gather, rsag and dense under ``link_alpha``/``link_beta`` (the exact
+    reductions; oktopk's re-sparsified sum only when ``sparse_collective=oktopk``)."""
     if cfg.sparse_collective == "auto":
-        return choose_algorithm(world, n, k, vb, fill, cfg.link_alpha, cfg.link_beta)
-    if cfg.sparse_collective == "rsag":  # dense once rsag's worst case sends more bytes
-        worst = bytes_sent(plan_for("rsag", world, n, k, vb), world)
+        return choose_algorithm(world, n, k, vb, fill, cfg.link_alpha, cfg.link_beta,
+                                allowed=EXACT_ALGORITHMS, budget=budget)
+    if cfg.sparse_collective in ("rsag", "oktopk"):  # dense once the worst case is bigger
+        algo = str(cfg.sparse_collective)
+        worst = bytes_sent(plan_for(algo, world, n, k, vb, budget=budget), world)
         return "dense" if worst >= bytes_sent(plan_for("dense", world, n, k, vb), world) \
-            else "rsag"
+            else algo
     return "dense" if prefer_dense(world, k, n, vb) else "allgather"
 
 
@@ -100,13 +111,15 @@ class TopK(CommStrategy):
              shapes: Sequence[Shape] | None = None) -> list[Collective]:
         """k = Σ⌈density·n_i⌉ per parameter (one segment when shapes are unknown): the
         (count, finite) all-gather, then k (index, value) pairs from every rank; or one
-        dense allreduce in the value dtype when the switch rule prefers it. ``rsag``: its
-        four collectives for selections that do not overlap (the worst case)."""
+        dense allreduce in the value dtype when the switch rule prefers it. ``rsag``,
+        ``oktopk``: their four collectives for selections that do not overlap (the worst
+        case)."""
         vb = value_bytes(cfg)
         sizes = [numel_of(s) for s in shapes] if shapes else [numel]
-        k = segments_k([(0, n) for n in sizes], cfg.density)
-        algo = plan_algorithm(cfg, world, numel, k, vb, fill=1.0)
-        return plan_for(algo, world, numel, k, vb)
+        ks = [k_for(n, cfg.density) for n in sizes]
+        k, budget = sum(ks), owner_budget(ks, world)
+        algo = plan_algorithm(cfg, world, numel, k, vb, fill=1.0, budget=budget)
+        return plan_for(algo, world, numel, k, vb, budget=budget)
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
@@ -115,6 +128,7 @@ class TopK(CommStrategy):
         self.wire_dtype = torch.float16 if cfg.value_dtype == "fp16" else torch.float32
         self.modes: dict[int, str] = {}
         self.fill: dict[int, float] = {}  # U/(p·k) of each bucket's last sparse sum
+        self.kept: dict[int, int] = {}  # oktopk: entries of the sum kept, last step
         self.sparse_calls = 0
         self.dense_calls = 0
         self.sent_values = 0
@@ -176,9 +190,11 @@ class TopK(CommStrategy):
         vb = self.wire_dtype.itemsize
         segments = [(s, m) for _, s, m in bucket.offsets()] or [(0, n)]
         density = self.density_now()
-        k = segments_k(segments, density)
+        ks = [k_for(m, density) for _, m in segments]
+        k, budget = sum(ks), owner_budget(ks, self.world)
         # the same on every rank: sizes, settings and last step's (shared) fill only
-        algo = plan_algorithm(self.cfg, self.world, n, k, vb, self.fill.get(bucket.index, 1.0))
+        algo = plan_algorithm(self.cfg, self.world, n, k, vb,
+                              self.fill.get(bucket.index, 1.0), budget)
         if algo == "dense":
             return self._dense(bucket, acc, residual=acc if ef else None, mode="dense")
         # Which path to take depends on values (counts, finiteness): every rank learns
@@ -187,8 +203,9 @@ class TopK(CommStrategy):
         idx = (select_segments(acc, segments, density, self.cfg.selection,
                                self.cfg.exact_max_numel, self.cfg.sample_fraction, self.gen)
                if finite else acc.new_zeros(0, dtype=torch.int64))
-        if algo == "rsag":
-            return self._rsag(bucket, acc, idx, finite, ef)
+        if algo in ("rsag", "oktopk"):
+            return self._rsag(bucket, acc, idx, finite, ef,
+                              segments if algo == "oktopk" else None, density)
         info = torch.zeros(2 * self.world, dtype=torch.int64, device=buf.device)
         mine = torch.tensor([idx.numel(), int(not finite)], device=buf.device)
         self.wait(self.allgather(info, mine, op="allgather_counts"))
@@ -234,9 +251,14 @@ class TopK(CommStrategy):
         return completed(bucket.buffer.fill_(float("nan")))
 
     def _rsag(self, bucket: Bucket, acc: torch.Tensor, idx: torch.Tensor, finite: bool,
-              ef: bool) -> Future[torch.Tensor]:
+              ef: bool, segments: list[tuple[int, int]] | None = None,
+              density: float = 1.0) -> Future[torch.Tensor]:
         """Sparse reduce-scatter to each entry's owner (i mod p), then an allgather of the
-        reduced chunks, sparse or dense (:mod:`scidl.comm.sparse_allreduce`)."""
+        reduced chunks, sparse or dense (:mod:`scidl.comm.sparse_allreduce`). With the
+        bucket's ``segments`` (``oktopk``), each owner keeps only the ⌈k_i/p⌉ largest
+        reduced entries of each parameter i, and every rank returns its sent values at
+        the dropped indices to its residual."""
+        oktopk = segments is not None
         buf = bucket.buffer
         n, p, me = buf.numel(), self.world, self.rank
         dev = buf.device
@@ -251,8 +273,10 @@ class TopK(CommStrategy):
         if any(r[p] for r in rows):  # some rank's gradient is NaN/Inf: skip the step
             return self._skip(bucket)
         self._take(acc, idx, ef)
-        self._sent(bucket, idx)
-        self._count_sparse(bucket, "rsag", idx.numel(), n)
+        mode = "oktopk" if oktopk else "rsag"
+        if not oktopk:
+            self._sent(bucket, idx)
+        self._count_sparse(bucket, mode, idx.numel(), n)
         recv_counts = [r[me] for r in rows]
         recv = torch.empty(sum(recv_counts) * pair, dtype=torch.uint8, device=dev)
         out_splits = [c * pair for c in recv_counts]
@@ -264,29 +288,57 @@ class TopK(CommStrategy):
         self.wait(self._timed(work, "alltoall_sparse", recv))
         length = chunk_len(n, p, me)
         chunk, pos = sum_received(recv, recv_counts, length, self.wire_dtype)
-        c2 = torch.zeros(p, dtype=torch.int64, device=dev)
-        self.wait(self.allgather(c2, torch.tensor([pos.numel()], device=dev),
-                                 op="allgather_counts"))
-        filled = c2.tolist()
-        cap = max(filled)
+        filled_mine = pos.numel()
+        if segments is not None:  # oktopk: the largest ⌈k_i/p⌉ of each parameter i
+            starts = local_starts(segments, p, me)
+            pos = keep_largest(chunk, pos, starts,
+                               [owner_budget(k_for(m, density), p) for _, m in segments])
+        c2 = torch.zeros(p * (1 + oktopk), dtype=torch.int64, device=dev)
+        mine2 = [filled_mine, pos.numel()] if oktopk else [filled_mine]
+        self.wait(self.allgather(c2, torch.tensor(mine2, device=dev), op="allgather_counts"))
+        rows2 = c2.view(p, -1).tolist()
+        filled = [r[0] for r in rows2]
+        sent_counts = [r[-1] for r in rows2]  # oktopk: the kept counts
+        cap = max(sent_counts)
         width = math.ceil(n / p)
-        dense = cap * pair >= width * vb
+        dense = cap * pair >= width * vb  # then every owner sends its whole chunk
+        drops = oktopk and not dense and sum(sent_counts) < sum(filled)
         if dense:
             block = torch.zeros(width * vb, dtype=torch.uint8, device=dev)
             block[: length * vb].view(self.wire_dtype)[:] = chunk.to(self.wire_dtype)
-            self.modes[bucket.index] = "rsag_dense"
+            self.modes[bucket.index] = f"{mode}_dense"
         else:
             block = pack(pos, chunk[pos].to(self.wire_dtype), cap)
         gathered = torch.empty(block.numel() * p, dtype=torch.uint8, device=dev)
         total = max(sum(sum(r[:p]) for r in rows), 1)
         self.fill[bucket.index] = sum(filled) / total
 
+        self.kept[bucket.index] = sum(sent_counts) if not dense else sum(filled)
+
         def combine(f: Future[torch.Tensor]) -> torch.Tensor:
-            scatter_chunks(f.value(), p, n, dense, filled, width if dense else cap,
+            scatter_chunks(f.value(), p, n, dense, sent_counts, width if dense else cap,
                            self.wire_dtype, out=buf)
+            if oktopk:
+                self._return_dropped(bucket, acc, idx, vals, buf, ef, drops)
             return buf.div_(p)
 
         return self.allgather(gathered, block, op="allgather_chunks").then(combine)
+
+    def _return_dropped(self, bucket: Bucket, acc: torch.Tensor, idx: torch.Tensor,
+                        vals: torch.Tensor, summed: torch.Tensor, ef: bool,
+                        drops: bool) -> None:
+        """``oktopk``, after the allgather (local work): of this rank's sent entries
+        ``idx`` (values ``vals``), those the owners dropped — zero in the gathered sum
+        ``summed`` — go back into this rank's residual ``acc``, so sent + residual is
+        unchanged; ``_sent`` learns the entries that stayed sent."""
+        if not drops:
+            self._sent(bucket, idx)
+            return
+        kept = summed[idx] != 0  # a kept sum of exactly 0 counts as dropped: same mass
+        if ef:
+            dropped = ~kept
+            acc.index_add_(0, idx[dropped], vals[dropped].to(acc.dtype))
+        self._sent(bucket, idx[kept])
 
     def _dense(self, bucket: Bucket, acc: torch.Tensor, residual: torch.Tensor | None,
                mode: str) -> Future[torch.Tensor]:
@@ -322,13 +374,14 @@ class TopK(CommStrategy):
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "residuals": self._by_position(self.residuals.pieces()),
-                "gen": self.gen.get_state()}
+                "gen": self.gen.get_state(), "fill": dict(self.fill)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.residuals.load_pieces(self._by_id(state.get("residuals", {})))
         if "gen" in state:
             self.gen.set_state(state["gen"])
+        self.fill = {int(b): float(f) for b, f in state.get("fill", {}).items()}
 
     def report(self) -> dict[str, Any]:
         out = super().report()
