@@ -351,9 +351,9 @@ def test_deferred_safeguard_still_accelerates_a_linear_fixed_point():
     assert its["deferred"] < plain / 3 and its["blocking"] < plain / 3, (plain, its)
 
 
-def _iterations_to_closure(opt_factory, A, b, xs, tol=1e-8, max_iter=3000):
-    x = nn.Parameter(torch.zeros(len(b), dtype=torch.float64))
-    opt = opt_factory([x])
+def _quadratic_closure(opt, x, A, b):
+    """The trainer-style closure of ½xᵀAx − bᵀx: backward on call, forward-only
+    ``evaluate`` for the safeguard."""
 
     def closure():
         opt.zero_grad()
@@ -362,6 +362,13 @@ def _iterations_to_closure(opt_factory, A, b, xs, tol=1e-8, max_iter=3000):
         return loss.detach()
 
     closure.evaluate = lambda: 0.5 * x @ A @ x - b @ x
+    return closure
+
+
+def _iterations_to_closure(opt_factory, A, b, xs, tol=1e-8, max_iter=3000):
+    x = nn.Parameter(torch.zeros(len(b), dtype=torch.float64))
+    opt = opt_factory([x])
+    closure = _quadratic_closure(opt, x, A, b)
     for it in range(1, max_iter + 1):
         closure()
         opt.step(closure)
@@ -379,15 +386,7 @@ def test_deferred_decision_survives_a_checkpoint():
         x = nn.Parameter(torch.zeros(10, dtype=torch.float64))
         opt = AndersonAcceleration(torch.optim.SGD([x], lr=1.0), history=4, every=4,
                                    safeguard=True, safeguard_sync="deferred")
-
-        def closure():
-            opt.zero_grad()
-            loss = 0.5 * x @ A @ x - b @ x
-            loss.backward()
-            return loss.detach()
-
-        closure.evaluate = lambda: 0.5 * x @ A @ x - b @ x
-        return x, opt, closure
+        return x, opt, _quadratic_closure(opt, x, A, b)
 
     x1, o1, c1 = make()
     for _ in range(4):
