@@ -320,7 +320,8 @@ def _h5_layout(ds: Any, cached: Callable[[int], bool | None] | None = None,
         return None if off is None or info.filter_mask else (int(off), int(info.size))
 
     def read_table() -> bool:
-        """Every chunk's offset and size in one pass over the chunk index (h5py >= 3.8)."""
+        """Every chunk's offset and size in one pass over the chunk index (h5py >= 3.8 built on
+        HDF5 >= 1.12.3; without that iterator every chunk is looked up when first read)."""
         def one(info: Any) -> None:
             off = info.byte_offset
             table[int(info.chunk_offset[0]) // k] = \
