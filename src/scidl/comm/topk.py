@@ -25,8 +25,8 @@ With ``sparse_collective=rsag`` the selected pairs are summed by a sparse reduce
 and an allgather of the reduced chunks instead of step (3); ``oktopk`` does the same
 but each owner keeps only the ⌈k_i/p⌉ largest entries of its part of each parameter i
 of the reduced sum (a global re-sparsification to ≈ k entries; each rank's dropped
-contributions return to its own residual); ``auto`` chooses per bucket among all-gather, rsag, oktopk and dense from the
-α-β cost
+contributions return to its own residual); ``auto`` chooses per bucket among the exact
+reductions (all-gather, rsag, dense) from the α-β cost
 (:mod:`scidl.comm.sparse_allreduce`). Subclasses (``dgc``, ``topk_adam``) change what is
 accumulated and what the reduced sum becomes through the ``_accumulate``/``_sent``/
 ``_finish`` hooks; the protocol stays this one.

@@ -328,11 +328,11 @@ def alpha_free_of_sharing(hardware: dict[str, Any], ranks: int) -> dict[str, Any
     (``compute_slowdown``, ``probe_step_s``, ``concurrent_devices``); else unchanged."""
     from scidl.scaling.contention import CoreSharing, link_alpha
 
-    slowdown = hardware.get("compute_slowdown") or {}
-    if not (slowdown and hardware.get("probe_step_s") and hardware.get("concurrent_devices")):
+    sharing = CoreSharing.calibrated(hardware.get("concurrent_devices"),
+                                     hardware.get("probe_step_s"),
+                                     hardware.get("compute_slowdown"))
+    if sharing is None:
         return hardware
-    sharing = CoreSharing(int(hardware["concurrent_devices"]), float(hardware["probe_step_s"]),
-                          {int(k): float(v) for k, v in slowdown.items()})
     out = dict(hardware)
     for key in ("inter", "intra"):
         level = out.get(key)

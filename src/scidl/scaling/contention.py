@@ -73,6 +73,16 @@ class CoreSharing:
     probe_step_s: float
     probe_slowdown: Mapping[int, float] = field(default_factory=dict)
 
+    @classmethod
+    def calibrated(cls, cores: int | None, probe_step_s: float | None,
+                   probe_slowdown: Mapping[int, float] | None) -> CoreSharing | None:
+        """The model from a hardware file's fields (``concurrent_devices``,
+        ``probe_step_s``, ``compute_slowdown``); None unless all three are there."""
+        if not (cores and probe_step_s and probe_slowdown):
+            return None
+        return cls(int(cores), float(probe_step_s),
+                   {int(k): float(v) for k, v in probe_slowdown.items()})
+
     def delay(self, ranks: int) -> float:
         """δ(p): from the probe at p; between probed counts, linear in p; beyond the
         largest, that count's δ scaled by p/p_max (one more rank to wait for per rank);

@@ -239,12 +239,13 @@ def contention(hw: Hardware, p: int, compute_s: float | None = None, syncs: int 
     rank's compute (:mod:`scidl.scaling.contention`). Else the measured
     ``hw.compute_slowdown[p]`` when calibrated, else p/cores beyond
     ``hw.concurrent_devices`` (time-sharing), else 1."""
-    if (hw.probe_step_s and hw.concurrent_devices and hw.compute_slowdown
-            and compute_s is not None):
+    if compute_s is not None:
         from scidl.scaling.contention import CoreSharing
 
-        model = CoreSharing(hw.concurrent_devices, hw.probe_step_s, hw.compute_slowdown)
-        return model.factor(p, compute_s, syncs)
+        model = CoreSharing.calibrated(hw.concurrent_devices, hw.probe_step_s,
+                                       hw.compute_slowdown)
+        if model is not None:
+            return model.factor(p, compute_s, syncs)
     if p in hw.compute_slowdown:
         return hw.compute_slowdown[p]
     if hw.concurrent_devices and p > hw.concurrent_devices:
@@ -323,7 +324,7 @@ def predict_point(
     buckets = comm_buckets(profile, hw, comp)
     alone = compute_alone(profile, hw, p, mode)
     # the strategy's own computation runs between the same collectives as the compute
-    codec = codec_fraction(profile, hw, comp) if own_terms(profile, hw) else 0.0
+    codec = codec_fraction(profile, comp) if own_terms(profile, hw) else 0.0
     slow = contention(hw, p, alone * (1.0 + codec), sync_count(buckets, p, comp))
     compute = alone * slow
     sizes = [b for b, _ in buckets]
@@ -395,7 +396,7 @@ def own_terms(profile: StepProfile, hw: Hardware) -> bool:
     return not (profile.measured_here and not hw.measured_here)
 
 
-def codec_fraction(profile: StepProfile, hw: Hardware, comp: Compression) -> float:
+def codec_fraction(profile: StepProfile, comp: Compression) -> float:
     """The strategy's own computation as a fraction of the profile's compute (0 when the
     profile did not measure it)."""
     if not profile.codec_fraction:
@@ -415,7 +416,7 @@ def codec_time(profile: StepProfile, hw: Hardware, p: int, comp: Compression,
     (nothing is reduced) and for a strategy the profile did not measure."""
     if p <= 1:
         return 0.0
-    frac = codec_fraction(profile, hw, comp)
+    frac = codec_fraction(profile, comp)
     if frac <= 0:
         return 0.0
     return frac * profile.compute_s * (contention(hw, p) if slow is None else slow)
