@@ -1,8 +1,9 @@
 """Shared fixtures: restore env vars, never leak a process group, one thread per process;
-the shared FSDP groups of tests/parallel."""
+a hard per-test time limit; the shared FSDP groups of tests/parallel."""
 
 from __future__ import annotations
 
+import faulthandler
 import os
 
 import pytest
@@ -23,6 +24,34 @@ def _restore_env_and_threads():
     os.environ.clear()
     os.environ.update(env)
     torch.set_num_threads(threads)
+
+
+HARD_LIMIT_GRACE_S = 60
+"""How long after its pytest-timeout limit a test ends the run from C. pytest-timeout's
+thread (and its signal handler) run Python, so a test blocked in C code that holds the
+GIL (e.g. a deadlock in a torch destructor) is never interrupted by them; faulthandler's
+timer is a C thread: it prints every thread's stack and exits."""
+
+
+def pytest_sessionstart(session):
+    # Output capture is suspended between pytest's set-up hooks and the tests: fd 2 is the
+    # real stderr here, and a copy of it stays readable after _exit.
+    session.config.hard_limit_file = os.fdopen(os.dup(2), "w")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    marker = item.get_closest_marker("timeout")
+    limit = float(marker.args[0]) if marker and marker.args else float(
+        item.config.getini("timeout") or 0)
+    out = getattr(item.config, "hard_limit_file", None)
+    if limit > 0 and out is not None:
+        faulthandler.dump_traceback_later(limit + HARD_LIMIT_GRACE_S, exit=True, file=out)
+    try:
+        yield
+    finally:
+        if limit > 0 and out is not None:
+            faulthandler.cancel_dump_traceback_later()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -76,8 +76,8 @@ def test_snapshots_unwrap_ddp_but_not_a_child_called_module():
     """Before, the ensemble's own ``_unwrap`` took any ``.module`` attribute, so a model with
     a child of that name was snapshotted as the child only (and could not be reloaded)."""
     import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
 
+    from scidl.runtime.ddp import DDPModule
     from scidl.runtime.dist import unwrap_model
 
     model = _HasModuleChild()
@@ -88,7 +88,7 @@ def test_snapshots_unwrap_ddp_but_not_a_child_called_module():
     SnapshotEnsemble(model, col.snapshots)  # loads every snapshot
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     try:
-        ddp = DistributedDataParallel(model)
+        ddp = DDPModule(model)
         assert unwrap_model(ddp) is model and unwrap_model(nn.DataParallel(ddp)) is model
         col.take(ddp, 2)
         assert sorted(col.snapshots[1]) == sorted(model.state_dict())  # no "module." prefix

@@ -167,7 +167,8 @@ def test_ddp_gradients_match_parameter_layout(tmp_path, hard):
     import warnings
 
     import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from scidl.runtime.ddp import DDPModule as DDP
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
     try:

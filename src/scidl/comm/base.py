@@ -30,6 +30,7 @@ from scidl.comm.buckets import Bucket, layout_of
 from scidl.comm.config import CommConfig
 from scidl.comm.sparse_grads import SparseAsDense, ddp_sees_dense
 from scidl.comm.wire import Collective, Shape, bytes_sent
+from scidl.runtime.ddp import DDPModule
 
 
 def completed(value: torch.Tensor) -> Future[torch.Tensor]:
@@ -106,7 +107,7 @@ class CommStrategy(abc.ABC):
         if self.sparse is None and not native:
             self.sparse = SparseAsDense(module)
         with ddp_sees_dense(self.sparse):
-            ddp = DDP(module, process_group=group, **kw)
+            ddp = DDPModule(module, process_group=group, **kw)
         if not self._set_up:
             self.install(ddp, group)
         else:  # a re-wrap: same group, same sub-groups; only the hook is new

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from scidl.config import ConfigError
 from scidl.parallel.config import ParallelConfig
 from scidl.parallel.plan import ParallelDims, ParallelPlan, per_replica_batch
+from scidl.runtime.ddp import DDPModule
 
 if TYPE_CHECKING:
     from torch.distributed.device_mesh import DeviceMesh
@@ -276,7 +277,8 @@ def apply_pipeline(model: nn.Module, mesh: DeviceMesh, cfg: ParallelConfig, *, l
     start = sum(sizes[:stage])
     module = StageModule(OrderedDict(named[start:start + sizes[stage]])).to(device)
     find_unused = stage_find_unused(cfg.find_unused_parameters, costs[start:start + sizes[stage]])
-    ddp = DDP(module, process_group=mesh.get_group("dp"), find_unused_parameters=find_unused, **ddp_kwargs)
+    ddp = DDPModule(module, process_group=mesh.get_group("dp"), find_unused_parameters=find_unused,
+                    **ddp_kwargs)
     pipe_stage = PipelineStage(ddp, stage, stages, device, group=mesh.get_group("pp"))
     sched = ScheduleGPipe if cfg.schedule == "gpipe" else Schedule1F1B
     schedule = sched(pipe_stage, n_microbatches=cfg.microbatches, loss_fn=loss_fn)

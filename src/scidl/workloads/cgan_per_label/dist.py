@@ -24,8 +24,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from pydantic import BaseModel, ConfigDict, Field
-from torch.nn.parallel import DistributedDataParallel as DDP
 
+from scidl.runtime.ddp import DDPModule
 from scidl.runtime.dist import unwrap_model
 from scidl.workloads.cgan_per_label.data import N_LABELS, load_images
 from scidl.workloads.cgan_per_label.nets import GANPair, Generator
@@ -76,7 +76,7 @@ def per_label_worker(rank: int, world: int, spec_dict: dict[str, Any]) -> dict[s
     for lab in mine:
         pair = _init_pair(spec, lab)
         ranks = layout[lab]
-        pairs[lab] = DDP(pair, process_group=groups[lab]) if len(ranks) > 1 else pair
+        pairs[lab] = DDPModule(pair, process_group=groups[lab]) if len(ranks) > 1 else pair
         idx = torch.nonzero(ytr == lab).squeeze(1)
         index[lab] = idx[ranks.index(rank) :: len(ranks)]  # shard within the group
     opts = {
