@@ -25,7 +25,7 @@ def test_fitted_bandwidth_recovers_the_link_rate(cluster_name, tmp_path):
         procs = {rate: subprocess.Popen(
             [sys.executable, "-m", "scidl", "bench-collectives", "--cluster", name,
              "--ops", "allreduce", "--min-bytes", str(2**20), "--max-bytes", str(2**22),
-             "--iters", "3", "--out", str(tmp_path / rate)],
+             "--iters", "5", "--out", str(tmp_path / rate)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             for rate, name in names.items()}
         outs = {rate: p.communicate(timeout=200)[0] for rate, p in procs.items()}
