@@ -13,6 +13,9 @@ from scidl.cluster import net
 from scidl.scaling.hardware import load_hardware
 
 RATES = {"100mbit": 100e6 / 8, "200mbit": 200e6 / 8}  # bytes/s
+# The shaper counts whole Ethernet frames (1514 bytes at MTU 1500), of which TCP with
+# timestamps carries 1448 bytes of payload: the rate a collective's bytes can reach.
+PAYLOAD = 1448 / 1514
 
 
 @pytest.mark.timeout(240)
@@ -34,7 +37,9 @@ def test_fitted_bandwidth_recovers_the_link_rate(cluster_name, tmp_path):
             hw = load_hardware(tmp_path / rate / "hardware.yaml")
             assert hw.devices_per_node == 1 and hw.inter is not None
             bandwidth = 1 / hw.inter.beta
-            assert abs(bandwidth / RATES[rate] - 1) < 0.10, (rate, bandwidth, outs[rate])
+            # 12 %: both benchmarks share the 2 cores; a fit that read the shaper's burst
+            # as bandwidth was 28-66 % high
+            assert abs(bandwidth / (RATES[rate] * PAYLOAD) - 1) < 0.12, (rate, bandwidth, outs[rate])
     finally:
         for name in names.values():
             net.down(name)
