@@ -337,7 +337,7 @@ def _codec() -> dict[str, float]:
     from scidl.scaling.calibrate import measure_codec
 
     cfg = load_config(WORKLOAD, None, list(OVERRIDES), None)
-    return measure_codec(cfg, [c for c in COMMS if c != "dense"], steps=10)
+    return measure_codec(cfg, [c for c in COMMS if c != "dense"], steps=20)
 
 
 def _sharing(later: bool = False) -> dict[str, Any]:

@@ -176,3 +176,97 @@ def test_profile_bad_comm_is_one_line_error(tmp_path, capsys):
     rc = main(["profile", "digits", "--comm", "nosuch", "--out", str(tmp_path / "p")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "nosuch" in err[0]
+
+
+# ----------------------------------------------------------------------- codec time
+
+
+def test_steady_step_hand_computed():
+    from scidl.comm.config import CommConfig
+    from scidl.scaling.calibrate import MIN_UNTIMED_STEPS, steady_step
+
+    # 2 dense steps, then 25 %, 6.25 %, 1.5625 % for 5 steps each: 1 % from step 17
+    ramp = CommConfig(strategy="topk", density=0.01, warmup_steps=2, density_warmup_steps=5)
+    assert steady_step(ramp) == 2 + 15
+    assert steady_step(CommConfig(strategy="powersgd", warmup_steps=10)) == 10
+    assert steady_step(CommConfig(strategy="topk")) == MIN_UNTIMED_STEPS
+    assert steady_step(CommConfig(strategy="topk_adam", adam_freeze_steps=40)) == 40
+    assert steady_step(CommConfig(strategy="auto", auto_warmup_steps=5)) == 5
+    # a density the first stage already reaches: no ramp
+    assert steady_step(CommConfig(strategy="topk", density=0.5, warmup_steps=4,
+                                  density_warmup_steps=5)) == 4
+
+
+class _FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _stepper(clock: _FakeClock, seconds, seen: list):
+    """A training step that takes ``seconds(k)`` on the fake clock at its k-th call."""
+    calls = [0]
+
+    def step(batch):
+        seen.append(batch)
+        clock.t += seconds(calls[0])
+        calls[0] += 1
+    return step
+
+
+def test_codec_is_timed_past_each_strategy_warmup():
+    # "slow" costs the dense step's 10 ms during its 6 warm-up steps, then 30 ms: its own
+    # computation is 20 ms, 2.0 of the step. The old measurement timed every strategy from
+    # its second step on (one warm-up step, no end_step): over 4 steps it saw only the
+    # warm-up and reported 0.
+    from scidl.scaling.calibrate import codec_fractions, interleaved_step_times
+
+    clock = _FakeClock()
+    seen: dict[str, list] = {"dense": [], "slow": []}
+    steppers = {"dense": _stepper(clock, lambda k: 0.010, seen["dense"]),
+                "slow": _stepper(clock, lambda k: 0.010 if k < 6 else 0.030, seen["slow"])}
+    times = interleaved_step_times(steppers, {"dense": 3, "slow": 6}, 4, iter(range(100)),
+                                   clock=clock)
+    assert times["dense"] == pytest.approx([0.010] * 4)
+    assert times["slow"] == pytest.approx([0.030] * 4)
+    assert codec_fractions(times) == {"slow": pytest.approx(2.0)}
+    # both timed over the same rounds, on the same batches: dense joined 3 rounds late
+    assert seen["slow"] == list(range(10)) and seen["dense"] == list(range(3, 10))
+
+    clock2 = _FakeClock()
+    old = {"dense": _stepper(clock2, lambda k: 0.010, []),
+           "slow": _stepper(clock2, lambda k: 0.010 if k < 6 else 0.030, [])}
+    before = interleaved_step_times(old, {"dense": 1, "slow": 1}, 4, iter(range(100)),
+                                    clock=clock2)
+    assert codec_fractions(before) == {"slow": 0.0}
+
+
+def test_codec_fraction_is_the_median_of_paired_ratios():
+    from scidl.scaling.calibrate import codec_fractions
+
+    # rounds where the machine was slow for both (x2) keep the ratio; one odd round does
+    # not move the median; a strategy faster than dense counts 0
+    times = {"dense": [0.01, 0.02, 0.01, 0.01], "a": [0.015, 0.03, 0.015, 0.05],
+             "b": [0.009, 0.018, 0.009, 0.009]}
+    assert codec_fractions(times) == {"a": pytest.approx(0.5), "b": 0.0}
+
+
+@pytest.mark.timeout(180)
+def test_codec_worker_steps_strategies_past_their_warmup():
+    # a density warm-up of 2 steps per stage (25 %, 6.25 %, 1.5625 %, then 1 % from step
+    # 6): the worker steps each strategy as the trainer does (end_step), so the timed
+    # steps are past it; the old worker never advanced a strategy's step count
+    from scidl.config import load_config
+    from scidl.runtime.launch import run_distributed
+    from scidl.scaling.calibrate import codec_fractions, codec_worker
+
+    cfg = load_config("digits", None, ["train.batch_size=16"], None)
+    spec = "topk:0.01:density_warmup_steps=2"
+    res = run_distributed(codec_worker, 1, cfg.model_dump(mode="json"), [spec], 3,
+                          timeout=150)[0]
+    assert res["untimed"] == {"dense": 3, spec: 6}
+    assert res["steps_run"] == {"dense": 3 + 3, spec: 6 + 3}
+    assert {k: len(v) for k, v in res["times"].items()} == {"dense": 3, spec: 3}
+    assert codec_fractions(res["times"])[spec] >= 0.0

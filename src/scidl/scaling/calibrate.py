@@ -23,7 +23,7 @@ import datetime
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -287,7 +287,7 @@ def measure_profile(cfg: Any, steps: int = 10, batches: list[int] | None = None,
     if interference:
         alone, busy, slow = measure_interference(model, task.loss, loader(b), max(4, steps // 2))
         raw["interference"] = {"backward_alone_s": alone, "backward_with_allreduce_s": busy}
-    codec = measure_codec(cfg, comms, max(4, steps // 2)) if comms else None
+    codec = measure_codec(cfg, comms, max(10, steps)) if comms else None
     if codec is not None:
         raw["codec_fraction"] = codec
     shapes = [list(p.shape) for p in model.parameters() if p.requires_grad][::-1]
@@ -315,10 +315,89 @@ def measure_profile(cfg: Any, steps: int = 10, batches: list[int] | None = None,
 
 # ----------------------------------------------------------------------- codec time
 
+#: steps every strategy runs untimed before its codec is timed, at the least: DDP rebuilds
+#: its buckets after the first step, and first calls allocate buffers and build lazy state
+MIN_UNTIMED_STEPS = 3
+
+
+def steady_step(cfg: Any) -> int:
+    """The steps a run with these ``comm`` settings takes before its strategy runs as it
+    does for the rest of the run (the steady state the cost model's ``wire`` prices):
+    the dense warm-up (``comm.warmup_steps``; ``topk_adam``: at least
+    ``adam_freeze_steps``; ``auto``: at least ``auto_warmup_steps``), then DGC's density
+    warm-up (``density_warmup_steps`` per stage, until the stage's density is
+    ``comm.density``); at least :data:`MIN_UNTIMED_STEPS`.
+
+    Example: ``warmup_steps=2, density_warmup_steps=5, density=0.01``: 2 dense steps,
+    then 25 %, 6.25 %, 1.5625 % for 5 steps each, 1 % from step 2 + 15 = 17."""
+    from scidl.comm.sparse_allreduce import warmup_density
+
+    dense = int(cfg.warmup_steps)
+    if cfg.strategy == "topk_adam":
+        dense = max(dense, int(cfg.adam_freeze_steps))
+    elif cfg.strategy == "auto":
+        dense = max(dense, int(cfg.auto_warmup_steps))
+    ramp, stage = 0, int(cfg.density_warmup_steps)
+    if stage > 0:
+        while warmup_density(cfg.density, ramp, stage) > cfg.density:
+            ramp += stage
+    return max(MIN_UNTIMED_STEPS, dense + ramp)
+
+
+def interleaved_step_times(steppers: Mapping[str, Callable[[Any], object]],
+                           untimed: Mapping[str, int], steps: int, batches: Iterator[Any],
+                           clock: Callable[[], float] = time.perf_counter,
+                           ) -> dict[str, list[float]]:
+    """Times of ``steps`` steps of each stepper (a whole training step on the batch it
+    is given), the steppers taking turns on the same batch each round, so a change of
+    the machine's load hits all of them.
+
+    Each stepper first runs its own ``untimed[name]`` steps (its warm-up, which the run
+    leaves behind): it joins ``max(untimed) − untimed[name]`` rounds in, and every
+    stepper is timed over the same last ``steps`` rounds."""
+    lead = max(untimed.values(), default=0)
+    out: dict[str, list[float]] = {name: [] for name in steppers}
+    for k in range(lead + steps):
+        batch = next(batches)
+        for name, step in steppers.items():
+            if k < lead - untimed.get(name, 0):
+                continue
+            t0 = clock()
+            step(batch)
+            dt = clock() - t0
+            if k >= lead:
+                out[name].append(dt)
+    return out
+
+
+def codec_fractions(times: Mapping[str, list[float]], base: str = "dense") -> dict[str, float]:
+    """Each stepper's own computation as a fraction of the ``base`` step: the median over
+    rounds of (its step ÷ the base's step of the same round) − 1, at least 0."""
+    ref = times[base]
+    return {name: max(0.0, statistics.median(t / b for t, b in zip(ts, ref, strict=True)) - 1.0)
+            for name, ts in times.items() if name != base}
+
+
+def strategy_stepper(strategy: Any, ddp: nn.Module, opt: torch.optim.Optimizer,
+                     loss_fn: Callable[[nn.Module, Any], torch.Tensor]
+                     ) -> Callable[[Any], None]:
+    """One training step as the trainer takes it: zero the gradients, forward and backward
+    (the strategy's hook reduces the buckets), the update, and ``end_step`` (the
+    strategy's step count advances: its warm-ups end as in a run)."""
+    def step(batch: Any) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss_fn(ddp, batch).backward()
+        opt.step()
+        strategy.end_step()
+    return step
+
+
 def codec_worker(rank: int, world: int, cfg_dict: dict[str, Any], specs: list[str],
-                 steps: int) -> dict[str, list[float]]:  # pragma: no cover - subprocess
+                 steps: int) -> dict[str, Any]:  # pragma: no cover - subprocess
     """In a one-process group: per comm spec (and ``dense``), the step times of the
-    workload's model wrapped by that strategy, the specs taking turns each step."""
+    workload's model wrapped by that strategy, the specs taking turns each step, each
+    timed past its warm-up (:func:`steady_step`). Returns ``times`` and, per spec, the
+    strategy's step count at the end (``steps_run``) and its untimed steps."""
     import copy
 
     from scidl.comm.registry import build_strategy
@@ -336,22 +415,18 @@ def codec_worker(rank: int, world: int, cfg_dict: dict[str, Any], specs: list[st
 
     batches = _cycle(DataLoader(task.train_data, batch_size=int(cfg.train.batch_size),
                                 shuffle=True, collate_fn=task.collate_fn, drop_last=True))
-    runs = {}
+    strategies, steppers, untimed = {}, {}, {}
     for spec in ["dense", *specs]:
-        comp, _ = parse_comm(spec)
-        ddp = build_strategy(comp.config).wrap(copy.deepcopy(task.model))
-        runs[spec] = (ddp, make_opt(ddp) if make_opt else torch.optim.SGD(ddp.parameters(), lr=1e-6))
-    out: dict[str, list[float]] = {s: [] for s in runs}
-    for k in range(steps + 1):
-        batch = next(batches)
-        for spec, (ddp, opt) in runs.items():
-            t0 = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            task.loss(ddp, batch).backward()
-            opt.step()
-            if k:
-                out[spec].append(time.perf_counter() - t0)
-    return out
+        comm = parse_comm(spec)[0].config
+        strategy = build_strategy(comm)
+        ddp = strategy.wrap(copy.deepcopy(task.model))
+        opt = make_opt(ddp) if make_opt else torch.optim.SGD(ddp.parameters(), lr=1e-6)
+        strategies[spec] = strategy
+        steppers[spec] = strategy_stepper(strategy, ddp, opt, task.loss)
+        untimed[spec] = steady_step(comm)
+    times = interleaved_step_times(steppers, untimed, steps, batches)
+    return {"times": times, "untimed": untimed,
+            "steps_run": {spec: s.step for spec, s in strategies.items()}}
 
 
 def measure_codec(cfg: Any, specs: list[str], steps: int = 10, timeout: float = 300.0
@@ -359,16 +434,17 @@ def measure_codec(cfg: Any, specs: list[str], steps: int = 10, timeout: float = 
     """The compute each comm strategy adds to a step (compression, decompression, error
     feedback: top-k selection, PowerSGD's products and orthogonalisation), as a fraction
     of the plain step's compute, measured on one process: the step with the strategy
-    installed in a one-process group (its collectives cost next to nothing there) minus
-    the same step with ``dense``, over the ``dense`` step (medians over ``steps``
-    interleaved steps; at least 0). A ratio of two times taken together holds when the
-    machine's load scales both. Keys: the canonical spec of each strategy
-    (:func:`scidl.scaling.costmodel.spec_of`)."""
+    installed in a one-process group (its collectives cost next to nothing there)
+    against the same step with ``dense`` (:func:`codec_fractions` over ``steps``
+    interleaved steps). Every strategy is stepped as the trainer steps it (``end_step``
+    after each step) and timed only past its warm-up (:func:`steady_step`): the codec of
+    the steady state, which the run's timed steps see. A ratio of two times taken
+    together holds when the machine's load scales both. Keys: the canonical spec of each
+    strategy (:func:`scidl.scaling.costmodel.spec_of`)."""
     from scidl.runtime.launch import run_distributed
     from scidl.scaling.costmodel import parse_comm, spec_of
 
     res = run_distributed(codec_worker, 1, cfg.model_dump(mode="json"), list(specs), steps,
                           timeout=timeout)[0]
-    base = statistics.median(res["dense"])
-    return {spec_of(parse_comm(s)[0].config): max(0.0, statistics.median(res[s]) / base - 1.0)
-            for s in specs}
+    fractions = codec_fractions(res["times"])
+    return {spec_of(parse_comm(s)[0].config): fractions.get(s, 0.0) for s in specs}
