@@ -126,6 +126,20 @@ def contention_factor(profile: dict[str, Any], hardware: dict[str, Any], nodes: 
     return predict_row(profile, hardware, nodes, comm, sharing)["slowdown"]
 
 
+def with_burst(hardware: dict[str, Any], link: str) -> dict[str, Any]:
+    """The hardware file with its link levels' ``burst_bytes`` set to the depth of the
+    token bucket that shapes ``link`` (what ``bench-collectives --cluster`` writes; files
+    from before it have none)."""
+    from scidl.cluster.spec import parse_rate, tbf_burst_bytes
+
+    burst = tbf_burst_bytes(parse_rate(link))
+    out = dict(hardware)
+    for key in ("inter", "intra"):
+        if out.get(key) and "burst_bytes" not in out[key]:
+            out[key] = {**out[key], "burst_bytes": burst}
+    return out
+
+
 def refit_link(hardware: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The hardware file with its link levels refitted from the calibration's timings by
     the current fit (:func:`scidl.scaling.collectives.fit_alpha_beta_gamma`)."""
@@ -158,8 +172,8 @@ def predict_row(profile: dict[str, Any], hardware: dict[str, Any], nodes: int, c
     hw = Hardware.model_validate(with_sharing(hardware, sharing))
     comp, alg = parse_comm(comm)
     pt = predict_point(prof, hw, nodes, algorithm=alg, comp=comp)
-    keys = ("step_s", "compute_s", "codec_s", "comm_s", "exposed_comm_s", "interference_s",
-            "straggler_s", "io_stall_s", "slowdown")
+    keys = ("step_s", "compute_s", "codec_s", "comm_s", "burst_s", "exposed_comm_s",
+            "interference_s", "straggler_s", "io_stall_s", "slowdown")
     return {k: float(pt[k]) for k in keys}
 
 
@@ -173,6 +187,8 @@ def repredict(d: dict[str, Any]) -> dict[str, Any]:
     (:func:`scidl.scaling.collectives.alpha_free_of_sharing`)."""
     from scidl.scaling.collectives import alpha_free_of_sharing
 
+    for link, hw in d["hardware"].items():  # files written before links had a burst
+        d["hardware"][link] = with_burst(hw, link)
     as_fitted = dict(d["hardware"])
     for link, rows in (d.get("calibration_rows") or {}).items():
         if link in d["hardware"]:

@@ -23,9 +23,27 @@ def _bench():
 PROFILE = {"compute_s": 0.02, "grad_bytes": 4_000_000.0, "bucket_bytes": [4_000_000.0],
            "backward_fraction": 0.5, "samples_per_step": 64, "measured_here": True,
            "step_cv": 0.0}
+# a link without a token bucket (burst 0), so the hand-computed cases stay simple
 HW = {"name": "cluster-pv", "devices_per_node": 1, "overlap": 0.0, "algorithm": "ring",
-      "intra": {"alpha": 0.0, "beta": 1e-8}, "inter": {"alpha": 0.0, "beta": 1e-8},
+      "intra": {"alpha": 0.0, "beta": 1e-8, "burst_bytes": 0},
+      "inter": {"alpha": 0.0, "beta": 1e-8, "burst_bytes": 0},
       "compute_slowdown": {2: 1.5}, "measured_here": True}
+
+
+def test_a_stored_file_without_a_burst_gets_its_shapers_bucket():
+    b = _bench()
+    old = {**HW, "inter": {"alpha": 0.0, "beta": 1e-8}, "intra": {"alpha": 0.0, "beta": 1e-8}}
+    assert b.with_burst(old, "1gbit")["inter"]["burst_bytes"] == 500_000
+    assert b.with_burst(old, "100mbit")["intra"]["burst_bytes"] == 65536
+    assert b.with_burst(HW, "1gbit")["inter"]["burst_bytes"] == 0  # a file's own value stays
+    # the 2-node dense row of test_predict_row_hand_computed: 0.07 s, less the bucket's
+    # 500 kB at 1e-8 s/B = 5 ms (the 20 ms of compute refill it)
+    d = {"profile": PROFILE, "hardware": {"1gbit": old},
+         "rows": [{"link": "1gbit", "link_bits": 10**9, "nodes": 2, "comm": "dense",
+                   "measured_s": 0.065, "measured_min_s": 0.06, "measured_max_s": 0.07}]}
+    b.repredict(d)
+    assert d["rows"][0]["predicted_s"] == pytest.approx(0.065)
+    assert d["rows"][0]["predicted"]["burst_s"] == pytest.approx(0.005)
 
 
 def test_measured_step_drops_warmup_and_takes_median():

@@ -44,3 +44,14 @@ def test_measured_slowdown_is_the_slowest_rank_so_no_straggler_on_top():
     # a count the probe did not measure: σ = 0.2·0.1 s, E[max of 4] = Φ⁻¹(3.625/4.25) = 1.0491 (Blom)
     at4 = predict_point(prof, hw, 4)
     assert at4["straggler_s"] == pytest.approx(0.02 * 1.0491, rel=1e-3)
+
+
+def test_cluster_hardware_carries_the_shapers_burst():
+    from scidl.cluster.spec import tbf_args, tbf_burst_bytes
+
+    for bits in (10**8, 10**9):
+        hw = Hardware.model_validate(cluster_hardware(ClusterSpec(name="pvt", nodes=2,
+                                                                  link_bits=bits), FIT, 1e9))
+        assert hw.inter is not None and hw.inter.burst_bytes == tbf_burst_bytes(bits)
+        assert tbf_args(bits)[4] == str(tbf_burst_bytes(bits))  # the bucket tc is given
+    assert tbf_burst_bytes(10**8) == 65536 and tbf_burst_bytes(10**9) == 500000

@@ -150,3 +150,29 @@ def test_codec_time_hand_computed():
     # a profile measured here says nothing about a preset's machine: no codec term there
     summit = load_hardware("summit")
     assert predict_point(prof, summit, 4, comp=topk)["codec_s"] == 0.0
+
+
+def test_burst_saving_hand_computed():
+    from scidl.scaling.costmodel import burst_saving
+
+    # a 64 KiB bucket at 12.5 MB/s holds 5.24 ms of traffic
+    assert burst_saving(0.030, 65536 / 12.5e6, 0.020) == pytest.approx(65536 / 12.5e6)
+    assert burst_saving(0.002, 0.005, 0.020) == 0.002  # a step smaller than the bucket
+    assert burst_saving(0.030, 0.005, 0.001) == 0.001  # 1 ms of idle refills 1 ms
+    assert burst_saving(0.0, 0.005, 0.020) == 0.0
+
+
+def test_a_link_with_a_burst_charges_the_bucket_less():
+    # 2 nodes, one rank each, ring allreduce of 4 MB: 2·(p−1)/p · 4e6 = 4e6 bytes per
+    # link at β = 1e-7 s/B: 0.4 s on the wire; a 64 KiB bucket saves 65536·β = 6.55 ms
+    from scidl.scaling.hardware import Hardware
+
+    level = {"alpha": 1e-4, "beta": 1e-7}
+    plain = Hardware(name="x", intra=level, inter=level, overlap=0.0)
+    shaped = Hardware(name="x", intra=level, inter={**level, "burst_bytes": 65536}, overlap=0.0)
+    prof = StepProfile(compute_s=0.05, grad_bytes=4e6, samples_per_step=8)
+    a, b = predict_point(prof, plain, 2), predict_point(prof, shaped, 2)
+    assert a["burst_s"] == 0.0 and b["burst_s"] == pytest.approx(65536 * 1e-7)
+    assert a["step_s"] - b["step_s"] == pytest.approx(65536 * 1e-7)
+    # inside one node nothing crosses the link
+    assert predict_point(prof, shaped.model_copy(update={"devices_per_node": 2}), 2)["burst_s"] == 0.0

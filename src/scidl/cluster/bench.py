@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from scidl.cluster.spec import ClusterSpec, format_rate
+from scidl.cluster.spec import ClusterSpec, format_rate, tbf_burst_bytes
 
 GROUP_TIMEOUT_S = 300
 
@@ -88,6 +88,7 @@ def cluster_hardware(spec: ClusterSpec, fit: dict[str, float], device_flops: flo
     virtual nodes share this machine's cores, so p ranks on p nodes time-share them as p
     processes on one node do; the cost model multiplies the compute at p by it."""
     level = {"alpha": fit["alpha"], "beta": fit["beta"], "gamma": fit["gamma"],
+             "burst_bytes": tbf_burst_bytes(spec.link_bits),
              "note": f"least-squares fit of {fit['n']} timings across {spec.nodes} nodes of "
                      f"virtual cluster {spec.name!r}, rel. rms error {fit['rel_rms']:.2f}"}
     return {
@@ -107,6 +108,8 @@ def cluster_hardware(spec: ClusterSpec, fit: dict[str, float], device_flops: flo
         "assumptions": [
             f"each node's link is shaped to {format_rate(spec.link_bits)} with tbf in both "
             "directions; the fit's 1/beta is the bandwidth gloo reaches over it",
+            "after the compute of a step the shaper's token bucket is full again: the "
+            "first burst_bytes of the step's traffic pass at once",
             "gloo runs its collectives on the same cores as compute: overlap 0",
             "the virtual nodes share this machine's cores: compute at p ranks is slowed by "
             "the measured slowest-rank factor compute_slowdown[p]",

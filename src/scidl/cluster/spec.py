@@ -120,8 +120,13 @@ class ClusterSpec:
         return text
 
 
+def tbf_burst_bytes(bits: int) -> int:
+    """Depth of the token bucket that shapes a link of ``bits``/s: ~4 ms of traffic, at
+    least 64 KiB (so a full-size GSO segment passes)."""
+    return max(bits // 8 // 250, 64 * 1024)
+
+
 def tbf_args(bits: int) -> list[str]:
-    """``tc`` arguments of a token bucket at ``bits``/s: a bucket of ~4 ms of traffic
-    (at least 64 KiB, so a full-size GSO segment passes) and 20 ms of queue."""
-    burst = max(bits // 8 // 250, 64 * 1024)
-    return ["tbf", "rate", f"{bits}bit", "burst", str(burst), "latency", "20ms"]
+    """``tc`` arguments of a token bucket at ``bits``/s: a bucket of
+    :func:`tbf_burst_bytes` and 20 ms of queue."""
+    return ["tbf", "rate", f"{bits}bit", "burst", str(tbf_burst_bytes(bits)), "latency", "20ms"]

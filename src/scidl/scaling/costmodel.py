@@ -392,6 +392,19 @@ def gradient_comm_time(
 # user measures on one node (``scidl profile``) and the source of its form.
 
 
+def burst_saving(wire_s: float, burst_s: float, idle_s: float) -> float:
+    """Seconds of a step's network time a token-bucket link does not charge.
+
+    A shaped link (Linux ``tc-tbf``; cloud instances' burst allowances work alike) lets
+    the bucket's depth b through at once, then runs at its rate r; while the link is
+    idle the bucket refills at r. Between two steps' communication the link idles for
+    the compute, so the bucket holds min(b, r·idle) at the start of a step's traffic and
+    that many bytes cost nothing: min(b/r, idle) seconds, at most the wire time itself.
+    ``wire_s``: the step's bytes on the link priced at β alone (no latency);
+    ``burst_s``: b·β; ``idle_s``: the time the link idles before the traffic."""
+    return max(0.0, min(wire_s, burst_s, idle_s))
+
+
 def expected_max_z(p: int) -> float:
     """E[max of p iid standard normal draws], Blom's approximation
     Φ⁻¹((p − 0.375)/(p + 0.25)) (Blom 1958, *Statistical Estimates and Transformed

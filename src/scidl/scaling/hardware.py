@@ -24,6 +24,12 @@ class Level(BaseModel):
     alpha: float = Field(..., ge=0, description="latency per message (s)")
     beta: float = Field(..., ge=0, description="s/byte: 1/bandwidth (inter: the node's NIC)")
     gamma: float = Field(default=0.0, ge=0, description="s/byte to reduce (sum) received data")
+    burst_bytes: float = Field(
+        default=0.0, ge=0,
+        description="bytes the link passes at once after an idle spell: the depth of a "
+        "token-bucket shaper (a virtual cluster's links, cloud instances' burst "
+        "allowance); 0: a plain link",
+    )
     note: str = Field(default="", description="where the figures come from")
 
     def cost(self) -> LinkCost:

@@ -26,6 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from scidl.scaling.costmodel import (
     Compression,
+    LinkCost,
+    Topology,
+    burst_saving,
     compute_at_batch,
     gradient_comm_time,
     interference_time,
@@ -329,7 +332,8 @@ def predict_point(
     compute = alone * slow
     sizes = [b for b, _ in buckets]
     costs = [gradient_comm_time(b, p, topo, alg, comp, shapes) for b, shapes in buckets]
-    terms = step_terms(profile, hw, p, compute, costs, sizes, comp, mode, slow=slow)
+    terms = step_terms(profile, hw, p, compute, costs, sizes, comp, mode, slow=slow,
+                       burst=link_burst(hw, p, alg, comp, buckets))
     batch = profile.samples_per_step
     samples = batch * p if mode == "weak" else batch
     step = terms["step_s"]
@@ -344,9 +348,24 @@ def predict_point(
     }
 
 
+def link_burst(hw: Hardware, p: int, algorithm: str, comp: Compression,
+               buckets: Sequence[tuple[float, Any]]) -> tuple[float, float]:
+    """(wire, burst) seconds of the network link at p ranks: the step's collectives priced
+    at the link's β alone, and the link's ``burst_bytes``·β; (0, 0) on one node or for a
+    link without a burst."""
+    level = hw.inter
+    if level is None or level.burst_bytes <= 0 or p <= hw.devices_per_node:
+        return 0.0, 0.0
+    free = LinkCost(0.0, 0.0, 0.0)
+    wire_only = Topology(hw.devices_per_node, free, LinkCost(0.0, level.beta, 0.0))
+    wire = sum(gradient_comm_time(b, p, wire_only, algorithm, comp, shapes) for b, shapes in buckets)
+    return wire, level.burst_bytes * level.beta
+
+
 def step_terms(profile: StepProfile, hw: Hardware, p: int, compute: float,
                costs: Sequence[float], sizes: Sequence[float], comp: Compression,
-               mode: str = "weak", slow: float | None = None) -> dict[str, float]:
+               mode: str = "weak", slow: float | None = None,
+               burst: tuple[float, float] = (0.0, 0.0)) -> dict[str, float]:
     """The step's parts at p ranks besides compute and the collectives' own cost.
 
     exposed communication (bucket timeline), interference (compute slowed while
@@ -357,6 +376,9 @@ def step_terms(profile: StepProfile, hw: Hardware, p: int, compute: float,
     interference only to a hardware file calibrated here too; on any other machine
     the hardware file's ``straggler_cv`` and ``interference`` apply. ``slow``: the
     compute's contention factor at p (the codec's computation is slowed alike).
+    ``burst``: (wire, burst) seconds of a token-bucket link (:func:`link_burst`): the
+    bytes the bucket holds after the step's compute cost nothing (``burst_s``,
+    :func:`scidl.scaling.costmodel.burst_saving`).
     """
     t_bwd = compute * profile.backward_fraction
     own_buckets = comp.fusion_bytes is None and profile.bucket_ready is not None
@@ -377,9 +399,12 @@ def step_terms(profile: StepProfile, hw: Hardware, p: int, compute: float,
                  p, hw.fs_bandwidth)
     stall = io_stall(io, compute)
     codec = codec_time(profile, hw, p, comp, slow) if own else 0.0
+    saved = min(exposed, burst_saving(burst[0], burst[1], compute + codec))
+    exposed -= saved
     step = compute + codec + exposed + interference + straggler + stall
     return {
         "codec_s": codec,
+        "burst_s": saved,
         "exposed_comm_s": exposed,
         "interference_s": interference,
         "straggler_s": straggler,
