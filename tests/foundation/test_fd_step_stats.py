@@ -182,3 +182,34 @@ def test_gradients_of_their_own_are_not_held_between_checks():
     m(torch.randn(5, 3)).sum().backward()
     m[0].weight.grad[0, 0] = float("nan")
     assert check.check() is True
+
+
+def test_pending_losses_space_launches_by_the_agreed_step_time(tmp_path):
+    """Each reduction carries the ranks' seconds per step; once collected, launches wait
+    about ``min_interval_s`` worth of steps (the same steps on every rank), and the rows'
+    losses stay exact."""
+    import time
+
+    from scidl.train.step_stats import PendingLosses
+    dist = _one_rank_group(tmp_path)
+    try:
+        p = PendingLosses(replicas=1, min_interval_s=5.0)
+        rows = [{"step": s, "loss": None} for s in range(1, 5)]
+        p.add(rows[0], torch.tensor(1.0))
+        p.launch(1)
+        p.collect(wait=True)
+        assert p.due(2) and rows[0]["loss"] == 1.0  # no step time known yet: every due row
+        time.sleep(0.05)
+        for r, v in zip(rows[1:], (2.0, 3.0, 4.0), strict=True):
+            p.add(r, torch.tensor(v))
+        p.launch(4)  # ≈ 0.017 s per step over steps 1..4
+        p.collect(wait=True)
+        assert [r["loss"] for r in rows] == [1.0, 2.0, 3.0, 4.0]
+        assert not p.due(5) and not p.due(20) and p.due(4 + 301)  # 5 s / ≥ 0.0167 s ≤ 300 steps
+        paced = PendingLosses(replicas=1, min_interval_s=0.0)  # pacing off: every due row
+        paced.add({"step": 1, "loss": None}, torch.tensor(1.0))
+        paced.launch(1)
+        paced.collect(wait=True)
+        assert paced.due(2)
+    finally:
+        dist.destroy_process_group()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import operator
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -156,17 +157,30 @@ class PendingLosses:
     returns at once; :meth:`collect` fills in the rows of finished reductions, oldest
     first. Call :meth:`launch` on all ranks at the same steps.
 
+    Pacing (:meth:`due`): a collective costs a fixed time to start (a thread hand-off and
+    a meeting of the ranks), which on steps of a few milliseconds is a visible share if
+    paid at every logged row. Each reduction also carries every rank's seconds per step
+    since the previous one, so all ranks learn the same rank-mean step time when they
+    collect it, and from it the same number of steps to wait before the next launch
+    (about ``min_interval_s`` worth, and never fewer than asked for). The ranks therefore
+    launch at the same steps without exchanging anything else.
+
     Args:
         replicas: the number of ranks whose losses are summed (the data-parallel size).
         group: the process group to reduce over (default: the world).
+        min_interval_s: the least time between two launches on fast steps (0: every time).
     """
 
-    def __init__(self, replicas: int, group: dist.ProcessGroup | None = None) -> None:
+    def __init__(self, replicas: int, group: dist.ProcessGroup | None = None,
+                 min_interval_s: float = 0.25) -> None:
         self.replicas = replicas
         self.group = group
+        self.min_interval_s = min_interval_s
         self._rows: list[dict[str, Any]] = []
         self._losses: list[torch.Tensor] = []
         self._flights: list[tuple[list[dict[str, Any]], torch.Tensor, Any]] = []
+        self._next_step = 0  # the first step at which :meth:`due` says yes (agreed)
+        self._last: tuple[int, float] | None = None  # (step, time) of the last launch
 
     def __len__(self) -> int:
         """Rows still without their loss (added or in flight)."""
@@ -178,11 +192,21 @@ class PendingLosses:
         self._rows.append(row)
         self._losses.append(loss)
 
-    def launch(self) -> None:
-        """Start one allreduce for every row added since the last launch (no waiting)."""
+    def due(self, step: int) -> bool:
+        """Whether a launch at ``step`` keeps to the pacing (the same answer on every rank)."""
+        return step >= self._next_step
+
+    def launch(self, step: int | None = None) -> None:
+        """Start one allreduce for every row added since the last launch (no waiting);
+        ``step``: the trainer's step count now, for the pacing (None: no pacing)."""
         if not self._rows:
             return
-        sums = torch.stack(self._losses)
+        per_step = 0.0
+        now = time.perf_counter()
+        if step is not None and self._last is not None and step > self._last[0]:
+            per_step = (now - self._last[1]) / (step - self._last[0])
+        self._last = (step, now) if step is not None else None
+        sums = torch.stack([*self._losses, torch.tensor(per_step, device=self._losses[0].device)])
         work = dist.all_reduce(sums, group=self.group, async_op=True) \
             if dist.is_initialized() else None
         self._flights.append((self._rows, sums, work))
@@ -197,10 +221,18 @@ class PendingLosses:
             rows, sums, work = self._flights.pop(0)
             if work is not None:
                 work.wait()
-            for row, total in zip(rows, sums.tolist(), strict=True):
+            values = sums.tolist()
+            for row, total in zip(rows, values, strict=False):
                 row["loss"] = total / self.replicas
             filled += len(rows)
+            self._pace(values[-1] / self.replicas)
         return filled
+
+    def _pace(self, per_step: float) -> None:
+        """The next launch's earliest step: about ``min_interval_s`` after the latest launch
+        (its step is the same on every rank), from an agreed rank-mean seconds per step."""
+        if per_step > 0 and self.min_interval_s > 0 and self._last is not None:
+            self._next_step = self._last[0] + math.ceil(self.min_interval_s / per_step)
 
     def resolve(self) -> None:
         """Launch what is pending and wait for everything (call on all ranks together)."""

@@ -617,12 +617,13 @@ class Trainer:
             row.update({f"eval/{k}": v for k, v in ev.items()})
             self._track_best(ev)
         due = self.step % self.cfg.train.log_every == 0 or eval_due or self.step == self.total_steps
-        if due or self.step == 1:  # the same steps on every rank; step 1: the first progress line
-            # the loss arrives by the next due row (at once at the first and the last step)
-            self._losses.launch()
-            self._losses.collect(wait=self.step in (1, self.total_steps))
-            if due:
-                self._due_rows.append(row)
+        if due:
+            self._due_rows.append(row)
+        ends = self.step in (1, self.total_steps)  # step 1: the first progress line
+        if ends or due and self._losses.due(self.step):  # the same steps on every rank
+            # the loss arrives by a later launch (at once at the first and the last step)
+            self._losses.launch(self.step)
+            self._losses.collect(wait=ends)
         shown = self._log_ready() if self._due_rows else None
         if shown is None and self.step == 1 and row["loss"] is not None:
             shown = progress_fields(row, self.task.headline)
