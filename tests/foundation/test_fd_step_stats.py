@@ -153,3 +153,63 @@ def test_rows_up_to_a_checkpoint_are_written_before_a_later_crash(tmp_path):
             tr.fit()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all(r["loss"] is not None for r in rows)
+
+
+def test_remembered_bucket_views_are_dropped_when_a_gradient_changes():
+    """The check remembers DDP's bucket views between steps; a gradient that is another
+    object (a new tensor, or None) makes it work the buffers out again, so a NaN in a
+    gradient that left the bucket is still found and one that was dropped no longer counts."""
+    m, flat = _model_with_bucket_views()
+    check = GradCheck(m.parameters())
+    assert check.check() is False and check._views is not None  # views remembered
+    flat[0] = float("nan")
+    assert check.check() is True  # same views: the bucket's sum still sees every entry
+    flat[0] = 0.0
+    last = list(m.parameters())[-1]
+    last.grad = torch.full_like(last.grad, float("inf"))  # a gradient of its own now
+    assert check.check() is True and check._views is None  # separate tensors: not held
+    last.grad = None
+    flat[-1] = float("nan")  # the dropped gradient's old bucket entries do not count
+    assert check.check() is False
+
+
+def test_gradients_of_their_own_are_not_held_between_checks():
+    m = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    m(torch.randn(5, 3)).sum().backward()
+    check = GradCheck(m.parameters())
+    assert check.check() is False and check._views is None
+    m.zero_grad(set_to_none=True)
+    m(torch.randn(5, 3)).sum().backward()
+    m[0].weight.grad[0, 0] = float("nan")
+    assert check.check() is True
+
+
+def test_pending_losses_space_launches_by_the_agreed_step_time(tmp_path):
+    """Each reduction carries the ranks' seconds per step; once collected, launches wait
+    about ``min_interval_s`` worth of steps (the same steps on every rank), and the rows'
+    losses stay exact."""
+    import time
+
+    from scidl.train.step_stats import PendingLosses
+    dist = _one_rank_group(tmp_path)
+    try:
+        p = PendingLosses(replicas=1, min_interval_s=5.0)
+        rows = [{"step": s, "loss": None} for s in range(1, 5)]
+        p.add(rows[0], torch.tensor(1.0))
+        p.launch(1)
+        p.collect(wait=True)
+        assert p.due(2) and rows[0]["loss"] == 1.0  # no step time known yet: every due row
+        time.sleep(0.05)
+        for r, v in zip(rows[1:], (2.0, 3.0, 4.0), strict=True):
+            p.add(r, torch.tensor(v))
+        p.launch(4)  # ≈ 0.017 s per step over steps 1..4
+        p.collect(wait=True)
+        assert [r["loss"] for r in rows] == [1.0, 2.0, 3.0, 4.0]
+        assert not p.due(5) and not p.due(20) and p.due(4 + 301)  # 5 s / ≥ 0.0167 s ≤ 300 steps
+        paced = PendingLosses(replicas=1, min_interval_s=0.0)  # pacing off: every due row
+        paced.add({"step": 1, "loss": None}, torch.tensor(1.0))
+        paced.launch(1)
+        paced.collect(wait=True)
+        assert paced.due(2)
+    finally:
+        dist.destroy_process_group()

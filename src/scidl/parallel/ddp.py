@@ -6,7 +6,6 @@ gradients of the last micro-batch of a step are reduced during its backward pass
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import sys
 from typing import TYPE_CHECKING, Any, Literal
@@ -55,6 +54,7 @@ class DataParallelPlan(ParallelPlan):
         self.loss, self.strategy, self._find_unused = loss, strategy, find_unused
         strategy.caller_counts_syncs()  # _accumulate counts the reducing backward passes
         self.seed_nonfinite = seed_nonfinite
+        self.mixed = precision == "bf16"  # only then does the forward run under autocast
 
     @classmethod
     def build(cls, cfg: RunConfig, task: Task, dims: ParallelDims, mesh: DeviceMesh,
@@ -73,23 +73,32 @@ class DataParallelPlan(ParallelPlan):
         return loss
 
     def _accumulate(self, micro: list[Any]) -> torch.Tensor:
+        n = len(micro)
         total: torch.Tensor | None = None
         for i, batch in enumerate(micro):
-            last = i == len(micro) - 1
-            if last:
+            if i == n - 1:  # the last micro-batch's backward reduces the gradients
                 self.strategy.count_sync()
-            sync = contextlib.nullcontext() if last else self.wrapped.no_sync()
-            with sync:
-                with self.autocast():
-                    loss = self.loss(self.wrapped, batch)
-                    loss = loss / len(micro) if len(micro) > 1 else loss
-                # a NaN/Inf loss seeds NaN gradients: the reduction tells every rank
-                loss.backward(backward_seed(loss) if self.seed_nonfinite else None)
-            part = loss.detach()
-            part = part if part.dtype == torch.float32 else part.float()
+                part = self._backward(batch, n)
+            else:
+                with self.wrapped.no_sync():
+                    part = self._backward(batch, n)
             total = part if total is None else total + part
         assert total is not None
         return total
+
+    def _backward(self, batch: Any, n: int) -> torch.Tensor:
+        """Forward and backward of one of ``n`` micro-batches; its loss, detached, float32."""
+        if self.mixed:
+            with self.autocast():
+                loss = self.loss(self.wrapped, batch)
+        else:
+            loss = self.loss(self.wrapped, batch)
+        if n > 1:
+            loss = loss / n
+        # a NaN/Inf loss seeds NaN gradients: the reduction tells every rank
+        loss.backward(backward_seed(loss) if self.seed_nonfinite else None)
+        part = loss.detach()
+        return part if part.dtype == torch.float32 else part.float()
 
     def _resolve_unused(self) -> bool:
         """``find_unused_parameters=auto``, after the first backward (all ranks).

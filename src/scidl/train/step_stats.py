@@ -20,6 +20,8 @@ one logging interval later.
 from __future__ import annotations
 
 import math
+import operator
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -44,13 +46,23 @@ def step_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
     of the schedule) only its step counters move, which leaves the same state."""
     if scheduler._step_count > 1:  # torch checks the call order at the first step
         nxt = scheduler.last_epoch + 1
-        values = [base * f(nxt) for f, base in zip(scheduler.lr_lambdas, scheduler.base_lrs, strict=True)]
-        current = [g["lr"] for g in scheduler.optimizer.param_groups]
-        if all(isinstance(v, float) for v in current) and values == current == scheduler._last_lr:
+        last = scheduler._last_lr
+        groups = scheduler.optimizer.param_groups
+        if len(groups) == 1:  # the usual case, without building lists
+            lr = groups[0]["lr"]
+            same = type(lr) is float and lr == last[0] == scheduler.base_lrs[0] * scheduler.lr_lambdas[0](nxt)
+        else:
+            values = [base * f(nxt) for f, base in zip(scheduler.lr_lambdas, scheduler.base_lrs, strict=True)]
+            current = [g["lr"] for g in groups]
+            same = all(type(v) is float for v in current) and values == current == last
+        if same:
             scheduler._step_count += 1
             scheduler.last_epoch = nxt
             return
     scheduler.step()
+
+
+_GRAD = operator.attrgetter("grad")
 
 
 class GradCheck:
@@ -60,30 +72,52 @@ class GradCheck:
     sum overflows later than a norm): when the gradients tile a shared buffer exactly
     (DDP's buckets with ``gradient_as_bucket_view``), one sum over the whole bucket;
     otherwise one per gradient (sparse ones: their values).
+
+    Bucket views are remembered: DDP hands the same view objects back every step once its
+    buckets are built, so while every parameter's gradient is the object it was at the
+    last check, the step costs one identity comparison per parameter, the sums and one
+    scalar read. Gradients with storage of their own are not held between checks (their
+    memory is freed by ``zero_grad(set_to_none=True)`` as usual).
     """
 
     def __init__(self, params: Iterable[torch.nn.Parameter]) -> None:
         self.params = list(params)  # frozen ones have no gradient and are passed over
         self._key: tuple[int, ...] = ()
         self._flats: list[torch.Tensor] = []
+        self._views: list[torch.Tensor | None] | None = None  # bucket views of the last check
+        self._buckets_only = False  # every flat is a shared buffer, none a gradient itself
 
     def check(self) -> bool:
-        grads = [p.grad for p in self.params if p.grad is not None]
-        if not grads:
-            return False
-        if any(g.is_sparse for g in grads):
-            parts = [g._values() if g.is_sparse else g for g in grads]
+        grads = list(map(_GRAD, self.params))
+        views = self._views
+        if views is None or len(views) != len(grads) or not all(map(operator.is_, grads, views)):
+            parts = self._parts([g for g in grads if g is not None])
+            self._views = grads if parts and parts is self._flats and self._buckets_only else None
         else:
-            key = tuple(g.data_ptr() for g in grads)
-            if key != self._key:
-                self._key, self._flats = key, _buckets_or_grads(grads)
             parts = self._flats
-        sums = [g.sum() for g in parts if g.numel()]
-        if not sums:
+        if len(parts) == 1:  # one flat bucket (or gradient)
+            total = parts[0].sum()
+            return not math.isfinite(total.item()) if total.device.type == "cpu" \
+                else not bool(torch.isfinite(total))
+        if not parts:
             return False
+        sums = [g.sum() for g in parts]
         if sums[0].device.type == "cpu":  # reading a CPU scalar costs less than an op
             return not math.isfinite(sum(x.item() for x in sums))
         return not bool(torch.isfinite(torch.stack(sums).sum()))
+
+    def _parts(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The non-empty tensors whose sums cover ``grads``: sparse gradients' values, else
+        the flat buffers the gradients tile (kept while the gradients' addresses stay)."""
+        if any(g.is_sparse for g in grads):
+            return [v for v in (g._values() if g.is_sparse else g for g in grads) if v.numel()]
+        key = tuple(g.data_ptr() for g in grads)
+        if key != self._key:
+            self._key = key
+            self._flats = [g for g in _buckets_or_grads(grads) if g.numel()]
+            own = {id(g) for g in grads}
+            self._buckets_only = not any(id(f) in own for f in self._flats)
+        return self._flats
 
 
 def _buckets_or_grads(grads: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -123,17 +157,30 @@ class PendingLosses:
     returns at once; :meth:`collect` fills in the rows of finished reductions, oldest
     first. Call :meth:`launch` on all ranks at the same steps.
 
+    Pacing (:meth:`due`): a collective costs a fixed time to start (a thread hand-off and
+    a meeting of the ranks), which on steps of a few milliseconds is a visible share if
+    paid at every logged row. Each reduction also carries every rank's seconds per step
+    since the previous one, so all ranks learn the same rank-mean step time when they
+    collect it, and from it the same number of steps to wait before the next launch
+    (about ``min_interval_s`` worth, and never fewer than asked for). The ranks therefore
+    launch at the same steps without exchanging anything else.
+
     Args:
         replicas: the number of ranks whose losses are summed (the data-parallel size).
         group: the process group to reduce over (default: the world).
+        min_interval_s: the least time between two launches on fast steps (0: every time).
     """
 
-    def __init__(self, replicas: int, group: dist.ProcessGroup | None = None) -> None:
+    def __init__(self, replicas: int, group: dist.ProcessGroup | None = None,
+                 min_interval_s: float = 0.25) -> None:
         self.replicas = replicas
         self.group = group
+        self.min_interval_s = min_interval_s
         self._rows: list[dict[str, Any]] = []
         self._losses: list[torch.Tensor] = []
         self._flights: list[tuple[list[dict[str, Any]], torch.Tensor, Any]] = []
+        self._next_step = 0  # the first step at which :meth:`due` says yes (agreed)
+        self._last: tuple[int, float] | None = None  # (step, time) of the last launch
 
     def __len__(self) -> int:
         """Rows still without their loss (added or in flight)."""
@@ -145,11 +192,21 @@ class PendingLosses:
         self._rows.append(row)
         self._losses.append(loss)
 
-    def launch(self) -> None:
-        """Start one allreduce for every row added since the last launch (no waiting)."""
+    def due(self, step: int) -> bool:
+        """Whether a launch at ``step`` keeps to the pacing (the same answer on every rank)."""
+        return step >= self._next_step
+
+    def launch(self, step: int | None = None) -> None:
+        """Start one allreduce for every row added since the last launch (no waiting);
+        ``step``: the trainer's step count now, for the pacing (None: no pacing)."""
         if not self._rows:
             return
-        sums = torch.stack(self._losses)
+        per_step = 0.0
+        now = time.perf_counter()
+        if step is not None and self._last is not None and step > self._last[0]:
+            per_step = (now - self._last[1]) / (step - self._last[0])
+        self._last = (step, now) if step is not None else None
+        sums = torch.stack([*self._losses, torch.tensor(per_step, device=self._losses[0].device)])
         work = dist.all_reduce(sums, group=self.group, async_op=True) \
             if dist.is_initialized() else None
         self._flights.append((self._rows, sums, work))
@@ -164,10 +221,18 @@ class PendingLosses:
             rows, sums, work = self._flights.pop(0)
             if work is not None:
                 work.wait()
-            for row, total in zip(rows, sums.tolist(), strict=True):
+            values = sums.tolist()
+            for row, total in zip(rows, values, strict=False):
                 row["loss"] = total / self.replicas
             filled += len(rows)
+            self._pace(values[-1] / self.replicas)
         return filled
+
+    def _pace(self, per_step: float) -> None:
+        """The next launch's earliest step: about ``min_interval_s`` after the latest launch
+        (its step is the same on every rank), from an agreed rank-mean seconds per step."""
+        if per_step > 0 and self.min_interval_s > 0 and self._last is not None:
+            self._next_step = self._last[0] + math.ceil(self.min_interval_s / per_step)
 
     def resolve(self) -> None:
         """Launch what is pending and wait for everything (call on all ranks together)."""

@@ -12,6 +12,7 @@ group (a one-member group for a single process), so the code path is the same at
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -143,6 +144,8 @@ class Trainer:
         self._ckpt_format = ckpt.resolve_format(cfg.checkpoint.format, cfg.parallel.shard)
         self._pending_save: ckpt.PendingSave | None = None  # an async checkpoint being written
         self._async_group: Any = None  # DCP's own process group for background saves
+        self._cuda = self.device.type == "cuda"
+        self._samples_per_step = self.global_batch  # fixed for the run (the rows' throughput)
 
     @property
     def global_batch(self) -> int:
@@ -221,52 +224,59 @@ class Trainer:
 
     def _step(self, micro: list[Any]) -> dict[str, float]:
         t0 = time.perf_counter()
-        self.optimizer.zero_grad(set_to_none=True)
-        closure = self.plan.closure(self.optimizer, micro) if self._needs_closure else None
+        optimizer, train = self.optimizer, self.cfg.train
+        optimizer.zero_grad(set_to_none=True)
+        closure = self.plan.closure(optimizer, micro) if self._needs_closure else None
         loss = self.plan.forward_backward(micro)
         if self._densify:
             densify_grads(self._densify, self._dense_bufs)
         loss_mean: float | None = None  # filled in when the row is logged (PendingLosses)
         if self.strategy.nonfinite_agreed and self.plan.carries_nonfinite:
             # every rank's reduced gradients carry any rank's NaN/Inf: no collective
-            skipped = self.cfg.train.skip_nonfinite and self._grad_check.check()
+            skipped = train.skip_nonfinite and self._grad_check.check()
         else:
             skipped, loss_mean = self._agree_on_step(loss)
-        grad_norm = float("nan")
+        grad_norm = None
         if skipped:
-            self.skipped_steps += 1
-            self.optimizer.zero_grad(set_to_none=True)
-            self.strategy.on_skipped_step()  # no residual/warm start/lagged result survives
-            failure = check_skipped(self.skipped_steps, self.step + 1, self.total_steps,
-                                    self.cfg.train.max_skipped_fraction)
-            if failure:
-                raise TrainingDiverged(failure)
+            self._skip_step()
         else:
-            if self.cfg.train.clip_grad_norm is not None:
-                grad_norm = self.plan.clip_grad_norm(self.cfg.train.clip_grad_norm)
+            if train.clip_grad_norm is not None:
+                grad_norm = self.plan.clip_grad_norm(train.clip_grad_norm)
             if closure is not None:
                 # torch annotates closures as returning float; LBFGS and ours take the loss tensor
-                self.optimizer.step(closure)  # type: ignore[arg-type]
+                optimizer.step(closure)  # type: ignore[arg-type]
             else:
-                self.optimizer.step()
-        lr = self.optimizer.param_groups[0]["lr"]
+                optimizer.step()
+        lr = optimizer.param_groups[0]["lr"]
         step_schedule(self.scheduler)
         comm = self.strategy.end_step()
-        if self.device.type == "cuda":
+        if self._cuda:
             torch.cuda.synchronize(self.device)
         dt = time.perf_counter() - t0
         self.step_times.append(dt)
         row: dict[str, Any] = {
             "step": self.step + 1, "epoch": self.epoch, "loss": loss_mean, "lr": lr,
-            "step_time_s": dt, "samples_per_s": self.global_batch / dt if dt > 0 else 0.0,
+            "step_time_s": dt, "samples_per_s": self._samples_per_step / dt if dt > 0 else 0.0,
             "skipped": int(skipped),
         }
         if loss_mean is None:
             self._losses.add(row, loss)
-        if not math.isnan(grad_norm):
+        if grad_norm is not None and not math.isnan(grad_norm):
             row["grad_norm"] = grad_norm
-        row.update({f"comm_{k}" if not k.startswith("comm") else k: v for k, v in comm.items()})
+        for k, v in comm.items():
+            row[_comm_column(k)] = v
         return row
+
+    def _skip_step(self) -> None:
+        """A non-finite step (all ranks alike): no update, the strategy forgets the step,
+        and the run fails once too many steps were skipped."""
+        self.skipped_steps += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        self.strategy.on_skipped_step()  # no residual/warm start/lagged result survives
+        failure = check_skipped(self.skipped_steps, self.step + 1, self.total_steps,
+                                self.cfg.train.max_skipped_fraction)
+        if failure:
+            raise TrainingDiverged(failure)
 
     def evaluate(self) -> dict[str, float]:
         """Evaluate on rank 0 with the plain (whole) model; returns {} on other ranks.
@@ -607,13 +617,14 @@ class Trainer:
             row.update({f"eval/{k}": v for k, v in ev.items()})
             self._track_best(ev)
         due = self.step % self.cfg.train.log_every == 0 or eval_due or self.step == self.total_steps
-        if due or self.step == 1:  # the same steps on every rank; step 1: the first progress line
-            # the loss arrives by the next due row (at once at the first and the last step)
-            self._losses.launch()
-            self._losses.collect(wait=self.step in (1, self.total_steps))
-            if due:
-                self._due_rows.append(row)
-        shown = self._log_ready()
+        if due:
+            self._due_rows.append(row)
+        ends = self.step in (1, self.total_steps)  # step 1: the first progress line
+        if ends or due and self._losses.due(self.step):  # the same steps on every rank
+            # the loss arrives by a later launch (at once at the first and the last step)
+            self._losses.launch(self.step)
+            self._losses.collect(wait=ends)
+        shown = self._log_ready() if self._due_rows else None
         if shown is None and self.step == 1 and row["loss"] is not None:
             shown = progress_fields(row, self.task.headline)
         for cb in self.callbacks:
@@ -686,6 +697,12 @@ class Trainer:
                 "higher_is_better": self.best.higher_is_better,
                 "checkpoint": str(ckpt.best_dir(self.ckpt_root, self.best.step))
                 if self.cfg.checkpoint.best else None}
+
+
+@functools.cache
+def _comm_column(key: str) -> str:
+    """The metrics column of a strategy's per-step counter: ``comm_<key>`` (``comm_s`` stays)."""
+    return key if key.startswith("comm") else f"comm_{key}"
 
 
 def step_timing(step_times: Sequence[float], steps_per_epoch: int, wall: float) -> dict[str, float]:
