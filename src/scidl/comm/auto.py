@@ -267,6 +267,11 @@ class Auto(CommStrategy):
         self._unplanned = 0
 
     # ------------------------------------------------------------------ wiring
+    def steady_after(self) -> int:
+        """Its dense observation steps, or a candidate's own warm-up if longer."""
+        inner = max((s.steady_after() for s in self.inner.values()), default=0)
+        return max(int(self.cfg.auto_warmup_steps), inner)
+
     def setup(self, ddp_model: DDP | None, group: dist.ProcessGroup | None) -> None:
         super().setup(ddp_model, group)
         self._pos = {pid: i for i, pid in enumerate(self.param_ids)}

@@ -152,6 +152,11 @@ class CommStrategy(abc.ABC):
         it before its last backward). Strategies that count in their hook ignore it."""
         return None
 
+    def steady_after(self) -> int:
+        """Steps after which this strategy runs as it will for the rest of the run (its
+        warm-ups over): what a measurement of its steady-state cost leaves untimed."""
+        return 0
+
     def end_step(self) -> dict[str, float]:
         """Close the step's accounting and return its counters (bytes, seconds)."""
         self._inflight.clear()

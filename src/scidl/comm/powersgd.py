@@ -85,6 +85,9 @@ class PowerSGD(CommStrategy):
                 second += m[1] * cfg.rank
         return [Collective("allreduce", 4 * first), Collective("allreduce", 4 * second)]
 
+    def steady_after(self) -> int:
+        return int(self.cfg.warmup_steps)  # dense steps before the first compressed one
+
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         self.q: dict[int, torch.Tensor] = {}

@@ -147,6 +147,14 @@ class TopK(CommStrategy):
         """Steps reduced densely (uncompressed) at the start."""
         return self.cfg.warmup_steps
 
+    def steady_after(self) -> int:
+        """The dense steps, then DGC's density warm-up until its stage reaches ``density``."""
+        ramp, stage = 0, int(self.cfg.density_warmup_steps)
+        if stage > 0:
+            while warmup_density(self.cfg.density, ramp, stage) > self.cfg.density:
+                ramp += stage
+        return int(self._dense_steps()) + ramp
+
     # ------------------------------------------------------------------ subclass hooks
     def _keeps_residual(self) -> bool:
         return bool(self.cfg.error_feedback)

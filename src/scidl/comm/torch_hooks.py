@@ -231,6 +231,9 @@ class TorchPowerSGDHook(TorchHook):
             use_error_feedback=self.cfg.error_feedback, warm_start=True,
             random_seed=self.cfg.seed)
 
+    def steady_after(self) -> int:
+        return self.start_iter(self.cfg)
+
     @staticmethod
     def start_iter(cfg: Any) -> int:
         """torch's ``start_powerSGD_iter``: ``comm.warmup_steps``, at least 2."""

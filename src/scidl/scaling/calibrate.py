@@ -323,25 +323,15 @@ MIN_UNTIMED_STEPS = 3
 def steady_step(cfg: Any) -> int:
     """The steps a run with these ``comm`` settings takes before its strategy runs as it
     does for the rest of the run (the steady state the cost model's ``wire`` prices):
-    the dense warm-up (``comm.warmup_steps``; ``topk_adam``: at least
-    ``adam_freeze_steps``; ``auto``: at least ``auto_warmup_steps``), then DGC's density
-    warm-up (``density_warmup_steps`` per stage, until the stage's density is
-    ``comm.density``); at least :data:`MIN_UNTIMED_STEPS`.
+    the strategy's own :meth:`~scidl.comm.base.CommStrategy.steady_after` (dense
+    warm-up, DGC's density warm-up, ``topk_adam``'s freeze, ``auto``'s observation), at
+    least :data:`MIN_UNTIMED_STEPS`.
 
     Example: ``warmup_steps=2, density_warmup_steps=5, density=0.01``: 2 dense steps,
     then 25 %, 6.25 %, 1.5625 % for 5 steps each, 1 % from step 2 + 15 = 17."""
-    from scidl.comm.sparse_allreduce import warmup_density
+    from scidl.comm.registry import build_strategy
 
-    dense = int(cfg.warmup_steps)
-    if cfg.strategy == "topk_adam":
-        dense = max(dense, int(cfg.adam_freeze_steps))
-    elif cfg.strategy == "auto":
-        dense = max(dense, int(cfg.auto_warmup_steps))
-    ramp, stage = 0, int(cfg.density_warmup_steps)
-    if stage > 0:
-        while warmup_density(cfg.density, ramp, stage) > cfg.density:
-            ramp += stage
-    return max(MIN_UNTIMED_STEPS, dense + ramp)
+    return max(MIN_UNTIMED_STEPS, build_strategy(cfg).steady_after())
 
 
 def interleaved_step_times(steppers: Mapping[str, Callable[[Any], object]],
@@ -423,7 +413,7 @@ def codec_worker(rank: int, world: int, cfg_dict: dict[str, Any], specs: list[st
         opt = make_opt(ddp) if make_opt else torch.optim.SGD(ddp.parameters(), lr=1e-6)
         strategies[spec] = strategy
         steppers[spec] = strategy_stepper(strategy, ddp, opt, task.loss)
-        untimed[spec] = steady_step(comm)
+        untimed[spec] = max(MIN_UNTIMED_STEPS, strategy.steady_after())
     times = interleaved_step_times(steppers, untimed, steps, batches)
     return {"times": times, "untimed": untimed,
             "steps_run": {spec: s.step for spec, s in strategies.items()}}
