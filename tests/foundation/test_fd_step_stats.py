@@ -38,6 +38,46 @@ def test_constant_schedule_steps_leave_the_same_state_as_torch():
         assert a == b
 
 
+@pytest.mark.parametrize("schedule, warmup", [("constant", 0), ("constant", 3), ("cosine", 2)])
+def test_scidl_schedules_step_like_torch_and_skip_only_where_constant(schedule, warmup):
+    from scidl.optim import OptimConfig, lr_factor_fn
+
+    cfg = OptimConfig(schedule=schedule, warmup_steps=warmup, lr=0.1)
+
+    def sched():
+        opt = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_factor_fn(cfg, 12))
+
+    (o1, s1), (o2, s2) = sched(), sched()
+    calls = []
+    f = s2.lr_lambdas[0]
+    s2.lr_lambdas[0] = lambda step: calls.append(step) or f(step)
+    s2.lr_lambdas[0].constant_from = f.constant_from
+    for i in range(10):
+        if i == 6:  # someone changes the rate by hand: the schedule sets it back, as torch's
+            o1.param_groups[0]["lr"] = o2.param_groups[0]["lr"] = 0.7
+        o1.step(), o2.step()
+        s1.step()
+        step_schedule(s2)
+        assert o1.param_groups[0]["lr"] == o2.param_groups[0]["lr"]
+        a, b = s1.state_dict(), s2.state_dict()
+        a.pop("lr_lambdas"), b.pop("lr_lambdas")
+        assert a == b
+    if schedule == "constant":  # evaluated up to the end of the warm-up and after the change
+        assert f.constant_from == warmup
+        assert max(s for s in calls if s != 7) <= max(warmup, 1) and 7 in calls
+    else:
+        assert f.constant_from is None and len(calls) >= 9
+
+
+def test_schedule_factor_is_a_function_so_checkpoints_hold_no_config():
+    from scidl.optim import OptimConfig, build_scheduler
+
+    opt = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1)
+    s = build_scheduler(opt, OptimConfig(lr=0.1), 10)
+    assert s.state_dict()["lr_lambdas"] == [None]  # LambdaLR stores callable objects' fields
+
+
 def _model_with_bucket_views() -> tuple[nn.Module, torch.Tensor]:
     """Gradients laid end to end in one flat buffer, as DDP's ``gradient_as_bucket_view``."""
     m = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))

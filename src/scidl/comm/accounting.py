@@ -194,6 +194,34 @@ class CommCounters:
             self.steps += 1
             return step
 
+    def close_untimed_step(self, op: str, sent: int, recv: int, calls: int) -> dict[str, float]:
+        """:meth:`record` (when ``calls``) then :meth:`end_step` under one lock, for a step
+        whose collectives are counted but not timed: its counters without ``comm_s`` and
+        ``exposed_s`` (a strategy reducing with DDP's built-in allreduce)."""
+        with self._lock:
+            step, self._step = self._step, {}
+            if calls:
+                self.bytes_sent += sent
+                self.bytes_recv += recv
+                self.calls += calls
+                step["bytes_sent"] = step.get("bytes_sent", 0) + sent
+                step["bytes_recv"] = step.get("bytes_recv", 0) + recv
+                step["calls"] = step.get("calls", 0) + calls
+                o = self.by_op.get(op)
+                if o is None:
+                    o = self.by_op[op] = {"calls": 0, "bytes_sent": 0, "seconds": 0.0}
+                o["calls"] += calls
+                o["bytes_sent"] += sent
+            else:
+                step.setdefault("bytes_sent", 0)
+                step.setdefault("bytes_recv", 0)
+            step.pop("comm_s", None)
+            exposed = self._blocked
+            self.exposed += exposed
+            self._blocked, self._last_hook, self._last_done = 0.0, None, None
+            self.steps += 1
+            return step
+
     def summary(self) -> dict[str, Any]:
         n = max(self.steps, 1)
         return {

@@ -89,25 +89,24 @@ class DenseAllreduce(CommStrategy):
         return self.allreduce(buf)
 
     def end_step(self) -> dict[str, float]:
-        if self.builtin is not None:
-            self._record_builtin(self.builtin)
-            out = super().end_step()
-            out.pop("comm_s", None)
-            out.pop("exposed_s", None)
-            return out
+        if self.builtin is not None:  # counted, not timed: one lock for the whole step
+            self._inflight.clear()
+            self.step += 1
+            calls, sent = self._builtin_traffic(self.builtin)
+            return self.counters.close_untimed_step("allreduce", sent, sent, calls)
         return super().end_step()
 
-    def _record_builtin(self, ddp_model: DDP) -> None:
-        if not self._syncs:
-            return
-        if self.step < 3 or not self._buckets:  # DDP rebuilds its buckets after step 1
+    def _builtin_traffic(self, ddp_model: DDP) -> tuple[int, int]:
+        """(allreduce calls, bytes sent) of DDP's reductions since the last step."""
+        syncs, self._syncs = self._syncs, 0
+        if not syncs:
+            return 0, 0
+        if self.step < 4 or not self._buckets:  # DDP rebuilds its buckets after step 1
             sizes = ddp_bucket_bytes(ddp_model)
             self._buckets = [len(sizes), sum(ring_allreduce_bytes(b, self.world, self.backend)
                                              for b in sizes)]
         calls, sent = self._buckets
-        self.counters.record("allreduce", sent * self._syncs, sent * self._syncs,
-                             calls=calls * self._syncs)
-        self._syncs = 0
+        return calls * syncs, sent * syncs
 
     def report(self) -> dict[str, Any]:
         out = super().report()

@@ -80,7 +80,11 @@ def batch_scale(cfg: OptimConfig, global_batch: int | None) -> float:
 def lr_factor_fn(
     cfg: OptimConfig, total_steps: int, global_batch: int | None = None
 ) -> Callable[[int], float]:
-    """The schedule as a function ``step -> factor`` (scaling rule × warm-up × decay)."""
+    """The schedule as a function ``step -> factor`` (scaling rule × warm-up × decay).
+
+    Its attribute ``constant_from`` is the first step from which the factor no longer
+    changes (the end of the warm-up for ``constant``), None for decaying schedules: a
+    scheduler step past it need not evaluate the factor (``step_schedule``)."""
     decay_steps = max(total_steps - cfg.warmup_steps, 1)
     scale = batch_scale(cfg, global_batch)
     floor = cfg.min_lr_factor
@@ -99,6 +103,11 @@ def lr_factor_fn(
             return scale * warmup_factor(step, cfg.warmup_steps, cfg.warmup_start_factor)
         return scale * decay(step - cfg.warmup_steps)
 
+    # the first step from which the factor stops changing (None: it decays to the end);
+    # a function attribute, not a callable object: LambdaLR saves an object's attributes
+    # in its state dict, and so in every checkpoint
+    setattr(factor, "constant_from",  # noqa: B010
+            None if cfg.schedule in ("cosine", "poly", "cyclic") else max(cfg.warmup_steps, 0))
     return factor
 
 

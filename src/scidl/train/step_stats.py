@@ -36,7 +36,7 @@ def backward_seed(loss: torch.Tensor) -> torch.Tensor | None:
     On CPU one read of the value; on an accelerator two scalar ops (0·NaN = 0·Inf = NaN),
     no host sync.
     """
-    if loss.device.type == "cpu":
+    if loss.is_cpu:
         return None if math.isfinite(loss.item()) else torch.full_like(loss, math.nan)
     return loss.detach() * 0.0 + 1.0
 
@@ -49,8 +49,14 @@ def step_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
         last = scheduler._last_lr
         groups = scheduler.optimizer.param_groups
         if len(groups) == 1:  # the usual case, without building lists
-            lr = groups[0]["lr"]
-            same = type(lr) is float and lr == last[0] == scheduler.base_lrs[0] * scheduler.lr_lambdas[0](nxt)
+            lr, f = groups[0]["lr"], scheduler.lr_lambdas[0]
+            # past the point where the schedule stops changing (its constant_from),
+            # the last rate it set is the next one: no need to evaluate it again
+            start = getattr(f, "constant_from", None)
+            if start is not None and nxt > start:
+                same = type(lr) is float and lr == last[0]
+            else:
+                same = type(lr) is float and lr == last[0] == scheduler.base_lrs[0] * f(nxt)
         else:
             values = [base * f(nxt) for f, base in zip(scheduler.lr_lambdas, scheduler.base_lrs, strict=True)]
             current = [g["lr"] for g in groups]
@@ -97,7 +103,7 @@ class GradCheck:
             parts = self._flats
         if len(parts) == 1:  # one flat bucket (or gradient)
             total = parts[0].sum()
-            return not math.isfinite(total.item()) if total.device.type == "cpu" \
+            return not math.isfinite(total.item()) if total.is_cpu \
                 else not bool(torch.isfinite(total))
         if not parts:
             return False

@@ -599,7 +599,8 @@ class Trainer:
         checkpoint, callbacks). Call on all ranks; returns the step's row."""
         self.phases.enter_for_step(self)  # a new phase starts: its optimizer and schedule
         row = self._step(micro)
-        row.update(self.phases.row_fields())
+        if self.phases.active:
+            row.update(self.phases.row_fields())
         self.step += 1
         self.micro_in_epoch += len(micro)
         self._after_step(row, self._epoch_done(), progress)
