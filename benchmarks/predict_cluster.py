@@ -363,9 +363,10 @@ def render(d: dict[str, Any]) -> str:
            " (the probe's factor as measured)")
         + ", `compute` the profile's compute times it, `codec` the strategy's own "
         f"computation (slowed alike), `load` the machine's load average when the row's first "
-        f"run started ({d['cpus']} cores). `band`: the step with the probe's slowdown at its "
-        "quartiles; `repeats`: the runs whose median is the measured step, ± half their "
-        "range.")
+        f"run started ({d['cpus']} cores). `band`: the predicted step with compute one measured "
+        "spread of the profile (`step_cv`) below and above, widened by the probe's "
+        "quartiles where it has them; `repeats`: the runs whose median is the measured "
+        "step, ± half their range.")
     lines.append("")
     if s.get("rows"):
         w = s["worst"]
