@@ -1,12 +1,16 @@
 """Validation of ``scidl predict`` on the virtual cluster: predicted vs measured step time.
 
-From a one-process profile (``scidl profile``) and the links calibrated on a virtual
-cluster (``scidl bench-collectives --cluster``, one calibration per link rate, at the
-largest node count, which also measures the compute slowdown of p busy ranks: the
-virtual nodes share this machine's cores), the cost model predicts the step time of
-``scidl train --cluster`` at each node count for each communication strategy; the same
-runs are then measured (median step time over the steps after the warm-up, rank 0's
-rows: a synchronous step ends on every rank together).
+From a one-process profile (``scidl profile``), the compute slowdown of p busy ranks
+sharing this machine's cores (the virtual nodes share them; measured once per sweep at
+every node count of the sweep, paired against one-rank blocks, and shared by the links:
+it does not depend on the link rate) and the links calibrated on a virtual cluster
+(``scidl bench-collectives --cluster``, one calibration per link rate, at the sweep's
+fewest nodes), the cost model predicts the step time of ``scidl train --cluster`` at
+each node count for each communication strategy; the same runs are then measured
+(median step time over the steps after the warm-up, rank 0's rows: a synchronous step
+ends on every rank together), each ``--repeats`` times in interleaved order (the
+strategies in turn, then again in reverse), the row's figure the median of its repeats
+and their spread kept beside it.
 
 Rows are appended to the results file as they finish, so an interrupted run resumes
 where it stopped (``--fresh`` starts over). The predictions are recomputed from the
@@ -14,7 +18,7 @@ stored profile, hardware files and measurements at every write, so a change of t
 cost model is re-checked with ``python benchmarks/predict_cluster.py predict`` without
 running anything again.
 
-    python benchmarks/predict_cluster.py [--links 100mbit 1gbit] [--nodes 2 4 8]
+    python benchmarks/predict_cluster.py [--links 100mbit 1gbit] [--nodes 2 4 8] [--repeats 2]
     python benchmarks/predict_cluster.py predict    # recompute predictions and errors
     python benchmarks/predict_cluster.py table      # the markdown of docs/scaling.md
 
@@ -48,6 +52,7 @@ COMMS = ["dense", "hierarchical", "fp16", "topk:0.01", "powersgd:4"]
 LINKS = ["100mbit", "1gbit"]
 NODES = [2, 4, 8]
 STEPS, WARMUP = 16, 4  # timed: the steps after the warm-up
+REPEATS = 2  # runs of each (link, nodes, comm), interleaved; the row takes their median
 RUN_TIMEOUT_S = 240
 
 
@@ -76,6 +81,70 @@ def measured_step(rows: list[dict[str, Any]], warmup: int = WARMUP) -> dict[str,
             "step_max_s": max(times), "steps": len(times)}
 
 
+def aggregate_repeats(reps: list[dict[str, Any]]) -> dict[str, Any]:
+    """A row's measured figures from its repeats (each a :func:`measured_step` with its
+    run's ``load_before``, ``load_after``, ``wall_s``): ``measured_s`` the median of the
+    repeats' step times, ``repeat_lo_s``/``repeat_hi_s`` their extremes and
+    ``repeat_spread`` their half-range relative to the median (how precisely the
+    measurement itself pins the step: a prediction can't be judged more finely), the
+    step range over all the repeats' timed steps, the first run's load."""
+    if not reps:
+        raise ValueError("no repeats")
+    steps = [float(r["step_s"]) for r in reps]
+    mid = statistics.median(steps)
+    return {"measured_s": mid,
+            "measured_min_s": min(float(r.get("step_min_s", r["step_s"])) for r in reps),
+            "measured_max_s": max(float(r.get("step_max_s", r["step_s"])) for r in reps),
+            "repeat_lo_s": min(steps), "repeat_hi_s": max(steps),
+            "repeat_spread": (max(steps) - min(steps)) / (2 * mid) if mid > 0 else 0.0,
+            "timed_steps": sum(int(r.get("steps", 0)) for r in reps),
+            "load_before": reps[0].get("load_before", float("nan")),
+            "load_after": reps[-1].get("load_after", float("nan")),
+            "wall_s": sum(float(r.get("wall_s", 0.0)) for r in reps)}
+
+
+def row_repeats(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The repeats of a stored row (a row from before repeats: its one run)."""
+    if "repeats" in row:
+        return list(row["repeats"])
+    return [{"step_s": row["measured_s"], "step_min_s": row.get("measured_min_s"),
+             "step_max_s": row.get("measured_max_s"), "steps": row.get("timed_steps", 0),
+             "load_before": row.get("load_before"), "load_after": row.get("load_after"),
+             "wall_s": row.get("wall_s", 0.0)}]
+
+
+def interleaved(comms: list[str], repeats: int) -> list[tuple[int, str]]:
+    """(repeat, comm) in the order a cluster's runs take: the strategies in turn, then
+    again in reverse, and so on, so a drift of the machine's load hits every strategy's
+    median alike."""
+    return [(r, c) for r in range(repeats) for c in (comms if r % 2 == 0 else comms[::-1])]
+
+
+def with_probe(hardware: dict[str, Any], probe: dict[str, Any] | None) -> dict[str, Any]:
+    """The hardware file with the sweep's one compute-slowdown calibration in it
+    (``compute_slowdown``, its ``compute_slowdown_range``, ``probe_step_s`` and the cores
+    as ``concurrent_devices``): the slowdown of p ranks sharing the cores does not depend
+    on the link rate, so every link's file gets the same one. None: unchanged (a file
+    from before, with a probe per link)."""
+    if not probe:
+        return hardware
+    return {**hardware,
+            "compute_slowdown": {int(k): float(v) for k, v in probe["slowdown"].items()},
+            "compute_slowdown_range": {int(k): [float(x) for x in v]
+                                       for k, v in (probe.get("range") or {}).items()},
+            "probe_step_s": float(probe["probe_step_s"]),
+            "concurrent_devices": int(probe["cores"])}
+
+
+def sharing_of(d: dict[str, Any], link: str) -> dict[str, Any] | None:
+    """The contention calibration (``cores``, ``probe_step_s``) that applies to ``link``:
+    the sweep's shared probe, else (files from before) the link's own."""
+    probe = d.get("compute_probe")
+    if probe:
+        return {"cores": int(probe["cores"]), "probe_step_s": float(probe["probe_step_s"])}
+    return (d.get("contention") or {}).get(link)
+
+
 def rel_error(predicted: float, measured: float) -> float:
     """(predicted − measured) / measured."""
     return (predicted - measured) / measured
@@ -87,11 +156,17 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if not errs:
         return {"rows": 0}
     worst = max(errs, key=lambda e: e[0])[1]
-    return {"rows": len(errs), "median_abs_error": statistics.median(e for e, _ in errs),
-            "worst_abs_error": abs(worst["error"]),
-            "worst": {k: worst[k] for k in ("link", "nodes", "comm")},
-            "within_10pct": sum(e <= 0.10 for e, _ in errs),
-            "within_20pct": sum(e <= 0.20 for e, _ in errs)}
+    out = {"rows": len(errs), "median_abs_error": statistics.median(e for e, _ in errs),
+           "worst_abs_error": abs(worst["error"]),
+           "worst": {k: worst[k] for k in ("link", "nodes", "comm")},
+           "within_10pct": sum(e <= 0.10 for e, _ in errs),
+           "within_20pct": sum(e <= 0.20 for e, _ in errs)}
+    spreads = [r["repeat_spread"] for _, r in errs if r.get("repeat_spread") is not None
+               and len(r.get("repeats", [])) > 1]
+    if spreads:
+        out["median_repeat_spread"] = statistics.median(spreads)
+        out["max_repeat_spread"] = max(spreads)
+    return out
 
 
 def sync_count(profile: dict[str, Any], hardware: dict[str, Any], nodes: int, comm: str) -> int:
@@ -173,14 +248,18 @@ def predict_row(profile: dict[str, Any], hardware: dict[str, Any], nodes: int, c
     comp, alg = parse_comm(comm)
     pt = predict_point(prof, hw, nodes, algorithm=alg, comp=comp)
     keys = ("step_s", "compute_s", "codec_s", "comm_s", "burst_s", "exposed_comm_s",
-            "interference_s", "straggler_s", "io_stall_s", "slowdown")
+            "interference_s", "straggler_s", "io_stall_s", "slowdown", "step_lo_s",
+            "step_hi_s")
     return {k: float(pt[k]) for k in keys}
 
 
 def repredict(d: dict[str, Any]) -> dict[str, Any]:
     """Recompute every row's prediction and error and the summary from the stored
-    profile, hardware files and contention calibration (``contention``: cores and the
-    probe's step length per link; without it, the probe's factor as measured). A link
+    profile, hardware files and contention calibration (``compute_probe``: the sweep's
+    one compute-slowdown probe, shared by the links; files from before hold one per link
+    in the hardware files and ``contention``: cores and the probe's step length; without
+    either, the probe's factor as measured). A row's measured figures are recomputed
+    from its repeats (:func:`aggregate_repeats`). A link
     whose calibration timings are stored (``calibration_rows``) is refitted first, so a
     change of the link fit is re-checked too, and its α taken net of the scheduling delay
     of the ranks that shared the cores during the calibration
@@ -188,17 +267,19 @@ def repredict(d: dict[str, Any]) -> dict[str, Any]:
     from scidl.scaling.collectives import alpha_free_of_sharing
 
     for link, hw in d["hardware"].items():  # files written before links had a burst
-        d["hardware"][link] = with_burst(hw, link)
+        d["hardware"][link] = with_probe(with_burst(hw, link), d.get("compute_probe"))
     as_fitted = dict(d["hardware"])
     for link, rows in (d.get("calibration_rows") or {}).items():
         if link in d["hardware"]:
             hw = as_fitted[link] = refit_link(d["hardware"][link], rows)
             at = (d.get("calibrated_at_nodes") or {}).get(link)
-            sharing = (d.get("contention") or {}).get(link)
+            sharing = sharing_of(d, link)
             if at and sharing:  # the raw fit's α, net of the calibration's core sharing
                 hw = alpha_free_of_sharing(with_sharing(hw, sharing), int(at))
             d["hardware"][link] = hw
     for r in d["rows"]:
+        if "repeats" in r:
+            r.update(aggregate_repeats(r["repeats"]))
         pred = _predict_stored(d, d["hardware"], r)
         if pred is None:
             continue
@@ -218,8 +299,7 @@ def _predict_stored(d: dict[str, Any], hardware: dict[str, Any], r: dict[str, An
     hw = hardware.get(r["link"])
     if hw is None:
         return None
-    return predict_row(d["profile"], hw, r["nodes"], r["comm"],
-                       (d.get("contention") or {}).get(r["link"]))
+    return predict_row(d["profile"], hw, r["nodes"], r["comm"], sharing_of(d, r["link"]))
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -227,6 +307,20 @@ def _predict_stored(d: dict[str, Any], hardware: dict[str, Any], r: dict[str, An
 
 def _pct(x: float) -> str:
     return f"{x * 100:+.0f}%"
+
+
+def _band(pred: dict[str, float]) -> str:
+    """The predicted step, with its band where the calibration's spreads give one."""
+    lo, hi = pred.get("step_lo_s", pred["step_s"]), pred.get("step_hi_s", pred["step_s"])
+    if hi - lo < 5e-4:
+        return f"{pred['step_s']:.3f}"
+    return f"{pred['step_s']:.3f} [{lo:.3f}–{hi:.3f}]"
+
+
+def _repeats(row: dict[str, Any]) -> str:
+    """How many runs the row's figure is the median of, and their half-range."""
+    n = len(row_repeats(row))
+    return f"{n}: ±{row['repeat_spread'] * 100:.0f}%" if n > 1 else "1"
 
 
 def render(d: dict[str, Any]) -> str:
@@ -244,31 +338,35 @@ def render(d: dict[str, Any]) -> str:
            f"{d['codec_load']:.0f}, after the profile." if d.get("codec_load") is not None
            else ""),
         "",
-        "| link | nodes | comm | predicted (s) | measured (s) [range] | error | "
+        "| link | nodes | comm | predicted (s) [band] | measured (s) [range] | repeats | error | "
         "slowdown | compute (s) | codec (s) | exposed comm (s) | straggler (s) | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(d["rows"], key=lambda r: (r["link_bits"], r["nodes"],
                                               COMMS.index(r["comm"]) if r["comm"] in COMMS
                                               else 99)):
         p = r["predicted"]
         lines.append(
-            f"| {r['link']} | {r['nodes']} | {r['comm']} | {r['predicted_s']:.3f} | "
+            f"| {r['link']} | {r['nodes']} | {r['comm']} | {_band(p)} | "
             f"{r['measured_s']:.3f} [{r['measured_min_s']:.3f}–{r['measured_max_s']:.3f}] | "
-            f"{_pct(r['error'])} | ×{p.get('slowdown', 1.0):.2f} | {p['compute_s']:.3f} | "
+            f"{_repeats(r)} | {_pct(r['error'])} | ×{p.get('slowdown', 1.0):.2f} | {p['compute_s']:.3f} | "
             f"{p.get('codec_s', 0.0):.3f} | "
             f"{p['exposed_comm_s']:.3f} | "
             f"{p['straggler_s']:.3f} | {r.get('load_before', float('nan')):.0f} |")
     lines.append("")
     share = d.get("contention") or {}
+    probe = d.get("compute_probe")
     lines.append(
         "`slowdown` is the compute slowdown of p ranks sharing the cores"
         + (" (contention model: processor sharing max(1, p/C) plus the probe's delay per "
-           "collective, spread over the step's compute)" if share else
+           "collective, spread over the step's compute)" if share or probe else
            " (the probe's factor as measured)")
         + ", `compute` the profile's compute times it, `codec` the strategy's own "
-        f"computation (slowed alike), `load` the machine's load average when the run started "
-        f"({d['cpus']} cores).")
+        f"computation (slowed alike), `load` the machine's load average when the row's first "
+        f"run started ({d['cpus']} cores). `band`: the predicted step with compute one measured "
+        "spread of the profile (`step_cv`) below and above, widened by the probe's "
+        "quartiles where it has them; `repeats`: the runs whose median is the measured "
+        "step, ± half their range.")
     lines.append("")
     if s.get("rows"):
         w = s["worst"]
@@ -284,7 +382,25 @@ def render(d: dict[str, Any]) -> str:
             lines.append("By link: " + "; ".join(
                 f"{k}: median |error| {x['median_abs_error'] * 100:.1f}%, worst "
                 f"{x['worst_abs_error'] * 100:.1f}% ({x['rows']} rows)" for k, x in per) + ".")
-    slow = {link: hw.get("compute_slowdown", {}) for link, hw in d["hardware"].items()}
+        if s.get("median_repeat_spread") is not None:
+            lines.append(f"The measurement's own precision: the repeats of a row lie within "
+                         f"±{s['median_repeat_spread'] * 100:.1f}% of their median (median "
+                         f"over the rows), ±{s['max_repeat_spread'] * 100:.1f}% at most.")
+    if probe:
+        rng = probe.get("range") or {}
+        lines.append("")
+        lines.append(
+            "Measured compute slowdown of p busy ranks on the shared cores, one probe for "
+            "the sweep shared by every link's hardware file (`compute_probe` in the results "
+            f"file; median of {probe['groups'] * probe['blocks']} busy blocks per count, each "
+            "read against the one-rank blocks right before and after it; quartiles in "
+            "brackets): " + ", ".join(
+                f"p = {p}: ×{f:.2f}" + (f" [{rng[k][0]:.2f}–{rng[k][1]:.2f}]" if k in rng else "")
+                for p, f, k in sorted((int(k), float(v), k) for k, v in probe["slowdown"].items()))
+            + f"; one-rank probe step w = {probe['probe_step_s'] * 1e3:.2f} ms on "
+              f"{probe['cores']} cores, load {probe['load']:.1f}.")
+    slow = {} if probe else {link: hw.get("compute_slowdown", {})
+                             for link, hw in d["hardware"].items()}
     parts = [f"{link}: " + ", ".join(f"p = {p}: ×{f:.2f}" for p, f in sorted(
         ((int(k), v) for k, v in sl.items()))) for link, sl in slow.items() if sl]
     if parts:
@@ -306,7 +422,7 @@ def render(d: dict[str, Any]) -> str:
                      + "; ".join(f"{link}: α = {lv['alpha'] * 1e3:.2f} ms, allreduce per-byte "
                                  f"rate 1/(β + γ/2) = {1e-6 / (lv['beta'] + lv.get('gamma', 0.0) / 2):.1f} "
                                  f"MB/s" for link, lv in fits) + ".")
-    if share:
+    if share and not probe:
         lines.append("Probe step on one rank alone (w, `contention` in the results file): "
                      + "; ".join(f"{link}: {c['probe_step_s'] * 1e3:.2f} ms on {c['cores']} "
                                  f"cores, load {c['load']:.1f}"
@@ -373,6 +489,19 @@ def _sharing(later: bool = False) -> dict[str, Any]:
     return out
 
 
+def _probe(counts: list[int]) -> dict[str, Any]:
+    """The sweep's one compute-slowdown calibration: p busy ranks at every node count of
+    the sweep, each in a group of exactly p processes, paired against one-rank blocks
+    (:func:`scidl.scaling.collectives.measure_compute_slowdown_stats`), with the cores,
+    the load and the time it took."""
+    from scidl.scaling.collectives import measure_compute_slowdown_stats
+
+    load, t0 = _load(), time.time()
+    out = measure_compute_slowdown_stats(counts)
+    return {**out, "cores": os.cpu_count() or 1, "load": load, "load_after": _load(),
+            "wall_s": time.time() - t0, "date": datetime.date.today().isoformat()}
+
+
 def _cluster_up(nodes: int, link: str) -> None:
     _scidl(["cluster", "down", "--name", CLUSTER], 120)
     _scidl(["cluster", "up", "--name", CLUSTER, "--nodes", str(nodes), "--link", link], 120)
@@ -393,19 +522,23 @@ def _train(comm: str, nodes: int, tmp: Path) -> dict[str, Any]:
 
 def _calibrate(d: dict[str, Any], link: str, nodes: int, tmp: Path, path: Path) -> None:
     """``bench-collectives`` on the cluster that is up (``nodes`` nodes at ``link``): the
-    link's hardware levels, the timings behind the fit (so the link can be refitted
-    later) and the contention calibration, saved into ``d``."""
+    link's hardware levels and the timings behind the fit (so the link can be refitted
+    later), saved into ``d``. With the sweep's compute probe in ``d`` the command skips
+    its own (the slowdown does not depend on the link); a file from before gets the
+    link's contention calibration as then."""
     import yaml
 
     bench = tmp / f"bench-{link}"
+    shared = bool(d.get("compute_probe"))
     _scidl(["bench-collectives", "--cluster", CLUSTER, "--ops", "allreduce,allgather",
             "--min-bytes", "65536", "--max-bytes", "4194304", "--iters", "5", "--out",
-            str(bench)], 600)
+            str(bench), *(["--no-compute-probe"] if shared else [])], 600)
     d["hardware"][link] = yaml.safe_load((bench / "hardware.yaml").read_text())
     d.setdefault("calibration_rows", {})[link] = json.loads(
         (bench / "bench.json").read_text())["rows"]
     d.setdefault("calibrated_at_nodes", {})[link] = nodes
-    d.setdefault("contention", {})[link] = _sharing()
+    if not shared:
+        d.setdefault("contention", {})[link] = _sharing()
     _save(d, path)
 
 
@@ -420,6 +553,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t_start = time.time()
     if d is None:
         d = {"overrides": OVERRIDES, "steps": STEPS, "warmup": WARMUP, "rows": [],
+             "repeats": args.repeats,
              "hardware": {}, "load_before": _load(), "cpus": os.cpu_count(),
              "command": "python benchmarks/predict_cluster.py " + " ".join(sys.argv[1:]),
              "versions": _versions()}
@@ -437,6 +571,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         d["profile"]["codec_fraction"] = _codec()
         d["codec_load"] = _load()
         _save(d, path)
+    if not d.get("compute_probe") and not d.get("contention"):  # once per sweep
+        d["compute_probe"] = _probe(sorted({n for n in args.nodes if n > 1}))
+        _save(d, path)
     try:
         for link in args.links:
             bits = __import__("scidl.cluster.spec", fromlist=["parse_rate"]).parse_rate(link)
@@ -448,32 +585,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 _cluster_up(min(args.nodes), link)
                 _calibrate(d, link, min(args.nodes), tmp, path)
             for nodes in sorted(args.nodes, reverse=True):
-                todo = [c for c in args.comms if not any(
-                    r["link"] == link and r["nodes"] == nodes and r["comm"] == c
-                    for r in d["rows"])]
+                todo = [(k, c) for k, c in interleaved(list(args.comms), args.repeats)
+                        if len(row_repeats(_row(d, link, nodes, c) or {"repeats": []})) <= k]
                 if not todo:
                     continue
                 _cluster_up(nodes, link)
-                if link not in d.get("contention", {}):  # a calibration from before the model
+                if not sharing_of(d, link):  # a calibration from before the model
                     d.setdefault("contention", {})[link] = _sharing(later=True)
                     _save(d, path)
-                for comm in todo:
+                for k, comm in todo:
                     load0 = _load()
                     t0 = time.time()
                     m = _train(comm, nodes, tmp)
-                    d["rows"].append({
-                        "link": link, "link_bits": bits, "nodes": nodes, "comm": comm,
-                        "measured_s": m["step_s"], "measured_min_s": m["step_min_s"],
-                        "measured_max_s": m["step_max_s"], "timed_steps": m["steps"],
-                        "load_before": load0, "load_after": _load(),
-                        "wall_s": time.time() - t0})
+                    r = _row(d, link, nodes, comm)
+                    if r is None:
+                        r = {"link": link, "link_bits": bits, "nodes": nodes, "comm": comm}
+                        d["rows"].append(r)
+                    done = row_repeats(r) if "measured_s" in r else []
+                    r["repeats"] = [*done, {**m, "load_before": load0, "load_after": _load(),
+                                            "wall_s": time.time() - t0}]
+                    r.update(aggregate_repeats(r["repeats"]))
                     d["load_after"] = _load()
                     d["date"] = datetime.date.today().isoformat()
                     _save(d, path)
-                    r = d["rows"][-1]
-                    print(f"{link} {nodes} {comm}: measured {r['measured_s']:.3f} s, predicted "
-                          f"{r['predicted_s']:.3f} s ({_pct(r['error'])}), load {load0:.1f}",
-                          flush=True)
+                    last = r["repeats"][-1]
+                    print(f"{link} {nodes} {comm} (run {k + 1}): measured "
+                          f"{last['step_s']:.3f} s, predicted {r['predicted_s']:.3f} s "
+                          f"(row {_pct(r['error'])}), load {load0:.1f}", flush=True)
     finally:
         try:
             _scidl(["cluster", "down", "--name", CLUSTER], 120)
@@ -485,6 +623,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return d
 
 
+def _row(d: dict[str, Any], link: str, nodes: int, comm: str) -> dict[str, Any] | None:
+    return next((r for r in d["rows"] if (r["link"], r["nodes"], r["comm"]) == (link, nodes, comm)),
+                None)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", nargs="?", default="run", choices=["run", "predict", "table"])
@@ -492,15 +635,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nodes", nargs="+", type=int, default=NODES)
     ap.add_argument("--comms", nargs="+", default=COMMS)
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--repeats", type=int, default=REPEATS,
+                    help="runs of each configuration, interleaved; the row takes their median")
     ap.add_argument("--fresh", action="store_true", help="start over (default: resume)")
     args = ap.parse_args(argv)
+    if args.repeats < 1:
+        ap.error("--repeats must be >= 1")
     if args.what == "table":
         print(render(json.loads(Path(args.out).read_text())))
         return 0
     if args.what == "predict":
         d = json.loads(Path(args.out).read_text())
         for link in d["hardware"]:
-            if link not in d.get("contention", {}):
+            if not sharing_of(d, link):
                 d.setdefault("contention", {})[link] = _sharing(later=True)
         _save(d, Path(args.out))
     else:

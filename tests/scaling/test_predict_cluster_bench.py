@@ -93,7 +93,7 @@ def test_repredict_and_render_quote_the_json():
     assert row["error"] == pytest.approx(-0.125)
     assert d["summary"]["median_abs_error"] == pytest.approx(0.125)
     text = b.render(d)
-    assert "| 1gbit | 2 | dense | 0.070 | 0.080 [0.075–0.090] | -12% |" in text
+    assert "| 1gbit | 2 | dense | 0.070 | 0.080 [0.075–0.090] | 1 | -12% |" in text
     assert "Median |error| 12.5% over 1 rows" in text
     assert "load average 1.5 before and 2.5 after" in text
     assert "p = 2: ×1.50" in text
@@ -146,7 +146,7 @@ def test_repredict_uses_the_stored_contention_calibration():
               "cpus": 2, "load_before": 1.5, "load_after": 2.5})
     d["contention"]["1gbit"] = {**SHARING, "load": 1.2}
     text = b.render(d)
-    assert "| 1gbit | 2 | dense | 0.061 | 0.061 [0.060–0.070] | +0% | ×1.05 | 0.021 |" in text
+    assert "| 1gbit | 2 | dense | 0.061 | 0.061 [0.060–0.070] | 1 | +0% | ×1.05 | 0.021 |" in text
     assert "1gbit: 2.00 ms on 2 cores, load 1.2" in text
 
 
@@ -171,3 +171,90 @@ def test_repredict_refits_the_link_from_the_stored_timings():
     assert "marginal fit of 8 timings" in inter["note"]
     # 4 MB allreduce on 2 ranks at the sustained rate: ≈ 32 ms + 2α, not the burst's
     assert d["rows"][0]["predicted"]["comm_s"] == pytest.approx(0.032, rel=0.05)
+
+
+def test_repeats_take_their_median_and_keep_their_spread():
+    b = _bench()
+    reps = [{"step_s": s, "step_min_s": s - 0.01, "step_max_s": s + 0.01, "steps": 12,
+             "load_before": lb, "load_after": lb + 1, "wall_s": 10.0}
+            for s, lb in ((0.08, 1.0), (0.06, 2.0), (0.07, 3.0))]
+    m = b.aggregate_repeats(reps)
+    assert m["measured_s"] == pytest.approx(0.07)
+    assert (m["repeat_lo_s"], m["repeat_hi_s"]) == (0.06, 0.08)
+    assert m["repeat_spread"] == pytest.approx(0.01 / 0.07)  # half the range, relative
+    assert (m["measured_min_s"], m["measured_max_s"]) == pytest.approx((0.05, 0.09))
+    assert (m["timed_steps"], m["load_before"], m["load_after"], m["wall_s"]) == (36, 1.0, 4.0, 30.0)
+    with pytest.raises(ValueError):
+        b.aggregate_repeats([])
+    # a stored row from before repeats is its one run
+    old = {"measured_s": 0.05, "measured_min_s": 0.04, "measured_max_s": 0.06, "timed_steps": 12}
+    assert [r["step_s"] for r in b.row_repeats(old)] == [0.05]
+    assert b.aggregate_repeats(b.row_repeats(old))["repeat_spread"] == 0.0
+
+
+def test_runs_interleave_the_strategies_and_reverse_each_repeat():
+    b = _bench()
+    assert b.interleaved(["a", "b", "c"], 2) == [(0, "a"), (0, "b"), (0, "c"),
+                                                  (1, "c"), (1, "b"), (1, "a")]
+    assert b.interleaved(["a"], 1) == [(0, "a")]
+
+
+def test_repredict_reads_the_repeats_and_render_shows_their_spread():
+    b = _bench()
+    reps = [{"step_s": s, "step_min_s": s, "step_max_s": s, "steps": 12} for s in (0.08, 0.06)]
+    d = {"overrides": ["task.hidden=[8]"], "steps": 6, "warmup": 2, "date": "2026-12-02",
+         "cpus": 2, "load_before": 1.5, "load_after": 2.5, "profile": PROFILE,
+         "hardware": {"1gbit": HW},
+         "rows": [{"link": "1gbit", "link_bits": 10**9, "nodes": 2, "comm": "dense",
+                   "repeats": reps}]}
+    b.repredict(d)
+    row = d["rows"][0]
+    assert row["measured_s"] == pytest.approx(0.07)  # the median of the repeats
+    assert row["error"] == pytest.approx(0.0, abs=1e-12)
+    assert d["summary"]["median_repeat_spread"] == pytest.approx(0.01 / 0.07)
+    text = b.render(d)
+    assert "| 0.070 [0.060–0.080] | 2: ±14% | +0% |" in text
+    assert "within ±14.3% of their median" in text
+
+
+PROBE = {"slowdown": {2: 1.5}, "range": {2: [1.25, 2.0]}, "probe_step_s": 0.002, "cores": 2,
+         "groups": 2, "blocks": 8, "load": 0.3}
+
+
+def test_one_compute_probe_is_shared_by_every_links_hardware_file():
+    b = _bench()
+    # each link's file with its own probe (a noisy one read x2.2), the sweep's one probe
+    # replaces both: the slowdown does not depend on the link rate
+    hw100 = {**HW, "compute_slowdown": {2: 2.2}}
+    hw1g = {**HW, "compute_slowdown": {2: 1.1}}
+    shared = b.with_probe(hw100, PROBE)
+    assert shared["compute_slowdown"] == {2: 1.5}
+    assert shared["compute_slowdown_range"] == {2: [1.25, 2.0]}
+    assert (shared["probe_step_s"], shared["concurrent_devices"]) == (0.002, 2)
+    assert b.with_probe(hw100, None) is hw100  # a file from before: unchanged
+    rows = [{"link": k, "link_bits": bits, "nodes": 2, "comm": "dense", "measured_s": 0.061,
+             "measured_min_s": 0.06, "measured_max_s": 0.07}
+            for k, bits in (("100mbit", 10**8), ("1gbit", 10**9))]
+    d = {"profile": PROFILE, "hardware": {"100mbit": hw100, "1gbit": hw1g},
+         "compute_probe": PROBE, "rows": rows}
+    b.repredict(d)
+    # δ(2) = (1.5 − 1) × 2 ms = 1 ms over 20 ms of compute: ×1.05 on both links
+    assert [r["predicted"]["slowdown"] for r in d["rows"]] == pytest.approx([1.05, 1.05])
+    assert b.sharing_of(d, "1gbit") == {"cores": 2, "probe_step_s": 0.002}
+    d.update({"overrides": ["task.hidden=[8]"], "steps": 6, "warmup": 2, "date": "2026-12-02",
+              "cpus": 2, "load_before": 1.5, "load_after": 2.5})
+    assert "p = 2: ×1.50 [1.25–2.00]; one-rank probe step w = 2.00 ms" in b.render(d)
+
+
+def test_the_probes_spread_widens_the_predicted_band():
+    b = _bench()
+    hw = b.with_probe(HW, PROBE)
+    pred = b.predict_row(PROFILE, hw, 2, "dense", b.sharing_of({"compute_probe": PROBE}, "x"))
+    assert pred["step_s"] == pytest.approx(0.061)
+    # quartiles x1.25 and x2.0: δ = 0.5 ms and 2 ms, slowdown 1.025 and 1.1 of 20 ms
+    assert pred["step_lo_s"] == pytest.approx(0.061 - 0.025 * 0.02)
+    assert pred["step_hi_s"] == pytest.approx(0.061 + 0.05 * 0.02)
+    assert b._band(pred) == "0.061 [0.060–0.062]"
+    # without a measured spread there is no band from it
+    plain = b.predict_row(PROFILE, HW, 2, "dense", {"cores": 2, "probe_step_s": 0.002})
+    assert plain["step_lo_s"] == plain["step_hi_s"] == pytest.approx(0.061)

@@ -4,7 +4,12 @@ import os
 
 import pytest
 
-from scidl.scaling.collectives import measure_compute_slowdown
+from scidl.scaling.collectives import (
+    measure_compute_slowdown,
+    measure_compute_slowdown_stats,
+    paired_ratios,
+    robust_factor,
+)
 
 
 @pytest.mark.timeout(120)
@@ -15,7 +20,8 @@ def test_ranks_sharing_one_core_measure_the_time_sharing():
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(before)})  # the probe's processes inherit one core
     try:
-        slow = measure_compute_slowdown([4], n=160, inner=24, rounds=6, timeout=100)
+        slow = measure_compute_slowdown([4], n=160, inner=24, rounds=6, blocks=3, groups=1,
+                                        timeout=100)
     finally:
         os.sched_setaffinity(0, before)
     # 4 on a quiet core: ×4; with L other busy processes on that core the share each
@@ -30,16 +36,41 @@ def test_each_count_runs_in_a_group_of_its_own_size(monkeypatch):
 
     calls = []
 
-    def fake(fn, world, n, inner, rounds, counts, timeout):
-        calls.append((world, tuple(counts), rounds))
-        return [{world: [0.01 * world]}] * world
+    def fake(fn, world, n, inner, rounds, blocks, timeout):
+        calls.append((world, rounds, blocks))
+        res = {"busy": [0.01 * world] * blocks, "solo": [0.01] * (blocks + 1)}
+        return [res] * world
 
     monkeypatch.setattr(launch, "run_distributed", fake)
-    slow = measure_compute_slowdown([2, 4], rounds=6, blocks=2)
-    assert {(w, c) for w, c, _ in calls} == {(1, (1,)), (2, (2,)), (4, (4,))}
-    assert [w for w, _, _ in calls] == [1, 2, 4, 1, 2, 4]  # counts take turns block by block
-    assert all(r == 3 for _, _, r in calls)  # steps per block
-    assert slow == {2: 2.0, 4: 4.0}
+    out = measure_compute_slowdown_stats([2, 4], rounds=6, blocks=3, groups=2)
+    # no group of one: each busy block is paired with one-rank blocks inside its group
+    assert [w for w, _, _ in calls] == [2, 4, 2, 4]  # counts take turns, group by group
+    assert all((r, k) == (6, 3) for _, r, k in calls)
+    assert out["slowdown"] == {2: 2.0, 4: 4.0}
+    assert out["range"] == {2: [2.0, 2.0], 4: [4.0, 4.0]}
+    assert len(out["ratios"][4]) == 6 and out["probe_step_s"] == 0.01
+    assert measure_compute_slowdown([2], rounds=6, blocks=3) == {2: 2.0}
+
+
+def test_busy_blocks_are_read_against_their_neighbouring_one_rank_blocks():
+    # the machine slows by half for blocks 2-3 (both sides): the paired ratio stays x2
+    assert paired_ratios([2.0, 3.0, 2.0], [1.0, 1.0, 2.0, 1.0]) == pytest.approx(
+        [2.0, 2.0, 4 / 3])
+    with pytest.raises(ValueError):
+        paired_ratios([2.0], [1.0])
+
+
+def test_a_few_blocks_slowed_by_a_load_spike_do_not_move_the_factor():
+    """Old defect: the factor was a ratio of medians over three unpaired blocks, so a few
+    seconds of someone else's load read x2.20 where the machine gave x1.11 minutes later."""
+    ratios = [1.10, 1.12, 1.08, 1.11, 1.09, 1.13, 2.4, 2.3]  # 2 of 8 blocks in a spike
+    r = robust_factor(ratios)
+    assert r["factor"] == pytest.approx(1.115)
+    assert r["lo"] == pytest.approx(1.0975) and r["n"] == 8
+    assert r["hi"] > r["factor"]  # the spike widens the spread, not the factor
+    assert robust_factor([1.3]) == {"factor": 1.3, "lo": 1.3, "hi": 1.3, "n": 1}
+    with pytest.raises(ValueError):
+        robust_factor([])
 
 
 def test_probe_step_is_one_rank_alone_and_restores_the_threads():

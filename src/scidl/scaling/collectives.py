@@ -215,68 +215,153 @@ def run_bench(
 
 
 def compute_probe_worker(
-    rank: int, world: int, n: int, inner: int, rounds: int, counts: list[int]
-) -> dict[int, list[float]]:
-    """Run on every rank of a group of ``world`` = p ranks: ``rounds`` steps back to back,
-    each ``inner`` n×n matmuls then a one-element allreduce (a data-parallel step in
-    miniature: compute, then wait for every rank).
+    rank: int, world: int, n: int, inner: int, rounds: int, blocks: int,
+) -> dict[str, list[float]]:
+    """Run on every rank of a group of ``world`` = p ranks: ``blocks`` paired blocks,
+    each a one-rank block then a busy block, and one more one-rank block at the end.
 
-    Returns {p: [seconds per step]}, one entry: the slowest rank's wall time over all the
-    steps divided by their number. Steady state, as training runs: a rank the scheduler
-    starts late delays the allreduce and so every rank's clock (timing each rank's own
-    matmuls hid time-sharing: 4 ranks on 2 cores read ×1.06), while the start-up skew
-    of one barrier-synchronised round is not charged to every step (timing single rounds
-    from the first start to the last end read 4 ranks on 2 quiet cores as ×2.9, where
-    training steps slow by about ×2).
+    A step is ``inner`` n×n matmuls then a one-element allreduce (a data-parallel step
+    in miniature: compute, then wait for every rank). Busy block: every rank runs one
+    untimed step (its allreduce lines the ranks up) then ``rounds`` timed steps; its
+    figure is the slowest rank's time per step. A rank the scheduler starts late delays
+    the allreduce and so every rank's clock (timing each rank's own matmuls hid
+    time-sharing: 4 ranks on 2 cores read ×1.06). One-rank block: rank 0 runs
+    ``rounds`` steps' matmuls alone while the other ranks sleep (they neither compute
+    nor wait in a collective, whose waiting took cores in an earlier probe), so each busy
+    block has a one-rank reference taken on the same machine seconds apart at most.
+
+    Returns (on every rank) ``busy``: seconds per step of each busy block, ``solo``:
+    of each one-rank block (``blocks + 1``, the busy block k between solo k and k + 1).
     """
     import torch
     import torch.distributed as dist
 
-    (p,) = counts
     a, b = torch.randn(n, n), torch.randn(n, n)
     flag = torch.zeros(1)
     for _ in range(2):  # warm-up: the first matmul and the first collective
         a @ b
         dist.all_reduce(flag)
-    dist.barrier()
-    start = time.monotonic()
-    for _ in range(rounds):
+    # how long the others sleep through a one-rank block: generously its length
+    est = torch.tensor([_solo_step(a, b, inner, 2) if rank == 0 else 0.0], dtype=torch.float64)
+    dist.broadcast(est, 0)
+    pause = 3.0 * float(est) * rounds + 0.02
+
+    def solo() -> float:
+        dist.barrier()
+        if rank == 0:
+            return _solo_step(a, b, inner, rounds)
+        time.sleep(pause)
+        return 0.0
+
+    solos, busy = [solo()], []
+    for _ in range(max(1, blocks)):
+        dist.barrier()
         for _ in range(inner):
             a @ b
         dist.all_reduce(flag)
-    per = torch.tensor([(time.monotonic() - start) / rounds], dtype=torch.float64)
-    dist.all_reduce(per, op=dist.ReduceOp.MAX)
-    return {p: [float(per)]}
+        t0 = time.monotonic()
+        for _ in range(rounds):
+            for _ in range(inner):
+                a @ b
+            dist.all_reduce(flag)
+        busy.append((time.monotonic() - t0) / rounds)
+        solos.append(solo())
+    out = torch.tensor(busy + solos, dtype=torch.float64)
+    dist.all_reduce(out, op=dist.ReduceOp.MAX)  # the slowest rank's busy steps; rank 0's solos
+    vals = [float(x) for x in out.tolist()]
+    return {"busy": vals[:len(busy)], "solo": vals[len(busy):]}
 
 
-def measure_compute_slowdown(
-    nprocs: Sequence[int], n: int = 192, inner: int = 24, rounds: int = 12,
-    timeout: float = 300.0, blocks: int = 3,
-) -> dict[int, float]:
-    """Slowest-rank step time with p ranks computing at once, relative to one rank.
+def paired_ratios(busy: Sequence[float], solo: Sequence[float]) -> list[float]:
+    """The slowdown each busy block reads against the one-rank blocks run right before and
+    right after it (``solo[k]`` and ``solo[k + 1]``, their mean step): a change of the
+    machine's load between blocks hits a ratio's two sides alike instead of every ratio
+    of a count."""
+    if len(solo) != len(busy) + 1:
+        raise ValueError("need one more one-rank block than busy blocks")
+    out = []
+    for k, t in enumerate(busy):
+        ref = (float(solo[k]) + float(solo[k + 1])) / 2
+        if ref <= 0:
+            raise ValueError("one-rank probe step must be > 0")
+        out.append(float(t) / ref)
+    return out
 
-    Steps of ``inner`` matmuls (≈ 10 ms at the defaults) and a one-element allreduce, run
-    back to back (:func:`compute_probe_worker`). Each count p runs in a process group of
-    exactly p processes, as a p-rank job has (an earlier probe ran every count in one
-    group of max(p) ranks: the idle ranks waiting in their collective took cores and made
-    2 busy ranks of a 4-rank group read ×1.7 on 2 quiet cores). The counts 1, p₁, p₂…
-    take turns in ``blocks`` blocks of ``rounds / blocks`` steps, each block's figure one
-    sample, so that changes in the machine's load hit them alike; the factor is the
-    ratio of medians. On a node with fewer free cores than ranks (or other users' load)
-    the ranks time-share: this is the factor the cost model applies to the compute at p.
+
+def robust_factor(ratios: Sequence[float]) -> dict[str, Any]:
+    """The median of the paired ratios (:func:`paired_ratios`) as the factor, their
+    quartiles as its spread (``lo``, ``hi``) and their count ``n``: a few blocks slowed by
+    a load spike move neither (a ratio of medians over three unpaired blocks read ×2.20
+    for 2 ranks on 2 cores where the same probe minutes later read ×1.11)."""
+    xs = sorted(float(x) for x in ratios)
+    if not xs:
+        raise ValueError("no probe ratios")
+    if len(xs) == 1:
+        lo = hi = xs[0]
+    else:
+        q = statistics.quantiles(xs, n=4, method="inclusive")
+        lo, hi = q[0], q[2]
+    return {"factor": statistics.median(xs), "lo": lo, "hi": hi, "n": len(xs)}
+
+
+def _solo_step(a: Any, b: Any, inner: int, rounds: int) -> float:
+    """Seconds per probe step of this process alone: ``rounds`` steps of ``inner``
+    matmuls of ``a`` and ``b``."""
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        for _ in range(inner):
+            a @ b
+    return (time.perf_counter() - t0) / rounds
+
+
+def measure_compute_slowdown_stats(
+    nprocs: Sequence[int], n: int = 192, inner: int = 24, rounds: int = 8,
+    blocks: int = 8, groups: int = 2, timeout: float = 300.0,
+) -> dict[str, Any]:
+    """Slowest-rank step time with p ranks computing at once, relative to one rank, paired.
+
+    Each count p in ``nprocs`` runs in a process group of exactly p processes, as a
+    p-rank job has (an earlier probe ran every count in one group of max(p) ranks: the
+    idle ranks waiting in their collective took cores and made 2 busy ranks of a 4-rank
+    group read ×1.7 on 2 quiet cores); the counts take turns, ``groups`` times each (so a
+    slow spell of the machine does not land on one count only). Each group runs
+    ``blocks`` busy blocks of ``rounds`` steps, each between two one-rank blocks
+    (:func:`compute_probe_worker`), and each busy block is read against its neighbours
+    (:func:`paired_ratios`). The factor at p is the median of its ``groups × blocks``
+    ratios, with their quartiles as its spread (:func:`robust_factor`).
+
+    Returns ``slowdown`` {p: factor}, ``range`` {p: [lo, hi]}, ``ratios`` {p: [...]},
+    ``probe_step_s`` (w: the median one-rank step, the contention model's step length,
+    :mod:`scidl.scaling.contention`) and the settings. On a node with fewer free cores
+    than ranks (or other users' load) the ranks time-share: this is the factor the cost
+    model applies to the compute at p.
     """
     from scidl.runtime.launch import run_distributed
 
-    counts = sorted({1, *nprocs})
-    per_block = max(1, math.ceil(rounds / max(1, blocks)))
-    times: dict[int, list[float]] = {p: [] for p in counts}
-    for _ in range(max(1, blocks)):
+    counts = sorted({int(p) for p in nprocs if int(p) > 1})
+    ratios: dict[int, list[float]] = {p: [] for p in counts}
+    solos: list[float] = []
+    for _ in range(max(1, groups)):
         for p in counts:
-            res = run_distributed(compute_probe_worker, p, n, inner, per_block, [p],
+            res = run_distributed(compute_probe_worker, p, n, inner, rounds, blocks,
                                   timeout=timeout)[0]
-            times[p].extend(res[p])
-    base = statistics.median(times[1])
-    return {p: statistics.median(times[p]) / base for p in counts if p > 1}
+            ratios[p] += paired_ratios(res["busy"], res["solo"])
+            solos += res["solo"]
+    stats = {p: robust_factor(r) for p, r in ratios.items()}
+    return {"slowdown": {p: s["factor"] for p, s in stats.items()},
+            "range": {p: [s["lo"], s["hi"]] for p, s in stats.items()},
+            "ratios": ratios, "probe_step_s": statistics.median(solos),
+            "n": n, "inner": inner, "rounds": rounds, "blocks": blocks, "groups": groups}
+
+
+def measure_compute_slowdown(
+    nprocs: Sequence[int], n: int = 192, inner: int = 24, rounds: int = 8,
+    timeout: float = 300.0, blocks: int = 8, groups: int = 2,
+) -> dict[int, float]:
+    """{p: factor} of :func:`measure_compute_slowdown_stats` (the paired median)."""
+    return measure_compute_slowdown_stats(nprocs, n=n, inner=inner, rounds=rounds,
+                                          blocks=blocks, groups=groups,
+                                          timeout=timeout)["slowdown"]
 
 
 def measure_probe_step(n: int = 192, inner: int = 24, rounds: int = 12, blocks: int = 3,
@@ -284,10 +369,11 @@ def measure_probe_step(n: int = 192, inner: int = 24, rounds: int = 12, blocks: 
     """Seconds of one compute-probe step on one rank alone (w): ``inner`` n×n float32
     matmuls on one thread, as :func:`compute_probe_worker` runs them (its collective
     is a no-op for one rank), median over ``blocks`` blocks of ``rounds / blocks``
-    steps, as the probe takes its one-rank time (``fastest``: the fastest block instead,
-    the step of a quiet core when other processes load the machine). The contention
-    model (:mod:`scidl.scaling.contention`) reads the probe's slowdown against this step
-    length: what a short step's factor says about a long one.
+    steps (``fastest``: the fastest block instead, the step of a quiet core when other
+    processes load the machine). The contention model (:mod:`scidl.scaling.contention`)
+    reads the probe's slowdown against this step length: what a short step's factor
+    says about a long one (:func:`measure_compute_slowdown_stats` measures it beside its
+    ratios as ``probe_step_s``).
     """
     import torch
 
@@ -298,13 +384,7 @@ def measure_probe_step(n: int = 192, inner: int = 24, rounds: int = 12, blocks: 
         for _ in range(2):
             a @ b
         per_block = max(1, math.ceil(rounds / max(1, blocks)))
-        samples = []
-        for _ in range(max(1, blocks)):
-            t0 = time.perf_counter()
-            for _ in range(per_block):
-                for _ in range(inner):
-                    a @ b
-            samples.append((time.perf_counter() - t0) / per_block)
+        samples = [_solo_step(a, b, inner, per_block) for _ in range(max(1, blocks))]
     finally:
         torch.set_num_threads(threads)
     return min(samples) if fastest else statistics.median(samples)

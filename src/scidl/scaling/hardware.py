@@ -82,6 +82,11 @@ class Hardware(BaseModel):
         description="measured slowest-rank compute slowdown with p ranks busy (p -> factor); "
         "replaces the concurrent_devices rule at that p",
     )
+    compute_slowdown_range: dict[int, list[float]] = Field(
+        default_factory=dict,
+        description="spread of the measured compute_slowdown[p]: [lo, hi], the quartiles of "
+        "the probe's paired per-block ratios (p -> [lo, hi]); widens the predicted step's "
+        "band (empty: no spread measured)")
     probe_step_s: float | None = Field(
         default=None, gt=0,
         description="one rank's compute-probe step alone (w, s). With compute_slowdown and "

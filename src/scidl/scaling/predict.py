@@ -256,6 +256,24 @@ def contention(hw: Hardware, p: int, compute_s: float | None = None, syncs: int 
     return 1.0
 
 
+def contention_band(hw: Hardware, p: int, compute_s: float | None = None,
+                    syncs: int = 0) -> tuple[float, float]:
+    """(low, high) compute slowdown at p from the probe's measured spread
+    (``hw.compute_slowdown_range``: the quartiles of its paired ratios), through the same
+    model as :func:`contention`; both equal to :func:`contention` where no spread was
+    measured. A count between probed ones takes the spread of each probed count's ends."""
+    mid = contention(hw, p, compute_s, syncs)
+    rng = hw.compute_slowdown_range
+    if not rng or not hw.compute_slowdown:
+        return mid, mid
+    ends = []
+    for i in (0, 1):
+        probe = {k: (float(rng[k][i]) if k in rng else v) for k, v in hw.compute_slowdown.items()}
+        ends.append(contention(hw.model_copy(update={"compute_slowdown": probe}), p,
+                               compute_s, syncs))
+    return min(mid, *ends), max(mid, *ends)
+
+
 def sync_count(buckets: Sequence[tuple[float, list[list[int]] | None]], p: int,
                comp: Compression) -> int:
     """Collectives per step: every bucket's plan (:meth:`Compression.plan`), each one a
@@ -334,6 +352,10 @@ def predict_point(
     costs = [gradient_comm_time(b, p, topo, alg, comp, shapes) for b, shapes in buckets]
     terms = step_terms(profile, hw, p, compute, costs, sizes, comp, mode, slow=slow,
                        burst=link_burst(hw, p, alg, comp, buckets))
+    # the probe's measured spread at p moves the compute (and the codec's computation)
+    lo, hi = contention_band(hw, p, alone * (1.0 + codec), sync_count(buckets, p, comp))
+    terms["step_lo_s"] -= max(0.0, slow - lo) * alone * (1.0 + codec)
+    terms["step_hi_s"] += max(0.0, hi - slow) * alone * (1.0 + codec)
     batch = profile.samples_per_step
     samples = batch * p if mode == "weak" else batch
     step = terms["step_s"]
