@@ -12,10 +12,14 @@ rotation, so the ratio against it isolates SciDL's own per-step work from that s
 (``perf_counter``) and the CPU time of the whole process (``process_time``: compute
 plus the communication threads). The figure is, per model, the median over pairs of
 SciDL step ÷ plain step, with its interquartile range and a bootstrap 95 % interval.
+The whole rotation runs in ``--launches`` fresh launches of the processes and their pairs
+are pooled: within one launch the memory layout can favour one loop over another by a
+percent or two for the whole launch (the control reads it), so the bootstrap resamples
+launches first and pairs within them, and each launch's median is kept too.
 Target: ≤ 1.02. Writes benchmarks/results/engine_overhead.json (render it into
 docs/benchmarks.md with ``python scripts/render_docs.py``).
 
-    python benchmarks/engine_overhead.py [--pairs 300] [--warmup 30] [--batch 64] [--nproc 2]
+    python benchmarks/engine_overhead.py [--pairs 300] [--launches 3] [--warmup 30] [--batch 64] [--nproc 2]
 """
 
 from __future__ import annotations
@@ -157,18 +161,54 @@ def _quantile(xs: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
-def ratio_stats(ours: list[float], plain: list[float], boot: int = 2000) -> dict[str, Any]:
-    """Median of the paired ratios ours_i / plain_i, its IQR and a bootstrap 95 % interval."""
+def ratio_stats(ours: list[float], plain: list[float], boot: int = 2000,
+                launches: list[int] | None = None) -> dict[str, Any]:
+    """Median of the paired ratios ours_i / plain_i, its IQR and a bootstrap 95 % interval.
+
+    ``launches``: how many pairs each fresh launch contributed, in order. The bootstrap
+    then resamples launches first and pairs within each (a launch's memory layout can
+    favour one loop over another by a percent or two for the whole launch, so its pairs
+    are not independent), and the per-launch medians are reported too."""
     r = [a / b for a, b in zip(ours, plain, strict=True)]
+    sizes = launches or [len(r)]
+    groups, start = [], 0
+    for n in sizes:
+        groups.append(r[start:start + n])
+        start += n
     rng = random.Random(0)
-    meds = sorted(statistics.median(rng.choices(r, k=len(r))) for _ in range(boot))
+    meds = []
+    for _ in range(boot):
+        sample: list[float] = []
+        for g in rng.choices(groups, k=len(groups)):
+            sample.extend(rng.choices(g, k=len(g)))
+        meds.append(statistics.median(sample))
+    meds.sort()
     return {"ratio": statistics.median(r), "iqr": [_quantile(r, 0.25), _quantile(r, 0.75)],
             "ci95": [_quantile(meds, 0.025), _quantile(meds, 0.975)],
+            "per_launch": [statistics.median(g) for g in groups],
             "plain_ms": statistics.median(plain) * 1e3, "scidl_ms": statistics.median(ours) * 1e3,
             "extra_ms": statistics.median(a - b for a, b in zip(ours, plain, strict=True)) * 1e3}
 
 
-def summarize(res: list[dict[str, Any]]) -> dict[str, Any]:
+def pool_launches(launches: list[list[dict[str, Any]]]) -> tuple[list[dict[str, Any]], list[int]]:
+    """Each launch's per-rank results joined into one per-rank list (times concatenated
+    in launch order, weights equal and skipped steps summed over launches); and how many
+    pairs each launch gave."""
+    pooled: list[dict[str, Any]] = []
+    for rank_results in zip(*launches, strict=True):
+        out: dict[str, Any] = {}
+        for name in rank_results[0]:
+            parts = [lr[name] for lr in rank_results]
+            out[name] = {"times": {k: [t for p in parts for t in p["times"][k]] for k in parts[0]["times"]},
+                         "skipped": sum(p["skipped"] for p in parts),
+                         "same_weights": all(p["same_weights"] for p in parts)}
+        pooled.append(out)
+    first = launches[0][0]
+    name = next(iter(first))
+    return pooled, [len(lr[0][name]["times"]["plain"]) for lr in launches]
+
+
+def summarize(res: list[dict[str, Any]], launches: list[int] | None = None) -> dict[str, Any]:
     """Per model: wall and CPU statistics from rank 0's pairs (every rank's wall ratio too)."""
     out = {}
     for name in res[0]:
@@ -176,19 +216,21 @@ def summarize(res: list[dict[str, Any]]) -> dict[str, Any]:
         per_rank = [r[name] for r in res]
         t = per_rank[0]["times"]
         col = {k: list(zip(*t[k], strict=True)) for k in ("plain", "scidl", "plain_bv", "control")}
+
+        def stats(a: str, b: str, i: int, col: dict[str, list[Any]] = col) -> dict[str, Any]:
+            return ratio_stats(list(col[a][i]), list(col[b][i]), launches=launches)
+
         out[name] = {
             "width": width,
             "params": sum(p.numel() for p in _model(width).parameters()),
             "pairs": len(t["plain"]),
-            "wall": ratio_stats(list(col["scidl"][0]), list(col["plain"][0])),
-            "cpu": ratio_stats(list(col["scidl"][1]), list(col["plain"][1])),
-            "cpu_main_thread": ratio_stats(list(col["scidl"][2]), list(col["plain"][2])),
+            "wall": stats("scidl", "plain", 0),
+            "cpu": stats("scidl", "plain", 1),
+            "cpu_main_thread": stats("scidl", "plain", 2),
             # an identical plain loop against the plain loop: what "overhead" the pairing
             # measures where there is none (its distance from 1 is the table's floor)
-            "control": {"wall": ratio_stats(list(col["control"][0]), list(col["plain"][0])),
-                        "cpu": ratio_stats(list(col["control"][1]), list(col["plain"][1]))},
-            "vs_bucket_view": {"wall": ratio_stats(list(col["scidl"][0]), list(col["plain_bv"][0])),
-                               "cpu": ratio_stats(list(col["scidl"][1]), list(col["plain_bv"][1]))},
+            "control": {"wall": stats("control", "plain", 0), "cpu": stats("control", "plain", 1)},
+            "vs_bucket_view": {"wall": stats("scidl", "plain_bv", 0), "cpu": stats("scidl", "plain_bv", 1)},
             "wall_ratio_per_rank": [
                 statistics.median(a[0] / b[0] for a, b in zip(r["times"]["scidl"], r["times"]["plain"],
                                                               strict=True)) for r in per_rank],
@@ -200,7 +242,9 @@ def summarize(res: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--pairs", type=int, default=300, help="timed step pairs per model (≥ 150)")
+    ap.add_argument("--pairs", type=int, default=300, help="timed step pairs per model and launch (≥ 150)")
+    ap.add_argument("--launches", type=int, default=3,
+                    help="fresh launches of the processes, their pairs pooled (≥ 1)")
     ap.add_argument("--warmup", type=int, default=30, help="untimed pairs first")
     ap.add_argument("--batch", type=int, default=64, help="samples per rank per step")
     ap.add_argument("--nproc", type=int, default=2)
@@ -210,11 +254,17 @@ def main() -> None:
     args = ap.parse_args()
     if args.pairs < 150:
         ap.error("--pairs must be at least 150")
+    if args.launches < 1:
+        ap.error("--launches must be at least 1")
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory() as root:
-        res = run_distributed(_worker, args.nproc, vars(args), root, timeout=3600)
+    runs = []
+    for i in range(args.launches):  # fresh processes each time: fresh memory layouts
+        with tempfile.TemporaryDirectory() as root:
+            runs.append(run_distributed(_worker, args.nproc, vars(args), root, timeout=3600))
+        print(f"launch {i + 1}/{args.launches} done", flush=True)
     load_after = os.getloadavg()
-    models = summarize(res)
+    res, sizes = pool_launches(runs)
+    models = summarize(res, sizes)
     print(f"{'model':<10}{'params':>11}{'plain ms':>10}{'SciDL ms':>10}  {'wall ratio [IQR]':<24}"
           f"{'CPU ratio [IQR]':<24}")
     for name, m in models.items():
@@ -230,10 +280,13 @@ def main() -> None:
         c = m["control"]
         print(f"{name:<10} control (identical plain loop ÷ plain): wall {c['wall']['ratio']:.3f}, "
               f"CPU {c['cpu']['ratio']:.3f}")
+    for name, m in models.items():
+        print(f"{name:<10} per launch: wall " + ", ".join(f"{x:.3f}" for x in m["wall"]["per_launch"])
+              + "; control wall " + ", ".join(f"{x:.3f}" for x in m["control"]["wall"]["per_launch"]))
     print(f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after (target <= 1.02)")
     out = {
         "benchmark": "engine_overhead", "target": 1.02, "models": models,
-        "config": {"pairs": args.pairs, "warmup": args.warmup, "batch": args.batch,
+        "config": {"pairs": args.pairs, "launches": args.launches, "warmup": args.warmup, "batch": args.batch,
                    "nproc": args.nproc, "backend": "gloo", "device": "cpu", "threads_per_process": 1,
                    "optimizer": "adam", "dim": DIM},
         "load_avg": {"before": list(load_before), "after": list(load_after)},

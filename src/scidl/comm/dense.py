@@ -89,24 +89,17 @@ class DenseAllreduce(CommStrategy):
         return self.allreduce(buf)
 
     def end_step(self) -> dict[str, float]:
-        if self.builtin is not None:  # counted, not timed: one lock for the whole step
-            self._inflight.clear()
-            self.step += 1
-            calls, sent = self._builtin_traffic(self.builtin)
-            return self.counters.close_untimed_step("allreduce", sent, sent, calls)
-        return super().end_step()
-
-    def _builtin_traffic(self, ddp_model: DDP) -> tuple[int, int]:
-        """(allreduce calls, bytes sent) of DDP's reductions since the last step."""
+        if self.builtin is None:
+            return super().end_step()
+        # counted, not timed (no hook, nothing in flight): one lock for the whole step
+        self.step += 1
         syncs, self._syncs = self._syncs, 0
-        if not syncs:
-            return 0, 0
-        if self.step < 4 or not self._buckets:  # DDP rebuilds its buckets after step 1
-            sizes = ddp_bucket_bytes(ddp_model)
+        if syncs and (self.step < 4 or not self._buckets):  # DDP rebuilds its buckets after step 1
+            sizes = ddp_bucket_bytes(self.builtin)
             self._buckets = [len(sizes), sum(ring_allreduce_bytes(b, self.world, self.backend)
                                              for b in sizes)]
-        calls, sent = self._buckets
-        return calls * syncs, sent * syncs
+        calls, sent = self._buckets if syncs else (0, 0)
+        return self.counters.close_untimed_step("allreduce", sent * syncs, sent * syncs, calls * syncs)
 
     def report(self) -> dict[str, Any]:
         out = super().report()

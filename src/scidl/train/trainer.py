@@ -138,6 +138,7 @@ class Trainer:
         self._logger: MetricsLogger | None = None
         self._last_ckpt_step = 0
         self._last_eval_step = 0
+        self._quiet_until = 0  # steps before it do nothing after the step but keep the row
         self._losses = PendingLosses(self.plan.dp_size)  # rank-mean losses, reduced when logged
         self._due_rows: list[dict[str, Any]] = []  # rows to log once their loss arrives
         self._grad_check = getattr(self.plan, "grad_check", None) or GradCheck(self.model.parameters())
@@ -611,6 +612,29 @@ class Trainer:
 
     def _after_step(self, row: dict[str, Any], end_epoch: bool, progress: Progress | None) -> None:
         self.history.append(row)
+        if self.step < self._quiet_until and not end_epoch and not self.callbacks:
+            rows = self._due_rows
+            if not rows or rows[0]["loss"] is None:  # nothing to log, evaluate or save
+                if progress is not None:
+                    progress.update(self.step, None, lr=row.get("lr"))
+                return
+        self._after_step_work(row, end_epoch, progress)
+        self._quiet_until = self._next_event(self.step)
+
+    def _next_event(self, step: int) -> int:
+        """The first step after ``step`` at which :meth:`_after_step` may do more than keep
+        the row (a logged row, a step-count evaluation or checkpoint, a phase's end, the
+        last step); epoch ends, callbacks and arrived losses are checked at every step."""
+        train = self.cfg.train
+        out = self.total_steps
+        for every in (train.log_every, train.eval_every, self.cfg.checkpoint.every_steps):
+            if every > 0:
+                out = min(out, (step // every + 1) * every)
+        if self.phases.active:
+            out = min([out, *(s for s in self.phases.starts[1:] if s > step)])
+        return out
+
+    def _after_step_work(self, row: dict[str, Any], end_epoch: bool, progress: Progress | None) -> None:
         eval_due = self._should_eval(end_epoch) or self.phases.ends_at(self.step)
         if eval_due:
             self._last_eval_step = self.step
@@ -621,11 +645,14 @@ class Trainer:
         if due:
             self._due_rows.append(row)
         ends = self.step in (1, self.total_steps)  # step 1: the first progress line
-        if ends or due and self._losses.due(self.step):  # the same steps on every rank
+        collected = ends or due and self._losses.due(self.step)  # the same steps on every rank
+        if collected:
             # the loss arrives by a later launch (at once at the first and the last step)
             self._losses.launch(self.step)
             self._losses.collect(wait=ends)
-        shown = self._log_ready() if self._due_rows else None
+        # rows get their loss by a collect, or carry it from the step (agreed steps)
+        rows = self._due_rows
+        shown = self._log_ready() if rows and (collected or rows[0]["loss"] is not None) else None
         if shown is None and self.step == 1 and row["loss"] is not None:
             shown = progress_fields(row, self.task.headline)
         for cb in self.callbacks:
