@@ -100,6 +100,15 @@ def engine_overhead(d: dict) -> str:
             + (" Control: a second, identical plain loop in the same rotation, divided by the "
                "plain loop; where it is not 1.000 the pairing itself reads that much "
                "\"overhead\" with none present." if len(ctl) == len(rows) else ""))
+    launches = [(name, m["wall"]["per_launch"], m["control"]["wall"]["per_launch"])
+                for name, m in d["models"].items()
+                if len(m["wall"].get("per_launch", [])) > 1 and "control" in m]
+    if launches:
+        note += (f" {c.get('launches', len(launches[0][1]))} fresh launches of the processes, "
+                 "pairs pooled; the interval resamples launches, then pairs. Median wall ratio "
+                 "per launch: " + "; ".join(
+                     f"{name.replace('_', ' ')} SciDL {', '.join(f(x) for x in ours)} (control "
+                     f"{', '.join(f(x) for x in ctl)})" for name, ours, ctl in launches) + ".")
     return table(head, rows) + "\n\n" + note
 
 
