@@ -225,7 +225,7 @@ def refit_link(hardware: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str
     for key in ("inter", "intra"):
         if out.get(key):
             out[key] = {**out[key], "alpha": fit["alpha"], "beta": fit["beta"],
-                        "gamma": fit["gamma"],
+                        "gamma": fit["gamma"], "op_beta": fit["op_beta"],
                         "note": f"{fit['method']} fit of {fit['n']} timings (calibration_rows), "
                                 f"rel. rms error {fit['rel_rms']:.2f}"}
     return out
@@ -321,6 +321,15 @@ def _repeats(row: dict[str, Any]) -> str:
     """How many runs the row's figure is the median of, and their half-range."""
     n = len(row_repeats(row))
     return f"{n}: ±{row['repeat_spread'] * 100:.0f}%" if n > 1 else "1"
+
+
+def _op_rates(level: dict[str, Any]) -> str:
+    """The link level's own per-op rates (``op_beta``), as MB/s, or nothing."""
+    rates = level.get("op_beta") or {}
+    if not rates:
+        return ""
+    return " (each op at its own measured rate: " + ", ".join(
+        f"{op} {1e-6 / b:.1f} MB/s" for op, b in sorted(rates.items()) if b > 0) + ")"
 
 
 def render(d: dict[str, Any]) -> str:
@@ -421,7 +430,7 @@ def render(d: dict[str, Any]) -> str:
                         if d.get("calibration_rows") else "") + "): "
                      + "; ".join(f"{link}: α = {lv['alpha'] * 1e3:.2f} ms, allreduce per-byte "
                                  f"rate 1/(β + γ/2) = {1e-6 / (lv['beta'] + lv.get('gamma', 0.0) / 2):.1f} "
-                                 f"MB/s" for link, lv in fits) + ".")
+                                 f"MB/s" + _op_rates(lv) for link, lv in fits) + ".")
     if share and not probe:
         lines.append("Probe step on one rank alone (w, `contention` in the results file): "
                      + "; ".join(f"{link}: {c['probe_step_s'] * 1e3:.2f} ms on {c['cores']} "

@@ -62,3 +62,19 @@ def _hang(rank, world):
     if rank == 1:
         time.sleep(60)
     return rank
+
+
+def _vanish(rank, world):
+    import os
+
+    os._exit(3)  # dies without reporting anything (as a process killed by the OS)
+
+
+@pytest.mark.timeout(120)
+def test_run_distributed_fails_fast_when_a_rank_exits_without_a_result():
+    import time
+
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"exited without a result: \[0, 1\]"):
+        run_distributed(_vanish, 2, timeout=90)
+    assert time.monotonic() - t0 < 30  # not the 90 s timeout

@@ -85,3 +85,33 @@ def test_one_size_per_series_falls_back_to_the_relative_fit():
     assert fit["method"] == "relative"
     assert fit["beta"] == pytest.approx(1e-9, rel=1e-6)
     assert fit["alpha"] == pytest.approx(1e-4, rel=1e-6)
+
+
+def test_each_op_gets_its_own_rate_where_the_backend_runs_them_unequally():
+    # allreduce at 10 MB/s, allgather at 7 MB/s per byte of the ring model (as gloo's
+    # allgather runs over a shaped link): one common β sits between the two and
+    # misprices both; the per-op rates recover each exactly
+    ar = [{"op": "allreduce", "ranks": 2, "bytes": n,
+           "time_s": _time("allreduce", 2, n, 1e-4, 10e6, 0.0, 10e6)} for n in SIZES]
+    ag = [{"op": "allgather", "ranks": 2, "bytes": n,
+           "time_s": _time("allgather", 2, n, 1e-4, 7e6, 0.0, 7e6)} for n in SIZES]
+    fit = fit_alpha_beta_gamma(ar + ag)
+    assert fit["op_beta"]["allreduce"] == pytest.approx(1 / 10e6, rel=1e-9)
+    assert fit["op_beta"]["allgather"] == pytest.approx(1 / 7e6, rel=1e-9)
+    common = fit["beta"] + fit["gamma"] / 2  # what one β-γ fit charges an allreduce byte
+    assert abs(common * 10e6 - 1) > 0.05  # off by the allgather rows' pull
+
+
+def test_collective_cost_uses_the_ops_own_rate():
+    from scidl.comm.wire import Collective
+    from scidl.scaling.costmodel import LinkCost, Topology, collective_cost
+
+    plain = LinkCost(0.0, 1e-8)
+    own = LinkCost(0.0, 1e-8, 0.0, {"allgather": 3e-8})
+    n, p = 1_000_000, 4
+    cost = {name: {op: collective_cost(Collective(op, n), p, Topology(1, link, link), "ring")
+                   for op in ("allreduce", "allgather")} for name, link in (("plain", plain), ("own", own))}
+    assert cost["own"]["allreduce"] == cost["plain"]["allreduce"]  # no rate of its own: β
+    assert cost["own"]["allgather"] == pytest.approx(3 * cost["plain"]["allgather"])
+    # ring allgather of p·n output bytes: (p-1)/p·p·n bytes sent per rank at 3e-8 s/B
+    assert cost["own"]["allgather"] == pytest.approx((p - 1) * n * 3e-8)

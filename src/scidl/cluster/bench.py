@@ -79,7 +79,7 @@ def cluster_probe_counts(nodes: int) -> list[int]:
     return sorted(c for c in counts if c >= 2)
 
 
-def cluster_hardware(spec: ClusterSpec, fit: dict[str, float], device_flops: float,
+def cluster_hardware(spec: ClusterSpec, fit: dict[str, Any], device_flops: float,
                      slowdown: dict[int, float] | None = None) -> dict[str, Any]:
     """A hardware-profile dict for the virtual cluster: one rank per node, the fitted link
     as the ``inter`` level (and, unmeasured with one rank per node, as ``intra``).
@@ -88,6 +88,7 @@ def cluster_hardware(spec: ClusterSpec, fit: dict[str, float], device_flops: flo
     virtual nodes share this machine's cores, so p ranks on p nodes time-share them as p
     processes on one node do; the cost model multiplies the compute at p by it."""
     level = {"alpha": fit["alpha"], "beta": fit["beta"], "gamma": fit["gamma"],
+             "op_beta": dict(fit.get("op_beta", {})),
              "burst_bytes": tbf_burst_bytes(spec.link_bits),
              "note": f"least-squares fit of {fit['n']} timings across {spec.nodes} nodes of "
                      f"virtual cluster {spec.name!r}, rel. rms error {fit['rel_rms']:.2f}"}

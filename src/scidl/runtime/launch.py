@@ -38,6 +38,7 @@ import multiprocessing as mp
 import os
 import queue
 import sys
+import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -224,20 +225,34 @@ def _exit_now(q: Any, code: int) -> None:
     os._exit(code)
 
 
-def _collect(q: Any, procs: list[Any], timeout: float) -> dict[int, Any]:
-    """Every rank's result from ``q``; RuntimeError with the first failure's traceback."""
+def _collect(q: Any, procs: list[Any], timeout: float, poll_s: float = 1.0) -> dict[int, Any]:
+    """Every rank's result from ``q``; RuntimeError with the first failure's traceback.
+
+    TimeoutError when no result arrives within ``timeout`` seconds, and as soon as every
+    rank still owing one has exited without it (a child killed, or one that died before
+    it could report): waiting out the timeout then would only delay the error."""
     import torch
 
     results: dict[int, Any] = {}
-    for _ in range(len(procs)):
+    deadline = time.monotonic() + timeout
+    gone_since: float | None = None
+    while len(results) < len(procs):
         try:
-            rank, ok, out = q.get(timeout=timeout)
+            rank, ok, out = q.get(timeout=max(0.0, min(poll_s, deadline - time.monotonic())))
         except queue.Empty as e:  # a rank hung or died silently
             dead = [r for r, p in enumerate(procs) if not p.is_alive() and r not in results]
-            raise TimeoutError(
-                f"distributed run did not finish within {timeout}s "
-                f"(ranks done: {sorted(results)}; exited without a result: {dead})"
-            ) from e
+            owing = [r for r in range(len(procs)) if r not in results]
+            if dead == owing:  # give a result already in the pipe one more poll to arrive
+                gone_since = gone_since if gone_since is not None else time.monotonic()
+            if time.monotonic() >= deadline or (
+                    gone_since is not None and time.monotonic() - gone_since > 2 * poll_s):
+                what = f"within {timeout}s" if time.monotonic() >= deadline else \
+                    "(every rank owing a result exited)"
+                raise TimeoutError(
+                    f"distributed run did not finish {what} "
+                    f"(ranks done: {sorted(results)}; exited without a result: {dead})"
+                ) from e
+            continue
         if not ok:
             raise RuntimeError(f"rank {rank} failed:\n{out}")
         # our own child's bytes (trusted), so full unpickling is fine here

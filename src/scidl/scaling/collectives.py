@@ -131,7 +131,28 @@ def fit_alpha_beta_gamma(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "rel_rms": rel,
         "n": len(rows),
         "method": method,
+        "op_beta": fit_op_rates(rows),
     }
+
+
+def fit_op_rates(samples: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Per collective, its own seconds per byte of the ring model's β term (a reducing
+    op's γ folded in): least squares through the origin of the time differences between
+    consecutive sizes (:func:`marginal_rows`, so α and a shaper's burst cancel).
+
+    One β for every op assumes the backend moves each op's bytes equally fast; where it
+    does not (gloo's allgather over a shaped link runs well below its allreduce per byte),
+    a single fit prices each op wrongly, by the others' share of the rows. Ops with fewer
+    than two sizes of one (op, p) series are left out (the common β prices them)."""
+    rows = [s for s in samples if s["ranks"] > 1 and s["time_s"] > 0]
+    out: dict[str, float] = {}
+    for op in sorted({s["op"] for s in rows}):
+        mine = [s for s in rows if s["op"] == op]
+        coef = np.array([[model_coefficients(op, s["ranks"], s["bytes"])[1]] for s in mine], float)
+        da, dt = marginal_rows(mine, coef)
+        if len(dt) and float(np.dot(da[:, 0], da[:, 0])) > 0:
+            out[op] = max(0.0, float(np.dot(da[:, 0], dt) / np.dot(da[:, 0], da[:, 0])))
+    return out
 
 
 def size_sweep(min_bytes: int, max_bytes: int, factor: int = 4) -> list[int]:
@@ -449,9 +470,10 @@ def fit_by_ranks(samples: Sequence[dict[str, Any]]) -> dict[int, dict[str, float
     return out
 
 
-def _level(fit: dict[str, float], what: str) -> dict[str, Any]:
+def _level(fit: dict[str, Any], what: str) -> dict[str, Any]:
     return {
         "alpha": fit["alpha"], "beta": fit["beta"], "gamma": fit["gamma"],
+        "op_beta": dict(fit.get("op_beta", {})),
         "note": f"least-squares fit of {fit['n']} timings ({what}), "
         f"rel. rms error {fit['rel_rms']:.2f}",
     }

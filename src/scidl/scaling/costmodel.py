@@ -48,6 +48,13 @@ class LinkCost:
     alpha: float
     beta: float
     gamma: float = 0.0
+    op_beta: Mapping[str, float] = field(default_factory=dict)
+
+    def for_op(self, op: str) -> LinkCost:
+        """The cost of ``op`` on this link: its own measured rate where there is one
+        (``op_beta``, the reduction folded in), else β and γ."""
+        rate = self.op_beta.get(op)
+        return self if rate is None else LinkCost(self.alpha, rate, 0.0)
 
 
 def _log2_ceil(p: int) -> int:
@@ -227,7 +234,9 @@ def reduce_scatter_cost(n_in: float, p: int, topo: Topology) -> float:
 
 
 def collective_cost(c: Collective, p: int, topo: Topology, algorithm: str) -> float:
-    """Seconds for one collective of a strategy's plan (:mod:`scidl.comm.wire`)."""
+    """Seconds for one collective of a strategy's plan (:mod:`scidl.comm.wire`), at the
+    links' measured rate for that op where they have one."""
+    topo = Topology(topo.devices_per_node, topo.intra.for_op(c.op), topo.inter.for_op(c.op))
     if c.op == "allreduce":
         return allreduce_cost(c.nbytes, p, topo, algorithm)
     if c.op == "allgather":

@@ -30,10 +30,16 @@ class Level(BaseModel):
         "token-bucket shaper (a virtual cluster's links, cloud instances' burst "
         "allowance); 0: a plain link",
     )
+    op_beta: dict[str, float] = Field(
+        default_factory=dict,
+        description="per collective (allreduce, allgather, reduce_scatter): its own measured "
+        "s/byte of the ring model's beta term, reduction included; used instead of beta "
+        "and gamma for that op (a backend that runs one op slower per byte than another)",
+    )
     note: str = Field(default="", description="where the figures come from")
 
     def cost(self) -> LinkCost:
-        return LinkCost(self.alpha, self.beta, self.gamma)
+        return LinkCost(self.alpha, self.beta, self.gamma, dict(self.op_beta))
 
 
 class Hardware(BaseModel):

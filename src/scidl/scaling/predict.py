@@ -381,7 +381,13 @@ def link_burst(hw: Hardware, p: int, algorithm: str, comp: Compression,
     free = LinkCost(0.0, 0.0, 0.0)
     wire_only = Topology(hw.devices_per_node, free, LinkCost(0.0, level.beta, 0.0))
     wire = sum(gradient_comm_time(b, p, wire_only, algorithm, comp, shapes) for b, shapes in buckets)
-    return wire, level.burst_bytes * level.beta
+    if not level.op_beta or wire <= 0:
+        return wire, level.burst_bytes * level.beta
+    # at the ops' own measured rates (op_beta): the bytes the bucket passes at once
+    # would have cost the step's ops their rate, not β
+    own = Topology(hw.devices_per_node, free, LinkCost(0.0, level.beta, 0.0, dict(level.op_beta)))
+    wire_own = sum(gradient_comm_time(b, p, own, algorithm, comp, shapes) for b, shapes in buckets)
+    return wire_own, level.burst_bytes * level.beta * wire_own / wire
 
 
 def step_terms(profile: StepProfile, hw: Hardware, p: int, compute: float,

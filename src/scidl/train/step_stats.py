@@ -53,10 +53,9 @@ def step_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
             # past the point where the schedule stops changing (its constant_from),
             # the last rate it set is the next one: no need to evaluate it again
             start = getattr(f, "constant_from", None)
-            if start is not None and nxt > start:
-                same = type(lr) is float and lr == last[0]
-            else:
-                same = type(lr) is float and lr == last[0] == scheduler.base_lrs[0] * f(nxt)
+            same: bool = type(lr) is float and lr == last[0]
+            if same and (start is None or nxt <= start):
+                same = lr == scheduler.base_lrs[0] * f(nxt)
         else:
             values = [base * f(nxt) for f, base in zip(scheduler.lr_lambdas, scheduler.base_lrs, strict=True)]
             current = [g["lr"] for g in groups]
