@@ -52,9 +52,8 @@ def run(args: argparse.Namespace) -> int:
         fit_alpha_beta_gamma,
         fit_by_ranks,
         local_hardware,
-        measure_compute_slowdown,
+        measure_compute_slowdown_stats,
         measure_matmul_flops,
-        measure_probe_step,
         run_bench,
         size_sweep,
     )
@@ -93,11 +92,14 @@ def run(args: argparse.Namespace) -> int:
     # a virtual cluster's nodes share this machine's cores: its ranks' compute contends
     # as p processes on one node do, so the probe runs for every node count up to its size
     probe = cluster_probe_counts(spec.nodes) if spec is not None else nprocs
-    slowdown = {} if args.no_compute_probe else measure_compute_slowdown(probe)
+    stats = None if args.no_compute_probe else measure_compute_slowdown_stats(probe)
+    slowdown = stats["slowdown"] if stats else {}
     hw_dict = (cluster_hardware(spec, fit, flops, slowdown) if spec is not None
                else local_hardware(fit, flops, max(nprocs), per_p, slowdown))
-    if slowdown:  # the contention model reads the probe against its one-rank step
-        hw_dict.update(contention_fields(measure_probe_step()))
+    if stats:  # the contention model reads the probe against its one-rank step (the
+        # paired probe's own one-rank blocks); its quartiles widen predict's band
+        hw_dict.update(contention_fields(stats["probe_step_s"]))
+        hw_dict["compute_slowdown_range"] = stats["range"]
         if spec is not None:  # the link's α without the ranks' wait for a core
             hw_dict = alpha_free_of_sharing(hw_dict, spec.nodes)
     hw = Hardware.model_validate(hw_dict)
