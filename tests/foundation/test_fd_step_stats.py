@@ -29,13 +29,19 @@ def test_constant_schedule_steps_leave_the_same_state_as_torch():
 
     (o1, s1), (o2, s2) = sched(), sched()
     for _ in range(6):
-        o1.step(), o2.step()
-        s1.step()
-        step_schedule(s2)
-        assert o1.param_groups[0]["lr"] == o2.param_groups[0]["lr"]
-        a, b = s1.state_dict(), s2.state_dict()
-        a.pop("lr_lambdas"), b.pop("lr_lambdas")
-        assert a == b
+        _step_alike(o1, s1, o2, s2)
+
+
+def _step_alike(o1, s1, o2, s2):
+    """One optimizer step each, torch's scheduler step on the first, ``step_schedule`` on
+    the second: the same rate and the same scheduler state after it."""
+    o1.step(), o2.step()
+    s1.step()
+    step_schedule(s2)
+    assert o1.param_groups[0]["lr"] == o2.param_groups[0]["lr"]
+    a, b = s1.state_dict(), s2.state_dict()
+    a.pop("lr_lambdas"), b.pop("lr_lambdas")
+    assert a == b
 
 
 @pytest.mark.parametrize("schedule, warmup", [("constant", 0), ("constant", 3), ("cosine", 2)])
@@ -56,13 +62,7 @@ def test_scidl_schedules_step_like_torch_and_skip_only_where_constant(schedule, 
     for i in range(10):
         if i == 6:  # someone changes the rate by hand: the schedule sets it back, as torch's
             o1.param_groups[0]["lr"] = o2.param_groups[0]["lr"] = 0.7
-        o1.step(), o2.step()
-        s1.step()
-        step_schedule(s2)
-        assert o1.param_groups[0]["lr"] == o2.param_groups[0]["lr"]
-        a, b = s1.state_dict(), s2.state_dict()
-        a.pop("lr_lambdas"), b.pop("lr_lambdas")
-        assert a == b
+        _step_alike(o1, s1, o2, s2)
     if schedule == "constant":  # evaluated up to the end of the warm-up and after the change
         assert f.constant_from == warmup
         assert max(s for s in calls if s != 7) <= max(warmup, 1) and 7 in calls

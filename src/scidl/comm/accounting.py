@@ -143,18 +143,22 @@ class CommCounters:
         """Account ``calls`` collectives ``op`` moving ``sent``/``recv`` bytes in all (and
         their seconds)."""
         with self._lock:
-            self.bytes_sent += int(sent)
-            self.bytes_recv += int(recv)
-            self.calls += calls
-            s = self._step
-            s["bytes_sent"] = s.get("bytes_sent", 0) + int(sent)
-            s["bytes_recv"] = s.get("bytes_recv", 0) + int(recv)
-            s["calls"] = s.get("calls", 0) + calls
-            o = self.by_op.setdefault(op, {"calls": 0, "bytes_sent": 0, "seconds": 0.0})
-            o["calls"] += calls
-            o["bytes_sent"] += int(sent)
+            self._add(self._step, op, int(sent), int(recv), calls)
         if seconds:
             self.add_seconds(op, seconds)
+
+    def _add(self, step: dict[str, float], op: str, sent: int, recv: int, calls: int) -> None:
+        """Count ``calls`` collectives ``op`` into the totals and into ``step`` (under the
+        lock)."""
+        self.bytes_sent += sent
+        self.bytes_recv += recv
+        self.calls += calls
+        step["bytes_sent"] = step.get("bytes_sent", 0) + sent
+        step["bytes_recv"] = step.get("bytes_recv", 0) + recv
+        step["calls"] = step.get("calls", 0) + calls
+        o = self.by_op.setdefault(op, {"calls": 0, "bytes_sent": 0, "seconds": 0.0})
+        o["calls"] += calls
+        o["bytes_sent"] += sent
 
     def add_seconds(self, op: str, seconds: float) -> None:
         """Add the duration of one completed collective and note its completion time."""
@@ -201,17 +205,7 @@ class CommCounters:
         with self._lock:
             step, self._step = self._step, {}
             if calls:
-                self.bytes_sent += sent
-                self.bytes_recv += recv
-                self.calls += calls
-                step["bytes_sent"] = step.get("bytes_sent", 0) + sent
-                step["bytes_recv"] = step.get("bytes_recv", 0) + recv
-                step["calls"] = step.get("calls", 0) + calls
-                o = self.by_op.get(op)
-                if o is None:
-                    o = self.by_op[op] = {"calls": 0, "bytes_sent": 0, "seconds": 0.0}
-                o["calls"] += calls
-                o["bytes_sent"] += sent
+                self._add(step, op, sent, recv, calls)
             else:
                 step.setdefault("bytes_sent", 0)
                 step.setdefault("bytes_recv", 0)
