@@ -54,6 +54,11 @@ NODES = [2, 4, 8]
 STEPS, WARMUP = 16, 4  # timed: the steps after the warm-up
 REPEATS = 2  # runs of each (link, nodes, comm), interleaved; the row takes their median
 RUN_TIMEOUT_S = 240
+# the link's calibration (fewest nodes) times these sizes too, and every other node count
+# of the sweep times them alone: what a small collective costs there (op_latency)
+LATENCY_SIZES = (1024, 65536)
+LATENCY_ITERS = 20
+CALIBRATION_ITERS = 8
 
 
 # ----------------------------------------------------------------------------- pure parts
@@ -215,20 +220,32 @@ def with_burst(hardware: dict[str, Any], link: str) -> dict[str, Any]:
     return out
 
 
-def refit_link(hardware: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+def refit_link(hardware: dict[str, Any], rows: list[dict[str, Any]],
+               latency_rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The hardware file with its link levels refitted from the calibration's timings by
-    the current fit (:func:`scidl.scaling.collectives.fit_alpha_beta_gamma`)."""
-    from scidl.scaling.collectives import fit_alpha_beta_gamma
+    the current fit (:func:`scidl.scaling.collectives.fit_alpha_beta_gamma`), their
+    small collectives' measured times (``op_latency``) from those timings and
+    ``latency_rows`` (the small messages timed at the sweep's other node counts,
+    :func:`scidl.scaling.collectives.fit_op_latency`)."""
+    from scidl.scaling.collectives import fit_alpha_beta_gamma, fit_op_latency
 
     fit = fit_alpha_beta_gamma(rows)
+    latency = fit_op_latency([*rows, *(latency_rows or [])])
     out = dict(hardware)
     for key in ("inter", "intra"):
         if out.get(key):
             out[key] = {**out[key], "alpha": fit["alpha"], "beta": fit["beta"],
                         "gamma": fit["gamma"], "op_beta": fit["op_beta"],
+                        "op_latency": latency,
                         "note": f"{fit['method']} fit of {fit['n']} timings (calibration_rows), "
                                 f"rel. rms error {fit['rel_rms']:.2f}"}
     return out
+
+
+def latency_rows_of(d: dict[str, Any], link: str) -> list[dict[str, Any]]:
+    """The small-message timings of ``link`` at the sweep's node counts other than the
+    calibration's (``latency_rows``: {link: {nodes: rows}})."""
+    return [r for rows in ((d.get("latency_rows") or {}).get(link) or {}).values() for r in rows]
 
 
 def predict_row(profile: dict[str, Any], hardware: dict[str, Any], nodes: int, comm: str,
@@ -271,7 +288,8 @@ def repredict(d: dict[str, Any]) -> dict[str, Any]:
     as_fitted = dict(d["hardware"])
     for link, rows in (d.get("calibration_rows") or {}).items():
         if link in d["hardware"]:
-            hw = as_fitted[link] = refit_link(d["hardware"][link], rows)
+            hw = as_fitted[link] = refit_link(d["hardware"][link], rows,
+                                              latency_rows_of(d, link))
             at = (d.get("calibrated_at_nodes") or {}).get(link)
             sharing = sharing_of(d, link)
             if at and sharing:  # the raw fit's α, net of the calibration's core sharing
@@ -330,6 +348,16 @@ def _op_rates(level: dict[str, Any]) -> str:
         return ""
     return " (each op at its own measured rate: " + ", ".join(
         f"{op} {1e-6 / b:.1f} MB/s" for op, b in sorted(rates.items()) if b > 0) + ")"
+
+
+def _latency_ranges(table: dict[str, Any]) -> str:
+    """``allreduce p = 2: 0.52–1.80 ms, ...`` of a level's ``op_latency``."""
+    out = []
+    for op, by_p in sorted(table.items()):
+        for p, rows in sorted(((int(k), v) for k, v in by_p.items())):
+            ts = [float(t) for _, t in rows]
+            out.append(f"{op} p = {p}: {min(ts) * 1e3:.2f}–{max(ts) * 1e3:.2f} ms")
+    return ", ".join(out)
 
 
 def render(d: dict[str, Any]) -> str:
@@ -431,6 +459,14 @@ def render(d: dict[str, Any]) -> str:
                      + "; ".join(f"{link}: α = {lv['alpha'] * 1e3:.2f} ms, allreduce per-byte "
                                  f"rate 1/(β + γ/2) = {1e-6 / (lv['beta'] + lv.get('gamma', 0.0) / 2):.1f} "
                                  f"MB/s" + _op_rates(lv) for link, lv in fits) + ".")
+    floors = [(link, hw["inter"]["op_latency"]) for link, hw in d["hardware"].items()
+              if (hw.get("inter") or {}).get("op_latency")]
+    if floors:
+        lines.append("Small collectives as measured (`op_latency` of each link level: the mean "
+                     "time per call of the calibration's and each node count's messages of "
+                     f"{LATENCY_SIZES[0] // 1024} KiB to {LATENCY_SIZES[-1] // 1024} KiB, "
+                     "smallest to largest; the model prices no collective below them): "
+                     + "; ".join(f"{link}: " + _latency_ranges(t) for link, t in floors) + ".")
     if share and not probe:
         lines.append("Probe step on one rank alone (w, `contention` in the results file): "
                      + "; ".join(f"{link}: {c['probe_step_s'] * 1e3:.2f} ms on {c['cores']} "
@@ -540,14 +576,29 @@ def _calibrate(d: dict[str, Any], link: str, nodes: int, tmp: Path, path: Path) 
     bench = tmp / f"bench-{link}"
     shared = bool(d.get("compute_probe"))
     _scidl(["bench-collectives", "--cluster", CLUSTER, "--ops", "allreduce,allgather",
-            "--min-bytes", "65536", "--max-bytes", "4194304", "--iters", "5", "--out",
-            str(bench), *(["--no-compute-probe"] if shared else [])], 600)
+            "--min-bytes", str(LATENCY_SIZES[0]), "--max-bytes", "4194304", "--iters",
+            str(CALIBRATION_ITERS), "--out", str(bench),
+            *(["--no-compute-probe"] if shared else [])], 900)
     d["hardware"][link] = yaml.safe_load((bench / "hardware.yaml").read_text())
     d.setdefault("calibration_rows", {})[link] = json.loads(
         (bench / "bench.json").read_text())["rows"]
     d.setdefault("calibrated_at_nodes", {})[link] = nodes
     if not shared:
         d.setdefault("contention", {})[link] = _sharing()
+    _save(d, path)
+
+
+def _latency(d: dict[str, Any], link: str, nodes: int, tmp: Path, path: Path) -> None:
+    """The small collectives timed on the cluster that is up (``nodes`` nodes at
+    ``link``): what one such call costs at that node count (on this machine mostly the
+    ranks' wait for one another on the shared cores at each hop), saved into ``d``."""
+    bench = tmp / f"latency-{link}-{nodes}"
+    _scidl(["bench-collectives", "--cluster", CLUSTER, "--nproc", str(nodes), "--ops",
+            "allreduce,allgather", "--min-bytes", str(LATENCY_SIZES[0]), "--max-bytes",
+            str(LATENCY_SIZES[-1]), "--iters", str(LATENCY_ITERS), "--no-compute-probe",
+            "--out", str(bench)], 600)
+    d.setdefault("latency_rows", {}).setdefault(link, {})[str(nodes)] = json.loads(
+        (bench / "bench.json").read_text())["rows"]
     _save(d, path)
 
 
@@ -599,6 +650,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if not todo:
                     continue
                 _cluster_up(nodes, link)
+                if nodes != (d.get("calibrated_at_nodes") or {}).get(link) and str(nodes) not in (
+                        (d.get("latency_rows") or {}).get(link) or {}):
+                    _latency(d, link, nodes, tmp, path)
                 if not sharing_of(d, link):  # a calibration from before the model
                     d.setdefault("contention", {})[link] = _sharing(later=True)
                     _save(d, path)

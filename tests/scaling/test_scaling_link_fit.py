@@ -115,3 +115,48 @@ def test_collective_cost_uses_the_ops_own_rate():
     assert cost["own"]["allgather"] == pytest.approx(3 * cost["plain"]["allgather"])
     # ring allgather of p·n output bytes: (p-1)/p·p·n bytes sent per rank at 3e-8 s/B
     assert cost["own"]["allgather"] == pytest.approx((p - 1) * n * 3e-8)
+
+
+def test_small_collectives_keep_their_measured_mean_time():
+    from scidl.scaling.collectives import fit_op_latency
+
+    rows = [{"op": "allreduce", "ranks": 2, "bytes": 1024, "time_s": 4e-4, "time_s_mean": 9e-4},
+            {"op": "allreduce", "ranks": 2, "bytes": 65536, "time_s": 2e-3},  # no mean: median
+            {"op": "allreduce", "ranks": 2, "bytes": 262144, "time_s": 3e-3},  # too big
+            {"op": "allgather", "ranks": 8, "bytes": 4096, "time_s": 1e-2, "time_s_mean": 1.3e-2},
+            {"op": "allgather", "ranks": 1, "bytes": 4096, "time_s": 1e-5}]  # one rank: none
+    assert fit_op_latency(rows) == {"allreduce": {2: [[1024.0, 9e-4], [65536.0, 2e-3]]},
+                                    "allgather": {8: [[4096.0, 1.3e-2]]}}
+
+
+def test_latency_floor_by_size_and_rank_count():
+    from scidl.scaling.costmodel import latency_floor
+
+    table = {2: [[1024, 1e-3], [16384, 2e-3], [65536, 1.5e-3]], 8: [[1024, 14e-3]]}
+    # a step function of size at a measured count, never falling with size
+    assert latency_floor(table, 2, 100) == 1e-3  # below the smallest size: the smallest's
+    assert latency_floor(table, 2, 4096) == 1e-3
+    assert latency_floor(table, 2, 20000) == 2e-3
+    assert latency_floor(table, 2, 1e6) == 2e-3  # 64 KiB's 1.5 ms lifted to 16 KiB's 2 ms
+    # between measured counts linear in p; beyond, scaled by (p - 1)/(p_m - 1)
+    assert latency_floor(table, 4, 1024) == pytest.approx(1e-3 + (14e-3 - 1e-3) * 2 / 6)
+    assert latency_floor(table, 16, 1024) == pytest.approx(14e-3 * 15 / 7)
+    assert latency_floor({4: [[1024, 3e-3]]}, 2, 1024) == pytest.approx(1e-3)
+    assert latency_floor(table, 1, 1024) == 0.0
+    assert latency_floor({}, 4, 1024) == 0.0
+
+
+def test_collective_cost_is_never_below_the_measured_small_collective():
+    from scidl.comm.wire import Collective
+    from scidl.scaling.costmodel import LinkCost, Topology, collective_cost
+
+    floor = {"allreduce": {2: [[1024, 2e-3]]}}
+    link = LinkCost(1e-5, 1e-8, 0.0, {}, floor)
+    topo = Topology(1, link, link)
+    small = collective_cost(Collective("allreduce", 40_000), 2, topo, "ring")
+    assert small == 2e-3  # α-β: 2·1e-5 + 40 000·1e-8 = 0.42 ms, below the measured 2 ms
+    big = collective_cost(Collective("allreduce", 4_000_000), 2, topo, "ring")
+    assert big == pytest.approx(2 * 1e-5 + 4_000_000 * 1e-8)  # the α-β price is above it
+    # an op without measurements keeps its α-β price
+    ag = collective_cost(Collective("allgather", 1024), 2, topo, "ring")
+    assert ag == pytest.approx(1e-5 + 1024 * 1e-8)

@@ -132,7 +132,35 @@ def fit_alpha_beta_gamma(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "n": len(rows),
         "method": method,
         "op_beta": fit_op_rates(rows),
+        "op_latency": fit_op_latency(rows),
     }
+
+
+LATENCY_MAX_BYTES = 64 * 1024
+
+
+def fit_op_latency(samples: Sequence[dict[str, Any]], max_bytes: int = LATENCY_MAX_BYTES
+                   ) -> dict[str, dict[int, list[list[float]]]]:
+    """Per collective and rank count, ``[[bytes, seconds], ...]`` of the timings of at most
+    ``max_bytes``: the mean time per call (``time_s_mean``; the median where a file has
+    no mean), what a step that makes such a call pays on average.
+
+    Small collectives cost what the backend, the scheduler and the link's latency add up
+    to, often several times the α a fit over larger sizes reads (gloo's allreduce of
+    16 KiB to 256 KiB takes several round trips; ranks that share cores wait for one
+    another at each hop), and the cost model never prices one below its measured time
+    (:func:`scidl.scaling.costmodel.latency_floor`)."""
+    out: dict[str, dict[int, list[list[float]]]] = {}
+    for s in samples:
+        if s["ranks"] > 1 and 0 < s["bytes"] <= max_bytes:
+            t = float(s.get("time_s_mean", s["time_s"]))
+            if t > 0:
+                out.setdefault(s["op"], {}).setdefault(int(s["ranks"]), []).append(
+                    [float(s["bytes"]), t])
+    for by_p in out.values():
+        for rows in by_p.values():
+            rows.sort()
+    return out
 
 
 def fit_op_rates(samples: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -211,7 +239,8 @@ def bench_worker(rank: int, world: int, sizes: list[int], ops: list[str], iters:
         for op in ops:
             ts = _time_op(op, n, world, iters)
             rows.append({"op": op, "ranks": world, "bytes": n, "time_s": statistics.median(ts),
-                         "time_s_min": ts[0], "time_s_max": ts[-1]})
+                         "time_s_mean": statistics.fmean(ts), "time_s_min": ts[0],
+                         "time_s_max": ts[-1]})
     return rows
 
 
@@ -474,6 +503,7 @@ def _level(fit: dict[str, Any], what: str) -> dict[str, Any]:
     return {
         "alpha": fit["alpha"], "beta": fit["beta"], "gamma": fit["gamma"],
         "op_beta": dict(fit.get("op_beta", {})),
+        "op_latency": dict(fit.get("op_latency", {})),
         "note": f"least-squares fit of {fit['n']} timings ({what}), "
         f"rel. rms error {fit['rel_rms']:.2f}",
     }

@@ -49,12 +49,59 @@ class LinkCost:
     beta: float
     gamma: float = 0.0
     op_beta: Mapping[str, float] = field(default_factory=dict)
+    op_latency: Mapping[str, Mapping[int, Sequence[Sequence[float]]]] = field(
+        default_factory=dict)
 
     def for_op(self, op: str) -> LinkCost:
         """The cost of ``op`` on this link: its own measured rate where there is one
         (``op_beta``, the reduction folded in), else β and γ."""
         rate = self.op_beta.get(op)
         return self if rate is None else LinkCost(self.alpha, rate, 0.0)
+
+    def floor(self, op: str, p: int, nbytes: float) -> float:
+        """The least seconds one ``op`` of ``nbytes`` at ``p`` ranks takes on this link as
+        measured (``op_latency``, :func:`latency_floor`); 0 where nothing was measured."""
+        return latency_floor(self.op_latency.get(op) or {}, p, nbytes)
+
+
+def _floor_at(table: Sequence[Sequence[float]], nbytes: float) -> float:
+    """Seconds of the largest measured size ≤ ``nbytes`` of one (op, p) table
+    ``[[bytes, seconds], ...]`` (the smallest size's below it), never less than a smaller
+    size's: a step function that does not fall with size."""
+    rows = sorted((float(b), float(t)) for b, t in table)
+    if not rows:
+        return 0.0
+    out = best = rows[0][1]
+    for size, secs in rows[1:]:
+        best = max(best, secs)
+        if size <= nbytes:
+            out = best
+    return out
+
+
+def latency_floor(by_ranks: Mapping[int, Sequence[Sequence[float]]], p: int,
+                  nbytes: float) -> float:
+    """Measured lower bound of one collective's seconds at ``p`` ranks for ``nbytes``.
+
+    ``by_ranks``: {p: [[bytes, seconds], ...]}: mean times of small messages of one op
+    (``scidl bench-collectives``, sizes where the time barely depends on the size: the
+    per-message cost of the backend, the scheduler and the link's latency together,
+    with whatever algorithm switches the backend makes by size). At a measured count,
+    the step function of its table (:func:`_floor_at`); between two measured counts,
+    linear in the ring's steps p − 1; beyond the largest (or below the smallest), that
+    count's value scaled by (p − 1)/(p_m − 1): one more hop per rank. 0 for one rank or
+    without measurements. The cost model takes the larger of this and its α-β price
+    (:func:`collective_cost`), so it changes only collectives that the α-β model prices
+    below what was measured."""
+    pts = sorted((int(k), _floor_at(v, nbytes)) for k, v in by_ranks.items()
+                 if int(k) > 1 and v)
+    if p <= 1 or not pts:
+        return 0.0
+    for (p0, t0), (p1, t1) in zip(pts, pts[1:], strict=False):
+        if p0 <= p <= p1:
+            return t0 + (t1 - t0) * (p - p0) / (p1 - p0)
+    pm, tm = pts[-1] if p > pts[-1][0] else pts[0]
+    return tm * (p - 1) / (pm - 1)
 
 
 def _log2_ceil(p: int) -> int:
@@ -235,13 +282,20 @@ def reduce_scatter_cost(n_in: float, p: int, topo: Topology) -> float:
 
 def collective_cost(c: Collective, p: int, topo: Topology, algorithm: str) -> float:
     """Seconds for one collective of a strategy's plan (:mod:`scidl.comm.wire`), at the
-    links' measured rate for that op where they have one."""
+    links' measured rate for that op where they have one, and never below the time
+    measured for that op, size and rank count where there is one (:func:`latency_floor`:
+    the α-β model prices a small collective at its α, which a fit from bandwidth-bound
+    sizes reads as about 0)."""
+    g, nodes = _split(p, topo.devices_per_node)
+    floor = (topo.inter if nodes > 1 else topo.intra).floor(c.op, p, c.nbytes)
     topo = Topology(topo.devices_per_node, topo.intra.for_op(c.op), topo.inter.for_op(c.op))
     if c.op == "allreduce":
-        return allreduce_cost(c.nbytes, p, topo, algorithm)
-    if c.op == "allgather":
-        return allgather_cost(c.nbytes * p, p, topo)
-    return reduce_scatter_cost(c.nbytes, p, topo)
+        model = allreduce_cost(c.nbytes, p, topo, algorithm)
+    elif c.op == "allgather":
+        model = allgather_cost(c.nbytes * p, p, topo)
+    else:
+        model = reduce_scatter_cost(c.nbytes, p, topo)
+    return max(model, floor)
 
 
 # --------------------------------------------------------------------------- compression

@@ -36,10 +36,18 @@ class Level(BaseModel):
         "s/byte of the ring model's beta term, reduction included; used instead of beta "
         "and gamma for that op (a backend that runs one op slower per byte than another)",
     )
+    op_latency: dict[str, dict[int, list[tuple[float, float]]]] = Field(
+        default_factory=dict,
+        description="per collective and rank count: [bytes, mean seconds] of small messages "
+        "as measured (scidl bench-collectives); a collective of that op is never priced "
+        "below them (scidl.scaling.costmodel.latency_floor)",
+    )
     note: str = Field(default="", description="where the figures come from")
 
     def cost(self) -> LinkCost:
-        return LinkCost(self.alpha, self.beta, self.gamma, dict(self.op_beta))
+        return LinkCost(self.alpha, self.beta, self.gamma, dict(self.op_beta),
+                        {op: {int(p): [tuple(r) for r in rows] for p, rows in t.items()}
+                         for op, t in self.op_latency.items()})
 
 
 class Hardware(BaseModel):
