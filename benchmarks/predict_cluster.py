@@ -21,6 +21,7 @@ running anything again.
     python benchmarks/predict_cluster.py [--links 100mbit 1gbit] [--nodes 2 4 8] [--repeats 2]
     python benchmarks/predict_cluster.py predict    # recompute predictions and errors
     python benchmarks/predict_cluster.py table      # the markdown of docs/scaling.md
+    python benchmarks/predict_cluster.py profile    # take the one-process profile again
 
 Needs root, ``ip`` and ``tc`` (see docs/cluster.md). Uses the cluster name ``pv`` and
 brings it down at the end, also when a run fails.
@@ -59,6 +60,10 @@ RUN_TIMEOUT_S = 240
 LATENCY_SIZES = (1024, 65536)
 LATENCY_ITERS = 20
 CALIBRATION_ITERS = 8
+# steps of the one-process profile: one step's compute on this machine varies by ±30 %
+# from step to step (and in spells), and the median of 20 steps read 7.5 ms where the
+# same command read 11.7 to 13.0 ms minutes later
+PROFILE_STEPS = 60
 
 
 # ----------------------------------------------------------------------------- pure parts
@@ -588,6 +593,21 @@ def _calibrate(d: dict[str, Any], link: str, nodes: int, tmp: Path, path: Path) 
     _save(d, path)
 
 
+def _profile(d: dict[str, Any], tmp: Path) -> None:
+    """The one-process profile (``scidl profile``, the strategies' own computation
+    included) into ``d``, with the command and the load after it."""
+    import yaml
+
+    prof_dir = tmp / f"profile-{time.time_ns()}"
+    comms = ",".join(c for c in COMMS if c != "dense")
+    args = [WORKLOAD, *OVERRIDES, "--max-steps", str(PROFILE_STEPS), "--comm", comms]
+    _scidl(["profile", *args, f"log.root={tmp}", "--out", str(prof_dir)], 900)
+    d["profile"] = yaml.safe_load((prof_dir / "profile.yaml").read_text())
+    d["profile_command"] = "scidl profile " + " ".join(args)
+    d["profile_load"] = _load()
+    d["profile_date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 def _latency(d: dict[str, Any], link: str, nodes: int, tmp: Path, path: Path) -> None:
     """The small collectives timed on the cluster that is up (``nodes`` nodes at
     ``link``): what one such call costs at that node count (on this machine mostly the
@@ -617,15 +637,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
              "hardware": {}, "load_before": _load(), "cpus": os.cpu_count(),
              "command": "python benchmarks/predict_cluster.py " + " ".join(sys.argv[1:]),
              "versions": _versions()}
-        prof_dir = tmp / "profile"
-        _scidl(["profile", WORKLOAD, *OVERRIDES, f"log.root={tmp}", "--out", str(prof_dir),
-                "--max-steps", "20", "--comm", ",".join(c for c in COMMS if c != "dense")],
-               900)
-        import yaml
-
-        d["profile"] = yaml.safe_load((prof_dir / "profile.yaml").read_text())
-        d["profile_command"] = f"scidl profile {WORKLOAD} " + " ".join(OVERRIDES)
-        d["profile_load"] = _load()
+        _profile(d, tmp)
         _save(d, path)
     if not d["profile"].get("codec_fraction"):  # a profile taken before the codec term
         d["profile"]["codec_fraction"] = _codec()
@@ -693,7 +705,10 @@ def _row(d: dict[str, Any], link: str, nodes: int, comm: str) -> dict[str, Any] 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", nargs="?", default="run", choices=["run", "predict", "table"])
+    ap.add_argument("what", nargs="?", default="run", choices=["run", "predict", "table", "profile"],
+                    help="run the sweep (resumable); predict: recompute the predictions from "
+                    "the stored inputs; table: print the docs block; profile: take the "
+                    "one-process profile again, then predict")
     ap.add_argument("--links", nargs="+", default=LINKS)
     ap.add_argument("--nodes", nargs="+", type=int, default=NODES)
     ap.add_argument("--comms", nargs="+", default=COMMS)
@@ -707,8 +722,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "table":
         print(render(json.loads(Path(args.out).read_text())))
         return 0
-    if args.what == "predict":
+    if args.what in ("predict", "profile"):
         d = json.loads(Path(args.out).read_text())
+        if args.what == "profile":
+            _profile(d, Path(tempfile.mkdtemp(prefix="predict_cluster-")))
         for link in d["hardware"]:
             if not sharing_of(d, link):
                 d.setdefault("contention", {})[link] = _sharing(later=True)
