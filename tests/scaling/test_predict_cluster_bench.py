@@ -258,3 +258,25 @@ def test_the_probes_spread_widens_the_predicted_band():
     # without a measured spread there is no band from it
     plain = b.predict_row(PROFILE, HW, 2, "dense", {"cores": 2, "probe_step_s": 0.002})
     assert plain["step_lo_s"] == plain["step_hi_s"] == pytest.approx(0.061)
+
+
+def test_repredict_floors_small_collectives_at_every_node_count():
+    # a link whose fit reads α = 0, with small allreduces measured at 2 and 8 nodes:
+    # PowerSGD's two small allreduces per step cost what was measured, not ~0
+    b = _bench()
+    cal = [{"op": "allreduce", "ranks": 2, "bytes": n, "time_s": 2e-3 + n * 1e-8,
+            "time_s_mean": 3e-3 + n * 1e-8} for n in (1024, 65536, 2**20, 2**22)]
+    small8 = [{"op": "allreduce", "ranks": 8, "bytes": n, "time_s": 0.02, "time_s_mean": 0.025}
+              for n in (1024, 65536)]
+    d = {"profile": PROFILE, "hardware": {"1gbit": HW}, "calibration_rows": {"1gbit": cal},
+         "latency_rows": {"1gbit": {"8": small8}},
+         "rows": [{"link": "1gbit", "link_bits": 10**9, "nodes": p, "comm": "powersgd:4",
+                   "measured_s": 0.1, "measured_min_s": 0.1, "measured_max_s": 0.1}
+                  for p in (2, 8)]}
+    b.repredict(d)
+    table = d["hardware"]["1gbit"]["inter"]["op_latency"]["allreduce"]
+    assert sorted(int(p) for p in table) == [2, 8]
+    two, eight = (r["predicted"]["comm_s"] for r in d["rows"])
+    # one bucket: two allreduces per step (P and Q), each at least the measured mean
+    assert two >= 2 * 3e-3
+    assert eight == pytest.approx(2 * 0.025, rel=1e-6)
