@@ -5,7 +5,7 @@ sharing this machine's cores (the virtual nodes share them; measured once per sw
 every node count of the sweep, paired against one-rank blocks, and shared by the links:
 it does not depend on the link rate) and the links calibrated on a virtual cluster
 (``scidl bench-collectives --cluster``, one calibration per link rate, at the sweep's
-fewest nodes), the cost model predicts the step time of ``scidl train --cluster`` at
+fewest nodes of at least 3: :func:`calibration_nodes`), the cost model predicts the step time of ``scidl train --cluster`` at
 each node count for each communication strategy; the same runs are then measured
 (median step time over the steps after the warm-up, rank 0's rows: a synchronous step
 ends on every rank together), each ``--repeats`` times in interleaved order (the
@@ -55,7 +55,7 @@ NODES = [2, 4, 8]
 STEPS, WARMUP = 16, 4  # timed: the steps after the warm-up
 REPEATS = 2  # runs of each (link, nodes, comm), interleaved; the row takes their median
 RUN_TIMEOUT_S = 240
-# the link's calibration (fewest nodes) times these sizes too, and every other node count
+# the link's calibration (calibration_nodes) times these sizes too, and every other node count
 # of the sweep times them alone: what a small collective costs there (op_latency)
 LATENCY_SIZES = (1024, 65536)
 LATENCY_ITERS = 20
@@ -223,6 +223,18 @@ def with_burst(hardware: dict[str, Any], link: str) -> dict[str, Any]:
         if out.get(key) and "burst_bytes" not in out[key]:
             out[key] = {**out[key], "burst_bytes": burst}
     return out
+
+
+def calibration_nodes(nodes: list[int]) -> int:
+    """The node count each link is calibrated at: the fewest of the sweep with at least 3
+    nodes (else the fewest). Two ranks make a degenerate ring, each one's two neighbours
+    the same peer, so every link carries a rank's data one way and its peer's
+    acknowledgements the other: gloo's allgather between 2 nodes moved about two thirds
+    of what it moves per link between 4 on the same 100 Mbit/s links, and a rate fitted
+    there over-priced every allgather of the larger counts. Few nodes keep the ranks'
+    wait for a core out of the link's α, β (the contention model charges it)."""
+    ring = [n for n in nodes if n >= 3]
+    return min(ring) if ring else min(nodes)
 
 
 def refit_link(hardware: dict[str, Any], rows: list[dict[str, Any]],
@@ -650,12 +662,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for link in args.links:
             bits = __import__("scidl.cluster.spec", fromlist=["parse_rate"]).parse_rate(link)
             if link not in d["hardware"]:
-                # the link is calibrated with the fewest nodes of the sweep: its α, β are
+                # the link is calibrated with few nodes (calibration_nodes): its α, β are
                 # the link's, not the CPU time-sharing of many ranks on few cores (that is
                 # the contention model's per-collective delay; counting it in α too
                 # charged it twice to every collective of the larger counts)
-                _cluster_up(min(args.nodes), link)
-                _calibrate(d, link, min(args.nodes), tmp, path)
+                at = calibration_nodes(args.nodes)
+                _cluster_up(at, link)
+                _calibrate(d, link, at, tmp, path)
             for nodes in sorted(args.nodes, reverse=True):
                 todo = [(k, c) for k, c in interleaved(list(args.comms), args.repeats)
                         if len(row_repeats(_row(d, link, nodes, c) or {"repeats": []})) <= k]

@@ -280,3 +280,10 @@ def test_repredict_floors_small_collectives_at_every_node_count():
     # one bucket: two allreduces per step (P and Q), each at least the measured mean
     assert two >= 2 * 3e-3
     assert eight == pytest.approx(2 * 0.025, rel=1e-6)
+
+
+def test_links_are_calibrated_on_a_ring_of_at_least_three_nodes():
+    b = _bench()
+    assert b.calibration_nodes([2, 4, 8]) == 4
+    assert b.calibration_nodes([8, 3, 2]) == 3
+    assert b.calibration_nodes([2]) == 2  # nothing larger: the fewest
