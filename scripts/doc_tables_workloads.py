@@ -26,6 +26,45 @@ def emulator(d: dict) -> str:
     return table(head, rows)
 
 
+def emulator_summary(d: dict) -> str:
+    """The target and the comparisons under the emulator table, from the same rows: the
+    default network (two regime networks of [64, 64]) against the default LUT (the
+    first), the LUT of comparable accuracy (the other), line-by-line and the one-network
+    and narrower variants."""
+    e = d["emulator"]
+    by = {r["method"]: r for r in e["rows"]}
+    luts = [r for r in e["rows"] if r["method"].startswith("LUT")]
+    lut, lut_fine = luts[0], luts[-1]
+    net = by["net 2x[64,64]"]
+    one = by.get("net 1x[64,64] (one network)")
+    lbl = by["line-by-line"]
+    t = net["us_per_column"]
+    met = net["median_rel_err"] <= 0.015 and t < lut["us_per_column"]
+    out = [
+        f"Measured {e['meta']['utc'][:10]} (`python benchmarks/workloads_emulator_inverse_weather.py "
+        f"emulator`, seed 0, torch {e['meta']['torch']}, {e['meta']['threads']} thread), on a "
+        "shared machine: absolute times are inflated, the side-by-side ratios are what counts.",
+        "",
+        "**Target** (a network with median relative error ≤ 1.5 % that is faster than the LUT): "
+        f"**{'met' if met else 'not met'}** by the default 2 × [64, 64] regime networks: "
+        f"{_pct(net['median_rel_err'])} median error, {lut['us_per_column'] / t:.1f}× faster "
+        f"than the default {lut['method']} (which errs {_pct(lut['median_rel_err'])}) and "
+        f"{lut_fine['us_per_column'] / t:.1f}× faster than the {lut_fine['method']} "
+        f"({_pct(lut_fine['median_rel_err'])}); line-by-line takes "
+        f"{lbl['us_per_column'] / t:.0f}× the network's time.",
+    ]
+    if one:
+        out += ["", f"Two regime networks against one of the same widths: "
+                f"{_pct(net['median_rel_err'])} against {_pct(one['median_rel_err'])} median error. "
+                "By width (two networks of 16, 32, 64): " + " → ".join(
+                    _pct(by[k]["median_rel_err"]) for k in ("net 2x[16,16]", "net 2x[32,32]",
+                                                            "net 2x[64,64]") if k in by)
+                + "; 99th percentile of every network and LUT "
+                + f"{min(r['p99_rel_err'] for r in e['rows'] if r is not lbl) * 100:.0f}–"
+                + f"{max(r['p99_rel_err'] for r in e['rows'] if r is not lbl) * 100:.0f} %."]
+    return "\n".join(out)
+
+
 # ----------------------------------------------------------------------------- inverse
 def inverse(d: dict) -> str:
     """Gain over Tikhonov = PSNR − the Tikhonov PSNR of the same training set."""

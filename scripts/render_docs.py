@@ -41,6 +41,7 @@ import malformed_inputs  # noqa: E402
 import predict_cluster  # noqa: E402  (benchmarks/predict_cluster.py)
 import sparse_collectives  # noqa: E402  (benchmarks/sparse_collectives.py)
 import topk_accuracy  # noqa: E402  (benchmarks/topk_accuracy.py)
+import topk_selection  # noqa: E402  (benchmarks/topk_selection.py)
 
 
 def _bench_module(name: str):  # noqa: ANN202
@@ -92,6 +93,7 @@ REGISTRY: dict[str, Block] = {
     "comm_speed": _b("comm", partial(t.comm_speed, section="speed")),
     "sparse_collectives": _b("sparse_collectives", sparse_collectives.markdown),
     "topk_accuracy": _b("topk_accuracy", topk_accuracy.markdown),
+    "topk_selection": _b("topk_selection", topk_selection.markdown),
     "comm_tta": _b("comm_tta", comm_tta.markdown),
     "comm_tta_targets": _b("comm_tta", comm_tta.markdown_targets),
     # docs/optimizers.md
@@ -122,6 +124,7 @@ REGISTRY: dict[str, Block] = {
     "scaling_cluster": _b("predict_cluster", predict_cluster.render),  # beside the benchmark
     # docs/workloads/*.md (and docs/topology.md)
     "emulator": _b("workloads_emulator_inverse_weather", w.emulator),
+    "emulator_summary": _b("workloads_emulator_inverse_weather", w.emulator_summary),
     "inverse": _b("workloads_emulator_inverse_weather", w.inverse),
     "weather_seg": _b("workloads_emulator_inverse_weather", w.weather_seg),
     "alloy": _b("workloads_alloy_ising_geneexpr", w.alloy_summary),
