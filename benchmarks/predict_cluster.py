@@ -64,6 +64,11 @@ CALIBRATION_ITERS = 8
 # from step to step (and in spells), and the median of 20 steps read 7.5 ms where the
 # same command read 11.7 to 13.0 ms minutes later
 PROFILE_STEPS = 60
+# the one-process reference step timed right after the profile and again before each
+# (link, nodes) block of runs: this machine's compute speed drifts in spells of minutes,
+# and the predictions take the profile's compute times the drift between the two
+REFERENCE_STEPS = 40
+REFERENCE_BUILDS = 3
 
 
 # ----------------------------------------------------------------------------- pure parts
@@ -329,12 +334,34 @@ def repredict(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+def drift(d: dict[str, Any], link: str, nodes: int) -> float:
+    """How much faster (< 1) or slower (> 1) this machine computed when the block of runs
+    at (``link``, ``nodes``) started than right after the profile: the ratio of the
+    one-process reference steps timed at those two moments (``reference``: {"profile":
+    s, "<link>/<nodes>": s}); 1 where either is missing (files from before)."""
+    ref = d.get("reference") or {}
+    base, now = ref.get("profile"), ref.get(f"{link}/{nodes}")
+    return float(now) / float(base) if base and now else 1.0
+
+
+def drifted_profile(profile: dict[str, Any], factor: float) -> dict[str, Any]:
+    """The profile with its compute (and its batch curve) times ``factor``: the
+    strategies' own computation (``codec_fraction``) is a fraction of it and follows."""
+    if factor == 1.0:
+        return profile
+    out = {**profile, "compute_s": float(profile["compute_s"]) * factor}
+    if profile.get("batch_curve"):
+        out["batch_curve"] = [[b, float(t) * factor] for b, t in profile["batch_curve"]]
+    return out
+
+
 def _predict_stored(d: dict[str, Any], hardware: dict[str, Any], r: dict[str, Any]
                     ) -> dict[str, float] | None:
     hw = hardware.get(r["link"])
     if hw is None:
         return None
-    return predict_row(d["profile"], hw, r["nodes"], r["comm"], sharing_of(d, r["link"]))
+    prof = drifted_profile(d["profile"], drift(d, r["link"], r["nodes"]))
+    return predict_row(prof, hw, r["nodes"], r["comm"], sharing_of(d, r["link"]))
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -365,6 +392,18 @@ def _op_rates(level: dict[str, Any]) -> str:
         return ""
     return " (each op at its own measured rate: " + ", ".join(
         f"{op} {1e-6 / b:.1f} MB/s" for op, b in sorted(rates.items()) if b > 0) + ")"
+
+
+def _block(key: str) -> tuple[str, int]:
+    link, nodes = key.rsplit("/", 1)
+    return link, int(nodes)
+
+
+def _block_order(key: str) -> tuple[int, int]:
+    from scidl.cluster.spec import parse_rate
+
+    link, nodes = _block(key)
+    return parse_rate(link), nodes
 
 
 def _latency_ranges(table: dict[str, Any]) -> str:
@@ -476,6 +515,15 @@ def render(d: dict[str, Any]) -> str:
                      + "; ".join(f"{link}: α = {lv['alpha'] * 1e3:.2f} ms, allreduce per-byte "
                                  f"rate 1/(β + γ/2) = {1e-6 / (lv['beta'] + lv.get('gamma', 0.0) / 2):.1f} "
                                  f"MB/s" + _op_rates(lv) for link, lv in fits) + ".")
+    ref = d.get("reference") or {}
+    if ref.get("profile") and len(ref) > 1:
+        lines.append(
+            "Machine drift: the predictions take the profile's compute times the one-process "
+            "reference step timed before each block of runs ÷ the same step timed right "
+            f"after the profile ({ref['profile'] * 1e3:.2f} ms, `reference` in the results "
+            "file): " + ", ".join(
+                f"{k.replace('/', ' ')} nodes ×{drift(d, *_block(k)):.2f}"
+                for k in sorted((k for k in ref if k != "profile"), key=_block_order)) + ".")
     floors = [(link, hw["inter"]["op_latency"]) for link, hw in d["hardware"].items()
               if (hw.get("inter") or {}).get("op_latency")]
     if floors:
@@ -620,6 +668,42 @@ def _profile(d: dict[str, Any], tmp: Path) -> None:
     d["profile_date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def _reference_step(steps: int = REFERENCE_STEPS) -> float:
+    """One process, one thread, in this process: the median compute of ``steps`` training
+    steps of the sweep's workload (forward, backward, the run's optimizer), the same
+    measurement as the profile's compute (:func:`scidl.scaling.calibrate.time_steps`),
+    taken again at a later moment to read the machine's drift."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from scidl.config import load_config
+    from scidl.scaling.calibrate import _cycle, run_optimizer, time_steps
+    from scidl.workloads import get_workload
+    from scidl.workloads.base import BuildContext
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = load_config(WORKLOAD, None, list(OVERRIDES), None)
+        task = get_workload(cfg.workload).build(cfg.task_config(), BuildContext(seed=0))
+        batches = _cycle(DataLoader(task.train_data, batch_size=int(cfg.train.batch_size),
+                                    shuffle=True, drop_last=True, collate_fn=task.collate_fn,
+                                    generator=torch.Generator().manual_seed(0)))
+        return float(time_steps(task.model, task.loss, batches, steps,
+                                make_optimizer=run_optimizer(cfg))["compute_s"])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _reference(d: dict[str, Any], key: str, path: Path) -> None:
+    """The reference step at this moment: the median of ``REFERENCE_BUILDS`` fresh builds
+    of the model (one build's memory layout moves its step by several percent)."""
+    d.setdefault("reference", {})[key] = statistics.median(
+        _reference_step() for _ in range(REFERENCE_BUILDS))
+    d.setdefault("reference_load", {})[key] = _load()
+    _save(d, path)
+
+
 def _latency(d: dict[str, Any], link: str, nodes: int, tmp: Path, path: Path) -> None:
     """The small collectives timed on the cluster that is up (``nodes`` nodes at
     ``link``): what one such call costs at that node count (on this machine mostly the
@@ -650,7 +734,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
              "command": "python benchmarks/predict_cluster.py " + " ".join(sys.argv[1:]),
              "versions": _versions()}
         _profile(d, tmp)
-        _save(d, path)
+        _reference(d, "profile", path)
     if not d["profile"].get("codec_fraction"):  # a profile taken before the codec term
         d["profile"]["codec_fraction"] = _codec()
         d["codec_load"] = _load()
@@ -681,6 +765,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if not sharing_of(d, link):  # a calibration from before the model
                     d.setdefault("contention", {})[link] = _sharing(later=True)
                     _save(d, path)
+                if d.get("reference", {}).get("profile") and \
+                        f"{link}/{nodes}" not in d["reference"]:
+                    _reference(d, f"{link}/{nodes}", path)
                 for k, comm in todo:
                     load0 = _load()
                     t0 = time.time()
@@ -739,6 +826,7 @@ def main(argv: list[str] | None = None) -> int:
         d = json.loads(Path(args.out).read_text())
         if args.what == "profile":
             _profile(d, Path(tempfile.mkdtemp(prefix="predict_cluster-")))
+            d.pop("reference", None)  # the runs' references belong to the old profile
         for link in d["hardware"]:
             if not sharing_of(d, link):
                 d.setdefault("contention", {})[link] = _sharing(later=True)

@@ -287,3 +287,26 @@ def test_links_are_calibrated_on_a_ring_of_at_least_three_nodes():
     assert b.calibration_nodes([2, 4, 8]) == 4
     assert b.calibration_nodes([8, 3, 2]) == 3
     assert b.calibration_nodes([2]) == 2  # nothing larger: the fewest
+
+
+def test_machine_drift_scales_the_profiles_compute():
+    b = _bench()
+    d = {"reference": {"profile": 0.010, "1gbit/4": 0.008}}
+    assert b.drift(d, "1gbit", 4) == pytest.approx(0.8)
+    assert b.drift(d, "1gbit", 8) == 1.0  # not measured: as profiled
+    assert b.drift({}, "1gbit", 4) == 1.0  # a file from before
+    prof = {**PROFILE, "batch_curve": [[32, 0.012], [64, 0.02]]}
+    out = b.drifted_profile(prof, 0.8)
+    assert out["compute_s"] == pytest.approx(0.016)
+    assert out["batch_curve"] == [[32, pytest.approx(0.0096)], [64, pytest.approx(0.016)]]
+    assert b.drifted_profile(prof, 1.0) is prof
+    # the row's prediction follows: a rank alone, no link cost (one node), compute only
+    hw = {**HW, "compute_slowdown": {}}
+    d2 = {"profile": PROFILE, "hardware": {"1gbit": hw}, "reference": {"profile": 0.01, "1gbit/1": 0.005},
+          "rows": [{"link": "1gbit", "link_bits": 10**9, "nodes": 1, "comm": "dense",
+                    "measured_s": 0.01, "measured_min_s": 0.01, "measured_max_s": 0.01}]}
+    b.repredict(d2)
+    assert d2["rows"][0]["predicted"]["compute_s"] == pytest.approx(0.01)  # 0.02 × 0.5
+    assert "Machine drift" in b.render({**d2, "overrides": [], "steps": 16, "warmup": 4,
+                                        "date": "2026-12-03", "cpus": 2, "load_before": 0.1,
+                                        "load_after": 0.2})
