@@ -286,7 +286,7 @@ def collective_cost(c: Collective, p: int, topo: Topology, algorithm: str) -> fl
     measured for that op, size and rank count where there is one (:func:`latency_floor`:
     the α-β model prices a small collective at its α, which a fit from bandwidth-bound
     sizes reads as about 0)."""
-    g, nodes = _split(p, topo.devices_per_node)
+    _, nodes = _split(p, topo.devices_per_node)
     floor = (topo.inter if nodes > 1 else topo.intra).floor(c.op, p, c.nbytes)
     topo = Topology(topo.devices_per_node, topo.intra.for_op(c.op), topo.inter.for_op(c.op))
     if c.op == "allreduce":
