@@ -160,3 +160,52 @@ def test_collective_cost_is_never_below_the_measured_small_collective():
     # an op without measurements keeps its α-β price
     ag = collective_cost(Collective("allgather", 1024), 2, topo, "ring")
     assert ag == pytest.approx(1e-5 + 1024 * 1e-8)
+
+
+def test_ops_named_with_an_element_type_get_their_own_rate_outside_the_common_fit():
+    from scidl.scaling.collectives import op_key, split_op
+
+    assert split_op("allreduce") == ("allreduce", "float32")
+    assert split_op("allreduce:float16") == ("allreduce", "float16")
+    assert op_key("allgather", "bfloat16") == "allgather:bfloat16"
+    assert op_key("allgather") == "allgather"
+    for bad in ("allreduce:int8", "broadcast", "broadcast:float16"):
+        with pytest.raises(KeyError):
+            split_op(bad)
+    # float32 allreduce at 10 MB/s, allgather at 10 MB/s; float16 allreduce whose
+    # reduction makes it run at 6 MB/s per byte of the ring model
+    rows = _rows(1e-4, 10e6, 0.0, 10e6, ps=(2,))
+    half = [{"op": "allreduce:float16", "ranks": 2, "bytes": n,
+             "time_s": _time("allreduce", 2, n, 1e-4, 6e6, 0.0, 6e6),
+             "time_s_mean": 0.01} for n in (1024, *SIZES)]
+    plain, both = fit_alpha_beta_gamma(rows), fit_alpha_beta_gamma(rows + half)
+    for key in ("alpha", "beta", "gamma"):  # the common fit describes float32 alone
+        assert both[key] == plain[key]
+    assert both["op_beta"]["allreduce:float16"] == pytest.approx(1 / 6e6, rel=1e-9)
+    assert both["op_beta"]["allreduce"] == pytest.approx(1 / 10e6, rel=1e-9)
+    assert both["op_latency"]["allreduce:float16"] == {2: [[1024.0, 0.01], [65536.0, 0.01]]}
+
+
+def test_a_collectives_element_type_picks_its_rate_and_falls_back_to_the_bare_op():
+    from scidl.comm.wire import Collective
+    from scidl.scaling.costmodel import LinkCost, Topology, collective_cost, parse_comm
+
+    n, p = 1_000_000, 2
+    half = Collective("allreduce", n, dtype="float16")
+    assert half.key == "allreduce:float16" and Collective("allreduce", n).key == "allreduce"
+    bare = LinkCost(0.0, 1e-8, 0.0, {"allreduce": 2e-8})
+    typed = LinkCost(0.0, 1e-8, 0.0, {"allreduce": 2e-8, "allreduce:float16": 5e-8},
+                     {"allreduce:float16": {2: [[1024, 3e-3]]}})
+    def cost(link, c):
+        return collective_cost(c, p, Topology(1, link, link), "ring")
+    # ring allreduce on 2 ranks sends n bytes per rank
+    assert cost(bare, half) == pytest.approx(n * 2e-8)  # no float16 rate: the bare op's
+    assert cost(typed, half) == pytest.approx(n * 5e-8)
+    assert cost(typed, Collective("allreduce", n)) == pytest.approx(n * 2e-8)
+    assert cost(typed, Collective("allreduce", 2048, dtype="float16")) == 3e-3  # its floor
+    assert cost(typed, Collective("allreduce", 2048)) == pytest.approx(2048 * 2e-8)
+    # the strategies name the type they put on the wire
+    for spec, key in (("fp16", "allreduce:float16"), ("bf16", "allreduce:bfloat16"),
+                      ("dense", "allreduce"), ("torch_fp16", "allreduce:float16")):
+        comp, _ = parse_comm(spec)
+        assert [c.key for c in comp.plan(1000, 4)] == [key], spec

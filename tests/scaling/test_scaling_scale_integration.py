@@ -56,14 +56,30 @@ def test_bench_collectives_two_processes(tmp_path):
                "--max-bytes", "262144", "--factor", "8", "--iters", "3", "--out", str(out)])
     assert rc == 0
     bench = json.loads((out / "bench.json").read_text())
-    assert len(bench["rows"]) == 3 * 3
+    assert len(bench["rows"]) == 5 * 3  # 3 ops in float32, allreduce in float16, bfloat16
     for r in bench["rows"]:
         assert 0 < r["time_s_min"] <= r["time_s"] <= r["time_s_max"]  # spread of the repeats
         assert r["busbw_Bps"] == pytest.approx(
-            r["algbw_Bps"] * (1.0 if r["op"] == "allreduce" else 0.5))
+            r["algbw_Bps"] * (1.0 if r["op"].startswith("allreduce") else 0.5))
     assert bench["provenance"]["cpus"] >= 1
     assert all((out / f"collectives_{k}.png").stat().st_size > 1000 for k in ("busbw", "time"))
     hw = yaml.safe_load((out / "hardware.yaml").read_text())
     assert hw["measured_here"] and hw["intra"]["alpha"] >= 0 and hw["intra"]["beta"] >= 0
     assert hw["compute_slowdown"][2] > 0  # slowest of 2 busy ranks vs 1
     assert main(["bench-collectives", "--nproc", "1"]) == 2
+
+
+@pytest.mark.timeout(120)
+def test_bench_collectives_times_an_op_in_float16(tmp_path):
+    out = tmp_path / "bench"
+    rc = main(["bench-collectives", "--nproc", "2", "--ops", "allreduce,allreduce:float16",
+               "--min-bytes", "4096", "--max-bytes", "262144", "--factor", "8", "--iters", "3",
+               "--no-compute-probe", "--out", str(out)])
+    assert rc == 0
+    rows = json.loads((out / "bench.json").read_text())["rows"]
+    assert sorted({r["op"] for r in rows}) == ["allreduce", "allreduce:float16"]
+    hw = yaml.safe_load((out / "hardware.yaml").read_text())
+    assert hw["intra"]["op_beta"]["allreduce:float16"] > 0
+    assert set(hw["intra"]["op_latency"]) == {"allreduce", "allreduce:float16"}
+    for bad in ("allreduce:int8", "allreduce:float16"):  # unknown type; no float32 op
+        assert main(["bench-collectives", "--ops", bad, "--out", str(tmp_path / "x")]) == 2

@@ -29,7 +29,8 @@ class CastAllreduce(CommStrategy):
     def wire(cls, cfg: Any, numel: int, world: int,
              shapes: Sequence[Shape] | None = None) -> list[Collective]:
         """One allreduce of the bucket in the wire dtype (2 bytes per entry)."""
-        return [Collective("allreduce", cls.wire_dtype.itemsize * numel)]
+        return [Collective("allreduce", cls.wire_dtype.itemsize * numel,
+                           dtype=str(cls.wire_dtype).removeprefix("torch."))]
 
     def reduce(self, bucket: Bucket) -> Future[torch.Tensor]:
         buf = bucket.buffer

@@ -145,8 +145,9 @@ def allgather_wire(k: int, value_bytes: int) -> list[Collective]:
 
 
 def dense_wire(n: int, value_bytes: int) -> list[Collective]:
-    """One ring allreduce of all n values."""
-    return [Collective("allreduce", n * value_bytes)]
+    """One ring allreduce of all n values (in float16 where values travel in 2 bytes)."""
+    return [Collective("allreduce", n * value_bytes,
+                       dtype="float16" if value_bytes == 2 else "float32")]
 
 
 def predicted_seconds(plan: list[Collective], p: int, alpha: float, beta: float) -> float:

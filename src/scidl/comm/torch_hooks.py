@@ -203,7 +203,7 @@ class TorchFP16Hook(TorchHook):
     def wire(cls, cfg: Any, numel: int, world: int,
              shapes: Sequence[Shape] | None = None) -> list[Collective]:
         """One allreduce of the bucket in float16 (2 bytes per entry)."""
-        return [Collective("allreduce", 2 * numel)]
+        return [Collective("allreduce", 2 * numel, dtype="float16")]
 
 
 class TorchPowerSGDHook(TorchHook):

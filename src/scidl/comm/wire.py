@@ -38,11 +38,20 @@ class Collective:
             whole input of an all-to-all (spread evenly over the p destinations).
         algorithm: the allreduce algorithm the strategy runs whatever the machine's
             default (``two-level`` for ``hierarchical``); None: the machine's.
+        dtype: the element type on the wire (``float16`` for ``fp16``): a reduction's
+            cost per byte depends on it.
     """
 
     op: Op
     nbytes: float
     algorithm: str | None = None
+    dtype: str = "float32"
+
+    @property
+    def key(self) -> str:
+        """The name its measured rates go by (``allreduce``, ``allreduce:float16``; see
+        :func:`scidl.scaling.collectives.split_op`)."""
+        return self.op if self.dtype == "float32" else f"{self.op}:{self.dtype}"
 
     def bytes_sent(self, world: int, backend: str | None = None) -> float:
         """Bytes one rank sends in this collective (the formulas of the accounting)."""

@@ -21,8 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-bytes", type=int, default=16 * 2**20, help="largest message (bytes)")
     p.add_argument("--factor", type=int, default=4, help="size multiplier between points")
     p.add_argument("--iters", type=int, default=10, help="timed repeats per point (median)")
-    p.add_argument("--ops", default="allreduce,allgather,reduce_scatter",
-                   help="collectives to time (comma-separated)")
+    p.add_argument("--ops", default="allreduce,allgather,reduce_scatter,allreduce:float16,"
+                   "allreduce:bfloat16",
+                   help="collectives to time (comma-separated); OP:TYPE times OP on "
+                   "float16 or bfloat16 entries (e.g. allreduce:float16; default float32)")
     p.add_argument("--out", help="output folder (default: runs/bench-collectives/<time>)")
     p.add_argument("--no-compute-probe", action="store_true",
                    help="skip measuring the compute slowdown with p busy ranks")
@@ -46,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from scidl.cli import UserError
     from scidl.runtime.plotting import caption_text, provenance
     from scidl.scaling.collectives import (
+        DTYPES,
         OPS,
         alpha_free_of_sharing,
         contention_fields,
@@ -56,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         measure_matmul_flops,
         run_bench,
         size_sweep,
+        split_op,
     )
     from scidl.scaling.hardware import Hardware, save_hardware
 
@@ -66,9 +70,15 @@ def run(args: argparse.Namespace) -> int:
     if not nprocs or min(nprocs) < 2:
         raise UserError("--nproc: collectives need at least 2 processes")
     ops = [o.strip() for o in args.ops.split(",") if o.strip()]
-    bad = [o for o in ops if o not in OPS]
-    if bad:
-        raise UserError(f"--ops: unknown {', '.join(bad)}; choices: {', '.join(OPS)}")
+    for o in ops:
+        try:
+            split_op(o)
+        except KeyError as e:
+            raise UserError(f"--ops: {e.args[0]} (choices: {', '.join(OPS)}, each optionally "
+                            f":{'|:'.join(DTYPES[1:])})") from None
+    if all(split_op(o)[1] != "float32" for o in ops):
+        raise UserError("--ops: the α-β-γ fit needs at least one float32 collective "
+                        "(a bare name such as allreduce)")
     if args.min_bytes < 4 or args.max_bytes < args.min_bytes or args.factor < 2:
         raise UserError("need 4 <= --min-bytes <= --max-bytes and --factor >= 2")
     spec = _cluster(args.cluster) if args.cluster else None

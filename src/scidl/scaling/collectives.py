@@ -18,6 +18,14 @@ link that follows the α-β model this is the plain fit; on a shaped link whose 
 bucket lets the first few hundred kilobytes through faster than the sustained rate it
 keeps the sustained rate, the one a training step's megabyte-sized buckets see (a fit
 of every size alike in relative terms read 1.7 Gbit/s on a 1 Gbit/s link).
+
+An op may name the element type it moves, ``allreduce:float16`` (:func:`split_op`;
+float32 otherwise). Its timings get a rate and small-message times of their own
+(``op_beta``, ``op_latency``) and stay out of the common α-β-γ fit, which describes
+float32: a reduction's cost per byte depends on the type (gloo on CPU adds float16
+entries several times slower per byte than float32 ones, so an fp16 allreduce takes
+well over half the time of the float32 one), and the cost model prices a strategy's
+collective by the rate measured for its wire type where there is one.
 """
 
 from __future__ import annotations
@@ -35,24 +43,45 @@ import numpy as np
 from scidl.comm.accounting import ring_allreduce_bytes, ring_pass_bytes, ring_steps
 
 OPS = ("allreduce", "allgather", "reduce_scatter")
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def split_op(op: str) -> tuple[str, str]:
+    """(collective, element type) of an op name: ``allreduce:float16`` → (allreduce,
+    float16); a bare name moves float32. KeyError names an unknown part."""
+    base, _, dtype = op.partition(":")
+    dtype = dtype or "float32"
+    if base not in OPS:
+        raise KeyError(f"unknown collective {base!r}; choices: {', '.join(OPS)}")
+    if dtype not in DTYPES:
+        raise KeyError(f"unknown element type {dtype!r} in {op!r}; choices: {', '.join(DTYPES)}")
+    return base, dtype
+
+
+def op_key(op: str, dtype: str = "float32") -> str:
+    """The name an op's timings and rates go by: the bare op for float32, else
+    ``op:dtype``."""
+    return op if dtype == "float32" else f"{op}:{dtype}"
 
 
 def busbw_factor(op: str, p: int) -> float:
     """busbw / algbw for ``op`` on ``p`` ranks: the bytes per rank per payload byte."""
     if p <= 1:
         return 0.0
-    return ring_allreduce_bytes(1.0, p) if op == "allreduce" else ring_pass_bytes(1.0, p)
+    base, _ = split_op(op)
+    return ring_allreduce_bytes(1.0, p) if base == "allreduce" else ring_pass_bytes(1.0, p)
 
 
 def model_coefficients(op: str, p: int, n: float) -> tuple[float, float, float]:
-    """(coefficient of α, of β, of γ) of the ring model of ``op``."""
+    """(coefficient of α, of β, of γ) of the ring model of ``op`` (any element type)."""
+    op, _ = split_op(op)
     if op == "allreduce":
         return 2 * ring_steps(p), ring_allreduce_bytes(float(n), p), ring_pass_bytes(n, p)
     if op == "allgather":
         return ring_steps(p), ring_pass_bytes(n, p), 0.0
     if op == "reduce_scatter":
         return ring_steps(p), ring_pass_bytes(n, p), ring_pass_bytes(n, p)
-    raise KeyError(f"unknown collective {op!r}; choices: {', '.join(OPS)}")
+    raise AssertionError(op)  # split_op checked it
 
 
 def _scaled_nnls(a: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -96,9 +125,11 @@ def fit_alpha_beta_gamma(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     Returns ``alpha``, ``beta``, ``gamma``, ``bandwidth`` (1/β), ``rel_rms`` (root mean
     square relative error of the fit over all rows), ``n`` (rows used) and ``method``.
     γ is only identifiable when the rows mix reducing and non-reducing collectives;
-    otherwise it is 0.
+    otherwise it is 0. Rows of ops that name another element type than float32
+    (``allreduce:float16``) only enter ``op_beta`` and ``op_latency``.
     """
-    rows = [s for s in samples if s["ranks"] > 1 and s["time_s"] > 0]
+    rows = [s for s in samples if s["ranks"] > 1 and s["time_s"] > 0
+            and split_op(s["op"])[1] == "float32"]
     if len(rows) < 2:
         raise ValueError("need at least two timings with more than one rank to fit α, β")
     a = np.array([model_coefficients(s["op"], s["ranks"], s["bytes"]) for s in rows], float)
@@ -131,8 +162,8 @@ def fit_alpha_beta_gamma(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "rel_rms": rel,
         "n": len(rows),
         "method": method,
-        "op_beta": fit_op_rates(rows),
-        "op_latency": fit_op_latency(rows),
+        "op_beta": fit_op_rates(samples),
+        "op_latency": fit_op_latency(samples),
     }
 
 
@@ -196,21 +227,23 @@ def _time_op(op: str, n: int, p: int, iters: int) -> list[float]:
     import torch
     import torch.distributed as dist
 
-    numel = max(p, n // 4 // p * p)
+    op, type_name = split_op(op)
+    dtype = getattr(torch, type_name)
+    numel = max(p, n // dtype.itemsize // p * p)
     if op == "allreduce":
-        buf = torch.ones(numel)
+        buf = torch.ones(numel, dtype=dtype)
 
         def call() -> None:
             dist.all_reduce(buf)
     elif op == "allgather":
-        inp, out = torch.ones(numel // p), torch.empty(numel)
+        inp, out = torch.ones(numel // p, dtype=dtype), torch.empty(numel, dtype=dtype)
 
         gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
         def call() -> None:
             gather(out, inp)
     else:
-        inp, out = torch.ones(numel), torch.empty(numel // p)
+        inp, out = torch.ones(numel, dtype=dtype), torch.empty(numel // p, dtype=dtype)
 
         scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
 
@@ -493,7 +526,7 @@ def fit_by_ranks(samples: Sequence[dict[str, Any]]) -> dict[int, dict[str, float
     """One α-β-γ fit per process count (where that count has enough timings)."""
     out = {}
     for p in sorted({s["ranks"] for s in samples}):
-        rows = [s for s in samples if s["ranks"] == p]
+        rows = [s for s in samples if s["ranks"] == p and split_op(s["op"])[1] == "float32"]
         if p > 1 and len(rows) >= 3:
             out[p] = fit_alpha_beta_gamma(rows)
     return out

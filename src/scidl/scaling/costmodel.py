@@ -54,14 +54,19 @@ class LinkCost:
 
     def for_op(self, op: str) -> LinkCost:
         """The cost of ``op`` on this link: its own measured rate where there is one
-        (``op_beta``, the reduction folded in), else β and γ."""
+        (``op_beta``, the reduction folded in; for ``op:dtype``, that type's rate, else
+        the bare op's), else β and γ."""
         rate = self.op_beta.get(op)
+        if rate is None:
+            rate = self.op_beta.get(op.partition(":")[0])
         return self if rate is None else LinkCost(self.alpha, rate, 0.0)
 
     def floor(self, op: str, p: int, nbytes: float) -> float:
         """The least seconds one ``op`` of ``nbytes`` at ``p`` ranks takes on this link as
-        measured (``op_latency``, :func:`latency_floor`); 0 where nothing was measured."""
-        return latency_floor(self.op_latency.get(op) or {}, p, nbytes)
+        measured (``op_latency``, :func:`latency_floor`; for ``op:dtype``, that type's
+        times, else the bare op's); 0 where nothing was measured."""
+        table = self.op_latency.get(op) or self.op_latency.get(op.partition(":")[0])
+        return latency_floor(table or {}, p, nbytes)
 
 
 def _floor_at(table: Sequence[Sequence[float]], nbytes: float) -> float:
@@ -283,12 +288,13 @@ def reduce_scatter_cost(n_in: float, p: int, topo: Topology) -> float:
 def collective_cost(c: Collective, p: int, topo: Topology, algorithm: str) -> float:
     """Seconds for one collective of a strategy's plan (:mod:`scidl.comm.wire`), at the
     links' measured rate for that op where they have one, and never below the time
-    measured for that op, size and rank count where there is one (:func:`latency_floor`:
+    measured for that op, size and rank count where there is one (both for the
+    collective's element type where it was timed in it; :func:`latency_floor`:
     the α-β model prices a small collective at its α, which a fit from bandwidth-bound
     sizes reads as about 0)."""
     _, nodes = _split(p, topo.devices_per_node)
-    floor = (topo.inter if nodes > 1 else topo.intra).floor(c.op, p, c.nbytes)
-    topo = Topology(topo.devices_per_node, topo.intra.for_op(c.op), topo.inter.for_op(c.op))
+    floor = (topo.inter if nodes > 1 else topo.intra).floor(c.key, p, c.nbytes)
+    topo = Topology(topo.devices_per_node, topo.intra.for_op(c.key), topo.inter.for_op(c.key))
     if c.op == "allreduce":
         model = allreduce_cost(c.nbytes, p, topo, algorithm)
     elif c.op == "allgather":
