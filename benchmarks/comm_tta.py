@@ -123,6 +123,19 @@ def run_key(r: dict[str, Any]) -> tuple:
     return (r["model"], r["link"], r["optimizer"], r["strategy"], int(r["seed"]), int(r["steps"]))
 
 
+def budget_of(r: dict[str, Any]) -> int:
+    """The steps of the dense run whose final metric is a run's target (its own steps in
+    files from before runs could outlast dense)."""
+    return int(r.get("budget", r["steps"]))
+
+
+def run_steps(strategy: str, budget: int, extend: float) -> int:
+    """Steps of a run: dense runs the budget (its final metric is the target); any other
+    strategy may run ``extend`` times as many, since time to accuracy is wall time, and a
+    strategy faster per step may take more steps and still arrive sooner."""
+    return budget if strategy.split(":")[0] == "dense" else max(budget, round(budget * extend))
+
+
 # ----------------------------------------------------------------------------- one run
 
 
@@ -161,8 +174,11 @@ def read_run(out: Path) -> dict[str, Any]:
 
 
 def train_once(model: str, link: str, optimizer: str, strategy: str, seed: int, steps: int,
-               eval_every: int, runs: Path, timeout: float) -> dict[str, Any]:
-    """One ``scidl train --cluster`` run; its results (or the error) as a row."""
+               eval_every: int, runs: Path, timeout: float, budget: int | None = None
+               ) -> dict[str, Any]:
+    """One ``scidl train --cluster`` run of ``steps`` steps; its results (or the error) as
+    a row. ``budget``: the dense run's steps whose final metric is the target (default
+    ``steps``)."""
     m = MODELS[model]
     optim = optimizer_overrides(model, optimizer, strategy)
     if optim is None:
@@ -177,7 +193,7 @@ def train_once(model: str, link: str, optimizer: str, strategy: str, seed: int, 
            "checkpoint.every_steps=1000000", "checkpoint.final=false", "checkpoint.best=false"]
     row: dict[str, Any] = {"model": model, "link": link, "optimizer": optimizer,
                            "strategy": strategy, "seed": seed, "steps": steps,
-                           "eval_every": eval_every, "command": shlex.join(cmd[2:])}
+                           "budget": budget or steps, "eval_every": eval_every, "command": shlex.join(cmd[2:])}
     t0 = time.time()
     row["load_before"] = load_avg()
     proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -212,6 +228,8 @@ def cluster(*args: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     strategies = args.strategies or default_strategies()
+    if args.extend < 1:
+        raise SystemExit("--extend must be at least 1 (a strategy runs at least dense's steps)")
     if "dense" not in strategies:
         raise SystemExit("--strategies must include dense (the target comes from its runs)")
     strategies = ["dense"] + [s for s in strategies if s != "dense"]  # dense first: the target
@@ -229,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
         # seed-major: a stopped run leaves whole seeds (every optimizer, every strategy)
         todo = [(m, o, s, seed) for m in args.models for seed in args.seeds
                 for o in args.optimizers for s in strategies
-                if (m, link, o, s, seed, _steps(m, args)) not in done
+                if (m, link, o, s, seed, run_steps(s, _steps(m, args), args.extend)) not in done
                 and optimizer_overrides(m, o, s) is not None]
         if not todo:
             continue
@@ -237,8 +255,9 @@ def run(args: argparse.Namespace) -> int:
         cluster("up", "--name", CLUSTER, "--nodes", str(NODES), "--link", link)
         try:
             for m, o, s, seed in todo:
-                row = train_once(m, link, o, s, seed, _steps(m, args),
-                                 args.eval_every or MODELS[m]["eval_every"], runs, args.timeout)
+                row = train_once(m, link, o, s, seed, run_steps(s, _steps(m, args), args.extend),
+                                 args.eval_every or MODELS[m]["eval_every"], runs, args.timeout,
+                                 budget=_steps(m, args))
                 row["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
                 data["runs"].append(row)
                 data["env"] = {"python": platform.python_version(), "machine": platform.machine(),
@@ -273,13 +292,24 @@ def time_to(curve: list[list[float]], target: float, higher: bool) -> float | No
 
 
 def summarise(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per (model, link, optimizer, steps, strategy), over its seeds."""
-    runs = [r for r in data.get("runs", []) if "error" not in r]
-    dense = {(r["model"], r["link"], r["optimizer"], r["seed"], r["steps"]): r
+    """One row per (model, link, optimizer, budget, strategy), over its seeds.
+
+    ``steps`` of a row is the budget: dense's steps, whose final metric is the target. A
+    strategy's run may be longer (``--extend``); of several runs of one seed the longest
+    counts (with a constant learning rate a shorter run is the start of the longer one)."""
+    longest: dict[tuple, dict[str, Any]] = {}
+    for r in data.get("runs", []):
+        if "error" in r:
+            continue
+        key = (r["model"], r["link"], r["optimizer"], budget_of(r), r["strategy"], r["seed"])
+        if key not in longest or r["steps"] > longest[key]["steps"]:
+            longest[key] = r
+    runs = list(longest.values())
+    dense = {(r["model"], r["link"], r["optimizer"], r["seed"], budget_of(r)): r
              for r in runs if r["strategy"] == "dense"}
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in runs:
-        groups.setdefault((r["model"], r["link"], r["optimizer"], r["steps"], r["strategy"]),
+        groups.setdefault((r["model"], r["link"], r["optimizer"], budget_of(r), r["strategy"]),
                           []).append(r)
     rows = []
     for (model, link, opt, steps, strat), rs in groups.items():
@@ -301,7 +331,7 @@ def summarise(data: dict[str, Any]) -> list[dict[str, Any]]:
                        if k[0] == model and k[1] == link and k[2] == opt and k[4] == steps]
         rows.append({
             "model": model, "link": link, "optimizer": opt, "steps": steps, "strategy": strat,
-            "seeds": len(rs), "reached": reached, "headline": rs[0]["headline"],
+            "steps_run": sorted({r["steps"] for r in rs}), "seeds": len(rs), "reached": reached, "headline": rs[0]["headline"],
             "tta_s": _spread(tta), "tta_vs_dense": _spread(ratio), "final": _spread(finals),
             "bytes_per_step": statistics.mean(nbytes),
             "bytes_vs_dense": (statistics.mean(dense_bytes) / statistics.mean(nbytes)
@@ -344,17 +374,18 @@ def markdown(data: dict[str, Any]) -> str:
     rows = summarise(data)
     if not rows:
         return "(no runs yet)"
-    out = ["| model | link | optimizer | steps | strategy | seeds reaching dense's final | "
+    out = ["| model | link | optimizer | steps | strategy | steps run | "
+           "seeds reaching dense's final | "
            "time to dense's final (s) | ÷ dense | final metric | MB/step/rank | bytes ÷ dense | "
            "auto's choice (buckets) | s/step | load (1 min) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = r["bytes_vs_dense"]
         load = r["load_1min"]
         load_s = "—" if load is None else f"{load['min']:.1f}–{load['max']:.1f}"
         out.append(
             f"| {r['model']} | {r['link']} | {r['optimizer']} | {r['steps']} | {r['strategy']} | "
-            f"{r['reached']}/{r['seeds']} | {_fmt(r['tta_s'])} | {_fmt(r['tta_vs_dense'], 2)} | "
+            f"{', '.join(map(str, r['steps_run']))} | {r['reached']}/{r['seeds']} | {_fmt(r['tta_s'])} | {_fmt(r['tta_vs_dense'], 2)} | "
             f"{r['headline']} {_fmt(r['final'], 4)} | {r['bytes_per_step'] / 1e6:.3f} | "
             f"{'—' if ratio is None else f'{ratio:.1f}'} | {r['auto_choice'] or '—'} | "
             f"{_fmt(r['step_s'], 3)} | {load_s} |")
@@ -473,6 +504,10 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     rp.add_argument("--steps", type=int, help="step budget of every run (default: per model)")
     rp.add_argument("--eval-every", type=int, help="steps between evaluations (default: per model)")
+    rp.add_argument("--extend", type=float, default=1.0,
+                    help="strategies other than dense run this many times dense's steps "
+                    "(time to accuracy is wall time: a strategy faster per step may take "
+                    "more steps); the target stays dense's final metric")
     rp.add_argument("--timeout", type=float, default=3600, help="seconds per run")
     rp.add_argument("--runs", help="parent folder of the run folders (default: a temp dir)")
     rp.add_argument("--retry-failed", action="store_true", help="run failed runs again")

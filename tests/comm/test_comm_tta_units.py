@@ -48,8 +48,28 @@ def test_summary_per_seed_target_and_spread():
     assert rows["fp16"]["bytes_vs_dense"] == 2.0
     assert rows["topk"]["reached"] == 0 and rows["topk"]["tta_s"] is None
     text = b.markdown(data)
-    assert "| digits | 100mbit | adam | 60 | fp16 | 2/2 | 4.0 ± 2.0 |" in text
-    assert "| topk | 0/1 | — |" in text
+    assert "| digits | 100mbit | adam | 60 | fp16 | 60 | 2/2 | 4.0 ± 2.0 |" in text
+    assert "| topk | 60 | 0/1 | — |" in text
+
+
+def test_strategies_may_outlast_dense_and_the_longest_run_of_a_seed_counts():
+    b = _bench()
+    assert b.run_steps("dense", 60, 2.0) == 60  # dense's final is the target
+    assert b.run_steps("powersgd", 60, 2.0) == 120
+    assert b.run_steps("topk:density=0.001", 60, 1.5) == 90
+    assert b.run_steps("fp16", 60, 1.0) == 60
+    data = {"runs": [
+        _run("dense", 0, [[30, 8.0, 0.90], [60, 16.0, 0.95]], 0.95, 1000.0),
+        # a 60-step run that falls short, and the 120-step run of the same seed after it
+        _run("powersgd", 0, [[30, 2.0, 0.90], [60, 4.0, 0.94]], 0.94, 10.0),
+        {**_run("powersgd", 0, [[30, 2.1, 0.90], [60, 4.1, 0.94], [90, 6.0, 0.948],
+                                [120, 8.0, 0.95]], 0.95, 10.0), "steps": 120, "budget": 60},
+    ]}
+    rows = {r["strategy"]: r for r in b.summarise(data)}
+    assert rows["powersgd"]["steps"] == 60 and rows["powersgd"]["steps_run"] == [120]
+    assert rows["powersgd"]["seeds"] == 1 and rows["powersgd"]["reached"] == 1
+    assert rows["powersgd"]["tta_vs_dense"]["mean"] == 6.0 / 16.0  # 0.948 ≥ 0.95·0.995
+    assert "| digits | 100mbit | adam | 60 | powersgd | 120 | 1/1 | 6.0 |" in b.markdown(data)
 
 
 def test_strategy_labels_and_defaults():
