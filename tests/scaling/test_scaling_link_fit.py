@@ -163,12 +163,10 @@ def test_collective_cost_is_never_below_the_measured_small_collective():
 
 
 def test_ops_named_with_an_element_type_get_their_own_rate_outside_the_common_fit():
-    from scidl.scaling.collectives import op_key, split_op
+    from scidl.scaling.collectives import split_op
 
     assert split_op("allreduce") == ("allreduce", "float32")
     assert split_op("allreduce:float16") == ("allreduce", "float16")
-    assert op_key("allgather", "bfloat16") == "allgather:bfloat16"
-    assert op_key("allgather") == "allgather"
     for bad in ("allreduce:int8", "broadcast", "broadcast:float16"):
         with pytest.raises(KeyError):
             split_op(bad)

@@ -23,8 +23,8 @@ An op may name the element type it moves, ``allreduce:float16`` (:func:`split_op
 float32 otherwise). Its timings get a rate and small-message times of their own
 (``op_beta``, ``op_latency``) and stay out of the common α-β-γ fit, which describes
 float32: a reduction's cost per byte depends on the type (gloo on CPU adds float16
-entries several times slower per byte than float32 ones, so an fp16 allreduce takes
-well over half the time of the float32 one), and the cost model prices a strategy's
+entries slower per byte than float32 ones, so an fp16 allreduce can take well over half
+the time of the float32 one of the same entries), and the cost model prices a strategy's
 collective by the rate measured for its wire type where there is one.
 """
 
@@ -56,12 +56,6 @@ def split_op(op: str) -> tuple[str, str]:
     if dtype not in DTYPES:
         raise KeyError(f"unknown element type {dtype!r} in {op!r}; choices: {', '.join(DTYPES)}")
     return base, dtype
-
-
-def op_key(op: str, dtype: str = "float32") -> str:
-    """The name an op's timings and rates go by: the bare op for float32, else
-    ``op:dtype``."""
-    return op if dtype == "float32" else f"{op}:{dtype}"
 
 
 def busbw_factor(op: str, p: int) -> float:
