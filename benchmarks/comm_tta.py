@@ -193,7 +193,8 @@ def train_once(model: str, link: str, optimizer: str, strategy: str, seed: int, 
            "checkpoint.every_steps=1000000", "checkpoint.final=false", "checkpoint.best=false"]
     row: dict[str, Any] = {"model": model, "link": link, "optimizer": optimizer,
                            "strategy": strategy, "seed": seed, "steps": steps,
-                           "budget": budget or steps, "eval_every": eval_every, "command": shlex.join(cmd[2:])}
+                           "budget": budget or steps, "eval_every": eval_every,
+                           "command": shlex.join(cmd[2:])}
     t0 = time.time()
     row["load_before"] = load_avg()
     proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -331,7 +332,8 @@ def summarise(data: dict[str, Any]) -> list[dict[str, Any]]:
                        if k[0] == model and k[1] == link and k[2] == opt and k[4] == steps]
         rows.append({
             "model": model, "link": link, "optimizer": opt, "steps": steps, "strategy": strat,
-            "steps_run": sorted({r["steps"] for r in rs}), "seeds": len(rs), "reached": reached, "headline": rs[0]["headline"],
+            "steps_run": sorted({r["steps"] for r in rs}), "seeds": len(rs),
+            "reached": reached, "headline": rs[0]["headline"],
             "tta_s": _spread(tta), "tta_vs_dense": _spread(ratio), "final": _spread(finals),
             "bytes_per_step": statistics.mean(nbytes),
             "bytes_vs_dense": (statistics.mean(dense_bytes) / statistics.mean(nbytes)
@@ -385,7 +387,8 @@ def markdown(data: dict[str, Any]) -> str:
         load_s = "—" if load is None else f"{load['min']:.1f}–{load['max']:.1f}"
         out.append(
             f"| {r['model']} | {r['link']} | {r['optimizer']} | {r['steps']} | {r['strategy']} | "
-            f"{', '.join(map(str, r['steps_run']))} | {r['reached']}/{r['seeds']} | {_fmt(r['tta_s'])} | {_fmt(r['tta_vs_dense'], 2)} | "
+            f"{', '.join(map(str, r['steps_run']))} | {r['reached']}/{r['seeds']} | "
+            f"{_fmt(r['tta_s'])} | {_fmt(r['tta_vs_dense'], 2)} | "
             f"{r['headline']} {_fmt(r['final'], 4)} | {r['bytes_per_step'] / 1e6:.3f} | "
             f"{'—' if ratio is None else f'{ratio:.1f}'} | {r['auto_choice'] or '—'} | "
             f"{_fmt(r['step_s'], 3)} | {load_s} |")

@@ -1,14 +1,10 @@
 """Shared fixtures: restore env vars, never leak a process group, one thread per process;
-a hard per-test time limit; the shared FSDP groups of tests/parallel; a loader of the
-scripts under benchmarks/ (``benchmark_module``)."""
+a hard per-test time limit; the shared FSDP groups of tests/parallel."""
 
 from __future__ import annotations
 
 import faulthandler
-import importlib.util
 import os
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
@@ -28,22 +24,6 @@ def _restore_env_and_threads():
     os.environ.clear()
     os.environ.update(env)
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="session")
-def benchmark_module():
-    """``load(name)``: benchmarks/NAME.py as a fresh module named ``NAME_benchmark`` (the
-    scripts are not a package; their pure parts are tested through this)."""
-    root = Path(__file__).resolve().parents[1] / "benchmarks"
-
-    def load(name: str) -> ModuleType:
-        spec = importlib.util.spec_from_file_location(f"{name}_benchmark", root / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-
-    return load
 
 
 HARD_LIMIT_GRACE_S = 60
