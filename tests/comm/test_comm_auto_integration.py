@@ -1,6 +1,7 @@
 """``comm.strategy=auto`` on 3 gloo processes: every rank makes the same choice from its
 own (different) measurements, a NaN on one rank after the choice neither hangs nor
-poisons the next step, and the strategy's state survives a round trip."""
+poisons the next step, the strategy's state survives a round trip, and the provisional
+choice in step 0 compresses the observed steps (off: they are dense)."""
 
 from __future__ import annotations
 
@@ -38,22 +39,27 @@ def _step(ddp, net, strat, rank, t, poison=False):
                 p.add_(p.grad, alpha=-0.05)
     else:
         strat.on_skipped_step()
-    strat.end_step()
-    return finite
+    return finite, strat.end_step()["bytes_sent"]
 
 
 def _worker(rank: int, world: int) -> dict:
     out = {}
-    for label, link in (("given", SLOW), ("probed", None)):
-        cfg = CommConfig(strategy="auto", bucket_cap_mb=0.03, auto_warmup_steps=2,
-                         auto_link=link, auto_probe_bytes=(1024, 65536), rank=2, density=0.05)
+    for label, link, provisional in (("given", SLOW, True), ("probed", None, True),
+                                     ("dense_first", SLOW, False)):
+        cfg = CommConfig(strategy="auto", bucket_cap_mb=0.03, auto_warmup_steps=3,
+                         auto_link=link, auto_probe_bytes=(1024, 65536), rank=2, density=0.05,
+                         auto_provisional=provisional)
         net = _net()
         strat = build_strategy(cfg)
         ddp = strat.wrap(net)
-        finite = [_step(ddp, net, strat, rank, t, poison=(label == "given" and t == 4 and rank == 1))
-                  for t in range(7)]
+        steps = [_step(ddp, net, strat, rank, t,
+                       poison=(label == "given" and t == 4 and rank == 1)) for t in range(7)]
+        finite = [f for f, _ in steps]
         rep = strat.report()
         out[label] = {"choice": rep["choice"], "link": rep["link"], "finite": finite,
+                      "sent": [b for _, b in steps],
+                      # no choice comes after the refined one: no timeline kept
+                      "kept": sum(len(g) for g in strat._gaps.values()),
                       "decisions": rep["decisions"], "params": [p.detach().clone() for p in
                                                                 net.parameters()]}
         if label == "given":  # state round trip into a fresh strategy on the same model
@@ -64,6 +70,7 @@ def _worker(rank: int, world: int) -> dict:
             s2 = strat2.state_dict()
             out["round_trip"] = (s2["choice"] == state["choice"]
                                  and s2["bucket_keys"] == state["bucket_keys"]
+                                 and s2["param_choice"] == state["param_choice"]
                                  and s2["link"] == state["link"]
                                  and _same(s2["inner"], state["inner"]))
             out["has_residual"] = bool(state["inner"].get("topk", {}).get("residuals")
@@ -83,7 +90,7 @@ def _same(a, b) -> bool:
 
 def test_auto_same_choice_nonfinite_and_state_round_trip():
     res = run_distributed(_worker, 3, timeout=120)
-    for label in ("given", "probed"):
+    for label in ("given", "probed", "dense_first"):
         choices = [r[label]["choice"] for r in res]
         links = [r[label]["link"] for r in res]
         assert len(choices[0]) >= 2  # several buckets were decided
@@ -94,6 +101,21 @@ def test_auto_same_choice_nonfinite_and_state_round_trip():
             assert d["bucket_compute_s"] == res[0][label]["decisions"][0]["bucket_compute_s"]
             assert d["predicted_step_s"] is not None and d["measured_step_s"] is not None
     assert any(c != "dense" for c in res[0]["given"]["choice"])  # the slow link compresses
+    # provisional choice in step 0's first hook, refined after step 2; one link probe
+    given, dense_first = res[0]["given"], res[0]["dense_first"]
+    assert [(d["kind"], d["step"]) for d in given["decisions"]] == [("provisional", 0),
+                                                                     ("refined", 3)]
+    assert len(set(given["decisions"][0]["choice"])) == 1  # one candidate for all
+    probed = res[0]["probed"]["decisions"]
+    assert probed[0]["probe_s"] is not None and probed[1]["probe_s"] is None
+    assert probed[1]["link"] == probed[0]["link"]
+    assert [(d["kind"], d["step"]) for d in dense_first["decisions"]] == [("final", 3)]
+    # bytes: steps 0-2 compressed with the provisional choice, dense without it
+    sent, dense_sent = given["sent"], dense_first["sent"]
+    assert max(sent[0:3]) < 0.7 * dense_sent[0]
+    assert min(dense_sent[1:3]) >= dense_sent[0]
+    assert max(dense_sent[3:]) < 0.7 * dense_sent[0]
+    assert given["kept"] == 0 and dense_first["kept"] == 0
     assert res[0]["probed"]["link"]["beta"] > 0
     # NaN on rank 1 at step 4 (after the choice): every rank skipped exactly that step,
     # and the next steps are finite again on every rank (no NaN kept in any residual)

@@ -94,3 +94,44 @@ def test_candidates_keep_their_guard():
     cfg = CommConfig(strategy="auto", warmup_steps=7, error_feedback=False)
     topk = candidate_config(cfg, "topk")
     assert (topk.strategy, topk.warmup_steps, topk.error_feedback) == ("topk", 7, True)
+
+
+def test_a_rebuilt_bucket_keeps_the_candidate_its_parameters_agree_on():
+    from scidl.comm.auto import by_parameter, planned
+
+    choice = {0: "powersgd", 1: "fp16", 2: "dense"}
+    keys = {0: (4, 5), 1: (2, 3), 2: (0, 1, -1)}
+    params = by_parameter(choice, keys)
+    assert params == {4: "powersgd", 5: "powersgd", 2: "fp16", 3: "fp16", 0: "dense",
+                      1: "dense"}
+    assert planned(1, (2, 3), choice, keys, params, "dense") == ("fp16", False)
+    # DDP rebuilt its buckets: index 0 now holds what bucket 1 held, index 1 a mix
+    assert planned(0, (3, 2), choice, keys, params, "dense") == ("fp16", False)
+    assert planned(1, (5, 2), choice, keys, params, "dense") == ("dense", True)
+    assert planned(3, (9,), choice, keys, params, "dense") == ("dense", True)  # unknown
+    assert planned(0, (4, 5), {}, {}, {}, "dense") == ("dense", False)  # before any choice
+
+
+def test_prior_buckets_group_parameters_last_to_first_up_to_the_cap():
+    from scidl.comm.auto import prior_buckets
+
+    shapes = [(100, 10), (100,), (50, 10), (50,), (20, 5)]  # 1000, 100, 500, 50, 100
+    out = prior_buckets(shapes, cap_bytes=4 * 700, backward_s=0.35)
+    assert [b.shapes for b in out] == [((20, 5), (50,), (50, 10)), ((100,),), ((100, 10),)]
+    assert [b.numel for b in out] == [650, 100, 1000]
+    assert [round(b.compute_s, 6) for b in out] == [0.13, 0.02, 0.2]  # by entries
+
+
+def test_uniform_choice_follows_the_ladder_rules():
+    from scidl.comm.auto import choose_uniform
+
+    slow = choose_uniform(BUCKETS, Link(1e-4, 8 / 100e6), 4, CFG)
+    fast = choose_uniform(BUCKETS, Link(1e-5, 8 / 100e9), 4, CFG)
+    assert fast.choice == ["dense"] * 4 and fast.moves == 0
+    assert len(set(slow.choice)) == 1 and slow.choice[0] != "dense" and slow.moves >= 1
+    _, blocked, tail = simulate(BUCKETS, [[s] for s in _dense_seconds(Link(1e-4, 8 / 100e6))])
+    assert slow.exposed_s < 0.5 * (blocked + tail)
+    # a move that buys less than auto_min_gain of the step is not made
+    strict = CommConfig(strategy="auto", auto_min_gain=0.99)
+    assert choose_uniform(BUCKETS, Link(1e-4, 8 / 100e6), 4, strict).choice == ["dense"] * 4
+    assert choose_uniform(BUCKETS, Link(1e-4, 8 / 100e6), 1, CFG).choice == ["dense"] * 4

@@ -1,17 +1,36 @@
 """``auto``: choose a strategy per bucket from the measured link and backward timeline.
 
-For the first ``comm.auto_warmup_steps`` steps every bucket is reduced densely (the
-accuracy guard of the compressed strategies: no compression before the model has
-settled, and DDP rebuilds its buckets after the first step) while the strategy records,
-per DDP bucket, how long the backward pass computed before the bucket's hook fired
-(the time between the previous hook returning, or the end of the forward pass, and this
-hook being called: compression work done inside hooks is not counted as compute).
-Then, on every rank at once:
+The strategy records, per DDP bucket, how long the backward pass computed before the
+bucket's hook fired (the time between the previous hook returning, or the end of the
+forward pass, and this hook being called: compression work done inside hooks is not
+counted as compute, so the timeline does not depend on which strategy reduces the
+bucket).
+
+**Provisional choice** (``comm.auto_provisional``, on by default): in step 0's first
+hook, before any gradient is sent, all ranks probe the link and choose one candidate
+for every parameter (:func:`choose_uniform`) from a prior of the backward pass:
+``BACKWARD_PER_FORWARD`` times the forward pass just timed, spread over DDP's first
+buckets by entries (:func:`prior_buckets`). Step 0's forward pass is slower than a
+steady one (first-call allocations), so the prior sees more compute to hide
+communication behind and errs towards less compression. If the forward pass was not
+timed, every bucket of step 0 is reduced densely and the provisional choice is made
+after it from step 0's timeline. Steps up to ``comm.auto_warmup_steps`` run under the
+provisional choice while they are observed. DDP rebuilds its buckets after step 0; a
+bucket whose parameters all have the same candidate gets it, any other is reduced
+densely (counted as unplanned). **Refined choice**: after ``comm.auto_warmup_steps``
+steps, per bucket from their timeline (:func:`choose`; step 0 is left out of it), on
+the provisional choice's link. With ``comm.auto_provisional=false`` every bucket is
+reduced densely until one choice after ``comm.auto_warmup_steps`` steps. The accuracy
+guard of each compressed candidate is its own (``comm.warmup_steps``, error feedback),
+not ``auto``'s observation.
+
+Each choice, on every rank at once:
 
 1. **Link probe.** Two allreduces of ``comm.auto_probe_bytes`` (a small and a large
    message, each timed 3 times, fastest kept), fitted to the ring model
    t = 2(p−1)·α + 2(p−1)/p·n·β (the model of :mod:`scidl.scaling.costmodel`).
-   ``comm.auto_link`` gives (α, β) instead of probing.
+   ``comm.auto_link`` gives (α, β) instead of probing. The refined choice reuses the
+   provisional choice's link.
 2. **Agreement.** The probe times, the per-bucket compute times and the compute-only
    step time are combined with one allreduce (MAX: the slowest rank sets the pace), so
    every rank holds the same numbers.
@@ -30,8 +49,8 @@ Then, on every rank at once:
 4. Rank 0's choice is broadcast (one small broadcast), so all ranks use the same
    strategy for the same bucket whatever floating-point differences they have.
 
-Every ``comm.auto_every`` steps (0: never) the probe and the decision are repeated on
-steps observed since the last decision. Each candidate runs as its own strategy object
+Every ``comm.auto_every`` steps (0: never) after the last choice the probe and the
+decision are repeated on the steps observed since it. Each candidate runs as its own strategy object
 with its own accuracy guard (``topk``/``powersgd`` keep error feedback on, and reduce
 densely for the first ``comm.warmup_steps`` steps of the run; residuals and warm
 starts are per parameter); a candidate that loses a bucket at a re-decision
@@ -50,6 +69,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -68,6 +88,11 @@ from scidl.comm.registry import get_strategy_class
 from scidl.comm.wire import Collective
 
 PROBE_REPEATS = 3
+WALLS_KEPT = 1000  # step times behind a choice's measured step time (the latest)
+# Backward ÷ forward time before any backward pass is seen: the backward pass computes
+# gradients for both activations and weights, about twice the forward's arithmetic
+# (Kaplan et al. 2020, "Scaling laws for neural language models": 6N vs 2N per token).
+BACKWARD_PER_FORWARD = 2.0
 
 
 # ----------------------------------------------------------------------------- pure part
@@ -227,6 +252,81 @@ def candidate_config(cfg: Any, name: str) -> Any:
     return cfg.model_copy(update={"strategy": name, "error_feedback": True})
 
 
+def prior_buckets(shapes: Sequence[tuple[int, ...]], cap_bytes: float, backward_s: float
+                  ) -> list[BucketInfo]:
+    """Buckets as DDP first forms them, before any backward pass was seen: the parameters
+    (``shapes``, in registration order) taken last to first and grouped up to
+    ``cap_bytes`` of fp32 gradients; ``backward_s`` spread over them by entries."""
+    groups: list[list[tuple[int, ...]]] = []
+    size = 0.0
+    for shape in reversed(shapes):
+        nbytes = 4.0 * math.prod(shape)
+        if not groups or size + nbytes > cap_bytes:
+            groups.append([])
+            size = 0.0
+        groups[-1].append(tuple(shape))
+        size += nbytes
+    total = sum(math.prod(sh) for g in groups for sh in g) or 1
+    out = []
+    for g in groups:
+        n = sum(math.prod(sh) for sh in g)
+        out.append(BucketInfo(n, backward_s * n / total, tuple(g)))
+    return out
+
+
+def choose_uniform(buckets: Sequence[BucketInfo], link: Link, world: int, cfg: Any) -> Decision:
+    """One candidate for every bucket (pure): from the first of the ladder, move to the
+    next candidate that exposes less communication while the exposed communication is
+    above ``comm.auto_exposed_fraction`` of the backward pass and the move shortens the
+    predicted step by more than ``comm.auto_min_gain`` of it (the rules of
+    :func:`choose`, applied to all buckets at once)."""
+    ladder = list(cfg.auto_candidates)
+    sims = [simulate(buckets, [plan_seconds(name, cfg, b, world, link) for b in buckets])
+            for name in ladder]
+    cur, moves = 0, 0
+    bwd = sims[0][0]
+    while world > 1:
+        exposed = sims[cur][1] + sims[cur][2]
+        if exposed <= cfg.auto_exposed_fraction * bwd:
+            break
+        nxt = next((m for m in range(cur + 1, len(ladder))
+                    if sims[m][1] + sims[m][2] < exposed), None)
+        if nxt is None:
+            break
+        gain = exposed - (sims[nxt][1] + sims[nxt][2])
+        if gain <= max(cfg.auto_min_gain * (bwd + exposed), 1e-12):
+            break
+        cur, moves = nxt, moves + 1
+    _, blocked, tail = sims[cur]
+    return Decision([ladder[cur]] * len(buckets), bwd, blocked, tail, moves, ladder)
+
+
+def by_parameter(choice: dict[int, str], keys: dict[int, tuple[int, ...]]) -> dict[int, str]:
+    """Parameter position → candidate, from a per-bucket choice and each bucket's
+    parameter positions (unknown positions, −1, are left out)."""
+    return {pos: choice[i] for i, key in keys.items() if i in choice for pos in key
+            if pos >= 0}
+
+
+def planned(index: int, key: tuple[int, ...], choice: dict[int, str],
+            keys: dict[int, tuple[int, ...]], params: dict[int, str],
+            default: str) -> tuple[str, bool]:
+    """(candidate, unplanned) for bucket ``index`` holding parameter positions ``key``.
+
+    The decided bucket's candidate if its parameters are the decided ones; else (DDP
+    rebuilt its buckets, or the choice was made per parameter) the candidate all its
+    parameters have, if they agree; else ``default`` (dense), flagged unplanned. Before
+    any choice: ``default``."""
+    if index in choice and keys.get(index) == key:
+        return choice[index], False
+    if not params:
+        return default, False
+    names = {params.get(pos) for pos in key}
+    if len(names) == 1 and None not in names:
+        return str(names.pop()), False
+    return default, True
+
+
 # ----------------------------------------------------------------------------- strategy
 
 
@@ -251,14 +351,18 @@ class Auto(CommStrategy):
         # decision state
         self.choice: dict[int, str] = {}  # bucket index → candidate
         self.bucket_keys: dict[int, tuple[int, ...]] = {}  # bucket index → param positions
+        self.param_choice: dict[int, str] = {}  # param position → candidate
         self.link: Link | None = None
         self.decisions: list[dict[str, Any]] = []
         # observation of the current window
         self._meta: dict[int, tuple[int, tuple[tuple[int, ...], ...] | None]] = {}
-        self._gaps: dict[int, list[float]] = {}
+        self._gaps: dict[int, list[tuple[int, float]]] = {}  # bucket → (step, seconds)
         self._floor: list[float] = []
-        self._step_walls: list[float] = []
+        self._step_walls: deque[float] = deque(maxlen=WALLS_KEPT)
+        self._observing = True  # another choice will come: keep the timeline
+        self._fwd_start: float | None = None
         self._fwd_end: float | None = None
+        self._shapes: list[tuple[int, ...]] = []  # parameters that get gradients, in order
         self._last_exit: float | None = None
         self._last_end: float | None = None
         self._pos: dict[int, int] = {}
@@ -268,18 +372,25 @@ class Auto(CommStrategy):
 
     # ------------------------------------------------------------------ wiring
     def steady_after(self) -> int:
-        """Its dense observation steps, or a candidate's own warm-up if longer."""
+        """Its observation steps (the refined choice), or a candidate's own warm-up if
+        longer."""
         inner = max((s.steady_after() for s in self.inner.values()), default=0)
         return max(int(self.cfg.auto_warmup_steps), inner)
 
     def setup(self, ddp_model: DDP | None, group: dist.ProcessGroup | None) -> None:
         super().setup(ddp_model, group)
         self._pos = {pid: i for i, pid in enumerate(self.param_ids)}
+        if ddp_model is not None:
+            self._shapes = [tuple(p.shape) for p in ddp_model.module.parameters()
+                            if p.requires_grad]
         for s in self.inner.values():
             s.setup(ddp_model, group)
 
     def attach(self, ddp_model: DDP) -> None:
         super().attach(ddp_model)
+
+        def forward_start(module: nn.Module, args: Any) -> None:
+            self._fwd_start = time.perf_counter()
 
         def forward_done(module: nn.Module, args: Any, out: Any) -> None:
             self._fwd_end = time.perf_counter()
@@ -287,6 +398,7 @@ class Auto(CommStrategy):
 
         # on the wrapped module: a hook on the DDP object itself would send every DDP
         # call down torch's slow path
+        ddp_model.module.register_forward_pre_hook(forward_start)
         ddp_model.module.register_forward_hook(forward_done)
 
     # ------------------------------------------------------------------ reduction
@@ -297,15 +409,18 @@ class Auto(CommStrategy):
         now = time.perf_counter()
         prev = self._last_exit if bucket.index > 0 and self._last_exit is not None \
             else self._fwd_end
-        if prev is not None:
-            self._gaps.setdefault(bucket.index, []).append(max(now - prev, 0.0))
+        if self._prior_due(bucket):  # step 0's first bucket, on every rank
+            self._decide_prior()
+        if prev is not None and self._observing:
+            self._gaps.setdefault(bucket.index, []).append((self.step, max(now - prev, 0.0)))
         shapes = tuple(tuple(p.shape) for p in bucket.params) if bucket.layout else None
         self._meta[bucket.index] = (bucket.buffer.numel(), shapes)
-        self._keys_seen[bucket.index] = self._key(bucket)
-        name = self.choice.get(bucket.index, self.dense_name)
-        if name != self.dense_name and self.bucket_keys.get(bucket.index) != self._key(bucket):
-            name = self.dense_name  # the buckets changed since the decision (same on all ranks)
-            self._unplanned += 1
+        key = self._key(bucket)
+        self._keys_seen[bucket.index] = key
+        # the same on every rank: DDP's (rebuilt) buckets and the choice are rank 0's
+        name, unplanned = planned(bucket.index, key, self.choice, self.bucket_keys,
+                                  self.param_choice, self.dense_name)
+        self._unplanned += unplanned
         fut = self.inner[name].reduce(bucket)
         self._last_exit = time.perf_counter()
         return fut
@@ -320,25 +435,41 @@ class Auto(CommStrategy):
         out = super().end_step()
         if wall is not None and step > 0:  # step 0: DDP builds and rebuilds its buckets
             self._step_walls.append(wall)
-            self._floor.append(max(wall - out.get("exposed_s", 0.0), 0.0))
-        first = not self.decisions and step + 1 >= self.cfg.auto_warmup_steps
-        again = (self.decisions and self.cfg.auto_every
-                 and step + 1 - self._window_start >= self.cfg.auto_every)
-        if first or again:
-            self._decide()
+            if self._observing:
+                self._floor.append(max(wall - out.get("exposed_s", 0.0), 0.0))
+        due = self._due(step)
+        if due:
+            self._decide(probe=due != "refined", kind=due)
         self._last_end = time.perf_counter()
         return out
 
+    def _due(self, step: int) -> str | None:
+        """Which choice the close of ``step`` makes: "provisional", "refined",
+        "final" (the one choice without a provisional one), "again" (every
+        ``comm.auto_every``), or None."""
+        warm = self.cfg.auto_warmup_steps
+        if not self.decisions:
+            if self.cfg.auto_provisional:
+                return "provisional"
+            return "final" if step + 1 >= warm else None
+        if self.decisions[-1].get("kind") == "provisional":
+            return "refined" if step + 1 >= warm else None
+        every = self.cfg.auto_every
+        return "again" if every and step + 1 - self._window_start >= every else None
+
     def _observed(self) -> tuple[list[BucketInfo], float]:
-        """This rank's buckets (median compute per bucket, steps 1+ of the window) and
-        compute-only step time."""
+        """This rank's buckets (median compute per bucket over the window; step 0 only
+        where the window holds nothing else: DDP builds its buckets there) and
+        compute-only step time (the window's fastest)."""
         n = (max(self._meta) + 1) if self._meta else 0
         infos = []
         for i in range(n):
             numel, shapes = self._meta.get(i, (0, None))
-            gaps = self._gaps.get(i, [])[1:] or self._gaps.get(i, [])
+            seen = self._gaps.get(i, [])
+            gaps = [g for st, g in seen if st > 0] or [g for _, g in seen]
             infos.append(BucketInfo(numel, statistics.median(gaps) if gaps else 0.0, shapes))
-        floor = statistics.median(self._floor) if self._floor else 0.0
+        # the fastest step: its noise only adds (a new candidate's first step allocates)
+        floor = min(self._floor) if self._floor else 0.0
         return infos, floor
 
     def _probe(self) -> tuple[float, float]:
@@ -358,68 +489,116 @@ class Auto(CommStrategy):
             out.append(best)
         return out[0], out[1]
 
-    def _decide(self) -> None:
-        """Probe, agree on the numbers, decide on rank 0, broadcast (all ranks)."""
+    def _prior_due(self, bucket: Bucket) -> bool:
+        """Whether this hook makes the provisional choice: step 0's first bucket, no
+        choice yet, the forward pass timed (the same answer on every rank)."""
+        return bool(self.cfg.auto_provisional and not self.decisions and self.step == 0
+                    and bucket.index == 0 and self.world > 1 and self._shapes
+                    and self._fwd_start is not None and self._fwd_end is not None)
+
+    def _decide_prior(self) -> None:
+        """The provisional choice, inside step 0's first hook (all ranks): one candidate
+        for every parameter, from the link probe and the forward pass's time (the
+        backward pass taken as ``BACKWARD_PER_FORWARD`` times it, spread over DDP's first
+        buckets by entries)."""
+        assert self._fwd_start is not None and self._fwd_end is not None
+        fwd = max(self._fwd_end - self._fwd_start, 0.0)
+        probed = self.cfg.auto_link is None
+        small_s, large_s = self._probe() if probed else (0.0, 0.0)
+        small_s, large_s, fwd = self._agree([small_s, large_s, fwd])
+        link = self._link(probed, small_s, large_s)
+        infos = prior_buckets(self._shapes, self.cfg.bucket_cap_mb * 2**20,
+                              BACKWARD_PER_FORWARD * fwd)
+        decision = choose_uniform(infos, link, self.world, self.cfg)
+        (name,) = self._broadcast([decision.choice[0]])
+        self._install({pos: name for pos in range(len(self.param_ids))}, {}, {})
+        self.link = link
+        self._close_window()
+        self._record("provisional", [name], link, [small_s, large_s] if probed else None,
+                     infos, fwd + decision.backward_s, decision, forward_s=fwd)
+
+    def _decide(self, probe: bool = True, kind: str = "final") -> None:
+        """Probe (unless ``probe`` is false and a link is known), agree on the numbers,
+        decide on rank 0, broadcast (all ranks)."""
         self.drain()
         for s in self.inner.values():
             s.drain()
         infos, floor = self._observed()
-        probed = self.cfg.auto_link is None and self.world > 1
+        reuse = not probe and self.link is not None
+        probed = self.cfg.auto_link is None and self.world > 1 and not reuse
         small_s, large_s = self._probe() if probed else (0.0, 0.0)
         # Agree: bucket count first (a mismatch would hang the next collective), then MAX.
         count = torch.tensor([len(infos)], dtype=torch.int64)
         dist.all_reduce(count, op=dist.ReduceOp.MAX, group=self.group)
-        n = int(count)
-        infos += [BucketInfo(0, 0.0, None)] * (n - len(infos))
-        nums = torch.tensor([small_s, large_s, floor, *(b.compute_s for b in infos)],
-                            dtype=torch.float64)
-        dist.all_reduce(nums, op=dist.ReduceOp.MAX, group=self.group)
-        self.counters.record("agree", ring_allreduce_bytes(8 * (1 + nums.numel()), self.world,
-                                                           self.backend), 0, calls=2)
-        vals = nums.tolist()
+        self.counters.record("agree", ring_allreduce_bytes(8, self.world, self.backend), 0)
+        infos += [BucketInfo(0, 0.0, None)] * (int(count) - len(infos))
+        vals = self._agree([small_s, large_s, floor, *(b.compute_s for b in infos)])
         small_s, large_s, floor = vals[:3]
         infos = [BucketInfo(b.numel, vals[3 + i], b.shapes) for i, b in enumerate(infos)]
+        link = self.link if reuse and self.link is not None else self._link(probed, small_s,
+                                                                               large_s)
+        decision = choose(infos, link, self.world, self.cfg, floor_s=floor)
+        choice = self._broadcast(decision.choice)
+        keys = {i: self._keys_seen[i] for i in range(len(choice)) if i in self._keys_seen}
+        by_index = dict(enumerate(choice))
+        self._install(by_parameter(by_index, keys), by_index, keys)
+        self.link = link
+        self._close_window()
+        self._record(kind, choice, link, [small_s, large_s] if probed else None, infos,
+                     floor, decision)
+
+    def _agree(self, vals: list[float]) -> list[float]:
+        """Every rank's ``vals`` combined by MAX (the slowest rank sets the pace)."""
+        nums = torch.tensor(vals, dtype=torch.float64)
+        dist.all_reduce(nums, op=dist.ReduceOp.MAX, group=self.group)
+        self.counters.record("agree", ring_allreduce_bytes(8 * nums.numel(), self.world,
+                                                           self.backend), 0, calls=1)
+        return [float(v) for v in nums.tolist()]
+
+    def _link(self, probed: bool, small_s: float, large_s: float) -> Link:
+        """The link from the agreed probe times, else ``comm.auto_link``, else free."""
         if probed:
             small_b, large_b = self.cfg.auto_probe_bytes
-            link = fit_link(small_b // 4 * 4, small_s, large_b // 4 * 4, large_s, self.world)
-        elif self.cfg.auto_link is not None:
-            link = Link(*self.cfg.auto_link)
-        else:
-            link = Link(0.0, 0.0)
-        decision = choose(infos, link, self.world, self.cfg, floor_s=floor)
+            return fit_link(small_b // 4 * 4, small_s, large_b // 4 * 4, large_s, self.world)
+        if self.cfg.auto_link is not None:
+            return Link(*self.cfg.auto_link)
+        return Link(0.0, 0.0)
+
+    def _broadcast(self, choice: Sequence[str]) -> list[str]:
+        """Rank 0's ``choice`` on every rank (one small broadcast)."""
         names = list(self.cfg.auto_candidates)
-        codes = torch.tensor([names.index(c) for c in decision.choice], dtype=torch.int64)
+        codes = torch.tensor([names.index(c) for c in choice], dtype=torch.int64)
         root = 0 if self.group is None else dist.get_global_rank(self.group, 0)
         dist.broadcast(codes, src=root, group=self.group)
         nbytes = codes.numel() * 8
         self.counters.record("broadcast", broadcast_bytes(nbytes, self.world, self.rank, 0,
                                                           self.backend),
                              0 if self.rank == 0 else nbytes)
-        choice = [names[int(c)] for c in codes.tolist()]
-        self._apply(choice)
-        self.link = link
-        self._close_window()
+        return [names[int(c)] for c in codes.tolist()]
+
+    def _record(self, kind: str, choice: list[str], link: Link, probe_s: list[float] | None,
+                infos: Sequence[BucketInfo], floor: float, decision: Decision,
+                **extra: float) -> None:
         self.decisions.append({
-            "step": self.step, "choice": choice, "link": asdict(link),
-            "probe_s": [small_s, large_s] if probed else None,
+            "step": self.step, "kind": kind, "choice": choice, "link": asdict(link),
+            "probe_s": probe_s, **extra,
             "bucket_numel": [b.numel for b in infos],
             "bucket_compute_s": [b.compute_s for b in infos],
             "compute_floor_s": floor,
             "predicted_backward_s": decision.backward_s,
             "predicted_exposed_s": decision.exposed_s,
-            "predicted_step_s": floor + decision.exposed_s,
+            # no compute-only step is known after step 0: the backward pass stands in
+            "predicted_step_s": max(floor, decision.backward_s) + decision.exposed_s,
             "measured_step_s": None, "measured_steps": 0,
         })
+        self._observing = self._more_to_come()
 
-    def _apply(self, choice: list[str]) -> None:
-        """Install ``choice``; candidates that lose a bucket forget their state."""
-        old = dict(self.choice)
-        self.choice = dict(enumerate(choice))
-        self.bucket_keys = {}
-        for i in range(len(choice)):
-            if i in self._keys_seen:
-                self.bucket_keys[i] = self._keys_seen[i]
-        lost = {name for i, name in old.items() if self.choice.get(i) != name}
+    def _install(self, params: dict[int, str], choice: dict[int, str],
+                 keys: dict[int, tuple[int, ...]]) -> None:
+        """Install a choice (per parameter; per bucket where ``choice`` and ``keys``
+        name the buckets); a candidate that loses a parameter forgets its state."""
+        lost = {name for pos, name in self.param_choice.items() if params.get(pos) != name}
+        self.param_choice, self.choice, self.bucket_keys = params, choice, keys
         for name in lost:
             self.inner[name].reset_state()
 
@@ -436,6 +615,12 @@ class Auto(CommStrategy):
         self._step_walls.clear()
         self._window_start = self.step
 
+    def _more_to_come(self) -> bool:
+        """Whether another choice will be made (a provisional one stands, or
+        ``comm.auto_every``): only then is the timeline kept."""
+        last = self.decisions[-1] if self.decisions else None
+        return last is None or last.get("kind") == "provisional" or bool(self.cfg.auto_every)
+
     # ------------------------------------------------------------------ state
     def on_skipped_step(self) -> None:
         self.drain()
@@ -450,6 +635,7 @@ class Auto(CommStrategy):
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "choice": dict(self.choice),
                 "bucket_keys": {i: list(k) for i, k in self.bucket_keys.items()},
+                "param_choice": dict(self.param_choice),
                 "link": asdict(self.link) if self.link else None,
                 "decisions": [dict(d) for d in self.decisions],
                 "inner": {name: s.state_dict() for name, s in self.inner.items()}}
@@ -462,10 +648,14 @@ class Auto(CommStrategy):
         self.choice = {int(i): str(n) for i, n in state.get("choice", {}).items()
                        if n in self.inner}
         self.bucket_keys = {int(i): tuple(k) for i, k in state.get("bucket_keys", {}).items()}
+        saved = state.get("param_choice")
+        self.param_choice = ({int(i): str(n) for i, n in saved.items() if n in self.inner}
+                             if saved is not None else by_parameter(self.choice, self.bucket_keys))
         link = state.get("link")
         self.link = Link(**link) if link else None
         self.decisions = [dict(d) for d in state.get("decisions", [])]
         self._window_start = self.step
+        self._observing = self._more_to_come()
 
     def report(self) -> dict[str, Any]:
         out = super().report()

@@ -84,7 +84,10 @@ class CommConfig(BaseModel):
         link_alpha: ``sparse_collective=auto``: latency per message (s).
         link_beta: ``sparse_collective=auto``: seconds per byte (1/bandwidth).
         auto_candidates: ``auto``: strategies to choose from per bucket, least to most lossy.
-        auto_warmup_steps: ``auto``: dense steps observed before the first choice.
+        auto_warmup_steps: ``auto``: steps observed before the refined choice (or, with
+            ``auto_provisional`` off, reduced densely before the one choice).
+        auto_provisional: ``auto``: choose provisionally in step 0's first hook (link
+            probe, the forward pass's time), so the observed steps already run compressed.
         auto_every: ``auto``: probe the link and choose again every N steps (0: once).
         auto_probe_bytes: ``auto``: the two allreduce sizes of the link probe.
         auto_exposed_fraction: ``auto``: target exposed communication / backward time.
@@ -168,7 +171,11 @@ class CommConfig(BaseModel):
         ["dense", "fp16", "powersgd", "topk"],
         description="auto: strategies chosen from per bucket, least to most lossy")
     auto_warmup_steps: int = Field(
-        3, ge=2, description="auto: dense steps observed before the first choice")
+        3, ge=2, description="auto: steps observed before the refined choice (without "
+        "auto_provisional: dense steps before the one choice)")
+    auto_provisional: bool = Field(
+        True, description="auto: choose provisionally before step 0's first reduction, "
+        "refine after auto_warmup_steps")
     auto_every: int = Field(
         0, ge=0, description="auto: re-probe the link and choose again every N steps (0: once)")
     auto_probe_bytes: tuple[int, int] = Field(
