@@ -363,6 +363,7 @@ class Auto(CommStrategy):
         self._fwd_start: float | None = None
         self._fwd_end: float | None = None
         self._shapes: list[tuple[int, ...]] = []  # parameters that get gradients, in order
+        self._device = torch.device("cpu")  # of the probe and agreement tensors (NCCL: GPU)
         self._last_exit: float | None = None
         self._last_end: float | None = None
         self._pos: dict[int, int] = {}
@@ -383,6 +384,9 @@ class Auto(CommStrategy):
         if ddp_model is not None:
             self._shapes = [tuple(p.shape) for p in ddp_model.module.parameters()
                             if p.requires_grad]
+            first = next(ddp_model.module.parameters(), None)
+            if first is not None:
+                self._device = first.device
         for s in self.inner.values():
             s.setup(ddp_model, group)
 
@@ -476,7 +480,7 @@ class Auto(CommStrategy):
         """(small, large) allreduce seconds on this rank: fastest of PROBE_REPEATS each."""
         out = []
         for nbytes in self.cfg.auto_probe_bytes:
-            t = torch.zeros(max(int(nbytes) // 4, 1), dtype=torch.float32)
+            t = torch.zeros(max(int(nbytes) // 4, 1), dtype=torch.float32, device=self._device)
             dist.all_reduce(t, group=self.group)  # connect / warm the path
             best = math.inf
             for _ in range(PROBE_REPEATS):
@@ -528,7 +532,7 @@ class Auto(CommStrategy):
         probed = self.cfg.auto_link is None and self.world > 1 and not reuse
         small_s, large_s = self._probe() if probed else (0.0, 0.0)
         # Agree: bucket count first (a mismatch would hang the next collective), then MAX.
-        count = torch.tensor([len(infos)], dtype=torch.int64)
+        count = torch.tensor([len(infos)], dtype=torch.int64, device=self._device)
         dist.all_reduce(count, op=dist.ReduceOp.MAX, group=self.group)
         self.counters.record("agree", ring_allreduce_bytes(8, self.world, self.backend), 0)
         infos += [BucketInfo(0, 0.0, None)] * (int(count) - len(infos))
@@ -549,7 +553,7 @@ class Auto(CommStrategy):
 
     def _agree(self, vals: list[float]) -> list[float]:
         """Every rank's ``vals`` combined by MAX (the slowest rank sets the pace)."""
-        nums = torch.tensor(vals, dtype=torch.float64)
+        nums = torch.tensor(vals, dtype=torch.float64, device=self._device)
         dist.all_reduce(nums, op=dist.ReduceOp.MAX, group=self.group)
         self.counters.record("agree", ring_allreduce_bytes(8 * nums.numel(), self.world,
                                                            self.backend), 0, calls=1)
@@ -567,7 +571,8 @@ class Auto(CommStrategy):
     def _broadcast(self, choice: Sequence[str]) -> list[str]:
         """Rank 0's ``choice`` on every rank (one small broadcast)."""
         names = list(self.cfg.auto_candidates)
-        codes = torch.tensor([names.index(c) for c in choice], dtype=torch.int64)
+        codes = torch.tensor([names.index(c) for c in choice], dtype=torch.int64,
+                             device=self._device)
         root = 0 if self.group is None else dist.get_global_rank(self.group, 0)
         dist.broadcast(codes, src=root, group=self.group)
         nbytes = codes.numel() * 8
