@@ -528,8 +528,8 @@ class Auto(CommStrategy):
         for s in self.inner.values():
             s.drain()
         infos, floor = self._observed()
-        reuse = not probe and self.link is not None
-        probed = self.cfg.auto_link is None and self.world > 1 and not reuse
+        known = None if probe else self.link  # the refined choice keeps the link
+        probed = self.cfg.auto_link is None and self.world > 1 and known is None
         small_s, large_s = self._probe() if probed else (0.0, 0.0)
         # Agree: bucket count first (a mismatch would hang the next collective), then MAX.
         count = torch.tensor([len(infos)], dtype=torch.int64, device=self._device)
@@ -539,8 +539,7 @@ class Auto(CommStrategy):
         vals = self._agree([small_s, large_s, floor, *(b.compute_s for b in infos)])
         small_s, large_s, floor = vals[:3]
         infos = [BucketInfo(b.numel, vals[3 + i], b.shapes) for i, b in enumerate(infos)]
-        link = self.link if reuse and self.link is not None else self._link(probed, small_s,
-                                                                               large_s)
+        link = known if known is not None else self._link(probed, small_s, large_s)
         decision = choose(infos, link, self.world, self.cfg, floor_s=floor)
         choice = self._broadcast(decision.choice)
         keys = {i: self._keys_seen[i] for i in range(len(choice)) if i in self._keys_seen}
