@@ -58,6 +58,10 @@ RUN_TIMEOUT_S = 240
 # the link's calibration (calibration_nodes) times these sizes too, and every other node count
 # of the sweep times them alone: what a small collective costs there (op_latency)
 LATENCY_SIZES = (1024, 65536)
+# the link's calibration: float16 as well, the type `fp16` sends (gloo sums it on the
+# cores, slower per byte than float32; the model scales that reduction cost to each node
+# count's core sharing, scidl.scaling.contention.shared_op_rates)
+CALIBRATION_OPS = ("allreduce", "allgather", "allreduce:float16")
 LATENCY_ITERS = 20
 CALIBRATION_ITERS = 8
 # steps of the one-process profile: one step's compute on this machine varies by ±30 %
@@ -258,10 +262,17 @@ def refit_link(hardware: dict[str, Any], rows: list[dict[str, Any]],
         if out.get(key):
             out[key] = {**out[key], "alpha": fit["alpha"], "beta": fit["beta"],
                         "gamma": fit["gamma"], "op_beta": fit["op_beta"],
-                        "op_latency": latency,
+                        "op_beta_ranks": fit["op_beta_ranks"], "op_latency": latency,
                         "note": f"{fit['method']} fit of {fit['n']} timings (calibration_rows), "
                                 f"rel. rms error {fit['rel_rms']:.2f}"}
     return out
+
+
+def missing_ops(d: dict[str, Any], link: str) -> list[str]:
+    """The ops of ``CALIBRATION_OPS`` that ``link``'s stored calibration did not time (a
+    sweep from before float16 was timed): the link is calibrated again, all ops at once."""
+    timed = {r["op"] for r in (d.get("calibration_rows") or {}).get(link) or []}
+    return [op for op in CALIBRATION_OPS if op not in timed]
 
 
 def latency_rows_of(d: dict[str, Any], link: str) -> list[dict[str, Any]]:
@@ -390,8 +401,9 @@ def _op_rates(level: dict[str, Any]) -> str:
     rates = level.get("op_beta") or {}
     if not rates:
         return ""
-    return " (each op at its own measured rate: " + ", ".join(
-        f"{op} {1e-6 / b:.1f} MB/s" for op, b in sorted(rates.items()) if b > 0) + ")"
+    at = level.get("op_beta_ranks")
+    return " (each op at its own measured rate" + (f" at {at} nodes" if at else "") + ": " + \
+        ", ".join(f"{op} {1e-6 / b:.1f} MB/s" for op, b in sorted(rates.items()) if b > 0) + ")"
 
 
 def _block(key: str) -> tuple[str, int]:
@@ -640,7 +652,7 @@ def _calibrate(d: dict[str, Any], link: str, nodes: int, tmp: Path, path: Path) 
 
     bench = tmp / f"bench-{link}"
     shared = bool(d.get("compute_probe"))
-    _scidl(["bench-collectives", "--cluster", CLUSTER, "--ops", "allreduce,allgather",
+    _scidl(["bench-collectives", "--cluster", CLUSTER, "--ops", ",".join(CALIBRATION_OPS),
             "--min-bytes", str(LATENCY_SIZES[0]), "--max-bytes", "4194304", "--iters",
             str(CALIBRATION_ITERS), "--out", str(bench),
             *(["--no-compute-probe"] if shared else [])], 900)
@@ -745,7 +757,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         for link in args.links:
             bits = __import__("scidl.cluster.spec", fromlist=["parse_rate"]).parse_rate(link)
-            if link not in d["hardware"]:
+            if link not in d["hardware"] or missing_ops(d, link):
                 # the link is calibrated with few nodes (calibration_nodes): its α, β are
                 # the link's, not the CPU time-sharing of many ranks on few cores (that is
                 # the contention model's per-collective delay; counting it in α too

@@ -310,3 +310,14 @@ def test_machine_drift_scales_the_profiles_compute():
     assert "Machine drift" in b.render({**d2, "overrides": [], "steps": 16, "warmup": 4,
                                         "date": "2026-12-03", "cpus": 2, "load_before": 0.1,
                                         "load_after": 0.2})
+
+
+def test_a_calibration_without_float16_is_taken_again():
+    b = _bench()
+    rows = [{"op": op, "ranks": 4, "bytes": 1024, "time_s": 0.001}
+            for op in ("allreduce", "allgather")]
+    d = {"calibration_rows": {"1gbit": rows}}
+    assert b.missing_ops(d, "1gbit") == ["allreduce:float16"]
+    d["calibration_rows"]["1gbit"] = [*rows, {**rows[0], "op": "allreduce:float16"}]
+    assert b.missing_ops(d, "1gbit") == []
+    assert b.missing_ops({}, "100mbit") == list(b.CALIBRATION_OPS)

@@ -95,3 +95,51 @@ def test_alpha_free_of_sharing_rewrites_both_levels_once():
     # without the contention calibration: unchanged
     bare = {"inter": dict(level)}
     assert alpha_free_of_sharing(bare, 8) is bare
+
+
+def test_shared_op_rates_scale_another_types_reduction_excess_with_core_sharing():
+    from scidl.scaling.contention import shared_op_rates
+
+    # timed at 4 ranks on 2 cores (sharing x2): float16's 12 ns/B over float32's 8 ns/B
+    # is 4 ns/B of reduction on shared cores; at 8 ranks (x4) it doubles, at 2 (x1) halves
+    rates = {"allreduce": 8e-9, "allreduce:float16": 12e-9, "allgather": 9e-9}
+    at8 = shared_op_rates(rates, 8, 4, 2)
+    assert at8["allreduce:float16"] == pytest.approx(16e-9)
+    assert at8["allreduce"] == 8e-9 and at8["allgather"] == 9e-9  # float32: as timed
+    assert shared_op_rates(rates, 2, 4, 2)["allreduce:float16"] == pytest.approx(10e-9)
+    assert shared_op_rates(rates, 4, 4, 2) == rates
+    # a type faster than float32, or without a float32 rate: as timed
+    odd = {"allreduce": 8e-9, "allreduce:float16": 6e-9, "allgather:float16": 5e-9}
+    assert shared_op_rates(odd, 8, 4, 2) == odd
+    # one rank per core at both counts (a real cluster): unchanged
+    assert shared_op_rates(rates, 8, 4, 16) == rates
+    assert rates["allreduce:float16"] == 12e-9  # the input is not changed
+
+
+def test_hardware_levels_carry_the_scaled_rates_at_each_rank_count():
+    from scidl.scaling.hardware import Hardware
+
+    level = {"alpha": 0.0, "beta": 8e-9, "op_beta": {"allreduce": 8e-9,
+                                                      "allreduce:float16": 12e-9},
+             "op_beta_ranks": 4}
+    hw = Hardware.model_validate({"name": "v", "intra": level, "inter": level,
+                                  "concurrent_devices": 2})
+    assert hw.topology(8).inter.op_beta["allreduce:float16"] == pytest.approx(16e-9)
+    assert hw.topology(8).intra.op_beta["allreduce:float16"] == pytest.approx(16e-9)
+    assert hw.topology(4).inter.op_beta["allreduce:float16"] == pytest.approx(12e-9)
+    assert hw.topology().inter.op_beta["allreduce:float16"] == 12e-9  # no rank count
+    # the rank count of the rates or the cores unknown: as timed
+    bare = hw.model_copy(update={"concurrent_devices": None})
+    assert bare.topology(8).inter.op_beta["allreduce:float16"] == 12e-9
+    unknown = Hardware.model_validate({"name": "v", "intra": {**level, "op_beta_ranks": None},
+                                       "concurrent_devices": 2})
+    assert unknown.topology(8).inter.op_beta["allreduce:float16"] == 12e-9
+
+
+def test_op_rate_ranks_names_the_one_count_of_the_timings():
+    from scidl.scaling.collectives import op_rate_ranks
+
+    row = {"op": "allreduce", "bytes": 1024, "time_s": 0.001}
+    assert op_rate_ranks([{**row, "ranks": 4}, {**row, "ranks": 4}, {**row, "ranks": 1}]) == 4
+    assert op_rate_ranks([{**row, "ranks": 4}, {**row, "ranks": 8}]) is None
+    assert op_rate_ranks([{**row, "ranks": 1}]) is None

@@ -89,6 +89,7 @@ def cluster_hardware(spec: ClusterSpec, fit: dict[str, Any], device_flops: float
     processes on one node do; the cost model multiplies the compute at p by it."""
     level = {"alpha": fit["alpha"], "beta": fit["beta"], "gamma": fit["gamma"],
              "op_beta": dict(fit.get("op_beta", {})),
+             "op_beta_ranks": fit.get("op_beta_ranks"),
              "op_latency": dict(fit.get("op_latency", {})),
              "burst_bytes": tbf_burst_bytes(spec.link_bits),
              "note": f"least-squares fit of {fit['n']} timings across {spec.nodes} nodes of "

@@ -157,6 +157,7 @@ def fit_alpha_beta_gamma(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "n": len(rows),
         "method": method,
         "op_beta": fit_op_rates(samples),
+        "op_beta_ranks": op_rate_ranks(samples),
         "op_latency": fit_op_latency(samples),
     }
 
@@ -206,6 +207,13 @@ def fit_op_rates(samples: Sequence[dict[str, Any]]) -> dict[str, float]:
         if len(dt) and float(np.dot(da[:, 0], da[:, 0])) > 0:
             out[op] = max(0.0, float(np.dot(da[:, 0], dt) / np.dot(da[:, 0], da[:, 0])))
     return out
+
+
+def op_rate_ranks(samples: Sequence[dict[str, Any]]) -> int | None:
+    """The one rank count (> 1) of the timings behind :func:`fit_op_rates`, or None where
+    they mix several (then a rate cannot be scaled from its calibration's core sharing)."""
+    counts = {int(s["ranks"]) for s in samples if s["ranks"] > 1 and s["time_s"] > 0}
+    return counts.pop() if len(counts) == 1 else None
 
 
 def size_sweep(min_bytes: int, max_bytes: int, factor: int = 4) -> list[int]:
@@ -530,6 +538,7 @@ def _level(fit: dict[str, Any], what: str) -> dict[str, Any]:
     return {
         "alpha": fit["alpha"], "beta": fit["beta"], "gamma": fit["gamma"],
         "op_beta": dict(fit.get("op_beta", {})),
+        "op_beta_ranks": fit.get("op_beta_ranks"),
         "op_latency": dict(fit.get("op_latency", {})),
         "note": f"least-squares fit of {fit['n']} timings ({what}), "
         f"rel. rms error {fit['rel_rms']:.2f}",

@@ -106,6 +106,29 @@ class CoreSharing:
         return phase_factor(compute_s, syncs, ranks, self.cores, self.delay(ranks))
 
 
+def shared_op_rates(op_beta: Mapping[str, float], ranks: int, calibrated_ranks: int,
+                    cores: int) -> dict[str, float]:
+    """Per-op rates (s/byte, :class:`scidl.scaling.costmodel.LinkCost` ``op_beta``) at
+    ``ranks`` ranks sharing ``cores`` cores, from rates timed at ``calibrated_ranks``.
+
+    A rate for another element type (``allreduce:float16``) above its op's float32 rate
+    (``allreduce``) costs the excess in reduction arithmetic on the ranks' cores (gloo on
+    CPU sums float16 element by element through float32): computation, which p ranks on C
+    cores share as they share any compute, max(1, p/C) (:func:`sharing_factor`). The
+    excess is scaled from the calibration's sharing to that at ``ranks``; the float32
+    rates, whose reduction is a small part of their cost, and any rate without a float32
+    one to compare with stay as timed. Ranks that never oversubscribe the cores (a real
+    cluster, one rank per core): unchanged."""
+    scale = sharing_factor(ranks, cores) / sharing_factor(calibrated_ranks, cores)
+    out = dict(op_beta)
+    for key, rate in op_beta.items():
+        op, _, dtype = key.partition(":")
+        base = op_beta.get(op)
+        if dtype and base is not None and rate > base:
+            out[key] = base + (rate - base) * scale
+    return out
+
+
 def link_alpha(alpha_fit: float, sharing: CoreSharing, ranks: int) -> float:
     """The link's latency α from a fit of collectives timed with ``ranks`` ranks sharing
     ``sharing.cores`` cores: the fit reads each collective's scheduling delay δ(ranks)

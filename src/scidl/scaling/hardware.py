@@ -36,6 +36,13 @@ class Level(BaseModel):
         "s/byte of the ring model's beta term, reduction included; used instead of beta "
         "and gamma for that op (a backend that runs one op slower per byte than another)",
     )
+    op_beta_ranks: int | None = Field(
+        default=None, ge=2,
+        description="the rank count op_beta was timed at (with the machine's "
+        "concurrent_devices, another element type's reduction cost is scaled from it to "
+        "other rank counts: scidl.scaling.contention.shared_op_rates); None: unknown, "
+        "op_beta as timed at every count",
+    )
     op_latency: dict[str, dict[int, list[tuple[float, float]]]] = Field(
         default_factory=dict,
         description="per collective and rank count: [bytes, mean seconds] of small messages "
@@ -43,6 +50,18 @@ class Level(BaseModel):
         "below them (scidl.scaling.costmodel.latency_floor)",
     )
     note: str = Field(default="", description="where the figures come from")
+
+    def at_ranks(self, ranks: int, cores: int | None) -> Level:
+        """This level as ``ranks`` ranks on ``cores`` shared cores see it: the per-op rates
+        of other element types scaled from the calibration's core sharing
+        (:func:`scidl.scaling.contention.shared_op_rates`); itself where the rank count
+        of the rates or the cores are unknown."""
+        if not (cores and self.op_beta_ranks and self.op_beta):
+            return self
+        from scidl.scaling.contention import shared_op_rates
+
+        rates = shared_op_rates(self.op_beta, ranks, self.op_beta_ranks, cores)
+        return self.model_copy(update={"op_beta": rates})
 
     def cost(self) -> LinkCost:
         return LinkCost(self.alpha, self.beta, self.gamma, dict(self.op_beta),
@@ -127,9 +146,19 @@ class Hardware(BaseModel):
 
     def topology(self, ranks: int | None = None) -> Topology:
         """Cost-model view; ``ranks`` selects a per-process-count fit when there is one."""
+        intra, inter = self.levels(ranks)
+        return Topology(self.devices_per_node, intra.cost(), inter.cost())
+
+    def levels(self, ranks: int | None = None) -> tuple[Level, Level]:
+        """(intra, inter) levels at ``ranks`` ranks: a per-process-count fit where there
+        is one, per-op rates as that many ranks sharing ``concurrent_devices`` cores see
+        them (:meth:`Level.at_ranks`); inter is intra on a single node."""
         intra = self.intra_by_ranks.get(ranks, self.intra) if ranks else self.intra
         inter = self.inter or intra
-        return Topology(self.devices_per_node, intra.cost(), inter.cost())
+        if ranks:
+            intra = intra.at_ranks(ranks, self.concurrent_devices)
+            inter = inter.at_ranks(ranks, self.concurrent_devices)
+        return intra, inter
 
 
 def preset_names() -> list[str]:
