@@ -58,10 +58,12 @@ RUN_TIMEOUT_S = 240
 # the link's calibration (calibration_nodes) times these sizes too, and every other node count
 # of the sweep times them alone: what a small collective costs there (op_latency)
 LATENCY_SIZES = (1024, 65536)
-# the link's calibration: float16 as well, the type `fp16` sends (gloo sums it on the
-# cores, slower per byte than float32; the model scales that reduction cost to each node
-# count's core sharing, scidl.scaling.contention.shared_op_rates)
+# the link's calibration: float16 as well, the type `fp16` sends
 CALIBRATION_OPS = ("allreduce", "allgather", "allreduce:float16")
+# the same ops on loopback (no link in the way) at every node count of the sweep: the rate
+# the shared cores alone sustain (cores_beta; scidl.scaling.contention.cores_bound_rates)
+CORES_SIZES = (262144, 4194304)
+CORES_ITERS = 8
 LATENCY_ITERS = 20
 CALIBRATION_ITERS = 8
 # steps of the one-process profile: one step's compute on this machine varies by ±30 %
@@ -268,6 +270,31 @@ def refit_link(hardware: dict[str, Any], rows: list[dict[str, Any]],
     return out
 
 
+def cores_beta(rows: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
+    """Per op and rank count, the s/byte of the loopback timings ``rows`` (one rate per
+    (op, p), :func:`scidl.scaling.collectives.fit_op_rates` on that count's rows)."""
+    from scidl.scaling.collectives import fit_op_rates
+
+    out: dict[str, dict[int, float]] = {}
+    for p in sorted({int(r["ranks"]) for r in rows if r["ranks"] > 1}):
+        for op, rate in fit_op_rates([r for r in rows if r["ranks"] == p]).items():
+            out.setdefault(op, {})[p] = rate
+    return out
+
+
+def with_cores(hardware: dict[str, Any], rows: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """The hardware file with the cores' own rates (``cores_beta`` of each link level) from
+    the sweep's loopback timings; unchanged without them (a sweep from before)."""
+    if not rows:
+        return hardware
+    table = cores_beta(rows)
+    out = dict(hardware)
+    for key in ("inter", "intra"):
+        if out.get(key):
+            out[key] = {**out[key], "cores_beta": table}
+    return out
+
+
 def missing_ops(d: dict[str, Any], link: str) -> list[str]:
     """The ops of ``CALIBRATION_OPS`` that ``link``'s stored calibration did not time (a
     sweep from before float16 was timed): the link is calibrated again, all ops at once."""
@@ -317,7 +344,8 @@ def repredict(d: dict[str, Any]) -> dict[str, Any]:
     from scidl.scaling.collectives import alpha_free_of_sharing
 
     for link, hw in d["hardware"].items():  # files written before links had a burst
-        d["hardware"][link] = with_probe(with_burst(hw, link), d.get("compute_probe"))
+        d["hardware"][link] = with_cores(with_probe(with_burst(hw, link), d.get("compute_probe")),
+                                         d.get("cores_rows"))
     as_fitted = dict(d["hardware"])
     for link, rows in (d.get("calibration_rows") or {}).items():
         if link in d["hardware"]:
@@ -544,6 +572,16 @@ def render(d: dict[str, Any]) -> str:
                      f"{LATENCY_SIZES[0] // 1024} KiB to {LATENCY_SIZES[-1] // 1024} KiB, "
                      "smallest to largest; the model prices no collective below them): "
                      + "; ".join(f"{link}: " + _latency_ranges(t) for link, t in floors) + ".")
+    if d.get("cores_rows"):
+        table = cores_beta(d["cores_rows"])
+        lines.append("The cores alone (`cores_beta` of each link level: the same ops on "
+                     "loopback, no link in the way, "
+                     f"{CORES_SIZES[0] // 1024} KiB to {CORES_SIZES[1] // 2**20} MiB; a "
+                     "node count's rate over the link adds the cores' cost per byte beyond "
+                     "the calibration's count): " + "; ".join(
+                         f"{op} " + ", ".join(f"p = {p}: {1e-6 / b:.0f} MB/s"
+                                              for p, b in sorted(by.items()) if b > 0)
+                         for op, by in sorted(table.items())) + ".")
     if share and not probe:
         lines.append("Probe step on one rank alone (w, `contention` in the results file): "
                      + "; ".join(f"{link}: {c['probe_step_s'] * 1e3:.2f} ms on {c['cores']} "
@@ -622,6 +660,17 @@ def _probe(counts: list[int]) -> dict[str, Any]:
     out = measure_compute_slowdown_stats(counts)
     return {**out, "cores": os.cpu_count() or 1, "load": load, "load_after": _load(),
             "wall_s": time.time() - t0, "date": datetime.date.today().isoformat()}
+
+
+def _cores(counts: list[int], tmp: Path) -> list[dict[str, Any]]:
+    """The calibration's ops on loopback (no cluster, no link) at each of ``counts``
+    ranks: what the shared cores alone sustain per byte."""
+    bench = tmp / "cores"
+    _scidl(["bench-collectives", "--nproc", ",".join(map(str, counts)), "--ops",
+            ",".join(CALIBRATION_OPS), "--min-bytes", str(CORES_SIZES[0]), "--max-bytes",
+            str(CORES_SIZES[1]), "--iters", str(CORES_ITERS), "--no-compute-probe",
+            "--out", str(bench)], 900)
+    return json.loads((bench / "bench.json").read_text())["rows"]
 
 
 def _cluster_up(nodes: int, link: str) -> None:
@@ -753,6 +802,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _save(d, path)
     if not d.get("compute_probe") and not d.get("contention"):  # once per sweep
         d["compute_probe"] = _probe(sorted({n for n in args.nodes if n > 1}))
+        _save(d, path)
+    if not d.get("cores_rows"):  # once per sweep: the cores' own collective rates
+        d["cores_rows"] = _cores(sorted({n for n in args.nodes if n > 1}), tmp)
         _save(d, path)
     try:
         for link in args.links:

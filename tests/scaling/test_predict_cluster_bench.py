@@ -321,3 +321,18 @@ def test_a_calibration_without_float16_is_taken_again():
     d["calibration_rows"]["1gbit"] = [*rows, {**rows[0], "op": "allreduce:float16"}]
     assert b.missing_ops(d, "1gbit") == []
     assert b.missing_ops({}, "100mbit") == list(b.CALIBRATION_OPS)
+
+
+def test_the_cores_own_rates_enter_every_links_levels():
+    b = _bench()
+    # loopback timings of allreduce at 2 and 4 ranks: 1 MB more costs 1 ms and 2 ms
+    rows = [{"op": "allreduce", "ranks": p, "bytes": n, "time_s": t}
+            for p, pts in ((2, ((1e6, 0.002), (2e6, 0.003))), (4, ((1e6, 0.003), (2e6, 0.005))))
+            for n, t in pts]
+    table = b.cores_beta(rows)
+    # the ring's beta term: 2(p-1)/p bytes per byte of the message
+    assert table["allreduce"][2] == pytest.approx(1e-3 / (2 * 1 / 2 * 1e6))
+    assert table["allreduce"][4] == pytest.approx(2e-3 / (2 * 3 / 4 * 1e6))
+    hw = b.with_cores(HW, rows)
+    assert hw["inter"]["cores_beta"] == table and hw["intra"]["cores_beta"] == table
+    assert b.with_cores(HW, None) is HW

@@ -97,43 +97,49 @@ def test_alpha_free_of_sharing_rewrites_both_levels_once():
     assert alpha_free_of_sharing(bare, 8) is bare
 
 
-def test_shared_op_rates_scale_another_types_reduction_excess_with_core_sharing():
-    from scidl.scaling.contention import shared_op_rates
+def test_cores_rate_between_and_beyond_measured_counts():
+    from scidl.scaling.contention import cores_rate
 
-    # timed at 4 ranks on 2 cores (sharing x2): float16's 12 ns/B over float32's 8 ns/B
-    # is 4 ns/B of reduction on shared cores; at 8 ranks (x4) it doubles, at 2 (x1) halves
-    rates = {"allreduce": 8e-9, "allreduce:float16": 12e-9, "allgather": 9e-9}
-    at8 = shared_op_rates(rates, 8, 4, 2)
-    assert at8["allreduce:float16"] == pytest.approx(16e-9)
-    assert at8["allreduce"] == 8e-9 and at8["allgather"] == 9e-9  # float32: as timed
-    assert shared_op_rates(rates, 2, 4, 2)["allreduce:float16"] == pytest.approx(10e-9)
-    assert shared_op_rates(rates, 4, 4, 2) == rates
-    # a type faster than float32, or without a float32 rate: as timed
-    odd = {"allreduce": 8e-9, "allreduce:float16": 6e-9, "allgather:float16": 5e-9}
-    assert shared_op_rates(odd, 8, 4, 2) == odd
-    # one rank per core at both counts (a real cluster): unchanged
-    assert shared_op_rates(rates, 8, 4, 16) == rates
-    assert rates["allreduce:float16"] == 12e-9  # the input is not changed
+    table = {2: 2e-9, 4: 4e-9, 8: 8e-9}
+    assert cores_rate(table, 4) == 4e-9
+    assert cores_rate(table, 6) == pytest.approx(6e-9)  # linear between 4 and 8
+    assert cores_rate(table, 16) == pytest.approx(16e-9)  # beyond: in proportion to p
+    assert cores_rate(table, 1) == 2e-9  # below the smallest: the smallest's
+    with pytest.raises(ValueError):
+        cores_rate({}, 4)
 
 
-def test_hardware_levels_carry_the_scaled_rates_at_each_rank_count():
+def test_cores_bound_rates_add_the_cores_cost_beyond_the_calibrations():
+    from scidl.scaling.contention import cores_bound_rates
+
+    # timed over the link at 4 ranks: 8 ns/B both; the cores alone: float16 3.5 ns/B at 4
+    # and 7 ns/B at 8 ranks, float32 1.5 and 4 ns/B
+    rates = {"allreduce": 8e-9, "allreduce:float16": 8e-9, "allgather": 9e-9}
+    cores = {"allreduce": {4: 1.5e-9, 8: 4e-9}, "allreduce:float16": {4: 3.5e-9, 8: 7e-9}}
+    at8 = cores_bound_rates(rates, cores, 8, 4)
+    assert at8["allreduce:float16"] == pytest.approx(8e-9 + 3.5e-9)
+    assert at8["allreduce"] == pytest.approx(8e-9 + 2.5e-9)
+    assert at8["allgather"] == 9e-9  # no loopback timing: as timed
+    # fewer ranks than the calibration's: the link's rate is not beaten
+    assert cores_bound_rates(rates, cores, 2, 4) == rates
+    assert cores_bound_rates(rates, cores, 4, 4) == rates
+    assert rates["allreduce:float16"] == 8e-9  # the input is not changed
+
+
+def test_hardware_levels_carry_the_cores_bound_rates_at_each_rank_count():
     from scidl.scaling.hardware import Hardware
 
     level = {"alpha": 0.0, "beta": 8e-9, "op_beta": {"allreduce": 8e-9,
-                                                      "allreduce:float16": 12e-9},
-             "op_beta_ranks": 4}
-    hw = Hardware.model_validate({"name": "v", "intra": level, "inter": level,
-                                  "concurrent_devices": 2})
-    assert hw.topology(8).inter.op_beta["allreduce:float16"] == pytest.approx(16e-9)
-    assert hw.topology(8).intra.op_beta["allreduce:float16"] == pytest.approx(16e-9)
-    assert hw.topology(4).inter.op_beta["allreduce:float16"] == pytest.approx(12e-9)
-    assert hw.topology().inter.op_beta["allreduce:float16"] == 12e-9  # no rank count
-    # the rank count of the rates or the cores unknown: as timed
-    bare = hw.model_copy(update={"concurrent_devices": None})
-    assert bare.topology(8).inter.op_beta["allreduce:float16"] == 12e-9
-    unknown = Hardware.model_validate({"name": "v", "intra": {**level, "op_beta_ranks": None},
-                                       "concurrent_devices": 2})
-    assert unknown.topology(8).inter.op_beta["allreduce:float16"] == 12e-9
+                                                      "allreduce:float16": 8e-9},
+             "op_beta_ranks": 4, "cores_beta": {"allreduce:float16": {4: 3.5e-9, 8: 7e-9}}}
+    hw = Hardware.model_validate({"name": "v", "intra": level, "inter": level})
+    assert hw.topology(8).inter.op_beta["allreduce:float16"] == pytest.approx(11.5e-9)
+    assert hw.topology(8).intra.op_beta["allreduce:float16"] == pytest.approx(11.5e-9)
+    assert hw.topology(4).inter.op_beta["allreduce:float16"] == pytest.approx(8e-9)
+    assert hw.topology().inter.op_beta["allreduce:float16"] == 8e-9  # no rank count
+    # the rank count of the rates unknown: as timed
+    unknown = Hardware.model_validate({"name": "v", "intra": {**level, "op_beta_ranks": None}})
+    assert unknown.topology(8).inter.op_beta["allreduce:float16"] == 8e-9
 
 
 def test_op_rate_ranks_names_the_one_count_of_the_timings():

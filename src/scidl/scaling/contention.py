@@ -106,26 +106,40 @@ class CoreSharing:
         return phase_factor(compute_s, syncs, ranks, self.cores, self.delay(ranks))
 
 
-def shared_op_rates(op_beta: Mapping[str, float], ranks: int, calibrated_ranks: int,
-                    cores: int) -> dict[str, float]:
-    """Per-op rates (s/byte, :class:`scidl.scaling.costmodel.LinkCost` ``op_beta``) at
-    ``ranks`` ranks sharing ``cores`` cores, from rates timed at ``calibrated_ranks``.
+def cores_rate(by_ranks: Mapping[int, float], ranks: int) -> float:
+    """Seconds per byte that ``ranks`` ranks' collective sustains on the cores alone, from
+    ``by_ranks`` (p → s/byte measured with no link in the way): at a measured count as
+    measured; between two, linear in p; beyond the largest, in proportion to p (each
+    further rank shares the same cores: processor sharing); below the smallest, the
+    smallest's."""
+    pts = sorted((int(p), float(b)) for p, b in by_ranks.items())
+    if not pts:
+        raise ValueError("no measured rank count")
+    for (p0, b0), (p1, b1) in zip(pts, pts[1:], strict=False):
+        if p0 <= ranks <= p1:
+            return b0 + (b1 - b0) * (ranks - p0) / (p1 - p0)
+    p_max, b_max = pts[-1]
+    return b_max * ranks / p_max if ranks > p_max else pts[0][1]
 
-    A rate for another element type (``allreduce:float16``) above its op's float32 rate
-    (``allreduce``) costs the excess in reduction arithmetic on the ranks' cores (gloo on
-    CPU sums float16 element by element through float32): computation, which p ranks on C
-    cores share as they share any compute, max(1, p/C) (:func:`sharing_factor`). The
-    excess is scaled from the calibration's sharing to that at ``ranks``; the float32
-    rates, whose reduction is a small part of their cost, and any rate without a float32
-    one to compare with stay as timed. Ranks that never oversubscribe the cores (a real
-    cluster, one rank per core): unchanged."""
-    scale = sharing_factor(ranks, cores) / sharing_factor(calibrated_ranks, cores)
+
+def cores_bound_rates(op_beta: Mapping[str, float], cores_beta: Mapping[str, Mapping[int, float]],
+                      ranks: int, calibrated_ranks: int) -> dict[str, float]:
+    """Per-op rates (s/byte, ``op_beta``) timed over a link at ``calibrated_ranks`` ranks,
+    as ``ranks`` ranks see them where the ranks share the cores.
+
+    A collective's bytes are copied and reduced by the ranks' cores. Where p ranks share
+    fewer cores (a virtual cluster, an oversubscribed node), the rate the cores alone
+    sustain (``cores_beta``: the op timed on loopback at several rank counts, no link in
+    the way) falls as p grows, and beyond some p it holds up the link. What the cores
+    cost per byte at ``ranks`` beyond their cost at the calibration's count is added to
+    the op's timed rate: max(0, c(p) − c(p_cal)) (:func:`cores_rate`); at fewer ranks
+    than the calibration's the rate stays as timed (a link's rate is not beaten by
+    faster cores). Ops without a loopback timing: as timed."""
     out = dict(op_beta)
-    for key, rate in op_beta.items():
-        op, _, dtype = key.partition(":")
-        base = op_beta.get(op)
-        if dtype and base is not None and rate > base:
-            out[key] = base + (rate - base) * scale
+    for op, rate in op_beta.items():
+        table = cores_beta.get(op)
+        if table:
+            out[op] = rate + max(0.0, cores_rate(table, ranks) - cores_rate(table, calibrated_ranks))
     return out
 
 

@@ -38,10 +38,15 @@ class Level(BaseModel):
     )
     op_beta_ranks: int | None = Field(
         default=None, ge=2,
-        description="the rank count op_beta was timed at (with the machine's "
-        "concurrent_devices, another element type's reduction cost is scaled from it to "
-        "other rank counts: scidl.scaling.contention.shared_op_rates); None: unknown, "
-        "op_beta as timed at every count",
+        description="the rank count op_beta was timed at; with cores_beta, the rates at "
+        "other counts add the cores' extra cost (scidl.scaling.contention."
+        "cores_bound_rates); None: unknown, op_beta as timed at every count",
+    )
+    cores_beta: dict[str, dict[int, float]] = Field(
+        default_factory=dict,
+        description="per collective and rank count: s/byte of the ring model's beta term "
+        "that the ranks' cores alone sustain (the op timed on loopback, no link in the "
+        "way); where ranks share cores it falls with p and can hold up the link",
     )
     op_latency: dict[str, dict[int, list[tuple[float, float]]]] = Field(
         default_factory=dict,
@@ -51,16 +56,16 @@ class Level(BaseModel):
     )
     note: str = Field(default="", description="where the figures come from")
 
-    def at_ranks(self, ranks: int, cores: int | None) -> Level:
-        """This level as ``ranks`` ranks on ``cores`` shared cores see it: the per-op rates
-        of other element types scaled from the calibration's core sharing
-        (:func:`scidl.scaling.contention.shared_op_rates`); itself where the rank count
-        of the rates or the cores are unknown."""
-        if not (cores and self.op_beta_ranks and self.op_beta):
+    def at_ranks(self, ranks: int) -> Level:
+        """This level as ``ranks`` ranks see it: the per-op rates with the cores' extra
+        cost per byte at that count over the calibration's
+        (:func:`scidl.scaling.contention.cores_bound_rates`); itself where the rank
+        count of the rates or the cores' own rates are unknown."""
+        if not (self.op_beta_ranks and self.cores_beta and self.op_beta):
             return self
-        from scidl.scaling.contention import shared_op_rates
+        from scidl.scaling.contention import cores_bound_rates
 
-        rates = shared_op_rates(self.op_beta, ranks, self.op_beta_ranks, cores)
+        rates = cores_bound_rates(self.op_beta, self.cores_beta, ranks, self.op_beta_ranks)
         return self.model_copy(update={"op_beta": rates})
 
     def cost(self) -> LinkCost:
@@ -151,13 +156,12 @@ class Hardware(BaseModel):
 
     def levels(self, ranks: int | None = None) -> tuple[Level, Level]:
         """(intra, inter) levels at ``ranks`` ranks: a per-process-count fit where there
-        is one, per-op rates as that many ranks sharing ``concurrent_devices`` cores see
-        them (:meth:`Level.at_ranks`); inter is intra on a single node."""
+        is one, per-op rates as that many ranks see them (:meth:`Level.at_ranks`); inter
+        is intra on a single node."""
         intra = self.intra_by_ranks.get(ranks, self.intra) if ranks else self.intra
         inter = self.inter or intra
         if ranks:
-            intra = intra.at_ranks(ranks, self.concurrent_devices)
-            inter = inter.at_ranks(ranks, self.concurrent_devices)
+            intra, inter = intra.at_ranks(ranks), inter.at_ranks(ranks)
         return intra, inter
 
 
