@@ -58,14 +58,14 @@ RUN_TIMEOUT_S = 240
 # the link's calibration (calibration_nodes) times these sizes too, and every other node count
 # of the sweep times them alone: what a small collective costs there (op_latency)
 LATENCY_SIZES = (1024, 65536)
+LATENCY_ITERS = 20
+CALIBRATION_ITERS = 8
 # the link's calibration: float16 as well, the type `fp16` sends
 CALIBRATION_OPS = ("allreduce", "allgather", "allreduce:float16")
 # the same ops on loopback (no link in the way) at every node count of the sweep: the rate
 # the shared cores alone sustain (cores_beta; scidl.scaling.contention.cores_bound_rates)
 CORES_SIZES = (262144, 4194304)
 CORES_ITERS = 8
-LATENCY_ITERS = 20
-CALIBRATION_ITERS = 8
 # steps of the one-process profile: one step's compute on this machine varies by ±30 %
 # from step to step (and in spells), and the median of 20 steps read 7.5 ms where the
 # same command read 11.7 to 13.0 ms minutes later

@@ -211,7 +211,8 @@ def fit_op_rates(samples: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 def op_rate_ranks(samples: Sequence[dict[str, Any]]) -> int | None:
     """The one rank count (> 1) of the timings behind :func:`fit_op_rates`, or None where
-    they mix several (then a rate cannot be scaled from its calibration's core sharing)."""
+    they mix several (then the cores' cost at other counts cannot be priced against it,
+    :func:`scidl.scaling.contention.cores_bound_rates`)."""
     counts = {int(s["ranks"]) for s in samples if s["ranks"] > 1 and s["time_s"] > 0}
     return counts.pop() if len(counts) == 1 else None
 

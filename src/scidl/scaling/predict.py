@@ -375,9 +375,9 @@ def link_burst(hw: Hardware, p: int, algorithm: str, comp: Compression,
     """(wire, burst) seconds of the network link at p ranks: the step's collectives priced
     at the link's β alone, and the link's ``burst_bytes``·β; (0, 0) on one node or for a
     link without a burst."""
-    if hw.inter is None or hw.inter.burst_bytes <= 0 or p <= hw.devices_per_node:
+    level = hw.inter  # the link's own rates: a burst spares the wire, not the cores
+    if level is None or level.burst_bytes <= 0 or p <= hw.devices_per_node:
         return 0.0, 0.0
-    level = hw.levels(p)[1]  # its per-op rates at p ranks
     free = LinkCost(0.0, 0.0, 0.0)
     wire_only = Topology(hw.devices_per_node, free, LinkCost(0.0, level.beta, 0.0))
     wire = sum(gradient_comm_time(b, p, wire_only, algorithm, comp, shapes) for b, shapes in buckets)
