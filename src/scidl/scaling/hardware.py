@@ -150,19 +150,13 @@ class Hardware(BaseModel):
     assumptions: list[str] = Field(default_factory=list)
 
     def topology(self, ranks: int | None = None) -> Topology:
-        """Cost-model view; ``ranks`` selects a per-process-count fit when there is one."""
-        intra, inter = self.levels(ranks)
-        return Topology(self.devices_per_node, intra.cost(), inter.cost())
-
-    def levels(self, ranks: int | None = None) -> tuple[Level, Level]:
-        """(intra, inter) levels at ``ranks`` ranks: a per-process-count fit where there
-        is one, per-op rates as that many ranks see them (:meth:`Level.at_ranks`); inter
-        is intra on a single node."""
+        """Cost-model view; ``ranks`` selects a per-process-count fit when there is one
+        and prices the per-op rates as that many ranks see them (:meth:`Level.at_ranks`)."""
         intra = self.intra_by_ranks.get(ranks, self.intra) if ranks else self.intra
         inter = self.inter or intra
         if ranks:
             intra, inter = intra.at_ranks(ranks), inter.at_ranks(ranks)
-        return intra, inter
+        return Topology(self.devices_per_node, intra.cost(), inter.cost())
 
 
 def preset_names() -> list[str]:
