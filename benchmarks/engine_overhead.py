@@ -150,7 +150,10 @@ def plain_params(step: Callable[..., None]) -> list[torch.Tensor]:
 
 
 def _worker(rank: int, world: int, args: dict[str, Any], root: str) -> dict[str, Any]:
-    return {name: _pairs(MODELS[name], args, f"{root}/{name}", rank, world) for name in args["models"]}
+    out = {name: _pairs(MODELS[name], args, f"{root}/{name}", rank, world) for name in args["models"]}
+    for res in out.values():
+        res["cores"] = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return out
 
 
 def _quantile(xs: list[float], q: float) -> float:
@@ -201,7 +204,8 @@ def pool_launches(launches: list[list[dict[str, Any]]]) -> tuple[list[dict[str, 
             parts = [lr[name] for lr in rank_results]
             out[name] = {"times": {k: [t for p in parts for t in p["times"][k]] for k in parts[0]["times"]},
                          "skipped": sum(p["skipped"] for p in parts),
-                         "same_weights": all(p["same_weights"] for p in parts)}
+                         "same_weights": all(p["same_weights"] for p in parts),
+                         "cores": [p.get("cores") for p in parts]}
         pooled.append(out)
     first = launches[0][0]
     name = next(iter(first))
@@ -236,7 +240,24 @@ def summarize(res: list[dict[str, Any]], launches: list[int] | None = None) -> d
                                                               strict=True)) for r in per_rank],
             "same_weights": all(r["same_weights"] for r in per_rank),
             "skipped_steps": per_rank[0]["skipped"],
+            # each rank's CPU affinity in each launch (one core each when bound)
+            "cores": [r.get("cores") for r in per_rank],
         }
+    return out
+
+
+def binding_effect(bound: list[list[dict[str, Any]]], unbound: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per model and loop: the median step time of each bound launch ÷ that of the unbound
+    launch run next to it (launches alternate), rank 0's wall times."""
+    out: dict[str, Any] = {}
+    for name in bound[0][0]:
+        loops = {}
+        for loop in ("plain", "scidl"):
+            ratios = [statistics.median(t[0] for t in b[0][name]["times"][loop])
+                      / statistics.median(t[0] for t in u[0][name]["times"][loop])
+                      for b, u in zip(bound, unbound, strict=True)]
+            loops[loop] = {"per_launch_pair": ratios, "median": statistics.median(ratios)}
+        out[name] = loops
     return out
 
 
@@ -250,21 +271,32 @@ def main() -> None:
     ap.add_argument("--nproc", type=int, default=2)
     ap.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
                     help="models to measure (the published table has both)")
+    ap.add_argument("--bind-cores", choices=["auto", "true", "false"], default="auto",
+                    help="dist.bind_cores for the launches (auto: one core per process when "
+                         "there are as many processes as cores)")
+    ap.add_argument("--unbound-too", action="store_true",
+                    help="alternate each launch with one whose processes are not bound to "
+                         "cores: the table for those too, and bound ÷ unbound step times")
     ap.add_argument("--out", default="benchmarks/results/engine_overhead.json")
     args = ap.parse_args()
     if args.pairs < 150:
         ap.error("--pairs must be at least 150")
     if args.launches < 1:
         ap.error("--launches must be at least 1")
+    bind = {"auto": "auto", "true": True, "false": False}[args.bind_cores]
     load_before = os.getloadavg()
-    runs = []
+    runs, free = [], []
     for i in range(args.launches):  # fresh processes each time: fresh memory layouts
-        with tempfile.TemporaryDirectory() as root:
-            runs.append(run_distributed(_worker, args.nproc, vars(args), root, timeout=3600))
+        kinds = [(bind, runs)] + ([(False, free)] if args.unbound_too else [])
+        for setting, into in kinds if i % 2 == 0 else kinds[::-1]:
+            with tempfile.TemporaryDirectory() as root:
+                into.append(run_distributed(_worker, args.nproc, vars(args), root, timeout=3600,
+                                            bind_cores=setting))
         print(f"launch {i + 1}/{args.launches} done", flush=True)
     load_after = os.getloadavg()
     res, sizes = pool_launches(runs)
     models = summarize(res, sizes)
+    unbound = summarize(*pool_launches(free)) if free else None
     print(f"{'model':<10}{'params':>11}{'plain ms':>10}{'SciDL ms':>10}  {'wall ratio [IQR]':<24}"
           f"{'CPU ratio [IQR]':<24}")
     for name, m in models.items():
@@ -283,10 +315,20 @@ def main() -> None:
     for name, m in models.items():
         print(f"{name:<10} per launch: wall " + ", ".join(f"{x:.3f}" for x in m["wall"]["per_launch"])
               + "; control wall " + ", ".join(f"{x:.3f}" for x in m["control"]["wall"]["per_launch"]))
+    for name, m in models.items():
+        print(f"{name:<10} cores per rank (first launch): {[c[0] if c else None for c in m['cores']]}")
+    effect = binding_effect(runs, free) if free else None
+    if unbound is not None and effect is not None:
+        for name, m in unbound.items():
+            print(f"{name:<10} unbound: wall {m['wall']['ratio']:.3f}, CPU {m['cpu']['ratio']:.3f}; "
+                  f"step bound ÷ unbound: plain {effect[name]['plain']['median']:.3f}, "
+                  f"SciDL {effect[name]['scidl']['median']:.3f}")
     print(f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after (target <= 1.02)")
     out = {
         "benchmark": "engine_overhead", "target": 1.02, "models": models,
+        **({"unbound": {"models": unbound, "bound_over_unbound": effect}} if unbound else {}),
         "config": {"pairs": args.pairs, "launches": args.launches, "warmup": args.warmup, "batch": args.batch,
+                   "bind_cores": args.bind_cores,
                    "nproc": args.nproc, "backend": "gloo", "device": "cpu", "threads_per_process": 1,
                    "optimizer": "adam", "dim": DIM},
         "load_avg": {"before": list(load_before), "after": list(load_after)},

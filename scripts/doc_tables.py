@@ -109,7 +109,30 @@ def engine_overhead(d: dict) -> str:
                  "per launch: " + "; ".join(
                      f"{name.replace('_', ' ')} SciDL {', '.join(f(x) for x in ours)} (control "
                      f"{', '.join(f(x) for x in ctl)})" for name, ours, ctl in launches) + ".")
-    return table(head, rows) + "\n\n" + note
+    cores = next((m["cores"] for m in d["models"].values() if m.get("cores")), None)
+    if cores:  # per rank, its affinity in each launch
+        bound = all(aff and len(aff) == 1 for per_rank in cores for aff in per_rank)
+        where = ", ".join(f"rank {r} on core {per_rank[0][0]}" for r, per_rank in enumerate(cores))
+        note += (f" Processes launched with dist.bind_cores={c.get('bind_cores', 'auto')}: "
+                 + (f"each rank's compute thread bound to a core of its own (first launch: "
+                    f"{where})." if bound else "left to the OS."))
+    out = table(head, rows) + "\n\n" + note
+    free = d.get("unbound")
+    if free:
+        head2 = ["model", "wall ratio [IQR]", "CPU ratio [IQR]", "control wall ratio [IQR]",
+                 "plain step, bound ÷ unbound (per launch pair)", "SciDL step, bound ÷ unbound"]
+        rows2 = []
+        for name, m in free["models"].items():
+            e = free["bound_over_unbound"][name]
+            rows2.append([name.replace("_", " "), spread(m["wall"]), spread(m["cpu"]),
+                          spread(m["control"]["wall"]),
+                          f"{f(e['plain']['median'])} ({', '.join(f(x) for x in e['plain']['per_launch_pair'])})",
+                          f"{f(e['scidl']['median'])} ({', '.join(f(x) for x in e['scidl']['per_launch_pair'])})"])
+        out += ("\n\nThe same rotation in processes left to the OS (dist.bind_cores=false), each "
+                "launch run next to a bound one (their order alternating); the last two columns "
+                "divide the median step time of each bound launch by that of its unbound "
+                "neighbour:\n\n" + table(head2, rows2))
+    return out
 
 
 def first_result(d: dict) -> str:

@@ -127,6 +127,10 @@ class DistConfig(_Section):
         None, ge=1,
         description="torch threads per process (default: the cores this process may use, "
                     "shared among the local processes, fewer when the machine is loaded)")
+    bind_cores: bool | Literal["auto"] = Field(
+        "auto", description="bind each local process to cores of its own: auto when the "
+                            "processes' threads fill this machine's cores exactly, true "
+                            "whenever there are several, false never (the OS schedules)")
 
 
 class CheckpointConfig(_Section):

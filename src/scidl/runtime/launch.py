@@ -185,18 +185,20 @@ def local_env(rank: int, world: int, port: int) -> LaunchEnv:
 
 
 def _child(fn: Callable[..., Any], rank: int, world: int, port: int, backend: str,
-           args: tuple[Any, ...], q: Any) -> None:
+           args: tuple[Any, ...], q: Any, bind: bool | str = "auto") -> None:
     """One rank: the process-group set-up of a training worker, then ``fn``."""
     import torch
 
     from scidl.runtime.dist import distributed_context
+    from scidl.runtime.torch_settings import bound_to, cores_for_this_machine
 
     torch.set_num_threads(1)
+    cores = cores_for_this_machine(bind, rank, world, 1)  # type: ignore[arg-type]
     launch = local_env(rank, world, port)
     os.environ.update(launch.export())
     device = "cuda" if backend == "nccl" else "cpu"
     try:
-        with distributed_context(device, backend, GROUP_TIMEOUT_S, launch=launch):
+        with distributed_context(device, backend, GROUP_TIMEOUT_S, launch=launch), bound_to(cores):
             out = fn(rank, world, *args)
         # Serialise here: tensors sent through a queue live in shared memory that vanishes
         # when this process exits, possibly before the parent has read them.
@@ -261,11 +263,14 @@ def _collect(q: Any, procs: list[Any], timeout: float, poll_s: float = 1.0) -> d
 
 
 def run_distributed(fn: Callable[..., Any], world_size: int, *args: Any,
-                    timeout: float = 180.0, backend: str = "gloo") -> list[Any]:
+                    timeout: float = 180.0, backend: str = "gloo",
+                    bind_cores: bool | str = "auto") -> list[Any]:
     """Run ``fn(rank, world_size, *args)`` on ``world_size`` local processes; return results.
 
     Each process is spawned, sets one torch thread, joins a ``backend`` process group on
-    a free loopback port and returns ``fn``'s (picklable) result, listed by rank. A rank
+    a free loopback port and returns ``fn``'s (picklable) result, listed by rank. Each
+    process is bound to a core of its own as ``dist.bind_cores`` says for ``bind_cores``
+    (``auto``: when there are exactly as many processes as usable cores). A rank
     that raises makes this raise ``RuntimeError`` with its traceback; no result from some
     rank within ``timeout`` seconds raises ``TimeoutError``; every child is killed then.
     ``fn`` must be importable (a module-level function).
@@ -273,7 +278,7 @@ def run_distributed(fn: Callable[..., Any], world_size: int, *args: Any,
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     port = free_port()
-    procs = [ctx.Process(target=_child, args=(fn, r, world_size, port, backend, args, q),
+    procs = [ctx.Process(target=_child, args=(fn, r, world_size, port, backend, args, q, bind_cores),
                          daemon=True) for r in range(world_size)]
     for p in procs:
         p.start()

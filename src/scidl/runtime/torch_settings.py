@@ -8,9 +8,10 @@ and its own determinism setting for what it does next.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -89,6 +90,71 @@ def threads_for_this_machine(configured: int | None, local_procs: int) -> Thread
         return choose_threads(configured, local_procs, 1)
     return choose_threads(None, local_procs, usable_cores(), os.cpu_count(), load_average(),
                           own_cores=has_own_cores())
+
+
+BindSetting = bool | Literal["auto"]
+
+
+def choose_cores(setting: BindSetting, local_rank: int, local_procs: int, threads: int,
+                 usable: Iterable[int], own_cores: bool = False) -> tuple[int, ...] | None:
+    """The cores local rank ``local_rank`` of ``local_procs`` binds to, or None (left to
+    the OS scheduler).
+
+    Rank r takes the r-th run of ``threads`` cores of ``usable`` (in ascending order), so
+    the ranks of one machine never share a core and each rank's communication threads run
+    on the core whose cache holds its gradients. ``auto`` binds only when the ranks'
+    threads fill the usable cores exactly (a machine the job has to itself: when a busy
+    machine made the thread count smaller, binding to the first cores could put the job
+    on cores other jobs use); ``True`` binds whenever there are several local processes,
+    wrapping round the cores when they are fewer. Never a single process, and never one
+    its launcher already gave cores of its own (``own_cores``, e.g. Slurm's binding).
+    """
+    cores = sorted(set(usable))
+    if setting is False or local_procs < 2 or own_cores or not cores:
+        return None
+    if setting == "auto" and local_procs * threads != len(cores):
+        return None
+    start = local_rank * threads
+    return tuple(sorted({cores[(start + i) % len(cores)] for i in range(max(1, threads))}))
+
+
+def binding_line(setting: BindSetting, local_procs: int, cores: tuple[int, ...] | None) -> str:
+    """What the run log says about core binding (printed by rank 0 for its own cores)."""
+    if cores is None:
+        return f"cores: left to the OS (dist.bind_cores={str(setting).lower()})"
+    n = len(cores)
+    return (f"cores: each of {local_procs} processes bound to {n} core{'s' if n > 1 else ''} "
+            f"of its own (rank 0: {', '.join(map(str, cores))})")
+
+
+def cores_for_this_machine(setting: BindSetting, local_rank: int, local_procs: int,
+                           threads: int) -> tuple[int, ...] | None:
+    """:func:`choose_cores` with this process's affinity (None where the OS has none)."""
+    mine = _affinity(0)
+    if not mine:
+        return None
+    return choose_cores(setting, local_rank, local_procs, threads, mine, own_cores=has_own_cores())
+
+
+@contextmanager
+def bound_to(cores: Sequence[int] | None) -> Iterator[None]:
+    """Run the body with the calling thread bound to ``cores`` (None: unchanged); the
+    thread's affinity is restored afterwards.
+
+    Only the calling thread: torch's compute threads, started later by it, inherit the
+    binding, while threads that already exist keep theirs. Call it once the process group
+    is up, so its communication threads stay free to run on any core (bound to their
+    rank's core as well, a rank's incoming gradients wait behind its own compute; see
+    docs/benchmarks.md).
+    """
+    old = _affinity(0) if cores else None
+    if cores and old is not None:  # (no affinity API: nothing to bind)
+        os.sched_setaffinity(0, cores)
+    try:
+        yield
+    finally:
+        if old is not None:
+            os.sched_setaffinity(0, old)
 
 
 @contextmanager

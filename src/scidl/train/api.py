@@ -27,7 +27,13 @@ from scidl.runtime.env import LaunchEnv, LaunchError, detect_launch
 from scidl.runtime.launch import NodeSpec
 from scidl.runtime.plotting import provenance
 from scidl.runtime.seed import seed_everything
-from scidl.runtime.torch_settings import threads_for_this_machine, torch_settings
+from scidl.runtime.torch_settings import (
+    binding_line,
+    bound_to,
+    cores_for_this_machine,
+    threads_for_this_machine,
+    torch_settings,
+)
 from scidl.runtime.watchdog import StallWatchdog
 from scidl.runtime.worker_errors import exit_with_user_error, report_worker_errors
 from scidl.train.callbacks import TrainerCallback
@@ -113,9 +119,13 @@ def train_process(
     from scidl.train.trainer import Trainer
 
     cfg = RunConfig.model_validate(cfg_dict)
-    threads = threads_for_this_machine(cfg.dist.threads_per_proc, detect_launch().local_world_size)
+    launch = detect_launch()
+    threads = threads_for_this_machine(cfg.dist.threads_per_proc, launch.local_world_size)
+    cores = cores_for_this_machine(cfg.dist.bind_cores, launch.local_rank,
+                                   launch.local_world_size, threads.threads)
     with torch_settings(threads.threads, cfg.train.deterministic), \
             distributed_context(cfg.dist.device, cfg.dist.backend, cfg.dist.timeout_s) as dctx, \
+            bound_to(cores), \
             warnings.catch_warnings():
         if not dctx.is_main:  # rank 0 speaks for the job: the same warning once, not N times
             warnings.simplefilter("ignore")
@@ -124,6 +134,8 @@ def train_process(
             on_run_dir(run_dir)
         if dctx.is_main and cfg.log.progress:
             print(threads.line, flush=True)
+            if launch.local_world_size > 1:
+                print(binding_line(cfg.dist.bind_cores, launch.local_world_size, cores), flush=True)
         watchdog = _StepTracker()
         phases = Phases(dctx.is_main and cfg.log.progress)
         with _watch(cfg, dctx, run_dir, watchdog):
