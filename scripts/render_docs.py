@@ -36,6 +36,7 @@ import doc_tables_workloads as w  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import anderson as anderson_bench  # noqa: E402  (benchmarks/anderson.py)
 import cluster as cluster_bench  # noqa: E402  (benchmarks/cluster.py)
+import comm_fidelity  # noqa: E402  (benchmarks/comm_fidelity.py)
 import comm_tta  # noqa: E402  (benchmarks/comm_tta.py)
 import malformed_inputs  # noqa: E402
 import predict_cluster  # noqa: E402  (benchmarks/predict_cluster.py)
@@ -96,6 +97,7 @@ REGISTRY: dict[str, Block] = {
     "topk_selection": _b("topk_selection", topk_selection.markdown),
     "comm_tta": _b("comm_tta", comm_tta.markdown),
     "comm_tta_targets": _b("comm_tta", comm_tta.markdown_targets),
+    "comm_fidelity": _b("comm_fidelity", comm_fidelity.markdown),
     # docs/optimizers.md
     "optim_admissions_b40": _b("optim", partial(t.optim_admissions, section="admissions_b40")),
     "optim_admissions_b8": _b("optim", partial(t.optim_admissions, section="admissions_b8")),

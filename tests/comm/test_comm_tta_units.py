@@ -130,3 +130,27 @@ def test_targets_met_or_distance_from_the_summary():
     assert "**lm, sgd**: not met — not run" in text
     assert "| 2.0–3.0 |" in b.markdown({"runs": runs})
     assert b.link_bits("100mbit") == 1e8 and b.link_bits("1gbit") == 1e9
+
+
+def test_fidelity_prediction_is_step_ratio_over_delta_next_to_the_measured_ratio():
+    """benchmarks/comm_fidelity.py: δ over the seeds, the predicted time (step-time
+    ratio ÷ mean δ) and the measured one, for the strategy's default settings only."""
+    fid = load_repo_script("benchmarks/comm_fidelity.py")
+
+    def run(strategy, seed, curve, train_s):
+        r = _run(strategy, seed, curve, curve[-1][2], 100.0)
+        return {**r, "train_s": train_s, "steps_done": 60}
+
+    tta = {"runs": [run("dense", 0, [[30, 4.0, 0.90], [60, 8.0, 0.95]], 8.0),
+                    run("powersgd", 0, [[30, 1.0, 0.93], [60, 2.0, 0.95]], 2.0)]}
+    cases = [{"model": "digits", "optimizer": "adam", "seed": s, "steps": 30, "ranks": 4,
+              "delta": {"powersgd:4": d, "powersgd:8": 0.9}} for s, d in ((0, 0.4), (1, 0.6))]
+    rows = {r["compressor"]: r for r in fid.predictions(cases, tta)}
+    p4 = rows["powersgd:4"]
+    assert p4["delta"] == {"mean": 0.5, "min": 0.4, "max": 0.6, "n": 2}
+    assert p4["step_vs_dense"] == 0.25 and p4["predicted_tta_vs_dense"] == 0.5
+    assert p4["measured_tta_vs_dense"] == 0.25 and p4["reached"] == 1  # 2.0 s ÷ 8.0 s
+    assert "predicted_tta_vs_dense" not in rows["powersgd:8"]  # not the setting measured
+    md = fid.markdown({"rows": list(rows.values()), "cases": cases, "command": "x ",
+                       "date": "d", "versions": {"torch": "t"}})
+    assert "| digits | Adam | `powersgd:4` | 0.500 [0.400–0.600] (2 seeds) | 0.25 | 0.50 | 0.25 (1/1) |" in md

@@ -1,0 +1,96 @@
+"""``scidl.comm.fidelity``: compressors with error feedback and the optimizer's update,
+against closed forms and torch's own optimizers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from scidl.comm.fidelity import EFCompressor, UpdateShadow, cosine, powersgd_approx, topk_approx
+
+
+def test_one_power_iteration_recovers_a_matrix_of_that_rank():
+    g = torch.Generator().manual_seed(0)
+    m = torch.randn(12, 3, generator=g, dtype=torch.float64) @ torch.randn(3, 9, generator=g, dtype=torch.float64)
+    approx, q = powersgd_approx(m, torch.randn(9, 3, generator=g, dtype=torch.float64))
+    assert torch.allclose(approx, m, atol=1e-10) and q.shape == (9, 3)
+
+
+def test_topk_keeps_exactly_the_largest_entries():
+    x = torch.tensor([0.1, -5.0, 0.3, 2.0, -0.2, 0.0, 1.0, -0.05])
+    assert topk_approx(x, 0.25).tolist() == [0.0, -5.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0]
+    assert topk_approx(x, 0.01).count_nonzero() == 1  # at least one entry
+
+
+@pytest.mark.parametrize("kind", ["powersgd", "topk"])
+def test_error_feedback_conserves_what_is_not_yet_sent(kind):
+    g = torch.Generator().manual_seed(1)
+    comp = EFCompressor(kind, rank=1, density=0.1)
+    grads = [[torch.randn(6, 5, generator=g, dtype=torch.float64),
+              torch.randn(5, generator=g, dtype=torch.float64)] for _ in range(4)]
+    sent = [comp.compress(gs) for gs in grads]
+    for i in range(2):  # everything given = everything sent + what is still held back
+        given = sum(gs[i] for gs in grads)
+        total = sum(s[i] for s in sent) + comp._residual[i]
+        assert torch.allclose(given, total, atol=1e-12)
+    if kind == "powersgd":  # a vector is not worth compressing: sent whole, nothing held
+        assert torch.equal(comp._residual[1], torch.zeros(5, dtype=torch.float64))
+        assert torch.linalg.matrix_rank(sent[0][0]) == 1
+
+
+def _torch_updates(opt_cls, kwargs, grads):
+    """The step torch's optimizer takes at lr 1 for each gradient of ``grads``."""
+    p = torch.zeros_like(grads[0], requires_grad=True)
+    opt = opt_cls([p], lr=1.0, **kwargs)
+    out = []
+    for gr in grads:
+        before = p.detach().clone()
+        p.grad = gr.clone()
+        opt.step()
+        out.append(before - p.detach())
+    return out
+
+
+def test_sgd_shadow_is_torch_sgd_momentum_buffer():
+    g = torch.Generator().manual_seed(2)
+    grads = [torch.randn(7, generator=g, dtype=torch.float64) for _ in range(5)]
+    ref = _torch_updates(torch.optim.SGD, {"momentum": 0.9}, grads)
+    sh = UpdateShadow("sgd", momentum=0.9)
+    for gr, r in zip(grads, ref, strict=True):
+        assert torch.allclose(sh.update([gr])[0], r, atol=1e-12)
+
+
+def test_adam_shadow_is_torch_adam_step():
+    g = torch.Generator().manual_seed(3)
+    grads = [torch.randn(7, generator=g, dtype=torch.float64) * 10 ** -i for i in range(5)]
+    ref = _torch_updates(torch.optim.Adam, {"betas": (0.9, 0.999), "eps": 1e-8}, grads)
+    sh = UpdateShadow("adam")
+    for gr, r in zip(grads, ref, strict=True):
+        assert torch.allclose(sh.update([gr])[0], r, rtol=1e-9, atol=1e-12)
+
+
+def test_cosine_of_tensor_lists():
+    a = [torch.tensor([1.0, 0.0]), torch.tensor([0.0])]
+    b = [torch.tensor([1.0, 1.0]), torch.tensor([0.0])]
+    assert math.isclose(cosine(a, b), 1 / math.sqrt(2))
+    assert cosine(a, [torch.zeros(2), torch.zeros(1)]) == 0.0
+
+
+def test_adam_magnifies_a_compressors_error_in_small_coordinates():
+    """The reason the measure is taken after the optimizer: a compressor that drops the
+    small coordinates keeps nearly all of an SGD update but far less of Adam's, which
+    scales every coordinate to a similar size."""
+    g = torch.Generator().manual_seed(4)
+    scale = torch.cat([torch.full((10,), 10.0), torch.full((990,), 0.1)]).double()
+    sgd, adam = {}, {}
+    for name, shadows in (("sgd", sgd), ("adam", adam)):
+        comp = EFCompressor("topk", density=0.01)
+        exact, fed = UpdateShadow(name), UpdateShadow(name)  # type: ignore[arg-type]
+        cos = []
+        for _ in range(20):
+            gr = torch.randn(1000, generator=g, dtype=torch.float64) * scale
+            cos.append(cosine(exact.update([gr]), fed.update(comp.compress([gr]))))
+        shadows["cos"] = sum(cos[5:]) / 15
+    assert sgd["cos"] > 0.9 and adam["cos"] < 0.6
