@@ -269,8 +269,8 @@ def run_distributed(fn: Callable[..., Any], world_size: int, *args: Any,
 
     Each process is spawned, sets one torch thread, joins a ``backend`` process group on
     a free loopback port and returns ``fn``'s (picklable) result, listed by rank. Each
-    process is bound to a core of its own as ``dist.bind_cores`` says for ``bind_cores``
-    (``auto``: when there are exactly as many processes as usable cores). A rank
+    process's compute thread is bound to a core of its own per ``bind_cores`` (the values
+    of ``dist.bind_cores``; ``auto``: when there are as many processes as usable cores). A rank
     that raises makes this raise ``RuntimeError`` with its traceback; no result from some
     rank within ``timeout`` seconds raises ``TimeoutError``; every child is killed then.
     ``fn`` must be importable (a module-level function).

@@ -101,8 +101,8 @@ def choose_cores(setting: BindSetting, local_rank: int, local_procs: int, thread
     the OS scheduler).
 
     Rank r takes the r-th run of ``threads`` cores of ``usable`` (in ascending order), so
-    the ranks of one machine never share a core and each rank's communication threads run
-    on the core whose cache holds its gradients. ``auto`` binds only when the ranks'
+    the compute of the ranks of one machine never shares a core and stays where its cache
+    is (:func:`bound_to` leaves the communication threads free). ``auto`` binds only when the ranks'
     threads fill the usable cores exactly (a machine the job has to itself: when a busy
     machine made the thread count smaller, binding to the first cores could put the job
     on cores other jobs use); ``True`` binds whenever there are several local processes,
