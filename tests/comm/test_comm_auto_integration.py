@@ -126,3 +126,53 @@ def test_auto_same_choice_nonfinite_and_state_round_trip():
         assert torch.allclose(a, b, atol=1e-6)  # replicas stay in step
     assert all(r["round_trip"] for r in res)
     assert res[0]["has_residual"]
+
+
+def _adam_worker(rank: int, world: int) -> dict:
+    out = {}
+    for label, steps in (("measured", 4), ("timed", 0)):
+        cfg = CommConfig(strategy="auto", bucket_cap_mb=0.03, auto_warmup_steps=2,
+                         auto_fidelity_steps=steps, auto_link=SLOW, rank=2, density=0.05)
+        net = _net()
+        strat = build_strategy(cfg)
+        ddp = strat.wrap(net)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        strat.use_optimizer(opt)
+        finite = []
+        for t in range(7):
+            g = torch.Generator().manual_seed(100 * t + rank)
+            x, y = torch.randn(4, 64, generator=g), torch.randn(4, 8, generator=g)
+            opt.zero_grad(set_to_none=True)
+            loss = ((ddp(x) - y) ** 2).mean()
+            if t == 2 and rank == 1:  # a NaN inside the measuring window
+                loss = loss * float("nan")
+            loss.backward()
+            ok = all(bool(torch.isfinite(p.grad).all()) for p in net.parameters())
+            finite.append(ok)
+            if ok:
+                opt.step()
+            else:
+                strat.on_skipped_step()
+            strat.end_step()
+        out[label] = {"decisions": strat.report()["decisions"], "choice": strat.report()["choice"],
+                      "finite": finite, "freed": strat._fidelity is None}
+    return out
+
+
+def test_auto_prices_the_update_each_compressor_keeps_before_its_refined_choice():
+    res = run_distributed(_adam_worker, 2, timeout=120)
+    for label in ("measured", "timed"):
+        assert res[0][label]["choice"] == res[1][label]["choice"]  # rank 0's, broadcast
+        assert all(r[label]["finite"] == [True, True, False, True, True, True, True] for r in res)
+    measured = res[0]["measured"]["decisions"]
+    # the refined choice waits for the measuring steps, then the tracker is freed
+    assert [(d["kind"], d["step"]) for d in measured] == [("provisional", 0), ("refined", 4)]
+    assert res[0]["measured"]["freed"] and res[1]["measured"]["freed"]
+    kept = measured[1]["update_kept_per_bucket"]
+    assert len(kept) >= 2 and all(set(k) == {"powersgd", "topk"} for k in kept)
+    assert all(0.0 <= v <= 1.0 + 1e-9 for k in kept for v in k.values())
+    assert 0.0 <= measured[1]["update_kept"] <= 1.0 + 1e-9
+    assert "update_kept" not in res[1]["measured"]["decisions"][1]  # measured on rank 0 only
+    timed = res[0]["timed"]["decisions"]  # auto_fidelity_steps=0: time alone, as before
+    assert [(d["kind"], d["step"]) for d in timed] == [("provisional", 0), ("refined", 2)]
+    assert "update_kept" not in timed[1]

@@ -135,3 +135,29 @@ def test_uniform_choice_follows_the_ladder_rules():
     strict = CommConfig(strategy="auto", auto_min_gain=0.99)
     assert choose_uniform(BUCKETS, Link(1e-4, 8 / 100e6), 4, strict).choice == ["dense"] * 4
     assert choose_uniform(BUCKETS, Link(1e-4, 8 / 100e6), 1, CFG).choice == ["dense"] * 4
+
+
+def _fidelity(kept: dict[str, float], buckets=BUCKETS) -> list[dict[str, tuple[float, float, float]]]:
+    """Per bucket: an exact update of squared norm = its entries (Adam's update is about
+    one per entry) and, per candidate, one of the same norm whose squared cosine with it
+    is ``kept[name]``."""
+    return [{"": (b.numel, b.numel, b.numel),
+             **{n: (math.sqrt(k) * b.numel, b.numel, b.numel) for n, k in kept.items()}}
+            for b in buckets]
+
+
+def test_a_compressor_that_keeps_little_of_the_update_is_not_taken():
+    slow = Link(1e-4, 8 / 100e6)
+    timed = choose(BUCKETS, slow, 4, CFG)
+    assert "powersgd" in timed.choice and timed.kept == 1.0  # time alone: compress hard
+    keeps = choose(BUCKETS, slow, 4, CFG, fidelity=_fidelity({"powersgd": 0.95, "topk": 0.9}))
+    assert keeps.choice == timed.choice  # what is kept is nearly all: the same choice
+    loses = choose(BUCKETS, slow, 4, CFG, fidelity=_fidelity({"powersgd": 0.05, "topk": 0.02}))
+    assert "powersgd" not in loses.choice and "topk" not in loses.choice
+    assert "fp16" in loses.choice and loses.kept == 1.0  # halving the bytes loses nothing
+    # the decision's δ is the whole assignment's: by hand for PowerSGD on bucket 0 only
+    from scidl.comm.fidelity import kept_share
+
+    two = [BucketInfo(3, 0.0), BucketInfo(1, 0.0)]
+    share = kept_share(["powersgd", "fp16"], _fidelity({"powersgd": 0.25}, two))
+    assert math.isclose(share, (0.5 * 3 + 1) ** 2 / (4 * 4))

@@ -94,3 +94,31 @@ def test_adam_magnifies_a_compressors_error_in_small_coordinates():
             cos.append(cosine(exact.update([gr]), fed.update(comp.compress([gr]))))
         shadows["cos"] = sum(cos[5:]) / 15
     assert sgd["cos"] > 0.9 and adam["cos"] < 0.6
+
+
+def test_tracker_sums_and_kept_share():
+    from scidl.comm.fidelity import EXACT, FidelityTracker, kept_share, update_rule
+
+    g = torch.Generator().manual_seed(5)
+    opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], betas=(0.8, 0.99), eps=1e-6)
+    rule = update_rule(opt)
+    assert rule is not None and rule().betas == (0.8, 0.99) and rule().eps == 1e-6
+    assert update_rule(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1,
+                                       momentum=0.5))().momentum == 0.5
+    assert update_rule(torch.optim.LBFGS([torch.zeros(1, requires_grad=True)])) is None
+    tr = FidelityTracker(rule, {"exact_rank": lambda: EFCompressor("powersgd", rank=2),
+                                "topk": lambda: EFCompressor("topk", density=0.05)}, count_from=3)
+    u = torch.randn(8, 2, generator=g, dtype=torch.float64)
+    for step in range(1, 6):  # rank-2 gradients: one power iteration at rank 2 is exact
+        m = u @ torch.randn(2, 6, generator=g, dtype=torch.float64)
+        tr.observe(0, (0,), [m], step)
+    (sums,) = tr.sums(1)
+    d, e, c = sums["exact_rank"]
+    assert math.isclose(d, e, rel_tol=1e-9) and math.isclose(c, e, rel_tol=1e-9)
+    assert sums[EXACT] == (e, e, e)
+    assert math.isclose(kept_share(["exact_rank"], [sums]), 1.0, rel_tol=1e-9)
+    assert kept_share(["topk"], [sums]) < 0.9  # 1 entry of 48 per step
+    assert kept_share(["dense"], [sums]) == 1.0  # no model: the update kept whole
+    assert tr.sums(2)[1] == {}  # a bucket never observed
+    tr.observe(0, (0, 1), [m], 2)  # the bucket was rebuilt: it starts afresh
+    assert tr.sums(1)[0] == {}

@@ -84,6 +84,7 @@ from scidl.comm.accounting import broadcast_bytes, ring_allreduce_bytes, ring_st
 from scidl.comm.base import CommStrategy
 from scidl.comm.buckets import Bucket
 from scidl.comm.config import check_candidates
+from scidl.comm.fidelity import EFCompressor, FidelityTracker, Sums, kept_share, update_rule
 from scidl.comm.registry import get_strategy_class
 from scidl.comm.wire import Collective
 
@@ -131,6 +132,7 @@ class Decision:
     tail_s: float
     moves: int = 0
     candidates: list[str] = field(default_factory=list)
+    kept: float = 1.0  # δ: the share of the optimizer's update the choice keeps (1: not priced)
 
     @property
     def exposed_s(self) -> float:
@@ -199,7 +201,8 @@ def simulate(buckets: Sequence[BucketInfo], plans: Sequence[Sequence[float]]
 
 def choose(buckets: Sequence[BucketInfo], link: Link, world: int, cfg: Any,
            candidates: Sequence[str] | None = None, exposed_fraction: float | None = None,
-           floor_s: float = 0.0, min_gain: float | None = None) -> Decision:
+           floor_s: float = 0.0, min_gain: float | None = None,
+           fidelity: Sequence[dict[str, Sums]] | None = None) -> Decision:
     """The per-bucket choice (pure; same inputs → same output on every rank).
 
     ``candidates``: ladder from least to most lossy (default ``cfg.auto_candidates``);
@@ -209,6 +212,12 @@ def choose(buckets: Sequence[BucketInfo], link: Link, world: int, cfg: Any,
     the predicted step (``floor_s``, the compute-only step, or else the backward pass,
     plus the exposed communication) by at least ``min_gain`` of it (default
     ``cfg.auto_min_gain``): more loss of accuracy for a few percent of time is not taken.
+
+    ``fidelity`` (per bucket, the sums of :class:`scidl.comm.fidelity.FidelityTracker`):
+    a move is then judged by the predicted time to accuracy, step time ÷ δ, where δ
+    (:func:`scidl.comm.fidelity.kept_share`) is the share of the optimizer's update the
+    whole assignment keeps; a compressor that saves link time but gives up more of the
+    update is not taken.
     """
     ladder = list(candidates if candidates is not None else cfg.auto_candidates)
     frac = cfg.auto_exposed_fraction if exposed_fraction is None else exposed_fraction
@@ -219,10 +228,20 @@ def choose(buckets: Sequence[BucketInfo], link: Link, world: int, cfg: Any,
     def predicted(lv: list[int]) -> tuple[float, float, float]:
         return simulate(buckets, [cost[i][lv[i]] for i in range(len(buckets))])
 
+    def share(lv: list[int]) -> float:
+        return kept_share([ladder[x] for x in lv], fidelity) if fidelity else 1.0
+
+    def objective(lv: list[int], blocked: float, tail: float) -> float:
+        """Predicted step time, divided by δ when the update kept is priced."""
+        step = max(floor_s, bwd) + blocked + tail
+        kept = share(lv)
+        return step / kept if kept > 0 else math.inf
+
     bwd, blocked, tail = predicted(level)
     moves = 0
     while world > 1 and blocked + tail > frac * bwd:
         best: tuple[float, int, int] | None = None
+        now_obj = objective(level, blocked, tail)
         for i in range(len(buckets)):
             now = sum(cost[i][level[i]])
             nxt = next((m for m in range(level[i] + 1, len(ladder))
@@ -232,16 +251,16 @@ def choose(buckets: Sequence[BucketInfo], link: Link, world: int, cfg: Any,
             trial = list(level)
             trial[i] = nxt
             _, b2, t2 = predicted(trial)
-            gain = (blocked + tail) - (b2 + t2)
-            step = max(floor_s, bwd) + blocked + tail
-            if gain > max(need * step, 1e-12) and (best is None or gain > best[0]):
+            gain = now_obj - objective(trial, b2, t2)
+            if gain > max(need * now_obj, 1e-12) and (best is None or gain > best[0]):
                 best = (gain, i, nxt)
         if best is None:
             break
         level[best[1]] = best[2]
         bwd, blocked, tail = predicted(level)
         moves += 1
-    return Decision([ladder[lv] for lv in level], bwd, blocked, tail, moves, ladder)
+    return Decision([ladder[lv] for lv in level], bwd, blocked, tail, moves, ladder,
+                    kept=share(level))
 
 
 def candidate_config(cfg: Any, name: str) -> Any:
@@ -370,13 +389,45 @@ class Auto(CommStrategy):
         self._keys_seen: dict[int, tuple[int, ...]] = {}
         self._window_start = 0
         self._unplanned = 0
+        # the update each compressed candidate keeps (rank 0, before the refined choice)
+        self._fidelity: FidelityTracker | None = None
+        self._fidelity_s = 0.0  # seconds spent on it in the current step
 
     # ------------------------------------------------------------------ wiring
     def steady_after(self) -> int:
         """Its observation steps (the refined choice), or a candidate's own warm-up if
         longer."""
         inner = max((s.steady_after() for s in self.inner.values()), default=0)
-        return max(int(self.cfg.auto_warmup_steps), inner)
+        return max(self._refine_at(), inner)
+
+    def _refine_at(self) -> int:
+        """Steps observed before the refined (or the one) choice: ``comm.auto_warmup_steps``,
+        or ``comm.auto_fidelity_steps`` when the update kept is measured and that is longer."""
+        warm = int(self.cfg.auto_warmup_steps)
+        return max(warm, int(self.cfg.auto_fidelity_steps)) if self._fidelity else warm
+
+    def use_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Measure, before the refined choice, the share of ``optimizer``'s update each
+        compressed candidate keeps (``comm.auto_fidelity_steps`` > 0; SGD, Adam, AdamW)."""
+        steps = int(self.cfg.auto_fidelity_steps)
+        rule = update_rule(optimizer)
+        makers = {name: self._compressor_maker(name) for name in self.inner}
+        models = {n: m for n, m in makers.items() if m is not None}
+        if steps <= 0 or rule is None or not models:
+            self._fidelity = None
+            return
+        self._fidelity = FidelityTracker(rule, models, count_from=max(1, steps // 2))
+
+    def _compressor_maker(self, name: str) -> Any:
+        """The model of candidate ``name``'s compression (None: it keeps the update whole,
+        or has no model here and is priced by time alone)."""
+        if name == "powersgd":
+            rank = int(self.cfg.rank)
+            return lambda: EFCompressor("powersgd", rank=rank)
+        if name == "topk":
+            density = float(self.cfg.density)
+            return lambda: EFCompressor("topk", density=density)
+        return None
 
     def setup(self, ddp_model: DDP | None, group: dist.ProcessGroup | None) -> None:
         super().setup(ddp_model, group)
@@ -425,6 +476,12 @@ class Auto(CommStrategy):
         name, unplanned = planned(bucket.index, key, self.choice, self.bucket_keys,
                                   self.param_choice, self.dense_name)
         self._unplanned += unplanned
+        if self._measuring_fidelity() and bucket.layout:
+            t0 = time.perf_counter()
+            grads = [bucket.buffer[s:s + n].view(p.shape) for p, s, n in bucket.offsets()]
+            assert self._fidelity is not None
+            self._fidelity.observe(bucket.index, key, grads, self.step)
+            self._fidelity_s += time.perf_counter() - t0
         fut = self.inner[name].reduce(bucket)
         self._last_exit = time.perf_counter()
         return fut
@@ -439,8 +496,9 @@ class Auto(CommStrategy):
         out = super().end_step()
         if wall is not None and step > 0:  # step 0: DDP builds and rebuilds its buckets
             self._step_walls.append(wall)
-            if self._observing:
-                self._floor.append(max(wall - out.get("exposed_s", 0.0), 0.0))
+            if self._observing:  # (the measuring of the update kept is not compute)
+                self._floor.append(max(wall - out.get("exposed_s", 0.0) - self._fidelity_s, 0.0))
+        self._fidelity_s = 0.0
         due = self._due(step)
         if due:
             self._decide(probe=due != "refined", kind=due)
@@ -451,7 +509,7 @@ class Auto(CommStrategy):
         """Which choice the close of ``step`` makes: "provisional", "refined",
         "final" (the one choice without a provisional one), "again" (every
         ``comm.auto_every``), or None."""
-        warm = self.cfg.auto_warmup_steps
+        warm = self._refine_at()
         if not self.decisions:
             if self.cfg.auto_provisional:
                 return "provisional"
@@ -460,6 +518,12 @@ class Auto(CommStrategy):
             return "refined" if step + 1 >= warm else None
         every = self.cfg.auto_every
         return "again" if every and step + 1 - self._window_start >= every else None
+
+    def _measuring_fidelity(self) -> bool:
+        """Whether this hook measures the update kept: rank 0 decides, from step 1 (DDP's
+        buckets are rebuilt after step 0) until the refined (or the one) choice."""
+        return (self._fidelity is not None and self.rank == 0 and self.step >= 1
+                and not any(d.get("kind") in ("refined", "final") for d in self.decisions))
 
     def _observed(self) -> tuple[list[BucketInfo], float]:
         """This rank's buckets (median compute per bucket over the window; step 0 only
@@ -540,15 +604,25 @@ class Auto(CommStrategy):
         small_s, large_s, floor = vals[:3]
         infos = [BucketInfo(b.numel, vals[3 + i], b.shapes) for i, b in enumerate(infos)]
         link = known if known is not None else self._link(probed, small_s, large_s)
-        decision = choose(infos, link, self.world, self.cfg, floor_s=floor)
+        fidelity = None
+        if self._fidelity is not None and kind in ("refined", "final"):
+            if self.rank == 0:  # rank 0's choice is broadcast
+                fidelity = self._fidelity.sums(len(infos))
+            self._fidelity = None  # measured once; its state is freed
+        decision = choose(infos, link, self.world, self.cfg, floor_s=floor, fidelity=fidelity)
         choice = self._broadcast(decision.choice)
         keys = {i: self._keys_seen[i] for i in range(len(choice)) if i in self._keys_seen}
         by_index = dict(enumerate(choice))
         self._install(by_parameter(by_index, keys), by_index, keys)
         self.link = link
         self._close_window()
+        extra: dict[str, Any] = {}
+        if fidelity is not None:
+            extra = {"update_kept": decision.kept,
+                     "update_kept_per_bucket": [{n: kept_share([n], [f]) for n in f if n}
+                                                for f in fidelity]}
         self._record(kind, choice, link, [small_s, large_s] if probed else None, infos,
-                     floor, decision)
+                     floor, decision, **extra)
 
     def _agree(self, vals: list[float]) -> list[float]:
         """Every rank's ``vals`` combined by MAX (the slowest rank sets the pace)."""
@@ -582,7 +656,7 @@ class Auto(CommStrategy):
 
     def _record(self, kind: str, choice: list[str], link: Link, probe_s: list[float] | None,
                 infos: Sequence[BucketInfo], floor: float, decision: Decision,
-                **extra: float) -> None:
+                **extra: Any) -> None:
         self.decisions.append({
             "step": self.step, "kind": kind, "choice": choice, "link": asdict(link),
             "probe_s": probe_s, **extra,
@@ -631,6 +705,8 @@ class Auto(CommStrategy):
         for s in self.inner.values():
             s.drain()
         self.reset_state()
+        if self._fidelity is not None:  # its shadows saw the non-finite gradients
+            self._fidelity.reset()
 
     def reset_state(self) -> None:
         for s in self.inner.values():

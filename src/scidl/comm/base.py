@@ -127,6 +127,11 @@ class CommStrategy(abc.ABC):
 
         ddp_model.register_comm_hook(None, hook)
 
+    def use_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """The run's optimizer, once built (the trainer calls it; a strategy that models
+        the optimizer's update, such as ``auto``, keeps what it needs). Default: nothing."""
+        return None
+
     def setup(self, ddp_model: DDP | None, group: dist.ProcessGroup | None) -> None:
         """Learn the process group (subclasses create sub-groups here; all ranks)."""
         self._set_up = True

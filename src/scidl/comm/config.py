@@ -86,6 +86,8 @@ class CommConfig(BaseModel):
         auto_candidates: ``auto``: strategies to choose from per bucket, least to most lossy.
         auto_warmup_steps: ``auto``: steps observed before the refined choice (or, with
             ``auto_provisional`` off, reduced densely before the one choice).
+        auto_fidelity_steps: ``auto``: steps over which the update each compressed
+            candidate keeps is measured before the refined choice (0: not measured).
         auto_provisional: ``auto``: choose provisionally in step 0's first hook (link
             probe, the forward pass's time), so the observed steps already run compressed.
         auto_every: ``auto``: probe the link and choose again every N steps (0: once).
@@ -173,6 +175,10 @@ class CommConfig(BaseModel):
     auto_warmup_steps: int = Field(
         3, ge=2, description="auto: steps observed before the refined choice (without "
         "auto_provisional: dense steps before the one choice)")
+    auto_fidelity_steps: int = Field(
+        10, ge=0, description="auto: steps over which rank 0 measures the share of the "
+        "optimizer's update (SGD, Adam, AdamW) each compressed candidate keeps; the refined "
+        "choice then waits for them and minimises step time / that share (0: time only)")
     auto_provisional: bool = Field(
         True, description="auto: choose provisionally before step 0's first reduction, "
         "refine after auto_warmup_steps")

@@ -21,7 +21,7 @@ Pure functions and small state holders; nothing here communicates.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -29,7 +29,8 @@ import torch
 
 from scidl.comm.powersgd import matrix_shape, orthonormalise
 
-__all__ = ["EFCompressor", "UpdateShadow", "cosine", "powersgd_approx", "topk_approx"]
+__all__ = ["EXACT", "EFCompressor", "FidelityTracker", "UpdateShadow", "cosine", "kept_share",
+           "powersgd_approx", "topk_approx", "update_rule"]
 
 
 def powersgd_approx(m: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,3 +138,103 @@ def cosine(a: Iterable[torch.Tensor], b: Iterable[torch.Tensor]) -> float:
         na += float((x64 * x64).sum())
         nb += float((y64 * y64).sum())
     return dot / (na * nb) ** 0.5 if na > 0 and nb > 0 else 0.0
+
+
+def update_rule(optimizer: torch.optim.Optimizer) -> Callable[[], UpdateShadow] | None:
+    """A factory of shadows of ``optimizer``'s update (its first parameter group's
+    settings): Adam and AdamW (the moment part; AdamW's decoupled decay is left out),
+    SGD (its momentum, 0 for plain SGD). None for other optimizers."""
+    group = optimizer.param_groups[0] if optimizer.param_groups else {}
+    if isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW):
+        betas = tuple(float(b) for b in group.get("betas", (0.9, 0.999)))
+        eps = float(group.get("eps", 1e-8))
+        return lambda: UpdateShadow("adam", betas=(betas[0], betas[1]), eps=eps)
+    if isinstance(optimizer, torch.optim.SGD):
+        momentum = float(group.get("momentum", 0.0))
+        return lambda: UpdateShadow("sgd", momentum=momentum)
+    return None
+
+
+Sums = tuple[float, float, float]  # Σ⟨u, ũ⟩, Σ‖u‖², Σ‖ũ‖² over the counted steps
+EXACT = ""  # the key of a bucket's exact update in :meth:`FidelityTracker.sums`
+
+
+@dataclass
+class _BucketState:
+    key: tuple[int, ...]
+    exact: UpdateShadow
+    candidates: dict[str, tuple[EFCompressor, UpdateShadow]]
+    sums: dict[str, list[float]] = field(default_factory=dict)
+
+
+class FidelityTracker:
+    """Per bucket, how much of the optimizer's update each compressed candidate keeps.
+
+    ``observe`` takes one bucket's gradients (one tensor per parameter) each step: the
+    exact shadow and each candidate's compressor (with its own error feedback) and shadow
+    are advanced, and from step ``count_from`` on the dot products are summed.
+    :meth:`sums` gives, per bucket, candidate → (Σ⟨u, ũ⟩, Σ‖u‖², Σ‖ũ‖²), the exact update
+    under :data:`EXACT`; :func:`kept_share` turns an assignment into δ.
+    """
+
+    def __init__(self, rule: Callable[[], UpdateShadow],
+                 compressors: dict[str, Callable[[], EFCompressor]], count_from: int) -> None:
+        self.rule, self.compressors, self.count_from = rule, compressors, count_from
+        self._buckets: dict[int, _BucketState] = {}
+
+    def observe(self, index: int, key: tuple[int, ...], grads: Sequence[torch.Tensor],
+                step: int) -> None:
+        st = self._buckets.get(index)
+        if st is None or st.key != key:  # a new or rebuilt bucket starts afresh
+            st = _BucketState(key, self.rule(),
+                              {n: (make(), self.rule()) for n, make in self.compressors.items()})
+            self._buckets[index] = st
+        with torch.no_grad():
+            u = st.exact.update(grads)
+            ee = _dot(u, u)
+            count = step >= self.count_from
+            for name, (comp, shadow) in st.candidates.items():
+                uc = shadow.update(comp.compress(grads))
+                if count:
+                    _add(st.sums, name, (_dot(u, uc), ee, _dot(uc, uc)))
+            if count:
+                _add(st.sums, EXACT, (ee, ee, ee))
+
+    def sums(self, n_buckets: int) -> list[dict[str, Sums]]:
+        """Per bucket index ``0 … n_buckets-1`` its sums (empty where none were counted)."""
+        out: list[dict[str, Sums]] = []
+        for i in range(n_buckets):
+            st = self._buckets.get(i)
+            out.append({} if st is None else {k: (v[0], v[1], v[2]) for k, v in st.sums.items()})
+        return out
+
+    def reset(self) -> None:
+        """Forget everything (a skipped, non-finite step reached the shadows)."""
+        self._buckets.clear()
+
+
+def _dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
+    return float(sum(float(torch.dot(x.reshape(-1).double(), y.reshape(-1).double()))
+                     for x, y in zip(a, b, strict=True)))
+
+
+def _add(sums: dict[str, list[float]], key: str, vals: Sums) -> None:
+    acc = sums.setdefault(key, [0.0, 0.0, 0.0])
+    for i, v in enumerate(vals):
+        acc[i] += v
+
+
+def kept_share(names: Sequence[str], fidelity: Sequence[dict[str, Sums]]) -> float:
+    """δ of an assignment (candidate ``names[b]`` for bucket b): the squared cosine
+    between the whole model's exact update and the one under the assignment, from each
+    bucket's sums; a candidate without sums for a bucket keeps its update whole (dense,
+    fp16). Buckets never observed count for nothing; 0 when the two point apart."""
+    dot = exact = kept = 0.0
+    for name, fid in zip(names, fidelity, strict=True):
+        if EXACT not in fid:
+            continue
+        d, e, c = fid.get(name, fid[EXACT])
+        dot, exact, kept = dot + d, exact + e, kept + c
+    if exact <= 0 or kept <= 0:
+        return 1.0 if exact <= 0 else 0.0
+    return max(dot, 0.0) ** 2 / (exact * kept)

@@ -98,6 +98,7 @@ class Trainer:
         self.plan = build_plan(cfg, task, self.device, dctx.world_size, self.strategy)
         self.model = self.plan.model  # this rank's module: the whole model or its stage
         self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.strategy.use_optimizer(self.optimizer)
         self._needs_closure = needs_closure(self.optimizer)
         # Sparse gradients left sparse by the strategy (``dense``: native sparse allreduce)
         # are densified after the reduction unless the optimizer applies them as they are.
