@@ -132,7 +132,8 @@ def _adam_worker(rank: int, world: int) -> dict:
     out = {}
     for label, steps in (("measured", 4), ("timed", 0)):
         cfg = CommConfig(strategy="auto", bucket_cap_mb=0.03, auto_warmup_steps=2,
-                         auto_fidelity_steps=steps, auto_link=SLOW, rank=2, density=0.05)
+                         auto_fidelity_steps=steps, auto_link=SLOW, rank=2, density=0.05,
+                         auto_every=2)
         net = _net()
         strat = build_strategy(cfg)
         ddp = strat.wrap(net)
@@ -154,8 +155,14 @@ def _adam_worker(rank: int, world: int) -> dict:
             else:
                 strat.on_skipped_step()
             strat.end_step()
+        state = strat.state_dict()
+        again = build_strategy(cfg)  # a resumed run keeps what was measured
+        again.wrap(_net())
+        again.load_state_dict(state)
         out[label] = {"decisions": strat.report()["decisions"], "choice": strat.report()["choice"],
-                      "finite": finite, "freed": strat._fidelity is None}
+                      "finite": finite, "freed": strat._fidelity is None,
+                      "sums_kept": again._kept_sums == strat._kept_sums
+                      and (strat._kept_sums is not None) == (rank == 0 and steps > 0)}
     return out
 
 
@@ -165,8 +172,12 @@ def test_auto_prices_the_update_each_compressor_keeps_before_its_refined_choice(
         assert res[0][label]["choice"] == res[1][label]["choice"]  # rank 0's, broadcast
         assert all(r[label]["finite"] == [True, True, False, True, True, True, True] for r in res)
     measured = res[0]["measured"]["decisions"]
-    # the refined choice waits for the measuring steps, then the tracker is freed
-    assert [(d["kind"], d["step"]) for d in measured] == [("provisional", 0), ("refined", 4)]
+    # the refined choice waits for the measuring steps, then the tracker is freed; the
+    # later choice (comm.auto_every) is priced with the same measured sums
+    assert [(d["kind"], d["step"]) for d in measured] == [("provisional", 0), ("refined", 4),
+                                                          ("again", 6)]
+    assert measured[2]["update_kept_per_bucket"] == measured[1]["update_kept_per_bucket"]
+    assert all(r[label]["sums_kept"] for r in res for label in ("measured", "timed"))
     assert res[0]["measured"]["freed"] and res[1]["measured"]["freed"]
     kept = measured[1]["update_kept_per_bucket"]
     assert len(kept) >= 2 and all(set(k) == {"powersgd", "topk"} for k in kept)
@@ -174,5 +185,5 @@ def test_auto_prices_the_update_each_compressor_keeps_before_its_refined_choice(
     assert 0.0 <= measured[1]["update_kept"] <= 1.0 + 1e-9
     assert "update_kept" not in res[1]["measured"]["decisions"][1]  # measured on rank 0 only
     timed = res[0]["timed"]["decisions"]  # auto_fidelity_steps=0: time alone, as before
-    assert [(d["kind"], d["step"]) for d in timed] == [("provisional", 0), ("refined", 2)]
-    assert "update_kept" not in timed[1]
+    assert [(d["kind"], d["step"]) for d in timed][:2] == [("provisional", 0), ("refined", 2)]
+    assert all("update_kept" not in d for d in timed)

@@ -20,9 +20,16 @@ bucket whose parameters all have the same candidate gets it, any other is reduce
 densely (counted as unplanned). **Refined choice**: after ``comm.auto_warmup_steps``
 steps, per bucket from their timeline (:func:`choose`; step 0 is left out of it), on
 the provisional choice's link. With ``comm.auto_provisional=false`` every bucket is
-reduced densely until one choice after ``comm.auto_warmup_steps`` steps. The accuracy
-guard of each compressed candidate is its own (``comm.warmup_steps``, error feedback),
-not ``auto``'s observation.
+reduced densely until one choice after ``comm.auto_warmup_steps`` steps.
+
+**The update kept** (``comm.auto_fidelity_steps`` > 0, an optimizer handed over by
+:meth:`use_optimizer`: SGD, Adam, AdamW): from step 1 until the refined choice, which
+then waits for ``comm.auto_fidelity_steps``, rank 0 passes its own gradients, in each
+bucket's hook, through a model of every compressed candidate with its own error
+feedback and through shadows of the optimizer (:mod:`scidl.comm.fidelity`); the
+refined choice and every later one are judged by step time ÷ δ, δ the share of the
+optimizer's update the assignment keeps. Besides that, each compressed candidate keeps
+its own guard (``comm.warmup_steps``, error feedback).
 
 Each choice, on every rank at once:
 
@@ -392,6 +399,7 @@ class Auto(CommStrategy):
         # the update each compressed candidate keeps (rank 0, before the refined choice)
         self._fidelity: FidelityTracker | None = None
         self._fidelity_s = 0.0  # seconds spent on it in the current step
+        self._kept_sums: list[dict[str, Sums]] | None = None  # what it measured (rank 0)
 
     # ------------------------------------------------------------------ wiring
     def steady_after(self) -> int:
@@ -604,11 +612,13 @@ class Auto(CommStrategy):
         small_s, large_s, floor = vals[:3]
         infos = [BucketInfo(b.numel, vals[3 + i], b.shapes) for i, b in enumerate(infos)]
         link = known if known is not None else self._link(probed, small_s, large_s)
-        fidelity = None
         if self._fidelity is not None and kind in ("refined", "final"):
             if self.rank == 0:  # rank 0's choice is broadcast
-                fidelity = self._fidelity.sums(len(infos))
-            self._fidelity = None  # measured once; its state is freed
+                self._kept_sums = self._fidelity.sums(len(infos))
+            self._fidelity = None  # measured once; the shadows are freed, the sums kept
+        fidelity = self._kept_sums
+        if fidelity is not None and len(fidelity) != len(infos):  # DDP's buckets changed
+            fidelity = None
         decision = choose(infos, link, self.world, self.cfg, floor_s=floor, fidelity=fidelity)
         choice = self._broadcast(decision.choice)
         keys = {i: self._keys_seen[i] for i in range(len(choice)) if i in self._keys_seen}
@@ -718,6 +728,7 @@ class Auto(CommStrategy):
                 "param_choice": dict(self.param_choice),
                 "link": asdict(self.link) if self.link else None,
                 "decisions": [dict(d) for d in self.decisions],
+                "kept_sums": self._kept_sums,
                 "inner": {name: s.state_dict() for name, s in self.inner.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -734,6 +745,11 @@ class Auto(CommStrategy):
         link = state.get("link")
         self.link = Link(**link) if link else None
         self.decisions = [dict(d) for d in state.get("decisions", [])]
+        sums = state.get("kept_sums")
+        self._kept_sums = None if sums is None else [
+            {str(k): (float(v[0]), float(v[1]), float(v[2])) for k, v in f.items()} for f in sums]
+        if any(d.get("kind") in ("refined", "final") for d in self.decisions):
+            self._fidelity = None  # measured before the checkpoint
         self._window_start = self.step
         self._observing = self._more_to_come()
 
