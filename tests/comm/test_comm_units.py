@@ -24,8 +24,8 @@ from scidl.comm.sparse import (
     unpack_sum,
 )
 
-ALL = ["bf16", "dense", "dgc", "fp16", "grouped", "hierarchical", "lag", "powersgd", "topk",
-       "topk_adam", "torch_fp16", "torch_powersgd"]
+ALL = ["bf16", "dense", "dgc", "fp16", "grouped", "hierarchical", "lag", "powersgd", "quant",
+       "topk", "topk_adam", "torch_fp16", "torch_powersgd"]
 
 
 def test_every_strategy_is_registered_and_builds():

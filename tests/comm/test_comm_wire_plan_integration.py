@@ -30,6 +30,8 @@ CASES = [
     {"strategy": "topk", "density": 0.05, "selection": "exact", "value_dtype": "fp16"},
     {"strategy": "topk", "density": 0.6, "selection": "exact"},  # the dense switch
     {"strategy": "lag", "lag_inner": "powersgd", "rank": 2},
+    {"strategy": "quant", "quant_chunk": 16},
+    {"strategy": "quant", "quant_bits": 4, "quant_chunk": 16},
 ]
 
 

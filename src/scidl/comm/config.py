@@ -42,16 +42,20 @@ class CommConfig(BaseModel):
             its built-in allreduce and only bytes are counted (the other strategies
             always time their collectives).
         density: ``topk``: fraction k/n of each bucket's entries sent per rank.
-        error_feedback: ``topk``/``powersgd``: keep what was not sent and add it next step.
+        error_feedback: ``topk``/``powersgd``/``quant``: keep what was not sent and add it
+            next step.
         value_dtype: ``topk``: wire type of the sent values (indices are always int32).
         selection: ``topk``: ``exact`` (``torch.topk``), ``threshold`` (sampled quantile,
             one pass over the bucket) or ``auto`` (exact up to ``exact_max_numel``).
         exact_max_numel: ``topk``/``auto``: largest bucket selected with exact top-k.
         sample_fraction: ``topk``/``threshold``: fraction of entries sampled to estimate
             the magnitude threshold.
-        warmup_steps: ``topk``/``powersgd``: optimizer steps reduced densely first
+        warmup_steps: ``topk``/``powersgd``/``quant``: optimizer steps reduced densely first
             (``torch_powersgd``: torch's ``start_powerSGD_iter``, at least 2).
         rank: ``powersgd``/``torch_powersgd``: rank r of the low-rank approximation P·Qᵀ.
+        quant_bits: ``quant``: bits per gradient entry on the wire (8 or 4).
+        quant_chunk: ``quant``: entries that share one fp32 scale (their largest
+            magnitude maps to the largest integer).
         ranks_per_node: ``hierarchical``: processes per (possibly virtual) node;
             ``None`` = ``LOCAL_WORLD_SIZE`` of the launcher.
         group_mb: ``grouped``: target size of one fused group in MiB.
@@ -123,10 +127,13 @@ class CommConfig(BaseModel):
         0.01, gt=0, le=1, description="topk threshold: fraction of entries sampled"
     )
     warmup_steps: int = Field(
-        0, ge=0, description="topk/powersgd: dense steps before compressing"
+        0, ge=0, description="topk/powersgd/quant: dense steps before compressing"
     )
     rank: int = Field(4, ge=1, description="powersgd/torch_powersgd: rank of the low-rank "
                       "approximation")
+    quant_bits: Literal[4, 8] = Field(8, description="quant: bits per entry on the wire")
+    quant_chunk: int = Field(
+        1024, ge=2, multiple_of=2, description="quant: entries sharing one fp32 scale")
     ranks_per_node: int | None = Field(
         None, ge=1, description="hierarchical: processes per (virtual) node"
     )

@@ -24,6 +24,7 @@ STRATEGIES: Registry[type[CommStrategy]] = Registry("comm.strategy", {
     "hierarchical": "scidl.comm.hierarchical:HierarchicalAllreduce",
     "fp16": "scidl.comm.fp16:FP16Allreduce",
     "bf16": "scidl.comm.bf16:BF16Allreduce",
+    "quant": "scidl.comm.quant:Quant",
     "powersgd": "scidl.comm.powersgd:PowerSGD",
     "topk": "scidl.comm.topk:TopK",
     "dgc": "scidl.comm.dgc:DGC",
