@@ -11,7 +11,10 @@ their own share of the global batch; alongside, each compressor sees the same gr
   gradient, which is what the distributed version reduces to (it is linear in the
   gradient);
 - ``topk:D`` on each rank's own gradient with that rank's error feedback, per tensor,
-  the results averaged (SciDL's ``topk`` selects per bucket: close, not identical).
+  the results averaged (SciDL's ``topk`` selects per parameter too);
+- ``quant:B`` (B-bit integers in blocks of 1,024 entries, the workers' and the owner's
+  error feedback) on the ranks' mean gradient: SciDL's ``quant`` quantizes each rank's
+  gradient before the sum, so this is close to it, not the same.
 
 A shadow optimizer fed the compressed mean and one fed the exact mean each give the
 update they would apply; the figure is the cosine between the two, per step, and
@@ -70,7 +73,9 @@ def _compressor(label: str, seed: int) -> EFCompressor:
         return EFCompressor("powersgd", rank=int(value or 4), seed=seed)
     if name == "topk":
         return EFCompressor("topk", density=float(value or 0.01))
-    raise SystemExit(f"unknown compressor {label!r} (powersgd:R or topk:D)")
+    if name == "quant":
+        return EFCompressor("quant", bits=int(value or 8))
+    raise SystemExit(f"unknown compressor {label!r} (powersgd:R, topk:D or quant:B)")
 
 
 def run_case(model: str, optimizer: str, seed: int, steps: int, ranks: int,
@@ -89,7 +94,7 @@ def run_case(model: str, optimizer: str, seed: int, steps: int, ranks: int,
 
     exact = shadow()
     per = {c: {"shadow": shadow(),
-               "comp": ([_compressor(c, seed)] if c.startswith("powersgd")
+               "comp": ([_compressor(c, seed)] if not c.startswith("topk")
                         else [_compressor(c, seed) for _ in range(ranks)])} for c in compressors}
     cos: dict[str, list[float]] = {c: [] for c in compressors}
     loader = DataLoader(task.train_data, batch_size=batch, shuffle=True, drop_last=True,
@@ -128,8 +133,18 @@ def run_case(model: str, optimizer: str, seed: int, steps: int, ranks: int,
             "loss_first_last": [losses[0], losses[-1]], "seconds": time.perf_counter() - t0}
 
 
-def _strategy_of(label: str) -> str:
-    return label.split(":")[0]
+SETTING = {"powersgd": ("rank", 4), "topk": ("density", 0.01), "quant": ("quant_bits", 8)}
+
+
+def tta_label(comp: str) -> str:
+    """The time-to-accuracy benchmark's label of the strategy a compressor models:
+    ``powersgd:4`` → ``powersgd`` (its setting there), ``quant:4`` → ``quant:quant_bits=4``."""
+    strat, _, value = comp.partition(":")
+    key, fallback = SETTING[strat]
+    default = comm_tta.STRATEGY_SETTINGS.get(strat, {}).get(key, fallback)
+    if not value or float(value) == float(default):
+        return strat
+    return f"{strat}:{key}={value}"
 
 
 def predictions(cases: list[dict[str, Any]], tta: dict[str, Any]) -> list[dict[str, Any]]:
@@ -149,15 +164,12 @@ def predictions(cases: list[dict[str, Any]], tta: dict[str, Any]) -> list[dict[s
             groups.setdefault((c["model"], c["optimizer"], comp), []).append(d)
     out = []
     for (model, optimizer, comp), ds in sorted(groups.items()):
-        strat = _strategy_of(comp)
-        default = comm_tta.STRATEGY_SETTINGS.get(strat, {})
-        same = (strat == "powersgd" and f"powersgd:{default.get('rank')}" == comp) or \
-               (strat == "topk" and f"topk:{default.get('density')}" == comp)
+        label = tta_label(comp)
         row: dict[str, Any] = {"model": model, "optimizer": optimizer, "compressor": comp,
                                "delta": {"mean": statistics.mean(ds), "min": min(ds), "max": max(ds),
                                          "n": len(ds)}}
-        r, d = by.get((model, optimizer, strat)), by.get((model, optimizer, "dense"))
-        if same and r and d and r.get("step_s") and d.get("step_s"):
+        r, d = by.get((model, optimizer, label)), by.get((model, optimizer, "dense"))
+        if r and d and r.get("step_s") and d.get("step_s"):
             ratio = r["step_s"]["mean"] / d["step_s"]["mean"]
             row.update({"step_vs_dense": ratio, "predicted_tta_vs_dense": ratio / statistics.mean(ds),
                         "measured_tta_vs_dense": r["tta_vs_dense"]["mean"] if r["tta_vs_dense"] else None,

@@ -122,3 +122,46 @@ def test_tracker_sums_and_kept_share():
     assert tr.sums(2)[1] == {}  # a bucket never observed
     tr.observe(0, (0, 1), [m], 2)  # the bucket was rebuilt: it starts afresh
     assert tr.sums(1)[0] == {}
+
+
+def test_quant_model_holds_back_only_rounding_on_both_sides():
+    g = torch.Generator().manual_seed(5)
+    comp = EFCompressor("quant", bits=8, chunk=16)
+    grads = [[torch.randn(6, 5, generator=g), torch.randn(5, generator=g)] for _ in range(4)]
+    sent = [comp.compress(gs) for gs in grads]
+    given = torch.cat([sum(gs[i] for gs in grads).reshape(-1) for i in range(2)])
+    total = torch.cat([sum(s[i] for s in sent).reshape(-1) for i in range(2)])
+    held = torch.cat([r.reshape(-1) for r in comp._residual])
+    assert comp._server is not None
+    # what was given = what was sent + the workers' residual + the owner's residual
+    assert torch.allclose(given, total + held + comp._server[:35], atol=1e-5)
+    assert float(held.abs().max()) <= float(given.abs().max()) / 127  # half a step at most
+    assert cosine(sent[-1], grads[-1]) > 0.999
+    four = EFCompressor("quant", bits=4, chunk=16)
+    assert cosine(four.compress(grads[0]), grads[0]) < cosine(
+        EFCompressor("quant", bits=8, chunk=16).compress(grads[0]), grads[0])
+
+
+def test_each_strategy_describes_its_own_compression_model():
+    from scidl.comm import CommConfig, build_strategy, get_strategy_class
+
+    for name in ("dense", "fp16", "bf16", "hierarchical", "dgc", "topk_adam"):
+        assert get_strategy_class(name).compression_model(CommConfig(strategy=name)) is None
+    made = {name: get_strategy_class(name).compression_model(
+        CommConfig(strategy=name, rank=2, density=0.05, quant_bits=4))()
+        for name in ("powersgd", "topk", "quant")}
+    assert (made["powersgd"].kind, made["powersgd"].rank) == ("powersgd", 2)
+    assert (made["topk"].kind, made["topk"].density) == ("topk", 0.05)
+    assert (made["quant"].kind, made["quant"].bits) == ("quant", 4)
+    # auto asks each candidate for its model: a candidate that describes one is priced
+    auto = build_strategy(CommConfig(strategy="auto"))
+    assert auto._compressor_maker("dense") is None
+    assert auto._compressor_maker("quant")().kind == "quant"
+
+    class Custom(type(auto.inner["fp16"])):
+        @classmethod
+        def compression_model(cls, cfg):
+            return lambda: EFCompressor("topk", density=0.5)
+
+    auto.inner["fp16"] = Custom(auto.inner["fp16"].cfg)
+    assert auto._compressor_maker("fp16")().density == 0.5

@@ -154,3 +154,12 @@ def test_fidelity_prediction_is_step_ratio_over_delta_next_to_the_measured_ratio
     md = fid.markdown({"rows": list(rows.values()), "cases": cases, "command": "x ",
                        "date": "d", "versions": {"torch": "t"}})
     assert "| digits | Adam | `powersgd:4` | 0.500 [0.400–0.600] (2 seeds) | 0.25 | 0.50 | 0.25 (1/1) |" in md
+
+
+def test_fidelity_compressors_name_the_runs_they_predict():
+    fid = load_repo_script("benchmarks/comm_fidelity.py")
+    assert fid.tta_label("powersgd:4") == "powersgd"
+    assert fid.tta_label("powersgd:8") == "powersgd:rank=8"
+    assert fid.tta_label("topk:0.01") == "topk"
+    assert fid.tta_label("quant:8") == "quant" and fid.tta_label("quant") == "quant"
+    assert fid.tta_label("quant:4") == "quant:quant_bits=4"

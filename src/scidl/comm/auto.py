@@ -58,7 +58,7 @@ Each choice, on every rank at once:
 
 Every ``comm.auto_every`` steps (0: never) after the last choice the probe and the
 decision are repeated on the steps observed since it. Each candidate runs as its own strategy object
-with its own accuracy guard (``topk``/``powersgd`` keep error feedback on, and reduce
+with its own accuracy guard (``topk``, ``powersgd`` and ``quant`` keep error feedback on, and reduce
 densely for the first ``comm.warmup_steps`` steps of the run; residuals and warm
 starts are per parameter); a candidate that loses a bucket at a re-decision
 forgets its state (its residual would be stale). The choice, the probed link, and the
@@ -91,7 +91,7 @@ from scidl.comm.accounting import broadcast_bytes, ring_allreduce_bytes, ring_st
 from scidl.comm.base import CommStrategy
 from scidl.comm.buckets import Bucket
 from scidl.comm.config import check_candidates
-from scidl.comm.fidelity import EFCompressor, FidelityTracker, Sums, kept_share, update_rule
+from scidl.comm.fidelity import FidelityTracker, Sums, kept_share, update_rule
 from scidl.comm.registry import get_strategy_class
 from scidl.comm.wire import Collective
 
@@ -427,15 +427,11 @@ class Auto(CommStrategy):
         self._fidelity = FidelityTracker(rule, models, count_from=max(1, steps // 2))
 
     def _compressor_maker(self, name: str) -> Any:
-        """The model of candidate ``name``'s compression (None: it keeps the update whole,
-        or has no model here and is priced by time alone)."""
-        if name == "powersgd":
-            rank = int(self.cfg.rank)
-            return lambda: EFCompressor("powersgd", rank=rank)
-        if name == "topk":
-            density = float(self.cfg.density)
-            return lambda: EFCompressor("topk", density=density)
-        return None
+        """The model of candidate ``name``'s compression, as the candidate describes it
+        (:meth:`CommStrategy.compression_model`; None: it keeps the update whole, or has
+        no model and is priced by time alone)."""
+        inner = self.inner[name]
+        return type(inner).compression_model(inner.cfg)
 
     def setup(self, ddp_model: DDP | None, group: dist.ProcessGroup | None) -> None:
         super().setup(ddp_model, group)

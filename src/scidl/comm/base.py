@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -316,6 +316,16 @@ class CommStrategy(abc.ABC):
                    shapes: Sequence[Shape] | None = None, backend: str | None = None) -> float:
         """Bytes one rank sends for that bucket (what :attr:`counters` will record)."""
         return bytes_sent(cls.wire(cfg, numel, world, shapes), world, backend)
+
+    @classmethod
+    def compression_model(cls, cfg: CommConfig) -> Callable[[], Any] | None:
+        """A factory of models of what this strategy sends for one bucket's gradients,
+        with its own error feedback (an object with ``compress(grads) -> list[Tensor]``,
+        one tensor per parameter: :class:`scidl.comm.fidelity.EFCompressor` for the
+        built-in compressors), from which ``auto`` measures the share of the optimizer's
+        update the strategy keeps. None (the default): it sends the gradient whole, or
+        its loss is not modelled and ``auto`` prices it by time alone."""
+        return None
 
     @classmethod
     def allreduce_algorithm(cls, cfg: CommConfig) -> str | None:

@@ -58,21 +58,29 @@ class EFCompressor:
     """A compressor with error feedback over a list of gradient tensors (one model).
 
     ``kind``: ``powersgd`` (rank ``rank``; tensors that compression would not shrink are
-    sent whole, as SciDL's ``powersgd`` does) or ``topk`` (``density`` of each tensor's
-    entries). ``compress(grads)`` returns what would be sent for ``grads`` and keeps the
-    residual for the next call.
+    sent whole, as SciDL's ``powersgd`` does), ``topk`` (``density`` of each tensor's
+    entries, as SciDL's ``topk`` selects per parameter) or ``quant`` (the list taken as
+    one bucket in blocks of ``chunk`` entries at ``bits`` bits, then the owner's
+    re-quantization with its own residual, as SciDL's ``quant`` does, from one rank's
+    gradients). ``compress(grads)`` returns what would be sent for ``grads`` and keeps
+    the residuals for the next call.
     """
 
-    kind: Literal["powersgd", "topk"]
+    kind: Literal["powersgd", "topk", "quant"]
     rank: int = 4
     density: float = 0.01
+    bits: int = 8
+    chunk: int = 1024
     seed: int = 0
     _residual: list[torch.Tensor] = field(default_factory=list)
     _q: dict[int, torch.Tensor] = field(default_factory=dict)
+    _server: torch.Tensor | None = None
 
     def compress(self, grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         if not self._residual:
             self._residual = [torch.zeros_like(g) for g in grads]
+        if self.kind == "quant":
+            return self._quant(grads)
         out = []
         for i, (g, e) in enumerate(zip(grads, self._residual, strict=True)):
             acc = g + e
@@ -80,6 +88,25 @@ class EFCompressor:
             self._residual[i] = acc - sent
             out.append(sent)
         return out
+
+    def _quant(self, grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        from scidl.comm.quant import dequantize, quantize
+
+        accs = [g + e for g, e in zip(grads, self._residual, strict=True)]
+        flat = torch.cat([a.reshape(-1) for a in accs]).float()
+        n = flat.numel()
+        padded = torch.nn.functional.pad(flat, (0, -n % self.chunk))
+        sent = dequantize(*quantize(padded, self.bits, self.chunk), self.bits, self.chunk)
+        owner = sent + (self._server if self._server is not None else 0.0)
+        out = dequantize(*quantize(owner, self.bits, self.chunk), self.bits, self.chunk)
+        self._server = owner - out
+        start, result = 0, []
+        for i, a in enumerate(accs):
+            k = a.numel()
+            self._residual[i] = a - sent[start:start + k].view_as(a).to(a.dtype)
+            result.append(out[start:start + k].view_as(a).to(a.dtype))
+            start += k
+        return result
 
     def _one(self, i: int, acc: torch.Tensor) -> torch.Tensor:
         if self.kind == "topk":

@@ -22,7 +22,7 @@ step, and ``on_skipped_step`` resets e and Q.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -84,6 +84,14 @@ class PowerSGD(CommStrategy):
                 first += m[0] * cfg.rank
                 second += m[1] * cfg.rank
         return [Collective("allreduce", 4 * first), Collective("allreduce", 4 * second)]
+
+    @classmethod
+    def compression_model(cls, cfg: Any) -> Callable[[], Any] | None:
+        """Rank-``rank`` PowerSGD with error feedback, per matrix (vectors whole)."""
+        from scidl.comm.fidelity import EFCompressor
+
+        rank = int(cfg.rank)
+        return lambda: EFCompressor("powersgd", rank=rank)
 
     def steady_after(self) -> int:
         return int(self.cfg.warmup_steps)  # dense steps before the first compressed one

@@ -36,7 +36,7 @@ no residual of that step is kept.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -116,6 +116,14 @@ class Quant(CommStrategy):
         block = block_bytes(shard_len(numel, world, chunk), bits, chunk)
         return [Collective("alltoall", world * block, dtype="uint8"),
                 Collective("allgather", block, dtype="uint8")]
+
+    @classmethod
+    def compression_model(cls, cfg: Any) -> Callable[[], Any] | None:
+        """Block-scaled integers with the workers' and the owner's error feedback."""
+        from scidl.comm.fidelity import EFCompressor
+
+        bits, chunk = int(cfg.quant_bits), int(cfg.quant_chunk)
+        return lambda: EFCompressor("quant", bits=bits, chunk=chunk)
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)

@@ -40,7 +40,7 @@ residual. Dense paths pass a NaN through the allreduce to every rank;
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -120,6 +120,17 @@ class TopK(CommStrategy):
         k, budget = sum(ks), owner_budget(ks, world)
         algo = plan_algorithm(cfg, world, numel, k, vb, fill=1.0, budget=budget)
         return plan_for(algo, world, numel, k, vb, budget=budget)
+
+    @classmethod
+    def compression_model(cls, cfg: Any) -> Callable[[], Any] | None:
+        """Top-``density`` of each parameter with error feedback (None for the variants
+        that apply the optimizer themselves: what they send is not a gradient)."""
+        if cls.owns_optimizer_state is not None:
+            return None
+        from scidl.comm.fidelity import EFCompressor
+
+        density = float(cfg.density)
+        return lambda: EFCompressor("topk", density=density)
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
