@@ -206,10 +206,15 @@ def markdown(data: dict[str, Any]) -> str:
             f"{SKIP}; the step-time ratio and the measured times come from "
             "`benchmarks/results/comm_tta.json` (4 virtual nodes at 100 Mbit/s, dense's "
             f"60-step budget); torch {data['versions']['torch']}, {data['date']}. "
-            f"Command: `{data['command'].strip()}`.")
+            + "Commands: " + ", ".join(f"`{c.strip()}`" for c in _commands(data)) + ".")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines) + "\n\n" + note
+
+
+def _commands(data: dict[str, Any]) -> list[str]:
+    """Every invocation that added cases (files from before kept one, ``command``)."""
+    return list(data.get("commands") or [data["command"]])
 
 
 def main() -> None:
@@ -243,7 +248,10 @@ def main() -> None:
                     f"{c} δ {d:.3f}" for c, d in case["delta"].items())
                     + f" ({case['seconds']:.0f} s)", flush=True)
                 data["rows"] = predictions(data["cases"], json.loads(comm_tta.RESULTS.read_text()))
-                data["command"] = "python benchmarks/comm_fidelity.py " + " ".join(sys.argv[1:])
+                command = "python benchmarks/comm_fidelity.py " + " ".join(sys.argv[1:])
+                data["commands"] = [c for c in _commands(data) if c != command] + [command] \
+                    if data.get("command") or data.get("commands") else [command]
+                data["command"] = command
                 data["date"] = time.strftime("%Y-%m-%d")
                 data["versions"] = {"torch": torch.__version__}
                 out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -133,7 +133,8 @@ def _adam_worker(rank: int, world: int) -> dict:
     for label, steps in (("measured", 4), ("timed", 0)):
         cfg = CommConfig(strategy="auto", bucket_cap_mb=0.03, auto_warmup_steps=2,
                          auto_fidelity_steps=steps, auto_link=SLOW, rank=2, density=0.05,
-                         auto_every=2)
+                         auto_every=2,
+                         auto_candidates=["dense", "fp16", "quant", "powersgd", "topk"])
         net = _net()
         strat = build_strategy(cfg)
         ddp = strat.wrap(net)

@@ -154,7 +154,8 @@ def test_each_strategy_describes_its_own_compression_model():
     assert (made["topk"].kind, made["topk"].density) == ("topk", 0.05)
     assert (made["quant"].kind, made["quant"].bits) == ("quant", 4)
     # auto asks each candidate for its model: a candidate that describes one is priced
-    auto = build_strategy(CommConfig(strategy="auto"))
+    auto = build_strategy(CommConfig(strategy="auto",
+                                     auto_candidates=["dense", "fp16", "quant", "powersgd"]))
     assert auto._compressor_maker("dense") is None
     assert auto._compressor_maker("quant")().kind == "quant"
 

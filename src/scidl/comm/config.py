@@ -177,7 +177,7 @@ class CommConfig(BaseModel):
         "8e-9 = 1 Gbit/s)"
     )
     auto_candidates: list[str] = Field(
-        ["dense", "fp16", "quant", "powersgd", "topk"],
+        ["dense", "fp16", "powersgd", "topk"],
         description="auto: strategies chosen from per bucket, least to most lossy")
     auto_warmup_steps: int = Field(
         3, ge=2, description="auto: steps observed before the refined choice (without "
