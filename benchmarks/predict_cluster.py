@@ -270,29 +270,12 @@ def refit_link(hardware: dict[str, Any], rows: list[dict[str, Any]],
     return out
 
 
-def cores_beta(rows: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
-    """Per op and rank count, the s/byte of the loopback timings ``rows`` (one rate per
-    (op, p), :func:`scidl.scaling.collectives.fit_op_rates` on that count's rows)."""
-    from scidl.scaling.collectives import fit_op_rates
-
-    out: dict[str, dict[int, float]] = {}
-    for p in sorted({int(r["ranks"]) for r in rows if r["ranks"] > 1}):
-        for op, rate in fit_op_rates([r for r in rows if r["ranks"] == p]).items():
-            out.setdefault(op, {})[p] = rate
-    return out
-
-
 def with_cores(hardware: dict[str, Any], rows: list[dict[str, Any]] | None) -> dict[str, Any]:
     """The hardware file with the cores' own rates (``cores_beta`` of each link level) from
     the sweep's loopback timings; unchanged without them (a sweep from before)."""
-    if not rows:
-        return hardware
-    table = cores_beta(rows)
-    out = dict(hardware)
-    for key in ("inter", "intra"):
-        if out.get(key):
-            out[key] = {**out[key], "cores_beta": table}
-    return out
+    from scidl.scaling.collectives import cores_rates, with_cores_rates
+
+    return with_cores_rates(hardware, cores_rates(rows)) if rows else hardware
 
 
 def missing_ops(d: dict[str, Any], link: str) -> list[str]:
@@ -573,7 +556,9 @@ def render(d: dict[str, Any]) -> str:
                      "smallest to largest; the model prices no collective below them): "
                      + "; ".join(f"{link}: " + _latency_ranges(t) for link, t in floors) + ".")
     if d.get("cores_rows"):
-        table = cores_beta(d["cores_rows"])
+        from scidl.scaling.collectives import cores_rates
+
+        table = cores_rates(d["cores_rows"])
         lines.append("The cores alone (`cores_beta` of each link level: the same ops on "
                      "loopback, no link in the way, "
                      f"{CORES_SIZES[0] // 1024} KiB to {CORES_SIZES[1] // 2**20} MiB; a "

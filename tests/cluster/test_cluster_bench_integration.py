@@ -18,7 +18,7 @@ RATES = {"100mbit": 100e6 / 8, "200mbit": 200e6 / 8}  # bytes/s
 PAYLOAD = 1448 / 1514
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(300)
 def test_fitted_bandwidth_recovers_the_link_rate(cluster_name, tmp_path):
     names = {rate: cluster_name[:7] + str(k) for k, rate in enumerate(RATES)}
     try:
@@ -40,6 +40,15 @@ def test_fitted_bandwidth_recovers_the_link_rate(cluster_name, tmp_path):
             # 12 %: both benchmarks share the 2 cores; a fit that read the shaper's burst
             # as bandwidth was 28-66 % high
             assert abs(bandwidth / (RATES[rate] * PAYLOAD) - 1) < 0.12, (rate, bandwidth, outs[rate])
+        # --cores: the same op on loopback at 2 processes, written as the cores' own rate
+        name = names["200mbit"]
+        out = cli("bench-collectives", "--cluster", name, "--ops", "allreduce", "--min-bytes",
+                  str(2**20), "--max-bytes", str(2**21), "--factor", "2", "--iters", "3",
+                  "--no-compute-probe",
+                  "--cores", "2", "--out", str(tmp_path / "cores"))
+        hw = load_hardware(tmp_path / "cores" / "hardware.yaml")
+        assert hw.inter is not None and hw.inter.cores_beta["allreduce"][2] > 0
+        assert hw.intra.cores_beta == hw.inter.cores_beta and "cores alone" in out.stdout
     finally:
         for name in names.values():
             net.down(name)

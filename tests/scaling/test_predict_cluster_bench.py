@@ -329,7 +329,9 @@ def test_the_cores_own_rates_enter_every_links_levels():
     rows = [{"op": "allreduce", "ranks": p, "bytes": n, "time_s": t}
             for p, pts in ((2, ((1e6, 0.002), (2e6, 0.003))), (4, ((1e6, 0.003), (2e6, 0.005))))
             for n, t in pts]
-    table = b.cores_beta(rows)
+    from scidl.scaling.collectives import cores_rates
+
+    table = cores_rates(rows)
     # the ring's beta term: 2(p-1)/p bytes per byte of the message
     assert table["allreduce"][2] == pytest.approx(1e-3 / (2 * 1 / 2 * 1e6))
     assert table["allreduce"][4] == pytest.approx(2e-3 / (2 * 3 / 4 * 1e6))

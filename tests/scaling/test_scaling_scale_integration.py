@@ -67,6 +67,9 @@ def test_bench_collectives_two_processes(tmp_path):
     assert hw["measured_here"] and hw["intra"]["alpha"] >= 0 and hw["intra"]["beta"] >= 0
     assert hw["compute_slowdown"][2] > 0  # slowest of 2 busy ranks vs 1
     assert main(["bench-collectives", "--nproc", "1"]) == 2
+    assert main(["bench-collectives", "--cores", "2,4"]) == 2  # only with --cluster
+    assert main(["bench-collectives", "--min-bytes", "4096", "--max-bytes", "8192"]) == 2
+    assert main(["bench-collectives", "--cluster", "x", "--cores", "1"]) == 2
 
 
 @pytest.mark.timeout(120)

@@ -33,6 +33,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster", metavar="NAME", default=None,
                    help="time across the nodes of virtual cluster NAME, one process per node "
                         "(scidl cluster up; --nproc is then the node count)")
+    p.add_argument("--cores", metavar="COUNTS", default=None,
+                   help="with --cluster: also time the ops on this machine's loopback at "
+                        "these process counts (e.g. 2,4,8; sizes from 256 KiB) and write what "
+                        "the shared cores alone sustain into the hardware file (cores_beta), "
+                        "for node counts other than the calibrated one")
+
+
+CORES_MIN_BYTES = 262_144  # the cores' rates: bandwidth-bound sizes only
+
+
+def _counts(text: str, flag: str) -> list[int]:
+    from scidl.cli import UserError
+
+    try:
+        counts = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: expected integers like 2 or 2,4") from None
+    if not counts or min(counts) < 2:
+        raise UserError(f"{flag}: collectives need at least 2 processes")
+    return counts
 
 
 def _table(rows: list[dict]) -> str:
@@ -63,12 +83,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from scidl.scaling.hardware import Hardware, save_hardware
 
-    try:
-        nprocs = [int(x) for x in str(args.nproc).split(",") if x.strip()]
-    except ValueError:
-        raise UserError(f"--nproc {args.nproc!r}: expected integers like 2 or 2,4") from None
-    if not nprocs or min(nprocs) < 2:
-        raise UserError("--nproc: collectives need at least 2 processes")
+    nprocs = _counts(args.nproc, "--nproc")
     ops = [o.strip() for o in args.ops.split(",") if o.strip()]
     for o in ops:
         try:
@@ -81,10 +96,18 @@ def run(args: argparse.Namespace) -> int:
                         "(a bare name such as allreduce)")
     if args.min_bytes < 4 or args.max_bytes < args.min_bytes or args.factor < 2:
         raise UserError("need 4 <= --min-bytes <= --max-bytes and --factor >= 2")
+    sizes = size_sweep(args.min_bytes, args.max_bytes, args.factor)
+    if len(sizes) < 2:
+        raise UserError(f"--min-bytes {args.min_bytes} to --max-bytes {args.max_bytes} by "
+                        f"--factor {args.factor} gives one message size; the fit needs two "
+                        "or more (widen the range or lower --factor)")
+    cores = _counts(args.cores, "--cores") if args.cores else []
+    if cores and not args.cluster:
+        raise UserError("--cores: only with --cluster (on one machine's own cores, --nproc "
+                        "already times every count)")
     spec = _cluster(args.cluster) if args.cluster else None
     out = Path(args.out or Path("runs") / "bench-collectives" / time.strftime("%Y%m%d-%H%M%S"))
     out.mkdir(parents=True, exist_ok=True)
-    sizes = size_sweep(args.min_bytes, args.max_bytes, args.factor)
     if spec is not None:
         from scidl.cluster.bench import cluster_hardware, cluster_probe_counts, run_on_cluster
 
@@ -112,12 +135,20 @@ def run(args: argparse.Namespace) -> int:
         hw_dict["compute_slowdown_range"] = stats["range"]
         if spec is not None:  # the link's α without the ranks' wait for a core
             hw_dict = alpha_free_of_sharing(hw_dict, spec.nodes)
+    cores_rows: list[dict] = []
+    if cores:  # the shared cores' own rates, no link in the way
+        from scidl.scaling.collectives import cores_rates, with_cores_rates
+
+        cores_rows = run_bench(cores, size_sweep(max(args.min_bytes, CORES_MIN_BYTES),
+                                                 max(args.max_bytes, 2 * CORES_MIN_BYTES),
+                                                 args.factor), ops, iters=args.iters)
+        hw_dict = with_cores_rates(hw_dict, cores_rates(cores_rows))
     hw = Hardware.model_validate(hw_dict)
     hw_path = save_hardware(hw, args.hardware_out or out / "hardware.yaml")
     prov = provenance()
     atomic_write_text(out / "bench.json", json.dumps(
         {"provenance": prov, "rows": rows, "fit": fit, "fit_by_ranks": per_p, "device_flops": flops,
-         "compute_slowdown": slowdown,
+         "compute_slowdown": slowdown, "cores_rows": cores_rows,
          "nproc": nprocs, "sizes": sizes},
         indent=2))
     _plot(rows, fit, out, caption_text(prov))
@@ -129,6 +160,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  p = {p}: alpha = {f['alpha'] * 1e6:.1f} us, {f['bandwidth'] / 1e9:.3f} GB/s, "
               f"gamma = {f['gamma']:.3g} s/B, rel. rms error {f['rel_rms']:.2f}")
     print(f"one-thread matmul: {flops / 1e9:.1f} GFLOP/s")
+    for op, by in sorted((hw.inter.cores_beta if hw.inter else {}).items()):
+        print(f"  cores alone, {op}: " + ", ".join(
+            f"p = {p}: {1e-6 / b:.0f} MB/s" for p, b in sorted(by.items()) if b > 0))
     for p, factor in slowdown.items():
         print(f"  compute slowdown of the slowest of {p} busy ranks: x{factor:.2f}")
     if hw.probe_step_s:

@@ -209,6 +209,32 @@ def fit_op_rates(samples: Sequence[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+def cores_rates(rows: Sequence[dict[str, Any]]) -> dict[str, dict[int, float]]:
+    """Per op and rank count, the seconds per byte that the machine's cores alone sustain:
+    :func:`fit_op_rates` on each count's timings of ``rows`` (loopback, no link in the
+    way). A link level's ``cores_beta``: where a virtual cluster's nodes share these
+    cores, a node count beyond the calibration's adds their cost per byte
+    (:func:`scidl.scaling.contention.cores_bound_rates`)."""
+    out: dict[str, dict[int, float]] = {}
+    for p in sorted({int(r["ranks"]) for r in rows if r["ranks"] > 1}):
+        for op, rate in fit_op_rates([r for r in rows if r["ranks"] == p]).items():
+            out.setdefault(op, {})[p] = rate
+    return out
+
+
+def with_cores_rates(hardware: dict[str, Any], table: dict[str, dict[int, float]]
+                     ) -> dict[str, Any]:
+    """A hardware file (as a dict) with ``table`` as the ``cores_beta`` of each of its link
+    levels (unchanged where ``table`` is empty)."""
+    if not table:
+        return hardware
+    out = dict(hardware)
+    for key in ("inter", "intra"):
+        if out.get(key):
+            out[key] = {**out[key], "cores_beta": table}
+    return out
+
+
 def op_rate_ranks(samples: Sequence[dict[str, Any]]) -> int | None:
     """The one rank count (> 1) of the timings behind :func:`fit_op_rates`, or None where
     they mix several (then the cores' cost at other counts cannot be priced against it,
