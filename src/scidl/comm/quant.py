@@ -68,10 +68,13 @@ def quantize(x: torch.Tensor, bits: int, chunk: int) -> tuple[torch.Tensor, torc
     block a non-finite scale."""
     qmax = 2 ** (bits - 1) - 1
     blocks = x.reshape(-1, chunk).float()
-    scale = blocks.abs().amax(dim=1) / qmax
+    # (a few passes over the bucket, in place where possible: fresh buffers the size of
+    # the bucket cost page faults on every step)
+    scale = blocks.abs().amax(dim=1).div_(qmax)
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    q = torch.round(blocks / safe[:, None]).clamp_(-qmax, qmax).to(torch.int16)
-    u = (q + (qmax + 1)).to(torch.uint8).reshape(-1)  # 1 … 2·qmax+1: never negative
+    y = blocks / safe[:, None]
+    y.round_().clamp_(-qmax, qmax).add_(qmax + 1)  # 1 … 2·qmax+1: never negative
+    u = y.to(torch.uint8).reshape(-1)
     if bits == 4:
         u = (u[0::2] << 4) | u[1::2]
     return u, scale
@@ -84,8 +87,9 @@ def dequantize(packed: torch.Tensor, scale: torch.Tensor, bits: int, chunk: int)
         u = torch.stack([packed >> 4, packed & 15], dim=1).reshape(-1)
     else:
         u = packed
-    q = u.to(torch.float32) - (qmax + 1)
-    return (q.reshape(-1, chunk) * scale[:, None]).reshape(-1)
+    q = u.to(torch.float32).sub_(qmax + 1)
+    q.view(-1, chunk).mul_(scale[:, None])
+    return q
 
 
 def _pack(u: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
