@@ -133,15 +133,17 @@ def run_case(model: str, optimizer: str, seed: int, steps: int, ranks: int,
             "loss_first_last": [losses[0], losses[-1]], "seconds": time.perf_counter() - t0}
 
 
-SETTING = {"powersgd": ("rank", 4), "topk": ("density", 0.01), "quant": ("quant_bits", 8)}
+SETTING = {"powersgd": "rank", "topk": "density", "quant": "quant_bits"}  # the label's value
 
 
 def tta_label(comp: str) -> str:
     """The time-to-accuracy benchmark's label of the strategy a compressor models:
     ``powersgd:4`` → ``powersgd`` (its setting there), ``quant:4`` → ``quant:quant_bits=4``."""
+    from scidl.comm import CommConfig
+
     strat, _, value = comp.partition(":")
-    key, fallback = SETTING[strat]
-    default = comm_tta.STRATEGY_SETTINGS.get(strat, {}).get(key, fallback)
+    key = SETTING[strat]
+    default = comm_tta.STRATEGY_SETTINGS.get(strat, {}).get(key, getattr(CommConfig(), key))
     if not value or float(value) == float(default):
         return strat
     return f"{strat}:{key}={value}"
@@ -214,7 +216,7 @@ def markdown(data: dict[str, Any]) -> str:
 
 def _commands(data: dict[str, Any]) -> list[str]:
     """Every invocation that added cases (files from before kept one, ``command``)."""
-    return list(data.get("commands") or [data["command"]])
+    return list(data.get("commands") or ([data["command"]] if "command" in data else []))
 
 
 def main() -> None:
@@ -249,8 +251,7 @@ def main() -> None:
                     + f" ({case['seconds']:.0f} s)", flush=True)
                 data["rows"] = predictions(data["cases"], json.loads(comm_tta.RESULTS.read_text()))
                 command = "python benchmarks/comm_fidelity.py " + " ".join(sys.argv[1:])
-                data["commands"] = [c for c in _commands(data) if c != command] + [command] \
-                    if data.get("command") or data.get("commands") else [command]
+                data["commands"] = [c for c in _commands(data) if c != command] + [command]
                 data["command"] = command
                 data["date"] = time.strftime("%Y-%m-%d")
                 data["versions"] = {"torch": torch.__version__}
