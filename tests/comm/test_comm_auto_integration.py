@@ -134,7 +134,8 @@ def _adam_worker(rank: int, world: int) -> dict:
         cfg = CommConfig(strategy="auto", bucket_cap_mb=0.03, auto_warmup_steps=2,
                          auto_fidelity_steps=steps, auto_link=SLOW, rank=2, density=0.05,
                          auto_every=2,
-                         auto_candidates=["dense", "fp16", "quant", "powersgd", "topk"])
+                         auto_candidates=["dense", "fp16", "quant", "quant:quant_bits=4",
+                                          "powersgd", "topk"])
         net = _net()
         strat = build_strategy(cfg)
         ddp = strat.wrap(net)
@@ -163,7 +164,9 @@ def _adam_worker(rank: int, world: int) -> dict:
         out[label] = {"decisions": strat.report()["decisions"], "choice": strat.report()["choice"],
                       "finite": finite, "freed": strat._fidelity is None,
                       "sums_kept": again._kept_sums == strat._kept_sums
-                      and (strat._kept_sums is not None) == (rank == 0 and steps > 0)}
+                      and (strat._kept_sums is not None) == (rank == 0 and steps > 0)
+                      and again._kept_codec == strat._kept_codec
+                      and (strat._kept_codec is not None) == (rank == 0 and steps > 0)}
     return out
 
 
@@ -181,7 +184,18 @@ def test_auto_prices_the_update_each_compressor_keeps_before_its_refined_choice(
     assert all(r[label]["sums_kept"] for r in res for label in ("measured", "timed"))
     assert res[0]["measured"]["freed"] and res[1]["measured"]["freed"]
     kept = measured[1]["update_kept_per_bucket"]
-    assert len(kept) >= 2 and all(set(k) == {"quant", "powersgd", "topk"} for k in kept)
+    names = {"quant", "quant:quant_bits=4", "powersgd", "topk"}
+    assert len(kept) >= 2 and all(set(k) == names for k in kept)
+    # each compressed candidate's work per bucket was timed with it
+    codec = measured[1]["codec_s_per_bucket"]
+    assert len(codec) == len(kept) and all(set(c) == names and min(c.values()) > 0
+                                           for c in codec)
+    # before anything is sent, rank 0 priced the candidates on step 0's first gradients
+    first = measured[0]
+    assert set(first["gradient_kept"]) == names and min(first["codec_s_per_entry"].values()) > 0
+    assert first["gradient_kept"]["quant"] > max(first["gradient_kept"]["quant:quant_bits=4"],
+                                                 first["gradient_kept"]["topk"])
+    assert "gradient_kept" not in res[1]["measured"]["decisions"][0]
     # 8-bit rounding keeps most of Adam's update, far more than rank 2 or 5 % of entries
     assert all(k["quant"] > 0.9 and k["quant"] > max(k["powersgd"], k["topk"]) for k in kept)
     assert all(0.0 <= v <= 1.0 + 1e-9 for k in kept for v in k.values())
@@ -189,4 +203,4 @@ def test_auto_prices_the_update_each_compressor_keeps_before_its_refined_choice(
     assert "update_kept" not in res[1]["measured"]["decisions"][1]  # measured on rank 0 only
     timed = res[0]["timed"]["decisions"]  # auto_fidelity_steps=0: time alone, as before
     assert [(d["kind"], d["step"]) for d in timed][:2] == [("provisional", 0), ("refined", 2)]
-    assert all("update_kept" not in d for d in timed)
+    assert all("update_kept" not in d and "gradient_kept" not in d for d in timed)

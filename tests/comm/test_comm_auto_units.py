@@ -77,7 +77,10 @@ def test_fit_link_recovers_alpha_beta():
 
 
 @pytest.mark.parametrize("bad", [["dense", "lag"], ["auto"], ["grouped"], [], ["dense", "dense"],
-                                 ["dense", "nope"]])
+                                 ["dense", "nope"], ["dense", "quant:quant_bits"],
+                                 ["dense", "quant:bits=4"], ["dense", "quant:auto_every=2"],
+                                 ["dense", "quant:strategy=dense"], ["dense", "quant:quant_bits=5"],
+                                 ["dense", "lag:lag_inner=dense"]])
 def test_bad_candidates_are_refused(bad):
     with pytest.raises(ValidationError, match="auto_candidates|unknown"):
         CommConfig(strategy="auto", auto_candidates=bad)
@@ -150,7 +153,7 @@ def test_a_compressor_that_keeps_little_of_the_update_is_not_taken():
     slow = Link(1e-4, 8 / 100e6)
     timed = choose(BUCKETS, slow, 4, CFG)
     assert "powersgd" in timed.choice and timed.kept == 1.0  # time alone: compress hard
-    keeps = choose(BUCKETS, slow, 4, CFG, fidelity=_fidelity({"powersgd": 0.95, "topk": 0.9}))
+    keeps = choose(BUCKETS, slow, 4, CFG, fidelity=_fidelity({"powersgd": 0.95, "topk": 0.5}))
     assert keeps.choice == timed.choice  # what is kept is nearly all: the same choice
     loses = choose(BUCKETS, slow, 4, CFG, fidelity=_fidelity({"powersgd": 0.05, "topk": 0.02}))
     assert "powersgd" not in loses.choice and "topk" not in loses.choice
@@ -161,3 +164,75 @@ def test_a_compressor_that_keeps_little_of_the_update_is_not_taken():
     two = [BucketInfo(3, 0.0), BucketInfo(1, 0.0)]
     share = kept_share(["powersgd", "fp16"], _fidelity({"powersgd": 0.25}, two))
     assert math.isclose(share, (0.5 * 3 + 1) ** 2 / (4 * 4))
+
+
+def test_a_candidate_carries_its_own_settings():
+    from scidl.comm.auto import candidate_class, candidate_config
+    from scidl.comm.config import split_candidate
+
+    assert split_candidate("quant:quant_bits=4:quant_chunk=256") == (
+        "quant", {"quant_bits": 4, "quant_chunk": 256})
+    cfg = CommConfig(strategy="auto", quant_bits=8,
+                     auto_candidates=["dense", "quant", "quant:quant_bits=4"])
+    four = candidate_config(cfg, "quant:quant_bits=4")
+    assert (four.strategy, four.quant_bits, four.error_feedback) == ("quant", 4, True)
+    assert candidate_config(cfg, "quant").quant_bits == 8
+    assert candidate_class("quant:quant_bits=4").name == "quant"
+    # the two are priced apart: 4 bits send fewer bytes than 8
+    one = [BucketInfo(1 << 20, 0.01, ((1024, 1024),))]
+    from scidl.comm.auto import plan_seconds
+
+    slow = Link(1e-4, 8 / 100e6)
+    assert sum(plan_seconds("quant:quant_bits=4", cfg, one[0], 4, slow)) < sum(
+        plan_seconds("quant", cfg, one[0], 4, slow))
+
+
+def test_compression_work_blocks_the_backward_thread():
+    b = [BucketInfo(10, 1.0), BucketInfo(10, 1.0)]
+    # bucket 0 compresses for 0.3 s before its collective: the backward thread waits
+    bwd, blocked, tail = simulate(b, [[0.5], [0.5]], [0.3, 0.0])
+    assert (bwd, blocked) == (2.0, 0.3) and tail == pytest.approx(0.5)
+    # a candidate whose encoding costs more than the link time it saves is not taken
+    one = [BucketInfo(1 << 20, 0.01, ((1024, 1024),))]
+    slow = Link(1e-4, 8 / 100e6)
+    ladder = ["dense", "fp16"]
+    free = choose(one, slow, 4, CFG, candidates=ladder)
+    assert free.choice == ["fp16"]
+    dear = choose(one, slow, 4, CFG, candidates=ladder, codec=[{"fp16": 10.0}])
+    assert dear.choice == ["dense"]
+    # priced work is part of the predicted exposed time
+    kept = choose(one, slow, 4, CFG, candidates=ladder, codec=[{"fp16": 0.01}])
+    assert kept.choice == ["fp16"] and kept.blocked_s == pytest.approx(0.01)
+
+
+def test_with_the_update_priced_a_bucket_may_skip_past_a_candidate():
+    # 4-bit integers keep nearly all of the update and cost less than PowerSGD's loss
+    ladder = ["dense", "fp16", "quant", "quant:quant_bits=4", "powersgd"]
+    cfg = CommConfig(strategy="auto", auto_candidates=ladder)
+    one = [BucketInfo(1 << 20, 0.01, ((1024, 1024),))]
+    slow = Link(1e-4, 8 / 100e6)
+    timed = choose(one, slow, 4, cfg)
+    assert timed.choice == ["powersgd"]  # time alone: the fewest bytes
+    fid = [{"": (1.0, 1.0, 1.0), "powersgd": (0.3, 1.0, 1.0),
+            "quant": (1.0, 1.0, 1.0), "quant:quant_bits=4": (0.99, 1.0, 1.0)}]
+    priced = choose(one, slow, 4, cfg, fidelity=fid)
+    assert priced.choice == ["quant:quant_bits=4"]
+    assert priced.kept == pytest.approx(0.99 ** 2)
+
+
+def test_provisional_choice_prices_the_gradient_kept():
+    from scidl.comm.auto import choose_uniform
+
+    ladder = ["dense", "fp16", "powersgd"]
+    cfg = CommConfig(strategy="auto", auto_candidates=ladder)
+    slow = Link(1e-4, 8 / 100e6)
+    assert choose_uniform(BUCKETS, slow, 4, cfg).choice[0] == "powersgd"
+    # a first look that finds PowerSGD keeps a tenth of the gradient: halve the bytes only
+    low = choose_uniform(BUCKETS, slow, 4, cfg, kept={"powersgd": 0.1})
+    assert low.choice[0] == "fp16" and low.kept == 1.0
+    high = choose_uniform(BUCKETS, slow, 4, cfg, kept={"powersgd": 0.95})
+    assert high.choice[0] == "powersgd" and high.kept == 0.95
+    # its compression time, per entry, counts as well
+    dear = choose_uniform(BUCKETS, slow, 4, cfg, kept={"powersgd": 0.95},
+                          codec_per_entry={"powersgd": 1e-3})
+    assert dear.choice[0] == "fp16"

@@ -166,3 +166,31 @@ def test_each_strategy_describes_its_own_compression_model():
 
     auto.inner["fp16"] = Custom(auto.inner["fp16"].cfg)
     assert auto._compressor_maker("fp16")().density == 0.5
+
+
+def test_tracker_times_each_compression_and_first_look_prices_the_gradient():
+    from scidl.comm.fidelity import FidelityTracker, first_look, update_rule
+
+    g = torch.Generator().manual_seed(7)
+    rule = update_rule(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1,
+                                       momentum=0.9))
+    makers = {"psgd": lambda: EFCompressor("powersgd", rank=1),
+              "q8": lambda: EFCompressor("quant", bits=8, chunk=16)}
+    tr = FidelityTracker(rule, makers, count_from=2)
+    for step in range(1, 5):
+        tr.observe(0, (0,), [torch.randn(16, 8, generator=g)], step)
+    (codec,) = tr.codec(1)
+    assert set(codec) == {"psgd", "q8"} and all(v > 0 for v in codec.values())
+    assert tr.codec(2)[1] == {}
+    grads = [torch.randn(32, 16, generator=g), torch.randn(16, generator=g)]
+    kept, per_entry = first_look(grads, makers)
+    # 8-bit blocks keep nearly all of a gradient; one rank-1 factor of a random matrix little
+    assert kept["q8"] > 0.999 and kept["psgd"] < 0.5
+    # rank 1 of the 32×16 matrix by hand (the vector is sent whole): cos² of P Qᵀ with it
+    m, q = grads[0], None
+    from scidl.comm.fidelity import powersgd_approx
+
+    q = torch.randn(16, 1, generator=torch.Generator().manual_seed(0))
+    approx, _ = powersgd_approx(m, q)
+    assert kept["psgd"] == pytest.approx(cosine([approx, grads[1]], grads) ** 2, rel=1e-5)
+    assert set(per_entry) == {"q8", "psgd"} and all(v > 0 for v in per_entry.values())

@@ -90,8 +90,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from scidl.comm.accounting import broadcast_bytes, ring_allreduce_bytes, ring_steps
 from scidl.comm.base import CommStrategy
 from scidl.comm.buckets import Bucket
-from scidl.comm.config import check_candidates
-from scidl.comm.fidelity import FidelityTracker, Sums, kept_share, update_rule
+from scidl.comm.config import check_candidates, split_candidate
+from scidl.comm.fidelity import FidelityTracker, Sums, first_look, kept_share, update_rule
 from scidl.comm.registry import get_strategy_class
 from scidl.comm.wire import Collective
 
@@ -176,26 +176,37 @@ def collective_seconds(c: Collective, world: int, link: Link) -> float:
     return ring_reduce_scatter_time(c.nbytes, world, lc)
 
 
+def candidate_class(spec: str) -> type[CommStrategy]:
+    """The strategy class of a ``comm.auto_candidates`` entry (``quant:quant_bits=4`` →
+    ``quant``)."""
+    return get_strategy_class(split_candidate(spec)[0])
+
+
 def plan_seconds(name: str, cfg: Any, info: BucketInfo, world: int, link: Link) -> list[float]:
     """Seconds of each collective candidate ``name`` issues for bucket ``info``."""
-    cls = get_strategy_class(name)
+    cls = candidate_class(name)
     plan = cls.wire(candidate_config(cfg, name), info.numel, world,
                     list(info.shapes) if info.shapes else None)
     return [collective_seconds(c, world, link) for c in plan]
 
 
-def simulate(buckets: Sequence[BucketInfo], plans: Sequence[Sequence[float]]
-             ) -> tuple[float, float, float]:
+def simulate(buckets: Sequence[BucketInfo], plans: Sequence[Sequence[float]],
+             codec: Sequence[float] | None = None) -> tuple[float, float, float]:
     """(backward seconds, blocked seconds, tail seconds) of one backward pass.
 
     Bucket i becomes ready ``compute_s`` after the backward thread got past bucket i−1;
-    its collectives run one after another on one link, each starting when both the
-    gradient and the link are free; every collective but the plan's last blocks the
-    backward thread until it completes. Tail: link busy after the backward pass ended.
+    its compression takes ``codec[i]`` seconds of the backward thread (counted as
+    blocked) before its collectives run one after another on one link, each starting
+    when both the gradient and the link are free; every collective but the plan's last
+    blocks the backward thread until it completes. Tail: link busy after the backward
+    pass ended.
     """
     t = link_free = blocked = 0.0
-    for info, plan in zip(buckets, plans, strict=True):
+    for i, (info, plan) in enumerate(zip(buckets, plans, strict=True)):
         t += max(info.compute_s, 0.0)
+        if codec is not None and codec[i] > 0:
+            blocked += codec[i]
+            t += codec[i]
         for j, sec in enumerate(plan):
             start = max(t, link_free)
             link_free = start + sec
@@ -209,7 +220,8 @@ def simulate(buckets: Sequence[BucketInfo], plans: Sequence[Sequence[float]]
 def choose(buckets: Sequence[BucketInfo], link: Link, world: int, cfg: Any,
            candidates: Sequence[str] | None = None, exposed_fraction: float | None = None,
            floor_s: float = 0.0, min_gain: float | None = None,
-           fidelity: Sequence[dict[str, Sums]] | None = None) -> Decision:
+           fidelity: Sequence[dict[str, Sums]] | None = None,
+           codec: Sequence[dict[str, float]] | None = None) -> Decision:
     """The per-bucket choice (pure; same inputs → same output on every rank).
 
     ``candidates``: ladder from least to most lossy (default ``cfg.auto_candidates``);
@@ -224,16 +236,28 @@ def choose(buckets: Sequence[BucketInfo], link: Link, world: int, cfg: Any,
     a move is then judged by the predicted time to accuracy, step time ÷ δ, where δ
     (:func:`scidl.comm.fidelity.kept_share`) is the share of the optimizer's update the
     whole assignment keeps; a compressor that saves link time but gives up more of the
-    update is not taken.
+    update is not taken. Each bucket may then move to any candidate further down the
+    ladder that is faster for it (without δ only to the next faster one: the ladder's
+    order is then the only measure of what a move risks).
+
+    ``codec`` (per bucket, candidate → seconds of compression work on the backward
+    thread, measured by the same tracker): added to the candidate's cost of the bucket
+    (:func:`simulate`); candidates it does not name cost none.
     """
     ladder = list(candidates if candidates is not None else cfg.auto_candidates)
     frac = cfg.auto_exposed_fraction if exposed_fraction is None else exposed_fraction
     need = cfg.auto_min_gain if min_gain is None else min_gain
     cost = [[plan_seconds(name, cfg, b, world, link) for name in ladder] for b in buckets]
+    work = [[(codec[i].get(name, 0.0) if codec is not None and i < len(codec) else 0.0)
+             for name in ladder] for i in range(len(buckets))]
     level = [0] * len(buckets)
 
+    def seconds(i: int, m: int) -> float:
+        return sum(cost[i][m]) + work[i][m]
+
     def predicted(lv: list[int]) -> tuple[float, float, float]:
-        return simulate(buckets, [cost[i][lv[i]] for i in range(len(buckets))])
+        return simulate(buckets, [cost[i][lv[i]] for i in range(len(buckets))],
+                        [work[i][lv[i]] for i in range(len(buckets))])
 
     def share(lv: list[int]) -> float:
         return kept_share([ladder[x] for x in lv], fidelity) if fidelity else 1.0
@@ -250,17 +274,15 @@ def choose(buckets: Sequence[BucketInfo], link: Link, world: int, cfg: Any,
         best: tuple[float, int, int] | None = None
         now_obj = objective(level, blocked, tail)
         for i in range(len(buckets)):
-            now = sum(cost[i][level[i]])
-            nxt = next((m for m in range(level[i] + 1, len(ladder))
-                        if sum(cost[i][m]) < now), None)
-            if nxt is None:
-                continue
-            trial = list(level)
-            trial[i] = nxt
-            _, b2, t2 = predicted(trial)
-            gain = now_obj - objective(trial, b2, t2)
-            if gain > max(need * now_obj, 1e-12) and (best is None or gain > best[0]):
-                best = (gain, i, nxt)
+            now = seconds(i, level[i])
+            faster = [m for m in range(level[i] + 1, len(ladder)) if seconds(i, m) < now]
+            for nxt in faster if fidelity else faster[:1]:
+                trial = list(level)
+                trial[i] = nxt
+                _, b2, t2 = predicted(trial)
+                gain = now_obj - objective(trial, b2, t2)
+                if gain > max(need * now_obj, 1e-12) and (best is None or gain > best[0]):
+                    best = (gain, i, nxt)
         if best is None:
             break
         level[best[1]] = best[2]
@@ -270,12 +292,17 @@ def choose(buckets: Sequence[BucketInfo], link: Link, world: int, cfg: Any,
                     kept=share(level))
 
 
-def candidate_config(cfg: Any, name: str) -> Any:
-    """A candidate's settings: the run's ``comm`` section with ``strategy=name`` and error
-    feedback on; ``comm.warmup_steps`` stays the compressed candidates' own warm-up
-    (dense steps from the start of the run, counted on top of nothing: ``auto``'s own
-    dense observation steps are part of them)."""
-    return cfg.model_copy(update={"strategy": name, "error_feedback": True})
+def candidate_config(cfg: Any, spec: str) -> Any:
+    """A candidate's settings: the run's ``comm`` section with the candidate's own
+    settings (``quant:quant_bits=4``), ``strategy`` its name and error feedback on;
+    ``comm.warmup_steps`` stays the compressed candidates' own warm-up (dense steps from
+    the start of the run, counted on top of nothing: ``auto``'s own dense observation
+    steps are part of them)."""
+    name, settings = split_candidate(spec)
+    if not settings:
+        return cfg.model_copy(update={"strategy": name, "error_feedback": True})
+    return type(cfg).model_validate({**cfg.model_dump(), **settings, "strategy": name,
+                                     "error_feedback": True})
 
 
 def prior_buckets(shapes: Sequence[tuple[int, ...]], cap_bytes: float, backward_s: float
@@ -300,31 +327,46 @@ def prior_buckets(shapes: Sequence[tuple[int, ...]], cap_bytes: float, backward_
     return out
 
 
-def choose_uniform(buckets: Sequence[BucketInfo], link: Link, world: int, cfg: Any) -> Decision:
-    """One candidate for every bucket (pure): from the first of the ladder, move to the
-    next candidate that exposes less communication while the exposed communication is
-    above ``comm.auto_exposed_fraction`` of the backward pass and the move shortens the
+def choose_uniform(buckets: Sequence[BucketInfo], link: Link, world: int, cfg: Any,
+                   kept: dict[str, float] | None = None,
+                   codec_per_entry: dict[str, float] | None = None) -> Decision:
+    """One candidate for every bucket (pure): from the first of the ladder, move to a
+    candidate that exposes less communication while the exposed communication is above
+    ``comm.auto_exposed_fraction`` of the backward pass and the move shortens the
     predicted step by more than ``comm.auto_min_gain`` of it (the rules of
-    :func:`choose`, applied to all buckets at once)."""
+    :func:`choose`, applied to all buckets at once).
+
+    ``kept`` (candidate → δ, absent: 1) prices the moves by step time ÷ δ, and a move
+    may then go to any faster candidate; without it only to the next faster one.
+    ``codec_per_entry`` (candidate → seconds per gradient entry of compression work)
+    adds each bucket's compression to the backward thread."""
     ladder = list(cfg.auto_candidates)
-    sims = [simulate(buckets, [plan_seconds(name, cfg, b, world, link) for b in buckets])
+    per = codec_per_entry or {}
+    sims = [simulate(buckets, [plan_seconds(name, cfg, b, world, link) for b in buckets],
+                     [per.get(name, 0.0) * b.numel for b in buckets])
             for name in ladder]
-    cur, moves = 0, 0
+    share = [(kept or {}).get(name, 1.0) for name in ladder]
     bwd = sims[0][0]
-    while world > 1:
-        exposed = sims[cur][1] + sims[cur][2]
-        if exposed <= cfg.auto_exposed_fraction * bwd:
+
+    def exposed(m: int) -> float:
+        return sims[m][1] + sims[m][2]
+
+    def objective(m: int) -> float:
+        return (bwd + exposed(m)) / share[m] if share[m] > 0 else math.inf
+
+    cur, moves = 0, 0
+    while world > 1 and exposed(cur) > cfg.auto_exposed_fraction * bwd:
+        faster = [m for m in range(cur + 1, len(ladder)) if exposed(m) < exposed(cur)]
+        if not faster:
             break
-        nxt = next((m for m in range(cur + 1, len(ladder))
-                    if sims[m][1] + sims[m][2] < exposed), None)
-        if nxt is None:
-            break
-        gain = exposed - (sims[nxt][1] + sims[nxt][2])
-        if gain <= max(cfg.auto_min_gain * (bwd + exposed), 1e-12):
+        nxt = min(faster if kept else faster[:1], key=objective)
+        gain = objective(cur) - objective(nxt)
+        if gain <= max(cfg.auto_min_gain * objective(cur), 1e-12):
             break
         cur, moves = nxt, moves + 1
     _, blocked, tail = sims[cur]
-    return Decision([ladder[cur]] * len(buckets), bwd, blocked, tail, moves, ladder)
+    return Decision([ladder[cur]] * len(buckets), bwd, blocked, tail, moves, ladder,
+                    kept=share[cur])
 
 
 def by_parameter(choice: dict[int, str], keys: dict[int, tuple[int, ...]]) -> dict[int, str]:
@@ -369,7 +411,7 @@ class Auto(CommStrategy):
         check_candidates(cfg.auto_candidates)
         self.inner: dict[str, CommStrategy] = {}
         for name in cfg.auto_candidates:
-            s = get_strategy_class(name)(candidate_config(cfg, name))
+            s = candidate_class(name)(candidate_config(cfg, name))
             s.counters = self.counters  # one set of books
             self.inner[name] = s
         self.nonfinite_agreed = all(s.nonfinite_agreed for s in self.inner.values())
@@ -400,6 +442,7 @@ class Auto(CommStrategy):
         self._fidelity: FidelityTracker | None = None
         self._fidelity_s = 0.0  # seconds spent on it in the current step
         self._kept_sums: list[dict[str, Sums]] | None = None  # what it measured (rank 0)
+        self._kept_codec: list[dict[str, float]] | None = None  # compression s per bucket
 
     # ------------------------------------------------------------------ wiring
     def steady_after(self) -> int:
@@ -469,7 +512,7 @@ class Auto(CommStrategy):
         prev = self._last_exit if bucket.index > 0 and self._last_exit is not None \
             else self._fwd_end
         if self._prior_due(bucket):  # step 0's first bucket, on every rank
-            self._decide_prior()
+            self._decide_prior(bucket)
         if prev is not None and self._observing:
             self._gaps.setdefault(bucket.index, []).append((self.step, max(now - prev, 0.0)))
         shapes = tuple(tuple(p.shape) for p in bucket.params) if bucket.layout else None
@@ -568,11 +611,15 @@ class Auto(CommStrategy):
                     and bucket.index == 0 and self.world > 1 and self._shapes
                     and self._fwd_start is not None and self._fwd_end is not None)
 
-    def _decide_prior(self) -> None:
+    def _decide_prior(self, bucket: Bucket) -> None:
         """The provisional choice, inside step 0's first hook (all ranks): one candidate
         for every parameter, from the link probe and the forward pass's time (the
         backward pass taken as ``BACKWARD_PER_FORWARD`` times it, spread over DDP's first
-        buckets by entries)."""
+        buckets by entries). When the update kept is measured later, rank 0 (whose
+        choice is broadcast) prices the compressed candidates already here by the share
+        of this first bucket's gradients each keeps and by its compression time
+        (:func:`scidl.comm.fidelity.first_look`): a compressor that would lose much of
+        the update does not run before it is measured."""
         assert self._fwd_start is not None and self._fwd_end is not None
         fwd = max(self._fwd_end - self._fwd_start, 0.0)
         probed = self.cfg.auto_link is None
@@ -581,13 +628,21 @@ class Auto(CommStrategy):
         link = self._link(probed, small_s, large_s)
         infos = prior_buckets(self._shapes, self.cfg.bucket_cap_mb * 2**20,
                               BACKWARD_PER_FORWARD * fwd)
-        decision = choose_uniform(infos, link, self.world, self.cfg)
+        kept = per_entry = None
+        if self._fidelity is not None and self.rank == 0 and bucket.layout:
+            grads = [bucket.buffer[s:s + n].view(p.shape) for p, s, n in bucket.offsets()]
+            kept, per_entry = first_look(grads, self._fidelity.compressors)
+        decision = choose_uniform(infos, link, self.world, self.cfg, kept=kept,
+                                  codec_per_entry=per_entry)
         (name,) = self._broadcast([decision.choice[0]])
         self._install({pos: name for pos in range(len(self.param_ids))}, {}, {})
         self.link = link
         self._close_window()
+        extra: dict[str, Any] = {"forward_s": fwd}
+        if kept is not None:
+            extra.update(gradient_kept=kept, codec_s_per_entry=per_entry)
         self._record("provisional", [name], link, [small_s, large_s] if probed else None,
-                     infos, fwd + decision.backward_s, decision, forward_s=fwd)
+                     infos, fwd + decision.backward_s, decision, **extra)
 
     def _decide(self, probe: bool = True, kind: str = "final") -> None:
         """Probe (unless ``probe`` is false and a link is known), agree on the numbers,
@@ -611,11 +666,13 @@ class Auto(CommStrategy):
         if self._fidelity is not None and kind in ("refined", "final"):
             if self.rank == 0:  # rank 0's choice is broadcast
                 self._kept_sums = self._fidelity.sums(len(infos))
+                self._kept_codec = self._fidelity.codec(len(infos))
             self._fidelity = None  # measured once; the shadows are freed, the sums kept
-        fidelity = self._kept_sums
+        fidelity, codec = self._kept_sums, self._kept_codec
         if fidelity is not None and len(fidelity) != len(infos):  # DDP's buckets changed
-            fidelity = None
-        decision = choose(infos, link, self.world, self.cfg, floor_s=floor, fidelity=fidelity)
+            fidelity = codec = None
+        decision = choose(infos, link, self.world, self.cfg, floor_s=floor, fidelity=fidelity,
+                          codec=codec)
         choice = self._broadcast(decision.choice)
         keys = {i: self._keys_seen[i] for i in range(len(choice)) if i in self._keys_seen}
         by_index = dict(enumerate(choice))
@@ -626,7 +683,8 @@ class Auto(CommStrategy):
         if fidelity is not None:
             extra = {"update_kept": decision.kept,
                      "update_kept_per_bucket": [{n: kept_share([n], [f]) for n in f if n}
-                                                for f in fidelity]}
+                                                for f in fidelity],
+                     "codec_s_per_bucket": codec}
         self._record(kind, choice, link, [small_s, large_s] if probed else None, infos,
                      floor, decision, **extra)
 
@@ -725,6 +783,7 @@ class Auto(CommStrategy):
                 "link": asdict(self.link) if self.link else None,
                 "decisions": [dict(d) for d in self.decisions],
                 "kept_sums": self._kept_sums,
+                "kept_codec": self._kept_codec,
                 "inner": {name: s.state_dict() for name, s in self.inner.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -744,6 +803,9 @@ class Auto(CommStrategy):
         sums = state.get("kept_sums")
         self._kept_sums = None if sums is None else [
             {str(k): (float(v[0]), float(v[1]), float(v[2])) for k, v in f.items()} for f in sums]
+        codec = state.get("kept_codec")
+        self._kept_codec = None if codec is None else [
+            {str(k): float(v) for k, v in f.items()} for f in codec]
         if any(d.get("kind") in ("refined", "final") for d in self.decisions):
             self._fidelity = None  # measured before the checkpoint
         self._window_start = self.step

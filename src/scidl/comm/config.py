@@ -7,7 +7,7 @@ line. Fields that only matter to one strategy say so in their description.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -19,16 +19,42 @@ TORCH_HOOKS = frozenset({"torch_fp16", "torch_powersgd"})
 NOT_AUTO_CANDIDATES = frozenset({"auto", "lag", "grouped", "dgc", "topk_adam"}) | TORCH_HOOKS
 
 
+def split_candidate(spec: str) -> tuple[str, dict[str, Any]]:
+    """A ``comm.auto_candidates`` entry as (strategy name, settings): ``quant`` or
+    ``quant:quant_bits=4`` (``name:field=value:…``, the fields of ``comm``; values read
+    as on the command line)."""
+    from scidl.config import parse_value
+
+    name, *pairs = spec.split(":")
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"comm.auto_candidates entry {spec!r}: settings are written "
+                             "name:field=value (e.g. quant:quant_bits=4)")
+        settings[key] = parse_value(value)
+    return name, settings
+
+
 def check_candidates(names: list[str] | tuple[str, ...]) -> None:
     """Raise ValueError naming a ``comm.auto_candidates`` entry ``auto`` cannot use."""
     if not names:
         raise ValueError("comm.auto_candidates is empty")
-    for name in names:
+    for spec in names:
+        name, settings = split_candidate(spec)
         if name in NOT_AUTO_CANDIDATES:
             raise ValueError(f"comm.auto_candidates cannot hold {name!r} "
                              f"(excluded: {', '.join(sorted(NOT_AUTO_CANDIDATES))})")
-        if list(names).count(name) > 1:
-            raise ValueError(f"comm.auto_candidates lists {name!r} twice")
+        fixed = sorted(k for k in settings if k == "strategy" or k.startswith("auto_"))
+        if fixed:
+            raise ValueError(f"comm.auto_candidates entry {spec!r} cannot set "
+                             f"{', '.join(fixed)}")
+        unknown = sorted(k for k in settings if k not in CommConfig.model_fields)
+        if unknown:
+            raise ValueError(f"comm.auto_candidates entry {spec!r}: no comm field "
+                             f"{', '.join(unknown)}")
+        if list(names).count(spec) > 1:
+            raise ValueError(f"comm.auto_candidates lists {spec!r} twice")
 
 
 class CommConfig(BaseModel):
@@ -177,8 +203,9 @@ class CommConfig(BaseModel):
         "8e-9 = 1 Gbit/s)"
     )
     auto_candidates: list[str] = Field(
-        ["dense", "fp16", "powersgd", "topk"],
-        description="auto: strategies chosen from per bucket, least to most lossy")
+        ["dense", "fp16", "quant", "quant:quant_bits=4", "powersgd", "topk"],
+        description="auto: strategies chosen from per bucket, least to most lossy "
+        "(name or name:field=value, e.g. quant:quant_bits=4)")
     auto_warmup_steps: int = Field(
         3, ge=2, description="auto: steps observed before the refined choice (without "
         "auto_provisional: dense steps before the one choice)")
@@ -215,7 +242,8 @@ class CommConfig(BaseModel):
     def _known_candidates(cls, names: list[str]) -> list[str]:
         from scidl.comm.registry import STRATEGIES
 
-        for name in names:
+        for spec in names:
+            name = spec.split(":")[0]
             if name not in STRATEGIES:
                 raise ValueError(str(STRATEGIES.unknown(name)))
         check_candidates(names)
@@ -227,6 +255,25 @@ class CommConfig(BaseModel):
         if not 4 <= sizes[0] < sizes[1]:
             raise ValueError("comm.auto_probe_bytes must be two sizes, 4 <= small < large")
         return sizes
+
+    @model_validator(mode="after")
+    def _candidate_settings(self) -> CommConfig:
+        """Each ``auto_candidates`` entry's own settings are valid ``comm`` values."""
+        from pydantic import ValidationError
+
+        for spec in self.auto_candidates:
+            name, settings = split_candidate(spec)
+            if not settings:
+                continue
+            try:
+                type(self).model_validate({**self.model_dump(), **settings, "strategy": name,
+                                           "auto_candidates": [name]})
+            except ValidationError as err:
+                first = err.errors()[0]
+                raise ValueError(f"comm.auto_candidates entry {spec!r}: "
+                                 f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}"
+                                 ) from None
+        return self
 
     @model_validator(mode="after")
     def _lag_not_nested(self) -> CommConfig:

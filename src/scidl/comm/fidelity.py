@@ -21,6 +21,7 @@ Pure functions and small state holders; nothing here communicates.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -29,8 +30,8 @@ import torch
 
 from scidl.comm.powersgd import matrix_shape, orthonormalise
 
-__all__ = ["EXACT", "EFCompressor", "FidelityTracker", "UpdateShadow", "cosine", "kept_share",
-           "powersgd_approx", "topk_approx", "update_rule"]
+__all__ = ["EXACT", "EFCompressor", "FidelityTracker", "UpdateShadow", "cosine",
+           "first_look", "kept_share", "powersgd_approx", "topk_approx", "update_rule"]
 
 
 def powersgd_approx(m: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,6 +193,7 @@ class _BucketState:
     exact: UpdateShadow
     candidates: dict[str, tuple[EFCompressor, UpdateShadow]]
     sums: dict[str, list[float]] = field(default_factory=dict)
+    codec: dict[str, list[float]] = field(default_factory=dict)  # Σ seconds, calls
 
 
 class FidelityTracker:
@@ -201,7 +203,9 @@ class FidelityTracker:
     exact shadow and each candidate's compressor (with its own error feedback) and shadow
     are advanced, and from step ``count_from`` on the dot products are summed.
     :meth:`sums` gives, per bucket, candidate → (Σ⟨u, ũ⟩, Σ‖u‖², Σ‖ũ‖²), the exact update
-    under :data:`EXACT`; :func:`kept_share` turns an assignment into δ.
+    under :data:`EXACT`; :func:`kept_share` turns an assignment into δ. :meth:`codec`
+    gives, per bucket, candidate → mean seconds of one compression over the same steps
+    (the model's work standing in for the strategy's own encoding and decoding).
     """
 
     def __init__(self, rule: Callable[[], UpdateShadow],
@@ -221,9 +225,13 @@ class FidelityTracker:
             ee = _dot(u, u)
             count = step >= self.count_from
             for name, (comp, shadow) in st.candidates.items():
-                uc = shadow.update(comp.compress(grads))
+                t0 = time.perf_counter()
+                sent = comp.compress(grads)
+                spent = time.perf_counter() - t0
+                uc = shadow.update(sent)
                 if count:
                     _add(st.sums, name, (_dot(u, uc), ee, _dot(uc, uc)))
+                    _add(st.codec, name, (spent, 1.0))
             if count:
                 _add(st.sums, EXACT, (ee, ee, ee))
 
@@ -235,9 +243,39 @@ class FidelityTracker:
             out.append({} if st is None else {k: (v[0], v[1], v[2]) for k, v in st.sums.items()})
         return out
 
+    def codec(self, n_buckets: int) -> list[dict[str, float]]:
+        """Per bucket index ``0 … n_buckets-1``, candidate → mean seconds per compression
+        over the counted steps (empty where none were counted)."""
+        out: list[dict[str, float]] = []
+        for i in range(n_buckets):
+            st = self._buckets.get(i)
+            out.append({} if st is None else
+                       {k: v[0] / v[1] for k, v in st.codec.items() if v[1] > 0})
+        return out
+
     def reset(self) -> None:
         """Forget everything (a skipped, non-finite step reached the shadows)."""
         self._buckets.clear()
+
+
+def first_look(grads: Sequence[torch.Tensor],
+               compressors: dict[str, Callable[[], EFCompressor]]
+               ) -> tuple[dict[str, float], dict[str, float]]:
+    """Before any update is seen: per candidate, the share of these gradients its
+    compressor keeps (cos² between what it sends and ``grads``, one call, no residual
+    yet) and its seconds per gradient entry (a second call, after the first one's
+    allocations)."""
+    entries = max(sum(g.numel() for g in grads), 1)
+    kept: dict[str, float] = {}
+    per_entry: dict[str, float] = {}
+    with torch.no_grad():
+        for name, make in compressors.items():
+            comp = make()
+            kept[name] = max(cosine(comp.compress(grads), grads), 0.0) ** 2
+            t0 = time.perf_counter()
+            comp.compress(grads)
+            per_entry[name] = (time.perf_counter() - t0) / entries
+    return kept, per_entry
 
 
 def _dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
