@@ -283,8 +283,8 @@ def _dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
                      for x, y in zip(a, b, strict=True)))
 
 
-def _add(sums: dict[str, list[float]], key: str, vals: Sums) -> None:
-    acc = sums.setdefault(key, [0.0, 0.0, 0.0])
+def _add(sums: dict[str, list[float]], key: str, vals: Sequence[float]) -> None:
+    acc = sums.setdefault(key, [0.0] * len(vals))
     for i, v in enumerate(vals):
         acc[i] += v
 
