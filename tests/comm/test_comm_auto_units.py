@@ -150,12 +150,15 @@ def _fidelity(kept: dict[str, float], buckets=BUCKETS) -> list[dict[str, tuple[f
 
 
 def test_a_compressor_that_keeps_little_of_the_update_is_not_taken():
+    # the two lossy candidates whose δ the sums below give (a candidate without sums
+    # would count as keeping the update whole)
+    cfg = CommConfig(strategy="auto", auto_candidates=["dense", "fp16", "powersgd", "topk"])
     slow = Link(1e-4, 8 / 100e6)
-    timed = choose(BUCKETS, slow, 4, CFG)
+    timed = choose(BUCKETS, slow, 4, cfg)
     assert "powersgd" in timed.choice and timed.kept == 1.0  # time alone: compress hard
-    keeps = choose(BUCKETS, slow, 4, CFG, fidelity=_fidelity({"powersgd": 0.95, "topk": 0.5}))
+    keeps = choose(BUCKETS, slow, 4, cfg, fidelity=_fidelity({"powersgd": 0.95, "topk": 0.5}))
     assert keeps.choice == timed.choice  # what is kept is nearly all: the same choice
-    loses = choose(BUCKETS, slow, 4, CFG, fidelity=_fidelity({"powersgd": 0.05, "topk": 0.02}))
+    loses = choose(BUCKETS, slow, 4, cfg, fidelity=_fidelity({"powersgd": 0.05, "topk": 0.02}))
     assert "powersgd" not in loses.choice and "topk" not in loses.choice
     assert "fp16" in loses.choice and loses.kept == 1.0  # halving the bytes loses nothing
     # the decision's δ is the whole assignment's: by hand for PowerSGD on bucket 0 only

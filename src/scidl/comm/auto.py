@@ -12,8 +12,12 @@ for every parameter (:func:`choose_uniform`) from a prior of the backward pass:
 ``BACKWARD_PER_FORWARD`` times the forward pass just timed, spread over DDP's first
 buckets by entries (:func:`prior_buckets`). Step 0's forward pass is slower than a
 steady one (first-call allocations), so the prior sees more compute to hide
-communication behind and errs towards less compression. If the forward pass was not
-timed, every bucket of step 0 is reduced densely and the provisional choice is made
+communication behind and errs towards less compression. When the update kept is
+measured (below), rank 0, whose choice is broadcast, also prices the compressed
+candidates there by the share of the first bucket's gradients each keeps and by its
+compression time per entry (:func:`scidl.comm.fidelity.first_look`): a compressor that
+would lose much of the update does not run while it is measured. If the forward pass
+was not timed, every bucket of step 0 is reduced densely and the provisional choice is made
 after it from step 0's timeline. Steps up to ``comm.auto_warmup_steps`` run under the
 provisional choice while they are observed. DDP rebuilds its buckets after step 0; a
 bucket whose parameters all have the same candidate gets it, any other is reduced
@@ -28,7 +32,9 @@ then waits for ``comm.auto_fidelity_steps``, rank 0 passes its own gradients, in
 bucket's hook, through a model of every compressed candidate with its own error
 feedback and through shadows of the optimizer (:mod:`scidl.comm.fidelity`); the
 refined choice and every later one are judged by step time ÷ δ, δ the share of the
-optimizer's update the assignment keeps. Besides that, each compressed candidate keeps
+optimizer's update the assignment keeps, and each compressed candidate's compression
+time per bucket, timed in the same steps, occupies the backward thread before the
+bucket's collectives in the simulated pass. Besides that, each compressed candidate keeps
 its own guard (``comm.warmup_steps``, error feedback).
 
 Each choice, on every rank at once:
@@ -47,8 +53,10 @@ Each choice, on every rank at once:
    order; collectives before a plan's last one block the backward thread (SciDL's
    ``powersgd`` and ``topk`` wait there for their first collective). Starting from
    ``dense`` everywhere, the bucket whose move one step down the candidate ladder
-   (``comm.auto_candidates``, least to most lossy; a step skips candidates that are not
-   faster for that bucket) shortens the predicted step most is moved, until the
+   (``comm.auto_candidates``, least to most lossy, each a strategy name or
+   ``name:field=value`` with settings of its own, :func:`candidate_config`; a step skips
+   candidates that are not faster for that bucket, and with δ priced may go to any
+   faster one) shortens the predicted step most is moved, until the
    exposed communication (blocked + tail after the backward pass) is at most
    ``comm.auto_exposed_fraction`` of the backward pass, or no move shortens the
    predicted step by ``comm.auto_min_gain`` of it (more compression, and so more risk

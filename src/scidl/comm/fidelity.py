@@ -153,7 +153,8 @@ class UpdateShadow:
         for m, v, g in zip(self._m, self._v, grads, strict=True):
             m.lerp_(g, 1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            out.append((m / c1) / ((v / c2).sqrt() + self.eps))
+            den = (v / c2).sqrt_().add_(self.eps)  # one buffer: the shadow runs every hook
+            out.append(torch.div(m, den, out=den).div_(c1))
         return out
 
 
@@ -279,8 +280,15 @@ def first_look(grads: Sequence[torch.Tensor],
 
 
 def _dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
-    return float(sum(float(torch.dot(x.reshape(-1).double(), y.reshape(-1).double()))
-                     for x, y in zip(a, b, strict=True)))
+    """Σ⟨x, y⟩ in the tensors' own precision (float32 at least): the sums run in every
+    hook of the measuring steps, and a cosine needs no more digits than float32 holds."""
+    total = 0.0
+    for x, y in zip(a, b, strict=True):
+        xf, yf = x.reshape(-1), y.reshape(-1)
+        if xf.dtype not in (torch.float32, torch.float64) or xf.dtype != yf.dtype:
+            xf, yf = xf.float(), yf.float()
+        total += float(torch.dot(xf, yf))
+    return total
 
 
 def _add(sums: dict[str, list[float]], key: str, vals: Sequence[float]) -> None:
