@@ -113,7 +113,9 @@ class CommConfig(BaseModel):
             ``link_beta``).
         link_alpha: ``sparse_collective=auto``: latency per message (s).
         link_beta: ``sparse_collective=auto``: seconds per byte (1/bandwidth).
-        auto_candidates: ``auto``: strategies to choose from per bucket, least to most lossy.
+        auto_candidates: ``auto``: strategies to choose from per bucket, least to most lossy;
+            an entry is a name or ``name:field=value[:…]`` with settings of its own
+            (``quant:quant_bits=4``; any field but ``strategy`` and ``auto_*``).
         auto_warmup_steps: ``auto``: steps observed before the refined choice (or, with
             ``auto_provisional`` off, reduced densely before the one choice).
         auto_fidelity_steps: ``auto``: steps over which the update each compressed
