@@ -194,3 +194,28 @@ def test_tracker_times_each_compression_and_first_look_prices_the_gradient():
     approx, _ = powersgd_approx(m, q)
     assert kept["psgd"] == pytest.approx(cosine([approx, grads[1]], grads) ** 2, rel=1e-5)
     assert set(per_entry) == {"q8", "psgd"} and all(v > 0 for v in per_entry.values())
+
+
+def test_a_large_bucket_is_measured_on_a_scaled_sample_of_its_tensors():
+    from scidl.comm.fidelity import FidelityTracker, sample_tensors, update_rule
+
+    assert sample_tensors([10, 20, 30], 0, seed=1) == [0, 1, 2]  # no bound
+    assert sample_tensors([10, 20, 30], 60, seed=1) == [0, 1, 2]  # it fits
+    one = sample_tensors([10, 20, 30], 25, seed=1)
+    assert sum([10, 20, 30][i] for i in one) <= 25 and one == sample_tensors([10, 20, 30], 25, 1)
+    assert len(sample_tensors([100, 200], 5, seed=0)) == 1  # at least one tensor
+    rule = update_rule(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1,
+                                       momentum=0.9))
+    g = torch.Generator().manual_seed(3)
+    steps = [[torch.randn(8, 4, generator=g), torch.randn(16, 8, generator=g)] for _ in range(4)]
+    makers = {"psgd": lambda: EFCompressor("powersgd", rank=1, seed=0)}
+    (i,) = sample_tensors([32, 128], 130, seed=0)  # one of the two fits the bound
+    capped = FidelityTracker(rule, makers, count_from=1, max_entries=130)
+    alone = FidelityTracker(rule, makers, count_from=1)
+    for t, gs in enumerate(steps, start=1):
+        capped.observe(0, (0, 1), gs, t)
+        alone.observe(0, (i,), [gs[i]], t)
+    got, ref = capped.sums(1)[0], alone.sums(1)[0]
+    scale = (32 + 128) / [32, 128][i]  # the bucket's entries over the sample's
+    for name in ref:
+        assert got[name] == pytest.approx(tuple(scale * v for v in ref[name]), rel=1e-6)

@@ -99,7 +99,14 @@ from scidl.comm.accounting import broadcast_bytes, ring_allreduce_bytes, ring_st
 from scidl.comm.base import CommStrategy
 from scidl.comm.buckets import Bucket
 from scidl.comm.config import check_candidates, split_candidate
-from scidl.comm.fidelity import FidelityTracker, Sums, first_look, kept_share, update_rule
+from scidl.comm.fidelity import (
+    FidelityTracker,
+    Sums,
+    first_look,
+    kept_share,
+    sample_tensors,
+    update_rule,
+)
 from scidl.comm.registry import get_strategy_class
 from scidl.comm.wire import Collective
 
@@ -475,7 +482,8 @@ class Auto(CommStrategy):
         if steps <= 0 or rule is None or not models:
             self._fidelity = None
             return
-        self._fidelity = FidelityTracker(rule, models, count_from=max(1, steps // 2))
+        self._fidelity = FidelityTracker(rule, models, count_from=max(1, steps // 2),
+                                         max_entries=int(self.cfg.auto_fidelity_max_entries))
 
     def _compressor_maker(self, name: str) -> Any:
         """The model of candidate ``name``'s compression, as the candidate describes it
@@ -639,7 +647,9 @@ class Auto(CommStrategy):
         kept = per_entry = None
         if self._fidelity is not None and self.rank == 0 and bucket.layout:
             grads = [bucket.buffer[s:s + n].view(p.shape) for p, s, n in bucket.offsets()]
-            kept, per_entry = first_look(grads, self._fidelity.compressors)
+            picked = sample_tensors([g.numel() for g in grads], self._fidelity.max_entries,
+                                    seed=bucket.index)
+            kept, per_entry = first_look([grads[i] for i in picked], self._fidelity.compressors)
         decision = choose_uniform(infos, link, self.world, self.cfg, kept=kept,
                                   codec_per_entry=per_entry)
         (name,) = self._broadcast([decision.choice[0]])

@@ -120,6 +120,8 @@ class CommConfig(BaseModel):
             ``auto_provisional`` off, reduced densely before the one choice).
         auto_fidelity_steps: ``auto``: steps over which the update each compressed
             candidate keeps is measured before the refined choice (0: not measured).
+        auto_fidelity_max_entries: ``auto``: bound on the entries per bucket the update
+            kept is measured on (a fixed sample of its tensors, scaled up; 0: all).
         auto_provisional: ``auto``: choose provisionally in step 0's first hook (link
             probe, the forward pass's time), so the observed steps already run compressed.
         auto_every: ``auto``: probe the link and choose again every N steps (0: once).
@@ -215,6 +217,10 @@ class CommConfig(BaseModel):
         10, ge=0, description="auto: steps over which rank 0 measures the share of the "
         "optimizer's update (SGD, Adam, AdamW) each compressed candidate keeps; the refined "
         "choice then waits for them and minimises step time / that share (0: time only)")
+    auto_fidelity_max_entries: int = Field(
+        0, ge=0, description="auto: measure the update kept on a fixed sample of each "
+        "bucket's tensors holding at most this many entries, scaled to the bucket "
+        "(0: every entry)")
     auto_provisional: bool = Field(
         True, description="auto: choose provisionally before step 0's first reduction, "
         "refine after auto_warmup_steps")

@@ -31,7 +31,8 @@ import torch
 from scidl.comm.powersgd import matrix_shape, orthonormalise
 
 __all__ = ["EXACT", "EFCompressor", "FidelityTracker", "UpdateShadow", "cosine",
-           "first_look", "kept_share", "powersgd_approx", "topk_approx", "update_rule"]
+           "first_look", "kept_share", "powersgd_approx", "sample_tensors", "topk_approx",
+           "update_rule"]
 
 
 def powersgd_approx(m: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,6 +189,23 @@ Sums = tuple[float, float, float]  # Σ⟨u, ũ⟩, Σ‖u‖², Σ‖ũ‖² ov
 EXACT = ""  # the key of a bucket's exact update in :meth:`FidelityTracker.sums`
 
 
+def sample_tensors(sizes: Sequence[int], max_entries: int, seed: int) -> list[int]:
+    """Indices (ascending) of a deterministic sample of a bucket's tensors holding at most
+    ``max_entries`` entries (at least one tensor), in the order of a permutation seeded by
+    ``seed``; every index when ``max_entries`` is 0 or the bucket fits."""
+    if max_entries <= 0 or sum(sizes) <= max_entries:
+        return list(range(len(sizes)))
+    order = torch.randperm(len(sizes), generator=torch.Generator().manual_seed(seed)).tolist()
+    picked: list[int] = []
+    total = 0
+    for i in order:
+        if picked and total + sizes[i] > max_entries:
+            continue
+        picked.append(i)
+        total += sizes[i]
+    return sorted(picked)
+
+
 @dataclass
 class _BucketState:
     key: tuple[int, ...]
@@ -195,6 +213,8 @@ class _BucketState:
     candidates: dict[str, tuple[EFCompressor, UpdateShadow]]
     sums: dict[str, list[float]] = field(default_factory=dict)
     codec: dict[str, list[float]] = field(default_factory=dict)  # Σ seconds, calls
+    picked: list[int] = field(default_factory=list)  # the tensors observed
+    scale: float = 1.0  # the bucket's entries ÷ the observed ones
 
 
 class FidelityTracker:
@@ -207,11 +227,18 @@ class FidelityTracker:
     under :data:`EXACT`; :func:`kept_share` turns an assignment into δ. :meth:`codec`
     gives, per bucket, candidate → mean seconds of one compression over the same steps
     (the model's work standing in for the strategy's own encoding and decoding).
+
+    ``max_entries`` > 0 bounds the work per bucket: a bucket with more entries is
+    observed through a fixed sample of its tensors (:func:`sample_tensors`) holding at
+    most that many, and its sums and compression times are scaled by its entries ÷ the
+    sample's, so buckets keep their weight in δ.
     """
 
     def __init__(self, rule: Callable[[], UpdateShadow],
-                 compressors: dict[str, Callable[[], EFCompressor]], count_from: int) -> None:
+                 compressors: dict[str, Callable[[], EFCompressor]], count_from: int,
+                 max_entries: int = 0) -> None:
         self.rule, self.compressors, self.count_from = rule, compressors, count_from
+        self.max_entries = int(max_entries)
         self._buckets: dict[int, _BucketState] = {}
 
     def observe(self, index: int, key: tuple[int, ...], grads: Sequence[torch.Tensor],
@@ -220,7 +247,13 @@ class FidelityTracker:
         if st is None or st.key != key:  # a new or rebuilt bucket starts afresh
             st = _BucketState(key, self.rule(),
                               {n: (make(), self.rule()) for n, make in self.compressors.items()})
+            sizes = [g.numel() for g in grads]
+            st.picked = sample_tensors(sizes, self.max_entries, seed=index)
+            st.scale = sum(sizes) / max(sum(sizes[i] for i in st.picked), 1)
             self._buckets[index] = st
+        if len(st.picked) < len(grads):
+            grads = [grads[i] for i in st.picked]
+        k = st.scale
         with torch.no_grad():
             u = st.exact.update(grads)
             ee = _dot(u, u)
@@ -231,10 +264,10 @@ class FidelityTracker:
                 spent = time.perf_counter() - t0
                 uc = shadow.update(sent)
                 if count:
-                    _add(st.sums, name, (_dot(u, uc), ee, _dot(uc, uc)))
-                    _add(st.codec, name, (spent, 1.0))
+                    _add(st.sums, name, (k * _dot(u, uc), k * ee, k * _dot(uc, uc)))
+                    _add(st.codec, name, (k * spent, 1.0))
             if count:
-                _add(st.sums, EXACT, (ee, ee, ee))
+                _add(st.sums, EXACT, (k * ee, k * ee, k * ee))
 
     def sums(self, n_buckets: int) -> list[dict[str, Sums]]:
         """Per bucket index ``0 … n_buckets-1`` its sums (empty where none were counted)."""
