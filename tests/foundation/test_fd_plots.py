@@ -122,3 +122,8 @@ def test_busbw_plot_shows_bus_bandwidth(user_backend):
                                    [r["bytes"] / r["time_s_min"] * f for r in mine])
     assert ax.yaxis.get_major_formatter()(1.5e9, 0) == "1.5 GB/s"
     assert ax.xaxis.get_major_formatter()(65536, 0) == "64 KiB"
+    # a noisy run whose fit clamps every coefficient at 0 still plots its measurements
+    flat = busbw_figure(rows, {"alpha": 0.0, "beta": 0.0, "gamma": 0.0})
+    assert len(flat.axes[0].containers) == 2
+    assert all(np.isnan(np.asarray(ln.get_ydata(), float)).all()
+               for ln in flat.axes[0].lines if ln.get_linestyle() == "-")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -229,7 +230,9 @@ def busbw_figure(rows: list[dict], fit: dict, caption: str = "") -> Any:
         line = ax.errorbar(c["bytes"], c["busbw"], yerr=err, fmt="o", ms=4, capsize=2,
                            label=f"{op}, p = {p}")[0]
         f = busbw_factor(op, p)
-        model = [n / _model_time(op, p, n, fit) * f for n in c["bytes"]]
+        # a fit of zero cost (every coefficient clamped at 0 on a noisy run) draws no line
+        times = [_model_time(op, p, n, fit) for n in c["bytes"]]
+        model = [n / t * f if t > 0 else math.nan for n, t in zip(c["bytes"], times, strict=True)]
         ax.plot(c["bytes"], model, "-", color=line.get_color(), alpha=0.5)
     _log_axes(ax, "B/s", "bus bandwidth (busbw)",
               "Collective bus bandwidth: measured (dots) vs fitted α-β-γ model (lines)")
