@@ -108,6 +108,8 @@ def test_auto_same_choice_nonfinite_and_state_round_trip():
     assert len(set(given["decisions"][0]["choice"])) == 1  # one candidate for all
     probed = res[0]["probed"]["decisions"]
     assert probed[0]["probe_s"] is not None and probed[1]["probe_s"] is None
+    small_b, large_b = probed[0]["probe_bytes"]  # within comm.auto_probe_bytes=(1024, 65536)
+    assert small_b == 1024 and 8 * 1024 <= large_b <= 65536 and large_b % 4 == 0
     assert probed[1]["link"] == probed[0]["link"]
     assert [(d["kind"], d["step"]) for d in dense_first["decisions"]] == [("final", 3)]
     # bytes: steps 0-2 compressed with the provisional choice, dense without it

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from scidl.comm import CommConfig
 from scidl.comm.accounting import ring_allreduce_bytes
-from scidl.comm.auto import BucketInfo, Link, choose, fit_link, simulate
+from scidl.comm.auto import BucketInfo, Link, choose, fit_link, probe_large_bytes, simulate
 
 # A ResNet-like model: four buckets, the last one (first layers) ready at the very end.
 SHAPES = [((512, 512, 3, 3),), ((256, 256, 3, 3), (256,)), ((128, 128, 3, 3),),
@@ -84,6 +84,17 @@ def test_fit_link_recovers_alpha_beta():
 def test_bad_candidates_are_refused(bad):
     with pytest.raises(ValidationError, match="auto_candidates|unknown"):
         CommConfig(strategy="auto", auto_candidates=bad)
+
+
+def test_large_probe_takes_about_its_budget_on_a_slow_link():
+    # 32 KiB in 2.6 ms (100 Mbit/s): 25 ms moves 315 KB; a multiple of 4
+    n = probe_large_bytes(32768, 0.0026, 1 << 20, target_s=0.025)
+    assert n == int(32768 * 0.025 / 0.0026) // 4 * 4
+    # a fast link (or an untimed one) gets the bound; a very slow one 8 x the small
+    assert probe_large_bytes(32768, 1e-4, 1 << 20) == 1 << 20
+    assert probe_large_bytes(32768, 0.0, 1 << 20) == 1 << 20
+    assert probe_large_bytes(32768, 1.0, 1 << 20) == 8 * 32768
+    assert probe_large_bytes(1000, 1.0, 4000) == 4000  # never above the bound
 
 
 def test_bad_probe_sizes_are_refused():

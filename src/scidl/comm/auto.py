@@ -30,7 +30,9 @@ reduced densely until one choice after ``comm.auto_warmup_steps`` steps.
 :meth:`use_optimizer`: SGD, Adam, AdamW): from step 1 until the refined choice, which
 then waits for ``comm.auto_fidelity_steps``, rank 0 passes its own gradients, in each
 bucket's hook, through a model of every compressed candidate with its own error
-feedback and through shadows of the optimizer (:mod:`scidl.comm.fidelity`); the
+feedback and through shadows of the optimizer (:mod:`scidl.comm.fidelity`; a copy of
+the observed tensors, measured after the bucket's reduction is launched, so the work
+overlaps what of it runs in the background); the
 refined choice and every later one are judged by step time ÷ δ, δ the share of the
 optimizer's update the assignment keeps, and each compressed candidate's compression
 time per bucket, timed in the same steps, occupies the backward thread before the
@@ -39,9 +41,12 @@ its own guard (``comm.warmup_steps``, error feedback).
 
 Each choice, on every rank at once:
 
-1. **Link probe.** Two allreduces of ``comm.auto_probe_bytes`` (a small and a large
-   message, each timed 3 times, fastest kept), fitted to the ring model
-   t = 2(p−1)·α + 2(p−1)/p·n·β (the model of :mod:`scidl.scaling.costmodel`).
+1. **Link probe.** Two allreduces, a small and a large message, each timed 3 times
+   (fastest kept), fitted to the ring model t = 2(p−1)·α + 2(p−1)/p·n·β (the model of
+   :mod:`scidl.scaling.costmodel`). The small one is ``comm.auto_probe_bytes``' first
+   size; the large one is its second, or less on a slow link: the bytes the small
+   message's agreed rate moves in ``PROBE_LARGE_S`` (:func:`probe_large_bytes`), so
+   probing a 100 Mbit/s link costs a fraction of a second instead of several.
    ``comm.auto_link`` gives (α, β) instead of probing. The refined choice reuses the
    provisional choice's link.
 2. **Agreement.** The probe times, the per-bucket compute times and the compute-only
@@ -111,6 +116,7 @@ from scidl.comm.registry import get_strategy_class
 from scidl.comm.wire import Collective
 
 PROBE_REPEATS = 3
+PROBE_LARGE_S = 0.025  # about how long one large probe message should take, at most
 WALLS_KEPT = 1000  # step times behind a choice's measured step time (the latest)
 # Backward ÷ forward time before any backward pass is seen: the backward pass computes
 # gradients for both activations and weights, about twice the forward's arithmetic
@@ -172,6 +178,18 @@ def fit_link(small_bytes: float, small_s: float, large_bytes: float, large_s: fl
     beta = max((large_s - small_s) / max(bl - bs, 1.0), 1e-15)
     alpha = max((small_s - bs * beta) / a, 0.0)
     return Link(alpha, beta)
+
+
+def probe_large_bytes(small_bytes: int, small_s: float, max_bytes: int,
+                      target_s: float = PROBE_LARGE_S) -> int:
+    """The large probe message: the bytes moved in ``target_s`` at the small message's
+    rate (``small_bytes / small_s``, an upper bound on the time per byte since it
+    includes the latency), between 8 × ``small_bytes`` and ``max_bytes``, a multiple of 4.
+    A fast link gets ``max_bytes``; a slow one is not held up by a message that would take
+    seconds. The same on every rank when ``small_s`` is agreed."""
+    floor = min(8 * int(small_bytes), int(max_bytes))
+    want = int(max_bytes) if small_s <= 0 else int(small_bytes * target_s / small_s)
+    return max(floor, min(want, int(max_bytes))) // 4 * 4
 
 
 def collective_seconds(c: Collective, world: int, link: Link) -> float:
@@ -539,13 +557,19 @@ class Auto(CommStrategy):
         name, unplanned = planned(bucket.index, key, self.choice, self.bucket_keys,
                                   self.param_choice, self.dense_name)
         self._unplanned += unplanned
+        taken = None
         if self._measuring_fidelity() and bucket.layout:
             t0 = time.perf_counter()
             grads = [bucket.buffer[s:s + n].view(p.shape) for p, s, n in bucket.offsets()]
             assert self._fidelity is not None
-            self._fidelity.observe(bucket.index, key, grads, self.step)
+            taken = self._fidelity.take(bucket.index, key, grads)
             self._fidelity_s += time.perf_counter() - t0
         fut = self.inner[name].reduce(bucket)
+        if taken is not None:  # measured while the bucket is on the wire
+            assert self._fidelity is not None
+            t0 = time.perf_counter()
+            self._fidelity.measure(bucket.index, taken, self.step)
+            self._fidelity_s += time.perf_counter() - t0
         self._last_exit = time.perf_counter()
         return fut
 
@@ -603,22 +627,35 @@ class Auto(CommStrategy):
         floor = min(self._floor) if self._floor else 0.0
         return infos, floor
 
-    def _probe(self) -> tuple[float, float]:
-        """(small, large) allreduce seconds on this rank: fastest of PROBE_REPEATS each."""
-        out = []
-        for nbytes in self.cfg.auto_probe_bytes:
-            t = torch.zeros(max(int(nbytes) // 4, 1), dtype=torch.float32, device=self._device)
-            dist.all_reduce(t, group=self.group)  # connect / warm the path
-            best = math.inf
-            for _ in range(PROBE_REPEATS):
-                t0 = time.perf_counter()
-                dist.all_reduce(t, group=self.group)
-                best = min(best, time.perf_counter() - t0)
-            sent = ring_allreduce_bytes(t.numel() * 4, self.world, self.backend)
-            self.counters.record("probe", sent * (PROBE_REPEATS + 1), sent * (PROBE_REPEATS + 1),
-                                 calls=PROBE_REPEATS + 1)
-            out.append(best)
-        return out[0], out[1]
+    def _probe(self) -> tuple[float, float, int]:
+        """(small, large) allreduce seconds on this rank, fastest of PROBE_REPEATS each,
+        and the large message's bytes (:func:`probe_large_bytes` from the small
+        message's agreed time: one 8-byte allreduce, all ranks)."""
+        small_b = int(self.cfg.auto_probe_bytes[0])
+        t = torch.zeros(max(small_b // 4, 1), dtype=torch.float32, device=self._device)
+        dist.all_reduce(t, group=self.group)  # connect / warm the path
+        calls = PROBE_REPEATS + 1
+        small_s = self._time_allreduce(t)
+        self.counters.record("probe", ring_allreduce_bytes(t.numel() * 4, self.world,
+                                                           self.backend) * calls,
+                             ring_allreduce_bytes(t.numel() * 4, self.world, self.backend)
+                             * calls, calls=calls)
+        (agreed,) = self._agree([small_s])
+        large_b = probe_large_bytes(t.numel() * 4, agreed, int(self.cfg.auto_probe_bytes[1]))
+        t = torch.zeros(max(large_b // 4, 1), dtype=torch.float32, device=self._device)
+        large_s = self._time_allreduce(t)
+        sent = ring_allreduce_bytes(t.numel() * 4, self.world, self.backend) * PROBE_REPEATS
+        self.counters.record("probe", sent, sent, calls=PROBE_REPEATS)
+        return small_s, large_s, t.numel() * 4
+
+    def _time_allreduce(self, t: torch.Tensor) -> float:
+        """The fastest of PROBE_REPEATS allreduces of ``t``."""
+        best = math.inf
+        for _ in range(PROBE_REPEATS):
+            t0 = time.perf_counter()
+            dist.all_reduce(t, group=self.group)
+            best = min(best, time.perf_counter() - t0)
+        return best
 
     def _prior_due(self, bucket: Bucket) -> bool:
         """Whether this hook makes the provisional choice: step 0's first bucket, no
@@ -639,9 +676,9 @@ class Auto(CommStrategy):
         assert self._fwd_start is not None and self._fwd_end is not None
         fwd = max(self._fwd_end - self._fwd_start, 0.0)
         probed = self.cfg.auto_link is None
-        small_s, large_s = self._probe() if probed else (0.0, 0.0)
+        small_s, large_s, large_b = self._probe() if probed else (0.0, 0.0, 0)
         small_s, large_s, fwd = self._agree([small_s, large_s, fwd])
-        link = self._link(probed, small_s, large_s)
+        link = self._link(probed, small_s, large_s, large_b)
         infos = prior_buckets(self._shapes, self.cfg.bucket_cap_mb * 2**20,
                               BACKWARD_PER_FORWARD * fwd)
         kept = per_entry = None
@@ -657,6 +694,8 @@ class Auto(CommStrategy):
         self.link = link
         self._close_window()
         extra: dict[str, Any] = {"forward_s": fwd}
+        if probed:
+            extra["probe_bytes"] = [self._small_bytes(), large_b]
         if kept is not None:
             extra.update(gradient_kept=kept, codec_s_per_entry=per_entry)
         self._record("provisional", [name], link, [small_s, large_s] if probed else None,
@@ -671,7 +710,7 @@ class Auto(CommStrategy):
         infos, floor = self._observed()
         known = None if probe else self.link  # the refined choice keeps the link
         probed = self.cfg.auto_link is None and self.world > 1 and known is None
-        small_s, large_s = self._probe() if probed else (0.0, 0.0)
+        small_s, large_s, large_b = self._probe() if probed else (0.0, 0.0, 0)
         # Agree: bucket count first (a mismatch would hang the next collective), then MAX.
         count = torch.tensor([len(infos)], dtype=torch.int64, device=self._device)
         dist.all_reduce(count, op=dist.ReduceOp.MAX, group=self.group)
@@ -680,7 +719,7 @@ class Auto(CommStrategy):
         vals = self._agree([small_s, large_s, floor, *(b.compute_s for b in infos)])
         small_s, large_s, floor = vals[:3]
         infos = [BucketInfo(b.numel, vals[3 + i], b.shapes) for i, b in enumerate(infos)]
-        link = known if known is not None else self._link(probed, small_s, large_s)
+        link = known if known is not None else self._link(probed, small_s, large_s, large_b)
         if self._fidelity is not None and kind in ("refined", "final"):
             if self.rank == 0:  # rank 0's choice is broadcast
                 self._kept_sums = self._fidelity.sums(len(infos))
@@ -697,9 +736,9 @@ class Auto(CommStrategy):
         self._install(by_parameter(by_index, keys), by_index, keys)
         self.link = link
         self._close_window()
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"probe_bytes": [self._small_bytes(), large_b]} if probed else {}
         if fidelity is not None:
-            extra = {"update_kept": decision.kept,
+            extra |= {"update_kept": decision.kept,
                      "update_kept_per_bucket": [{n: kept_share([n], [f]) for n in f if n}
                                                 for f in fidelity],
                      "codec_s_per_bucket": codec}
@@ -714,11 +753,13 @@ class Auto(CommStrategy):
                                                            self.backend), 0, calls=1)
         return [float(v) for v in nums.tolist()]
 
-    def _link(self, probed: bool, small_s: float, large_s: float) -> Link:
+    def _small_bytes(self) -> int:
+        return max(int(self.cfg.auto_probe_bytes[0]) // 4, 1) * 4
+
+    def _link(self, probed: bool, small_s: float, large_s: float, large_b: int) -> Link:
         """The link from the agreed probe times, else ``comm.auto_link``, else free."""
         if probed:
-            small_b, large_b = self.cfg.auto_probe_bytes
-            return fit_link(small_b // 4 * 4, small_s, large_b // 4 * 4, large_s, self.world)
+            return fit_link(self._small_bytes(), small_s, large_b, large_s, self.world)
         if self.cfg.auto_link is not None:
             return Link(*self.cfg.auto_link)
         return Link(0.0, 0.0)

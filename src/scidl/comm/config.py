@@ -125,7 +125,8 @@ class CommConfig(BaseModel):
         auto_provisional: ``auto``: choose provisionally in step 0's first hook (link
             probe, the forward pass's time), so the observed steps already run compressed.
         auto_every: ``auto``: probe the link and choose again every N steps (0: once).
-        auto_probe_bytes: ``auto``: the two allreduce sizes of the link probe.
+        auto_probe_bytes: ``auto``: the link probe's small allreduce size, and the bound
+            on its large one (sized to take about 25 ms at the small one's rate).
         auto_exposed_fraction: ``auto``: target exposed communication / backward time.
         auto_min_gain: ``auto``: least step-time gain (fraction) worth one more compression.
         auto_link: ``auto``: (α s, β s/byte) to use instead of probing the link.
@@ -218,7 +219,7 @@ class CommConfig(BaseModel):
         "optimizer's update (SGD, Adam, AdamW) each compressed candidate keeps; the refined "
         "choice then waits for them and minimises step time / that share (0: time only)")
     auto_fidelity_max_entries: int = Field(
-        0, ge=0, description="auto: measure the update kept on a fixed sample of each "
+        1_000_000, ge=0, description="auto: measure the update kept on a fixed sample of each "
         "bucket's tensors holding at most this many entries, scaled to the bucket "
         "(0: every entry)")
     auto_provisional: bool = Field(
@@ -227,7 +228,8 @@ class CommConfig(BaseModel):
     auto_every: int = Field(
         0, ge=0, description="auto: re-probe the link and choose again every N steps (0: once)")
     auto_probe_bytes: tuple[int, int] = Field(
-        (32_768, 1_048_576), description="auto: small and large allreduce sizes of the link probe")
+        (32_768, 1_048_576), description="auto: the link probe's small allreduce size and its "
+        "large one's upper bound (a slow link gets a smaller one, ~25 ms)")
     auto_exposed_fraction: float = Field(
         0.05, ge=0, description="auto: target exposed communication as a fraction of backward")
     auto_min_gain: float = Field(

@@ -220,7 +220,9 @@ class _BucketState:
 class FidelityTracker:
     """Per bucket, how much of the optimizer's update each compressed candidate keeps.
 
-    ``observe`` takes one bucket's gradients (one tensor per parameter) each step: the
+    ``observe`` takes one bucket's gradients (one tensor per parameter) each step (or
+    :meth:`take` copies them and :meth:`measure` runs later, e.g. while the bucket is
+    on the wire): the
     exact shadow and each candidate's compressor (with its own error feedback) and shadow
     are advanced, and from step ``count_from`` on the dot products are summed.
     :meth:`sums` gives, per bucket, candidate → (Σ⟨u, ũ⟩, Σ‖u‖², Σ‖ũ‖²), the exact update
@@ -243,6 +245,14 @@ class FidelityTracker:
 
     def observe(self, index: int, key: tuple[int, ...], grads: Sequence[torch.Tensor],
                 step: int) -> None:
+        """:meth:`take` then :meth:`measure`: one bucket's gradients of one step."""
+        self.measure(index, self.take(index, key, grads), step)
+
+    def take(self, index: int, key: tuple[int, ...], grads: Sequence[torch.Tensor]
+             ) -> list[torch.Tensor]:
+        """Copies of the tensors of bucket ``index`` (parameter positions ``key``) that
+        are observed (all, or the bucket's fixed sample), for :meth:`measure`: the
+        bucket's buffer may be reduced in place before they are measured."""
         st = self._buckets.get(index)
         if st is None or st.key != key:  # a new or rebuilt bucket starts afresh
             st = _BucketState(key, self.rule(),
@@ -251,8 +261,12 @@ class FidelityTracker:
             st.picked = sample_tensors(sizes, self.max_entries, seed=index)
             st.scale = sum(sizes) / max(sum(sizes[i] for i in st.picked), 1)
             self._buckets[index] = st
-        if len(st.picked) < len(grads):
-            grads = [grads[i] for i in st.picked]
+        return [grads[i].detach().clone() for i in st.picked]
+
+    def measure(self, index: int, grads: Sequence[torch.Tensor], step: int) -> None:
+        """Advance bucket ``index``'s shadows and compressors by the tensors :meth:`take`
+        gave, and from step ``count_from`` on add to its sums."""
+        st = self._buckets[index]
         k = st.scale
         with torch.no_grad():
             u = st.exact.update(grads)
