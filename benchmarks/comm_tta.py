@@ -298,14 +298,7 @@ def summarise(data: dict[str, Any]) -> list[dict[str, Any]]:
     ``steps`` of a row is the budget: dense's steps, whose final metric is the target. A
     strategy's run may be longer (``--extend``); of several runs of one seed the longest
     counts (with a constant learning rate a shorter run is the start of the longer one)."""
-    longest: dict[tuple, dict[str, Any]] = {}
-    for r in data.get("runs", []):
-        if "error" in r:
-            continue
-        key = (r["model"], r["link"], r["optimizer"], budget_of(r), r["strategy"], r["seed"])
-        if key not in longest or r["steps"] > longest[key]["steps"]:
-            longest[key] = r
-    runs = list(longest.values())
+    runs = longest_runs(data)
     dense = {(r["model"], r["link"], r["optimizer"], r["seed"], budget_of(r)): r
              for r in runs if r["strategy"] == "dense"}
     groups: dict[tuple, list[dict[str, Any]]] = {}
@@ -346,6 +339,54 @@ def summarise(data: dict[str, Any]) -> list[dict[str, Any]]:
     rows.sort(key=lambda r: (r["model"], r["link"], r["optimizer"], r["steps"],
                              order.get(r["strategy"].split(":")[0], 99), r["strategy"]))
     return rows
+
+
+def longest_runs(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs without an error, the longest of each (model, link, optimizer, budget,
+    strategy, seed)."""
+    longest: dict[tuple, dict[str, Any]] = {}
+    for r in data.get("runs", []):
+        if "error" in r:
+            continue
+        key = (r["model"], r["link"], r["optimizer"], budget_of(r), r["strategy"], r["seed"])
+        if key not in longest or r["steps"] > longest[key]["steps"]:
+            longest[key] = r
+    return list(longest.values())
+
+
+def side_by_side(data: dict[str, Any], model: str, link: str, optimizer: str, steps: int,
+                 strategy: str, against: str) -> dict[str, Any] | None:
+    """``strategy`` against ``against`` seed by seed (the runs of one seed are taken one
+    after the other): the ratio of their times to the same seed's dense final metric, and
+    what the difference is made of: how much later ``strategy`` reaches its first
+    evaluation (a start-up cost, paid once) and its time per step after it, relative to
+    ``against``'s over the same steps (the pace). None without a seed both ran."""
+    runs = [r for r in longest_runs(data) if (r["model"], r["link"], r["optimizer"],
+                                              budget_of(r)) == (model, link, optimizer, steps)]
+    by = {(r["strategy"], r["seed"]): r for r in runs}
+    ratio, startup, pace = [], [], []
+    for seed in sorted({r["seed"] for r in runs}):
+        a, b, d = by.get((strategy, seed)), by.get((against, seed)), by.get(("dense", seed))
+        if a is None or b is None or not a["curve"] or not b["curve"]:
+            continue
+        first = a["curve"][0][0]
+        if b["curve"][0][0] != first:
+            continue
+        startup.append(a["curve"][0][1] - b["curve"][0][1])
+        last = min(a["curve"][-1][0], b["curve"][-1][0])
+        ta = {s: t for s, t, _ in a["curve"]}
+        tb = {s: t for s, t, _ in b["curve"]}
+        if last > first and last in ta and last in tb and tb[last] > tb[first]:
+            pace.append((ta[last] - ta[first]) / (tb[last] - tb[first]))
+        if d is not None:
+            x = time_to(a["curve"], d["final"], a["higher_is_better"])
+            y = time_to(b["curve"], d["final"], b["higher_is_better"])
+            if x is not None and y:
+                ratio.append(x / y)
+    if not startup:
+        return None
+    return {"against": against, "ratio": _spread(ratio), "startup_s": _spread(startup),
+            "pace": _spread(pace)}
 
 
 def _spread(xs: list[float]) -> dict[str, float] | None:
@@ -398,9 +439,40 @@ def markdown(data: dict[str, Any]) -> str:
                "with other jobs. Wall time to accuracy is timing-sensitive: the last column "
                "is the machine's 1-minute load average at the end of each run (min–max over "
                "the seeds; every run's load before and after is in the JSON), and each ratio "
-               "compares a run with the dense run of the same seed, run minutes apart. "
+               f"compares a run with the dense run of the same seed, {_apart(data)}. "
                f"Runs: {', '.join('`' + i + '`' for i in data.get('invocations', []))}.")
     return "\n".join(out)
+
+
+def dense_gap_hours(data: dict[str, Any]) -> list[float]:
+    """Per run with a date and a dated dense run of the same seed (and model, link,
+    optimizer, budget): hours between the two."""
+    runs = longest_runs(data)
+    dense = {(r["model"], r["link"], r["optimizer"], budget_of(r), r["seed"]): r
+             for r in runs if r["strategy"] == "dense" and r.get("date")}
+    out = []
+    for r in runs:
+        d = dense.get((r["model"], r["link"], r["optimizer"], budget_of(r), r["seed"]))
+        if r["strategy"] != "dense" and r.get("date") and d is not None:
+            gap = datetime.datetime.fromisoformat(r["date"]) - datetime.datetime.fromisoformat(
+                d["date"])
+            out.append(abs(gap.total_seconds()) / 3600)
+    return out
+
+
+def _apart(data: dict[str, Any]) -> str:
+    """How far apart in time a ratio's two runs are, from their dates."""
+    gaps = dense_gap_hours(data)
+    if not gaps:
+        return "run minutes apart"
+    within = sum(g <= 1 for g in gaps)
+    if within == len(gaps):
+        return "run within the hour"
+    return (f"run within the hour for {within} of {len(gaps)} runs and up to "
+            f"{max(gaps) / 24:.1f} days apart for the others (strategies run again later; "
+            "the `date` of every run is in the JSON): a ratio then also holds the change "
+            "in the machine's speed between the two, which the side-by-side reading of "
+            "`auto` below does not")
 
 
 #: targets at 100 Mbit/s: the best strategy's time to dense's final ≤ this × dense's,
@@ -433,6 +505,8 @@ def targets(data: dict[str, Any], link: str = "100mbit") -> list[dict[str, Any]]
             auto_ok = auto is not None and auto in ok
             rel = (auto["tta_vs_dense"]["mean"] / best["tta_vs_dense"]["mean"]
                    if auto_ok and best is not None and auto is not None else None)
+            paired = (side_by_side(data, model, link, opt, steps, "auto", best["strategy"])
+                      if auto_ok and best is not None else None)
             out.append({
                 "model": model, "optimizer": opt, "run": True, "steps": steps,
                 "seeds": max(r["seeds"] for r in group),
@@ -442,6 +516,7 @@ def targets(data: dict[str, Any], link: str = "100mbit") -> list[dict[str, Any]]
                 "auto_ratio": auto["tta_vs_dense"]["mean"] if auto_ok and auto else None,
                 "auto_vs_best": rel,
                 "auto_met": rel is not None and rel <= 1 + AUTO_MARGIN,
+                "auto_side_by_side": paired,
                 "auto_reached": f"{auto['reached']}/{auto['seeds']}" if auto else None,
                 # what compression can save at most: dense's bytes on the link, per step
                 "dense_step_s": dense and dense["step_s"] and dense["step_s"]["mean"],
@@ -479,6 +554,13 @@ def markdown_targets(data: dict[str, Any]) -> str:
             auto = (f"{verdict} — auto {t['auto_ratio']:.3f}× dense, "
                     f"{t['auto_vs_best']:.2f}× the best fixed strategy "
                     f"(target ≤ {1 + AUTO_MARGIN:.2f})")
+            sbs = t.get("auto_side_by_side")
+            if sbs and sbs["ratio"]:
+                auto += (f"; seed by seed against {sbs['against']}: {_mean_range(sbs['ratio'])}× "
+                         f"its time, first evaluation {_mean_range(sbs['startup_s'], 'signed')} s "
+                         "later (start-up)")
+                if sbs["pace"]:
+                    auto += f", {_mean_range(sbs['pace'])}× its time per step after it"
         elif t["auto_reached"] is None:
             auto = "not met — auto not run"
         else:
@@ -493,6 +575,12 @@ def markdown_targets(data: dict[str, Any]) -> str:
                      "dense's time.")
         lines.append(f"{head} {where}: time to accuracy {best}; auto {auto}.{share}")
     return "\n".join(lines)
+
+
+def _mean_range(x: dict[str, float], fmt: str = "") -> str:
+    """``mean [min–max]`` of a spread, two decimals (``signed``: with a sign)."""
+    f = "{:+.2f}" if fmt == "signed" else "{:.2f}"
+    return f"{f.format(x['mean'])} [{f.format(x['min'])}–{f.format(x['max'])}]"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from scidl.comm.registry import STRATEGIES as STRATEGY_REGISTRY
 from scidl.config import load_config
 from scidl.runtime.dist import distributed_context
 from scidl.runtime.seed import seed_everything
@@ -29,13 +30,23 @@ from scidl.train.skips import TrainingDiverged
 from scidl.train.trainer import Trainer
 from scidl.workloads import Task
 
-STRATEGIES = ["dense", "grouped", "hierarchical", "fp16", "bf16", "powersgd", "topk", "lag"]
+# every registered strategy: one added later is covered without editing this list
+STRATEGIES = sorted(STRATEGY_REGISTRY.names())
 QUIET = ["log.tensorboard=false", "log.progress=false", "checkpoint.final=false",
          "train.batch_size=8"]
 
 
 def _cfg(run_dir: Path, *over: str):
     return load_config("admissions", overrides=[*QUIET, f"log.run_dir={run_dir}", *over])
+
+
+def _optim(name: str) -> list[str]:
+    """A strategy that applies the optimizer's momentum or Adam itself runs with plain
+    SGD (as ``benchmarks/comm_tta.py`` runs it)."""
+    from scidl.comm import get_strategy_class
+
+    owns = get_strategy_class(name).owns_optimizer_state
+    return [] if owns is None else ["optim.name=sgd", "optim.momentum=0"]
 
 
 def _fit(cfg, task, callbacks=()):
@@ -90,7 +101,7 @@ def check_nan_one_rank(root: Path) -> dict:
     out = {}
     for name in STRATEGIES:
         cfg = _cfg(root / f"nan-{name}", "train.max_steps=12", f"comm.strategy={name}",
-                   "optim.lr=0.01")
+                   "optim.lr=0.01", *_optim(name))
         tr = _fit(cfg, _nan_task(nan_call=3))
         w = _weights(tr.model)
         out[name] = {"skipped": [r["skipped"] for r in tr.history],
@@ -133,7 +144,8 @@ def _unused_task() -> Task:
 def check_unused(root: Path) -> dict:
     out = {}
     for name in STRATEGIES:
-        cfg = _cfg(root / f"unused-{name}", "train.max_steps=4", f"comm.strategy={name}")
+        cfg = _cfg(root / f"unused-{name}", "train.max_steps=4", f"comm.strategy={name}",
+                   *_optim(name))
         tr = _fit(cfg, _unused_task())
         w = _weights(tr.model)
         out[name] = {"finite": bool(torch.isfinite(w).all()), "same": _same_on_all_ranks(w),

@@ -125,8 +125,14 @@ def test_targets_met_or_distance_from_the_summary():
     # best SciDL strategy topk: 4 s of dense's 8 s... time to 0.95 is 1 s vs 8 s
     assert t["best"] == "topk" and t["best_ratio"] == 1.0 / 8.0 and t["best_met"]
     assert t["auto_vs_best"] == 1.5 and not t["auto_met"]  # torch's hook is no candidate
+    # seed by seed: auto 1.5 s vs topk 1 s at the first evaluation, the same pace after it
+    sbs = t["auto_side_by_side"]
+    assert sbs["against"] == "topk" and sbs["ratio"]["mean"] == 1.5
+    assert sbs["startup_s"]["mean"] == 0.5 and sbs["pace"]["mean"] == 1.5
     text = b.markdown_targets({"runs": runs})
     assert "**digits, adam** (60 steps, 2 seeds): time to accuracy met" in text
+    assert "seed by seed against topk: 1.50 [1.50–1.50]× its time" in text
+    assert "+0.50 [+0.50–+0.50] s later" in text
     assert "**lm, sgd**: not met — not run" in text
     assert "| 2.0–3.0 |" in b.markdown({"runs": runs})
     assert b.link_bits("100mbit") == 1e8 and b.link_bits("1gbit") == 1e9
@@ -163,3 +169,14 @@ def test_fidelity_compressors_name_the_runs_they_predict():
     assert fid.tta_label("topk:0.01") == "topk"
     assert fid.tta_label("quant:8") == "quant" and fid.tta_label("quant") == "quant"
     assert fid.tta_label("quant:4") == "quant:quant_bits=4"
+
+
+def test_the_table_says_how_far_apart_a_ratio_and_its_dense_run_are():
+    b = _bench()
+    curve = [[30, 1.0, 0.95], [60, 2.0, 0.95]]
+    runs = [{**_run("dense", 0, curve, 0.95, 1000.0), "date": "2026-12-03T08:00:00+00:00"},
+            {**_run("fp16", 0, curve, 0.95, 500.0), "date": "2026-12-03T08:30:00+00:00"},
+            {**_run("auto", 0, curve, 0.95, 10.0), "date": "2026-12-05T08:00:00+00:00"}]
+    assert b.dense_gap_hours({"runs": runs}) == [0.5, 48.0]
+    assert "within the hour for 1 of 2 runs and up to 2.0 days apart" in b.markdown({"runs": runs})
+    assert "run within the hour." in b.markdown({"runs": runs[:2]})
