@@ -259,7 +259,13 @@ def main() -> None:
                 tmp = out_path.with_suffix(".tmp")
                 tmp.write_text(json.dumps(data, indent=1) + "\n")
                 tmp.replace(out_path)
-    for r in predictions(data["cases"], json.loads(comm_tta.RESULTS.read_text())):
+    rows = predictions(data["cases"], json.loads(comm_tta.RESULTS.read_text()))
+    if data.get("cases") and rows != data.get("rows"):  # comm_tta's runs changed since
+        data["rows"] = rows
+        tmp = out_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        tmp.replace(out_path)
+    for r in rows:
         pred = r.get("predicted_tta_vs_dense")
         meas = r.get("measured_tta_vs_dense")
         print(f"{r['model']:8} {r['optimizer']:5} {r['compressor']:12} δ {r['delta']['mean']:.3f}"
