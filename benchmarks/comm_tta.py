@@ -354,13 +354,23 @@ def longest_runs(data: dict[str, Any]) -> list[dict[str, Any]]:
     return list(longest.values())
 
 
+#: runs of one seed this close in time count as taken side by side
+PAIRED_WITHIN_H = 1.0
+
+
+def _hours_apart(a: dict[str, Any], b: dict[str, Any]) -> float:
+    gap = datetime.datetime.fromisoformat(a["date"]) - datetime.datetime.fromisoformat(b["date"])
+    return abs(gap.total_seconds()) / 3600
+
+
 def side_by_side(data: dict[str, Any], model: str, link: str, optimizer: str, steps: int,
                  strategy: str, against: str) -> dict[str, Any] | None:
     """``strategy`` against ``against`` seed by seed (the runs of one seed are taken one
     after the other): the ratio of their times to the same seed's dense final metric, and
     what the difference is made of: how much later ``strategy`` reaches its first
     evaluation (a start-up cost, paid once) and its time per step after it, relative to
-    ``against``'s over the same steps (the pace). None without a seed both ran."""
+    ``against``'s over the same steps (the pace). A seed whose two runs are dated more
+    than ``PAIRED_WITHIN_H`` hours apart is left out. None without a seed both ran."""
     runs = [r for r in longest_runs(data) if (r["model"], r["link"], r["optimizer"],
                                               budget_of(r)) == (model, link, optimizer, steps)]
     by = {(r["strategy"], r["seed"]): r for r in runs}
@@ -368,6 +378,8 @@ def side_by_side(data: dict[str, Any], model: str, link: str, optimizer: str, st
     for seed in sorted({r["seed"] for r in runs}):
         a, b, d = by.get((strategy, seed)), by.get((against, seed)), by.get(("dense", seed))
         if a is None or b is None or not a["curve"] or not b["curve"]:
+            continue
+        if a.get("date") and b.get("date") and _hours_apart(a, b) > PAIRED_WITHIN_H:
             continue
         first = a["curve"][0][0]
         if b["curve"][0][0] != first:
@@ -454,9 +466,7 @@ def dense_gap_hours(data: dict[str, Any]) -> list[float]:
     for r in runs:
         d = dense.get((r["model"], r["link"], r["optimizer"], budget_of(r), r["seed"]))
         if r["strategy"] != "dense" and r.get("date") and d is not None:
-            gap = datetime.datetime.fromisoformat(r["date"]) - datetime.datetime.fromisoformat(
-                d["date"])
-            out.append(abs(gap.total_seconds()) / 3600)
+            out.append(_hours_apart(r, d))
     return out
 
 
@@ -465,7 +475,7 @@ def _apart(data: dict[str, Any]) -> str:
     gaps = dense_gap_hours(data)
     if not gaps:
         return "run minutes apart"
-    within = sum(g <= 1 for g in gaps)
+    within = sum(g <= PAIRED_WITHIN_H for g in gaps)
     if within == len(gaps):
         return "run within the hour"
     return (f"run within the hour for {within} of {len(gaps)} runs and up to "

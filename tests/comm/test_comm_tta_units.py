@@ -180,3 +180,20 @@ def test_the_table_says_how_far_apart_a_ratio_and_its_dense_run_are():
     assert b.dense_gap_hours({"runs": runs}) == [0.5, 48.0]
     assert "within the hour for 1 of 2 runs and up to 2.0 days apart" in b.markdown({"runs": runs})
     assert "run within the hour." in b.markdown({"runs": runs[:2]})
+
+
+def test_side_by_side_leaves_out_runs_taken_far_apart():
+    b = _bench()
+    curve = [[30, 1.0, 0.95], [60, 2.0, 0.95]]
+    late = [[30, 1.5, 0.95], [60, 2.5, 0.95]]
+    runs = [{**_run("dense", s, curve, 0.95, 1000.0), "date": "2026-12-03T08:00:00+00:00"}
+            for s in (0, 1)]
+    runs += [{**_run("quant", 0, curve, 0.95, 100.0), "date": "2026-12-04T08:00:00+00:00"},
+             {**_run("auto", 0, late, 0.95, 100.0), "date": "2026-12-04T08:10:00+00:00"},
+             {**_run("quant", 1, curve, 0.95, 100.0), "date": "2026-12-03T08:10:00+00:00"},
+             {**_run("auto", 1, late, 0.95, 100.0), "date": "2026-12-04T08:20:00+00:00"}]
+    sbs = b.side_by_side({"runs": runs}, "digits", "100mbit", "adam", 60, "auto", "quant")
+    assert sbs["startup_s"]["n"] == 1 and sbs["startup_s"]["mean"] == 0.5  # seed 1 left out
+    assert sbs["pace"]["mean"] == 1.0 and sbs["ratio"]["mean"] == 1.5
+    assert b.side_by_side({"runs": runs[:2]}, "digits", "100mbit", "adam", 60, "auto",
+                          "quant") is None

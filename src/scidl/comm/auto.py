@@ -46,7 +46,7 @@ Each choice, on every rank at once:
    :mod:`scidl.scaling.costmodel`). The small one is ``comm.auto_probe_bytes``' first
    size; the large one is its second, or less on a slow link: the bytes the small
    message's agreed rate moves in ``PROBE_LARGE_S`` (:func:`probe_large_bytes`), so
-   probing a 100 Mbit/s link costs a fraction of a second instead of several.
+   a slow link is not held up by a large message timed several times.
    ``comm.auto_link`` gives (α, β) instead of probing. The refined choice reuses the
    provisional choice's link.
 2. **Agreement.** The probe times, the per-bucket compute times and the compute-only
@@ -634,12 +634,9 @@ class Auto(CommStrategy):
         small_b = int(self.cfg.auto_probe_bytes[0])
         t = torch.zeros(max(small_b // 4, 1), dtype=torch.float32, device=self._device)
         dist.all_reduce(t, group=self.group)  # connect / warm the path
-        calls = PROBE_REPEATS + 1
         small_s = self._time_allreduce(t)
-        self.counters.record("probe", ring_allreduce_bytes(t.numel() * 4, self.world,
-                                                           self.backend) * calls,
-                             ring_allreduce_bytes(t.numel() * 4, self.world, self.backend)
-                             * calls, calls=calls)
+        sent = ring_allreduce_bytes(t.numel() * 4, self.world, self.backend) * (PROBE_REPEATS + 1)
+        self.counters.record("probe", sent, sent, calls=PROBE_REPEATS + 1)
         (agreed,) = self._agree([small_s])
         large_b = probe_large_bytes(t.numel() * 4, agreed, int(self.cfg.auto_probe_bytes[1]))
         t = torch.zeros(max(large_b // 4, 1), dtype=torch.float32, device=self._device)
