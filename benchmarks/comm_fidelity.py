@@ -219,6 +219,14 @@ def _commands(data: dict[str, Any]) -> list[str]:
     return list(data.get("commands") or ([data["command"]] if "command" in data else []))
 
 
+def _save(data: dict[str, Any], out_path: Path) -> None:
+    """Write the results file whole or not at all."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(out_path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--models", nargs="+", default=list(comm_tta.MODELS), choices=list(comm_tta.MODELS))
@@ -255,16 +263,11 @@ def main() -> None:
                 data["command"] = command
                 data["date"] = time.strftime("%Y-%m-%d")
                 data["versions"] = {"torch": torch.__version__}
-                out_path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = out_path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(data, indent=1) + "\n")
-                tmp.replace(out_path)
+                _save(data, out_path)
     rows = predictions(data["cases"], json.loads(comm_tta.RESULTS.read_text()))
     if data.get("cases") and rows != data.get("rows"):  # comm_tta's runs changed since
         data["rows"] = rows
-        tmp = out_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
-        tmp.replace(out_path)
+        _save(data, out_path)
     for r in rows:
         pred = r.get("predicted_tta_vs_dense")
         meas = r.get("measured_tta_vs_dense")
