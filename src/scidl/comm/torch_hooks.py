@@ -26,7 +26,10 @@ One bucket for ``torch_powersgd``: torch's hook issues the P and Q allreduces fr
 completion callbacks; with several buckets the ranks can issue them in different
 orders and gloo then mismatches collectives, so the strategy asks DDP for one bucket
 (``bucket_cap_mb`` is ignored). There is no overlap of communication with the backward
-pass then, the price of the reference implementation on gloo.
+pass then, the price of the reference implementation on gloo. For the same reason the
+hook runs to its end before DDP goes on: DDP's own next collective (the used-parameter
+map it allreduces with ``find_unused_parameters``) would otherwise race the callbacks'
+allreduces for its place in gloo's order, and the ranks could hang on mismatched pairs.
 
 Non-finite gradients: a NaN/Inf survives both hooks' sums (fp16 cast and sum; P = M·Q
 and the uncompressed allreduce), so every rank's bucket is non-finite and the trainer
@@ -134,6 +137,9 @@ class TorchHook(CommStrategy):
     """Base of the strategies that install one of torch's DDP communication hooks."""
 
     nonfinite_agreed = True
+    #: torch's hook issues collectives from its futures' callbacks (gloo runs those on its
+    #: own threads): the hook then finishes before DDP goes on (see :meth:`attach`)
+    callback_collectives = False
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
@@ -163,6 +169,14 @@ class TorchHook(CommStrategy):
                 return out[0] if isinstance(out, list) else out
 
             fut = self.call_hook(state, bucket).then(done)
+            if self.callback_collectives:
+                # A collective issued from a callback thread races with the next one DDP
+                # issues on the main thread (with find_unused_parameters, its used-map
+                # allreduce right after this hook): ranks could issue the two in
+                # different orders and gloo would pair mismatched collectives (a hang).
+                # Waiting here keeps one order on every rank; with the one bucket these
+                # hooks use there is no overlap to lose (NCCL runs the chain inline).
+                fut.wait()
             self._inflight.append(fut)
             self.counters.mark_hook_returned()
             return fut
@@ -212,6 +226,7 @@ class TorchPowerSGDHook(TorchHook):
     name = "torch_powersgd"
     description = "torch's powerSGD_hook, one bucket (reference peer of powersgd)"
     wire_settings = ("rank",)
+    callback_collectives = True  # its P and Q allreduces
 
     def call_hook(self, state: Any, bucket: dist.GradBucket) -> Future[Any]:
         from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook
