@@ -19,6 +19,13 @@ cost model is re-checked with ``python benchmarks/predict_cluster.py predict`` w
 running anything again.
 
     python benchmarks/predict_cluster.py [--links 100mbit 1gbit] [--nodes 2 4 8] [--repeats 2]
+    python benchmarks/predict_cluster.py --ranks-per-node 2 --nodes 2 4 --comms dense hierarchical
+
+With ``--ranks-per-node g`` > 1 each virtual node runs g ranks (p = nodes·g), which share
+its one shaped link and talk to each other over the node's loopback: the prediction
+then prices a two-level machine whose node level is the cores' own loopback rates, timed
+once per sweep at each rank count (``cores_rows``, :func:`node_level`), and
+``hierarchical`` is measured where it differs from a flat ring.
     python benchmarks/predict_cluster.py predict    # recompute predictions and errors
     python benchmarks/predict_cluster.py table      # the markdown of docs/scaling.md
     python benchmarks/predict_cluster.py profile    # take the one-process profile again
@@ -102,6 +109,18 @@ def measured_step(rows: list[dict[str, Any]], warmup: int = WARMUP) -> dict[str,
             "step_max_s": max(times), "steps": len(times)}
 
 
+def by_op_per_step(path: Path) -> dict[str, float]:
+    """Rank 0's seconds per step in each of the run's collectives (``comm.json``'s
+    ``by_op``: launch to completion, the wait for the other ranks included), over all
+    the run's steps; {} without the file."""
+    if not path.is_file():
+        return {}
+    d = json.loads(path.read_text())
+    steps = max(int(d.get("steps") or 0), 1)
+    return {op: float(v["seconds"]) / steps for op, v in (d.get("by_op") or {}).items()
+            if v.get("seconds") is not None}
+
+
 def aggregate_repeats(reps: list[dict[str, Any]]) -> dict[str, Any]:
     """A row's measured figures from its repeats (each a :func:`measured_step` with its
     run's ``load_before``, ``load_after``, ``wall_s``): ``measured_s`` the median of the
@@ -113,7 +132,10 @@ def aggregate_repeats(reps: list[dict[str, Any]]) -> dict[str, Any]:
         raise ValueError("no repeats")
     steps = [float(r["step_s"]) for r in reps]
     mid = statistics.median(steps)
-    return {"measured_s": mid,
+    ops = sorted({op for r in reps for op in r.get("by_op_s") or {}})
+    by_op = {op: statistics.median(float(r["by_op_s"][op]) for r in reps
+                                   if op in (r.get("by_op_s") or {})) for op in ops}
+    return {"measured_s": mid, **({"measured_by_op_s": by_op} if by_op else {}),
             "measured_min_s": min(float(r.get("step_min_s", r["step_s"])) for r in reps),
             "measured_max_s": max(float(r.get("step_max_s", r["step_s"])) for r in reps),
             "repeat_lo_s": min(steps), "repeat_hi_s": max(steps),
@@ -132,6 +154,12 @@ def row_repeats(row: dict[str, Any]) -> list[dict[str, Any]]:
              "step_max_s": row.get("measured_max_s"), "steps": row.get("timed_steps", 0),
              "load_before": row.get("load_before"), "load_after": row.get("load_after"),
              "wall_s": row.get("wall_s", 0.0)}]
+
+
+def blocks(nodes: list[int], ranks_per_node: list[int]) -> list[tuple[int, int]]:
+    """(ranks per node, nodes) of a sweep's blocks of runs, in the order they run: one
+    rank per node first, then each larger count, nodes from most to fewest."""
+    return [(g, n) for g in sorted(set(ranks_per_node)) for n in sorted(set(nodes), reverse=True)]
 
 
 def interleaved(comms: list[str], repeats: int) -> list[tuple[int, str]]:
@@ -179,7 +207,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     worst = max(errs, key=lambda e: e[0])[1]
     out = {"rows": len(errs), "median_abs_error": statistics.median(e for e, _ in errs),
            "worst_abs_error": abs(worst["error"]),
-           "worst": {k: worst[k] for k in ("link", "nodes", "comm")},
+           "worst": {**{k: worst[k] for k in ("link", "nodes", "comm")},
+                     "ranks_per_node": int(worst.get("ranks_per_node", 1))},
            "within_10pct": sum(e <= 0.10 for e, _ in errs),
            "within_20pct": sum(e <= 0.20 for e, _ in errs)}
     spreads = [r["repeat_spread"] for _, r in errs if r.get("repeat_spread") is not None
@@ -291,22 +320,64 @@ def latency_rows_of(d: dict[str, Any], link: str) -> list[dict[str, Any]]:
     return [r for rows in ((d.get("latency_rows") or {}).get(link) or {}).values() for r in rows]
 
 
+def node_level(cores_rows: list[dict[str, Any]], g: int) -> dict[str, Any]:
+    """The node level of a virtual node running ``g`` ranks: its ranks talk over the
+    node's loopback, so its rates are the cores' own (the sweep's loopback timings,
+    ``cores_rows``): α, β, γ fitted to the timings at ``g`` ranks
+    (:func:`scidl.scaling.collectives.fit_alpha_beta_gamma`), each op at its own rate
+    there (``op_beta`` at ``op_beta_ranks`` = g), and the rates at every timed count
+    (``cores_beta``), so p ranks busy on the cores see the rate at p
+    (:meth:`scidl.scaling.hardware.Level.at_ranks`). ValueError without timings at g."""
+    from scidl.scaling.collectives import cores_rates, fit_alpha_beta_gamma
+
+    at_g = [r for r in cores_rows if int(r["ranks"]) == g]
+    if not at_g:
+        have = sorted({int(r["ranks"]) for r in cores_rows})
+        raise ValueError(f"no loopback timings at {g} ranks (timed at {have})")
+    fit = fit_alpha_beta_gamma(at_g)
+    table = cores_rates(cores_rows)
+    return {"alpha": fit["alpha"], "beta": fit["beta"], "gamma": fit["gamma"],
+            "op_beta": {op: by[g] for op, by in table.items() if g in by},
+            "op_beta_ranks": g, "cores_beta": table,
+            "note": f"loopback ({fit['method']} fit of {fit['n']} timings at {g} ranks, "
+                    "cores_rows)"}
+
+
+def with_ranks_per_node(hardware: dict[str, Any], g: int,
+                        cores_rows: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """The hardware file for ``g`` ranks per virtual node: ``devices_per_node`` g and the
+    node level (``intra``) of :func:`node_level`; the link (``inter``) as calibrated
+    (one rank per node: what a node's one link carries). ``g`` = 1: unchanged."""
+    if g <= 1:
+        return hardware
+    if not cores_rows:
+        raise ValueError("ranks per node > 1 needs the sweep's loopback timings (cores_rows)")
+    inter = hardware.get("inter") or hardware["intra"]
+    return {**hardware, "devices_per_node": g, "intra": node_level(cores_rows, g),
+            "inter": inter}
+
+
 def predict_row(profile: dict[str, Any], hardware: dict[str, Any], nodes: int, comm: str,
-                sharing: dict[str, Any] | None = None) -> dict[str, float]:
+                sharing: dict[str, Any] | None = None, ranks_per_node: int = 1,
+                cores_rows: list[dict[str, Any]] | None = None) -> dict[str, float]:
     """The cost model's step breakdown for one row (weak scaling: batch per rank fixed),
     by :func:`scidl.scaling.predict.predict_point`, as ``scidl predict`` computes it.
 
     ``sharing`` (``cores``, ``probe_step_s``): the ranks share this machine's cores; the
     compute slowdown at ``nodes`` is the contention model's (:func:`with_sharing`)
-    instead of the probe's factor as it was measured. None: the probe's factor."""
+    instead of the probe's factor as it was measured. None: the probe's factor.
+    ``ranks_per_node`` > 1: ``nodes``·``ranks_per_node`` ranks on a two-level machine
+    whose node level is the cores' loopback rates of ``cores_rows``
+    (:func:`with_ranks_per_node`)."""
     from scidl.scaling.costmodel import parse_comm
     from scidl.scaling.hardware import Hardware
     from scidl.scaling.predict import StepProfile, predict_point
 
     prof = StepProfile.model_validate(profile)
-    hw = Hardware.model_validate(with_sharing(hardware, sharing))
+    hw = Hardware.model_validate(with_ranks_per_node(with_sharing(hardware, sharing),
+                                                     ranks_per_node, cores_rows))
     comp, alg = parse_comm(comm)
-    pt = predict_point(prof, hw, nodes, algorithm=alg, comp=comp)
+    pt = predict_point(prof, hw, nodes * ranks_per_node, algorithm=alg, comp=comp)
     keys = ("step_s", "compute_s", "codec_s", "comm_s", "burst_s", "exposed_comm_s",
             "interference_s", "straggler_s", "io_stall_s", "slowdown", "step_lo_s",
             "step_hi_s")
@@ -356,13 +427,20 @@ def repredict(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
-def drift(d: dict[str, Any], link: str, nodes: int) -> float:
+def block_key(link: str, nodes: int, g: int = 1) -> str:
+    """The name of a block of runs (one link, node count and ranks per node):
+    ``<link>/<nodes>``, or ``<link>/<nodes>x<g>`` with g > 1 ranks per node."""
+    return f"{link}/{nodes}" if g <= 1 else f"{link}/{nodes}x{g}"
+
+
+def drift(d: dict[str, Any], link: str, nodes: int, g: int = 1) -> float:
     """How much faster (< 1) or slower (> 1) this machine computed when the block of runs
-    at (``link``, ``nodes``) started than right after the profile: the ratio of the
-    one-process reference steps timed at those two moments (``reference``: {"profile":
-    s, "<link>/<nodes>": s}); 1 where either is missing (files from before)."""
+    at (``link``, ``nodes``, ``g`` ranks per node) started than right after the profile:
+    the ratio of the one-process reference steps timed at those two moments
+    (``reference``: {"profile": s, :func:`block_key`: s}); 1 where either is missing
+    (files from before)."""
     ref = d.get("reference") or {}
-    base, now = ref.get("profile"), ref.get(f"{link}/{nodes}")
+    base, now = ref.get("profile"), ref.get(block_key(link, nodes, g))
     return float(now) / float(base) if base and now else 1.0
 
 
@@ -382,11 +460,17 @@ def _predict_stored(d: dict[str, Any], hardware: dict[str, Any], r: dict[str, An
     hw = hardware.get(r["link"])
     if hw is None:
         return None
-    prof = drifted_profile(d["profile"], drift(d, r["link"], r["nodes"]))
-    return predict_row(prof, hw, r["nodes"], r["comm"], sharing_of(d, r["link"]))
+    g = int(r.get("ranks_per_node", 1))
+    prof = drifted_profile(d["profile"], drift(d, r["link"], r["nodes"], g))
+    return predict_row(prof, hw, r["nodes"], r["comm"], sharing_of(d, r["link"]), g,
+                       d.get("cores_rows"))
 
 
 # ----------------------------------------------------------------------------- rendering
+
+
+#: hierarchical's collectives in the order they run
+_PHASES = {"reduce_scatter_intra": 0, "allreduce_inter": 1, "allgather_intra": 2}
 
 
 def _pct(x: float) -> str:
@@ -417,16 +501,39 @@ def _op_rates(level: dict[str, Any]) -> str:
         ", ".join(f"{op} {1e-6 / b:.1f} MB/s" for op, b in sorted(rates.items()) if b > 0) + ")"
 
 
-def _block(key: str) -> tuple[str, int]:
-    link, nodes = key.rsplit("/", 1)
-    return link, int(nodes)
+def _block(key: str) -> tuple[str, int, int]:
+    """(link, nodes, ranks per node) of a :func:`block_key`."""
+    link, rest = key.rsplit("/", 1)
+    nodes, _, g = rest.partition("x")
+    return link, int(nodes), int(g or 1)
 
 
-def _block_order(key: str) -> tuple[int, int]:
+def _block_order(key: str) -> tuple[int, int, int]:
     from scidl.cluster.spec import parse_rate
 
-    link, nodes = _block(key)
-    return parse_rate(link), nodes
+    link, nodes, g = _block(key)
+    return parse_rate(link), g, nodes
+
+
+def _run_dates(d: dict[str, Any]) -> str:
+    """``run 2026-12-03``, or with rows of several days (each row's ``date``; a row
+    without one: the file's) ``rows run on 2026-12-03 (24) and 2026-12-04 (20), the
+    profile and link calibrations of 2026-12-03``."""
+    days: dict[str, int] = {}
+    for r in d["rows"]:
+        day = str(r.get("date", d["date"]))
+        days[day] = days.get(day, 0) + 1
+    if len(days) <= 1:
+        return f"run {d['date']}"
+    listed = [f"{day} ({n})" for day, n in sorted(days.items())]
+    text = "rows run on " + ", ".join(listed[:-1]) + " and " + listed[-1]
+    made = str(d.get("profile_date") or "")[:10]
+    return text + (f", the profile and link calibrations of {made}" if made else "")
+
+
+def _layout(nodes: int, g: int) -> str:
+    """``4`` (one rank per node) or ``2 × 2`` (nodes × ranks per node)."""
+    return str(nodes) if g <= 1 else f"{nodes} × {g}"
 
 
 def _latency_ranges(table: dict[str, Any]) -> str:
@@ -446,8 +553,10 @@ def render(d: dict[str, Any]) -> str:
     lines = [
         f"`{WORKLOAD}` with `{' '.join(d['overrides'])}` ({prof['grad_bytes'] / 1e6:.1f} MB of "
         f"fp32 gradients, {prof['compute_s'] * 1e3:.1f} ms compute per step on one process), "
-        f"one rank per virtual node, {d['steps']} steps of which the first {d['warmup']} are "
-        f"warm-up; run {d['date']} on {d['cpus']} cores with load average "
+        + ("one rank per virtual node unless the nodes column says nodes × ranks per node"
+           if any(r.get("ranks_per_node", 1) > 1 for r in d["rows"])
+           else "one rank per virtual node") + f", {d['steps']} steps of which the first {d['warmup']} are "
+        f"warm-up; {_run_dates(d)} on {d['cpus']} cores with load average "
         f"{d['load_before']:.1f} before and {d['load_after']:.1f} after "
         f"(`python benchmarks/predict_cluster.py`)."
         + (f" The strategies' own computation (`codec_fraction`) was measured at load average "
@@ -458,17 +567,33 @@ def render(d: dict[str, Any]) -> str:
         "slowdown | compute (s) | codec (s) | exposed comm (s) | straggler (s) | load |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(d["rows"], key=lambda r: (r["link_bits"], r["nodes"],
+    for r in sorted(d["rows"], key=lambda r: (r["link_bits"], r.get("ranks_per_node", 1),
+                                              r["nodes"],
                                               COMMS.index(r["comm"]) if r["comm"] in COMMS
                                               else 99)):
         p = r["predicted"]
         lines.append(
-            f"| {r['link']} | {r['nodes']} | {r['comm']} | {_band(p)} | "
+            f"| {r['link']} | {_layout(r['nodes'], r.get('ranks_per_node', 1))} | "
+            f"{r['comm']} | {_band(p)} | "
             f"{r['measured_s']:.3f} [{r['measured_min_s']:.3f}–{r['measured_max_s']:.3f}] | "
             f"{_repeats(r)} | {_pct(r['error'])} | ×{p.get('slowdown', 1.0):.2f} | {p['compute_s']:.3f} | "
             f"{p.get('codec_s', 0.0):.3f} | "
             f"{p['exposed_comm_s']:.3f} | "
             f"{p['straggler_s']:.3f} | {r.get('load_before', float('nan')):.0f} |")
+    phased = [r for r in d["rows"] if len(r.get("measured_by_op_s") or {}) > 1
+              and r["comm"] == "hierarchical"]
+    if phased:
+        lines.append("")
+        lines.append(
+            "Measured time per step in each of `hierarchical`'s collectives (rank 0's "
+            "`comm.json`, launch to completion, the wait for the other ranks included; "
+            "median of the repeats), against the predicted communication: " + "; ".join(
+                f"{r['link']} {_layout(r['nodes'], r.get('ranks_per_node', 1))}: " + ", ".join(
+                    f"{op} {t * 1e3:.1f} ms" for op, t in sorted(
+                        r["measured_by_op_s"].items(), key=lambda kv: _PHASES.get(kv[0], 9)))
+                + f" (predicted {r['predicted']['comm_s'] * 1e3:.1f} ms)"
+                for r in sorted(phased, key=lambda r: (r["link_bits"], r["nodes"],
+                                                       r.get("ranks_per_node", 1)))) + ".")
     lines.append("")
     share = d.get("contention") or {}
     probe = d.get("compute_probe")
@@ -489,7 +614,8 @@ def render(d: dict[str, Any]) -> str:
         lines.append(
             f"Median |error| {s['median_abs_error'] * 100:.1f}% over {s['rows']} rows "
             f"(target ≤ 10%), worst {s['worst_abs_error'] * 100:.1f}% ({w['comm']}, "
-            f"{w['nodes']} nodes, {w['link']}; target ≤ 20%); {s['within_10pct']} rows within "
+            f"{_layout(w['nodes'], w.get('ranks_per_node', 1))} nodes, {w['link']}; "
+            f"target ≤ 20%); {s['within_10pct']} rows within "
             f"10%, {s['within_20pct']} within 20%.")
         links = sorted({r["link"] for r in d["rows"]}, key=lambda k: min(
             r["link_bits"] for r in d["rows"] if r["link"] == k))
@@ -498,6 +624,13 @@ def render(d: dict[str, Any]) -> str:
             lines.append("By link: " + "; ".join(
                 f"{k}: median |error| {x['median_abs_error'] * 100:.1f}%, worst "
                 f"{x['worst_abs_error'] * 100:.1f}% ({x['rows']} rows)" for k, x in per) + ".")
+        gs = sorted({int(r.get("ranks_per_node", 1)) for r in d["rows"]})
+        if len(gs) > 1:
+            per = [(g, summarize([r for r in d["rows"] if int(r.get("ranks_per_node", 1)) == g]))
+                   for g in gs]
+            lines.append("By ranks per node: " + "; ".join(
+                f"{g}: median |error| {x['median_abs_error'] * 100:.1f}%, worst "
+                f"{x['worst_abs_error'] * 100:.1f}% ({x['rows']} rows)" for g, x in per) + ".")
         if s.get("median_repeat_spread") is not None:
             lines.append(f"The measurement's own precision: the repeats of a row lie within "
                          f"±{s['median_repeat_spread'] * 100:.1f}% of their median (median "
@@ -545,7 +678,7 @@ def render(d: dict[str, Any]) -> str:
             "reference step timed before each block of runs ÷ the same step timed right "
             f"after the profile ({ref['profile'] * 1e3:.2f} ms, `reference` in the results "
             "file): " + ", ".join(
-                f"{k.replace('/', ' ')} nodes ×{drift(d, *_block(k)):.2f}"
+                f"{_block(k)[0]} {_layout(*_block(k)[1:])} nodes ×{drift(d, *_block(k)):.2f}"
                 for k in sorted((k for k in ref if k != "profile"), key=_block_order)) + ".")
     floors = [(link, hw["inter"]["op_latency"]) for link, hw in d["hardware"].items()
               if (hw.get("inter") or {}).get("op_latency")]
@@ -663,17 +796,20 @@ def _cluster_up(nodes: int, link: str) -> None:
     _scidl(["cluster", "up", "--name", CLUSTER, "--nodes", str(nodes), "--link", link], 120)
 
 
-def _train(comm: str, nodes: int, tmp: Path) -> dict[str, Any]:
+def _train(comm: str, nodes: int, tmp: Path, g: int = 1) -> dict[str, Any]:
     import yaml  # noqa: F401  (the run folder's files are read by scidl.scaling.report)
 
     from scidl.scaling.report import read_jsonl
 
-    out = tmp / f"run-{nodes}-{comm.replace(':', '_')}-{time.time_ns()}"
-    _scidl(["train", WORKLOAD, "--cluster", CLUSTER, "--max-steps", str(STEPS),
+    out = tmp / f"run-{nodes}x{g}-{comm.replace(':', '_')}-{time.time_ns()}"
+    _scidl(["train", WORKLOAD, "--cluster", CLUSTER, "--ranks-per-node", str(g),
+            "--max-steps", str(STEPS),
             *OVERRIDES, *comm_overrides(comm), "train.log_every=1", "train.eval_every=0",
             "dist.threads_per_proc=1", f"log.root={tmp}", "--out", str(out),
             "--cluster-timeout", str(RUN_TIMEOUT_S)], RUN_TIMEOUT_S + 60)
-    return measured_step(read_jsonl(out / "metrics.jsonl"))
+    m = measured_step(read_jsonl(out / "metrics.jsonl"))
+    ops = by_op_per_step(out / "comm.json")
+    return {**m, "by_op_s": ops} if ops else m
 
 
 def _calibrate(d: dict[str, Any], link: str, nodes: int, tmp: Path, path: Path) -> None:
@@ -785,12 +921,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         d["profile"]["codec_fraction"] = _codec()
         d["codec_load"] = _load()
         _save(d, path)
+    counts = sorted({n * g for g, n in blocks(args.nodes, args.ranks_per_node) if n * g > 1}
+                    | set(args.ranks_per_node) - {1})
     if not d.get("compute_probe") and not d.get("contention"):  # once per sweep
-        d["compute_probe"] = _probe(sorted({n for n in args.nodes if n > 1}))
+        d["compute_probe"] = _probe(counts)
         _save(d, path)
-    if not d.get("cores_rows"):  # once per sweep: the cores' own collective rates
-        d["cores_rows"] = _cores(sorted({n for n in args.nodes if n > 1}), tmp)
+    timed = {int(r["ranks"]) for r in d.get("cores_rows") or []}
+    if not set(counts) <= timed:  # once per sweep: the cores' own collective rates
+        d["cores_rows"] = [*(d.get("cores_rows") or []),
+                           *_cores(sorted(set(counts) - timed), tmp)]
         _save(d, path)
+    probed = {int(k) for k in (d.get("compute_probe") or {}).get("slowdown", {})}
+    if d.get("compute_probe") and not {n * g for g, n in blocks(args.nodes, args.ranks_per_node)
+                                       if n * g > 1} <= probed:
+        sys.exit(f"the sweep's compute probe covers {sorted(probed)} ranks; this sweep "
+                 "needs more (use --fresh, or nodes × ranks per node within them)")
     try:
         for link in args.links:
             bits = __import__("scidl.cluster.spec", fromlist=["parse_rate"]).parse_rate(link)
@@ -802,38 +947,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 at = calibration_nodes(args.nodes)
                 _cluster_up(at, link)
                 _calibrate(d, link, at, tmp, path)
-            for nodes in sorted(args.nodes, reverse=True):
+            for g, nodes in blocks(args.nodes, args.ranks_per_node):
                 todo = [(k, c) for k, c in interleaved(list(args.comms), args.repeats)
-                        if len(row_repeats(_row(d, link, nodes, c) or {"repeats": []})) <= k]
+                        if len(row_repeats(_row(d, link, nodes, c, g) or {"repeats": []})) <= k]
                 if not todo:
                     continue
                 _cluster_up(nodes, link)
-                if nodes != (d.get("calibrated_at_nodes") or {}).get(link) and str(nodes) not in (
-                        (d.get("latency_rows") or {}).get(link) or {}):
+                if g == 1 and nodes != (d.get("calibrated_at_nodes") or {}).get(link) and \
+                        str(nodes) not in ((d.get("latency_rows") or {}).get(link) or {}):
                     _latency(d, link, nodes, tmp, path)
                 if not sharing_of(d, link):  # a calibration from before the model
                     d.setdefault("contention", {})[link] = _sharing(later=True)
                     _save(d, path)
-                if d.get("reference", {}).get("profile") and \
-                        f"{link}/{nodes}" not in d["reference"]:
-                    _reference(d, f"{link}/{nodes}", path)
+                key = block_key(link, nodes, g)
+                if d.get("reference", {}).get("profile") and key not in d["reference"]:
+                    _reference(d, key, path)
                 for k, comm in todo:
                     load0 = _load()
                     t0 = time.time()
-                    m = _train(comm, nodes, tmp)
-                    r = _row(d, link, nodes, comm)
+                    m = _train(comm, nodes, tmp, g)
+                    r = _row(d, link, nodes, comm, g)
                     if r is None:
                         r = {"link": link, "link_bits": bits, "nodes": nodes, "comm": comm}
+                        if g > 1:
+                            r["ranks_per_node"] = g
                         d["rows"].append(r)
                     done = row_repeats(r) if "measured_s" in r else []
                     r["repeats"] = [*done, {**m, "load_before": load0, "load_after": _load(),
                                             "wall_s": time.time() - t0}]
                     r.update(aggregate_repeats(r["repeats"]))
                     d["load_after"] = _load()
-                    d["date"] = datetime.date.today().isoformat()
+                    d["date"] = r["date"] = datetime.date.today().isoformat()
                     _save(d, path)
                     last = r["repeats"][-1]
-                    print(f"{link} {nodes} {comm} (run {k + 1}): measured "
+                    print(f"{link} {_layout(nodes, g)} {comm} (run {k + 1}): measured "
                           f"{last['step_s']:.3f} s, predicted {r['predicted_s']:.3f} s "
                           f"(row {_pct(r['error'])}), load {load0:.1f}", flush=True)
     finally:
@@ -847,8 +994,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return d
 
 
-def _row(d: dict[str, Any], link: str, nodes: int, comm: str) -> dict[str, Any] | None:
-    return next((r for r in d["rows"] if (r["link"], r["nodes"], r["comm"]) == (link, nodes, comm)),
+def _row(d: dict[str, Any], link: str, nodes: int, comm: str, g: int = 1
+         ) -> dict[str, Any] | None:
+    return next((r for r in d["rows"] if (r["link"], r["nodes"], r["comm"],
+                                          int(r.get("ranks_per_node", 1))) == (link, nodes, comm, g)),
                 None)
 
 
@@ -861,6 +1010,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--links", nargs="+", default=LINKS)
     ap.add_argument("--nodes", nargs="+", type=int, default=NODES)
     ap.add_argument("--comms", nargs="+", default=COMMS)
+    ap.add_argument("--ranks-per-node", nargs="+", type=int, default=[1],
+                    help="ranks on each virtual node (> 1: the nodes share their link and "
+                    "talk over loopback inside; hierarchical differs from a flat ring)")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--repeats", type=int, default=REPEATS,
                     help="runs of each configuration, interleaved; the row takes their median")
@@ -868,6 +1020,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
+    if min(args.ranks_per_node) < 1:
+        ap.error("--ranks-per-node must be >= 1")
     if args.what == "table":
         print(render(json.loads(Path(args.out).read_text())))
         return 0

@@ -124,6 +124,7 @@ REGISTRY: dict[str, Block] = {
     "scaling_published_summary": _b("scaling_published", t.scaling_published_summary),
     "scaling_published_misses": _b("scaling_published", scaling_bench.render_misses),
     "scaling_cluster": _b("predict_cluster", predict_cluster.render),  # beside the benchmark
+    "scaling_cluster_layout": _b("predict_cluster_layout", predict_cluster.render),
     # docs/workloads/*.md (and docs/topology.md)
     "emulator": _b("workloads_emulator_inverse_weather", w.emulator),
     "emulator_summary": _b("workloads_emulator_inverse_weather", w.emulator_summary),

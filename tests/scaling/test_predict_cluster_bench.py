@@ -64,7 +64,7 @@ def test_error_and_summary():
     s = b.summarize(rows)
     assert s["median_abs_error"] == pytest.approx(0.10)
     assert s["worst_abs_error"] == pytest.approx(0.30)
-    assert s["worst"] == {"link": "1gbit", "nodes": 4, "comm": "dense"}
+    assert s["worst"] == {"link": "1gbit", "nodes": 4, "comm": "dense", "ranks_per_node": 1}
     assert (s["within_10pct"], s["within_20pct"]) == (2, 2)
 
 
@@ -338,3 +338,64 @@ def test_the_cores_own_rates_enter_every_links_levels():
     hw = b.with_cores(HW, rows)
     assert hw["inter"]["cores_beta"] == table and hw["intra"]["cores_beta"] == table
     assert b.with_cores(HW, None) is HW
+
+
+# loopback timings (cores_rows): allreduce at 2 ranks 1e-10 s/B of the ring's beta term
+# (1 MB more costs 2·(1/2)·1e6·1e-10 = 0.1 ms), at 4 ranks 2e-10 (0.3 ms), α = 0
+LOOPBACK = [{"op": "allreduce", "ranks": p, "bytes": n, "time_s": t}
+            for p, pts in ((2, ((1e6, 1e-4), (2e6, 2e-4))), (4, ((1e6, 3e-4), (2e6, 6e-4))))
+            for n, t in pts]
+
+
+def test_two_ranks_per_node_price_the_node_level_at_the_cores_rates():
+    b = _bench()
+    hw = {**HW, "compute_slowdown": {2: 1.5, 4: 2.0}}
+    level = b.node_level(LOOPBACK, 2)
+    assert level["alpha"] == pytest.approx(0.0, abs=1e-12)
+    assert level["op_beta"]["allreduce"] == pytest.approx(1e-10)
+    assert level["op_beta_ranks"] == 2
+    out = b.with_ranks_per_node(hw, 2, LOOPBACK)
+    assert out["devices_per_node"] == 2 and out["inter"] == hw["inter"]
+    assert b.with_ranks_per_node(hw, 1, LOOPBACK) is hw
+    # 2 nodes × 2 ranks, one 4 MB bucket, no overlap; compute 0.02 × 2.0 (4 busy ranks)
+    # hierarchical: ring inside the node at the cores' rate with 4 ranks busy (2e-10):
+    #   2·(1/2)·4e6·2e-10 = 0.8 ms; across the nodes each rank's half, both ranks on the
+    #   node's one link (β·2): 2·(1/2)·2e6·2e-8 = 40 ms
+    hier = b.predict_row(PROFILE, hw, 2, "hierarchical", None, 2, LOOPBACK)
+    assert hier["compute_s"] == pytest.approx(0.04)
+    assert hier["comm_s"] == pytest.approx(0.0408)
+    assert hier["step_s"] == pytest.approx(0.0808)
+    # dense: one ring of 4 ranks, each step waits for the slower of its hops (the link):
+    # 2·(3/4)·4e6·1e-8 = 60 ms, as 4 nodes of one rank each
+    dense = b.predict_row(PROFILE, hw, 2, "dense", None, 2, LOOPBACK)
+    assert dense["comm_s"] == pytest.approx(0.06)
+    assert dense["comm_s"] == pytest.approx(b.predict_row(PROFILE, hw, 4, "dense")["comm_s"])
+    with pytest.raises(ValueError, match="no loopback timings at 8 ranks"):
+        b.node_level(LOOPBACK, 8)
+    with pytest.raises(ValueError, match="cores_rows"):
+        b.with_ranks_per_node(hw, 2, None)
+
+
+def test_blocks_rows_and_the_table_tell_ranks_per_node_apart():
+    b = _bench()
+    assert b.blocks([2, 4], [2, 1]) == [(1, 4), (1, 2), (2, 4), (2, 2)]
+    assert b.block_key("1gbit", 2) == "1gbit/2" and b.block_key("1gbit", 2, 2) == "1gbit/2x2"
+    assert b._block("1gbit/2x2") == ("1gbit", 2, 2) and b._block("100mbit/8") == ("100mbit", 8, 1)
+    assert b.drift({"reference": {"profile": 0.01, "1gbit/2x2": 0.02}}, "1gbit", 2, 2) == 2.0
+    hw = {**HW, "compute_slowdown": {2: 1.5, 4: 2.0}}
+    row = {"link": "1gbit", "link_bits": 10**9, "comm": "hierarchical", "measured_s": 0.08,
+           "measured_min_s": 0.075, "measured_max_s": 0.09}
+    d = {"overrides": [], "steps": 6, "warmup": 2, "date": "2026-12-04", "cpus": 2,
+         "load_before": 1.0, "load_after": 1.0, "profile": PROFILE, "hardware": {"1gbit": hw},
+         "cores_rows": LOOPBACK,
+         "rows": [{**row, "nodes": 2, "ranks_per_node": 2}, {**row, "nodes": 2}]}
+    b.repredict(d)
+    two, one = d["rows"]
+    assert two["predicted_s"] == pytest.approx(0.0808)  # the hand-computed case above
+    assert one["predicted_s"] == pytest.approx(0.03 + 0.04)  # 2 nodes of one rank
+    assert b._row(d, "1gbit", 2, "hierarchical", 2) is two
+    assert b._row(d, "1gbit", 2, "hierarchical") is one
+    text = b.render(d)
+    assert "| 1gbit | 2 × 2 | hierarchical | 0.081 |" in text
+    assert "| 1gbit | 2 | hierarchical | 0.070 |" in text
+    assert "unless the nodes column says nodes × ranks per node" in text

@@ -102,6 +102,20 @@ def test_hierarchical_implies_two_level_and_bf16_halves():
         == Compression().bytes_sent(NUMEL, 8) // 2
 
 
+def test_hierarchical_waits_on_each_of_its_phases():
+    hier = Compression("hierarchical")
+    assert hier.syncs(NUMEL, 8, per_node=2) == 3  # reduce-scatter, allreduce, allgather
+    assert hier.syncs(NUMEL, 4, per_node=4) == 2  # one node: no allreduce across nodes
+    assert hier.syncs(NUMEL, 8, per_node=1) == 1  # one rank per node: the allreduce alone
+    assert hier.syncs(NUMEL, 1, per_node=1) == 0
+    # comm.ranks_per_node (declared nodes) wins over the machine's
+    assert Compression("hierarchical", options=(("ranks_per_node", 4),)).syncs(NUMEL, 8, 1) == 3
+    # every other strategy: its plan's collectives, whatever the placement
+    for spec in ("dense", "fp16", "topk:0.01", "powersgd:4"):
+        comp, _ = parse_comm(spec)
+        assert comp.syncs(NUMEL, 8, per_node=2) == len(comp.plan(NUMEL, 8)), spec
+
+
 @pytest.mark.parametrize("comm", [
     {"strategy": "dense"}, {"strategy": "fp16"}, {"strategy": "bf16"},
     {"strategy": "hierarchical"}, {"strategy": "grouped", "group_mb": 2.0},

@@ -318,6 +318,14 @@ class CommStrategy(abc.ABC):
         return bytes_sent(cls.wire(cfg, numel, world, shapes), world, backend)
 
     @classmethod
+    def sync_points(cls, cfg: CommConfig, numel: int, world: int, per_node: int = 1,
+                    shapes: Sequence[Shape] | None = None) -> int:
+        """Collectives one bucket waits on in turn, each a point where the ranks taking
+        part must all be running, on ``world`` ranks placed ``per_node`` to a node
+        (default: those of :meth:`wire`)."""
+        return len(cls.wire(cfg, numel, world, shapes)) if world > 1 else 0
+
+    @classmethod
     def compression_model(cls, cfg: CommConfig) -> Callable[[], Any] | None:
         """A factory of models of what this strategy sends for one bucket's gradients,
         with its own error feedback (an object with ``compress(grads) -> list[Tensor]``,

@@ -94,6 +94,17 @@ class HierarchicalAllreduce(CommStrategy):
                 + ring_allreduce_bytes(shard, world // g, backend)
                 + allgather_bytes(shard, g, backend))
 
+    @classmethod
+    def sync_points(cls, cfg: Any, numel: int, world: int, per_node: int = 1,
+                    shapes: Sequence[Shape] | None = None) -> int:
+        """Its phases, one after the other: reduce-scatter and allgather inside a node of
+        g > 1 ranks (g = ``comm.ranks_per_node``, else ``per_node``), the allreduce
+        across nodes when there are several."""
+        if world <= 1:
+            return 0
+        g = max(1, min(cfg.ranks_per_node or per_node, world))
+        return (2 if g > 1 else 0) + (1 if world > g else 0)
+
     def setup(self, ddp_model: DDP | None, group: dist.ProcessGroup | None) -> None:
         super().setup(ddp_model, group)
         ranks = dist.get_process_group_ranks(group or dist.group.WORLD)

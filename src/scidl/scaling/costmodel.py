@@ -376,6 +376,12 @@ class Compression:
         """The strategy's collectives for one bucket of ``numel`` fp32 entries."""
         return self.strategy.wire(self.config, numel, p, shapes)
 
+    def syncs(self, numel: int, p: int, per_node: int = 1,
+              shapes: Sequence[Shape] | None = None) -> int:
+        """Collectives one bucket waits on in turn on ``p`` ranks, ``per_node`` to a node
+        (:meth:`scidl.comm.CommStrategy.sync_points`)."""
+        return self.strategy.sync_points(self.config, numel, p, per_node, shapes)
+
     def bytes_sent(self, numel: int, p: int, shapes: Sequence[Shape] | None = None) -> float:
         """Bytes one rank sends for that bucket."""
         return self.strategy.wire_bytes(self.config, numel, p, shapes)

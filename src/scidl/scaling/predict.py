@@ -275,12 +275,14 @@ def contention_band(hw: Hardware, p: int, compute_s: float | None = None,
 
 
 def sync_count(buckets: Sequence[tuple[float, list[list[int]] | None]], p: int,
-               comp: Compression) -> int:
-    """Collectives per step: every bucket's plan (:meth:`Compression.plan`), each one a
+               comp: Compression, per_node: int = 1) -> int:
+    """Collectives per step, ranks placed ``per_node`` to a node: every bucket's
+    collectives waited on in turn (:meth:`Compression.syncs`; the strategy's plan, or
+    its phases: ``hierarchical`` on nodes of several ranks waits on three), each one a
     point where every rank must be on a core."""
     if p <= 1:
         return 0
-    return sum(len(comp.plan(int(b // 4), p, shapes)) for b, shapes in buckets)
+    return sum(comp.syncs(int(b // 4), p, per_node, shapes) for b, shapes in buckets)
 
 
 def exposed_comm(
@@ -346,14 +348,15 @@ def predict_point(
     alone = compute_alone(profile, hw, p, mode)
     # the strategy's own computation runs between the same collectives as the compute
     codec = codec_fraction(profile, comp) if own_terms(profile, hw) else 0.0
-    slow = contention(hw, p, alone * (1.0 + codec), sync_count(buckets, p, comp))
+    syncs = sync_count(buckets, p, comp, min(hw.devices_per_node, p))
+    slow = contention(hw, p, alone * (1.0 + codec), syncs)
     compute = alone * slow
     sizes = [b for b, _ in buckets]
     costs = [gradient_comm_time(b, p, topo, alg, comp, shapes) for b, shapes in buckets]
     terms = step_terms(profile, hw, p, compute, costs, sizes, comp, mode, slow=slow,
                        burst=link_burst(hw, p, alg, comp, buckets))
     # the probe's measured spread at p moves the compute (and the codec's computation)
-    lo, hi = contention_band(hw, p, alone * (1.0 + codec), sync_count(buckets, p, comp))
+    lo, hi = contention_band(hw, p, alone * (1.0 + codec), syncs)
     terms["step_lo_s"] -= max(0.0, slow - lo) * alone * (1.0 + codec)
     terms["step_hi_s"] += max(0.0, hi - slow) * alone * (1.0 + codec)
     batch = profile.samples_per_step
