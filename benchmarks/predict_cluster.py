@@ -921,8 +921,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         d["profile"]["codec_fraction"] = _codec()
         d["codec_load"] = _load()
         _save(d, path)
-    counts = sorted({n * g for g, n in blocks(args.nodes, args.ranks_per_node) if n * g > 1}
-                    | set(args.ranks_per_node) - {1})
+    # the rank counts the runs take, and the node sizes (loopback timings of the node level)
+    ranks = {n * g for g, n in blocks(args.nodes, args.ranks_per_node) if n * g > 1}
+    counts = sorted(ranks | set(args.ranks_per_node) - {1})
     if not d.get("compute_probe") and not d.get("contention"):  # once per sweep
         d["compute_probe"] = _probe(counts)
         _save(d, path)
@@ -932,8 +933,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            *_cores(sorted(set(counts) - timed), tmp)]
         _save(d, path)
     probed = {int(k) for k in (d.get("compute_probe") or {}).get("slowdown", {})}
-    if d.get("compute_probe") and not {n * g for g, n in blocks(args.nodes, args.ranks_per_node)
-                                       if n * g > 1} <= probed:
+    if d.get("compute_probe") and not ranks <= probed:
         sys.exit(f"the sweep's compute probe covers {sorted(probed)} ranks; this sweep "
                  "needs more (use --fresh, or nodes × ranks per node within them)")
     try:
