@@ -408,11 +408,20 @@ def _spread(xs: list[float]) -> dict[str, float] | None:
 
 
 def _choice(rs: list[dict[str, Any]]) -> str | None:
-    choices = [r["auto"]["choice"] for r in rs if r.get("auto") and r["auto"].get("choice")]
+    """``auto``'s choice over a row's seeds: each candidate with its bucket count; where
+    the seeds chose differently, every distinct choice with its number of seeds."""
+    choices = [tuple(r["auto"]["choice"]) for r in rs
+               if r.get("auto") and r["auto"].get("choice")]
     if not choices:
         return None
-    c = choices[0]
-    return ", ".join(f"{n}×{c.count(n)}" for n in dict.fromkeys(c))
+    seeds = {c: choices.count(c) for c in dict.fromkeys(choices)}
+
+    def fmt(c: tuple[str, ...]) -> str:
+        return ", ".join(f"{n}×{c.count(n)}" for n in dict.fromkeys(c))
+
+    if len(seeds) == 1:
+        return fmt(choices[0])
+    return "; ".join(f"{fmt(c)} ({k} seed{'s' if k > 1 else ''})" for c, k in seeds.items())
 
 
 def _fmt(s: dict[str, float] | None, digits: int = 1) -> str:

@@ -219,9 +219,11 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def sync_count(profile: dict[str, Any], hardware: dict[str, Any], nodes: int, comm: str) -> int:
-    """Collectives per step of ``comm`` at ``nodes`` ranks
-    (:func:`scidl.scaling.predict.sync_count`)."""
+def sync_count(profile: dict[str, Any], hardware: dict[str, Any], nodes: int, comm: str,
+               ranks_per_node: int = 1) -> int:
+    """Collectives per step of ``comm`` on ``nodes`` nodes of ``ranks_per_node`` ranks
+    (:func:`scidl.scaling.predict.sync_count`: ``hierarchical`` waits on three phases
+    when a node holds several ranks)."""
     from scidl.scaling import predict as pr
     from scidl.scaling.costmodel import parse_comm
     from scidl.scaling.hardware import Hardware
@@ -229,7 +231,7 @@ def sync_count(profile: dict[str, Any], hardware: dict[str, Any], nodes: int, co
     prof = pr.StepProfile.model_validate(profile)
     comp, _ = parse_comm(comm)
     return pr.sync_count(pr.comm_buckets(prof, Hardware.model_validate(hardware), comp),
-                         nodes, comp)
+                         nodes * ranks_per_node, comp, per_node=ranks_per_node)
 
 
 def with_sharing(hardware: dict[str, Any], sharing: dict[str, Any] | None) -> dict[str, Any]:

@@ -197,3 +197,13 @@ def test_side_by_side_leaves_out_runs_taken_far_apart():
     assert sbs["pace"]["mean"] == 1.0 and sbs["ratio"]["mean"] == 1.5
     assert b.side_by_side({"runs": runs[:2]}, "digits", "100mbit", "adam", 60, "auto",
                           "quant") is None
+
+
+def test_auto_choice_column_counts_seeds_that_chose_differently():
+    b = _bench()
+    same = [{"auto": {"choice": ["powersgd", "powersgd", "dense"]}}] * 3
+    assert b._choice(same) == "powersgd×2, dense×1"
+    mixed = [{"auto": {"choice": ["dense"]}}, {"auto": {"choice": ["fp16"]}},
+             {"auto": {"choice": ["fp16"]}}, {"strategy": "dense"}]
+    assert b._choice(mixed) == "dense×1 (1 seed); fp16×1 (2 seeds)"
+    assert b._choice([{"strategy": "dense"}]) is None

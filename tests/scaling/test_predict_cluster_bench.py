@@ -108,6 +108,10 @@ def test_sync_count_is_the_strategys_collectives_per_step():
     assert b.sync_count(PROFILE, HW, 2, "topk:0.01") == 2  # counts, then values+indices
     two = {**PROFILE, "bucket_bytes": [2_000_000.0, 2_000_000.0]}
     assert b.sync_count(two, HW, 2, "fp16") == 2  # one allreduce per bucket
+    # hierarchical: one allreduce with one rank per node; reduce-scatter in the node,
+    # allreduce across, allgather in the node with two
+    assert b.sync_count(PROFILE, HW, 2, "hierarchical") == 1
+    assert b.sync_count(PROFILE, HW, 2, "hierarchical", ranks_per_node=2) == 3
 
 
 def test_predict_row_with_the_contention_model_hand_computed():
