@@ -9,7 +9,15 @@ from pydantic import ValidationError
 
 from scidl.comm import CommConfig
 from scidl.comm.accounting import ring_allreduce_bytes
-from scidl.comm.auto import BucketInfo, Link, choose, fit_link, probe_large_bytes, simulate
+from scidl.comm.auto import (
+    BucketInfo,
+    Link,
+    choose,
+    fit_link,
+    grow_probe_bytes,
+    probe_large_bytes,
+    simulate,
+)
 
 # A ResNet-like model: four buckets, the last one (first layers) ready at the very end.
 SHAPES = [((512, 512, 3, 3),), ((256, 256, 3, 3), (256,)), ((128, 128, 3, 3),),
@@ -250,3 +258,15 @@ def test_provisional_choice_prices_the_gradient_kept():
     dear = choose_uniform(BUCKETS, slow, 4, cfg, kept={"powersgd": 0.95},
                           codec_per_entry={"powersgd": 1e-3})
     assert dear.choice[0] == "fp16"
+
+
+def test_a_latency_bound_large_probe_grows_until_bandwidth_shows():
+    # 1 Gbit/s, 4 ranks: 32 KiB took 4.7 ms, 256 KiB 5.6 ms: mostly latency, the fit
+    # would read the link several times too fast; four times the bytes next
+    assert grow_probe_bytes(262144, 0.0047, 0.0056, 1 << 20) == 1 << 20
+    assert fit_link(32768, 0.0047, 262144, 0.0056, 4).beta < 0.5 * 8e-9
+    # twice the small one's time or more: the large message will do
+    assert grow_probe_bytes(1 << 20, 0.0047, 0.0126, 1 << 22) is None
+    # never above the bound, and the bound stops the growth
+    assert grow_probe_bytes(3 << 19, 0.0047, 0.005, 1 << 21) == 1 << 21
+    assert grow_probe_bytes(1 << 20, 0.0047, 0.005, 1 << 20) is None

@@ -46,7 +46,10 @@ Each choice, on every rank at once:
    :mod:`scidl.scaling.costmodel`). The small one is ``comm.auto_probe_bytes``' first
    size; the large one is its second, or less on a slow link: the bytes the small
    message's agreed rate moves in ``PROBE_LARGE_S`` (:func:`probe_large_bytes`), so
-   a slow link is not held up by a large message timed several times.
+   a slow link is not held up by a large message timed several times. A large message
+   that took less than ``PROBE_BANDWIDTH_RATIO`` times the small one (mostly latency: a
+   fast link sized from a latency-bound small message) is replaced by one four times
+   larger, up to that bound (:func:`grow_probe_bytes`).
    ``comm.auto_link`` gives (α, β) instead of probing. The refined choice reuses the
    provisional choice's link.
 2. **Agreement.** The probe times, the per-bucket compute times and the compute-only
@@ -117,6 +120,7 @@ from scidl.comm.wire import Collective
 
 PROBE_REPEATS = 3
 PROBE_LARGE_S = 0.025  # about how long one large probe message should take, at most
+PROBE_BANDWIDTH_RATIO = 2.0  # the large message must take this many times the small one
 WALLS_KEPT = 1000  # step times behind a choice's measured step time (the latest)
 # Backward ÷ forward time before any backward pass is seen: the backward pass computes
 # gradients for both activations and weights, about twice the forward's arithmetic
@@ -190,6 +194,19 @@ def probe_large_bytes(small_bytes: int, small_s: float, max_bytes: int,
     floor = min(8 * int(small_bytes), int(max_bytes))
     want = int(max_bytes) if small_s <= 0 else int(small_bytes * target_s / small_s)
     return max(floor, min(want, int(max_bytes))) // 4 * 4
+
+
+def grow_probe_bytes(large_bytes: int, small_s: float, large_s: float, max_bytes: int,
+                     ratio: float = PROBE_BANDWIDTH_RATIO) -> int | None:
+    """The next large probe message, or None when ``large_bytes`` will do: a large message
+    that took less than ``ratio`` times the small one is mostly latency (and scheduling),
+    so its difference from the small one says little about the cost per byte (on a fast
+    link sized from a latency-bound small message it can even read the link as free).
+    Then four times the bytes, up to ``max_bytes``. The same on every rank when the times
+    are agreed."""
+    if large_s >= ratio * small_s or large_bytes >= int(max_bytes):
+        return None
+    return min(4 * int(large_bytes), int(max_bytes)) // 4 * 4
 
 
 def collective_seconds(c: Collective, world: int, link: Link) -> float:
@@ -638,11 +655,15 @@ class Auto(CommStrategy):
         sent = ring_allreduce_bytes(t.numel() * 4, self.world, self.backend) * (PROBE_REPEATS + 1)
         self.counters.record("probe", sent, sent, calls=PROBE_REPEATS + 1)
         (agreed,) = self._agree([small_s])
-        large_b = probe_large_bytes(t.numel() * 4, agreed, int(self.cfg.auto_probe_bytes[1]))
-        t = torch.zeros(max(large_b // 4, 1), dtype=torch.float32, device=self._device)
-        large_s = self._time_allreduce(t)
-        sent = ring_allreduce_bytes(t.numel() * 4, self.world, self.backend) * PROBE_REPEATS
-        self.counters.record("probe", sent, sent, calls=PROBE_REPEATS)
+        bound = int(self.cfg.auto_probe_bytes[1])
+        large_b: int | None = probe_large_bytes(t.numel() * 4, agreed, bound)
+        while large_b is not None:  # until the large message is mostly bandwidth
+            t = torch.zeros(max(large_b // 4, 1), dtype=torch.float32, device=self._device)
+            large_s = self._time_allreduce(t)
+            sent = ring_allreduce_bytes(t.numel() * 4, self.world, self.backend) * PROBE_REPEATS
+            self.counters.record("probe", sent, sent, calls=PROBE_REPEATS)
+            (agreed_large,) = self._agree([large_s])
+            large_b = grow_probe_bytes(t.numel() * 4, agreed, agreed_large, bound)
         return small_s, large_s, t.numel() * 4
 
     def _time_allreduce(self, t: torch.Tensor) -> float:
