@@ -73,8 +73,14 @@ def _worker(rank: int, world: int) -> dict:
                                  and s2["param_choice"] == state["param_choice"]
                                  and s2["link"] == state["link"]
                                  and _same(s2["inner"], state["inner"]))
-            out["has_residual"] = bool(state["inner"].get("topk", {}).get("residuals")
-                                       or state["inner"].get("powersgd", {}).get("err"))
+            # a chosen candidate with error feedback carries its residuals in the state
+            # (which candidate the slow link gets depends on the measured timeline)
+            inner, chosen = state["inner"], set(rep["choice"])
+            kept = {"topk": inner.get("topk", {}).get("residuals"),
+                    "powersgd": inner.get("powersgd", {}).get("err")}
+            kept |= {n: inner[n].get("worker") for n in chosen if n.startswith("quant")}
+            out["has_residual"] = all(bool(v) for n, v in kept.items() if n in chosen)
+            out["ef_chosen"] = sorted(n for n in kept if n in chosen)
     return out
 
 
